@@ -1,0 +1,3 @@
+"""The edgescope device collector."""
+
+__version__ = "0.1.0"

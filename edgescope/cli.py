@@ -1,0 +1,82 @@
+"""The ``edgescope`` command.
+
+Each subcommand lives in its own module, imported only when it runs, so that ``edgescope
+inspect`` on a device never imports the collector or the UI. Errors are translated to one
+line on stderr and an exit code here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from edgescope_tracing import TraceError
+
+from .errors import EdgescopeError
+
+__all__ = ["main"]
+
+COMMANDS: list[str] = [
+    # one line per command module, e.g. "_cmd_record"
+]
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from ._inspect import inspect_file, print_human, print_json
+
+    try:
+        summary = inspect_file(args.file)
+    except FileNotFoundError:
+        raise EdgescopeError(f"{args.file}: no such file", 2) from None
+    except PermissionError:
+        raise EdgescopeError(f"{args.file}: permission denied", 2) from None
+    if args.json:
+        print_json(summary, sys.stdout)
+    else:
+        print_human(args.file, summary, sys.stdout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgescope",
+        description="See inside AI training runs on small Linux devices.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("inspect", help="summarize a trace file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=_cmd_inspect)
+
+    # Further subcommands: each module in COMMANDS has ``add_parser(sub)``, which adds its parser
+    # and sets ``func``; the module imports its heavy dependencies inside ``func`` only.
+    import importlib
+
+    for name in COMMANDS:
+        importlib.import_module(f"edgescope.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except EdgescopeError as e:
+        print(f"edgescope: {e}", file=sys.stderr)
+        return e.exit_code
+    except TraceError as e:
+        print(f"edgescope: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

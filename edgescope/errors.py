@@ -1,0 +1,29 @@
+"""Errors of the edgescope command and SDK.
+
+    EdgescopeError        a failure a user can act on; carries the command's exit code
+    └── UsageError        bad arguments or input (exit 2)
+
+Errors of the trace format (``edgescope_tracing.TraceError``) are translated to exit code 2
+once, in :func:`edgescope.cli.main`.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EdgescopeError", "UsageError"]
+
+
+class EdgescopeError(Exception):
+    """A failure with a one-sentence message and the exit code the command ends with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(EdgescopeError):
+    """Bad arguments or input."""
+
+    exit_code = 2

@@ -1,0 +1,641 @@
+"""Records to msgpack-ready arrays and back, with the per-stream interning state.
+
+The encoder owns the stream's state: the sequence counter, the string, frame and stack tables,
+the active runs (restated at each keyframe) and the highest step seen. The decoder mirrors it.
+Both restart their tables at a keyframe, so decoding can begin at any keyframe.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Callable
+from itertools import accumulate, pairwise
+from typing import Any
+
+from .errors import DecodeError, RecordTooLargeError
+from .records import (
+    CoolingDevice,
+    CpuFreq,
+    Event,
+    GpuSample,
+    Keyframe,
+    Kind,
+    Metrics,
+    ProcessSample,
+    Record,
+    RunEnd,
+    RunStart,
+    StackFrame,
+    StackSamples,
+    SystemSample,
+    ThermalSample,
+    ThermalZone,
+)
+
+Wire = list[Any]
+
+METRIC_CHUNK = 2048
+"""Values per metric batch on the wire: keeps the worst case (float64, 8-byte deltas) ~50 KiB."""
+
+INDEX_POINTER = 12
+"""Kind tag of the fixed-size last frame of a closed file: ``[12, index_offset]``."""
+
+_LITTLE = sys.byteorder == "little"
+_INT_CODES = (
+    (1, "b", -(1 << 7), (1 << 7) - 1),
+    (2, "h", -(1 << 15), (1 << 15) - 1),
+    (4, "i", -(1 << 31), (1 << 31) - 1),
+    (8, "q", -(1 << 63), (1 << 63) - 1),
+)
+_CODE_OF_WIDTH = {w: c for w, c, _, _ in _INT_CODES}
+_CODE_OF_WIDTH.update({-4: "f", -8: "d"})
+
+
+def _pack_array(code: str, values: Any) -> bytes:
+    a = array(code, values)
+    if not _LITTLE:
+        a.byteswap()
+    return a.tobytes()
+
+
+def _unpack_array(code: str, data: bytes) -> list[Any]:
+    a = array(code)
+    a.frombytes(data)
+    if not _LITTLE:
+        a.byteswap()
+    return a.tolist()
+
+
+def encode_ints(values: tuple[int, ...] | list[int]) -> Wire:
+    """An integer column: ``[first, stride]`` if evenly spaced, else ``[first, width, deltas]``."""
+    n = len(values)
+    if n == 0:
+        return [0, 0]
+    first = values[0]
+    if n == 1:
+        return [first, 0]
+    deltas = [b - a for a, b in pairwise(values)]
+    lo, hi = min(deltas), max(deltas)
+    if lo == hi:
+        return [first, lo]
+    for width, code, wmin, wmax in _INT_CODES:
+        if wmin <= lo and hi <= wmax:
+            return [first, width, _pack_array(code, deltas)]
+    raise ValueError("integer column deltas exceed 64 bits")
+
+
+def decode_ints(col: Any, n: int) -> tuple[int, ...]:
+    if not isinstance(col, list) or not col or not isinstance(col[0], int):
+        raise DecodeError("integer column is malformed")
+    first = col[0]
+    if len(col) == 2:
+        stride = col[1]
+        if not isinstance(stride, int):
+            raise DecodeError("integer column stride is not an integer")
+        if n == 0:
+            return ()
+        return tuple(range(first, first + stride * n, stride)) if stride else (first,) * n
+    if len(col) != 3 or col[1] not in (1, 2, 4, 8) or not isinstance(col[2], bytes):
+        raise DecodeError("integer column is malformed")
+    width: int = col[1]
+    data: bytes = col[2]
+    if len(data) != width * (n - 1):
+        raise DecodeError(f"integer column holds {len(data) // width + 1} values, expected {n}")
+    return tuple(accumulate(_unpack_array(_CODE_OF_WIDTH[width], data), initial=first))
+
+
+def encode_floats(values: tuple[float, ...] | list[float]) -> tuple[int, bytes]:
+    """Float32 where every value survives it exactly, else float64. Never lossy."""
+    as32 = array("f", values)
+    if as32.tolist() == list(values):
+        if not _LITTLE:
+            as32.byteswap()
+        return 4, as32.tobytes()
+    return 8, _pack_array("d", values)
+
+
+def decode_floats(width: Any, data: Any) -> tuple[float, ...]:
+    if width not in (4, 8) or not isinstance(data, bytes) or len(data) % width:
+        raise DecodeError("float column is malformed")
+    return tuple(_unpack_array(_CODE_OF_WIDTH[-width], data))
+
+
+# --- scalar checks for decoding untrusted input -------------------------------------------
+
+
+def _int(x: Any) -> int:
+    if type(x) is not int:
+        raise DecodeError(f"expected an integer, got {type(x).__name__}")
+    return x
+
+
+def _oint(x: Any) -> int | None:
+    return None if x is None else _int(x)
+
+
+def _num(x: Any) -> float:
+    if type(x) is float or type(x) is int:
+        return x
+    raise DecodeError(f"expected a number, got {type(x).__name__}")
+
+
+def _onum(x: Any) -> float | None:
+    return None if x is None else _num(x)
+
+
+def _str(x: Any) -> str:
+    if type(x) is not str:
+        raise DecodeError(f"expected a string, got {type(x).__name__}")
+    return x
+
+
+def _list(x: Any) -> list[Any]:
+    if type(x) is not list:
+        raise DecodeError(f"expected an array, got {type(x).__name__}")
+    return x
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    if type(x) is not dict:
+        raise DecodeError(f"expected a map, got {type(x).__name__}")
+    return x
+
+
+def _fields(w: Wire, n: int) -> Wire:
+    """The record's fields, at least ``n`` of them (later minor versions may append more)."""
+    if len(w) < n:
+        raise DecodeError(f"record of kind {w[0]} has {len(w)} fields, expected at least {n}")
+    return w
+
+
+class Encoder:
+    """Turns records into wire arrays, assigning sequence numbers and interning strings."""
+
+    def __init__(self) -> None:
+        self.next_seq = 0
+        self.runs: dict[int, RunStart] = {}
+        self.last_step = -1
+        self.keyframes = 0
+        self._reset_tables()
+
+    def _reset_tables(self) -> None:
+        self._strings: dict[str, int] = {}
+        self._new_strings: list[str] = []
+        self._new_strings_first = 0
+        self._frames: dict[StackFrame, int] = {}
+        self._stacks: dict[tuple[int, ...], int] = {}
+
+    def _sid(self, s: str) -> int:
+        sid = self._strings.get(s)
+        if sid is None:
+            sid = len(self._strings)
+            if not self._new_strings:
+                self._new_strings_first = sid
+            self._strings[s] = sid
+            self._new_strings.append(s)
+        return sid
+
+    def _with_strings(self, wire: Wire) -> list[Wire]:
+        if not self._new_strings:
+            return [wire]
+        strings = [Kind.STRINGS.value, wire[1], wire[2], self._new_strings_first, self._new_strings]
+        self._new_strings = []
+        return [strings, wire]
+
+    def _take_seq(self) -> int:
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        return seq
+
+    def keyframe(self, t_us: int) -> Wire:
+        """Restart the tables and restate the active runs: reading may begin here."""
+        self._reset_tables()
+        number = self.keyframes
+        self.keyframes += 1
+        runs = [self._run_start(r, r.seq) for r in self.runs.values()]
+        return [Kind.KEYFRAME.value, self._take_seq(), t_us, number, self.last_step, runs]
+
+    @staticmethod
+    def _run_start(r: RunStart, seq: int) -> Wire:
+        return [
+            Kind.RUN_START.value,
+            seq,
+            r.t_us,
+            r.run,
+            r.run_id,
+            r.name,
+            r.host,
+            r.pid,
+            r.config,
+            list(r.tags),
+            r.device,
+        ]
+
+    def encode(self, rec: Record) -> list[Wire]:
+        """Wire arrays for one record: maybe a string table first, maybe several chunks."""
+        if isinstance(rec, Metrics):
+            return self._metrics(rec)
+        if isinstance(rec, StackSamples):
+            return self._stacks_rec(rec)
+        seq = self._take_seq()
+        t = rec.t_us
+        wire: Wire
+        if isinstance(rec, RunStart):
+            self.runs[rec.run] = RunStart(
+                rec.run,
+                rec.run_id,
+                rec.name,
+                rec.host,
+                rec.pid,
+                rec.config,
+                rec.tags,
+                rec.device,
+                rec.t_us,
+                seq,
+            )
+            return [self._run_start(rec, seq)]
+        if isinstance(rec, RunEnd):
+            self.runs.pop(rec.run, None)
+            wire = [Kind.RUN_END.value, seq, t, rec.run, rec.exit_code, rec.dropped]
+        elif isinstance(rec, SystemSample):
+            psi = [x for k, v in rec.psi.items() for x in (self._sid(k), v)]
+            wire = [
+                Kind.SYSTEM.value,
+                seq,
+                t,
+                rec.cpu_percent,
+                list(rec.per_cpu_percent),
+                rec.mem_used,
+                rec.mem_total,
+                rec.mem_available,
+                rec.swap_used,
+                rec.swap_total,
+                rec.load1,
+                rec.load5,
+                rec.load15,
+                psi,
+                rec.disk_read_bps,
+                rec.disk_write_bps,
+                rec.net_rx_bps,
+                rec.net_tx_bps,
+            ]
+        elif isinstance(rec, ProcessSample):
+            wire = [
+                Kind.PROCESS.value,
+                seq,
+                t,
+                rec.run,
+                rec.pid,
+                rec.cpu_percent,
+                rec.rss,
+                rec.rss_peak,
+                rec.threads,
+                rec.cgroup_current,
+                rec.cgroup_peak,
+                rec.cgroup_limit,
+                rec.oom_kills,
+            ]
+        elif isinstance(rec, ThermalSample):
+            zones = [
+                [self._sid(z.name), z.temp_c, [[self._sid(ty), tc, hy] for ty, tc, hy in z.trips]]
+                for z in rec.zones
+            ]
+            freqs = [[f.cpu, f.cur_khz, f.hw_khz, f.max_khz, f.scaling_max_khz] for f in rec.freqs]
+            cooling = [
+                [self._sid(c.name), c.cur_state, c.max_state, c.transitions] for c in rec.cooling
+            ]
+            throttle = [x for k, v in rec.throttle.items() for x in (self._sid(k), v)]
+            wire = [Kind.THERMAL.value, seq, t, zones, freqs, cooling, throttle]
+        elif isinstance(rec, GpuSample):
+            wire = [
+                Kind.GPU.value,
+                seq,
+                t,
+                rec.index,
+                self._sid(rec.name),
+                rec.temp_c,
+                rec.power_mw,
+                rec.power_limit_mw,
+                rec.sm_clock_mhz,
+                rec.mem_clock_mhz,
+                rec.max_sm_clock_mhz,
+                rec.max_mem_clock_mhz,
+                rec.clock_event_reasons,
+                rec.util_gpu,
+                rec.util_mem,
+                rec.mem_used,
+                rec.mem_total,
+            ]
+        elif isinstance(rec, Event):
+            wire = [
+                Kind.EVENT.value,
+                seq,
+                t,
+                self._sid(rec.kind),
+                rec.message,
+                rec.run,
+                rec.severity,
+                rec.detail,
+            ]
+        elif isinstance(rec, Keyframe):
+            raise ValueError("keyframes are written by the encoder itself, not appended")
+        else:
+            raise TypeError(f"not an edgescope record: {type(rec).__name__}")
+        return self._with_strings(wire)
+
+    def _metrics(self, rec: Metrics) -> list[Wire]:
+        key = self._sid(rec.key)
+        out: list[Wire] = []
+        n = len(rec.values)
+        if rec.steps:
+            self.last_step = max(self.last_step, max(rec.steps))
+        for lo in range(0, max(n, 1), METRIC_CHUNK):
+            hi = min(n, lo + METRIC_CHUNK)
+            values = rec.values[lo:hi]
+            for v in values:
+                if not isinstance(v, float):
+                    raise TypeError(f"metric {rec.key!r}: value {v!r} is not a float")
+            times = rec.times_us[lo:hi]
+            width, data = encode_floats(values)
+            t = times[0] if times else rec.t_us
+            wire = [
+                Kind.METRICS.value,
+                self._take_seq(),
+                t,
+                rec.run,
+                key,
+                hi - lo,
+                encode_ints(rec.steps[lo:hi]),
+                encode_ints(times),
+                width,
+                data,
+            ]
+            out.extend(self._with_strings(wire))
+        return out
+
+    def _stacks_rec(self, rec: StackSamples) -> list[Wire]:
+        backend = self._sid(rec.backend)
+        new_frames: list[Wire] = []
+        new_stacks: list[Wire] = []
+        first_frame = len(self._frames)
+        first_stack = len(self._stacks)
+        samples: list[int] = []
+        for stack, count in rec.samples:
+            fids = []
+            for fr in stack:
+                fid = self._frames.get(fr)
+                if fid is None:
+                    fid = self._frames[fr] = len(self._frames)
+                    new_frames.append([self._sid(fr.function), self._sid(fr.file), fr.line])
+                fids.append(fid)
+            key = tuple(fids)
+            stid = self._stacks.get(key)
+            if stid is None:
+                stid = self._stacks[key] = len(self._stacks)
+                new_stacks.append(fids)
+            samples.extend((stid, count))
+        wire = [
+            Kind.STACKS.value,
+            self._take_seq(),
+            rec.t_us,
+            rec.run,
+            backend,
+            rec.period_us,
+            first_frame,
+            new_frames,
+            first_stack,
+            new_stacks,
+            samples,
+        ]
+        return self._with_strings(wire)
+
+
+class Decoder:
+    """Turns wire arrays back into records, mirroring the encoder's tables."""
+
+    def __init__(self) -> None:
+        self.strings: dict[int, str] = {}
+        self.frames: dict[int, StackFrame] = {}
+        self.stacks: dict[int, tuple[StackFrame, ...]] = {}
+        self.runs: dict[int, RunStart] = {}
+        self.unknown_kinds = 0
+        """Records of kinds this version does not know (a newer minor version wrote them)."""
+        self.unresolved = 0
+        """References to strings, frames or stacks whose definition was lost to damage."""
+        self._dispatch: dict[int, Callable[[Wire], Record | None]] = {
+            Kind.STRINGS: self._strings_rec,
+            Kind.KEYFRAME: self._keyframe,
+            Kind.RUN_START: self._run_start,
+            Kind.RUN_END: self._run_end,
+            Kind.METRICS: self._metrics,
+            Kind.SYSTEM: self._system,
+            Kind.PROCESS: self._process,
+            Kind.THERMAL: self._thermal,
+            Kind.GPU: self._gpu,
+            Kind.STACKS: self._stacks_rec,
+            Kind.EVENT: self._event,
+        }
+
+    def decode(self, w: Any) -> Record | None:
+        """One record, or None for format internals (string tables, index) and unknown kinds."""
+        if type(w) is not list or len(w) < 2 or type(w[0]) is not int:
+            raise DecodeError("a record is not an array starting with its kind")
+        fn = self._dispatch.get(w[0])
+        if fn is None:
+            if w[0] not in (Kind.INDEX, INDEX_POINTER):
+                self.unknown_kinds += 1
+            return None
+        _fields(w, 3)
+        _int(w[1])
+        _int(w[2])
+        try:
+            return fn(w)
+        except DecodeError:
+            raise
+        except (TypeError, ValueError, OverflowError) as e:
+            raise DecodeError(f"record of kind {w[0]}: {e}") from None
+
+    def _s(self, x: Any) -> str:
+        s = self.strings.get(_int(x))
+        if s is None:
+            self.unresolved += 1
+            return f"<lost string #{x}>"
+        return s
+
+    def _reset_tables(self) -> None:
+        self.strings = {}
+        self.frames = {}
+        self.stacks = {}
+
+    def _strings_rec(self, w: Wire) -> None:
+        first = _int(_fields(w, 5)[3])
+        for i, s in enumerate(_list(w[4])):
+            self.strings[first + i] = _str(s)
+        return None
+
+    def _keyframe(self, w: Wire) -> Keyframe:
+        _fields(w, 6)
+        self._reset_tables()
+        runs = []
+        for rw in _list(w[5]):
+            r = self._run_start(_fields(_list(rw), 11))
+            runs.append(r)
+        self.runs = {r.run: r for r in runs}
+        return Keyframe(_int(w[3]), _int(w[4]), tuple(runs), w[2], w[1])
+
+    def _run_start(self, w: Wire) -> RunStart:
+        _fields(w, 11)
+        r = RunStart(
+            _int(w[3]),
+            _str(w[4]),
+            _str(w[5]),
+            _str(w[6]),
+            _int(w[7]),
+            _dict(w[8]),
+            tuple(_str(t) for t in _list(w[9])),
+            _dict(w[10]),
+            _int(w[2]),
+            _int(w[1]),
+        )
+        self.runs[r.run] = r
+        return r
+
+    def _run_end(self, w: Wire) -> RunEnd:
+        _fields(w, 6)
+        self.runs.pop(_int(w[3]), None)
+        return RunEnd(w[3], _oint(w[4]), _int(w[5]), w[2], w[1])
+
+    def _metrics(self, w: Wire) -> Metrics:
+        _fields(w, 10)
+        n = _int(w[5])
+        if n < 0 or n > METRIC_CHUNK * 64:
+            raise DecodeError(f"metric batch claims {n} values")
+        values = decode_floats(w[8], w[9])
+        if len(values) != n:
+            raise DecodeError(f"metric batch holds {len(values)} values, expected {n}")
+        return Metrics(
+            _int(w[3]),
+            self._s(w[4]),
+            decode_ints(w[6], n),
+            decode_ints(w[7], n),
+            values,
+            w[2],
+            w[1],
+        )
+
+    def _system(self, w: Wire) -> SystemSample:
+        _fields(w, 18)
+        psi_flat = _list(w[13])
+        psi = {self._s(psi_flat[i]): _num(psi_flat[i + 1]) for i in range(0, len(psi_flat) - 1, 2)}
+        return SystemSample(
+            _onum(w[3]),
+            tuple(_num(x) for x in _list(w[4])),
+            _oint(w[5]),
+            _oint(w[6]),
+            _oint(w[7]),
+            _oint(w[8]),
+            _oint(w[9]),
+            _onum(w[10]),
+            _onum(w[11]),
+            _onum(w[12]),
+            psi,
+            _onum(w[14]),
+            _onum(w[15]),
+            _onum(w[16]),
+            _onum(w[17]),
+            w[2],
+            w[1],
+        )
+
+    def _process(self, w: Wire) -> ProcessSample:
+        _fields(w, 13)
+        return ProcessSample(
+            _int(w[3]),
+            _int(w[4]),
+            _onum(w[5]),
+            _oint(w[6]),
+            _oint(w[7]),
+            _oint(w[8]),
+            _oint(w[9]),
+            _oint(w[10]),
+            _oint(w[11]),
+            _oint(w[12]),
+            w[2],
+            w[1],
+        )
+
+    def _thermal(self, w: Wire) -> ThermalSample:
+        _fields(w, 7)
+        zones = []
+        for z in _list(w[3]):
+            z = _list(z)
+            trips = tuple((self._s(_list(tr)[0]), _num(tr[1]), _num(tr[2])) for tr in _list(z[2]))
+            zones.append(ThermalZone(self._s(z[0]), _num(z[1]), trips))
+        freqs = tuple(
+            CpuFreq(_int(f[0]), _oint(f[1]), _oint(f[2]), _oint(f[3]), _oint(f[4]))
+            for f in map(_list, _list(w[4]))
+        )
+        cooling = tuple(
+            CoolingDevice(self._s(c[0]), _int(c[1]), _int(c[2]), _int(c[3]))
+            for c in map(_list, _list(w[5]))
+        )
+        flat = _list(w[6])
+        throttle = {self._s(flat[i]): _int(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+        return ThermalSample(tuple(zones), freqs, cooling, throttle, w[2], w[1])
+
+    def _gpu(self, w: Wire) -> GpuSample:
+        _fields(w, 17)
+        return GpuSample(
+            _int(w[3]),
+            self._s(w[4]),
+            _onum(w[5]),
+            _oint(w[6]),
+            _oint(w[7]),
+            _oint(w[8]),
+            _oint(w[9]),
+            _oint(w[10]),
+            _oint(w[11]),
+            _oint(w[12]),
+            _onum(w[13]),
+            _onum(w[14]),
+            _oint(w[15]),
+            _oint(w[16]),
+            w[2],
+            w[1],
+        )
+
+    def _stacks_rec(self, w: Wire) -> StackSamples:
+        _fields(w, 11)
+        first_frame = _int(w[6])
+        for i, fw in enumerate(_list(w[7])):
+            fw = _list(fw)
+            self.frames[first_frame + i] = StackFrame(self._s(fw[0]), self._s(fw[1]), _int(fw[2]))
+        first_stack = _int(w[8])
+        lost = StackFrame("<lost frame>")
+        for i, sw in enumerate(_list(w[9])):
+            fr = []
+            for fid in _list(sw):
+                f = self.frames.get(_int(fid))
+                if f is None:
+                    self.unresolved += 1
+                    f = lost
+                fr.append(f)
+            self.stacks[first_stack + i] = tuple(fr)
+        flat = _list(w[10])
+        samples = []
+        for i in range(0, len(flat) - 1, 2):
+            st = self.stacks.get(_int(flat[i]))
+            if st is None:
+                self.unresolved += 1
+                st = (StackFrame("<lost stack>"),)
+            samples.append((st, _int(flat[i + 1])))
+        return StackSamples(_int(w[3]), self._s(w[4]), _int(w[5]), tuple(samples), w[2], w[1])
+
+    def _event(self, w: Wire) -> Event:
+        _fields(w, 8)
+        return Event(self._s(w[3]), _str(w[4]), _int(w[5]), _int(w[6]), _dict(w[7]), w[2], w[1])
+
+
+def too_large(size: int, limit: int, what: str) -> RecordTooLargeError:
+    return RecordTooLargeError(f"{what} is {size} bytes encoded; a frame holds at most {limit}")

@@ -1,0 +1,268 @@
+"""Reading a trace file: iterate, seek by sequence number, time or step, follow as it grows."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+
+from ._frames import (
+    FRAME_HEAD,
+    FRAME_HEAD_SIZE,
+    HEADER_SIZE,
+    POINTER_FRAME_SIZE,
+    SYNC,
+    Damage,
+    IndexEntry,
+    StreamDecoder,
+    decode_index,
+    parse_header,
+)
+from .errors import DecodeError, NotATraceError
+from .records import Keyframe, Metrics, Record
+
+__all__ = ["TraceReader"]
+
+CHUNK = 1 << 20
+
+
+class TraceReader:
+    """A trace file, read lazily with ``pread``.
+
+    Opening checks the header and raises :class:`NotATraceError` or
+    :class:`UnsupportedVersionError` with one sentence that names the file. Damage met while
+    reading is skipped and listed in ``damage`` (offset, length, reason); it never raises.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except IsADirectoryError:
+            raise NotATraceError(f"{self.path} is a directory, not an edgescope trace") from None
+        try:
+            head = os.pread(self._fd, HEADER_SIZE, 0)
+            if len(head) < HEADER_SIZE and os.path.isdir(self.path):
+                raise NotATraceError(f"{self.path} is a directory, not an edgescope trace")
+            self.version = parse_header(head, str(self.path))
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.damage: list[Damage] = []
+        self.unknown_kinds = 0
+        self.unresolved = 0
+        self._index: list[IndexEntry] | None = None
+
+    @property
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.records()
+
+    def records(self, offset: int = HEADER_SIZE) -> Iterator[Record]:
+        """Every readable record from ``offset`` (a keyframe's offset, or the start)."""
+        dec = StreamDecoder(header=False, name=str(self.path), offset=offset)
+        self.damage = dec.damage
+        pos = offset
+        while True:
+            chunk = os.pread(self._fd, CHUNK, pos)
+            if not chunk:
+                break
+            pos += len(chunk)
+            yield from dec.feed(chunk)
+        yield from dec.close()
+        self.unknown_kinds = dec.decoder.unknown_kinds
+        self.unresolved = dec.decoder.unresolved
+
+    # --- index and seeking -------------------------------------------------------------
+
+    def index(self) -> list[IndexEntry]:
+        """Keyframe places: from the index a closed file ends with, else rebuilt by a scan."""
+        if self._index is None:
+            self._index = self._read_index()
+            if self._index is None:
+                self._index = self._scan_index()
+        return self._index
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the file ends with a readable index (it was closed cleanly)."""
+        return self._read_index() is not None
+
+    def _read_frame(self, offset: int) -> bytes | None:
+        head = os.pread(self._fd, FRAME_HEAD_SIZE, offset)
+        if len(head) < FRAME_HEAD_SIZE:
+            return None
+        sync, length, crc = FRAME_HEAD.unpack(head)
+        if sync != SYNC:
+            return None
+        payload = os.pread(self._fd, length, offset + FRAME_HEAD_SIZE)
+        if len(payload) != length or zlib.crc32(payload) != crc:
+            return None
+        return payload
+
+    def _read_index(self) -> list[IndexEntry] | None:
+        size = self.size
+        if size < HEADER_SIZE + POINTER_FRAME_SIZE:
+            return None
+        payload = self._read_frame(size - POINTER_FRAME_SIZE)
+        if payload is None or payload[:4] != b"\x91\x92\x0c\xcf":
+            return None
+        index_offset = int.from_bytes(payload[4:12], "big")
+        if not HEADER_SIZE <= index_offset < size:
+            return None
+        body = self._read_frame(index_offset)
+        if body is None:
+            return None
+        try:
+            return decode_index(msgpack.unpackb(body, raw=False))
+        except (
+            DecodeError,
+            ValueError,
+            TypeError,
+            msgpack.ExtraData,
+            msgpack.FormatError,
+            msgpack.StackError,
+        ):
+            return None
+
+    def _scan_index(self) -> list[IndexEntry]:
+        """Find the keyframes by reading only the first record of each frame."""
+        entries: list[IndexEntry] = []
+        pos = HEADER_SIZE
+        size = self.size
+        while pos + FRAME_HEAD_SIZE <= size:
+            payload = self._read_frame(pos)
+            if payload is None:
+                nxt = self._find_sync(pos + 1)
+                if nxt < 0:
+                    break
+                pos = nxt
+                continue
+            entry = _keyframe_entry(payload, pos)
+            if entry is not None:
+                entries.append(entry)
+            pos += FRAME_HEAD_SIZE + len(payload)
+        return entries
+
+    def _find_sync(self, pos: int) -> int:
+        while True:
+            chunk = os.pread(self._fd, CHUNK + 1, pos)
+            if len(chunk) < 2:
+                return -1
+            i = chunk.find(SYNC)
+            if i >= 0:
+                return pos + i
+            pos += len(chunk) - 1
+
+    def seek(
+        self, *, seq: int | None = None, t_us: int | None = None, step: int | None = None
+    ) -> Iterator[Record]:
+        """Records from the target on, read from the last keyframe at or before it.
+
+        The keyframe itself comes first (it restates the active runs); then records before the
+        target are passed over: those with a lower ``seq``, or metric batches that end before
+        the time or step asked for, or other records earlier than the time asked for.
+        """
+        given = [x is not None for x in (seq, t_us, step)]
+        if sum(given) != 1:
+            raise ValueError("seek takes exactly one of seq, t_us, step")
+        entries = self.index()
+        start = HEADER_SIZE
+        for e in entries:
+            if seq is not None and e.seq > seq:
+                break
+            if t_us is not None and e.t_us > t_us:
+                break
+            if step is not None and e.last_step >= step:
+                break
+            start = e.offset
+        for rec in self.records(start):
+            if seq is not None:
+                if rec.seq < seq and not isinstance(rec, Keyframe):
+                    continue
+            elif t_us is not None:
+                if isinstance(rec, Metrics):
+                    if rec.times_us and rec.times_us[-1] < t_us:
+                        continue
+                elif rec.t_us < t_us and not isinstance(rec, Keyframe):
+                    continue
+            elif (
+                step is not None and isinstance(rec, Metrics) and rec.steps and rec.steps[-1] < step
+            ):
+                continue
+            yield rec
+
+    # --- following a growing file ------------------------------------------------------------
+
+    def follow(
+        self,
+        *,
+        poll: float = 0.2,
+        stop: threading.Event | None = None,
+        offset: int = HEADER_SIZE,
+    ) -> Iterator[Record]:
+        """Every record, then new ones as the file grows, until it is closed or ``stop`` is set.
+
+        A frame still being written is waited for, not reported as damage.
+        """
+        dec = StreamDecoder(header=False, name=str(self.path), offset=offset)
+        self.damage = dec.damage
+        pos = offset
+        while True:
+            chunk = os.pread(self._fd, CHUNK, pos)
+            if chunk:
+                pos += len(chunk)
+                yield from dec.feed(chunk)
+                continue
+            if dec.index_offset is not None:
+                break
+            if stop is not None and stop.is_set():
+                break
+            if stop is not None:
+                stop.wait(poll)
+            else:
+                time.sleep(poll)
+        yield from dec.close()
+
+
+def _keyframe_entry(payload: bytes, offset: int) -> IndexEntry | None:
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(payload)
+    try:
+        unpacker.read_array_header()
+        first = unpacker.unpack()
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+        msgpack.OutOfData,
+    ):
+        return None
+    if (
+        type(first) is list
+        and len(first) >= 6
+        and first[0] == 1
+        and all(type(x) is int for x in first[1:5])
+    ):
+        return IndexEntry(offset, first[1], first[2], first[4], first[3])
+    return None

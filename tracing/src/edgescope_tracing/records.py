@@ -1,0 +1,304 @@
+"""The record kinds of an edgescope trace, as frozen dataclasses.
+
+Every record carries ``seq`` (its sequence number in the stream, assigned by the encoder: the
+resume cursor) and ``t_us`` (wall time, integer microseconds since the Unix epoch). On the wire
+a record is a msgpack array ``[kind, seq, t_us, field...]``; ``docs/trace-format.md`` gives the
+fields of each kind. Records that belong to a training run name it by ``run``, the small integer
+that the run's :class:`RunStart` gave it within the stream (a collector stream carries several
+runs; a file written by the SDK carries one).
+
+The wire conversion lives in :mod:`edgescope_tracing._codec`, not here: these classes are plain
+data, cheap to build and compare.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+__all__ = [
+    "Kind",
+    "RunStart",
+    "RunEnd",
+    "Metrics",
+    "SystemSample",
+    "ProcessSample",
+    "ThermalZone",
+    "CpuFreq",
+    "CoolingDevice",
+    "ThermalSample",
+    "GpuSample",
+    "StackFrame",
+    "StackSamples",
+    "Event",
+    "Keyframe",
+    "Record",
+    "JsonValue",
+]
+
+JsonValue = Any
+"""A value made of None, bool, int, float, str, bytes, lists and str-keyed dicts (msgpack-able)."""
+
+
+class Kind(enum.IntEnum):
+    """Record kind tags, the first element of every record on the wire. Never renumber."""
+
+    STRINGS = 0
+    KEYFRAME = 1
+    RUN_START = 2
+    RUN_END = 3
+    METRICS = 4
+    SYSTEM = 5
+    PROCESS = 6
+    THERMAL = 7
+    GPU = 8
+    STACKS = 9
+    EVENT = 10
+    INDEX = 11
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """A training run begins: who, where, with what configuration, on which device."""
+
+    KIND: ClassVar[Kind] = Kind.RUN_START
+    run: int
+    """The run's number within this stream, referenced by later records."""
+    run_id: str
+    """Globally unique identity of the run (hex)."""
+    name: str
+    host: str
+    pid: int
+    config: dict[str, JsonValue] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    device: dict[str, JsonValue] = field(default_factory=dict)
+    """Facts about the device: board model, CPU, memory, GPUs, kernel, Python."""
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """A run ended. ``dropped`` counts records the producer had to drop (never silent)."""
+
+    KIND: ClassVar[Kind] = Kind.RUN_END
+    run: int
+    exit_code: int | None = None
+    dropped: int = 0
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """A columnar batch of one metric's values: ``values[i]`` at ``steps[i]`` and ``times_us[i]``.
+
+    ``t_us`` is the time of the first value. Steps and times are delta-encoded on the wire;
+    values are stored as float32 where every value of the batch survives that exactly, else
+    as float64.
+    """
+
+    KIND: ClassVar[Kind] = Kind.METRICS
+    run: int
+    key: str
+    steps: tuple[int, ...]
+    times_us: tuple[int, ...]
+    values: tuple[float, ...]
+    t_us: int = 0
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.values)
+        if len(self.steps) != n or len(self.times_us) != n:
+            raise ValueError(
+                f"metric batch {self.key!r}: steps, times_us and values must have the same "
+                f"length (got {len(self.steps)}, {len(self.times_us)}, {n})"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSample:
+    """Whole-device figures at one instant. ``None`` where the source is absent."""
+
+    KIND: ClassVar[Kind] = Kind.SYSTEM
+    cpu_percent: float | None = None
+    per_cpu_percent: tuple[float, ...] = ()
+    mem_used: int | None = None
+    mem_total: int | None = None
+    mem_available: int | None = None
+    swap_used: int | None = None
+    swap_total: int | None = None
+    load1: float | None = None
+    load5: float | None = None
+    load15: float | None = None
+    psi: dict[str, float] = field(default_factory=dict)
+    """Pressure stall figures, e.g. ``{"memory.some.avg10": 0.5, "cpu.some.avg10": 3.1}``."""
+    disk_read_bps: float | None = None
+    disk_write_bps: float | None = None
+    net_rx_bps: float | None = None
+    net_tx_bps: float | None = None
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """One process of a run: CPU, RSS and its peak (VmHWM), threads, cgroup memory."""
+
+    KIND: ClassVar[Kind] = Kind.PROCESS
+    run: int
+    pid: int
+    cpu_percent: float | None = None
+    rss: int | None = None
+    rss_peak: int | None = None
+    threads: int | None = None
+    cgroup_current: int | None = None
+    cgroup_peak: int | None = None
+    cgroup_limit: int | None = None
+    oom_kills: int | None = None
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ThermalZone:
+    """A thermal zone reading; trips are ``(type, temp_c, hysteresis_c)``."""
+
+    name: str
+    temp_c: float
+    trips: tuple[tuple[str, float, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CpuFreq:
+    """One CPU's frequencies in kHz: requested (scaling_cur), hardware (cpuinfo_cur), maxima."""
+
+    cpu: int
+    cur_khz: int | None
+    hw_khz: int | None = None
+    max_khz: int | None = None
+    scaling_max_khz: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CoolingDevice:
+    """A cooling device's state, with transitions since the last sample."""
+
+    name: str
+    cur_state: int
+    max_state: int
+    transitions: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ThermalSample:
+    """Thermal and throttle signals at one instant.
+
+    ``throttle`` holds named counters and flags, e.g. ``{"cpu0.core_throttle_count": 3}`` on
+    x86 or ``{"pi.throttled": 0x50005}`` on a Raspberry Pi.
+    """
+
+    KIND: ClassVar[Kind] = Kind.THERMAL
+    zones: tuple[ThermalZone, ...] = ()
+    freqs: tuple[CpuFreq, ...] = ()
+    cooling: tuple[CoolingDevice, ...] = ()
+    throttle: dict[str, int] = field(default_factory=dict)
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """One GPU at one instant (NVML or Jetson sysfs). ``None`` where the source lacks a figure."""
+
+    KIND: ClassVar[Kind] = Kind.GPU
+    index: int
+    name: str
+    temp_c: float | None = None
+    power_mw: int | None = None
+    power_limit_mw: int | None = None
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    max_sm_clock_mhz: int | None = None
+    max_mem_clock_mhz: int | None = None
+    clock_event_reasons: int | None = None
+    """NVML clock-event (throttle) reasons bitmask."""
+    util_gpu: float | None = None
+    util_mem: float | None = None
+    mem_used: int | None = None
+    mem_total: int | None = None
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StackFrame:
+    """One frame of a stack: function, file and line (0 where unknown)."""
+
+    function: str
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StackSamples:
+    """Stack samples over a window: each stack (root first) with how often it was seen.
+
+    On the wire, frames and stacks are interned: each distinct frame and stack is sent once per
+    keyframe interval and referenced by number afterwards.
+    """
+
+    KIND: ClassVar[Kind] = Kind.STACKS
+    run: int
+    backend: str
+    """Which sampler produced these: ``python``, ``perf`` or ``bpftrace``."""
+    period_us: int
+    samples: tuple[tuple[tuple[StackFrame, ...], int], ...]
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something to point at: an anomaly from a detector, a user's mark, a log line."""
+
+    KIND: ClassVar[Kind] = Kind.EVENT
+    kind: str
+    """``anomaly``, ``mark``, ``log`` (others allowed)."""
+    message: str
+    run: int = -1
+    """The run it concerns, or -1 for the device."""
+    severity: int = 0
+    """0 info, 1 warning, 2 error."""
+    detail: dict[str, JsonValue] = field(default_factory=dict)
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Keyframe:
+    """Reading can start here: interned tables restart and the active runs are restated."""
+
+    KIND: ClassVar[Kind] = Kind.KEYFRAME
+    number: int
+    last_step: int
+    """The highest metric step written before this keyframe (-1 if none): seeking by step."""
+    runs: tuple[RunStart, ...] = ()
+    t_us: int = 0
+    seq: int = 0
+
+
+Record = Union[  # noqa: UP007 (a runtime alias: isinstance() takes it)
+    RunStart,
+    RunEnd,
+    Metrics,
+    SystemSample,
+    ProcessSample,
+    ThermalSample,
+    GpuSample,
+    StackSamples,
+    Event,
+    Keyframe,
+]
+"""Every record a reader yields (string tables and the index are internals, never yielded)."""

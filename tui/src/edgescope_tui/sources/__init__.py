@@ -4,6 +4,7 @@ Both yield the same records; live is replay at the head of the stream, so the vi
 which one they show.
 """
 
-from .base import Source, Status
+from .base import SeekableSource, Source, Status
+from .file import FileSource
 
-__all__ = ["Source", "Status"]
+__all__ = ["FileSource", "SeekableSource", "Source", "Status"]

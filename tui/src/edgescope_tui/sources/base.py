@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from edgescope_tracing import Record
 
@@ -35,3 +35,20 @@ class Source(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SeekableSource(Source, Protocol):
+    """A source whose past can be read from any time on: a trace file.
+
+    Seeking starts at the last keyframe at or before the time asked for (a keyframe restates
+    the active runs), so its cost does not grow with the length of the trace.
+    """
+
+    async def time_span(self) -> tuple[int, int] | None:
+        """The first and last record times (µs), found without reading the whole source."""
+        ...
+
+    def seek(self, t_us: int) -> AsyncIterator[Record | Status]:
+        """Records from the last keyframe at or before ``t_us`` (the keyframe first) onward."""
+        ...

@@ -19,6 +19,7 @@ __all__ = ["main"]
 
 COMMANDS: list[str] = [
     # one line per command module, e.g. "_cmd_record"
+    "_cmd_export",
 ]
 
 

@@ -1,0 +1,324 @@
+"""``edgescope export FILE --format jsonl|csv [-o OUT] [--system]``: a trace's series out.
+
+The output is *long*: one row per value, so every metric and every device figure fits the same
+columns and pandas, DuckDB or a spreadsheet can pivot it as they like::
+
+    series   metric, or with --system: system, process, thermal, gpu
+    run      the run's name ("" for device-wide figures)
+    run_id   the run's unique id ("" for device-wide figures)
+    key      the metric's key (``loss``), or the figure's dotted name (``gpu0.temp_c``)
+    step     the step of a metric value ("" for device figures)
+    time     ISO 8601, UTC, microseconds
+    t_us     the same instant in integer microseconds since the Unix epoch
+    value    the number, exactly as stored (shortest round-trip form; nan, inf)
+
+CSV has that header row; JSON lines carry the same names in each object, with ``null`` for
+an absent step and the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` where a float is
+not finite (JSON has no such numbers). ``pandas.read_csv(OUT)`` and
+``pandas.read_json(OUT, lines=True, precise_float=True)`` read them back exactly.
+
+Device figures keep their source in the key: ``system.cpu_percent``, ``system.cpu3.percent``,
+``system.psi.memory.some.avg10``, ``process.<pid>.rss``, ``thermal.<zone>.temp_c``,
+``cpufreq.cpu<n>.cur_khz``, ``cooling.<name>.cur_state``, ``throttle.<counter>``,
+``gpu<index>.power_mw``. Figures a source did not have are left out, not written as empty.
+
+Damage in the input is skipped: what is readable is exported, and stderr says what was not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from edgescope_tracing import (
+    GpuSample,
+    Keyframe,
+    Metrics,
+    ProcessSample,
+    Record,
+    RunStart,
+    SystemSample,
+    ThermalSample,
+)
+
+from .errors import EdgescopeError
+
+__all__ = ["COLUMNS", "Row", "add_parser", "rows", "write_csv", "write_jsonl"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+COLUMNS = ("series", "run", "run_id", "key", "step", "time", "t_us", "value")
+
+Series = Literal["metric", "system", "process", "thermal", "gpu"]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One exported value."""
+
+    series: Series
+    run: str
+    run_id: str
+    key: str
+    step: int | None
+    t_us: int
+    value: float
+
+
+_GPU_FIELDS = (
+    "temp_c",
+    "power_mw",
+    "power_limit_mw",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "max_sm_clock_mhz",
+    "max_mem_clock_mhz",
+    "clock_event_reasons",
+    "util_gpu",
+    "util_mem",
+    "mem_used",
+    "mem_total",
+)
+_SYSTEM_FIELDS = (
+    "cpu_percent",
+    "mem_used",
+    "mem_total",
+    "mem_available",
+    "swap_used",
+    "swap_total",
+    "load1",
+    "load5",
+    "load15",
+    "disk_read_bps",
+    "disk_write_bps",
+    "net_rx_bps",
+    "net_tx_bps",
+)
+_PROCESS_FIELDS = (
+    "cpu_percent",
+    "rss",
+    "rss_peak",
+    "threads",
+    "cgroup_current",
+    "cgroup_peak",
+    "cgroup_limit",
+    "oom_kills",
+)
+
+
+def _fields(rec: Any, names: Iterable[str], prefix: str) -> Iterator[tuple[str, float]]:
+    for name in names:
+        v = getattr(rec, name)
+        if v is not None:
+            yield f"{prefix}{name}", v
+
+
+def _device_rows(rec: Record) -> Iterator[tuple[Series, int, Iterator[tuple[str, float]]]]:
+    """``(series, run, figures)`` of a device record; ``run`` is -1 for device-wide figures."""
+    if isinstance(rec, SystemSample):
+        yield "system", -1, _fields(rec, _SYSTEM_FIELDS, "system.")
+        yield (
+            "system",
+            -1,
+            iter([(f"system.cpu{i}.percent", v) for i, v in enumerate(rec.per_cpu_percent)]),
+        )
+        yield "system", -1, iter([(f"system.psi.{k}", v) for k, v in rec.psi.items()])
+    elif isinstance(rec, ProcessSample):
+        yield "process", rec.run, _fields(rec, _PROCESS_FIELDS, f"process.{rec.pid}.")
+    elif isinstance(rec, GpuSample):
+        yield "gpu", -1, _fields(rec, _GPU_FIELDS, f"gpu{rec.index}.")
+    elif isinstance(rec, ThermalSample):
+        figures: list[tuple[str, float]] = [
+            (f"thermal.{z.name}.temp_c", z.temp_c) for z in rec.zones
+        ]
+        for f in rec.freqs:
+            figures.extend(
+                _fields(
+                    f, ("cur_khz", "hw_khz", "max_khz", "scaling_max_khz"), f"cpufreq.cpu{f.cpu}."
+                )
+            )
+        for c in rec.cooling:
+            figures.extend(
+                _fields(c, ("cur_state", "max_state", "transitions"), f"cooling.{c.name}.")
+            )
+        figures.extend((f"throttle.{k}", v) for k, v in rec.throttle.items())
+        yield "thermal", -1, iter(figures)
+
+
+def rows(records: Iterable[Record], *, system: bool = False) -> Iterator[Row]:
+    """The rows of a trace, in stream order: metric values, and device figures if ``system``."""
+    runs: dict[int, RunStart] = {}
+    for rec in records:
+        if isinstance(rec, RunStart):
+            runs[rec.run] = rec
+        elif isinstance(rec, Keyframe):
+            for r in rec.runs:
+                runs[r.run] = r
+        elif isinstance(rec, Metrics):
+            start = runs.get(rec.run)
+            name, rid = (start.name, start.run_id) if start else (f"run {rec.run}", "")
+            for step, t, v in zip(rec.steps, rec.times_us, rec.values, strict=True):
+                yield Row("metric", name, rid, rec.key, step, t, v)
+        elif system:
+            for series, run, figures in _device_rows(rec):
+                start = runs.get(run) if run >= 0 else None
+                name, rid = (start.name, start.run_id) if start else ("", "")
+                if run >= 0 and start is None:
+                    name = f"run {run}"
+                for key, v in figures:
+                    yield Row(series, name, rid, key, None, rec.t_us, v)
+
+
+def _iso(t_us: int) -> str:
+    return (_EPOCH + timedelta(microseconds=t_us)).isoformat(timespec="microseconds")
+
+
+def _num_text(v: float) -> str:
+    """The shortest text that reads back as the same number; ints stay ints."""
+    if isinstance(v, int):
+        return str(v)
+    return repr(v)
+
+
+def write_csv(out: IO[str], data: Iterable[Row]) -> int:
+    """Write the header and the rows; returns how many rows."""
+    import csv
+
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(COLUMNS)
+    n = 0
+    for r in data:
+        w.writerow(
+            (
+                r.series,
+                r.run,
+                r.run_id,
+                r.key,
+                "" if r.step is None else r.step,
+                _iso(r.t_us),
+                r.t_us,
+                _num_text(r.value),
+            )
+        )
+        n += 1
+    return n
+
+
+def _json_num(v: float) -> float | str:
+    if isinstance(v, int) or math.isfinite(v):
+        return v
+    if math.isnan(v):
+        return "NaN"
+    return "Infinity" if v > 0 else "-Infinity"
+
+
+def write_jsonl(out: IO[str], data: Iterable[Row]) -> int:
+    """One JSON object per row; returns how many rows."""
+    import json
+
+    dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+    n = 0
+    for r in data:
+        out.write(
+            dumps(
+                {
+                    "series": r.series,
+                    "run": r.run,
+                    "run_id": r.run_id,
+                    "key": r.key,
+                    "step": r.step,
+                    "time": _iso(r.t_us),
+                    "t_us": r.t_us,
+                    "value": _json_num(r.value),
+                }
+            )
+        )
+        out.write("\n")
+        n += 1
+    return n
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgescope_tracing import TraceReader
+
+    src = Path(args.file)
+    try:
+        reader = TraceReader(src)
+    except FileNotFoundError:
+        raise EdgescopeError(f"{src}: no such file", 2) from None
+    except PermissionError:
+        raise EdgescopeError(f"{src}: permission denied", 2) from None
+    write = write_csv if args.format == "csv" else write_jsonl
+    with reader:
+        data = rows(reader, system=args.system)
+        if args.output in (None, "-"):
+            n = write(sys.stdout, data)
+            sys.stdout.flush()
+        else:
+            n = _write_file(Path(args.output), src, write, data)
+        damage = list(reader.damage)
+    broken = [d for d in damage if not d.truncated]
+    if broken:
+        lost = sum(d.length for d in broken)
+        print(
+            f"edgescope: {src}: {len(broken)} damaged span(s) ({lost} bytes) could not be read; "
+            f"exported the {n} readable values",
+            file=sys.stderr,
+        )
+    if any(d.truncated for d in damage):
+        print(
+            f"edgescope: {src}: the last frame was cut short (the writer stopped mid-write); "
+            f"exported the {n} complete values",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _write_file(dst: Path, src: Path, write: Any, data: Iterable[Row]) -> int:
+    """Write through a temporary file beside ``dst``: a failed export leaves ``dst`` as it was."""
+    if dst.resolve() == src.resolve():
+        raise EdgescopeError(f"{dst}: refusing to export a trace over itself", 2)
+    if dst.is_dir():
+        raise EdgescopeError(f"{dst} is a directory; give a file name with -o", 2)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        f = tmp.open("w", encoding="utf-8", newline="")
+    except FileNotFoundError:
+        raise EdgescopeError(f"{dst}: the directory {dst.parent} does not exist", 2) from None
+    except PermissionError:
+        raise EdgescopeError(f"{dst}: permission denied", 2) from None
+    try:
+        with f:
+            n: int = write(f, data)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a trace's metrics (and system series) as CSV or JSON lines",
+        description=(
+            "Write a trace's metrics as CSV or JSON lines, one row per value "
+            "(series, run, run_id, key, step, time, t_us, value), for pandas and spreadsheets."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="an edgescope trace")
+    p.add_argument("--format", choices=("jsonl", "csv"), required=True)
+    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: stdout)")
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="also the system, process, thermal and GPU series",
+    )
+    p.set_defaults(func=_run)

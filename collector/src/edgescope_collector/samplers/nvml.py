@@ -1,0 +1,223 @@
+"""NVIDIA GPUs through NVML (the ``nvidia-ml-py`` package, module ``pynvml``).
+
+One :class:`GpuSample` per GPU per call: temperature, power draw and the enforced limit, SM
+and memory clocks and their maxima, the clock-event (throttle) reasons bitmask, GPU and memory
+utilisation, memory used and total. A figure the GPU does not support is ``None``.
+
+The reasons bitmask is decoded by :func:`clock_event_reason_names` (``0x4`` ->
+``sw_power_cap``, ``0x40`` -> ``hw_thermal_slowdown``, ...); :data:`THROTTLE_REASONS` are the
+bits that mean the clock is held down against the workload's wish (power or thermal), as
+opposed to idle or a clock setting.
+
+A full sample costs about 2 ms per GPU on an H200 (see ``shared/fixtures``); the collector
+calls it off the event loop. :meth:`NvmlSampler.open` answers, instead of a sampler, one
+sentence saying why NVML cannot be used: the package is not installed, there is no driver, or
+there is no GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from edgescope_tracing.records import GpuSample, Record
+
+from . import Roots
+
+__all__ = [
+    "CLOCK_EVENT_REASONS",
+    "THROTTLE_REASONS",
+    "NvmlSampler",
+    "clock_event_reason_names",
+    "gpu_sample_from_readings",
+    "is_throttled",
+]
+
+CLOCK_EVENT_REASONS: dict[int, str] = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+    0x200: "board_limit",
+    0x400: "reliability",
+}
+"""NVML's ``nvmlClocksEventReason*`` bits by name (0x200 and 0x400 exist in the throttle-reason
+form of the API only)."""
+
+THROTTLE_REASONS = 0x4 | 0x8 | 0x20 | 0x40 | 0x80 | 0x200 | 0x400
+"""Bits that mean power or thermal throttling (not idle, a clock setting or sync boost)."""
+
+_FIELDS = (
+    "temp_c",
+    "power_mw",
+    "power_limit_mw",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "max_sm_clock_mhz",
+    "max_mem_clock_mhz",
+    "clock_event_reasons",
+    "util_gpu",
+    "util_mem",
+    "mem_used",
+    "mem_total",
+)
+
+
+def clock_event_reason_names(mask: int) -> list[str]:
+    """The names of the bits set in a clock-event reasons mask, lowest first; unknown bits as
+    hex (``0x800``).
+
+    >>> clock_event_reason_names(0x44)
+    ['sw_power_cap', 'hw_thermal_slowdown']
+    """
+    names = []
+    bit = 1
+    while bit <= mask:
+        if mask & bit:
+            names.append(CLOCK_EVENT_REASONS.get(bit, hex(bit)))
+        bit <<= 1
+    return names
+
+
+def is_throttled(mask: int | None) -> bool:
+    """True if the mask holds a power or thermal throttle reason."""
+    return bool(mask and mask & THROTTLE_REASONS)
+
+
+def gpu_sample_from_readings(
+    index: int, name: str, readings: Mapping[str, Any], t_us: int
+) -> GpuSample:
+    """A :class:`GpuSample` from NVML readings keyed by the sample's field names.
+
+    Readings come from :meth:`NvmlSampler.read` (or a recorded sample); missing or ``None``
+    keys stay ``None``. Temperatures and utilisations become floats, the rest ints.
+    """
+
+    def num(key: str, kind: Callable[[Any], Any]) -> Any:
+        v = readings.get(key)
+        return None if v is None else kind(v)
+
+    return GpuSample(
+        index=index,
+        name=name,
+        temp_c=num("temp_c", float),
+        power_mw=num("power_mw", int),
+        power_limit_mw=num("power_limit_mw", int),
+        sm_clock_mhz=num("sm_clock_mhz", int),
+        mem_clock_mhz=num("mem_clock_mhz", int),
+        max_sm_clock_mhz=num("max_sm_clock_mhz", int),
+        max_mem_clock_mhz=num("max_mem_clock_mhz", int),
+        clock_event_reasons=num("clock_event_reasons", int),
+        util_gpu=num("util_gpu", float),
+        util_mem=num("util_mem", float),
+        mem_used=num("mem_used", int),
+        mem_total=num("mem_total", int),
+        t_us=t_us,
+    )
+
+
+class NvmlSampler:
+    """Every NVIDIA GPU NVML sees. Build it with :meth:`open`."""
+
+    name = "nvml"
+
+    def __init__(self, nvml: Any, handles: list[tuple[int, str, Any]]) -> None:
+        self._nvml = nvml
+        self._handles = handles
+        self._static: dict[int, dict[str, Any]] = {}
+        reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        self._reasons_fn: Callable[[Any], int] = (
+            reasons or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
+        self._closed = False
+
+    @property
+    def gpus(self) -> list[tuple[int, str]]:
+        return [(i, n) for i, n, _ in self._handles]
+
+    @classmethod
+    def open(cls, roots: Roots | None = None) -> NvmlSampler | str:
+        """A sampler over every GPU, or the reason NVML cannot be used here."""
+        if roots is not None and not roots.is_live:
+            return "NVML reads the live machine only, not a recorded --procfs/--sysfs tree"
+        try:
+            nvml = importlib.import_module("pynvml")
+        except ImportError:
+            return "nvidia-ml-py is not installed (pip install 'edgescope-collector[nvidia]')"
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as e:
+            if isinstance(e, nvml.NVMLError_LibraryNotFound):
+                return "no NVIDIA driver: the NVML library (libnvidia-ml.so.1) was not found"
+            if isinstance(e, getattr(nvml, "NVMLError_DriverNotLoaded", ())):
+                return "the NVIDIA driver is not loaded"
+            if isinstance(e, getattr(nvml, "NVMLError_NoPermission", ())):
+                return "no permission to use NVML (is this user allowed /dev/nvidia*?)"
+            return f"NVML failed to start: {e}"
+        try:
+            count = nvml.nvmlDeviceGetCount()
+            handles = []
+            for i in range(count):
+                h = nvml.nvmlDeviceGetHandleByIndex(i)
+                name = nvml.nvmlDeviceGetName(h)
+                handles.append((i, name.decode() if isinstance(name, bytes) else str(name), h))
+        except nvml.NVMLError as e:
+            nvml.nvmlShutdown()
+            return f"NVML could not list the GPUs: {e}"
+        if not handles:
+            nvml.nvmlShutdown()
+            return "NVML found no NVIDIA GPU"
+        return cls(nvml, handles)
+
+    def read(self, index: int, handle: Any) -> dict[str, Any]:
+        """One GPU's raw readings keyed by :class:`GpuSample` field names (None: unsupported)."""
+        nvml = self._nvml
+
+        def get(fn: Callable[..., Any], *args: Any) -> Any:
+            try:
+                return fn(handle, *args)
+            except nvml.NVMLError:
+                return None
+
+        static = self._static.get(index)
+        if static is None:
+            # Limits and maxima do not change while the driver is loaded: read them once.
+            static = {
+                "max_sm_clock_mhz": get(nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_SM),
+                "max_mem_clock_mhz": get(nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_MEM),
+            }
+            self._static[index] = static
+        util = get(nvml.nvmlDeviceGetUtilizationRates)
+        mem = get(nvml.nvmlDeviceGetMemoryInfo)
+        return {
+            **static,
+            "temp_c": get(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU),
+            "power_mw": get(nvml.nvmlDeviceGetPowerUsage),
+            "power_limit_mw": get(nvml.nvmlDeviceGetEnforcedPowerLimit),
+            "sm_clock_mhz": get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
+            "clock_event_reasons": get(self._reasons_fn),
+            "util_gpu": util.gpu if util is not None else None,
+            "util_mem": util.memory if util is not None else None,
+            "mem_used": mem.used if mem is not None else None,
+            "mem_total": mem.total if mem is not None else None,
+        }
+
+    def sample(self, t_us: int) -> list[Record]:
+        return [
+            gpu_sample_from_readings(i, name, self.read(i, h), t_us) for i, name, h in self._handles
+        ]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            # shutting down: an error here leaves nothing to release
+            with contextlib.suppress(self._nvml.NVMLError):
+                self._nvml.nvmlShutdown()

@@ -1,0 +1,267 @@
+"""The processes of each run and their descendants, and the run's cgroup memory.
+
+For every ``(run, pid)`` in the :class:`~edgescope_collector.samplers.ProcessWatch` and every
+descendant of that pid, one :class:`ProcessSample` per call, read under ``roots.procfs``:
+
+- ``PID/stat``: CPU % (utime + stime deltas over the interval, 100 % = one core) and the start
+  time, so that a reused pid is never mixed up with the process that had it before;
+- ``PID/status``: ``VmRSS`` (RSS), ``VmHWM`` (the kernel's RSS high-water mark: the peak that a
+  1 Hz sampler would miss), ``Threads``;
+- descendants from ``PID/task/*/children`` (``CONFIG_PROC_CHILDREN``), or else from the parent
+  pid of every process in procfs.
+- ``PID/cgroup`` names the process's cgroup; its memory files are read under
+  ``roots.sysfs/fs/cgroup``. cgroup v2: ``memory.current``, ``memory.peak`` (kernel 5.19+),
+  ``memory.max`` (the lowest limit on the way up to the root is the one that bites),
+  ``memory.events`` ``oom_kill``. cgroup v1: ``memory.usage_in_bytes``,
+  ``memory.max_usage_in_bytes``, ``memory.limit_in_bytes`` (or ``hierarchical_memory_limit``
+  from ``memory.stat``), ``memory.oom_control`` ``oom_kill``. A process in the root cgroup has
+  no cgroup figures (the root's are the whole machine's, which the system sample already has);
+in a container with its own cgroup namespace, "/" is the container's cgroup and is read.
+
+A pid that has exited is skipped; its run stays registered until the collector removes it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgescope_tracing.records import ProcessSample, Record
+
+from . import ProcessWatch, Roots
+from ._files import read_int, read_kv, read_text
+
+__all__ = ["ProcessSampler", "CgroupMemory", "cgroup_memory", "read_proc_stat"]
+
+UNLIMITED = 1 << 62
+"""cgroup v1 reports "no limit" as a huge page-rounded number; anything above this is none."""
+
+try:
+    _CLK_TCK = os.sysconf("SC_CLK_TCK")
+except (ValueError, OSError):  # pragma: no cover - every Linux has it
+    _CLK_TCK = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of ``/proc/PID/stat`` the sampler needs."""
+
+    ppid: int
+    cpu_ticks: int
+    threads: int
+    start_ticks: int
+
+
+def read_proc_stat(path: Path) -> ProcStat | None:
+    """Parse ``/proc/PID/stat``; the command name may hold spaces and parentheses."""
+    text = read_text(path)
+    if not text:
+        return None
+    _, _, rest = text.rpartition(")")
+    f = rest.split()
+    try:
+        # after the name: state(0) ppid(1) ... utime(11) stime(12) ... num_threads(17) start(19)
+        return ProcStat(int(f[1]), int(f[11]) + int(f[12]), int(f[17]), int(f[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupMemory:
+    """A cgroup's memory figures in bytes (``None`` where the kernel lacks the file)."""
+
+    path: str
+    version: int
+    current: int | None
+    peak: int | None
+    limit: int | None
+    oom_kills: int | None
+
+
+def _limit(value: int | None) -> int | None:
+    return value if value is not None and value < UNLIMITED else None
+
+
+def cgroup_memory(roots: Roots, cgroup_file_text: str) -> CgroupMemory | None:
+    """The memory figures of the cgroup named by a ``/proc/PID/cgroup`` text, or None.
+
+    None for the root cgroup and where no memory controller is mounted under
+    ``roots.sysfs/fs/cgroup``.
+    """
+    v1_path = v2_path = None
+    for line in cgroup_file_text.splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hid == "0" and controllers == "":
+            v2_path = path
+        elif "memory" in controllers.split(","):
+            v1_path = path
+    base = roots.sysfs / "fs" / "cgroup"
+    if v2_path is not None:
+        for mount in (base, base / "unified"):
+            d = _cgroup_dir(mount, v2_path)
+            if d is not None and (d / "memory.current").exists():
+                limits = [_limit(read_int(p / "memory.max")) for p in _up_to(mount, d)]
+                known = [x for x in limits if x is not None]
+                return CgroupMemory(
+                    path=v2_path,
+                    version=2,
+                    current=read_int(d / "memory.current"),
+                    peak=read_int(d / "memory.peak"),
+                    limit=min(known) if known else None,
+                    oom_kills=read_kv(d / "memory.events").get("oom_kill"),
+                )
+    if v1_path is not None:
+        mount = base / "memory"
+        d = _cgroup_dir(mount, v1_path)
+        if d is not None and (d / "memory.usage_in_bytes").exists():
+            limit = _limit(read_kv(d / "memory.stat").get("hierarchical_memory_limit"))
+            if limit is None:
+                limit = _limit(read_int(d / "memory.limit_in_bytes"))
+            if v1_path == "/" and limit is None:
+                return None  # the true root: the whole machine, not a run's cgroup
+            return CgroupMemory(
+                path=v1_path,
+                version=1,
+                current=read_int(d / "memory.usage_in_bytes"),
+                peak=read_int(d / "memory.max_usage_in_bytes"),
+                limit=limit,
+                oom_kills=read_kv(d / "memory.oom_control").get("oom_kill"),
+            )
+    return None
+
+
+def _cgroup_dir(mount: Path, path: str) -> Path | None:
+    # In a container with its own cgroup namespace the path is "/" and the mount's root is the
+    # container's cgroup; the host's v2 root has no memory.current, so it is never mistaken.
+    d = mount / path.lstrip("/")
+    return d if d.is_dir() else None
+
+
+def _up_to(mount: Path, d: Path) -> list[Path]:
+    out = [d]
+    while d != mount and mount in d.parents:
+        d = d.parent
+        if d != mount:
+            out.append(d)
+    return out
+
+
+def _status(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "Threads"):
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                out[key] = int(parts[0]) * (1024 if key != "Threads" else 1)
+    return out
+
+
+class ProcessSampler:
+    """CPU, RSS, peak RSS and threads of every run process and its children, with cgroup memory."""
+
+    name = "process"
+
+    def __init__(self, roots: Roots, watch: ProcessWatch, clk_tck: int = _CLK_TCK) -> None:
+        self.roots = roots
+        self.watch = watch
+        self.clk_tck = clk_tck
+        self._prev: dict[tuple[int, int], tuple[int, int]] = {}
+        """(pid, start ticks) -> (cpu ticks, t_us) of the previous sample."""
+
+    def close(self) -> None:
+        pass
+
+    def descendants(self, pid: int) -> list[int]:
+        """The pid's descendants, breadth first (not the pid itself)."""
+        proc = self.roots.procfs
+        out: list[int] = []
+        seen = {pid}
+        queue = [pid]
+        ppids: dict[int, list[int]] | None = None
+        while queue:
+            p = queue.pop(0)
+            kids: list[int] = []
+            tasks = proc / str(p) / "task"
+            try:
+                tids = [t.name for t in tasks.iterdir()]
+            except OSError:
+                tids = []
+            have_children_file = bool(tids) and (tasks / tids[0] / "children").exists()
+            if have_children_file:
+                for tid in tids:
+                    text = read_text(tasks / tid / "children") or ""
+                    kids.extend(int(x) for x in text.split() if x.isdigit())
+            elif tids:
+                if ppids is None:
+                    ppids = self._parent_map()
+                kids = ppids.get(p, [])
+            for k in kids:
+                if k not in seen:
+                    seen.add(k)
+                    out.append(k)
+                    queue.append(k)
+        return out
+
+    def _parent_map(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        try:
+            entries = [e for e in os.listdir(self.roots.procfs) if e.isdigit()]
+        except OSError:
+            return out
+        for e in entries:
+            st = read_proc_stat(self.roots.procfs / e / "stat")
+            if st is not None:
+                out.setdefault(st.ppid, []).append(int(e))
+        return out
+
+    def sample(self, t_us: int) -> list[Record]:
+        proc = self.roots.procfs
+        records: list[Record] = []
+        seen_keys: set[tuple[int, int]] = set()
+        cgroups: dict[str, CgroupMemory | None] = {}
+        done: set[int] = set()
+        for run, root_pid in self.watch.items():
+            for pid in [root_pid, *self.descendants(root_pid)]:
+                if pid in done:
+                    continue
+                done.add(pid)
+                st = read_proc_stat(proc / str(pid) / "stat")
+                status_text = read_text(proc / str(pid) / "status")
+                if st is None or status_text is None:
+                    continue
+                status = _status(status_text)
+                key = (pid, st.start_ticks)
+                seen_keys.add(key)
+                cpu = None
+                prev = self._prev.get(key)
+                if prev is not None and t_us > prev[1]:
+                    seconds = (t_us - prev[1]) / 1e6
+                    cpu = round(100.0 * (st.cpu_ticks - prev[0]) / self.clk_tck / seconds, 2)
+                    cpu = max(0.0, cpu)
+                self._prev[key] = (st.cpu_ticks, t_us)
+                cg_text = read_text(proc / str(pid) / "cgroup") or ""
+                if cg_text not in cgroups:
+                    cgroups[cg_text] = cgroup_memory(self.roots, cg_text)
+                cg = cgroups[cg_text]
+                records.append(
+                    ProcessSample(
+                        run=run,
+                        pid=pid,
+                        cpu_percent=cpu,
+                        rss=status.get("VmRSS"),
+                        rss_peak=status.get("VmHWM"),
+                        threads=status.get("Threads", st.threads),
+                        cgroup_current=cg.current if cg else None,
+                        cgroup_peak=cg.peak if cg else None,
+                        cgroup_limit=cg.limit if cg else None,
+                        oom_kills=cg.oom_kills if cg else None,
+                        t_us=t_us,
+                    )
+                )
+        for key in list(self._prev):
+            if key not in seen_keys:
+                del self._prev[key]
+        return records

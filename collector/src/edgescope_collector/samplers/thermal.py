@@ -1,0 +1,359 @@
+"""Thermal and throttling signals from sysfs: one :class:`ThermalSample` per call.
+
+Sources, all under ``roots.sysfs`` (each named in ``ThermalSampler.skipped`` with the reason
+when absent):
+
+- ``thermal_zones``: ``class/thermal/thermal_zone*``: ``type``, ``temp`` (millidegrees C) and
+  the trip points ``trip_point_N_{type,temp,hyst}`` as ``(type, temp_c, hysteresis_c)``. A
+  zone that cannot be read right now (disabled zones answer ``EINVAL``) is left out.
+- ``cooling_devices``: ``class/thermal/cooling_device*``: ``cur_state``/``max_state`` and the
+  ``stats/total_trans`` delta as ``transitions``; from ``stats/time_in_state_ms`` the time
+  spent above state 0 since the previous sample goes into ``throttle`` as
+  ``"<device>.cooling_ms"``.
+- ``cpufreq``: ``devices/system/cpu/cpu*/cpufreq``: ``scaling_cur_freq`` (what the governor
+  requested), ``cpuinfo_cur_freq`` (what the hardware runs; root-only on many kernels),
+  ``cpuinfo_max_freq`` and ``scaling_max_freq`` (lowered by thermal or power capping), in kHz.
+- ``x86_thermal_throttle``: ``devices/system/cpu/cpu*/thermal_throttle/*``: per CPU
+  ``cpuN.core_throttle_count`` (and ``_total_time_ms``, ``_max_time_ms``), per package
+  ``packageP.package_throttle_count`` and friends, counters that only rise.
+- ``pi_throttled``: the Raspberry Pi firmware's ``get_throttled`` (sysfs ``soc:firmware``, or
+  ``vcgencmd get_throttled`` on a live root): ``"pi.throttled"`` holds the raw bits and every
+  set flag appears as ``"pi.<flag>": 1`` (see :func:`pi_throttled_flags`).
+- ``hwmon``: ``class/hwmon/hwmon*``: temperatures (``temp*_input``, with ``_crit`` and ``_max``
+  as trip points) become zones named ``"<chip>/<label>"`` unless the chip is a thermal zone's
+  own mirror; other inputs and alarms go into ``throttle`` as ``"hwmon.<chip>.<file>"``
+  (``in*_input`` mV, ``curr*_input`` mA, ``power*_input`` uW, ``fan*_input`` RPM, every
+  ``*_alarm`` such as the Pi's ``rpi_volt`` ``in0_lcrit_alarm``: under-voltage now).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Sized
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgescope_tracing.records import CoolingDevice, CpuFreq, Record, ThermalSample, ThermalZone
+
+from . import Roots
+from ._files import numbered, read_int, read_text
+
+__all__ = [
+    "ThermalSampler",
+    "PI_THROTTLED_BITS",
+    "pi_throttled_flags",
+    "parse_vcgencmd_throttled",
+    "find_pi_throttled",
+]
+
+PI_THROTTLED_BITS: dict[int, str] = {
+    0: "under_voltage",
+    1: "arm_freq_capped",
+    2: "throttled",
+    3: "soft_temp_limit",
+    16: "under_voltage_occurred",
+    17: "arm_freq_capped_occurred",
+    18: "throttled_occurred",
+    19: "soft_temp_limit_occurred",
+}
+"""The Raspberry Pi firmware's throttled bits: 0-3 are "now", 16-19 "has occurred since boot"."""
+
+_HWMON_INPUT = re.compile(r"^(in|curr|power|fan|temp|energy|humidity)(\d+)_(input|average)$")
+_HWMON_ALARM = re.compile(r"^\w+_alarm$")
+
+
+def pi_throttled_flags(value: int) -> list[str]:
+    """The names of the bits set in a ``get_throttled`` value, lowest bit first.
+
+    >>> pi_throttled_flags(0x50005)
+    ['under_voltage', 'throttled', 'under_voltage_occurred', 'throttled_occurred']
+    """
+    return [name for bit, name in PI_THROTTLED_BITS.items() if value >> bit & 1]
+
+
+def parse_vcgencmd_throttled(text: str) -> int | None:
+    """``throttled=0x50005`` (vcgencmd's answer) or ``50005`` (sysfs) as an int, else None."""
+    text = text.strip()
+    _, _, value = text.rpartition("=")
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
+def find_pi_throttled(sysfs: Path) -> Path | None:
+    """The firmware's sysfs ``get_throttled`` file (Pi 4: ``platform/soc/soc:firmware``)."""
+    platform = sysfs / "devices" / "platform"
+    for pattern in ("*/*:firmware/get_throttled", "*:firmware/get_throttled"):
+        for p in sorted(platform.glob(pattern)):
+            return p
+    return None
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names made unique by suffixing ``.N`` where a name repeats (laptops: many Processor)."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if counts[n] == 1:
+            out.append(n)
+        else:
+            out.append(f"{n}.{seen.get(n, 0)}")
+            seen[n] = seen.get(n, 0) + 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Zone:
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class _Cooling:
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class _Hwmon:
+    chip: str
+    path: Path
+    temps: tuple[tuple[str, str], ...]
+    """(file stem e.g. "temp1", zone name) of temperatures to read as zones."""
+    values: tuple[str, ...]
+    """Other input and alarm file names."""
+
+
+def _norm(name: str) -> str:
+    return name.replace("-", "_").lower()
+
+
+class ThermalSampler:
+    """Thermal zones, cooling devices, cpufreq, throttle counters and flags, hwmon."""
+
+    name = "thermal"
+
+    def __init__(self, roots: Roots) -> None:
+        self.roots = roots
+        sysfs = roots.sysfs
+        self.skipped: dict[str, str] = {}
+        self.sources: list[str] = []
+
+        thermal = sysfs / "class" / "thermal"
+        zone_dirs = numbered(thermal, "thermal_zone")
+        types = [read_text(p / "type") or f"thermal_zone{n}" for n, p in zone_dirs]
+        self._zones = [_Zone(n, p) for n, (_, p) in zip(_unique(types), zone_dirs, strict=True)]
+        self._found("thermal_zones", self._zones, f"no thermal zones under {thermal}")
+
+        cool_dirs = numbered(thermal, "cooling_device")
+        ctypes = [read_text(p / "type") or f"cooling_device{n}" for n, p in cool_dirs]
+        self._cooling = [
+            _Cooling(n, p) for n, (_, p) in zip(_unique(ctypes), cool_dirs, strict=True)
+        ]
+        self._found("cooling_devices", self._cooling, f"no cooling devices under {thermal}")
+
+        cpu_root = sysfs / "devices" / "system" / "cpu"
+        cpus = numbered(cpu_root, "cpu")
+        self._cpufreq = [(n, p / "cpufreq") for n, p in cpus if (p / "cpufreq").is_dir()]
+        self._found("cpufreq", self._cpufreq, f"no cpufreq directories under {cpu_root}")
+
+        self._x86: list[tuple[str, Path]] = []
+        packages: set[int] = set()
+        for n, p in cpus:
+            tt = p / "thermal_throttle"
+            if not tt.is_dir():
+                continue
+            package = read_int(p / "topology" / "physical_package_id") or 0
+            for counter in sorted(tt.iterdir()):
+                if counter.name.startswith("core_"):
+                    self._x86.append((f"cpu{n}.{counter.name}", counter))
+                elif counter.name.startswith("package_") and package not in packages:
+                    self._x86.append((f"package{package}.{counter.name}", counter))
+            packages.add(package)
+        self._found(
+            "x86_thermal_throttle",
+            self._x86,
+            f"no thermal_throttle counters under {cpu_root}/cpu*/ (not an x86 CPU with them)",
+        )
+
+        self._pi_file = find_pi_throttled(sysfs)
+        self._vcgencmd = None
+        if self._pi_file is None and roots.is_live:
+            self._vcgencmd = shutil.which("vcgencmd")
+        if self._pi_file is not None or self._vcgencmd is not None:
+            self.sources.append("pi_throttled")
+        else:
+            self.skipped["pi_throttled"] = (
+                f"no Raspberry Pi firmware get_throttled under {sysfs / 'devices/platform'}"
+                + (" and no vcgencmd" if roots.is_live else "")
+            )
+
+        zone_types = {_norm(z.name.split(".")[0]) for z in self._zones}
+        self._hwmon: list[_Hwmon] = []
+        hwmon_root = sysfs / "class" / "hwmon"
+        for _, p in numbered(hwmon_root, "hwmon"):
+            chip = read_text(p / "name") or p.name
+            temps: list[tuple[str, str]] = []
+            values: list[str] = []
+            try:
+                files = sorted(f.name for f in p.iterdir())
+            except OSError:
+                continue
+            mirror = _norm(chip) in zone_types
+            for f in files:
+                m = _HWMON_INPUT.match(f)
+                if m and m.group(1) == "temp" and m.group(3) == "input":
+                    if not mirror:
+                        stem = f"temp{m.group(2)}"
+                        label = read_text(p / f"{stem}_label") or stem
+                        temps.append((stem, f"{chip}/{label}"))
+                elif m or _HWMON_ALARM.match(f):
+                    values.append(f)
+            if temps or values:
+                self._hwmon.append(_Hwmon(chip, p, tuple(temps), tuple(values)))
+        self._found("hwmon", self._hwmon, f"no hwmon sensors under {hwmon_root}")
+
+        self._prev_trans: dict[str, int] = {}
+        self._prev_busy_ms: dict[str, int] = {}
+
+    def _found(self, source: str, items: Sized, why: str) -> None:
+        if items:
+            self.sources.append(source)
+        else:
+            self.skipped[source] = why
+
+    def close(self) -> None:
+        pass
+
+    def sample(self, t_us: int) -> list[Record]:
+        zones = [z for z in (self._read_zone(z) for z in self._zones) if z is not None]
+        throttle: dict[str, int] = {}
+        cooling = []
+        for c in self._cooling:
+            cur = read_int(c.path / "cur_state")
+            mx = read_int(c.path / "max_state")
+            if cur is None or mx is None:
+                continue
+            trans = read_int(c.path / "stats" / "total_trans")
+            delta = 0
+            if trans is not None:
+                prev = self._prev_trans.get(c.name)
+                delta = max(0, trans - prev) if prev is not None else 0
+                self._prev_trans[c.name] = trans
+            cooling.append(CoolingDevice(c.name, cur, mx, delta))
+            busy = _busy_ms(read_text(c.path / "stats" / "time_in_state_ms"))
+            if busy is not None:
+                prev_busy = self._prev_busy_ms.get(c.name)
+                if prev_busy is not None:
+                    throttle[f"{c.name}.cooling_ms"] = max(0, busy - prev_busy)
+                self._prev_busy_ms[c.name] = busy
+
+        freqs = []
+        for cpu, d in self._cpufreq:
+            cur = read_int(d / "scaling_cur_freq")
+            hw = read_int(d / "cpuinfo_cur_freq")
+            if cur is None and hw is None:
+                continue  # offline CPU
+            freqs.append(
+                CpuFreq(
+                    cpu=cpu,
+                    cur_khz=cur,
+                    hw_khz=hw,
+                    max_khz=read_int(d / "cpuinfo_max_freq"),
+                    scaling_max_khz=read_int(d / "scaling_max_freq"),
+                )
+            )
+
+        for key, path in self._x86:
+            v = read_int(path)
+            if v is not None:
+                throttle[key] = v
+
+        pi = self._read_pi()
+        if pi is not None:
+            throttle["pi.throttled"] = pi
+            for flag in pi_throttled_flags(pi):
+                throttle[f"pi.{flag}"] = 1
+
+        for h in self._hwmon:
+            for stem, zone_name in h.temps:
+                milli = read_int(h.path / f"{stem}_input")
+                if milli is None:
+                    continue
+                trips = []
+                for suffix, kind in (("max", "hot"), ("crit", "critical")):
+                    limit = read_int(h.path / f"{stem}_{suffix}")
+                    if limit is not None:
+                        hyst = read_int(h.path / f"{stem}_{suffix}_hyst")
+                        trips.append((kind, limit / 1000, (limit - hyst) / 1000 if hyst else 0.0))
+                zones.append(ThermalZone(zone_name, milli / 1000, tuple(trips)))
+            for f in h.values:
+                v = read_int(h.path / f)
+                if v is not None:
+                    throttle[f"hwmon.{h.chip}.{f.removesuffix('_input')}"] = v
+
+        return [
+            ThermalSample(
+                zones=tuple(zones),
+                freqs=tuple(freqs),
+                cooling=tuple(cooling),
+                throttle=throttle,
+                t_us=t_us,
+            )
+        ]
+
+    def _read_zone(self, z: _Zone) -> ThermalZone | None:
+        milli = read_int(z.path / "temp")
+        if milli is None:
+            return None
+        trips = []
+        n = 0
+        while True:
+            kind = read_text(z.path / f"trip_point_{n}_type")
+            if kind is None:
+                break
+            temp = read_int(z.path / f"trip_point_{n}_temp")
+            hyst = read_int(z.path / f"trip_point_{n}_hyst") or 0
+            if temp is not None:
+                trips.append((kind, temp / 1000, hyst / 1000))
+            n += 1
+        return ThermalZone(z.name, milli / 1000, tuple(trips))
+
+    def _read_pi(self) -> int | None:
+        if self._pi_file is not None:
+            text = read_text(self._pi_file)
+            return parse_vcgencmd_throttled(text) if text else None
+        if self._vcgencmd is not None:
+            try:
+                out = subprocess.run(
+                    [self._vcgencmd, "get_throttled"],
+                    capture_output=True,
+                    text=True,
+                    timeout=2,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            return parse_vcgencmd_throttled(out.stdout) if out.returncode == 0 else None
+        return None
+
+
+def _busy_ms(text: str | None) -> int | None:
+    """Milliseconds spent in cooling states above 0, from ``time_in_state_ms``."""
+    if not text:
+        return None
+    total = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith("state") and parts[0][5:] != "0":
+            try:
+                total += int(parts[1])
+            except ValueError:
+                continue
+    return total

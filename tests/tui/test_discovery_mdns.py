@@ -1,0 +1,152 @@
+"""mDNS discovery against real adverts: python-zeroconf on 127.0.0.1, both ends in the test."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+from edgescope_tui.discovery import SERVICE_TYPE, Device, MdnsBrowser, TcpTarget
+from zeroconf import DNSOutgoing, DNSPointer, IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+from zeroconf.const import _CLASS_IN, _FLAGS_AA, _FLAGS_QR_RESPONSE, _TYPE_PTR
+
+pytestmark = pytest.mark.asyncio
+
+LOOPBACK = ["127.0.0.1"]
+
+
+def advert(
+    name: str,
+    port: int = 7878,
+    txt: dict[str, str] | None = None,
+    addresses: list[str] | None = None,
+) -> AsyncServiceInfo:
+    props = {"proto": "1", "host": name, "auth": "0", "board": "Raspberry Pi 5"}
+    if txt is not None:
+        props = txt
+    return AsyncServiceInfo(
+        SERVICE_TYPE,
+        f"{name}.{SERVICE_TYPE}",
+        addresses=[socket.inet_aton(a) for a in (addresses or ["127.0.0.1"])],
+        port=port,
+        properties=props,
+        server=f"{name}.local.",
+    )
+
+
+async def register(zc: AsyncZeroconf, info: AsyncServiceInfo) -> None:
+    # Test names are unique: skip the 1 s of conflict probing a real collector does.
+    await zc.async_register_service(info, cooperating_responders=True)
+
+
+@pytest_asyncio.fixture
+async def publisher() -> AsyncIterator[AsyncZeroconf]:
+    zc = AsyncZeroconf(interfaces=LOOPBACK, ip_version=IPVersion.V4Only)
+    try:
+        yield zc
+    finally:
+        await zc.async_unregister_all_services()
+        await zc.async_close()
+
+
+class Seen:
+    """What the browser reported, with a way to wait for a condition on it."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, Device] = {}
+        self.changed = asyncio.Event()
+        self.removed: list[str] = []
+
+    def __call__(self, key: str, device: Device | None) -> None:
+        if device is None:
+            self.devices.pop(key, None)
+            self.removed.append(key)
+        else:
+            self.devices[key] = device
+        self.changed.set()
+
+    async def until(self, cond: Callable[[], bool], timeout: float = 10.0) -> None:
+        async def wait() -> None:
+            while not cond():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+    def by_label(self, label: str) -> Device | None:
+        return next((d for d in self.devices.values() if d.label == label), None)
+
+
+async def test_devices_appear_and_disappear_live(publisher: AsyncZeroconf) -> None:
+    seen = Seen()
+    async with MdnsBrowser(seen, interfaces=LOOPBACK) as browser:
+        pi = advert("pi-kitchen", 7001)
+        jetson = advert("jetson", 7002, {"proto": "1", "host": "orin", "auth": "1"})
+        await asyncio.gather(register(publisher, pi), register(publisher, jetson))
+        await seen.until(lambda: len(seen.devices) == 2)
+        dev = seen.by_label("pi-kitchen")
+        assert dev is not None
+        assert dev.state == "found", dev.error
+        assert dev.target == TcpTarget("127.0.0.1", 7001, name="pi-kitchen")
+        assert (dev.hostname, dev.board, dev.auth_required, dev.protocol) == (
+            "pi-kitchen",
+            "Raspberry Pi 5",
+            False,
+            1,
+        )
+        orin = seen.by_label("jetson")
+        assert orin is not None and orin.auth_required is True and orin.board == ""
+        assert browser.devices == seen.devices
+
+        await publisher.async_unregister_service(pi)
+        await seen.until(lambda: seen.by_label("pi-kitchen") is None)
+        assert seen.removed == ["mdns:pi-kitchen." + SERVICE_TYPE]
+        assert seen.by_label("jetson") is not None
+
+
+MALFORMED = {
+    "no-auth": ({"proto": "1", "host": "x"}, 7878, "TXT record lacks 'auth'"),
+    "no-keys": ({"board": "Pi"}, 7878, "TXT record lacks 'proto', 'host', 'auth'"),
+    "bad-proto": ({"proto": "one", "host": "x", "auth": "0"}, 7878, "protocol version 'one'"),
+    "bad-auth": ({"proto": "1", "host": "x", "auth": "maybe"}, 7878, "auth is 'maybe'"),
+    "port-zero": ({"proto": "1", "host": "x", "auth": "0"}, 0, "port 0 is not usable"),
+    "future": ({"proto": "9", "host": "x", "auth": "0"}, 7878, "speaks protocol 9"),
+}
+
+
+async def test_malformed_adverts_are_one_line_on_that_device(publisher: AsyncZeroconf) -> None:
+    seen = Seen()
+    async with MdnsBrowser(seen, interfaces=LOOPBACK):
+        infos = [advert(n, port, txt) for n, (txt, port, _) in MALFORMED.items()]
+        await asyncio.gather(*(register(publisher, i) for i in [*infos, advert("good", 7003)]))
+        await seen.until(lambda: len(seen.devices) == len(MALFORMED) + 1)
+        for name, (_, _, expected) in MALFORMED.items():
+            broken = seen.by_label(name)
+            assert broken is not None
+            assert broken.state == "error"
+            assert broken.target is None
+            assert expected in broken.error, (name, broken.error)
+            assert "\n" not in broken.error
+        good = seen.by_label("good")
+        assert good is not None and good.state == "found" and good.target is not None
+
+
+async def test_an_advert_nobody_answers_for_says_so(publisher: AsyncZeroconf) -> None:
+    """A bare PTR announcement for an instance whose SRV/TXT never come (its host is gone)."""
+    seen = Seen()
+    async with MdnsBrowser(seen, interfaces=LOOPBACK, resolve_timeout=0.5):
+        out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+        ptr = DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 120, f"ghost.{SERVICE_TYPE}")
+        out.add_answer_at_time(ptr, 0)
+        await publisher.zeroconf.async_wait_for_start()
+        publisher.zeroconf.async_send(out)
+        await register(publisher, advert("alive", 7005))
+        await seen.until(lambda: len(seen.devices) == 2)
+        ghost, alive = seen.by_label("ghost"), seen.by_label("alive")
+        assert ghost is not None and alive is not None
+        assert ghost.state == "error"
+        assert ghost.error == "advert could not be resolved: no address and port within 0.5 s"
+        assert alive.state == "found"

@@ -1,0 +1,46 @@
+"""Finding devices: mDNS adverts, SSH targets, manual addresses and the devices file.
+
+Each way of finding a device yields :class:`Device` rows; :mod:`edgescope_tui.discovery._probe`
+checks each one (connects, reads what the collector says about itself) and says in one line
+what is wrong when it can't.
+"""
+
+from ._device import Device, DeviceState, Origin
+from ._mdns import PROTOCOL_VERSION, REQUIRED_TXT, SERVICE_TYPE, MdnsBrowser, device_from_info
+from ._targets import (
+    DEFAULT_COLLECTOR_PORT,
+    DevicesFile,
+    SshTarget,
+    Target,
+    TargetError,
+    TcpTarget,
+    default_devices_file,
+    load_devices_file,
+    parse_ssh_target,
+    parse_tcp_target,
+    read_token_file,
+    ssh_config_hosts,
+)
+
+__all__ = [
+    "DEFAULT_COLLECTOR_PORT",
+    "PROTOCOL_VERSION",
+    "REQUIRED_TXT",
+    "SERVICE_TYPE",
+    "Device",
+    "DeviceState",
+    "DevicesFile",
+    "MdnsBrowser",
+    "Origin",
+    "SshTarget",
+    "Target",
+    "TargetError",
+    "TcpTarget",
+    "default_devices_file",
+    "device_from_info",
+    "load_devices_file",
+    "parse_ssh_target",
+    "parse_tcp_target",
+    "read_token_file",
+    "ssh_config_hosts",
+]

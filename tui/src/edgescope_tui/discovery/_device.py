@@ -1,0 +1,51 @@
+"""A device as the devices list shows it: where it came from, how to reach it, what it's doing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from ._targets import Target
+
+__all__ = ["Device", "DeviceState", "Origin"]
+
+DeviceState = Literal["found", "checking", "online", "no-collector", "unreachable", "error"]
+"""``found``: known, not yet checked; ``no-collector``: reachable, but nothing serves there;
+``unreachable``: the host or its SSH server can't be reached or refused us; ``error``: anything
+else, e.g. a malformed mDNS advert."""
+
+Origin = Literal["mdns", "ssh", "address", "config", "ssh-config"]
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One row of the devices list. ``error`` is one line, set in states other than online."""
+
+    key: str
+    label: str
+    origin: Origin
+    target: Target | None
+    """How to reach the collector; ``None`` where an advert is too broken to connect to."""
+    state: DeviceState = "found"
+    error: str = ""
+    hint: str = ""
+    """What the user can do about ``error``: the command that installs or starts the collector."""
+    can_start_collector: bool = False
+    """The collector is installed on the device but not running; we can start it over SSH."""
+    hostname: str = ""
+    board: str = ""
+    auth_required: bool | None = None
+    protocol: int | None = None
+    runs: tuple[str, ...] = ()
+    """Names of the runs the collector has active."""
+    head_seq: int | None = None
+    temp_c: float | None = None
+    """Hottest thermal zone or GPU."""
+    mem_used: int | None = None
+    mem_total: int | None = None
+    throttled: tuple[str, ...] = field(default_factory=tuple)
+    """Throttle signals active now (e.g. ``gpu: hw thermal``, ``pi: under-voltage``); empty when
+    none, and empty too before the first thermal sample."""
+
+    def with_state(self, state: DeviceState, error: str = "", hint: str = "") -> Device:
+        return replace(self, state=state, error=error, hint=hint)

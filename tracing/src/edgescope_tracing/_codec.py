@@ -125,7 +125,7 @@ def decode_floats(width: Any, data: Any) -> tuple[float, ...]:
 
 
 def _int(x: Any) -> int:
-    if type(x) is not int:
+    if not isinstance(x, int):
         raise DecodeError(f"expected an integer, got {type(x).__name__}")
     return x
 
@@ -135,7 +135,7 @@ def _oint(x: Any) -> int | None:
 
 
 def _num(x: Any) -> float:
-    if type(x) is float or type(x) is int:
+    if isinstance(x, float | int):
         return x
     raise DecodeError(f"expected a number, got {type(x).__name__}")
 
@@ -176,6 +176,8 @@ class Encoder:
         self.next_seq = 0
         self.runs: dict[int, RunStart] = {}
         self.last_step = -1
+        self.last_t: int | None = None
+        """The highest time of any record encoded so far (None before the first)."""
         self.keyframes = 0
         self._reset_tables()
 
@@ -209,7 +211,14 @@ class Encoder:
         return seq
 
     def keyframe(self, t_us: int) -> Wire:
-        """Restart the tables and restate the active runs: reading may begin here."""
+        """Restart the tables and restate the active runs: reading may begin here.
+
+        The keyframe's time is the highest time of the records before it (``t_us``, the time
+        of the record about to follow, for the first): no record before a keyframe is later
+        than the keyframe, which is what seeking by time relies on.
+        """
+        if self.last_t is not None:
+            t_us = self.last_t
         self._reset_tables()
         number = self.keyframes
         self.keyframes += 1
@@ -240,6 +249,8 @@ class Encoder:
             return self._stacks_rec(rec)
         seq = self._take_seq()
         t = rec.t_us
+        if self.last_t is None or t > self.last_t:
+            self.last_t = t
         wire: Wire
         if isinstance(rec, RunStart):
             self.runs[rec.run] = RunStart(
@@ -350,6 +361,11 @@ class Encoder:
         n = len(rec.values)
         if rec.steps:
             self.last_step = max(self.last_step, max(rec.steps))
+            t_max = max(rec.times_us)
+        else:
+            t_max = rec.t_us
+        if self.last_t is None or t_max > self.last_t:
+            self.last_t = t_max
         for lo in range(0, max(n, 1), METRIC_CHUNK):
             hi = min(n, lo + METRIC_CHUNK)
             values = rec.values[lo:hi]
@@ -395,6 +411,8 @@ class Encoder:
                 stid = self._stacks[key] = len(self._stacks)
                 new_stacks.append(fids)
             samples.extend((stid, count))
+        if self.last_t is None or rec.t_us > self.last_t:
+            self.last_t = rec.t_us
         wire = [
             Kind.STACKS.value,
             self._take_seq(),
@@ -453,8 +471,8 @@ class Decoder:
             return fn(w)
         except DecodeError:
             raise
-        except (TypeError, ValueError, OverflowError) as e:
-            raise DecodeError(f"record of kind {w[0]}: {e}") from None
+        except (TypeError, ValueError, OverflowError, IndexError, KeyError) as e:
+            raise DecodeError(f"record of kind {w[0]}: {type(e).__name__}: {e}") from None
 
     def _s(self, x: Any) -> str:
         s = self.strings.get(_int(x))

@@ -11,6 +11,7 @@ written whole or it is damaged, and a reader that meets damage skips to the next
 from __future__ import annotations
 
 import struct
+import typing
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import msgpack
 
 from ._codec import INDEX_POINTER, Decoder, Encoder, Wire, too_large
 from .errors import DecodeError, NotATraceError, UnsupportedVersionError
-from .records import Kind, Record
+from .records import Keyframe, Kind, Record, RunStart
 
 MAGIC = b"\x89EDGSCP\n"
 """First 8 bytes of every trace. The high byte and the newline catch text-mode mangling."""
@@ -91,6 +92,9 @@ class IndexEntry:
     number: int
 
 
+RECORD_TYPES: tuple[type, ...] = typing.get_args(Record)
+
+
 class StreamEncoder:
     """Records in, bytes out: the header, then frames. No I/O and no clock of its own.
 
@@ -111,6 +115,7 @@ class StreamEncoder:
         self._out = bytearray(header_bytes() if header else b"")
         self.offset = 0
         self._since_keyframe: int | None = None
+        self._failed = False
 
     @property
     def pending(self) -> int:
@@ -126,20 +131,43 @@ class StreamEncoder:
             raise TypeError(f"record cannot be encoded: {e}") from None
 
     def add(self, rec: Record) -> int:
-        """Encode one record into the open frame; returns its (last) sequence number."""
-        if not self._parts and (
-            self._since_keyframe is None or self._since_keyframe >= self.keyframe_bytes
-        ):
+        """Encode one record into the open frame; returns its (last) sequence number.
+
+        A record that cannot be encoded raises ``TypeError`` (or :class:`RecordTooLargeError`)
+        and is not written; the stream stays valid (the next record starts a keyframe, so no
+        later record refers to a string that was interned for the failed one).
+        """
+        if not isinstance(rec, RECORD_TYPES) or isinstance(rec, Keyframe):
+            if isinstance(rec, Keyframe):
+                raise ValueError("keyframes are written by the encoder itself, not appended")
+            raise TypeError(f"not an edgescope record: {type(rec).__name__}")
+        if self._keyframe_due():
             self._start_keyframe(rec.t_us)
-        wires = self.encoder.encode(rec)
-        parts = [self._pack(w) for w in wires]
-        size = sum(map(len, parts))
-        if size + 8 > MAX_PAYLOAD and len(parts) > 1:
-            for w, p in zip(wires, parts, strict=False):
-                self._add_packed(p, w)
-        else:
-            self._add_packed_group(parts, size, wires[0])
+        run_before = self.encoder.runs.get(rec.run) if isinstance(rec, RunStart) else None
+        try:
+            wires = self.encoder.encode(rec)
+            parts = [self._pack(w) for w in wires]
+            size = sum(map(len, parts))
+            if size + 8 > MAX_PAYLOAD and len(parts) > 1:
+                for w, p in zip(wires, parts, strict=True):
+                    self._add_packed(p, w)
+            else:
+                self._add_packed_group(parts, size, wires[0])
+        except (TypeError, ValueError):
+            self._failed = True
+            if isinstance(rec, RunStart):
+                # The run was registered for restating at keyframes: forget it, or every
+                # later keyframe would fail to encode too.
+                self.encoder.runs.pop(rec.run, None)
+                if run_before is not None:
+                    self.encoder.runs[rec.run] = run_before
+            raise
         return self.encoder.next_seq - 1
+
+    def _keyframe_due(self) -> bool:
+        if self._failed or self._since_keyframe is None:
+            return True
+        return self._since_keyframe + self._size >= self.keyframe_bytes
 
     def _add_packed(self, part: bytes, wire: Wire) -> None:
         self._add_packed_group([part], len(part), wire)
@@ -148,19 +176,19 @@ class StreamEncoder:
         if size + 8 > MAX_PAYLOAD:
             raise too_large(size, MAX_PAYLOAD - 8, f"a record of kind {Kind(first[0]).name}")
         if self._size + size + 8 > MAX_PAYLOAD:
+            # A full frame closes; no keyframe here: this record was encoded against the
+            # interning tables as they are, so a keyframe (which resets them) waits for the
+            # next record.
             self._close_frame()
-            # A string table must travel in the same frame as the record that needs it, and a
-            # new frame after a keyframe boundary gets its keyframe first.
-            if self._since_keyframe is not None and self._since_keyframe >= self.keyframe_bytes:
-                self._start_keyframe(first[2])
         self._parts.extend(parts)
         self._size += size
 
     def _start_keyframe(self, t_us: int) -> None:
         self._close_frame()
+        self._failed = False
         start = self.offset + len(self._out)
         wire = self.encoder.keyframe(t_us)
-        self.index.append(IndexEntry(start, wire[1], t_us, wire[4], wire[3]))
+        self.index.append(IndexEntry(start, wire[1], wire[2], wire[4], wire[3]))
         self._since_keyframe = 0
         part = self._pack(wire)
         self._parts.append(part)
@@ -310,20 +338,30 @@ class StreamDecoder:
                 self._pos = pos + 1
                 continue
             try:
-                records = self._decode_payload(payload)
+                records, errors = self._decode_payload(payload)
             except DecodeError as e:
                 self._end_garbage(pos)
                 self.damage.append(Damage(self._base + pos, end - pos, f"undecodable payload: {e}"))
                 self._pos = end
                 continue
             self._end_garbage(pos)
+            if errors:
+                # The frame is intact (its checksum holds) but some records in it are not valid:
+                # they are reported, the others in the frame are kept.
+                self.damage.append(
+                    Damage(
+                        self._base + pos,
+                        end - pos,
+                        f"{len(errors)} undecodable record(s) in the frame: {errors[0]}",
+                    )
+                )
             self.frames += 1
             out.extend(records)
             self._pos = end
 
-    def _decode_payload(self, payload: bytes) -> list[Record]:
+    def _decode_payload(self, payload: bytes) -> tuple[list[Record], list[str]]:
         try:
-            items = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
+            items = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True)
         except (
             ValueError,
             TypeError,
@@ -335,14 +373,19 @@ class StreamDecoder:
         if type(items) is not list:
             raise DecodeError("a frame payload is not an array of records")
         out: list[Record] = []
+        errors: list[str] = []
         for w in items:
             if type(w) is list and len(w) == 2 and w[0] == INDEX_POINTER and type(w[1]) is int:
                 self.index_offset = w[1]
                 continue
-            rec = self.decoder.decode(w)
+            try:
+                rec = self.decoder.decode(w)
+            except DecodeError as e:
+                errors.append(str(e))
+                continue
             if rec is not None:
                 out.append(rec)
-        return out
+        return out, errors
 
     def close(self) -> list[Record]:
         """End of stream: frames held back as incomplete are settled, the rest reported.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 import zlib
@@ -15,6 +16,7 @@ from ._frames import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
     HEADER_SIZE,
+    MAX_PAYLOAD,
     POINTER_FRAME_SIZE,
     SYNC,
     Damage,
@@ -24,9 +26,11 @@ from ._frames import (
     parse_header,
 )
 from .errors import DecodeError, NotATraceError
-from .records import Keyframe, Metrics, Record
+from .records import Keyframe, Metrics, Record, RunEnd, RunStart
 
 __all__ = ["TraceReader"]
+
+_CONTEXT = (Keyframe, RunStart, RunEnd)
 
 CHUNK = 1 << 20
 
@@ -46,9 +50,9 @@ class TraceReader:
         except IsADirectoryError:
             raise NotATraceError(f"{self.path} is a directory, not an edgescope trace") from None
         try:
-            head = os.pread(self._fd, HEADER_SIZE, 0)
-            if len(head) < HEADER_SIZE and os.path.isdir(self.path):
+            if stat.S_ISDIR(os.fstat(self._fd).st_mode):
                 raise NotATraceError(f"{self.path} is a directory, not an edgescope trace")
+            head = os.pread(self._fd, HEADER_SIZE, 0)
             self.version = parse_header(head, str(self.path))
         except BaseException:
             os.close(self._fd)
@@ -111,7 +115,7 @@ class TraceReader:
         if len(head) < FRAME_HEAD_SIZE:
             return None
         sync, length, crc = FRAME_HEAD.unpack(head)
-        if sync != SYNC:
+        if sync != SYNC or length > MAX_PAYLOAD:
             return None
         payload = os.pread(self._fd, length, offset + FRAME_HEAD_SIZE)
         if len(payload) != length or zlib.crc32(payload) != crc:
@@ -175,39 +179,44 @@ class TraceReader:
     def seek(
         self, *, seq: int | None = None, t_us: int | None = None, step: int | None = None
     ) -> Iterator[Record]:
-        """Records from the target on, read from the last keyframe at or before it.
+        """Records from the target on, read from the last keyframe before it.
 
-        The keyframe itself comes first (it restates the active runs); then records before the
-        target are passed over: those with a lower ``seq``, or metric batches that end before
-        the time or step asked for, or other records earlier than the time asked for.
+        The target is the first record with ``seq`` at least the one asked for; or the first
+        record at or after the time (a metric batch: whose latest time is); or the first metric
+        batch that holds a step at or past the one asked for. Everything from the target on is
+        yielded. Before it, only the context is: keyframes (they restate the active runs) and
+        run starts and ends.
         """
         given = [x is not None for x in (seq, t_us, step)]
         if sum(given) != 1:
             raise ValueError("seek takes exactly one of seq, t_us, step")
         entries = self.index()
         start = HEADER_SIZE
+        # A keyframe's seq, t_us and last_step bound every record before it (its t_us is the
+        # highest time before it, its last_step the highest step): start at the last keyframe
+        # before which nothing can be at or after the target.
         for e in entries:
             if seq is not None and e.seq > seq:
                 break
-            if t_us is not None and e.t_us > t_us:
+            if t_us is not None and e.t_us >= t_us:
                 break
             if step is not None and e.last_step >= step:
                 break
             start = e.offset
+        started = False
         for rec in self.records(start):
-            if seq is not None:
-                if rec.seq < seq and not isinstance(rec, Keyframe):
+            if not started:
+                if seq is not None:
+                    started = rec.seq >= seq
+                elif t_us is not None:
+                    if isinstance(rec, Metrics):
+                        started = bool(rec.times_us) and max(rec.times_us) >= t_us
+                    else:
+                        started = rec.t_us >= t_us
+                elif isinstance(rec, Metrics) and rec.steps and step is not None:
+                    started = max(rec.steps) >= step
+                if not started and not isinstance(rec, _CONTEXT):
                     continue
-            elif t_us is not None:
-                if isinstance(rec, Metrics):
-                    if rec.times_us and rec.times_us[-1] < t_us:
-                        continue
-                elif rec.t_us < t_us and not isinstance(rec, Keyframe):
-                    continue
-            elif (
-                step is not None and isinstance(rec, Metrics) and rec.steps and rec.steps[-1] < step
-            ):
-                continue
             yield rec
 
     # --- following a growing file ------------------------------------------------------------

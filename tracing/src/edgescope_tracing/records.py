@@ -94,9 +94,10 @@ class RunEnd:
 class Metrics:
     """A columnar batch of one metric's values: ``values[i]`` at ``steps[i]`` and ``times_us[i]``.
 
-    ``t_us`` is the time of the first value. Steps and times are delta-encoded on the wire;
-    values are stored as float32 where every value of the batch survives that exactly, else
-    as float64.
+    ``t_us`` is the time of the first value: it is set from ``times_us`` (the wire does not
+    carry it apart), and kept as given only for an empty batch. Steps and times are
+    delta-encoded on the wire; values are stored as float32 where every value of the batch
+    survives that exactly, else as float64.
     """
 
     KIND: ClassVar[Kind] = Kind.METRICS
@@ -115,6 +116,8 @@ class Metrics:
                 f"metric batch {self.key!r}: steps, times_us and values must have the same "
                 f"length (got {len(self.steps)}, {len(self.times_us)}, {n})"
             )
+        if n and self.t_us != self.times_us[0]:
+            object.__setattr__(self, "t_us", self.times_us[0])
 
 
 @dataclass(frozen=True, slots=True)

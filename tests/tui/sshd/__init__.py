@@ -108,7 +108,7 @@ def start_sshd(base: Path, *, path_env: str | None = None) -> Sshd:
                     "StrictModes no",
                     "AllowTcpForwarding yes",
                     "PidFile none",
-                    "LogLevel VERBOSE",
+                    "LogLevel DEBUG1",
                     f"SetEnv PATH={env_path}",
                     "",
                 ]

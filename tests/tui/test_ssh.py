@@ -1,0 +1,142 @@
+"""SSH against a real OpenSSH server: host key checks, auth, forwarding, missing collector."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from edgescope_tui.discovery import SshTarget
+from edgescope_tui.ssh import (
+    INSTALL_COMMAND,
+    HostKeyError,
+    NoCollectorError,
+    SshAuthError,
+    SshSettings,
+    SshUnreachable,
+    connect,
+)
+from sshd import Sshd, free_port, keygen
+from sshd.fixtures import sshd_fixture  # noqa: F401 (registers the fixture)
+
+pytestmark = pytest.mark.asyncio
+
+
+def settings_for(server: Sshd, tmp_path: Path, **over: object) -> SshSettings:
+    empty_config = tmp_path / "ssh_config"
+    empty_config.touch()
+    kw: dict[str, object] = {
+        "known_hosts": str(server.known_hosts),
+        "identities": (str(server.user_key),),
+        "agent": False,
+        "config": str(empty_config),
+        "connect_timeout": 5.0,
+    }
+    kw.update(over)
+    return SshSettings(**kw)  # type: ignore[arg-type]
+
+
+def fingerprint(pub: Path) -> str:
+    out = subprocess.run(["ssh-keygen", "-l", "-f", str(pub)], capture_output=True, text=True)
+    return out.stdout.split()[1]
+
+
+@pytest_asyncio.fixture
+async def echo_server() -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 that answers each line with ``echo: `` and the line."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        writer.write(b"echo: " + line)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_forwards_to_the_devices_loopback_port(
+    sshd: Sshd, tmp_path: Path, echo_server: int
+) -> None:
+    target = SshTarget("127.0.0.1", "root", sshd.port, collector_port=echo_server)
+    async with await connect(target, settings_for(sshd, tmp_path)) as dev:
+        reader, writer = await dev.open_collector()
+        writer.write(b"hello\n")
+        assert await reader.readline() == b"echo: hello\n"
+        writer.close()
+    # The forward went through sshd (direct-tcpip), not around it.
+    assert f"target 127.0.0.1 port {echo_server}" in sshd.log.read_text()
+
+
+async def test_unknown_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.touch()
+    target = SshTarget("127.0.0.1", "root", sshd.port)
+    with pytest.raises(HostKeyError) as e:
+        await connect(target, settings_for(sshd, tmp_path, known_hosts=str(empty)))
+    assert not e.value.changed
+    msg = str(e.value)
+    assert msg.startswith(f"ssh://root@127.0.0.1:{sshd.port}: REFUSED: the host key is not known")
+    assert fingerprint(sshd.host_key.with_suffix(".pub")) in msg
+    assert f"ssh -p {sshd.port} root@127.0.0.1" in msg
+    assert "\n" not in msg
+
+
+async def test_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
+    other = keygen(tmp_path / "other_host_key")
+    kind, b64 = other.with_suffix(".pub").read_text().split()[:2]
+    stale = tmp_path / "known_hosts"
+    stale.write_text(f"[127.0.0.1]:{sshd.port} {kind} {b64}\n")
+    target = SshTarget("127.0.0.1", "root", sshd.port)
+    with pytest.raises(HostKeyError) as e:
+        await connect(target, settings_for(sshd, tmp_path, known_hosts=str(stale)))
+    assert e.value.changed
+    msg = str(e.value)
+    assert "REFUSED: the host key has changed" in msg
+    assert fingerprint(sshd.host_key.with_suffix(".pub")) in msg
+    assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in msg
+
+
+async def test_auth_failure(sshd: Sshd, tmp_path: Path) -> None:
+    stranger = keygen(tmp_path / "stranger")
+    target = SshTarget("127.0.0.1", "root", sshd.port)
+    with pytest.raises(SshAuthError, match=r"authentication failed: .* for root"):
+        await connect(target, settings_for(sshd, tmp_path, identities=(str(stranger),)))
+
+
+async def test_no_collector_and_not_installed(sshd: Sshd, tmp_path: Path) -> None:
+    target = SshTarget("127.0.0.1", "root", sshd.port, collector_port=free_port())
+    async with await connect(target, settings_for(sshd, tmp_path)) as dev:
+        with pytest.raises(NoCollectorError) as e:
+            await dev.open_collector()
+    assert e.value.runner is None
+    assert e.value.hint == INSTALL_COMMAND
+    assert f"no collector on port {target.collector_port}" in str(e.value)
+    assert "edgescope is not installed there" in str(e.value)
+
+
+async def test_refused_and_silent_servers(tmp_path: Path) -> None:
+    settings = SshSettings(
+        known_hosts=str(tmp_path / "kh"), identities=(), agent=False, connect_timeout=0.5
+    )
+    closed = SshTarget("127.0.0.1", "root", free_port())
+    with pytest.raises(SshUnreachable, match=r"connection refused on port \d+ \(is sshd"):
+        await connect(closed, settings)
+    # A server that accepts and never speaks: the login times out, one line.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        target = SshTarget("127.0.0.1", "root", silent.getsockname()[1])
+        with pytest.raises(SshUnreachable, match=r"no answer from the SSH server within 0.5 s"):
+            await connect(target, settings)
+    with pytest.raises(SshUnreachable, match=r"host name 'no-such-host\.invalid' not found"):
+        await connect(SshTarget("no-such-host.invalid"), settings)

@@ -1,0 +1,370 @@
+"""Reaching a device's collector through SSH, as OpenSSH would, and saying clearly what failed.
+
+The SSH connection is made with asyncssh using what ``ssh`` itself would use: ``~/.ssh/config``
+(``HostName``, ``User``, ``Port``, ``IdentityFile``...), the keys in ``~/.ssh`` and the agent,
+and ``~/.ssh/known_hosts``. A host key that is not known, or that changed, is refused, never
+accepted silently. The collector is then reached by direct-tcpip forwarding to its loopback
+port on the device: nothing is opened on the device's network.
+
+Errors::
+
+    SshError                one sentence: what failed, on which target, what to do
+    ├── HostKeyError        the host key is unknown (``changed`` False) or changed (True)
+    ├── SshAuthError        no key or agent identity was accepted
+    ├── SshUnreachable      refused, timed out, no route, name not found
+    └── NoCollectorError    SSH works, but nothing listens on the collector's port; says
+                            whether edgescope is installed there and the command to run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from .discovery import SshTarget
+
+__all__ = [
+    "INSTALL_COMMAND",
+    "HostKeyError",
+    "NoCollectorError",
+    "SshAuthError",
+    "SshDevice",
+    "SshError",
+    "SshSettings",
+    "SshUnreachable",
+    "connect",
+]
+
+INSTALL_COMMAND = "pip install 'edgescope[collector]'"
+
+
+class SshError(Exception):
+    """An SSH-side failure, with a one-sentence message that names the target."""
+
+
+class HostKeyError(SshError):
+    """The server's host key is not trusted: unknown, or different from the one on record."""
+
+    def __init__(self, message: str, *, changed: bool, fingerprint: str | None) -> None:
+        super().__init__(message)
+        self.changed = changed
+        self.fingerprint = fingerprint
+
+
+class SshAuthError(SshError):
+    """The server accepted none of our identities."""
+
+
+class SshUnreachable(SshError):
+    """The SSH server can't be reached: refused, timed out, no route, unknown name."""
+
+
+class NoCollectorError(SshError):
+    """Logged in, but no collector listens on the device's loopback port.
+
+    ``runner`` is the command that runs the collector there (``edgescope`` or ``python3 -m
+    edgescope_collector``), or ``None`` when edgescope is not installed; then ``hint`` is the
+    install command.
+    """
+
+    def __init__(self, message: str, *, runner: str | None, hint: str) -> None:
+        super().__init__(message)
+        self.runner = runner
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class SshSettings:
+    """Where keys and trust come from. ``None`` everywhere means: as OpenSSH would."""
+
+    known_hosts: str | None = None
+    """A known_hosts file; ``None``: ``~/.ssh/known_hosts`` (or ``UserKnownHostsFile``)."""
+    identities: tuple[str, ...] | None = None
+    """Private key files; ``None``: ``IdentityFile`` from the config, else ``~/.ssh/id_*``."""
+    agent: bool = True
+    """Offer the identities of the agent at ``$SSH_AUTH_SOCK``."""
+    config: str | None = None
+    """An SSH client config file; ``None``: ``~/.ssh/config``."""
+    connect_timeout: float = 10.0
+
+
+def _options(target: SshTarget, settings: SshSettings) -> asyncssh.SSHClientConnectionOptions:
+    kwargs: dict[str, Any] = {
+        "connect_timeout": settings.connect_timeout,
+        "login_timeout": settings.connect_timeout,
+        # Interactive prompts have no place here: keys and the agent only, as BatchMode=yes.
+        "password_auth": False,
+        "kbdint_auth": False,
+    }
+    if settings.known_hosts is not None:
+        # As OpenSSH: a known_hosts file that does not exist trusts nobody.
+        known = settings.known_hosts
+        kwargs["known_hosts"] = known if os.path.exists(known) else b""
+    if settings.identities is not None:
+        kwargs["client_keys"] = list(settings.identities)
+    if not settings.agent:
+        kwargs["agent_path"] = None
+    if settings.config is not None:
+        kwargs["config"] = [settings.config]
+    if target.user is not None:
+        kwargs["username"] = target.user
+    return asyncssh.SSHClientConnectionOptions(
+        host=target.host, port=target.port if target.port is not None else (), **kwargs
+    )
+
+
+def _where(target: SshTarget) -> str:
+    return target.label
+
+
+async def connect(target: SshTarget, settings: SshSettings | None = None) -> SshDevice:
+    """Log in to ``target``; every failure is an :class:`SshError` with one clear sentence."""
+    settings = settings or SshSettings()
+    where = _where(target)
+    try:
+        options = _options(target, settings)
+    except (asyncssh.ConfigParseError, asyncssh.KeyImportError, OSError, ValueError) as e:
+        raise SshError(f"{where}: cannot use the SSH settings: {_reason(e)}") from None
+    try:
+        conn = await asyncssh.connect(target.host, options=options)
+    except asyncssh.HostKeyNotVerifiable:
+        raise await _host_key_error(target, options) from None
+    except asyncssh.PermissionDenied:
+        user = options.username or "the user"
+        raise SshAuthError(
+            f"{where}: authentication failed: the server accepted none of the keys offered "
+            f"for {user} (from ~/.ssh, IdentityFile and the agent)"
+        ) from None
+    except asyncssh.DisconnectError as e:
+        raise SshError(f"{where}: the SSH server closed the connection: {e.reason}") from None
+    except TimeoutError:
+        raise SshUnreachable(
+            f"{where}: no answer from the SSH server within {settings.connect_timeout:g} s"
+        ) from None
+    except ConnectionRefusedError:
+        port = options.port or 22
+        raise SshUnreachable(
+            f"{where}: connection refused on port {port} (is sshd running there?)"
+        ) from None
+    except socket.gaierror:
+        raise SshUnreachable(f"{where}: host name {target.host!r} not found") from None
+    except OSError as e:
+        raise SshUnreachable(f"{where}: cannot connect: {_reason(e)}") from None
+    except (asyncssh.Error, asyncssh.KeyImportError, ValueError) as e:
+        raise SshError(f"{where}: SSH failed: {_reason(e)}") from None
+    return SshDevice(target, conn)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, asyncssh.Error):
+        return e.reason
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+async def _host_key_error(
+    target: SshTarget, options: asyncssh.SSHClientConnectionOptions
+) -> HostKeyError:
+    """Tell an unknown key from a changed one, and show the key the server offers."""
+    where = _where(target)
+    host = options.host_key_alias or options.host or target.host
+    port = int(options.port or 22)
+    known: Any = options.known_hosts
+    if not known:
+        default = Path("~", ".ssh", "known_hosts").expanduser()
+        known = str(default) if default.is_file() else b""
+    try:
+        addr = socket.getaddrinfo(options.host or target.host, port)[0][4][0]
+    except (OSError, IndexError):
+        addr = ""
+    try:
+        trusted = asyncssh.match_known_hosts(known, host, str(addr), port if port != 22 else None)
+        on_record = bool(trusted[0] or trusted[1])
+    except (OSError, ValueError, asyncssh.Error):
+        on_record = False
+    fingerprint: str | None = None
+    with contextlib.suppress(OSError, TimeoutError, asyncssh.Error, ValueError):
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(options.host or target.host, port, config=None), 5
+        )
+        if key is not None:
+            fingerprint = f"{key.get_algorithm()} {key.get_fingerprint()}"
+    offered = f" ({fingerprint})" if fingerprint else ""
+    name = _known_hosts_name(host, port)
+    if on_record:
+        return HostKeyError(
+            f"{where}: REFUSED: the host key has changed{offered} and differs from the one in "
+            f"known_hosts; someone may be intercepting the connection, or the device was "
+            f"reinstalled (then remove the old key with: ssh-keygen -R {shlex.quote(name)})",
+            changed=True,
+            fingerprint=fingerprint,
+        )
+    login = f"{options.username}@{host}" if options.username else host
+    ssh_cmd = f"ssh -p {port} {login}" if port != 22 else f"ssh {login}"
+    return HostKeyError(
+        f"{where}: REFUSED: the host key is not known{offered}; check its fingerprint on the "
+        f"device and accept it by connecting once with: {ssh_cmd}",
+        changed=False,
+        fingerprint=fingerprint,
+    )
+
+
+_DETECT = (
+    "if command -v edgescope >/dev/null 2>&1 && edgescope collector --help >/dev/null 2>&1; "
+    "then echo edgescope; "
+    "elif python3 -m edgescope_collector --help >/dev/null 2>&1; then echo module; "
+    "else echo none; fi"
+)
+_RUNNERS = {"edgescope": "edgescope collector", "module": "python3 -m edgescope_collector"}
+_LOG = "${XDG_STATE_HOME:-$HOME/.local/state}/edgescope/collector.log"
+
+
+class SshDevice:
+    """A logged-in SSH connection to a device, and its collector behind it."""
+
+    def __init__(self, target: SshTarget, conn: asyncssh.SSHClientConnection) -> None:
+        self.target = target
+        self.conn = conn
+        self.label = target.label
+
+    async def __aenter__(self) -> SshDevice:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self.conn.close()
+        with contextlib.suppress(asyncssh.Error, OSError):
+            await self.conn.wait_closed()
+
+    async def open_collector(
+        self, port: int | None = None
+    ) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+        """A byte stream to the collector's loopback port on the device (direct-tcpip).
+
+        Raises :class:`NoCollectorError` when nothing listens there, having checked whether
+        edgescope is installed on the device so the message can say what to run.
+        """
+        port = port or self.target.collector_port
+        try:
+            reader, writer = await self.conn.open_connection("127.0.0.1", port, encoding=None)
+        except asyncssh.ChannelOpenError as e:
+            if e.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+                raise SshError(
+                    f"{self.label}: the SSH server does not allow port forwarding "
+                    "(AllowTcpForwarding in its sshd_config)"
+                ) from None
+            if e.code != asyncssh.OPEN_CONNECT_FAILED:
+                raise SshError(f"{self.label}: cannot reach the collector: {e.reason}") from None
+            raise await self._no_collector(port) from None
+        except (asyncssh.Error, OSError) as e:
+            raise SshError(f"{self.label}: the SSH connection failed: {_reason(e)}") from None
+        return reader, writer
+
+    async def collector_runner(self) -> str | None:
+        """The command that runs the collector on the device, or ``None`` if not installed."""
+        try:
+            result = await asyncio.wait_for(self.conn.run(_DETECT, check=False), 30)
+        except (asyncssh.Error, OSError, TimeoutError) as e:
+            raise SshError(f"{self.label}: cannot run commands over SSH: {_reason(e)}") from None
+        out = str(result.stdout or "").strip().splitlines()
+        return _RUNNERS.get(out[-1] if out else "none")
+
+    async def _no_collector(self, port: int) -> NoCollectorError:
+        runner = await self.collector_runner()
+        if runner is None:
+            return NoCollectorError(
+                f"{self.label}: no collector on port {port}, and edgescope is not installed "
+                f"there; install it on the device with: {INSTALL_COMMAND}",
+                runner=None,
+                hint=INSTALL_COMMAND,
+            )
+        start = self.start_command(runner, port)
+        return NoCollectorError(
+            f"{self.label}: no collector is listening on port {port}; edgescope is installed, "
+            f"so it can be started: {runner} --listen 127.0.0.1:{port}",
+            runner=runner,
+            hint=start,
+        )
+
+    def start_command(self, runner: str, port: int) -> str:
+        return f"{runner} --listen 127.0.0.1:{port}"
+
+    async def start_collector(
+        self, port: int | None = None, *, extra_args: Sequence[str] = (), wait: float = 15.0
+    ) -> str:
+        """Start the collector on the device in the background and wait until it listens.
+
+        Returns the command that was run. It is detached from the SSH session (``nohup``, its
+        own session), logging to ``~/.local/state/edgescope/collector.log``; if it exits or
+        does not listen within ``wait`` seconds, the error carries the end of that log.
+        """
+        port = port or self.target.collector_port
+        runner = await self.collector_runner()
+        if runner is None:
+            raise NoCollectorError(
+                f"{self.label}: edgescope is not installed there; install it on the device "
+                f"with: {INSTALL_COMMAND}",
+                runner=None,
+                hint=INSTALL_COMMAND,
+            )
+        command = " ".join(
+            [self.start_command(runner, port), *(shlex.quote(a) for a in extra_args)]
+        )
+        script = (
+            f'log="{_LOG}"; mkdir -p "$(dirname "$log")" && '
+            f"{{ command -v setsid >/dev/null && S=setsid || S=; }}; "
+            f'nohup $S {command} >>"$log" 2>&1 </dev/null & echo $!'
+        )
+        try:
+            result = await asyncio.wait_for(self.conn.run(script, check=False), 30)
+        except (asyncssh.Error, OSError, TimeoutError) as e:
+            raise SshError(f"{self.label}: cannot start the collector: {_reason(e)}") from None
+        pid = str(result.stdout or "").strip()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            try:
+                _, writer = await self.conn.open_connection("127.0.0.1", port, encoding=None)
+            except asyncssh.ChannelOpenError:
+                alive = await self.conn.run(f"kill -0 {pid} 2>/dev/null", check=False)
+                if pid.isdigit() and alive.exit_status != 0:
+                    break
+                await asyncio.sleep(0.2)
+                continue
+            except (asyncssh.Error, OSError) as e:
+                raise SshError(f"{self.label}: the SSH connection failed: {_reason(e)}") from None
+            writer.close()
+            return command
+        tail = await self.conn.run(f'tail -n 3 "{_LOG}" 2>/dev/null', check=False)
+        last = " / ".join(str(tail.stdout or "").strip().splitlines()[-3:])
+        raise SshError(
+            f"{self.label}: started `{command}`, but nothing listens on port {port}"
+            + (f": {last}" if last else "")
+        )
+
+    async def forward_local(self, port: int | None = None) -> tuple[int, asyncssh.SSHListener]:
+        """A listener on this machine's loopback that forwards to the collector (``ssh -L``).
+
+        For clients that want a plain ``host:port``. Returns the local port and the listener
+        (close it when done).
+        """
+        port = port or self.target.collector_port
+        listener = await self.conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", port)
+        return listener.get_port(), listener

@@ -1,0 +1,46 @@
+"""The demo's training job, run in-process: each phase shows what it is there to show."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from edgescope._demo_job import PHASES, train
+
+
+def test_phases_show_in_the_logged_values() -> None:
+    rows: list[tuple[str, int, dict[str, float]]] = []
+    marks: list[str] = []
+    phase = [""]
+
+    def mark(text: str) -> None:
+        marks.append(text)
+        phase[0] = text.split(":")[0].removeprefix("phase ")
+
+    t0 = time.monotonic()
+    result = train(3.0, lambda v, s: rows.append((phase[0], s, dict(v))), mark, seed=1, leak_mb=24)
+    assert 2.9 < time.monotonic() - t0 < 6.0
+    assert [m.split(":")[0] for m in marks] == [f"phase {p.name}" for p in PHASES]
+    by = {p.name: [v for ph, _, v in rows if ph == p.name and "loss" in v] for p in PHASES}
+    assert all(len(v) >= 5 for v in by.values()), {k: len(v) for k, v in by.items()}
+    steps = [s for _, s, v in rows if "loss" in v]
+    assert steps == list(range(len(steps))) and result.steps == len(steps)
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(v[key] for v in by[name])
+
+    # the lr spike makes the loss jump; recovery brings it down again
+    assert by["lr-spike"][0]["lr"] == 15 * by["warm-up"][0]["lr"]
+    assert max(v["loss"] for v in by["lr-spike"]) > 2 * med("memory-growth", "loss")
+    assert med("lr-spike", "grad_norm") > med("memory-growth", "grad_norm")
+    assert by["recovery"][-1]["loss"] < max(v["loss"] for v in by["lr-spike"])
+    # the CPU-heavy phase makes steps slower
+    assert med("cpu-heavy", "step_time") > 1.5 * med("warm-up", "step_time")
+    # memory kept grows through its phase to the cap and is freed afterwards
+    held = [v["held_mb"] for v in by["memory-growth"]]
+    assert held == sorted(held) and 16 < held[-1] <= 24
+    assert result.peak_held_mb == held[-1]
+    assert all(v["held_mb"] == 0 for v in by["recovery"] + by["warm-up"])
+    # held-out accuracy is logged every 25 steps and learning happened
+    acc = [v["accuracy"] for _, _, v in rows if "accuracy" in v]
+    assert len(acc) >= len(steps) // 25 and result.final_accuracy > 0.5

@@ -48,6 +48,7 @@ __all__ = [
     "CONTROL_SYNC",
     "MAX_CONTROL",
     "AUTH_SCHEME",
+    "NONCE_SIZE",
     "Gap",
     "Welcome",
     "ProtocolError",
@@ -157,7 +158,7 @@ def parse_control(payload: bytes, crc: int) -> dict[str, Any]:
     if zlib.crc32(payload) != crc:
         raise ProtocolError("control message with a bad checksum")
     try:
-        msg = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_buffer_size=MAX_PAYLOAD)
+        msg = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
         raise ProtocolError("control message is not valid msgpack") from None
     if type(msg) is not dict or type(msg.get("t")) is not str:
@@ -253,17 +254,18 @@ class _Fold:
 
     def trace(self, frame: bytes) -> list[Record | Gap]:
         unknown = self.decoder.decoder.unknown_kinds
-        damaged = len(self.decoder.damage)
         records = self.decoder.feed(frame)
         out: list[Record | Gap] = []
-        if len(self.decoder.damage) > damaged:
-            raise ProtocolError(f"{self.label} sent a damaged frame")
         if self.decoder.decoder.unknown_kinds != unknown:
             # Records of kinds this version does not know take sequence numbers: no gap there.
             self.expected = None
         for rec in records:
             if self.expected is not None and rec.seq > self.expected:
-                out.append(Gap(self.expected, rec.seq - 1, "missing on the collector's disk"))
+                out.append(
+                    Gap(
+                        self.expected, rec.seq - 1, "damaged or undecodable on the collector's disk"
+                    )
+                )
             if self.expected is None or rec.seq >= self.expected:
                 self.expected = rec.seq + 1
             if self.since is None or rec.seq >= self.since:
@@ -278,6 +280,8 @@ class _Fold:
                 raise ProtocolError(f"{self.label} sent a malformed gap")
             if self.since is not None:
                 first = max(first, self.since)
+            if self.expected is not None:
+                first = max(first, self.expected)
             self.expected = last + 1
             if last < first:
                 return []

@@ -1,0 +1,452 @@
+"""The segment store: the collector's stream, cut into trace files, in a bounded ring on disk.
+
+One sequence space. The collector has one record encoder (:class:`edgescope_tracing._codec`'s
+state: sequence counter, interned tables, active runs) for its whole life; each segment file
+gets its own :class:`~edgescope_tracing.StreamEncoder` that *shares* that encoder. So a segment
+is a complete trace on its own (header, a keyframe first that restates the active runs, an
+index at close), and the sequence numbers go on from one segment to the next. A segment's
+file name holds its first sequence number (``seg-00000000000000001234.est``); on a restart the
+store reads the newest segment's last sequence number and goes on from there, so the numbers
+stay monotonic across restarts too.
+
+Bounded: a new segment starts every ``segment_bytes`` or ``segment_age`` seconds; when the
+segments together pass ``max_disk`` bytes, the oldest closed ones are deleted first. The open
+segment is never deleted.
+
+A segment left unclosed by a crash is repaired at start: the incomplete bytes after its last
+good frame (what the crash was writing) are cut and the index is appended. Good frames are
+never dropped.
+
+Every flushed chunk of frames is also handed to the listeners (the stream server) with its
+segment and offset, so that live clients get exactly the bytes that are on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+from edgescope_tracing import IndexEntry, Record, StreamDecoder, StreamEncoder, TraceReader
+from edgescope_tracing._frames import (
+    FRAME_HEAD,
+    FRAME_HEAD_SIZE,
+    HEADER_SIZE,
+    MAX_PAYLOAD,
+    POINTER_FRAME_SIZE,
+    SYNC,
+    decode_index,
+)
+from edgescope_tracing.errors import DecodeError, TraceError
+
+__all__ = ["Segment", "SegmentStore", "StoreError", "segment_name", "frame_span"]
+
+log = logging.getLogger("edgescope.collector.store")
+
+SEGMENT_RE = re.compile(r"^seg-(\d{20})\.est$")
+
+
+class StoreError(Exception):
+    """The data directory cannot be used (one sentence)."""
+
+
+def segment_name(first_seq: int) -> str:
+    return f"seg-{first_seq:020d}.est"
+
+
+@dataclass(slots=True, eq=False)
+class Segment:
+    """One segment file. ``data_end`` is where its frames end (the index follows when closed)."""
+
+    path: Path
+    first_seq: int
+    next_seq: int
+    """One past the last sequence number in it (grows while it is open)."""
+    data_end: int
+    size: int
+    index: list[IndexEntry] = field(default_factory=list)
+    closed: bool = False
+    created: float = 0.0
+
+
+Listener = Callable[[Segment, int, bytes], None]
+
+
+class SegmentStore:
+    """Append records; they are framed, written to the open segment and handed to listeners."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_disk: int,
+        segment_bytes: int | None = None,
+        segment_age: float = 600.0,
+        keyframe_bytes: int = 256 * 1024,
+        flush_interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self.max_disk = max_disk
+        self.segment_bytes = segment_bytes or max(128 * 1024, min(16 * 1024 * 1024, max_disk // 8))
+        self.segment_age = segment_age
+        self.keyframe_bytes = min(keyframe_bytes, max(64 * 1024, self.segment_bytes // 2))
+        self.flush_interval = flush_interval
+        self.clock = clock
+        self.segments: list[Segment] = []
+        self.listeners: list[Listener] = []
+        self.dropped_segments = 0
+        self._stream: StreamEncoder | None = None
+        self._fd = -1
+        self._pending_since: float | None = None
+        self._closed = False
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the data directory: repair and list old segments, start a new one."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            names = sorted(p.name for p in self.directory.iterdir() if SEGMENT_RE.match(p.name))
+        except OSError as e:
+            raise StoreError(f"cannot use the data directory {self.directory}: {_reason(e)}") from e
+        next_seq = 0
+        for name in names:
+            seg = self._load(self.directory / name)
+            if seg is None:
+                continue
+            self.segments.append(seg)
+            next_seq = max(next_seq, seg.next_seq)
+        first = StreamEncoder(keyframe_bytes=self.keyframe_bytes)
+        first.encoder.next_seq = next_seq
+        if self.segments:
+            first.encoder.keyframes = len(self.segments[-1].index) + 1
+        self._start_segment(first)
+        self._enforce_limit()
+
+    def close(self) -> None:
+        """Write what is pending, close the open segment with its index, fsync it."""
+        if self._closed or self._stream is None:
+            return
+        self._closed = True
+        self.flush()
+        self._close_segment()
+
+    # --- appending -----------------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next record gets."""
+        assert self._stream is not None
+        return self._stream.encoder.next_seq
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest sequence number still on disk."""
+        return self.segments[0].first_seq if self.segments else self.next_seq
+
+    @property
+    def open_segment(self) -> Segment:
+        return self.segments[-1]
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def append(self, rec: Record) -> int:
+        """Encode a record into the open frame; returns its sequence number."""
+        stream = self._stream
+        if stream is None or self._closed:
+            raise RuntimeError("append to a store that is not open")
+        seq = stream.add(rec)
+        if self._pending_since is None:
+            self._pending_since = self.clock()
+        if stream.pending >= MAX_PAYLOAD // 2:
+            self.flush()
+        return seq
+
+    def poll(self) -> None:
+        """Flush if the open frame has waited ``flush_interval``; rotate by age. Call it often."""
+        now = self.clock()
+        if self._pending_since is not None and now - self._pending_since >= self.flush_interval:
+            self.flush()
+        elif (
+            self._stream is not None
+            and not self._closed
+            and now - self.open_segment.created >= self.segment_age
+            and self.open_segment.data_end > HEADER_SIZE
+        ):
+            self._rotate()
+
+    def flush(self) -> None:
+        """Write the open frames to the open segment and hand them to the listeners."""
+        if self._stream is None:
+            return
+        self._write_pending()
+        seg = self.open_segment
+        if not self._closed and (
+            seg.data_end >= self.segment_bytes
+            or (self.clock() - seg.created >= self.segment_age and seg.data_end > HEADER_SIZE)
+        ):
+            self._rotate()
+        if self.disk_bytes > self.max_disk:
+            self._enforce_limit()
+
+    def _write_pending(self) -> None:
+        stream = self._stream
+        assert stream is not None
+        self._pending_since = None
+        seg = self.open_segment
+        offset = stream.offset
+        data = stream.take()
+        if not data:
+            return
+        _write_all(self._fd, data)
+        seg.data_end = seg.size = stream.offset
+        seg.next_seq = stream.encoder.next_seq
+        seg.index = list(stream.index)
+        for listener in list(self.listeners):
+            listener(seg, offset, data)
+
+    # --- reading support -----------------------------------------------------------------
+
+    def locate(self, since: int | None) -> tuple[Segment, int, tuple[int, int] | None]:
+        """Where a client starting at ``since`` begins: segment, offset and any gap before it.
+
+        ``since`` None: the latest keyframe (joining live). Else the keyframe at or before
+        ``since``; when ``since`` is older than the oldest segment, the oldest segment's start
+        and the gap ``(since, first_seq - 1)``.
+        """
+        if since is None:
+            seg = self.open_segment
+            return seg, _last_keyframe(seg, None), None
+        first = self.segments[0]
+        if since < first.first_seq:
+            return first, HEADER_SIZE, (since, first.first_seq - 1)
+        seg = first
+        for s in self.segments:
+            if s.first_seq > since:
+                break
+            seg = s
+        return seg, _last_keyframe(seg, since), None
+
+    def after(self, seg: Segment) -> tuple[Segment | None, tuple[int, int] | None]:
+        """The segment that follows ``seg`` and the gap between them (deleted segments)."""
+        for s in self.segments:
+            if s.first_seq > seg.first_seq and s is not seg:
+                gap = (seg.next_seq, s.first_seq - 1) if s.first_seq > seg.next_seq else None
+                return s, gap
+        return None, None
+
+    def retained(self, seg: Segment) -> bool:
+        return any(s is seg for s in self.segments)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _start_segment(self, stream: StreamEncoder) -> None:
+        first_seq = stream.encoder.next_seq
+        path = self.directory / segment_name(first_seq)
+        try:
+            fd = os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o640
+            )
+        except OSError as e:
+            raise StoreError(f"cannot write a segment in {self.directory}: {_reason(e)}") from e
+        header = stream.take()
+        _write_all(fd, header)
+        self._fd = fd
+        self._stream = stream
+        if self.segments and self.segments[-1].path == path:
+            self.segments.pop()  # an empty segment of the same first seq, rewritten
+        self.segments.append(
+            Segment(path, first_seq, first_seq, len(header), len(header), created=self.clock())
+        )
+
+    def _close_segment(self) -> None:
+        stream = self._stream
+        if stream is None or self._fd < 0:
+            return
+        seg = self.open_segment
+        try:
+            _write_all(self._fd, stream.index_bytes())
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+        seg.size = stream.offset
+        seg.index = list(stream.index)
+        seg.closed = True
+
+    def _rotate(self) -> None:
+        old = self._stream
+        assert old is not None
+        self._write_pending()
+        self._close_segment()
+        new = StreamEncoder(keyframe_bytes=self.keyframe_bytes)
+        # The one encoder of the collector's stream: sequence numbers and the active runs go on;
+        # the new segment's first keyframe restates the runs and restarts the tables.
+        new.encoder = old.encoder
+        self._start_segment(new)
+
+    def _enforce_limit(self) -> None:
+        while len(self.segments) > 1 and self.disk_bytes > self.max_disk:
+            seg = self.segments.pop(0)
+            with contextlib.suppress(FileNotFoundError):
+                seg.path.unlink()
+            self.dropped_segments += 1
+            log.info(
+                "dropped segment %s (seq %d-%d) to stay within %d bytes",
+                seg.path.name,
+                seg.first_seq,
+                seg.next_seq - 1,
+                self.max_disk,
+            )
+
+    def _load(self, path: Path) -> Segment | None:
+        """A segment from an earlier life of the collector, repaired if it was left open."""
+        m = SEGMENT_RE.match(path.name)
+        assert m is not None
+        first_seq = int(m.group(1))
+        try:
+            closed = _read_closed(path)
+            if closed is not None:
+                data_end, next_seq, index = closed
+                size = path.stat().st_size
+                return Segment(
+                    path, first_seq, max(next_seq, first_seq), data_end, size, index, True
+                )
+            return self._repair(path, first_seq)
+        except TraceError as e:
+            log.warning("ignoring %s: %s", path, e)
+            return None
+        except OSError as e:
+            log.warning("ignoring %s: %s", path, _reason(e))
+            return None
+
+    def _repair(self, path: Path, first_seq: int) -> Segment:
+        with TraceReader(path) as reader:
+            index = reader.index()
+        data_end = _last_good_frame_end(path)
+        next_seq = first_seq
+        start = index[-1].offset if index and index[-1].offset < data_end else HEADER_SIZE
+        dec = StreamDecoder(header=False, name=str(path), offset=start)
+        with open(path, "rb") as f:
+            f.seek(start)
+            for rec in dec.feed(f.read(data_end - start)):
+                next_seq = max(next_seq, rec.seq + 1)
+        index = [e for e in index if e.offset < data_end]
+        tail = StreamEncoder(header=False)
+        tail.offset = data_end
+        tail.index = index
+        tail.encoder.next_seq = next_seq
+        with open(path, "r+b") as f:
+            f.truncate(data_end)
+            f.seek(data_end)
+            f.write(tail.index_bytes())
+            f.flush()
+            os.fsync(f.fileno())
+        log.info("repaired %s, left open by an earlier collector (seq up to %d)", path, next_seq)
+        return Segment(path, first_seq, next_seq, data_end, path.stat().st_size, index, True)
+
+
+def frame_span(data: bytes | memoryview, start: int = 0) -> tuple[int, int]:
+    """``(good_end, skip_to)`` over whole frames in ``data`` from ``start``.
+
+    Walks complete, checksum-valid frames; stops at the first incomplete one (``skip_to`` ==
+    ``good_end``) or at damage, where ``skip_to`` is the next sync mark (or the end of data)
+    after it, so that the bytes in between can be passed over.
+    """
+    pos = start
+    n = len(data)
+    while pos + FRAME_HEAD_SIZE <= n:
+        sync, length, crc = FRAME_HEAD.unpack_from(data, pos)
+        if sync != SYNC or length > MAX_PAYLOAD:
+            return pos, _next_sync(data, pos + 1)
+        end = pos + FRAME_HEAD_SIZE + length
+        if end > n:
+            return pos, pos
+        if zlib.crc32(data[pos + FRAME_HEAD_SIZE : end]) != crc:
+            return pos, _next_sync(data, pos + 1)
+        pos = end
+    return pos, pos
+
+
+def _next_sync(data: bytes | memoryview, pos: int) -> int:
+    i = bytes(data[pos:]).find(SYNC)
+    return len(data) if i < 0 else pos + i
+
+
+def _last_keyframe(seg: Segment, since: int | None) -> int:
+    best = HEADER_SIZE
+    for e in seg.index:
+        if since is not None and e.seq > since:
+            break
+        best = e.offset
+    return best
+
+
+def _read_closed(path: Path) -> tuple[int, int, list[IndexEntry]] | None:
+    """``(data_end, next_seq, index)`` of a cleanly closed segment, else None."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < HEADER_SIZE + POINTER_FRAME_SIZE:
+            return None
+        f.seek(size - POINTER_FRAME_SIZE)
+        tail = f.read(POINTER_FRAME_SIZE)
+        _, length, crc = FRAME_HEAD.unpack_from(tail)
+        payload = tail[FRAME_HEAD_SIZE:]
+        if tail[:2] != SYNC or zlib.crc32(payload) != crc or payload[:4] != b"\x91\x92\x0c\xcf":
+            return None
+        index_offset = int.from_bytes(payload[4:12], "big")
+        if not HEADER_SIZE <= index_offset < size - POINTER_FRAME_SIZE:
+            return None
+        f.seek(index_offset)
+        head = f.read(FRAME_HEAD_SIZE)
+        if len(head) < FRAME_HEAD_SIZE:
+            return None
+        sync, length, crc = FRAME_HEAD.unpack(head)
+        body = f.read(length)
+        if sync != SYNC or len(body) != length or zlib.crc32(body) != crc:
+            return None
+    try:
+        items = msgpack.unpackb(body, raw=False)
+        index = decode_index(items)
+        next_seq = items[0][1]
+    except (DecodeError, ValueError, TypeError, IndexError, msgpack.ExtraData) as e:
+        log.warning("%s: unreadable index (%s); rebuilding it", path, e)
+        return None
+    if type(next_seq) is not int:
+        return None
+    return index_offset, next_seq, index
+
+
+def _last_good_frame_end(path: Path) -> int:
+    """The end of the last complete, valid frame (damage in between is passed over)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = good = HEADER_SIZE
+    while True:
+        end, skip = frame_span(data, pos)
+        if end > pos:
+            good = end
+        if skip <= end:
+            return good
+        pos = skip
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _reason(e: OSError) -> str:
+    return (e.strerror or str(e)).lower()

@@ -78,8 +78,8 @@ class JetsonGpuSampler:
                 index=0,
                 name=self.gpu_name,
                 temp_c=temp / 1000 if temp is not None else None,
-                sm_clock_mhz=cur // 1_000_000 if cur is not None else None,
-                max_sm_clock_mhz=maxf // 1_000_000 if maxf is not None else None,
+                sm_clock_mhz=round(cur / 1e6) if cur is not None else None,
+                max_sm_clock_mhz=round(maxf / 1e6) if maxf is not None else None,
                 util_gpu=load / 10 if load is not None else None,
                 t_us=t_us,
             )

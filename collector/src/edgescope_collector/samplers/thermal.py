@@ -5,7 +5,8 @@ when absent):
 
 - ``thermal_zones``: ``class/thermal/thermal_zone*``: ``type``, ``temp`` (millidegrees C) and
   the trip points ``trip_point_N_{type,temp,hyst}`` as ``(type, temp_c, hysteresis_c)``. A
-  zone that cannot be read right now (disabled zones answer ``EINVAL``) is left out.
+  zone that cannot be read right now (disabled zones answer ``EINVAL``) is left out, and so
+  is a trip point at 0 or below (disabled, as on ``x86_pkg_temp``).
 - ``cooling_devices``: ``class/thermal/cooling_device*``: ``cur_state``/``max_state`` and the
   ``stats/total_trans`` delta as ``transitions``; from ``stats/time_in_state_ms`` the time
   spent above state 0 since the previous sample goes into ``throttle`` as
@@ -18,7 +19,7 @@ when absent):
   ``packageP.package_throttle_count`` and friends, counters that only rise.
 - ``pi_throttled``: the Raspberry Pi firmware's ``get_throttled`` (sysfs ``soc:firmware``, or
   ``vcgencmd get_throttled`` on a live root): ``"pi.throttled"`` holds the raw bits and every
-  set flag appears as ``"pi.<flag>": 1`` (see :func:`pi_throttled_flags`).
+  set flag appears as ``"pi.flag.<name>": 1`` (see :func:`pi_throttled_flags`).
 - ``hwmon``: ``class/hwmon/hwmon*``: temperatures (``temp*_input``, with ``_crit`` and ``_max``
   as trip points) become zones named ``"<chip>/<label>"`` unless the chip is a thermal zone's
   own mirror; other inputs and alarms go into ``throttle`` as ``"hwmon.<chip>.<file>"``
@@ -279,7 +280,7 @@ class ThermalSampler:
         if pi is not None:
             throttle["pi.throttled"] = pi
             for flag in pi_throttled_flags(pi):
-                throttle[f"pi.{flag}"] = 1
+                throttle[f"pi.flag.{flag}"] = 1
 
         for h in self._hwmon:
             for stem, zone_name in h.temps:
@@ -320,7 +321,7 @@ class ThermalSampler:
                 break
             temp = read_int(z.path / f"trip_point_{n}_temp")
             hyst = read_int(z.path / f"trip_point_{n}_hyst") or 0
-            if temp is not None:
+            if temp is not None and temp > 0:  # 0 or below: a disabled trip (x86_pkg_temp)
                 trips.append((kind, temp / 1000, hyst / 1000))
             n += 1
         return ThermalZone(z.name, milli / 1000, tuple(trips))

@@ -142,6 +142,11 @@ class SegmentStore:
     # --- appending -----------------------------------------------------------------------
 
     @property
+    def writable(self) -> bool:
+        """Open and not yet closed."""
+        return self._stream is not None and not self._closed
+
+    @property
     def next_seq(self) -> int:
         """The sequence number the next record gets."""
         assert self._stream is not None

@@ -1,0 +1,164 @@
+"""``edgescope tail TARGET``: print a collector's stream as it comes, the reference client.
+
+``--since SEQ`` starts at sequence number SEQ (retained history first, then live); without it,
+only records newer than the connection. ``--count N`` exits 0 after N records. ``--json`` writes
+one object per record per line (``seq``, ``kind`` and the record's fields), flushed per line so
+it pipes into ``jq`` live. A gap (records the collector no longer holds) is said on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import EdgescopeError, UsageError
+
+__all__ = ["add_parser", "record_json", "record_line"]
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "tail",
+        help="print a collector's records as they come",
+        description="Print a collector's stream: history from --since, then live.",
+    )
+    p.add_argument("target", metavar="TARGET", help="the collector, HOST[:PORT]")
+    p.add_argument("--since", metavar="SEQ", help="start at this sequence number")
+    p.add_argument("--count", metavar="N", help="exit 0 after N records")
+    p.add_argument("--json", action="store_true", help="one JSON object per record per line")
+    p.add_argument("--token-file", metavar="FILE", help="the collector's token")
+    p.set_defaults(func=_run)
+
+
+def _int_flag(text: str | None, flag: str, low: int) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{flag} must be a whole number, not {text!r}") from None
+    if value < low:
+        raise UsageError(f"{flag} must be at least {low}, not {value}")
+    return value
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float):
+        if math.isfinite(v):
+            return v
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, bytes):
+        return v.hex()
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    return v
+
+
+def record_json(rec: Any) -> dict[str, Any]:
+    """``{"seq": ..., "kind": ..., <fields>}`` for one record (JSON-safe)."""
+    from edgescope_tracing.summary import kind_name
+
+    out: dict[str, Any] = {"seq": rec.seq, "kind": kind_name(rec)}
+    for f in dataclasses.fields(rec):
+        if f.name in ("seq", "kind"):
+            continue
+        out[f.name] = _jsonable(getattr(rec, f.name))
+    if hasattr(rec, "kind") and isinstance(rec.kind, str):
+        out["event_kind"] = rec.kind
+    return out
+
+
+def record_line(rec: Any) -> str:
+    """One human line: sequence number, time, kind and the gist."""
+    from edgescope_tracing import Event, Keyframe, Metrics, ProcessSample, RunEnd, RunStart
+    from edgescope_tracing.summary import iso_time, kind_name
+
+    t = (iso_time(rec.t_us) or "")[11:23]
+    kind = kind_name(rec)
+    if isinstance(rec, Metrics):
+        last = rec.values[-1] if rec.values else None
+        step = rec.steps[-1] if rec.steps else None
+        gist = (
+            f"run {rec.run} {rec.key} n={len(rec.values)} last={last:.6g} step={step}"
+            if (last is not None)
+            else f"run {rec.run} {rec.key} (empty)"
+        )
+    elif isinstance(rec, RunStart):
+        gist = f"run {rec.run} {rec.name!r} pid {rec.pid} on {rec.host}"
+    elif isinstance(rec, RunEnd):
+        gist = f"run {rec.run} exit {rec.exit_code} dropped {rec.dropped}"
+    elif isinstance(rec, Event):
+        gist = f"[{rec.kind}] {rec.message}"
+    elif isinstance(rec, Keyframe):
+        gist = f"#{rec.number} ({len(rec.runs)} active run(s))"
+    elif isinstance(rec, ProcessSample):
+        rss = f"{rec.rss / 2**20:.1f} MiB" if rec.rss is not None else "?"
+        gist = f"run {rec.run} pid {rec.pid} cpu {rec.cpu_percent}% rss {rss}"
+    else:
+        gist = ""
+    return f"{rec.seq:>9} {t} {kind:<9} {gist}".rstrip()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgescope_tracing.protocol import Client, Gap, ProtocolError, parse_target
+
+    try:
+        host, port = parse_target(args.target)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    since = _int_flag(args.since, "--since", 0)
+    count = _int_flag(args.count, "--count", 1)
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_bytes().strip()
+        except OSError as e:
+            raise UsageError(
+                f"cannot read the token file {args.token_file}: {(e.strerror or str(e)).lower()}"
+            ) from None
+        if not token:
+            raise UsageError(f"the token file {args.token_file} is empty")
+    out: IO[str] = sys.stdout
+    try:
+        client = Client.connect(host, port, since=since, token=token)
+    except ProtocolError as e:
+        raise EdgescopeError(str(e), 1) from None
+    n = 0
+    floor = client.welcome.next_seq if since is None else 0
+    try:
+        with client:
+            for item in client:
+                if isinstance(item, Gap):
+                    print(
+                        f"edgescope: gap: records {item.first} to {item.last} will not come "
+                        f"({item.reason})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    continue
+                if item.seq < floor:
+                    continue
+                if args.json:
+                    out.write(json.dumps(record_json(item), separators=(",", ":")) + "\n")
+                else:
+                    out.write(record_line(item) + "\n")
+                out.flush()
+                n += 1
+                if count is not None and n >= count:
+                    return 0
+            end = client.end_message or "the collector ended the stream"
+    except ProtocolError as e:
+        raise EdgescopeError(str(e), 1) from None
+    if count is not None:
+        raise EdgescopeError(f"{end} after {n} of {count} records", 1)
+    print(f"edgescope: {end}", file=sys.stderr)
+    return 0

@@ -1,0 +1,399 @@
+"""``edgescope demo``: the whole product on one machine, with no device and no configuration.
+
+It starts a collector on loopback, runs the demo training job (:mod:`edgescope._demo_job`, a
+NumPy MLP with a CPU-heavy phase, a memory leak and a learning-rate spike) as a child process
+that uses the SDK, and opens the TUI on it, found the way a real device is found. Everything
+the collector streams is also saved to a trace file, which ``edgescope replay`` shows later.
+
+``--headless`` does the same without the UI and prints the ``inspect`` summary of that file.
+Without a terminal (CI, a pipe) the demo runs headless by itself and says so.
+
+The collector, the job and the recorder are real: a collector process (``python -m
+edgescope_collector``) with its ingest socket and stream port in a private temporary directory,
+the job pointed at it by ``EDGESCOPE_SOCKET``, and the recorder a stream client of the
+collector (``edgescope_tracing.protocol.Client``) writing a :class:`TraceWriter`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .errors import EdgescopeError
+
+__all__ = ["add_parser"]
+
+HEADLESS_DURATION = 20.0
+TUI_DURATION = 60.0
+START_TIMEOUT = 20.0
+"""How long the collector may take to open its ports (a Raspberry Pi imports slowly)."""
+END_TIMEOUT = 10.0
+"""How long after the job exits the recorder waits for its run end to come through."""
+SAMPLE_INTERVAL = "0.5"
+"""The collector's sampling interval in the demo: twice a second, so short runs show a curve."""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run a demo training job under a local collector and watch it in the TUI",
+        description=(
+            "Start a collector on loopback, run a small NumPy training job under it (a CPU-heavy "
+            "phase, a memory leak, a learning-rate spike), and open the TUI on it. Everything is "
+            "saved to a trace file that 'edgescope replay' shows later."
+        ),
+    )
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no UI: record the run and print its summary (the default without a terminal)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help=f"seconds the job trains (default {TUI_DURATION:g} with the TUI, "
+        f"{HEADLESS_DURATION:g} headless)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where the trace goes (default edgescope-runs/demo-YYYYmmdd-HHMMSS.est)",
+    )
+    p.add_argument(
+        "--leak-mb",
+        type=float,
+        default=128.0,
+        metavar="MB",
+        help="memory the job keeps in its memory-growth phase (default 128)",
+    )
+    p.set_defaults(func=_run)
+
+
+# --- checks before anything starts -----------------------------------------------------------
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _default_output() -> Path:
+    return Path("edgescope-runs") / time.strftime("demo-%Y%m%d-%H%M%S.est")
+
+
+@dataclass(slots=True)
+class _Plan:
+    headless: bool
+    duration: float
+    output: Path
+    leak_mb: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    if not _has("numpy"):
+        raise EdgescopeError(
+            "the demo's training job needs NumPy: pip install 'edgescope[demo]' "
+            "(or pip install numpy)",
+            2,
+        )
+    if not _has("edgescope_collector"):
+        raise EdgescopeError(
+            "the demo runs a collector, which is not installed: pip install 'edgescope[collector]'",
+            2,
+        )
+    notes = []
+    headless = bool(args.headless)
+    if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        headless = True
+        notes.append("no terminal for the TUI (stdin or stdout is not a tty): running --headless")
+    if not headless and not _has("edgescope_tui"):
+        raise EdgescopeError(
+            "the TUI is not installed: pip install 'edgescope[tui]', or run "
+            "'edgescope demo --headless'",
+            2,
+        )
+    duration = args.duration
+    if duration is None:
+        duration = HEADLESS_DURATION if headless else TUI_DURATION
+    if not 0 < duration <= 24 * 3600:
+        raise EdgescopeError(f"--duration must be between 0 and 86400 seconds, not {duration:g}", 2)
+    if args.leak_mb < 0:
+        raise EdgescopeError(f"--leak-mb must not be negative, not {args.leak_mb:g}", 2)
+    output = Path(args.output) if args.output else _default_output()
+    return _Plan(headless, float(duration), output, float(args.leak_mb), notes)
+
+
+def _open_output(path: Path, default: bool) -> Any:
+    from edgescope_tracing import TraceWriter
+
+    if path.is_dir():
+        raise EdgescopeError(f"{path} is a directory; give a file name with -o", 2)
+    if default:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return TraceWriter(path, flush_interval=0.5)
+    except FileNotFoundError:
+        raise EdgescopeError(f"{path}: the directory {path.parent} does not exist", 2) from None
+    except PermissionError:
+        raise EdgescopeError(f"{path}: permission denied", 2) from None
+
+
+# --- the processes -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class _Collector:
+    """``python -m edgescope_collector`` on 127.0.0.1 with its ingest socket in ``workdir``."""
+
+    def __init__(self, workdir: Path, *, mdns: bool) -> None:
+        self.port = _free_port()
+        self.ingest = workdir / "ingest.sock"
+        self.log = workdir / "collector.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgescope_collector",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--ingest",
+            str(self.ingest),
+            "--data-dir",
+            str(workdir / "data"),
+            "--interval",
+            SAMPLE_INTERVAL,
+            "--mdns" if mdns else "--no-mdns",
+        ]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EdgescopeError(
+                    f"the collector exited at start (code {self.proc.returncode}): "
+                    f"{_tail(self.log) or 'no output'}",
+                    1,
+                )
+            if self.ingest.exists():
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1.0),
+                ):
+                    return
+            time.sleep(0.05)
+        raise EdgescopeError(
+            f"the collector did not open 127.0.0.1:{self.port} within {START_TIMEOUT:g} s", 1
+        )
+
+    def stop(self) -> int:
+        return _stop(self.proc)
+
+
+class _Job:
+    """The demo training job, sending to the collector's ingest socket."""
+
+    def __init__(self, workdir: Path, ingest: Path, duration: float, leak_mb: float) -> None:
+        self.log = workdir / "job.log"
+        env = dict(os.environ)
+        env["EDGESCOPE_SOCKET"] = str(ingest)
+        env["EDGESCOPE_DIR"] = str(workdir / "sdk-fallback")
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgescope._demo_job",
+            "--duration",
+            repr(duration),
+            "--leak-mb",
+            repr(leak_mb),
+        ]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> int:
+        return _stop(self.proc)
+
+
+class _Recorder(threading.Thread):
+    """Streams everything from the collector into the trace file until told to stop.
+
+    Stops by itself once the run of ``pid`` has ended and ``job_done`` is set, or when the
+    collector closes the stream.
+    """
+
+    def __init__(self, port: int, writer: Any, pid: int) -> None:
+        super().__init__(name="edgescope-demo-recorder", daemon=True)
+        from edgescope_tracing.protocol import Client
+
+        self.client = Client.connect("127.0.0.1", port, since=0, idle_timeout=None)
+        self.writer = writer
+        self.pid = pid
+        self.records = 0
+        self.gaps = 0
+        self.run_ended = threading.Event()
+        self.error: str | None = None
+        self._stopping = False
+
+    def run(self) -> None:
+        from edgescope_tracing import Keyframe, RunEnd, RunStart, TraceError
+        from edgescope_tracing.protocol import Gap
+
+        runs: set[int] = set()
+        try:
+            for item in self.client:
+                if isinstance(item, Gap):
+                    self.gaps += 1
+                    continue
+                if isinstance(item, Keyframe):
+                    continue  # the writer makes its own keyframes; the runs are restated there
+                self.writer.append(item)
+                self.records += 1
+                if isinstance(item, RunStart) and item.pid == self.pid:
+                    runs.add(item.run)
+                elif isinstance(item, RunEnd) and item.run in runs:
+                    self.run_ended.set()
+        except (TraceError, OSError) as e:
+            if not self._stopping:
+                self.error = str(e)
+        finally:
+            self.run_ended.set()  # nothing more will come: nobody should wait for it
+
+    def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self.client.sock.shutdown(socket.SHUT_RDWR)
+        self.join(10.0)
+        self.client.close()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the children are stopped and the trace is closed."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    for note in plan.notes:
+        print(f"edgescope demo: {note}", file=sys.stderr)
+    writer = _open_output(plan.output, default=args.output is None)
+    code = 1
+    try:
+        with (
+            _sigterm_as_exit(),
+            tempfile.TemporaryDirectory(prefix="edgescope-demo-") as tmp,
+        ):
+            code = _demo(plan, Path(tmp), writer)
+    finally:
+        writer.close()
+    if plan.headless:
+        from ._inspect import inspect_file, print_human
+
+        print_human(str(plan.output), inspect_file(str(plan.output)), sys.stdout)
+    print(f"\nreplay it: edgescope replay {plan.output}", file=sys.stderr)
+    return code
+
+
+def _demo(plan: _Plan, workdir: Path, writer: Any) -> int:
+    collector = _Collector(workdir, mdns=not plan.headless)
+    job: _Job | None = None
+    recorder: _Recorder | None = None
+    try:
+        collector.wait_ready()
+        job = _Job(workdir, collector.ingest, plan.duration, plan.leak_mb)
+        recorder = _Recorder(collector.port, writer, job.pid)
+        recorder.start()
+        if plan.headless:
+            print(
+                f"edgescope demo: collector on 127.0.0.1:{collector.port}, training for "
+                f"{plan.duration:g} s (job pid {job.pid}), recording to {plan.output}",
+                file=sys.stderr,
+            )
+            job_code: int | None = job.proc.wait()
+        else:
+            job_code = _tui(plan, collector, job)
+        recorder.run_ended.wait(END_TIMEOUT)
+        if recorder.error:
+            print(f"edgescope demo: the recording stopped early: {recorder.error}", file=sys.stderr)
+        if job_code not in (0, None):
+            print(
+                f"edgescope demo: the training job failed (exit code {job_code}): {_tail(job.log)}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    finally:
+        if job is not None:
+            job.stop()
+        if recorder is not None:
+            recorder.stop()
+        collector.stop()
+
+
+def _tui(plan: _Plan, collector: _Collector, job: _Job) -> int | None:
+    raise EdgescopeError(
+        "the TUI view of the demo is not there yet; run 'edgescope demo --headless'", 2
+    )

@@ -1,0 +1,152 @@
+"""The edgescope terminal UI: open sources, show their runs, replay and compare them.
+
+The App takes its sources in its constructor (``EdgescopeApp([FileSource(path)])``) and opens
+more at any time through :meth:`EdgescopeApp.open_source` (a devices screen does that for a
+device it found). Each source is folded by a :class:`~edgescope_tui.feed.Feed` in a worker;
+screens draw the feed's state and redraw when :class:`EdgescopeApp.FeedUpdated` says it grew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+
+from .feed import MAX_RECORDS, Feed
+from .screens.compare import CompareScreen
+from .screens.dashboard import DashboardScreen
+from .screens.sources import SourcesScreen
+from .sources.base import Source
+from .widgets.timeline import fmt_offset
+
+__all__ = ["EdgescopeApp"]
+
+
+class EdgescopeApp(App[None]):
+    """Shows runs from sources (trace files, live collectors), live or replayed."""
+
+    CSS_PATH = "edgescope.tcss"
+    TITLE = "edgescope"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("c", "compare", "Compare"),
+        Binding("s", "sources", "Sources"),
+    ]
+
+    class FeedUpdated(Message):
+        """A feed folded more records (posted at most ten times a second per feed)."""
+
+        def __init__(self, feed: Feed) -> None:
+            super().__init__()
+            self.feed = feed
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, EdgescopeApp.FeedUpdated) and message.feed is self.feed
+
+    def __init__(
+        self,
+        sources: Sequence[Source] = (),
+        *,
+        compare: bool = False,
+        max_records: int = MAX_RECORDS,
+        home: Callable[[], Screen[Any]] | None = None,
+    ) -> None:
+        """``compare`` starts on the compare screen (also the default for several sources);
+        ``home`` makes the first screen (a devices screen) when no source is given."""
+        super().__init__()
+        self.feeds: list[Feed] = []
+        self._initial = list(sources)
+        self._compare = compare or len(sources) > 1
+        self._max_records = max_records
+        self._home = home
+
+    def on_mount(self) -> None:
+        if not self._initial:
+            self.push_screen(self._home() if self._home is not None else SourcesScreen())
+            return
+        for source in self._initial:
+            self.open_source(source, show=source is self._initial[0])
+        if self._compare:
+            self.action_compare()
+
+    def open_source(self, source: Source, *, show: bool = True) -> Feed:
+        """Start folding ``source`` and, with ``show``, open its run dashboard."""
+        feed = Feed(source, max_records=self._max_records)
+        self.feeds.append(feed)
+
+        def notify() -> None:
+            self.post_message(self.FeedUpdated(feed))
+
+        self.run_worker(
+            feed.pump(notify),
+            name=f"feed {source.label}",
+            group="feeds",
+            exit_on_error=False,
+        )
+        if show:
+            self.show_feed(feed)
+        return feed
+
+    def show_feed(self, feed: Feed, run: int | None = None) -> DashboardScreen:
+        """Open the run dashboard of an open feed."""
+        screen = DashboardScreen(feed, run=run)
+        self.push_screen(screen)
+        return screen
+
+    def on_edgescope_app_feed_updated(self, message: FeedUpdated) -> None:
+        screen = self.screen
+        if isinstance(screen, CompareScreen | SourcesScreen) or (
+            isinstance(screen, DashboardScreen) and screen.feed is message.feed
+        ):
+            screen.refresh_view()
+
+    def on_screen_resume(self) -> None:
+        screen = self.screen
+        if isinstance(screen, DashboardScreen | CompareScreen | SourcesScreen):
+            screen.refresh_view()
+
+    async def on_unmount(self) -> None:
+        for feed in self.feeds:
+            await feed.close()
+
+    # --- actions and commands ----------------------------------------------------------------
+
+    def action_compare(self) -> None:
+        if isinstance(self.screen, CompareScreen):
+            return
+        if not self.feeds:
+            self.notify("no source open to compare")
+            return
+        self.push_screen(CompareScreen(self.feeds))
+
+    def action_sources(self) -> None:
+        if not isinstance(self.screen, SourcesScreen):
+            self.push_screen(SourcesScreen())
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand(
+            "Compare runs", "One metric of every run on one chart", self.action_compare
+        )
+        yield SystemCommand("Open sources", "Every open source and its state", self.action_sources)
+        if not isinstance(screen, DashboardScreen):
+            return
+        yield SystemCommand("Play / pause", "Replay from the cursor", screen.action_toggle_play)
+        yield SystemCommand("Go to time or step", "Jump the cursor", screen.action_jump)
+        for tab in ("overview", "metrics", "system", "stacks", "events"):
+            yield SystemCommand(
+                f"Show {tab}", f"The {tab} tab", lambda tab=tab: screen.action_tab(tab)
+            )
+        s = screen.feed.state
+        t0 = s.first_us or 0
+        for e in s.events.view()[-50:]:
+            yield SystemCommand(
+                f"Jump to {e.kind} at {fmt_offset(e.t_us - t0)}",
+                e.message,
+                lambda t=e.t_us: screen.go_to(t),
+            )

@@ -1,0 +1,158 @@
+"""A source being folded: the latest ``RunState`` of one open source, and seeking windows.
+
+A :class:`Feed` holds the newest state of its source (states are immutable; the feed swaps
+in a new one per record). :meth:`Feed.pump` reads the source to its end (or forever, live),
+yielding to the event loop every few hundred records so the UI stays responsive, and calls
+``notify`` at most every ``interval`` seconds so a flood of records makes a handful of redraws.
+Nothing here imports Textual: the App runs ``pump`` in a worker and turns ``notify`` into a
+message.
+
+A file is loaded from its start up to ``max_records``; the part after that (or any part, while
+loading is still on the way) is reached by :meth:`Feed.load_window`, which folds from the
+keyframe before the time asked for, so a seek costs one keyframe interval of decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from .sources.base import SeekableSource, Source, Status
+from .state import RunState, fold
+
+__all__ = ["Feed", "MAX_RECORDS", "WINDOW_RECORDS"]
+
+MAX_RECORDS = 2_000_000
+"""Records folded from the start of a file before the rest is left to seeking."""
+WINDOW_RECORDS = 20_000
+"""Records a seek folds past its keyframe at most (before and after the time asked for)."""
+
+
+class Feed:
+    """One open source and what has been folded from it so far."""
+
+    def __init__(self, source: Source, *, max_records: int = MAX_RECORDS) -> None:
+        self.source = source
+        self.max_records = max_records
+        self.state = RunState()
+        """Everything folded from the start, newest first-class state."""
+        self.window: RunState | None = None
+        """State folded from a keyframe, for a time past what ``state`` holds."""
+        self.window_target: int | None = None
+        self.span: tuple[int, int] | None = None
+        """First and last record times of the whole source when it can tell (a file)."""
+        self.complete = False
+        """The source was read to its end (or stopped): ``state`` will not grow any more."""
+        self.truncated = False
+        """Loading stopped at ``max_records``; later parts are reached by seeking."""
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+    @property
+    def seekable(self) -> bool:
+        return isinstance(self.source, SeekableSource)
+
+    def time_range(self) -> tuple[int, int] | None:
+        """What the timeline spans: the source's span, widened by what was folded."""
+        s = self.state
+        ends = [x for x in (s.first_us, s.last_us) if x is not None]
+        if self.span is not None:
+            ends += list(self.span)
+        if not ends:
+            return None
+        return min(ends), max(ends)
+
+    def state_at(self, cursor: int | None) -> RunState:
+        """The state to draw for a cursor time: the loaded one, or the seek window's."""
+        s = self.state
+        if (
+            cursor is None
+            or s.last_us is None
+            or cursor <= s.last_us
+            or self.window is None
+            or self.window.first_us is None
+            or self.window.first_us > cursor
+        ):
+            return s
+        return self.window
+
+    def needs_window(self, cursor: int | None) -> bool:
+        """Whether the cursor lies past what was folded and a seek window must be read."""
+        if cursor is None or not self.seekable:
+            return False
+        s = self.state
+        if s.last_us is not None and cursor <= s.last_us:
+            return False
+        w = self.window
+        return (
+            w is None
+            or w.first_us is None
+            or w.last_us is None
+            or not (w.first_us <= cursor <= w.last_us)
+        )
+
+    async def pump(self, notify: Callable[[], None], *, interval: float = 0.1) -> None:
+        """Fold the source into ``state`` until it ends, calling ``notify`` now and then."""
+        source = self.source
+        if isinstance(source, SeekableSource):
+            self.span = await source.time_span()
+            notify()
+        last = time.monotonic()
+        n = 0
+        try:
+            async for item in source.stream():
+                self.state = fold(self.state, item)
+                n += 1
+                if n % 256 == 0:
+                    await asyncio.sleep(0)
+                now = time.monotonic()
+                if now - last >= interval:
+                    notify()
+                    last = now
+                if self.state.records >= self.max_records and self.seekable:
+                    self.truncated = True
+                    self.state = fold(
+                        self.state,
+                        Status(
+                            "ended",
+                            f"loaded the first {self.state.records:,} records; "
+                            "later parts are read when you go there",
+                        ),
+                    )
+                    break
+        finally:
+            self.complete = True
+            notify()
+
+    async def load_window(self, t_us: int, *, limit: int = WINDOW_RECORDS) -> RunState:
+        """Fold from the keyframe at or before ``t_us`` to a little past it; kept as ``window``."""
+        source = self.source
+        if not isinstance(source, SeekableSource):
+            raise TypeError(f"{self.label} cannot seek")
+        s = RunState()
+        after = 0
+        it = source.seek(t_us)
+        try:
+            async for item in it:
+                s = fold(s, item)
+                if s.records % 256 == 0:
+                    await asyncio.sleep(0)
+                if s.last_us is not None and s.last_us > t_us:
+                    after += 1
+                    if after >= limit // 4:
+                        break
+                if s.records >= limit and s.last_us is not None and s.last_us >= t_us:
+                    break
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        self.window = s
+        self.window_target = t_us
+        return s
+
+    async def close(self) -> None:
+        await self.source.close()

@@ -1,0 +1,656 @@
+"""The run dashboard: one run of one source, at the replay cursor.
+
+Tabs: an overview (loss, step time, memory, thermal), every metric, system (throughput, clocks,
+power, CPU), stacks (top functions and an icicle of the window before the cursor) and events
+(with jump-to). The replay bar at the bottom scrubs, plays and pauses; a live source is the
+same view with the cursor at the head of the stream.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+
+from ..feed import Feed
+from ..series import Series
+from ..state import RunState, stack_tree, top_functions
+from ..widgets.chart import PALETTE, Band, Chart, ChartSpec, Line, fmt_bytes, fmt_number
+from ..widgets.events import EventRow, EventsView
+from ..widgets.icicle import Icicle
+from ..widgets.timeline import ReplayBar, TimelineSpec, fmt_offset
+from .jump import JumpScreen
+
+__all__ = ["DashboardScreen", "SPEEDS", "parse_jump"]
+
+SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+THROTTLE_BG = "#5f1f1f"
+GAP_BG = "#5f0000"
+EVENT_COLORS = ("#87d787", "#ffd75f", "#ff5f5f")
+TABS = ("overview", "metrics", "system", "stacks", "events")
+
+
+def parse_jump(text: str, t0: int) -> tuple[str, int] | None:
+    """``("step", n)`` for ``s600``/``step 600``/``#600``; ``("time", t_us)`` for ``12.5``,
+    ``12.5s``, ``1:02.5`` or ``1:02:03`` (time since the start); None if it is neither."""
+    text = text.strip().lower()
+    m = re.fullmatch(r"(?:s|step|#)\s*(\d+)", text)
+    if m:
+        return "step", int(m.group(1))
+    m = re.fullmatch(r"\+?(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)\s*s?", text)
+    if not m:
+        return None
+    parts = [p for p in m.groups() if p is not None]
+    seconds = 0.0
+    for p in parts:
+        seconds = seconds * 60 + float(p)
+    return "time", t0 + int(seconds * 1e6)
+
+
+def _time_fmt(t0: int) -> object:
+    return lambda v: fmt_offset(v - t0)
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3g} ms" if v < 1e4 else f"{v / 1e3:.3g} s"
+
+
+def _mean_tail(s: Series, end: int, k: int = 50) -> float | None:
+    vals = [v for v in s.y[max(0, end - k) : end] if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+class DashboardScreen(Screen[None]):
+    """One run at the cursor: curves, step time, memory, thermal, stacks and events."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle_play", "Play/pause"),
+        Binding("left", "nudge(-1)", "-1s", show=False),
+        Binding("right", "nudge(1)", "+1s", show=False),
+        Binding("shift+left", "nudge(-10)", "-10s", show=False),
+        Binding("shift+right", "nudge(10)", "+10s", show=False),
+        Binding("comma", "step(-1)", "Prev step", show=False),
+        Binding("full_stop", "step(1)", "Next step", show=False),
+        Binding("p", "event(-1)", "Prev event"),
+        Binding("n", "event(1)", "Next event"),
+        Binding("minus", "speed(-1)", "Slower"),
+        Binding("plus,equals_sign", "speed(1)", "Faster"),
+        Binding("home", "start", "Start", show=False),
+        Binding("end", "end", "End/live", show=False),
+        Binding("l", "end", "Live/end", show=False),
+        Binding("g", "jump", "Go to"),
+        Binding("r", "next_run", "Next run", show=False),
+        Binding("left_square_bracket", "window(0.5)", "Narrower window", show=False),
+        Binding("right_square_bracket", "window(2)", "Wider window", show=False),
+        Binding("1", "tab('overview')", "Overview", show=False),
+        Binding("2", "tab('metrics')", "Metrics", show=False),
+        Binding("3", "tab('system')", "System", show=False),
+        Binding("4", "tab('stacks')", "Stacks", show=False),
+        Binding("5", "tab('events')", "Events", show=False),
+    ]
+
+    cursor: reactive[int | None] = reactive(None)
+    """Replay time (µs); None follows the head of the stream (or the end of a file)."""
+    playing: reactive[bool] = reactive(False)
+    """Whether the cursor advances by itself."""
+    speed: reactive[float] = reactive(1.0)
+    """Playback speed, 0.25x to 64x."""
+    run: reactive[int | None] = reactive(None)
+    """The run shown (its number in the stream); None picks the first."""
+    stack_window_us: reactive[int] = reactive(10_000_000)
+    """Width of the stack window ending at the cursor."""
+
+    def __init__(self, feed: Feed, *, run: int | None = None, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.feed = feed
+        self.set_reactive(DashboardScreen.run, run)
+        self._play_timer: Timer | None = None
+        self._metric_charts: dict[str, Chart] = {}
+
+    # --- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-header")
+        with TabbedContent(initial="overview", id="tabs"):
+            with TabPane("Overview", id="overview"), Grid(id="overview-grid"):
+                yield Chart(id="chart-loss")
+                yield Chart(id="chart-step")
+                yield Chart(id="chart-memory")
+                yield Chart(id="chart-thermal")
+            with TabPane("Metrics", id="metrics"):
+                yield VerticalScroll(id="metric-list")
+            with TabPane("System", id="system"), Grid(id="system-grid"):
+                yield Chart(id="chart-throughput")
+                yield Chart(id="chart-clocks")
+                yield Chart(id="chart-power")
+                yield Chart(id="chart-cpu")
+            with TabPane("Stacks", id="stacks"):
+                yield Static(id="stack-title")
+                with Horizontal(id="stack-body"):
+                    yield DataTable(id="top-functions", cursor_type="row", zebra_stripes=True)
+                    yield Icicle(id="icicle")
+            with TabPane("Events", id="events"):
+                yield EventsView(id="events-list")
+        yield ReplayBar(id="replay")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#top-functions", DataTable)
+        table.add_columns("function", "self", "total")
+        self._play_timer = self.set_interval(1 / 20, self._tick, pause=True)
+        self.refresh_view()
+
+    # --- what to show -------------------------------------------------------------------------
+
+    @property
+    def shown(self) -> RunState:
+        """The state drawn now: the feed's, or its seek window's when the cursor is past it."""
+        return self.feed.state_at(self.cursor)
+
+    def _run(self, s: RunState) -> int:
+        if self.run is not None and (self.run in s.runs or not s.runs):
+            return self.run
+        if s.runs:
+            return next(iter(s.runs))
+        keys = [r for r, _ in s.metrics]
+        return keys[0] if keys else 0
+
+    def _end(self) -> int | None:
+        """The time the view ends at: the cursor, or the newest record."""
+        if self.cursor is not None:
+            return self.cursor
+        return self.shown.last_us
+
+    def refresh_view(self) -> None:
+        """Rebuild every widget's spec from the state at the cursor."""
+        if not self.is_mounted:
+            return
+        s = self.shown
+        run = self._run(s)
+        end = self.cursor
+        rng = self.feed.time_range()
+        t0 = s.first_us or (rng[0] if rng else 0)
+        t_end = end if end is not None else (s.last_us or t0)
+        self._header(s, run)
+        self._overview(s, run, end, t0, t_end)
+        self._metrics_tab(s, run, end)
+        self._system(s, run, end, t0, t_end)
+        self._stacks(s, end)
+        self._events(s, end, t0)
+        self._timeline(s, run, rng)
+
+    def _header(self, s: RunState, run: int) -> None:
+        info = s.runs.get(run)
+        parts = []
+        if info is not None:
+            parts.append(f"[b]{info.name}[/b] on {info.host}")
+            if info.end_us is not None:
+                code = "" if info.exit_code is None else f" (exit {info.exit_code})"
+                parts.append(f"finished{code}")
+            if info.dropped:
+                parts.append(f"[#ffd75f]{info.dropped} records dropped by the producer[/]")
+        else:
+            parts.append("[b]no run yet[/b]")
+        parts.append(self.feed.label)
+        if len(s.runs) > 1:
+            parts.append(f"run {list(s.runs).index(run) + 1}/{len(s.runs)} (r: next)")
+        st = s.status
+        if st is not None:
+            color = {"live": "#87d787", "ended": "#87afd7"}.get(st.state, "#ffd75f")
+            parts.append(f"[{color}]{st.state}[/]" + (f": {st.message}" if st.message else ""))
+        if self.feed.window is not None and s is self.feed.window and s.first_us:
+            parts.append(f"[#ffd75f]read from the keyframe at {fmt_offset(s.first_us - 0)}[/]")
+        if s.gaps:
+            parts.append(f"[#ff5f5f]{len(s.gaps)} gap(s) or damaged span(s)[/]")
+        self.query_one("#run-header", Static).update(" · ".join(parts))
+
+    def _bands(self, s: RunState, end: int | None) -> tuple[Band, ...]:
+        bands = [Band(sp.start_us, sp.end_us, THROTTLE_BG, sp.source) for sp in s.spans(end)]
+        for g in s.gaps.view():
+            bands.append(Band(g.t_us, g.end_us or (s.last_us or g.t_us), GAP_BG, "gap"))
+        return tuple(bands)
+
+    def _ticks(self, s: RunState, end: int | None) -> tuple[tuple[float, str], ...]:
+        return tuple(
+            (float(e.t_us), EVENT_COLORS[min(max(e.severity, 0), 2)]) for e in s.events_until(end)
+        )
+
+    def _metric_spec(self, s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
+        series = s.metrics.get((run, key)) or Series.empty()
+        n = series.count_until(end)
+        log = (
+            "loss" in key.lower()
+            and not math.isnan(series.lo)
+            and series.lo > 0
+            and series.hi / series.lo > 100
+        )
+        sub = f"{series.non_finite} non-finite" if series.non_finite else ""
+        last_step = series.x[n - 1] if n else None
+        step = f"step {last_step:.0f}" if last_step is not None else ""
+        return ChartSpec(
+            key,
+            (Line(key, series, PALETTE[0], end=n),),
+            log=log,
+            subtitle=" ".join(x for x in (step, sub) if x),
+        )
+
+    def _overview(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:
+        keys = [k for k in s.metric_keys(run)]
+        if keys:
+            spec = self._metric_spec(s, run, keys[0], end)
+        else:
+            spec = ChartSpec("loss", empty="no metrics logged yet")
+        self.query_one("#chart-loss", Chart).spec = spec
+        self.query_one("#chart-step", Chart).spec = self._step_spec(s, run, end)
+        self.query_one("#chart-memory", Chart).spec = self._memory_spec(s, run, end, t0, t1)
+        self.query_one("#chart-thermal", Chart).spec = self._thermal_spec(s, end, t0, t1)
+
+    def _step_spec(self, s: RunState, run: int, end: int | None) -> ChartSpec:
+        st = s.step_seconds(run)
+        if st is None:
+            return ChartSpec("step time", empty="no step timing yet")
+        n = st.count_until(end)
+        mean = _mean_tail(st, n)
+        sub = ""
+        if mean:
+            sub = f"{1 / mean:.1f} steps/s"
+            batch = self._batch_size(s, run)
+            if batch:
+                sub += f" · {fmt_number(batch / mean)} samples/s"
+        return ChartSpec(
+            "step time", (Line("step", st, PALETTE[1], end=n, scale=1000),), fmt=_ms, subtitle=sub
+        )
+
+    @staticmethod
+    def _batch_size(s: RunState, run: int) -> float | None:
+        info = s.runs.get(run)
+        if info is None:
+            return None
+        for k in ("batch_size", "batch", "global_batch_size"):
+            v = info.config.get(k)
+            if isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
+                return float(v)
+        return None
+
+    def _memory_spec(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> ChartSpec:
+        lines: list[Line] = []
+        facts: list[str] = []
+        hlines: list[tuple[float, str, str]] = []
+        p = s.proc.get(run)
+        if p is not None and len(p.rss):
+            n = p.rss.count_until(end)
+            lines.append(Line("RSS", p.rss, PALETTE[0], end=n))
+            if n:
+                facts.append(f"RSS {fmt_bytes(p.rss.y[n - 1])}")
+            if p.rss_peak:
+                facts.append(f"peak {fmt_bytes(p.rss_peak)}")
+        if p is not None and len(p.cgroup):
+            lines.append(Line("cgroup", p.cgroup, PALETTE[2], end=p.cgroup.count_until(end)))
+        if p is not None and p.cgroup_limit:
+            hlines.append((float(p.cgroup_limit), f"limit {fmt_bytes(p.cgroup_limit)}", "red"))
+            facts.append(f"cgroup limit {fmt_bytes(p.cgroup_limit)}")
+        for key, label, color in (
+            ("cuda_alloc", "CUDA", PALETTE[1]),
+            ("cuda_max_alloc", "CUDA peak", PALETTE[3]),
+        ):
+            ser = s.metrics.get((run, key))
+            if ser is not None and len(ser):
+                n = ser.count_until(end)
+                lines.append(Line(label, ser, color, end=n))
+                if key == "cuda_max_alloc" and n:
+                    facts.append(f"CUDA peak {fmt_bytes(max(ser.y[:n]))}")
+        if not lines and len(s.sys_mem_used):
+            lines.append(Line("used", s.sys_mem_used, PALETTE[0], s.sys_mem_used.count_until(end)))
+            if s.sys_mem_total:
+                hlines.append((float(s.sys_mem_total), "total", "red"))
+        return ChartSpec(
+            "memory",
+            tuple(lines),
+            x0=t0,
+            x1=t1,
+            by_time=True,
+            fmt=fmt_bytes,
+            x_fmt=_time_fmt(t0),  # type: ignore[arg-type]
+            hlines=tuple(hlines),
+            subtitle=" · ".join(facts),
+            y_floor=0.0,
+            empty="no memory samples",
+            ticks=self._ticks(s, end),
+        )
+
+    def _thermal_spec(self, s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
+        lines: list[Line] = []
+        facts: list[str] = []
+        colors = iter(PALETTE * 4)
+        for idx, g in s.gpus.items():
+            if len(g.temp_c):
+                n = g.temp_c.count_until(end)
+                lines.append(Line(f"gpu{idx}", g.temp_c, next(colors), end=n))
+            reasons = ", ".join(r for r in g.reasons if r != "GpuIdle") or "none"
+            facts.append(f"gpu{idx} reasons: {reasons}")
+        for name, z in s.zones.items():
+            lines.append(Line(name, z, next(colors), end=z.count_until(end)))
+        spans = s.spans(end)
+        facts.append(f"throttled: {len(spans)} period(s)" if spans else "not throttled")
+        hlines = tuple(
+            (trip, f"{name} trip {trip:.0f}°C", "red")
+            for name, trip in list(s.zone_trips.items())[:1]
+        )
+        return ChartSpec(
+            "thermal °C",
+            tuple(lines),
+            x0=t0,
+            x1=t1,
+            by_time=True,
+            x_fmt=_time_fmt(t0),  # type: ignore[arg-type]
+            bands=self._bands(s, end),
+            ticks=self._ticks(s, end),
+            subtitle=" · ".join(facts),
+            hlines=hlines,
+            empty="no thermal samples",
+        )
+
+    def _metrics_tab(self, s: RunState, run: int, end: int | None) -> None:
+        box = self.query_one("#metric-list", VerticalScroll)
+        for key in s.metric_keys(run):
+            chart = self._metric_charts.get(key)
+            if chart is None:
+                chart = self._metric_charts[key] = Chart(classes="metric-chart")
+                box.mount(chart)
+            chart.spec = self._metric_spec(s, run, key, end)
+
+    def _system(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:
+        st = s.step_seconds(run)
+        if st is not None:
+            batch = self._batch_size(s, run)
+            n = st.count_until(end)
+            title = "throughput samples/s" if batch else "throughput steps/s"
+            spec = ChartSpec(
+                title, (Line("rate", st, PALETTE[2], end=n, invert=True, scale=batch or 1.0),)
+            )
+        else:
+            spec = ChartSpec("throughput", empty="no step timing yet")
+        self.query_one("#chart-throughput", Chart).spec = spec
+        clocks: list[Line] = []
+        power: list[Line] = []
+        hl: list[tuple[float, str, str]] = []
+        facts: list[str] = []
+        for idx, g in s.gpus.items():
+            if len(g.sm_clock_mhz):
+                n = g.sm_clock_mhz.count_until(end)
+                clocks.append(Line(f"gpu{idx} SM", g.sm_clock_mhz, PALETTE[idx % 7], end=n))
+                if g.max_sm_clock_mhz:
+                    facts.append(f"gpu{idx} max {g.max_sm_clock_mhz} MHz")
+            if len(g.power_w):
+                n = g.power_w.count_until(end)
+                power.append(Line(f"gpu{idx}", g.power_w, PALETTE[(idx + 1) % 7], end=n))
+            if g.power_limit_w:
+                hl.append((g.power_limit_w, f"limit {g.power_limit_w:.0f} W", "red"))
+        if len(s.cpu_mhz):
+            clocks.append(Line("CPU", s.cpu_mhz, PALETTE[4], end=s.cpu_mhz.count_until(end)))
+        tf = _time_fmt(t0)
+        common = {"x0": t0, "x1": t1, "by_time": True, "x_fmt": tf}
+        self.query_one("#chart-clocks", Chart).spec = ChartSpec(
+            "clocks MHz",
+            tuple(clocks),
+            bands=self._bands(s, end),
+            subtitle=" · ".join(facts),
+            empty="no clock samples",
+            **common,  # type: ignore[arg-type]
+        )
+        self.query_one("#chart-power", Chart).spec = ChartSpec(
+            "power W",
+            tuple(power),
+            hlines=tuple(hl),
+            empty="no power samples",
+            y_floor=0.0,
+            **common,  # type: ignore[arg-type]
+        )
+        cpu = (Line("CPU %", s.cpu_percent, PALETTE[5], end=s.cpu_percent.count_until(end)),)
+        self.query_one("#chart-cpu", Chart).spec = ChartSpec(
+            "CPU %",
+            cpu if len(s.cpu_percent) else (),
+            y_floor=0.0,
+            empty="no CPU samples",
+            **common,  # type: ignore[arg-type]
+        )
+
+    def _stacks(self, s: RunState, end: int | None) -> None:
+        t1 = end if end is not None else s.last_us
+        t0 = None if t1 is None else t1 - self.stack_window_us
+        wins = s.stack_windows(t0, t1)
+        total = sum(n for w in wins for _, n in w.samples)
+        backends = sorted({w.backend for w in wins}) or ["none"]
+        self.query_one("#stack-title", Static).update(
+            f"[b]stacks[/b] in the {self.stack_window_us / 1e6:g} s before the cursor: "
+            f"{total} samples · backend {', '.join(backends)} · "
+            f"{s.stack_total} samples in all · [dim][ and ] change the window[/dim]"
+        )
+        table = self.query_one("#top-functions", DataTable)
+        rows = top_functions(wins, s, limit=30)
+        table.clear()
+        for name, self_n, total_n in rows:
+            pct = 100 / total if total else 0
+            table.add_row(name, f"{self_n * pct:.1f}%", f"{total_n * pct:.1f}%")
+        self.query_one("#icicle", Icicle).stack = stack_tree(wins)
+
+    def _events(self, s: RunState, end: int | None, t0: int) -> None:
+        rows = [EventRow(e.t_us, e.kind, e.severity, e.message) for e in s.events_until(end)]
+        for g in s.gaps.view():
+            if end is None or g.t_us <= end:
+                rows.append(EventRow(g.t_us, "gap", 2, g.reason))
+        for sp in s.spans(end):
+            rows.append(
+                EventRow(
+                    sp.start_us,
+                    "throttle",
+                    1,
+                    f"{sp.source} throttled for {(sp.end_us - sp.start_us) / 1e6:.1f} s: "
+                    + ", ".join(sp.reasons),
+                )
+            )
+        rows.sort(key=lambda r: r.t_us)
+        self.query_one("#events-list", EventsView).show(tuple(rows), t0)
+
+    def _timeline(self, s: RunState, run: int, rng: tuple[int, int] | None) -> None:
+        bar = self.query_one("#replay", ReplayBar)
+        if rng is None:
+            bar.spec = None
+            return
+        full = self.feed.state
+        key = next(iter(s.metric_keys(run)), None)
+        step = None
+        if key is not None:
+            ser = s.metrics[(run, key)]
+            n = ser.count_until(self.cursor)
+            step = int(ser.x[n - 1]) if n else None
+        status = ""
+        if not self.feed.complete:
+            status = f"loading… {full.records:,} records"
+        bar.spec = TimelineSpec(
+            t0=rng[0],
+            t1=rng[1],
+            cursor=self.cursor,
+            loaded_until=full.last_us,
+            playing=self.playing,
+            speed=self.speed,
+            live=not self.feed.seekable,
+            step=step,
+            events=tuple((e.t_us, e.severity) for e in full.events.view()),
+            spans=tuple((sp.start_us, sp.end_us) for sp in full.spans()),
+            gaps=tuple((g.t_us, g.end_us or g.t_us) for g in full.gaps.view()),
+            status=status,
+        )
+
+    # --- reacting -----------------------------------------------------------------------------
+
+    def watch_cursor(self) -> None:
+        if self.feed.needs_window(self.cursor):
+            self._load_window()
+        self.refresh_view()
+
+    def watch_run(self) -> None:
+        self.refresh_view()
+
+    def watch_stack_window_us(self) -> None:
+        self.refresh_view()
+
+    def watch_playing(self, playing: bool) -> None:
+        if self._play_timer is not None:
+            if playing:
+                self._play_timer.resume()
+            else:
+                self._play_timer.pause()
+        self.refresh_view()
+
+    def watch_speed(self) -> None:
+        self.refresh_view()
+
+    @work(exclusive=True, group="seek")
+    async def _load_window(self) -> None:
+        target = self.cursor
+        if target is None:
+            return
+        await self.feed.load_window(target)
+        self.refresh_view()
+
+    def _tick(self) -> None:
+        rng = self.feed.time_range()
+        if rng is None or not self.playing:
+            return
+        cur = self.cursor if self.cursor is not None else rng[0]
+        nxt = cur + int(self.speed * 1e6 / 20)
+        if nxt >= rng[1]:
+            self.playing = False
+            self.cursor = None if not self.feed.seekable else rng[1]
+        else:
+            self.cursor = nxt
+
+    def go_to(self, t_us: int) -> None:
+        rng = self.feed.time_range()
+        if rng is None:
+            return
+        self.cursor = min(max(t_us, rng[0]), rng[1])
+
+    @on(ReplayBar.Scrubbed)
+    def _scrubbed(self, event: ReplayBar.Scrubbed) -> None:
+        self.go_to(event.t_us)
+
+    @on(EventsView.Jump)
+    def _jumped(self, event: EventsView.Jump) -> None:
+        self.go_to(event.t_us)
+        self.notify(f"at {fmt_offset(event.t_us - (self.feed.time_range() or (0, 0))[0])}")
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def action_toggle_play(self) -> None:
+        rng = self.feed.time_range()
+        if rng is None:
+            return
+        if not self.playing and (self.cursor is None or self.cursor >= rng[1]):
+            self.cursor = rng[0]
+        self.playing = not self.playing
+
+    def action_nudge(self, seconds: float) -> None:
+        cur = self._end()
+        if cur is not None:
+            self.go_to(cur + int(seconds * 1e6))
+
+    def action_step(self, delta: int) -> None:
+        s = self.shown
+        run = self._run(s)
+        key = next(iter(s.metric_keys(run)), None)
+        if key is None:
+            return
+        ser = s.metrics[(run, key)]
+        n = ser.count_until(self._end())
+        i = min(max(n - 1 + delta, 0), ser.n - 1)
+        if ser.n:
+            self.go_to(int(ser.t[i]))
+
+    def action_event(self, delta: int) -> None:
+        times = sorted(
+            [e.t_us for e in self.feed.state.events.view()]
+            + [g.t_us for g in self.feed.state.gaps.view()]
+            + [sp.start_us for sp in self.feed.state.spans()]
+        )
+        cur = self._end()
+        if not times or cur is None:
+            self.notify("no events in this run")
+            return
+        if delta > 0:
+            later = [t for t in times if t > cur]
+            if not later:
+                self.notify("no later event")
+                return
+            self.go_to(later[0])
+        else:
+            earlier = [t for t in times if t < cur]
+            if not earlier:
+                self.notify("no earlier event")
+                return
+            self.go_to(earlier[-1])
+
+    def action_speed(self, delta: int) -> None:
+        i = min(range(len(SPEEDS)), key=lambda k: abs(SPEEDS[k] - self.speed))
+        self.speed = SPEEDS[min(max(i + delta, 0), len(SPEEDS) - 1)]
+
+    def action_start(self) -> None:
+        rng = self.feed.time_range()
+        if rng is not None:
+            self.cursor = rng[0]
+
+    def action_end(self) -> None:
+        self.playing = False
+        self.cursor = None
+
+    def action_next_run(self) -> None:
+        runs = list(self.shown.runs)
+        if len(runs) < 2:
+            self.notify("this source has one run")
+            return
+        cur = self._run(self.shown)
+        self.run = runs[(runs.index(cur) + 1) % len(runs)]
+
+    def action_window(self, factor: float) -> None:
+        self.stack_window_us = int(min(max(self.stack_window_us * factor, 250_000), 3600e6))
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+
+    def action_jump(self) -> None:
+        def done(text: str | None) -> None:
+            if not text:
+                return
+            rng = self.feed.time_range()
+            t0 = rng[0] if rng else 0
+            target = parse_jump(text, t0)
+            if target is None:
+                self.notify(
+                    f"{text!r} is not a time (12.5, 1:02.5) or a step (s600)", severity="error"
+                )
+                return
+            what, value = target
+            if what == "time":
+                self.go_to(value)
+                return
+            s = self.shown
+            run = self._run(s)
+            key = next(iter(s.metric_keys(run)), None)
+            ser = s.metrics.get((run, key)) if key is not None else None
+            if ser is None or not ser.n:
+                self.notify("no steps logged yet", severity="error")
+                return
+            i = min(ser.index_of_x(value), ser.n - 1)
+            self.go_to(int(ser.t[i]))
+
+        self.app.push_screen(JumpScreen(), done)

@@ -1,0 +1,59 @@
+"""The open sources: each with its state, Enter opens its run dashboard.
+
+What the App shows when it starts with no source; a devices screen (discovery) adds sources
+through ``EdgescopeApp.open_source``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+if TYPE_CHECKING:
+    from ..app import EdgescopeApp
+
+
+class SourcesScreen(Screen[None]):
+    """Every open source and its first run; Enter opens the dashboard."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "open", "Open")]
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            "[b]open sources[/b] · open a trace with [b]edgescope replay FILE[/b]",
+            id="sources-title",
+        )
+        yield DataTable(id="sources-table", cursor_type="row")
+        yield Footer()
+
+    @property
+    def edgescope(self) -> EdgescopeApp:
+        from ..app import EdgescopeApp
+
+        assert isinstance(self.app, EdgescopeApp)
+        return self.app
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("source", "run", "state", "records")
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for feed in self.edgescope.feeds:
+            s = feed.state
+            run = next(iter(s.runs.values()), None)
+            state = s.status.state if s.status else "connecting"
+            table.add_row(feed.label, run.name if run else "-", state, f"{s.records:,}")
+        if not self.edgescope.feeds:
+            table.add_row("no source open", "", "", "")
+
+    def action_open(self) -> None:
+        feeds = self.edgescope.feeds
+        row = self.query_one(DataTable).cursor_row
+        if 0 <= row < len(feeds):
+            self.edgescope.show_feed(feeds[row])

@@ -1,0 +1,214 @@
+"""Append-only columns that successive frozen states share, and min/max downsampling.
+
+A :class:`Series` is a frozen view of the first ``n`` points of three ``array('d')`` columns:
+``x`` (a step, or a time), ``t`` (time in µs) and ``y`` (the value). Appending to the newest view
+extends the shared arrays in place and returns a new view with a larger ``n``; older views keep
+seeing their first ``n`` points, so a fold stays pure while costing O(1) per point. Appending to
+an older view (a branch) copies first.
+
+Drawing cost does not grow with history: :meth:`Series.columns` gives the min and max of each
+screen column from a block summary (min/max of every ``BLOCK`` points, kept as points arrive),
+so a column spanning a million points reads a few thousand block figures, not the points.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["Series", "Log", "BLOCK"]
+
+BLOCK = 256
+"""Points per block of the min/max summary."""
+
+T = TypeVar("T")
+
+
+def _finite_minmax(values: Iterable[float]) -> tuple[float, float] | None:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return None
+    return min(finite), max(finite)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Series:
+    """The first ``n`` points of shared columns, with the finite min/max and the last value."""
+
+    x: array[float]
+    t: array[float]
+    y: array[float]
+    bmin: array[float]
+    """Finite minimum of each complete block (NaN for a block without finite values)."""
+    bmax: array[float]
+    n: int = 0
+    lo: float = math.nan
+    """Smallest finite value so far (NaN while there is none)."""
+    hi: float = math.nan
+    """Largest finite value so far."""
+    non_finite: int = 0
+    """How many values were NaN or infinite."""
+
+    @staticmethod
+    def empty() -> Series:
+        return Series(array("d"), array("d"), array("d"), array("d"), array("d"))
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def last(self) -> float | None:
+        return self.y[self.n - 1] if self.n else None
+
+    @property
+    def last_x(self) -> float | None:
+        return self.x[self.n - 1] if self.n else None
+
+    @property
+    def last_t(self) -> float | None:
+        return self.t[self.n - 1] if self.n else None
+
+    def _own(self) -> Series:
+        """This view if it is the newest user of its arrays, else a private copy."""
+        if len(self.y) == self.n:
+            return self
+        nb = self.n // BLOCK
+        return Series(
+            self.x[: self.n],
+            self.t[: self.n],
+            self.y[: self.n],
+            self.bmin[:nb],
+            self.bmax[:nb],
+            self.n,
+            self.lo,
+            self.hi,
+            self.non_finite,
+        )
+
+    def append(self, x: float, t: float, y: float) -> Series:
+        return self.extend((x,), (t,), (y,))
+
+    def extend(self, xs: Sequence[float], ts: Sequence[float], ys: Sequence[float]) -> Series:
+        """A view with the points added (``xs``, ``ts`` and ``ys`` of equal length)."""
+        if not ys:
+            return self
+        s = self._own()
+        s.x.extend(xs)
+        s.t.extend(ts)
+        s.y.extend(ys)
+        n = s.n + len(ys)
+        for b in range(len(s.bmin), n // BLOCK):
+            mm = _finite_minmax(s.y[b * BLOCK : (b + 1) * BLOCK])
+            s.bmin.append(mm[0] if mm else math.nan)
+            s.bmax.append(mm[1] if mm else math.nan)
+        lo, hi, bad = s.lo, s.hi, s.non_finite
+        mm = _finite_minmax(ys)
+        bad += len(ys) - sum(1 for v in ys if math.isfinite(v))
+        if mm is not None:
+            lo = mm[0] if math.isnan(lo) else min(lo, mm[0])
+            hi = mm[1] if math.isnan(hi) else max(hi, mm[1])
+        return Series(s.x, s.t, s.y, s.bmin, s.bmax, n, lo, hi, bad)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def count_until(self, t_us: float | None) -> int:
+        """How many points have a time at or before ``t_us`` (all of them for ``None``)."""
+        if t_us is None:
+            return self.n
+        return bisect_right(self.t, t_us, 0, self.n)
+
+    def index_of_x(self, x: float, end: int | None = None) -> int:
+        """The first point with ``x`` at or after the given one (points are in ``x`` order)."""
+        return bisect_left(self.x, x, 0, self.n if end is None else end)
+
+    def minmax(self, i: int, j: int) -> tuple[float, float] | None:
+        """Finite min and max of points ``i`` to ``j - 1``, from the block summary."""
+        if j <= i:
+            return None
+        parts: list[tuple[float, float]] = []
+        b0 = -(-i // BLOCK)
+        b1 = j // BLOCK
+        if b1 > b0:
+            if i < b0 * BLOCK:
+                mm = _finite_minmax(self.y[i : b0 * BLOCK])
+                if mm:
+                    parts.append(mm)
+            lows = [v for v in self.bmin[b0:b1] if not math.isnan(v)]
+            highs = [v for v in self.bmax[b0:b1] if not math.isnan(v)]
+            if lows:
+                parts.append((min(lows), max(highs)))
+            if b1 * BLOCK < j:
+                mm = _finite_minmax(self.y[b1 * BLOCK : j])
+                if mm:
+                    parts.append(mm)
+        else:
+            mm = _finite_minmax(self.y[i:j])
+            if mm:
+                parts.append(mm)
+        if not parts:
+            return None
+        return min(p[0] for p in parts), max(p[1] for p in parts)
+
+    def columns(
+        self, x0: float, x1: float, width: int, end: int | None = None, *, by_time: bool = False
+    ) -> list[tuple[float, float] | None]:
+        """Min and max of the points in each of ``width`` equal slices of ``[x0, x1]``.
+
+        Only the first ``end`` points count (a replay cursor). A column without points is None.
+        ``by_time`` slices by the time column instead of ``x``.
+        """
+        xs = self.t if by_time else self.x
+        end = self.n if end is None else min(end, self.n)
+        out: list[tuple[float, float] | None] = []
+        if width <= 0:
+            return out
+        span = (x1 - x0) or 1.0
+        i = bisect_left(xs, x0, 0, end)
+        for c in range(width):
+            edge = x0 + span * (c + 1) / width if c < width - 1 else x1
+            j = bisect_right(xs, edge, i, end)
+            out.append(self.minmax(i, j))
+            i = j
+        return out
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Log(Generic[T]):
+    """The first ``n`` items of a shared list: an append-only log for frozen states."""
+
+    items: list[T]
+    n: int = 0
+
+    @staticmethod
+    def empty() -> Log[T]:
+        return Log([])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items[: self.n])
+
+    def __getitem__(self, i: int) -> T:
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.items[i % self.n]
+
+    def view(self) -> list[T]:
+        """The items as a new list."""
+        return self.items[: self.n]
+
+    def append(self, item: T) -> Log[T]:
+        items = self.items if len(self.items) == self.n else self.items[: self.n]
+        items.append(item)
+        return Log(items, self.n + 1)
+
+    def replace_last(self, item: T) -> Log[T]:
+        """A log whose last item is ``item`` instead (copies: logs of spans are short)."""
+        items = self.items[: self.n - 1]
+        items.append(item)
+        return Log(items, self.n)

@@ -1,0 +1,615 @@
+"""What the views show: ``RunState``, a pure fold of records.
+
+``fold(state, item) -> state`` takes a record or a source :class:`Status` and returns a new
+frozen state; the old one stays valid (series and logs share append-only storage, see
+:mod:`edgescope_tui.series`). Widgets render a state and a cursor time; nothing here knows of
+Textual, files or sockets, so all of it is tested without an App.
+
+What is derived on the way:
+
+- step time: from a logged ``step_time``/``step_ns``-style metric when there is one, else from
+  the time between consecutive steps of the run's first metric; throughput is its inverse.
+- throttled periods as spans: NVML clock-event reasons that slow the GPU (power cap, thermal,
+  hardware slowdown, power brake), a Raspberry Pi's current throttled flags, or x86
+  ``*throttle_count`` counters that went up since the previous sample.
+- gaps: a jump in sequence numbers (records lost or no longer retained) or damage a source
+  reported, placed in time between the records around it.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from edgescope_tracing import (
+    Event,
+    GpuSample,
+    Keyframe,
+    Metrics,
+    ProcessSample,
+    Record,
+    RunEnd,
+    RunStart,
+    StackFrame,
+    StackSamples,
+    SystemSample,
+    ThermalSample,
+)
+
+from .series import Log, Series
+from .sources.base import Status
+
+__all__ = [
+    "RunInfo",
+    "Gap",
+    "Span",
+    "GpuState",
+    "ProcState",
+    "StackWindow",
+    "StackNode",
+    "RunState",
+    "fold",
+    "fold_all",
+    "clock_reason_names",
+    "step_time_unit",
+    "stack_tree",
+    "top_functions",
+    "GPU_THROTTLE_MASK",
+]
+
+# NVML clock-event reasons (nvmlClocksEventReason*), by bit.
+CLOCK_REASONS: tuple[tuple[int, str], ...] = (
+    (0x1, "GpuIdle"),
+    (0x2, "ApplicationsClocksSetting"),
+    (0x4, "SwPowerCap"),
+    (0x8, "HwSlowdown"),
+    (0x10, "SyncBoost"),
+    (0x20, "SwThermalSlowdown"),
+    (0x40, "HwThermalSlowdown"),
+    (0x80, "HwPowerBrakeSlowdown"),
+    (0x100, "DisplayClockSetting"),
+)
+GPU_THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+"""Reasons that mean the GPU runs slower than asked: the ones a throttled period is made of."""
+
+PI_THROTTLED_NOW = {
+    0x1: "under-voltage",
+    0x2: "arm frequency capped",
+    0x4: "throttled",
+    0x8: "soft temperature limit",
+}
+
+STEP_TIME_KEYS: dict[str, float] = {
+    "step_time": 1.0,
+    "step_time_s": 1.0,
+    "step_s": 1.0,
+    "time/step": 1.0,
+    "step_time_ms": 1e-3,
+    "step_ms": 1e-3,
+    "step_time_us": 1e-6,
+    "step_us": 1e-6,
+    "step_ns": 1e-9,
+    "step_time_ns": 1e-9,
+}
+"""Metric names read as the wall time of a step, with the factor that makes them seconds."""
+
+
+def step_time_unit(key: str) -> float | None:
+    """The factor to seconds when ``key`` names a step-time metric, else None."""
+    return STEP_TIME_KEYS.get(key.lower())
+
+
+def clock_reason_names(mask: int) -> tuple[str, ...]:
+    """NVML clock-event reason names of a bitmask; unknown bits as hex."""
+    names = [name for bit, name in CLOCK_REASONS if mask & bit]
+    rest = mask & ~sum(bit for bit, _ in CLOCK_REASONS)
+    if rest:
+        names.append(hex(rest))
+    return tuple(names)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run as its start (or a keyframe's restatement) and end described it."""
+
+    run: int
+    run_id: str
+    name: str
+    host: str
+    pid: int
+    start_us: int
+    end_us: int | None = None
+    exit_code: int | None = None
+    dropped: int = 0
+    config: Mapping[str, Any] = field(default_factory=dict)
+    device: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Records known to be missing, or bytes that could not be read, at about ``t_us``."""
+
+    t_us: int
+    reason: str
+    first_seq: int | None = None
+    last_seq: int | None = None
+    end_us: int | None = None
+    """When the records after the gap resume (None until they do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A throttled period of one signal source (``gpu0``, ``cpu``, ``pi``)."""
+
+    source: str
+    start_us: int
+    end_us: int
+    reasons: tuple[str, ...]
+    open: bool = False
+    """Still throttled at the last sample."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuState:
+    """One GPU's history."""
+
+    index: int
+    name: str
+    temp_c: Series = field(default_factory=Series.empty)
+    power_w: Series = field(default_factory=Series.empty)
+    sm_clock_mhz: Series = field(default_factory=Series.empty)
+    mem_clock_mhz: Series = field(default_factory=Series.empty)
+    util_gpu: Series = field(default_factory=Series.empty)
+    mem_used: Series = field(default_factory=Series.empty)
+    power_limit_w: float | None = None
+    max_sm_clock_mhz: int | None = None
+    mem_total: int | None = None
+    reasons: tuple[str, ...] = ()
+    """Clock-event reasons at the last sample, by name."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcState:
+    """A run's process memory: RSS over time, its peak (VmHWM), the cgroup's figures."""
+
+    rss: Series = field(default_factory=Series.empty)
+    rss_peak: int | None = None
+    cgroup: Series = field(default_factory=Series.empty)
+    cgroup_peak: int | None = None
+    cgroup_limit: int | None = None
+    oom_kills: int | None = None
+    cpu_percent: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StackWindow:
+    """One batch of stack samples."""
+
+    t_us: int
+    run: int
+    backend: str
+    period_us: int
+    samples: tuple[tuple[tuple[StackFrame, ...], int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StackNode:
+    """A node of the merged stack tree: a function, its inclusive count, its callees."""
+
+    name: str
+    count: int
+    children: tuple[StackNode, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """Everything folded so far. Keyed by run number where it belongs to a run."""
+
+    runs: Mapping[int, RunInfo] = field(default_factory=dict)
+    metrics: Mapping[tuple[int, str], Series] = field(default_factory=dict)
+    """Per (run, metric key): x is the step, t the time in µs."""
+    step_time: Mapping[int, Series] = field(default_factory=dict)
+    """Per run, seconds per step (x is the step), derived from step timestamps; under
+    ``-1 - run``, the same from a logged step-time metric."""
+    proc: Mapping[int, ProcState] = field(default_factory=dict)
+    sys_mem_used: Series = field(default_factory=Series.empty)
+    sys_mem_total: int | None = None
+    cpu_percent: Series = field(default_factory=Series.empty)
+    gpus: Mapping[int, GpuState] = field(default_factory=dict)
+    zones: Mapping[str, Series] = field(default_factory=dict)
+    """Thermal zone temperatures (°C) over time."""
+    zone_trips: Mapping[str, float] = field(default_factory=dict)
+    """The lowest passive/hot/critical trip point of each zone."""
+    cpu_mhz: Series = field(default_factory=Series.empty)
+    """Mean current CPU frequency."""
+    cpu_max_mhz: float | None = None
+    throttle: Log[Span] = field(default_factory=Log.empty)
+    """Closed throttled periods, in order of their end."""
+    throttle_open: Mapping[str, Span] = field(default_factory=dict)
+    counters: Mapping[str, int] = field(default_factory=dict)
+    """Last throttle counters and flags as sampled."""
+    stacks: Log[StackWindow] = field(default_factory=Log.empty)
+    stack_total: int = 0
+    self_counts: Mapping[str, int] = field(default_factory=dict)
+    """Samples per function as the innermost frame, over the whole trace."""
+    events: Log[Event] = field(default_factory=Log.empty)
+    gaps: Log[Gap] = field(default_factory=Log.empty)
+    status: Status | None = None
+    """The source's last word on itself (live, disconnected, ended...)."""
+    first_us: int | None = None
+    last_us: int | None = None
+    last_seq: int | None = None
+    records: int = 0
+    step_clock: Mapping[int, tuple[str, float, float]] = field(default_factory=dict)
+    """Per run: the metric that times steps, and its last (step, time)."""
+
+    # --- questions the views ask -------------------------------------------------------------
+
+    def metric_keys(self, run: int | None = None) -> list[str]:
+        """Metric keys, loss-like keys first, then in order of appearance."""
+        keys: list[str] = []
+        for r, k in self.metrics:
+            if (run is None or r == run) and k not in keys:
+                keys.append(k)
+        return sorted(keys, key=lambda k: (0 if "loss" in k.lower() else 1, keys.index(k)))
+
+    def step_seconds(self, run: int) -> Series | None:
+        """Seconds per step for ``run``: the logged metric when there is one, else derived."""
+        return self.step_time.get(-1 - run) or self.step_time.get(run)
+
+    def spans(self, until: int | None = None) -> list[Span]:
+        """Throttled periods up to ``until`` (µs), open ones ending at the last sample."""
+        out = [s for s in self.throttle.view() if until is None or s.start_us <= until]
+        out += [s for s in self.throttle_open.values() if until is None or s.start_us <= until]
+        if until is not None:
+            out = [replace(s, end_us=min(s.end_us, until)) for s in out]
+        return sorted(out, key=lambda s: s.start_us)
+
+    def events_until(self, until: int | None = None) -> list[Event]:
+        evs = self.events.view()
+        if until is None:
+            return evs
+        return evs[: bisect_right([e.t_us for e in evs], until)]
+
+    def stack_windows(self, t0: int | None = None, t1: int | None = None) -> list[StackWindow]:
+        wins = self.stacks.view()
+        times = [w.t_us for w in wins]
+        i = 0 if t0 is None else bisect_left(times, t0)
+        j = len(wins) if t1 is None else bisect_right(times, t1)
+        return wins[i:j]
+
+
+def _span_t(rec: Record) -> tuple[int, int]:
+    if isinstance(rec, Metrics) and rec.times_us:
+        return min(rec.t_us or rec.times_us[0], rec.times_us[0]), rec.times_us[-1]
+    return rec.t_us, rec.t_us
+
+
+def _run_info(r: RunStart, old: RunInfo | None) -> RunInfo:
+    if old is not None and old.run_id == r.run_id:
+        return old
+    return RunInfo(r.run, r.run_id, r.name, r.host, r.pid, r.t_us, config=r.config, device=r.device)
+
+
+def _with(d: Mapping[Any, Any], key: Any, value: Any) -> dict[Any, Any]:
+    out = dict(d)
+    out[key] = value
+    return out
+
+
+def _fold_run_start(s: RunState, r: RunStart) -> RunState:
+    return replace(s, runs=_with(s.runs, r.run, _run_info(r, s.runs.get(r.run))))
+
+
+def _fold_keyframe(s: RunState, k: Keyframe) -> RunState:
+    runs = dict(s.runs)
+    for r in k.runs:
+        runs[r.run] = _run_info(r, runs.get(r.run))
+    return replace(s, runs=runs)
+
+
+def _fold_run_end(s: RunState, e: RunEnd) -> RunState:
+    info = s.runs.get(e.run)
+    if info is None:
+        return s
+    info = replace(info, end_us=e.t_us, exit_code=e.exit_code, dropped=e.dropped)
+    return replace(s, runs=_with(s.runs, e.run, info))
+
+
+def _fold_metrics(s: RunState, m: Metrics) -> RunState:
+    if not m.values:
+        return s
+    key = (m.run, m.key)
+    old = s.metrics.get(key) or Series.empty()
+    metrics = _with(s.metrics, key, old.extend(m.steps, m.times_us, m.values))
+    changes: dict[str, Any] = {"metrics": metrics}
+    unit = step_time_unit(m.key)
+    if unit is not None:
+        # A logged step time: keep it in seconds under the run's negative slot.
+        slot = -1 - m.run
+        st = s.step_time.get(slot) or Series.empty()
+        st = st.extend(m.steps, m.times_us, [v * unit for v in m.values])
+        changes["step_time"] = _with(s.step_time, slot, st)
+        return replace(s, **changes)
+    clock = s.step_clock.get(m.run)
+    if clock is None or clock[0] == m.key:
+        xs: list[float] = []
+        ts: list[float] = []
+        ys: list[float] = []
+        if clock is None:
+            last_step, last_t = float(m.steps[0]), float(m.times_us[0])
+            pairs = zip(m.steps[1:], m.times_us[1:], strict=True)
+        else:
+            _, last_step, last_t = clock
+            pairs = zip(m.steps, m.times_us, strict=True)
+        for step, t in pairs:
+            if step > last_step and t >= last_t:
+                xs.append(step)
+                ts.append(t)
+                ys.append((t - last_t) / 1e6 / (step - last_step))
+                last_step, last_t = step, t
+        changes["step_clock"] = _with(s.step_clock, m.run, (m.key, last_step, last_t))
+        if ys:
+            st = s.step_time.get(m.run) or Series.empty()
+            changes["step_time"] = _with(s.step_time, m.run, st.extend(xs, ts, ys))
+    return replace(s, **changes)
+
+
+def _fold_process(s: RunState, p: ProcessSample) -> RunState:
+    ps = s.proc.get(p.run) or ProcState()
+    t = float(p.t_us)
+    changes: dict[str, Any] = {}
+    if p.rss is not None:
+        changes["rss"] = ps.rss.append(t, t, float(p.rss))
+    if p.rss_peak is not None:
+        changes["rss_peak"] = max(p.rss_peak, ps.rss_peak or 0)
+    if p.cgroup_current is not None:
+        changes["cgroup"] = ps.cgroup.append(t, t, float(p.cgroup_current))
+    if p.cgroup_peak is not None:
+        changes["cgroup_peak"] = max(p.cgroup_peak, ps.cgroup_peak or 0)
+    if p.cgroup_limit is not None:
+        changes["cgroup_limit"] = p.cgroup_limit
+    if p.oom_kills is not None:
+        changes["oom_kills"] = p.oom_kills
+    if p.cpu_percent is not None:
+        changes["cpu_percent"] = p.cpu_percent
+    return replace(s, proc=_with(s.proc, p.run, replace(ps, **changes)))
+
+
+def _fold_system(s: RunState, x: SystemSample) -> RunState:
+    t = float(x.t_us)
+    changes: dict[str, Any] = {}
+    if x.mem_used is not None:
+        changes["sys_mem_used"] = s.sys_mem_used.append(t, t, float(x.mem_used))
+    if x.mem_total is not None:
+        changes["sys_mem_total"] = x.mem_total
+    if x.cpu_percent is not None:
+        changes["cpu_percent"] = s.cpu_percent.append(t, t, x.cpu_percent)
+    return replace(s, **changes) if changes else s
+
+
+def _throttle(
+    s: RunState, source: str, t_us: int, reasons: tuple[str, ...], changes: dict[str, Any]
+) -> None:
+    """Open, extend or close ``source``'s throttled period at a sample (updates ``changes``)."""
+    opened = changes.get("throttle_open", s.throttle_open)
+    current = opened.get(source)
+    if reasons:
+        if current is None:
+            span = Span(source, t_us, t_us, reasons, open=True)
+        else:
+            merged = current.reasons + tuple(r for r in reasons if r not in current.reasons)
+            span = replace(current, end_us=t_us, reasons=merged)
+        changes["throttle_open"] = _with(opened, source, span)
+    elif current is not None:
+        rest = dict(opened)
+        del rest[source]
+        changes["throttle_open"] = rest
+        closed = changes.get("throttle", s.throttle)
+        changes["throttle"] = closed.append(replace(current, end_us=t_us, open=False))
+
+
+def _fold_gpu(s: RunState, g: GpuSample) -> RunState:
+    gs = s.gpus.get(g.index) or GpuState(g.index, g.name)
+    t = float(g.t_us)
+    gc: dict[str, Any] = {}
+    if g.temp_c is not None:
+        gc["temp_c"] = gs.temp_c.append(t, t, g.temp_c)
+    if g.power_mw is not None:
+        gc["power_w"] = gs.power_w.append(t, t, g.power_mw / 1000)
+    if g.sm_clock_mhz is not None:
+        gc["sm_clock_mhz"] = gs.sm_clock_mhz.append(t, t, float(g.sm_clock_mhz))
+    if g.mem_clock_mhz is not None:
+        gc["mem_clock_mhz"] = gs.mem_clock_mhz.append(t, t, float(g.mem_clock_mhz))
+    if g.util_gpu is not None:
+        gc["util_gpu"] = gs.util_gpu.append(t, t, g.util_gpu)
+    if g.mem_used is not None:
+        gc["mem_used"] = gs.mem_used.append(t, t, float(g.mem_used))
+    if g.power_limit_mw is not None:
+        gc["power_limit_w"] = g.power_limit_mw / 1000
+    if g.max_sm_clock_mhz is not None:
+        gc["max_sm_clock_mhz"] = g.max_sm_clock_mhz
+    if g.mem_total is not None:
+        gc["mem_total"] = g.mem_total
+    changes: dict[str, Any] = {}
+    if g.clock_event_reasons is not None:
+        gc["reasons"] = clock_reason_names(g.clock_event_reasons)
+        slow = clock_reason_names(g.clock_event_reasons & GPU_THROTTLE_MASK)
+        _throttle(s, f"gpu{g.index}", g.t_us, slow, changes)
+    changes["gpus"] = _with(s.gpus, g.index, replace(gs, **gc))
+    return replace(s, **changes)
+
+
+def _fold_thermal(s: RunState, x: ThermalSample) -> RunState:
+    t = float(x.t_us)
+    changes: dict[str, Any] = {}
+    if x.zones:
+        zones = dict(s.zones)
+        trips = dict(s.zone_trips)
+        for z in x.zones:
+            zones[z.name] = (zones.get(z.name) or Series.empty()).append(t, t, z.temp_c)
+            limits = [temp for kind, temp, _ in z.trips if kind in ("passive", "hot", "critical")]
+            if limits:
+                trips[z.name] = min(limits)
+        changes["zones"] = zones
+        changes["zone_trips"] = trips
+    cur = [f.cur_khz for f in x.freqs if f.cur_khz is not None]
+    if cur:
+        changes["cpu_mhz"] = s.cpu_mhz.append(t, t, sum(cur) / len(cur) / 1000)
+        maxes = [f.max_khz for f in x.freqs if f.max_khz]
+        if maxes:
+            changes["cpu_max_mhz"] = max(maxes) / 1000
+    if x.throttle:
+        cpu_reasons: list[str] = []
+        pi_reasons: list[str] = []
+        for name, value in x.throttle.items():
+            before = s.counters.get(name)
+            if name.endswith("throttled") and name.startswith("pi"):
+                pi_reasons += [why for bit, why in PI_THROTTLED_NOW.items() if value & bit]
+            elif before is not None and value > before:
+                cpu_reasons.append(name)
+        _throttle(s, "cpu", x.t_us, tuple(cpu_reasons), changes)
+        if any(n.startswith("pi") for n in x.throttle):
+            _throttle(s, "pi", x.t_us, tuple(pi_reasons), changes)
+        changes["counters"] = {**s.counters, **x.throttle}
+    return replace(s, **changes) if changes else s
+
+
+def _fold_stacks(s: RunState, x: StackSamples) -> RunState:
+    counts = dict(s.self_counts)
+    total = 0
+    for stack, n in x.samples:
+        if stack:
+            name = stack[-1].function
+            counts[name] = counts.get(name, 0) + n
+        total += n
+    win = StackWindow(x.t_us, x.run, x.backend, x.period_us, x.samples)
+    return replace(
+        s, stacks=s.stacks.append(win), self_counts=counts, stack_total=s.stack_total + total
+    )
+
+
+def _fold_event(s: RunState, e: Event) -> RunState:
+    return replace(s, events=s.events.append(e))
+
+
+_FOLDS: dict[type, Callable[[RunState, Any], RunState]] = {
+    RunStart: _fold_run_start,
+    Keyframe: _fold_keyframe,
+    RunEnd: _fold_run_end,
+    Metrics: _fold_metrics,
+    ProcessSample: _fold_process,
+    SystemSample: _fold_system,
+    GpuSample: _fold_gpu,
+    ThermalSample: _fold_thermal,
+    StackSamples: _fold_stacks,
+    Event: _fold_event,
+}
+
+
+def _fold_status(s: RunState, st: Status) -> RunState:
+    if st.state != "gap":
+        return replace(s, status=st)
+    t = s.last_us or 0
+    first, last = st.gap if st.gap is not None else (None, None)
+    return replace(s, gaps=s.gaps.append(Gap(t, st.message or "records missing", first, last)))
+
+
+def fold(state: RunState, item: Record | Status) -> RunState:
+    """The state after one more record (or source status). Pure: ``state`` is unchanged."""
+    if isinstance(item, Status):
+        return _fold_status(state, item)
+    s = _FOLDS[type(item)](state, item)
+    t0, t1 = _span_t(item)
+    first = s.first_us
+    last = s.last_us
+    gaps = s.gaps
+    seq = item.seq
+    prev = s.last_seq
+    is_open = bool(gaps) and gaps[-1].end_us is None
+    if prev is not None and seq > prev + 1:
+        if is_open:
+            gap = gaps[-1]
+            if gap.first_seq is None:
+                gap = replace(gap, first_seq=prev + 1, last_seq=seq - 1)
+            gaps = gaps.replace_last(replace(gap, end_us=t0))
+        else:
+            what = f"records {prev + 1}-{seq - 1}" if seq > prev + 2 else f"record {prev + 1}"
+            gaps = gaps.append(Gap(last or t0, f"{what} missing", prev + 1, seq - 1, t0))
+    elif is_open and t0:
+        gaps = gaps.replace_last(replace(gaps[-1], end_us=t0))
+    if t0:
+        first = t0 if first is None else min(first, t0)
+        last = t1 if last is None else max(last, t1)
+    return replace(
+        s,
+        first_us=first,
+        last_us=last,
+        last_seq=seq if prev is None else max(prev, seq),
+        records=s.records + 1,
+        gaps=gaps,
+    )
+
+
+def fold_all(items: Any, state: RunState | None = None) -> RunState:
+    """Fold an iterable of records and statuses, from ``state`` or an empty state."""
+    s = state if state is not None else RunState()
+    for item in items:
+        s = fold(s, item)
+    return s
+
+
+def top_functions(
+    windows: list[StackWindow] | None, state: RunState, limit: int = 20
+) -> list[tuple[str, int, int]]:
+    """``(function, self samples, total samples)`` sorted by self samples.
+
+    Over the given windows, or over the whole trace when ``windows`` is None.
+    """
+    self_c: dict[str, int] = {}
+    total_c: dict[str, int] = {}
+    wins = state.stacks.view() if windows is None else windows
+    for w in wins:
+        for stack, n in w.samples:
+            if not stack:
+                continue
+            leaf = stack[-1].function
+            self_c[leaf] = self_c.get(leaf, 0) + n
+            for name in {f.function for f in stack}:
+                total_c[name] = total_c.get(name, 0) + n
+    ranked = sorted(total_c, key=lambda k: (-self_c.get(k, 0), -total_c[k], k))
+    return [(k, self_c.get(k, 0), total_c[k]) for k in ranked[:limit]]
+
+
+def stack_tree(windows: list[StackWindow]) -> StackNode:
+    """The merged call tree of the windows' samples (root first), for an icicle."""
+    root: dict[str, Any] = {}
+    total = 0
+    for w in windows:
+        for stack, n in w.samples:
+            total += n
+            node = root
+            for f in stack:
+                child = node.get(f.function)
+                if child is None:
+                    child = node[f.function] = [0, {}]
+                child[0] += n
+                node = child[1]
+
+    def build(name: str, count: int, kids: dict[str, Any]) -> StackNode:
+        children = tuple(
+            sorted(
+                (build(k, v[0], v[1]) for k, v in kids.items()),
+                key=lambda c: (-c.count, c.name),
+            )
+        )
+        return StackNode(name, count, children)
+
+    return build("all", total, root)
+
+
+def finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)

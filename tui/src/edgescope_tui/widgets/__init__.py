@@ -1,0 +1,1 @@
+"""Widgets that render a ``RunState``: charts, the replay timeline, stacks, events."""

@@ -1,0 +1,309 @@
+"""A line chart drawn in braille dots, with axes, min/last values, bands and ticks.
+
+What to draw is a :class:`ChartSpec` (plain frozen data, built from a ``RunState`` by a screen);
+:func:`draw` turns a spec into rich ``Text`` for a given size and is tested without an App.
+Each series is downsampled to two dot columns per cell with min/max per column (see
+:meth:`edgescope_tui.series.Series.columns`), so drawing cost follows the widget's width, not the
+length of the history.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rich.style import Style
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from ..series import Series
+
+__all__ = ["Chart", "ChartSpec", "Line", "Band", "draw", "fmt_number", "fmt_bytes"]
+
+PALETTE = ("#5fafff", "#ffaf5f", "#87d787", "#ff87af", "#d7af5f", "#af87ff", "#5fd7d7")
+
+# Braille dot bits, by (column, row) within a cell of 2 x 4 dots.
+_DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+
+
+def fmt_number(v: float) -> str:
+    """A short human number: 3 significant digits, SI suffixes for large, e-notation for tiny."""
+    if not math.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1e4:
+        for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if a >= div:
+                return f"{v / div:.3g}{suffix}"
+    if a < 1e-3:
+        return f"{v:.2e}"
+    return f"{v:.3g}"
+
+
+def fmt_bytes(v: float) -> str:
+    """Bytes in binary units: ``1.5 GiB``."""
+    if not math.isfinite(v):
+        return str(v)
+    a = abs(v)
+    for div, suffix in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if a >= div:
+            return f"{v / div:.3g} {suffix}"
+    return f"{v:.0f} B"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One series on a chart."""
+
+    label: str
+    series: Series
+    color: str = PALETTE[0]
+    end: int | None = None
+    """Only the first ``end`` points count (the replay cursor); None for all."""
+    invert: bool = False
+    """Draw 1/y (throughput from step time)."""
+    scale: float = 1.0
+    """Multiply values by this (after ``invert``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A shaded range of x (a throttled period, a gap)."""
+
+    x0: float
+    x1: float
+    color: str
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSpec:
+    """What a chart shows. ``by_time`` plots against time (µs) instead of step."""
+
+    title: str
+    lines: tuple[Line, ...] = ()
+    x0: float | None = None
+    x1: float | None = None
+    by_time: bool = False
+    log: bool = False
+    """Logarithmic y axis (positive values only)."""
+    hlines: tuple[tuple[float, str, str], ...] = ()
+    """Horizontal rules: ``(y, label, color)``, e.g. a memory limit."""
+    bands: tuple[Band, ...] = ()
+    ticks: tuple[tuple[float, str], ...] = ()
+    """Marks on the x axis: ``(x, color)``, e.g. events."""
+    fmt: Callable[[float], str] = fmt_number
+    x_fmt: Callable[[float], str] | None = None
+    subtitle: str = ""
+    empty: str = "no data yet"
+    y_floor: float | None = None
+    """Keep this value inside the y range (0 for memory)."""
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _value(line: Line, v: float) -> float:
+    if line.invert:
+        v = 1.0 / v if v else math.inf
+    return v * line.scale
+
+
+def _line_stats(line: Line) -> tuple[float | None, float | None]:
+    """(last, min) of the visible part of a line, in display units."""
+    s = line.series
+    end = s.n if line.end is None else min(line.end, s.n)
+    if end == 0:
+        return None, None
+    last = _value(line, s.y[end - 1])
+    mm = s.minmax(0, end)
+    if mm is None:
+        return last, None
+    lo = _value(line, mm[1] if line.invert else mm[0])
+    return last, lo
+
+
+def draw(spec: ChartSpec, width: int, height: int) -> Text:
+    """The chart as text of ``height`` lines of ``width`` cells."""
+    out = Text(no_wrap=True, overflow="crop")
+    if width < 12 or height < 4:
+        out.append(spec.title[:width], style="bold")
+        return out
+    # Title: name, then last and min of each line.
+    title = Text(no_wrap=True, overflow="ellipsis")
+    title.append(spec.title, style="bold")
+    for line in spec.lines:
+        last, lo = _line_stats(line)
+        if last is None:
+            continue
+        label = f" {line.label}" if len(spec.lines) > 1 else ""
+        title.append(f"  {label.strip()}", style=line.color)
+        title.append(f" last {spec.fmt(last)}")
+        if lo is not None:
+            title.append(f" min {spec.fmt(lo)}", style="dim")
+    if spec.subtitle:
+        title.append(f"  {spec.subtitle}", style="dim")
+    title.truncate(width)
+    out.append_text(title)
+    out.append("\n")
+    plot_h = height - 3
+    xs = [
+        (line, line.series.n if line.end is None else min(line.end, line.series.n))
+        for line in spec.lines
+    ]
+    xs = [(line, end) for line, end in xs if end > 0]
+    if not xs or plot_h < 1:
+        for i in range(height - 1):
+            if i == plot_h // 2:
+                out.append(spec.empty.center(width)[:width], style="dim")
+            out.append("\n" if i < height - 2 else "")
+        return out
+
+    def col(s: Series) -> array[float]:
+        return s.t if spec.by_time else s.x
+
+    x0 = spec.x0 if spec.x0 is not None else min(col(line.series)[0] for line, _ in xs)
+    x1 = spec.x1 if spec.x1 is not None else max(col(line.series)[end - 1] for line, end in xs)
+    if x1 <= x0:
+        x1 = x0 + 1
+    # Columns first, to know the y range.
+    label_w = 8
+    plot_w = width - label_w - 1
+    dots_w = plot_w * 2
+    per_line: list[tuple[Line, list[tuple[float, float] | None]]] = []
+    lo, hi = math.inf, -math.inf
+    for line, end in xs:
+        cols = line.series.columns(x0, x1, dots_w, end, by_time=spec.by_time)
+        conv: list[tuple[float, float] | None] = []
+        for c in cols:
+            if c is None:
+                conv.append(None)
+                continue
+            a, b = sorted((_value(line, c[0]), _value(line, c[1])))
+            if spec.log:
+                if b <= 0:
+                    conv.append(None)
+                    continue
+                a = math.log10(a) if a > 0 else math.log10(b)
+                b = math.log10(b)
+            if not (math.isfinite(a) and math.isfinite(b)):
+                conv.append(None)
+                continue
+            lo, hi = min(lo, a), max(hi, b)
+            conv.append((a, b))
+        per_line.append((line, conv))
+    if not math.isfinite(lo):
+        lo, hi = 0.0, 1.0
+    data_hi = hi
+    for y, _, _ in spec.hlines:
+        yy = math.log10(y) if spec.log and y > 0 else y
+        if not spec.log and (data_hi <= 0 or yy <= data_hi * 4):
+            hi = max(hi, yy)
+    if spec.y_floor is not None and not spec.log:
+        lo = min(lo, spec.y_floor)
+    if hi - lo < 1e-12:
+        pad = abs(hi) * 0.05 or 1.0
+        lo, hi = lo - pad, hi + pad
+    dots_h = plot_h * 4
+
+    def row_of(v: float) -> int:
+        return min(dots_h - 1, max(0, round((hi - v) / (hi - lo) * (dots_h - 1))))
+
+    bits = [[0] * plot_w for _ in range(plot_h)]
+    owner: list[list[str | None]] = [[None] * plot_w for _ in range(plot_h)]
+    for line, conv in per_line:
+        prev: tuple[int, int] | None = None
+        for dx, mm in enumerate(conv):
+            if mm is None:
+                continue
+            top, bot = row_of(mm[1]), row_of(mm[0])
+            if prev is not None:
+                ptop, pbot = prev
+                if top > pbot:
+                    top = pbot
+                if bot < ptop:
+                    bot = ptop
+            prev = (row_of(mm[1]), row_of(mm[0]))
+            cx, sub = divmod(dx, 2)
+            for r in range(top, bot + 1):
+                cy, sr = divmod(r, 4)
+                bits[cy][cx] |= _DOTS[sub][sr]
+                owner[cy][cx] = line.color
+    rules: dict[int, tuple[str, str]] = {}
+    for y, label, rule_color in spec.hlines:
+        yy = math.log10(y) if spec.log and y > 0 else y
+        if lo <= yy <= hi:
+            rules[row_of(yy) // 4] = (label, rule_color)
+    band_style: list[str | None] = [None] * plot_w
+    for band in spec.bands:
+        b0 = int((band.x0 - x0) / (x1 - x0) * plot_w)
+        b1 = int((band.x1 - x0) / (x1 - x0) * plot_w)
+        for bx in range(max(0, b0), min(plot_w, max(b1, b0 + 1))):
+            band_style[bx] = band.color
+
+    def y_label(v: float) -> str:
+        return spec.fmt(10**v if spec.log else v)
+
+    labels = {0: y_label(hi), plot_h - 1: y_label(lo)}
+    if plot_h >= 5:
+        labels[(plot_h - 1) // 2] = y_label((hi + lo) / 2)
+    for cy in range(plot_h):
+        out.append(labels.get(cy, "")[:label_w].rjust(label_w), style="dim")
+        out.append("┤" if cy in labels else "│", style="dim")
+        rule = rules.get(cy)
+        for cx in range(plot_w):
+            b = bits[cy][cx]
+            bg = band_style[cx]
+            color: str | None = None
+            if b:
+                ch, color = chr(0x2800 + b), owner[cy][cx]
+            elif rule is not None:
+                ch, color = "╌", rule[1]
+            else:
+                ch = " "
+            out.append(ch, style=Style(color=color, bgcolor=bg))
+        out.append("\n")
+    axis = ["─"] * plot_w
+    axis_styles: list[str | None] = [None] * plot_w
+    for x, color in spec.ticks:
+        if x0 <= x <= x1:
+            tx = min(plot_w - 1, int((x - x0) / (x1 - x0) * plot_w))
+            axis[tx] = "┬"
+            axis_styles[tx] = color
+    out.append(" " * label_w + "└", style="dim")
+    for ch, st in zip(axis, axis_styles, strict=True):
+        out.append(ch, style=st or "dim")
+    out.append("\n")
+    x_fmt = spec.x_fmt or (lambda v: f"{v:.0f}")
+    left, right = x_fmt(x0), x_fmt(x1)
+    rule_text = "  ".join(f"╌ {label}" for _, (label, _) in sorted(rules.items()))
+    mid = rule_text[: max(0, plot_w - len(left) - len(right) - 2)]
+    gap = plot_w + 1 - len(left) - len(right) - len(mid)
+    out.append(" " * label_w + left, style="dim")
+    out.append(" " * max(1, gap // 2) + mid + " " * max(1, gap - gap // 2), style="dim")
+    out.append(right, style="dim")
+    return out
+
+
+class Chart(Widget):
+    """A braille line chart of one or more series, redrawn when its spec or size changes."""
+
+    DEFAULT_CSS = """
+    Chart {
+        height: 1fr;
+        min-height: 6;
+        padding: 0 1;
+    }
+    """
+
+    spec: reactive[ChartSpec | None] = reactive(None, always_update=True)
+    """What to draw; set it with a new spec to redraw."""
+
+    def render(self) -> Text:
+        spec = self.spec
+        if spec is None:
+            return Text("")
+        return draw(spec, self.content_size.width, self.content_size.height)

@@ -1,0 +1,315 @@
+"""The ingest socket: where SDK processes (several at once) stream their runs to the collector.
+
+Each connection carries one trace stream, exactly the bytes of a trace file (header, then
+frames), decoded here with :class:`~edgescope_tracing.StreamDecoder`. Run numbers are the
+producer's own (the SDK's is 0); each run gets a number that is unique in the collector's
+stream, and every record of the connection is rewritten to it (``RunStart``, ``RunEnd``,
+metrics, stacks, events, process samples). The producer's keyframes are dropped: the sink's
+writer makes its own. Records then go to ``sink``, on the event loop.
+
+A connection that ends (EOF, error, damaged bytes) with runs still open gets, for each, an
+:class:`Event` saying the producer vanished and a ``RunEnd(exit_code=None)``. Bytes that are not
+a trace (wrong magic, newer version, a damaged frame) close that connection only, with an event
+that says why; the server and other connections carry on. ``close()`` ends the runs still open
+in the same way.
+
+The socket's directory is created ``0700`` and the socket itself is ``0600``: only the user the
+collector runs as may stream to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from edgescope_tracing import (
+    MAX_PAYLOAD,
+    Event,
+    Keyframe,
+    Record,
+    RunEnd,
+    RunStart,
+    StreamDecoder,
+    TraceError,
+)
+
+__all__ = ["IngestServer"]
+
+READ_CHUNK = 64 * 1024
+MAX_GAP = MAX_PAYLOAD + 64
+"""Bytes a producer may send without completing a frame: more is garbage, not a slow frame."""
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    except OSError:
+        return None
+    return int.from_bytes(creds[:4], "little", signed=True) or None
+
+
+class _Connection:
+    """One producer's stream: its decoder and its run numbers mapped to the stream's."""
+
+    def __init__(self, number: int, peer_pid: int | None) -> None:
+        self.number = number
+        self.peer_pid = peer_pid
+        self.decoder = StreamDecoder(name=f"ingest connection {number}")
+        self.runs: dict[int, int] = {}
+        """Producer's run number -> the collector stream's."""
+        self.open: dict[int, RunStart] = {}
+        """Runs (by the stream's number) that started here and have not ended."""
+        self.unmapped = 0
+        """Records that named a run this connection never started (dropped)."""
+        self.frames = 0
+        self.since_frame = 0
+        """Bytes received since the last whole frame."""
+
+
+class IngestServer:
+    """An asyncio Unix stream server that decodes SDK trace streams into one sink."""
+
+    def __init__(
+        self,
+        path: Path,
+        sink: Callable[[Record], None],
+        *,
+        on_run_start: Callable[[RunStart], None] | None = None,
+        on_run_end: Callable[[RunEnd], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._sink = sink
+        self._on_run_start = on_run_start
+        self._on_run_end = on_run_end
+        self._server: asyncio.base_events.Server | None = None
+        self._next_run = 0
+        self._next_conn = 0
+        self._conns: dict[int, _Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen at ``path``: the parent directory is made ``0700``; a stale socket is removed.
+
+        Raises ``OSError`` (``EADDRINUSE``) when another process is listening there, and
+        ``OSError`` when the path cannot be used.
+        """
+        parent = self.path.parent
+        if not parent.exists():
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(parent, 0o700)
+        self._remove_stale()
+        self._server = await asyncio.start_unix_server(
+            self._handle, path=str(self.path), limit=READ_CHUNK
+        )
+        os.chmod(self.path, 0o600)
+
+    def _remove_stale(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, "it exists and is not a socket", str(self.path))
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(self.path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            return
+        except OSError:
+            pass  # e.g. a full backlog or a timeout: someone is there
+        finally:
+            probe.close()
+        raise OSError(errno.EADDRINUSE, "another collector is listening on it", str(self.path))
+
+    async def close(self) -> None:
+        """Stop listening, end the connections (their open runs get a RunEnd), remove the socket."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no producer is connected; False if ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def connections(self) -> int:
+        """Producers connected now."""
+        return len(self._conns)
+
+    def allocate_run(self) -> int:
+        """A run number of the collector's stream that no producer's run will get."""
+        n = self._next_run
+        self._next_run += 1
+        return n
+
+    # --- one connection -----------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        conn = _Connection(self._next_conn, _peer_pid(writer))
+        self._next_conn += 1
+        self._conns[conn.number] = conn
+        self._idle.clear()
+        why = "the producer vanished without ending its run"
+        try:
+            while True:
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    for rec in conn.decoder.close():
+                        self._forward(conn, rec)
+                    self._check_damage(conn, at_end=True)
+                    break
+                for rec in conn.decoder.feed(data):
+                    self._forward(conn, rec)
+                if self._check_damage(conn, at_end=False):
+                    why = "its producer sent damaged data and was disconnected"
+                    break
+                if conn.decoder.frames != conn.frames:
+                    conn.frames = conn.decoder.frames
+                    conn.since_frame = 0
+                else:
+                    conn.since_frame += len(data)
+                    if conn.since_frame > MAX_GAP:
+                        self._device_event(
+                            f"ingest: closed connection {conn.number} (pid {conn.peer_pid}): "
+                            f"{conn.since_frame} bytes without a valid frame"
+                        )
+                        why = "its producer sent damaged data and was disconnected"
+                        break
+        except TraceError as e:
+            self._device_event(f"ingest: closed a connection that is not an edgescope stream: {e}")
+            why = "its producer sent bytes that are not an edgescope stream"
+        except (ConnectionError, OSError) as e:
+            why = f"the producer's connection failed ({e.strerror or e})"
+        except asyncio.CancelledError:
+            why = "the collector stopped while the run was still going"
+        finally:
+            self._end_open_runs(conn, why)
+            del self._conns[conn.number]
+            if not self._conns:
+                self._idle.set()
+            writer.close()
+            with contextlib.suppress(Exception):
+                # The peer may already be gone; closing is all that is left to do.
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    def _check_damage(self, conn: _Connection, *, at_end: bool) -> bool:
+        dec = conn.decoder
+        bad = [d for d in dec.damage if not d.truncated]
+        if bad:
+            d = bad[0]
+            self._device_event(
+                f"ingest: closed connection {conn.number} (pid {conn.peer_pid}): damaged data at "
+                f"byte {d.offset}: {d.reason}"
+            )
+            return True
+        if at_end and dec.damage:
+            self._device_event(
+                f"ingest: connection {conn.number} (pid {conn.peer_pid}) ended mid-frame; "
+                "its last frame was lost",
+                severity=0,
+            )
+        return False
+
+    def _device_event(self, message: str, severity: int = 1) -> None:
+        self._sink(Event("ingest", message, run=-1, severity=severity, t_us=_now_us()))
+
+    def _start_run(self, conn: _Connection, rec: RunStart) -> None:
+        g = self.allocate_run()
+        conn.runs[rec.run] = g
+        start = dataclasses.replace(rec, run=g)
+        conn.open[g] = start
+        self._sink(start)
+        if self._on_run_start is not None:
+            self._on_run_start(start)
+
+    def _forward(self, conn: _Connection, rec: Record) -> None:
+        if isinstance(rec, Keyframe):
+            # Dropped: the sink's writer makes its own. A run it restates that this connection
+            # never started (a stream joined mid-way) starts here.
+            for r in rec.runs:
+                if r.run not in conn.runs:
+                    self._start_run(conn, r)
+            return
+        if isinstance(rec, RunStart):
+            self._start_run(conn, rec)
+            return
+        local = getattr(rec, "run", None)
+        if local is None or (isinstance(rec, Event) and local == -1):
+            self._sink(rec)
+            return
+        g = conn.runs.get(local)
+        if g is None:
+            conn.unmapped += 1
+            if conn.unmapped == 1:
+                self._device_event(
+                    f"ingest: connection {conn.number} (pid {conn.peer_pid}) sent records of a "
+                    f"run it never started (run {local}); they are dropped"
+                )
+            return
+        out: Record = dataclasses.replace(cast(Any, rec), run=g)
+        if isinstance(out, RunEnd):
+            conn.open.pop(g, None)
+            self._sink(out)
+            if self._on_run_end is not None:
+                self._on_run_end(out)
+            return
+        self._sink(out)
+
+    def _end_open_runs(self, conn: _Connection, why: str) -> None:
+        for g, start in list(conn.open.items()):
+            t = _now_us()
+            self._sink(
+                Event(
+                    "anomaly",
+                    f"run {start.name!r} (pid {start.pid}) ended without a RunEnd: {why}",
+                    run=g,
+                    severity=2,
+                    detail={"pid": start.pid, "reason": why},
+                    t_us=t,
+                )
+            )
+            end = RunEnd(g, None, 0, t)
+            self._sink(end)
+            if self._on_run_end is not None:
+                self._on_run_end(end)
+        conn.open.clear()

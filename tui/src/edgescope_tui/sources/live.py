@@ -1,0 +1,254 @@
+"""The live source: a collector's stream over TCP (or through SSH), reconnecting and resuming.
+
+The stream is the collector's from the latest keyframe (or from ``since``), then live. When the
+connection drops, the source says so at once (``Status("disconnected")``), reconnects with
+exponential backoff, and resumes from the last sequence number it delivered plus one: records
+the collector still holds arrive with no gap and none twice; records it no longer holds are
+announced as ``Status("gap", gap=(first, last))``. A collector that goes silent (no record and
+no heartbeat for ``idle_timeout``) counts as dropped, so a device that loses power is noticed
+too.
+
+Failures that retrying can't fix end the stream with ``Status("error")``: a refused token, a
+protocol the collector does not speak, an SSH host key or login that is refused. Everything
+else (refused, unreachable, timed out, no collector yet) is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from edgescope_tracing import Record
+from edgescope_tracing.protocol import (
+    AsyncClient,
+    AuthError,
+    ConnectError,
+    Gap,
+    ProtocolError,
+    RefusedError,
+)
+
+from ..discovery import SshTarget, Target, TcpTarget
+from .base import Status
+
+if TYPE_CHECKING:
+    from ..ssh import SshSettings
+
+__all__ = ["Backoff", "FatalSourceError", "LiveSource", "Opener", "TcpOpener", "live_source"]
+
+
+class FatalSourceError(Exception):
+    """Raised by an opener for a failure that retrying won't fix (one sentence)."""
+
+
+class Opener(Protocol):
+    """Opens a handshaken connection to a collector, resuming at ``since``."""
+
+    label: str
+
+    async def open(self, since: int | None) -> AsyncClient:
+        """A client after the handshake; raise ProtocolError / FatalSourceError / OSError."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class TcpOpener:
+    """A collector at ``host:port`` over plain TCP, with a token when it wants one."""
+
+    def __init__(
+        self, host: str, port: int, *, token: bytes | None = None, timeout: float = 10.0
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.token = token
+        self.timeout = timeout
+        self.label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    async def open(self, since: int | None) -> AsyncClient:
+        return await AsyncClient.connect(
+            self.host, self.port, since=since, token=self.token, timeout=self.timeout
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect delays: ``first``, doubling up to ``limit`` seconds; reset once live."""
+
+    first: float = 0.25
+    limit: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.limit, self.first * (2 ** min(attempt, 30))))
+
+
+class LiveSource:
+    """Records and status from a collector, across drops; see the module's docstring."""
+
+    def __init__(
+        self,
+        opener: Opener,
+        *,
+        label: str | None = None,
+        since: int | None = None,
+        backoff: Backoff | None = None,
+        idle_timeout: float = 15.0,
+    ) -> None:
+        self.opener = opener
+        self.label = label or opener.label
+        self.next_seq = since
+        """The resume cursor: the sequence number after the last record delivered."""
+        self.backoff = backoff or Backoff()
+        self.idle_timeout = idle_timeout
+        self.welcome_host: str | None = None
+        """The hostname the collector gave in its last handshake."""
+        self._closed = asyncio.Event()
+        self._client: AsyncClient | None = None
+
+    async def close(self) -> None:
+        """Stop: the stream ends after the status or record it is on."""
+        self._closed.set()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        await self.opener.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
+    async def stream(self) -> AsyncIterator[Record | Status]:
+        attempt = 0
+        was_live = False
+        while not self.closed:
+            yield Status("connecting", f"connecting to {self.label}")
+            try:
+                client = await self.opener.open(self.next_seq)
+            except (FatalSourceError, AuthError, RefusedError) as e:
+                yield Status("error", str(e))
+                return
+            except (ProtocolError, OSError) as e:
+                if self.closed:
+                    return
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                message = f"{_text(e)}; retrying in {delay:g} s"
+                if was_live or isinstance(e, ConnectError):
+                    yield Status("disconnected", message)
+                else:
+                    yield Status("error", message)
+                await self._pause(delay)
+                continue
+            if self.closed:
+                await client.close()
+                return
+            self._client = client
+            welcome = client.welcome
+            self.welcome_host = welcome.host
+            if self.next_seq is not None and welcome.next_seq < self.next_seq:
+                # A collector whose store was wiped: its numbers start again. Read its stream
+                # from its oldest record rather than wait for numbers we already had.
+                await client.close()
+                yield Status(
+                    "gap",
+                    f"{self.label}: the collector's stream started over at {welcome.first_seq} "
+                    f"(we had read up to {self.next_seq - 1})",
+                )
+                self.next_seq = welcome.first_seq
+                continue
+            attempt = 0
+            was_live = True
+            yield Status("live", f"live from {self.label} ({welcome.host})")
+            async for item in self._relay(client):
+                yield item
+
+    async def _relay(self, client: AsyncClient) -> AsyncIterator[Record | Status]:
+        """Yield from one connection until it ends; then the disconnect status."""
+        it = aiter(client)
+        message = ""
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(anext(it), self.idle_timeout)
+                except StopAsyncIteration:
+                    message = client.end_message or "the collector ended the stream"
+                    break
+                except TimeoutError:
+                    message = f"nothing from {self.label} for {self.idle_timeout:g} s"
+                    break
+                except ProtocolError as e:
+                    message = str(e)
+                    break
+                if isinstance(item, Gap):
+                    first = item.first
+                    if self.next_seq is not None:
+                        first = max(first, self.next_seq)
+                    if item.last >= first:
+                        yield Status(
+                            "gap",
+                            f"records {first} to {item.last} are lost: {item.reason}",
+                            gap=(first, item.last),
+                        )
+                        self.next_seq = item.last + 1
+                    continue
+                if self.next_seq is not None and item.seq < self.next_seq:
+                    continue
+                if self.next_seq is not None and item.seq > self.next_seq:
+                    yield Status(
+                        "gap",
+                        f"records {self.next_seq} to {item.seq - 1} did not arrive",
+                        gap=(self.next_seq, item.seq - 1),
+                    )
+                self.next_seq = item.seq + 1
+                yield item
+        finally:
+            self._client = None
+            with contextlib.suppress(Exception):
+                await it.aclose()  # type: ignore[attr-defined]
+            await client.close()
+        if not self.closed:
+            yield Status("disconnected", f"{message}; reconnecting")
+
+
+def _text(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return str(e) or type(e).__name__
+
+
+def live_source(
+    target: Target,
+    *,
+    since: int | None = None,
+    token: bytes | None = None,
+    ssh_settings: SshSettings | None = None,
+    backoff: Backoff | None = None,
+    idle_timeout: float = 15.0,
+) -> LiveSource:
+    """The live source for a target: TCP for a :class:`TcpTarget`, SSH for an :class:`SshTarget`.
+
+    ``token`` overrides the target's own. ``ssh_settings`` is an
+    :class:`edgescope_tui.ssh.SshSettings` (``None``: as OpenSSH would).
+    """
+    opener: Opener
+    if isinstance(target, TcpTarget):
+        tok = token if token is not None else (target.token.encode() if target.token else None)
+        opener = TcpOpener(target.host, target.port, token=tok)
+    else:
+        assert isinstance(target, SshTarget)
+        from .ssh import SshOpener
+
+        opener = SshOpener(target, settings=ssh_settings, token=token)
+    return LiveSource(
+        opener, label=target.label, since=since, backoff=backoff, idle_timeout=idle_timeout
+    )

@@ -235,11 +235,11 @@ class IngestServer:
     def _check_damage(self, conn: _Connection, *, at_end: bool) -> bool:
         dec = conn.decoder
         bad = [d for d in dec.damage if not d.truncated]
-        if bad:
-            d = bad[0]
+        if bad or (dec.skipping is not None and not at_end):
+            what = f"at byte {bad[0].offset}: {bad[0].reason}" if bad else f"({dec.skipping})"
             self._device_event(
-                f"ingest: closed connection {conn.number} (pid {conn.peer_pid}): damaged data at "
-                f"byte {d.offset}: {d.reason}"
+                f"ingest: closed connection {conn.number} (pid {conn.peer_pid}): damaged data "
+                f"{what}"
             )
             return True
         if at_end and dec.damage:

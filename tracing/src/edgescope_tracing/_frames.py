@@ -264,6 +264,17 @@ class StreamDecoder:
         """Stream offset of the next unread byte."""
         return self._base + self._pos
 
+    @property
+    def skipping(self) -> str | None:
+        """Why bytes are being skipped as damage right now (not yet listed in ``damage``).
+
+        None while the stream is clean. A live producer on a socket never sends damage, so a
+        server can close its connection at once instead of waiting for the next good frame.
+        """
+        if self._garbage_start is None or self._garbage_truncated:
+            return None
+        return self._garbage_reason
+
     def feed(self, data: bytes) -> list[Record]:
         self._buf += data
         out: list[Record] = []

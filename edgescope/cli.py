@@ -22,6 +22,7 @@ COMMANDS: list[str] = [
     "_cmd_export",
     "_cmd_collector",
     "_cmd_tail",
+    "_cmd_ls",
     "_cmd_replay",
 ]
 

@@ -20,7 +20,7 @@ LOOPBACK = ["127.0.0.1"]
 
 def advert(
     name: str,
-    port: int = 7878,
+    port: int = 7313,
     txt: dict[str, str] | None = None,
     addresses: list[str] | None = None,
 ) -> AsyncServiceInfo:
@@ -108,12 +108,12 @@ async def test_devices_appear_and_disappear_live(publisher: AsyncZeroconf) -> No
 
 
 MALFORMED = {
-    "no-auth": ({"proto": "1", "host": "x"}, 7878, "TXT record lacks 'auth'"),
-    "no-keys": ({"board": "Pi"}, 7878, "TXT record lacks 'proto', 'host', 'auth'"),
-    "bad-proto": ({"proto": "one", "host": "x", "auth": "0"}, 7878, "protocol version 'one'"),
-    "bad-auth": ({"proto": "1", "host": "x", "auth": "maybe"}, 7878, "auth is 'maybe'"),
+    "no-auth": ({"proto": "1", "host": "x"}, 7313, "TXT record lacks 'auth'"),
+    "no-keys": ({"board": "Pi"}, 7313, "TXT record lacks 'proto', 'host', 'auth'"),
+    "bad-proto": ({"proto": "one", "host": "x", "auth": "0"}, 7313, "protocol version 'one'"),
+    "bad-auth": ({"proto": "1", "host": "x", "auth": "maybe"}, 7313, "auth is 'maybe'"),
     "port-zero": ({"proto": "1", "host": "x", "auth": "0"}, 0, "port 0 is not usable"),
-    "future": ({"proto": "9", "host": "x", "auth": "0"}, 7878, "speaks protocol 9"),
+    "future": ({"proto": "9", "host": "x", "auth": "0"}, 7313, "speaks protocol 9"),
 }
 
 

@@ -77,7 +77,7 @@ collector_port = 7900
 
 [[device]]
 name = "jetson"
-address = "10.0.0.5:7878"
+address = "10.0.0.5:7313"
 token_file = "{token}"
 
 [[device]]
@@ -88,7 +88,7 @@ ssh = "root@box"
     assert loaded.ssh_config_hosts is True
     assert loaded.targets == (
         SshTarget("192.168.1.20", "pi", 2222, 7900, "pi-kitchen"),
-        TcpTarget("10.0.0.5", 7878, "s3cret", "jetson"),
+        TcpTarget("10.0.0.5", 7313, "s3cret", "jetson"),
         SshTarget("box", "root"),
     )
 

@@ -308,12 +308,13 @@ class SshDevice:
 
     async def start_collector(
         self, port: int | None = None, *, extra_args: Sequence[str] = (), wait: float = 15.0
-    ) -> str:
+    ) -> tuple[str, int | None]:
         """Start the collector on the device in the background and wait until it listens.
 
-        Returns the command that was run. It is detached from the SSH session (``nohup``, its
-        own session), logging to ``~/.local/state/edgescope/collector.log``; if it exits or
-        does not listen within ``wait`` seconds, the error carries the end of that log.
+        Returns the command that was run and its process id on the device. It is detached from
+        the SSH session (``nohup``, its own session), logging to
+        ``~/.local/state/edgescope/collector.log``; if it exits or does not listen within
+        ``wait`` seconds, the error carries the end of that log.
         """
         port = port or self.target.collector_port
         runner = await self.collector_runner()
@@ -351,7 +352,7 @@ class SshDevice:
             except (asyncssh.Error, OSError) as e:
                 raise SshError(f"{self.label}: the SSH connection failed: {_reason(e)}") from None
             writer.close()
-            return command
+            return command, int(pid) if pid.isdigit() else None
         tail = await self.conn.run(f'tail -n 3 "{_LOG}" 2>/dev/null', check=False)
         last = " / ".join(str(tail.stdout or "").strip().splitlines()[-3:])
         raise SshError(

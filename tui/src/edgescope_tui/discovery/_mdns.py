@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from edgescope_tracing.protocol import PROTOCOL_VERSION
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -28,8 +29,6 @@ __all__ = [
 ]
 
 SERVICE_TYPE = "_edgescope._tcp.local."
-PROTOCOL_VERSION = 1
-"""The newest stream protocol this client speaks."""
 REQUIRED_TXT = ("proto", "host", "auth")
 """TXT keys every advert must carry: protocol version, the device's hostname, whether a token
 is needed. ``board`` is optional."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgescope_tracing.protocol import DEFAULT_PORT
+
 __all__ = [
     "DEFAULT_COLLECTOR_PORT",
     "DevicesFile",
@@ -29,7 +31,7 @@ __all__ = [
     "ssh_config_hosts",
 ]
 
-DEFAULT_COLLECTOR_PORT = 7878
+DEFAULT_COLLECTOR_PORT = DEFAULT_PORT
 """The collector's default stream port (loopback); an SSH target forwards to it on the device."""
 
 
@@ -262,7 +264,7 @@ def _device_entry(entry: Any, i: int, path: Path) -> Target:
     if "collector_port" in entry:
         raise TargetError(f"{what}: collector_port goes with ssh; put the port in address")
     if not isinstance(address, str):
-        raise TargetError(f'{what}: address must be a string like "10.0.0.5:7878"')
+        raise TargetError(f'{what}: address must be a string like "10.0.0.5:7313"')
     try:
         tcp = parse_tcp_target(address, default_port=None, name=name)
     except TargetError as e:

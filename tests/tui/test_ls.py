@@ -1,0 +1,179 @@
+"""``edgescope ls`` end to end: real collector, real sshd, real mDNS adverts on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sshd import Sshd, free_port
+from sshd.collector import Collector
+from sshd.fixtures import sshd_fixture  # noqa: F401 (registers the fixture)
+from zeroconf import IPVersion, ServiceInfo, Zeroconf
+
+from edgescope.cli import main
+
+SERVICE = "_edgescope._tcp.local."
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    c = Collector(tmp_path / "collector")
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def adverts() -> Iterator[Zeroconf]:
+    zc = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    try:
+        yield zc
+    finally:
+        zc.unregister_all_services()
+        zc.close()
+
+
+def advertise(zc: Zeroconf, name: str, port: int, txt: dict[str, str]) -> None:
+    info = ServiceInfo(
+        SERVICE,
+        f"{name}.{SERVICE}",
+        addresses=[socket.inet_aton("127.0.0.1")],
+        port=port,
+        properties=txt,
+        server=f"{name}.local.",
+    )
+    zc.register_service(info, cooperating_responders=True)
+
+
+@pytest.fixture
+def ssh_home(sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME whose ~/.ssh is what OpenSSH would use to reach the test sshd."""
+    home = tmp_path / "home"
+    dot = home / ".ssh"
+    dot.mkdir(parents=True)
+    shutil.copy(sshd.user_key, dot / "id_ed25519")
+    shutil.copy(sshd.user_key.with_suffix(".pub"), dot / "id_ed25519.pub")
+    (dot / "id_ed25519").chmod(0o600)
+    shutil.copy(sshd.known_hosts, dot / "known_hosts")
+    (dot / "config").write_text(f"Host testbox\n    HostName 127.0.0.1\n    Port {sshd.port}\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
+
+
+def test_ls_json_lists_each_device_with_its_state(
+    collector: Collector,
+    adverts: Zeroconf,
+    sshd: Sshd,
+    ssh_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    advertise(adverts, "lab-pi", collector.port, {"proto": "1", "host": "lab", "auth": "0"})
+    advertise(adverts, "broken", 7313, {"proto": "1", "host": "x"})
+    nothing = free_port()
+    devices = ssh_home / ".config" / "edgescope" / "devices.toml"
+    devices.parent.mkdir(parents=True)
+    devices.write_text(
+        f'[[device]]\nname = "via-ssh"\nssh = "root@testbox"\ncollector_port = {collector.port}\n'
+    )
+    code = main(
+        [
+            "ls",
+            "--json",
+            "--timeout",
+            "4",
+            "--mdns-interface",
+            "127.0.0.1",
+            "--ssh",
+            f"root@127.0.0.1:{sshd.port}",
+            "--collector-port",
+            str(nothing),
+            "--address",
+            f"127.0.0.1:{nothing}",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    by_name = {d["name"]: d for d in json.loads(out)}
+    assert set(by_name) == {
+        "lab-pi",
+        "broken",
+        "via-ssh",
+        f"ssh://root@127.0.0.1:{sshd.port}",
+        f"127.0.0.1:{nothing}",
+    }
+    pi = by_name["lab-pi"]
+    assert (pi["state"], pi["via"], pi["error"]) == ("online", "mdns", None)
+    assert pi["hostname"] == socket.gethostname()
+    assert pi["mem_total"] and pi["mem_used"]
+    assert by_name["via-ssh"]["state"] == "online"
+    assert by_name["via-ssh"]["via"] == "config"
+    assert by_name["via-ssh"]["head_seq"] > 0
+    broken = by_name["broken"]
+    assert broken["state"] == "error"
+    assert broken["error"] == "malformed advert: TXT record lacks 'auth'"
+    no_collector = by_name[f"ssh://root@127.0.0.1:{sshd.port}"]
+    assert no_collector["state"] == "no-collector"
+    assert "edgescope is not installed there" in no_collector["error"]
+    assert no_collector["hint"] == "pip install 'edgescope[collector]'"
+    refused = by_name[f"127.0.0.1:{nothing}"]
+    assert refused["state"] == "unreachable"
+    assert "connection refused" in refused["error"]
+
+
+def test_ls_table_and_an_unknown_host_key(
+    collector: Collector, sshd: Sshd, ssh_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (ssh_home / ".ssh" / "known_hosts").write_text("")
+    code = main(
+        [
+            "ls",
+            "--no-mdns",
+            "--timeout",
+            "3",
+            "--ssh",
+            "root@testbox",
+            "--address",
+            f"127.0.0.1:{collector.port}",
+        ]
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[0].split() == ["DEVICE", "VIA", "STATE", "RUNS", "TEMP", "MEMORY", "THROTTLE"]
+    assert out[1].split()[:2] == ["ssh://root@testbox", "ssh"]
+    assert out[1].split()[2] == "error"
+    assert out[2].strip().startswith("ssh://root@testbox: REFUSED: the host key is not known")
+    assert out[3].split()[:3] == [f"127.0.0.1:{collector.port}", "tcp", "online"]
+    assert "GiB" in out[3]
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--timeout", "soon"], "--timeout must be a number of seconds, not 'soon'"),
+        (["--timeout", "0"], "--timeout must be more than 0"),
+        (["--ssh", "pi@host:99999"], "port '99999' is not a number from 1 to 65535"),
+        (["--address", "host"], "give the collector's address as HOST:PORT"),
+        (["--no-mdns"], "nothing to list: mDNS is off"),
+        (["--devices", "/nonexistent/devices.toml"], "does not exist"),
+        (["--token-file", "/nonexistent/token"], "does not exist"),
+    ],
+)
+def test_ls_bad_arguments_are_one_sentence(
+    argv: list[str],
+    error: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert main(["ls", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgescope: ") and error in err
+    assert err.count("\n") == 1

@@ -2,8 +2,9 @@
 
 Reading happens in a worker thread, a chunk at a time, so the UI never waits on the disk. Damage
 met on the way (a bad checksum, bytes between frames, an incomplete last frame) becomes a
-:class:`Status` with ``state="gap"`` placed where it was met, and everything readable around it
-is still yielded. Seeking starts at the last keyframe at or before the time asked for, found in
+:class:`Status` with ``state="gap"``, placed just before the first record after the records it
+cost (found by the jump in sequence numbers), and everything readable around it is still
+yielded. Seeking starts at the last keyframe at or before the time asked for, found in
 the index a closed file ends with (or rebuilt once by a scan of frame heads), so a seek costs at
 most one keyframe interval of decoding however long the trace is.
 """
@@ -77,15 +78,18 @@ def _batches(
         os.close(fd)
 
 
-def damage_status(d: Damage) -> Status:
-    """How a damaged span reads on screen."""
+def damage_status(d: Damage, lost: tuple[int, int] | None = None) -> Status:
+    """How a damaged span reads on screen; ``lost`` is the range of sequence numbers lost."""
     if d.truncated:
         return Status(
             "gap",
             f"the trace ends in an incomplete frame at byte {d.offset} (the writer stopped "
             "mid-write); everything before it is shown",
         )
-    return Status("gap", f"{d.length} damaged bytes at byte {d.offset} skipped: {d.reason}")
+    what = f"; records {lost[0]}-{lost[1]} lost" if lost is not None else ""
+    return Status(
+        "gap", f"{d.length} damaged bytes at byte {d.offset} skipped ({d.reason}){what}", lost
+    )
 
 
 def _record_end(rec: Record) -> int:
@@ -109,6 +113,7 @@ class FileSource:
         self.follow = follow
         self._reader = TraceReader(self.path)
         self._stop = threading.Event()
+        self._reads: set[threading.Event] = set()
         self._index: list[IndexEntry] | None = None
         self._index_lock = threading.Lock()
 
@@ -128,27 +133,50 @@ class FileSource:
         self, offset: int, chunk: int, follow: bool
     ) -> AsyncIterator[Record | Status]:
         stop = threading.Event()
+        self._reads.add(stop)
+        if self._stop.is_set():
+            stop.set()
         gen = _batches(self.path, offset, chunk=chunk, follow=follow, stop=stop)
+        busy = threading.Lock()
+
+        def step() -> Batch | None:
+            with busy:
+                return next(gen, None)
+
+        def finish() -> None:
+            with busy:
+                gen.close()
+
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Batch | None] | None = None
+        pending: list[Damage] = []
+        last_seq: int | None = None
         try:
-            while not self._stop.is_set():
-                fut = loop.run_in_executor(None, next, gen, None)
-                batch = await fut
-                fut = None
+            while not stop.is_set():
+                batch = await loop.run_in_executor(None, step)
                 if batch is None:
                     break
                 recs, damage = batch
-                for d in damage:
-                    yield damage_status(d)
+                pending += damage
                 for rec in recs:
+                    if pending and last_seq is not None and rec.seq > last_seq + 1:
+                        # The records lost to the damage: say so where they are missing.
+                        yield damage_status(pending.pop(0), (last_seq + 1, rec.seq - 1))
+                    last_seq = rec.seq
                     yield rec
+            for d in pending:
+                yield damage_status(d)
         finally:
+            # A read in flight ends at its next chunk or poll once ``stop`` is set; the
+            # generator (and its file descriptor) is closed when it is free.
             stop.set()
-            if fut is not None and not fut.done():
-                fut.add_done_callback(lambda _: gen.close())
+            self._reads.discard(stop)
+            if busy.acquire(blocking=False):
+                try:
+                    gen.close()
+                finally:
+                    busy.release()
             else:
-                gen.close()
+                threading.Thread(target=finish, name="edgescope-file-close").start()
 
     async def stream(self) -> AsyncIterator[Record | Status]:
         """Every readable record from the start, damage marked where it was met, then ended."""
@@ -196,4 +224,6 @@ class FileSource:
     async def close(self) -> None:
         """Stop every read in progress and release the file."""
         self._stop.set()
+        for stop in list(self._reads):
+            stop.set()
         self._reader.close()

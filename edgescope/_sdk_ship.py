@@ -372,6 +372,7 @@ class Shipper:
             else:
                 # Keep order: metrics logged before an event or a stack window go first.
                 self._emit()
+                cols = self._cols  # _emit() started a new dict: values after the event go there
                 self.sink.add(item)
 
     def _emit(self) -> None:

@@ -1,0 +1,414 @@
+"""Stack sampling of a run's process from outside it: the ``perf`` and ``bpftrace`` backends.
+
+Besides the SDK's in-process Python sampler (``python``, always there), the collector can
+sample native stacks of a run's process with:
+
+- ``perf``: ``perf record -e cpu-clock -F HZ -g -p PID -o -`` piped into ``perf script``, whose
+  text is parsed as it streams. ``cpu-clock`` is a software event, so it works in VMs and on
+  boards without a PMU driver. Threads of the process are sampled, and children it forks
+  after the start (perf's counters are inherited).
+- ``bpftrace``: a ``profile:hz:HZ`` probe filtered on the pid that counts ``ustack`` in a map,
+  printed and cleared every second as JSON. Needs root (or CAP_BPF and CAP_PERFMON); it does
+  not need BTF. Only the process's own threads are sampled.
+
+Both produce the same :class:`~edgescope_tracing.records.StackSamples` records: each distinct
+stack (root first) with how often it was seen since the previous :meth:`StackBackend.drain`.
+Frames are interned: equal frames are one object. A frame is the symbol (offsets stripped, so
+samples in one function fold together) and the binary it lives in; ``[unknown]`` where the
+unwinder found no symbol.
+
+:func:`backend_problem` says, in one sentence, why a backend cannot run on this machine (None
+if it can); it runs the tool once to be sure, so callers ask once at start-up.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from edgescope_tracing.records import StackFrame, StackSamples
+
+__all__ = [
+    "BACKENDS",
+    "StackBackend",
+    "StackBackendError",
+    "backend_problem",
+    "open_backend",
+    "parse_perf_script",
+    "parse_bpftrace_stack",
+]
+
+BACKENDS = ("python", "perf", "bpftrace")
+
+Stack = tuple[StackFrame, ...]
+
+_PERF_FRAME = re.compile(r"^\s*([0-9a-fA-F]+)\s+(.*?)\s+\((.*)\)\s*$")
+_OFFSET = re.compile(r"\+(0x[0-9a-fA-F]+|\d+)$")
+_CAP_PERFMON = 38
+_CAP_BPF = 39
+
+
+class StackBackendError(Exception):
+    """A stack backend could not start or failed; the message is one sentence for a user."""
+
+
+class _Interner:
+    def __init__(self) -> None:
+        self._frames: dict[tuple[str, str], StackFrame] = {}
+
+    def frame(self, symbol: str, dso: str) -> StackFrame:
+        symbol = _OFFSET.sub("", symbol.strip())
+        if not symbol or symbol.startswith("0x") or symbol == "[unknown]":
+            symbol = "[unknown]"
+        dso = dso.strip()
+        key = (symbol, dso)
+        f = self._frames.get(key)
+        if f is None:
+            f = self._frames[key] = StackFrame(symbol, dso)
+        return f
+
+
+def parse_perf_script(lines: Iterable[str], interner: _Interner | None = None) -> Counter[Stack]:
+    """Stacks (root first) and their counts from ``perf script`` text.
+
+    A sample is a header line (``pid/tid period``, no indent), then one indented line per
+    frame, leaf first (``addr symbol (dso)``), then a blank line.
+    """
+    interner = interner or _Interner()
+    out: Counter[Stack] = Counter()
+    frames: list[StackFrame] = []
+    in_sample = False
+    for line in lines:
+        if not line.strip():
+            if in_sample and frames:
+                out[tuple(reversed(frames))] += 1
+            frames, in_sample = [], False
+        elif line[0] in " \t":
+            m = _PERF_FRAME.match(line)
+            if m and in_sample:
+                frames.append(interner.frame(m.group(2), m.group(3)))
+        else:
+            if in_sample and frames:
+                out[tuple(reversed(frames))] += 1
+            frames, in_sample = [], True
+    if in_sample and frames:
+        out[tuple(reversed(frames))] += 1
+    return out
+
+
+def parse_bpftrace_stack(text: str, interner: _Interner | None = None) -> Stack:
+    """One ``ustack(perf)`` key of bpftrace's map (leaf first) as a stack, root first."""
+    interner = interner or _Interner()
+    frames = []
+    for line in text.splitlines():
+        m = _PERF_FRAME.match(line)
+        if m:
+            frames.append(interner.frame(m.group(2), m.group(3)))
+    return tuple(reversed(frames))
+
+
+# ------------------------------------------------------------------------------- problems
+
+
+def _has_cap(bit: int) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _first_error(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() and "RLIMIT_MEMLOCK" not in ln]
+    chosen = (errors or lines or ["it exited with an error and said nothing"])[0]
+    return chosen.removeprefix("ERROR: ").rstrip(".")
+
+
+def _trial(argv: list[str], timeout: float) -> str | None:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return f"a trial run of {argv[0]} did not finish within {timeout:.0f} s"
+    except OSError as e:
+        return f"{argv[0]} could not be run: {e.strerror}"
+    return None if p.returncode == 0 else _first_error(p.stderr + p.stdout)
+
+
+@functools.cache
+def backend_problem(name: str) -> str | None:
+    """None if the stack backend ``name`` can run here, else one sentence saying why not.
+
+    ``python`` (the SDK's in-process sampler) always can. For ``perf`` and ``bpftrace`` the
+    tool is looked up, permissions are checked, and the tool is run once for real (a fraction
+    of a second for perf, about a second for bpftrace); the answer is cached.
+    """
+    if name == "python":
+        return None
+    if name == "perf":
+        perf = shutil.which("perf")
+        if perf is None:
+            return "perf is not installed (apt install linux-perf, or linux-tools-$(uname -r))"
+        paranoid = _read_int("/proc/sys/kernel/perf_event_paranoid")
+        privileged = os.geteuid() == 0 or _has_cap(_CAP_PERFMON)
+        if not privileged and paranoid is not None and paranoid > 2:
+            return (
+                f"perf_event_paranoid is {paranoid} and the collector is not root: "
+                "run it as root or set kernel.perf_event_paranoid=2"
+            )
+        with tempfile.TemporaryDirectory(prefix="edgescope-perf-") as d:
+            out = str(Path(d) / "trial.data")
+            why = _trial([perf, "record", "-q", "-e", "cpu-clock", "-g", "-o", out, "true"], 30)
+        return None if why is None else f"perf cannot sample here: {why}"
+    if name == "bpftrace":
+        bpftrace = shutil.which("bpftrace")
+        if bpftrace is None:
+            return "bpftrace is not installed (apt install bpftrace)"
+        if os.geteuid() != 0 and not (_has_cap(_CAP_BPF) and _has_cap(_CAP_PERFMON)):
+            return f"bpftrace needs root (or CAP_BPF and CAP_PERFMON); this is uid {os.geteuid()}"
+        why = _trial([bpftrace, "-e", "profile:hz:99 { exit(); }"], 60)
+        if why is None:
+            return None
+        if not Path("/sys/kernel/btf/vmlinux").exists():
+            why += " (and the kernel has no BTF at /sys/kernel/btf/vmlinux)"
+        return f"bpftrace cannot attach a profile probe here: {why}"
+    return f"unknown stack backend {name!r} (known: {', '.join(BACKENDS)})"
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# ------------------------------------------------------------------------------- backends
+
+
+class StackBackend:
+    """A running external sampler of one process. Use :func:`open_backend` to make one."""
+
+    name = ""
+
+    def __init__(self, run: int, pid: int, hz: int, argv: list[str]) -> None:
+        self.run = run
+        self.pid = pid
+        self.hz = hz
+        self.period_us = max(1, round(1_000_000 / hz))
+        self._lock = threading.Lock()
+        self._counts: Counter[Stack] = Counter()
+        self._interner = _Interner()
+        # Both tools' complaints, kept for error(); closed by stop().
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._stopped = False
+        self._start(argv)
+        self._thread = threading.Thread(
+            target=self._read, name=f"edgescope-{self.name}-{pid}", daemon=True
+        )
+        self._thread.start()
+
+    def _start(self, argv: list[str]) -> None:
+        raise NotImplementedError
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def _out(self) -> IO[bytes]:
+        out = self._procs[-1].stdout
+        assert out is not None
+        return out
+
+    def _add(self, counts: Counter[Stack]) -> None:
+        with self._lock:
+            self._counts.update(counts)
+
+    def _take(self) -> list[StackSamples]:
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        if not counts:
+            return []
+        samples = tuple(sorted(counts.items(), key=lambda kv: -kv[1]))
+        return [
+            StackSamples(
+                run=self.run,
+                backend=self.name,
+                period_us=self.period_us,
+                samples=samples,
+                t_us=time.time_ns() // 1000,
+            )
+        ]
+
+    @property
+    def running(self) -> bool:
+        """True while the sampler runs (it ends by itself when the process exits)."""
+        return self._thread.is_alive()
+
+    def error(self) -> str | None:
+        """Why the sampler stopped, if it stopped with an error (one sentence), else None."""
+        first = self._procs[0]
+        code = first.poll()
+        if code is None or code == 0 or self._stopped:
+            return None
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace")
+        return f"{self.name} exited with status {code}: {_first_error(text)}"
+
+    def drain(self) -> list[StackSamples]:
+        """Stacks seen since the last drain, as at most one record (none if nothing came)."""
+        return self._take()
+
+    def stop(self, timeout: float = 10.0) -> list[StackSamples]:
+        """Stop sampling; returns what was seen since the last drain. Safe to call twice."""
+        if not self._stopped:
+            self._stopped = True
+            first = self._procs[0]
+            if first.poll() is None:
+                first.send_signal(signal.SIGINT)  # both tools flush what they hold on SIGINT
+            deadline = time.monotonic() + timeout
+            for p in self._procs:
+                try:
+                    p.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+            for p in self._procs:
+                if p.stdout is not None:
+                    p.stdout.close()
+            self._stderr.close()
+        return self._take()
+
+    def __enter__(self) -> StackBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PerfBackend(StackBackend):
+    """``perf record -e cpu-clock -g`` piped into ``perf script``."""
+
+    name = "perf"
+
+    def _start(self, argv: list[str]) -> None:
+        perf = argv[0]
+        # --no-buffering: perf record wakes per sample and writes to the pipe at once;
+        # otherwise samples wait in a half-MiB ring and perf script sees them a minute late,
+        # or only at the end.
+        record_argv = [perf, "record", "-q", "--no-buffering", "-e", "cpu-clock"]
+        record_argv += ["-F", str(self.hz), "-g", "-p", str(self.pid), "-o", "-"]
+        record = subprocess.Popen(
+            record_argv,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C at the collector's terminal is for it to handle
+        )
+        self._procs.append(record)
+        script_argv = [perf, "script", "-i", "-", "-F", "pid,tid,period,ip,sym,dso"]
+        stdbuf = shutil.which("stdbuf")
+        if stdbuf:
+            script_argv = [stdbuf, "-oL", *script_argv]  # line by line, not 4 KiB at a time
+        script = subprocess.Popen(
+            script_argv,
+            stdin=record.stdout,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            start_new_session=True,
+        )
+        assert record.stdout is not None
+        record.stdout.close()
+        record.stdout = None
+        self._procs.append(script)
+
+    def _read(self) -> None:
+        block: list[str] = []
+        for raw in self._out:
+            line = raw.decode(errors="replace").rstrip("\n")
+            block.append(line)
+            if not line.strip():
+                self._add(parse_perf_script(block, self._interner))
+                block = []
+        if block:
+            self._add(parse_perf_script(block, self._interner))
+
+
+class BpftraceBackend(StackBackend):
+    """A ``profile:hz`` probe counting user stacks of one pid, printed every second."""
+
+    name = "bpftrace"
+
+    def _start(self, argv: list[str]) -> None:
+        program = (
+            f"profile:hz:{self.hz} /pid == {self.pid}/ {{ @s[ustack(perf)] = count(); }}\n"
+            "interval:ms:1000 { print(@s); clear(@s); }\n"
+        )
+        p = subprocess.Popen(
+            [argv[0], "-B", "line", "-f", "json", "-e", program],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._procs.append(p)
+
+    def _read(self) -> None:
+        for raw in self._out:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict) or msg.get("type") != "map":
+                continue
+            counts: Counter[Stack] = Counter()
+            for stacks in (msg.get("data") or {}).values():
+                if not isinstance(stacks, dict):
+                    continue
+                for key, n in stacks.items():
+                    stack = parse_bpftrace_stack(key, self._interner)
+                    if stack and isinstance(n, int):
+                        counts[stack] += n
+            self._add(counts)
+
+
+def open_backend(name: str, run: int, pid: int, hz: int = 99) -> StackBackend:
+    """Start sampling ``pid`` (of ``run``) with ``perf`` or ``bpftrace`` at ``hz`` per second.
+
+    Raises :class:`StackBackendError` with one sentence when the backend cannot run here or
+    the process does not exist. The ``python`` backend lives in the SDK, not here.
+    """
+    if name not in ("perf", "bpftrace"):
+        raise StackBackendError(
+            f"{name!r} is not an external stack backend (use perf or bpftrace)"
+            if name != "python"
+            else "the python stack sampler runs inside the SDK, not in the collector"
+        )
+    if not 1 <= hz <= 10_000:
+        raise StackBackendError(f"sampling rate {hz} Hz is out of range (1 to 10000)")
+    if not Path(f"/proc/{pid}").is_dir():
+        raise StackBackendError(f"there is no process {pid} to sample")
+    problem = backend_problem(name)
+    if problem is not None:
+        raise StackBackendError(problem)
+    tool = shutil.which(name)
+    assert tool is not None  # backend_problem found it
+    cls = PerfBackend if name == "perf" else BpftraceBackend
+    return cls(run, pid, hz, [tool])

@@ -453,11 +453,12 @@ class Client:
     waits with nothing from the collector (it sends a heartbeat every few seconds).
     """
 
-    def __init__(self, sock: socket.socket, welcome: Welcome, fold: _Fold) -> None:
+    def __init__(self, sock: socket.socket, file: Any, welcome: Welcome, fold: _Fold) -> None:
         self.sock = sock
         self.welcome = welcome
         self._fold = fold
-        self._file = sock.makefile("rb")
+        self._file = file
+        """The one buffered reader of the socket (the handshake's read-ahead lives in it)."""
         self.label = fold.label
 
     @classmethod
@@ -478,24 +479,23 @@ class Client:
             raise ConnectError(f"cannot connect to {label}: timed out") from None
         except OSError as e:
             raise ConnectError(f"cannot connect to {label}: {_os_reason(e)}") from None
+        f = sock.makefile("rb")
         try:
-            f = sock.makefile("rb")
-            try:
-                hello = _hello_checked(_read_control_sync(f, label))
-                sock.sendall(control_frame(_start_message(hello, since, token, label)))
-                welcome = _welcome(hello, _read_control_sync(f, label), label)
-                fold = _Fold(since, label)
-                fold.header(_read_sync(f, HEADER_SIZE, label))
-            finally:
-                f.close()
+            hello = _hello_checked(_read_control_sync(f, label))
+            sock.sendall(control_frame(_start_message(hello, since, token, label)))
+            welcome = _welcome(hello, _read_control_sync(f, label), label)
+            fold = _Fold(since, label)
+            fold.header(_read_sync(f, HEADER_SIZE, label))
         except TimeoutError:
+            f.close()
             sock.close()
             raise ProtocolError(f"{label} did not complete the handshake in time") from None
         except BaseException:
+            f.close()
             sock.close()
             raise
         sock.settimeout(idle_timeout)
-        return cls(sock, welcome, fold)
+        return cls(sock, f, welcome, fold)
 
     @property
     def head(self) -> int | None:

@@ -1,0 +1,250 @@
+"""The collector as users run it: a real process, a producer on its ingest socket, tail, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from edgescope_tracing import Metrics, RunEnd, RunStart, StreamEncoder, TraceReader
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Collector:
+    """``python -m edgescope_collector`` on a free loopback port with its own data dir."""
+
+    def __init__(self, tmp: Path, *extra: str, port: int | None = None) -> None:
+        self.tmp = tmp
+        self.port = port or free_port()
+        self.data = tmp / "data"
+        self.ingest = tmp / "run" / "ingest.sock"
+        self.log = tmp / f"collector-{time.monotonic_ns()}.log"
+        self.args = [
+            sys.executable,
+            "-m",
+            "edgescope_collector",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.data),
+            "--ingest",
+            str(self.ingest),
+            "--interval",
+            "0.2",
+            "--no-mdns",
+            *extra,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Collector:
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(self.args, stderr=err, env=ENV)
+        deadline = time.monotonic() + 20
+        while "listening on" not in self.stderr():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"collector exited: {self.stderr()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"collector did not start: {self.stderr()}")
+            time.sleep(0.05)
+        return self
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    c = Collector(tmp_path).start()
+    yield c
+    c.stop()
+
+
+def produce(sock_path: Path, batches: int, *, values: int = 50, run_id: str = "beef") -> None:
+    """An SDK-like producer: one run, ``batches`` metric batches, then its end."""
+    enc = StreamEncoder()
+    now = time.time_ns() // 1000
+    enc.add(RunStart(0, run_id, "mlp", "testhost", os.getpid(), t_us=now))
+    for b in range(batches):
+        steps = tuple(range(b * values, (b + 1) * values))
+        enc.add(
+            Metrics(
+                0,
+                "loss",
+                steps,
+                tuple(now + s for s in steps),
+                tuple(1.0 / (1 + s) + (s % 7) * 1e-7 for s in steps),
+                t_us=now + b,
+            )
+        )
+    enc.add(RunEnd(0, exit_code=0, t_us=now + batches))
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock_path))
+        s.sendall(enc.take())
+
+
+def tail(port: int, *args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgescope", "tail", f"127.0.0.1:{port}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def json_lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_ingest_store_serve_stop_restart_resume(collector: Collector) -> None:
+    produce(collector.ingest, 40)
+    # Everything from the start: the collector's own records and the run, in one seq space.
+    first = tail(collector.port, "--since", "0", "--count", "60", "--json")
+    assert first.returncode == 0, first.stderr
+    recs = json_lines(first.stdout)
+    assert [r["seq"] for r in recs] == list(range(60))
+    kinds = {r["kind"] for r in recs}
+    assert {"keyframe", "event", "run_start", "metrics"} <= kinds
+    run = next(r for r in recs if r["kind"] == "run_start")
+    assert run["run_id"] == "beef" and run["name"] == "mlp"
+    # The collector's own footprint: a ProcessSample of itself with run -1.
+    mine = [r for r in recs if r["kind"] == "process" and r["run"] == -1]
+    assert mine and mine[-1]["pid"] == collector.proc.pid  # type: ignore[union-attr]
+    assert isinstance(mine[-1]["rss"], int) and mine[-1]["rss"] > 1 << 20
+
+    assert collector.stop() == 0
+    assert not collector.ingest.exists(), "the ingest socket is removed on exit"
+    segs = sorted(collector.data.glob("seg-*.est"))
+    with TraceReader(segs[-1]) as r:
+        assert r.indexed, "the segment was closed cleanly"
+        last = max(x.seq for x in r)
+        stored = [x for x in r if isinstance(x, Metrics)]
+    assert sum(len(m.values) for m in stored) == 40 * 50
+    assert "collector stopped" in "".join(str(x) for x in TraceReader(segs[-1]))
+
+    # A restart goes on in the same sequence space; resuming at last + 1 loses nothing.
+    again = Collector(collector.tmp, port=collector.port).start()
+    try:
+        out = tail(again.port, "--since", str(last + 1), "--count", "3", "--json")
+        assert out.returncode == 0, out.stderr
+        assert [r["seq"] for r in json_lines(out.stdout)] == [last + 1, last + 2, last + 3]
+        assert "gap" not in out.stderr
+    finally:
+        assert again.stop() == 0
+
+
+def test_retention_drops_old_segments_and_tail_says_the_gap(tmp_path: Path) -> None:
+    c = Collector(tmp_path, "--max-disk", "256K", "--segment-size", "64K").start()
+    try:
+        for i in range(6):
+            produce(c.ingest, 60, values=400, run_id=f"run{i}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(list(c.data.glob("seg-*.est"))) < 3:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        total = sum(p.stat().st_size for p in c.data.glob("seg-*.est"))
+        assert total <= 256 * 1024
+        assert "dropped segment" in c.stderr()
+        out = tail(c.port, "--since", "0", "--count", "5")
+        assert out.returncode == 0, out.stderr
+        assert "gap: records 0 to" in out.stderr
+        assert "no longer retained" in out.stderr
+    finally:
+        assert c.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--listen", "0.0.0.0:7313"], "refusing to listen on 0.0.0.0 without --token-file"),
+        (["--max-disk", "lots"], "--max-disk: 'lots' is not a size"),
+        (["--interval", "0"], "--interval must be between"),
+        (["--listen", "example:99999"], "port must be a number from 1 to 65535"),
+        (["--profile", "dtrace"], "--profile must be python, perf or bpftrace"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_flags_are_one_sentence_and_exit_2(flags: list[str], says: str) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "edgescope_collector", *flags],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert p.returncode == 2
+    assert says in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_edgescope_collector_command_refuses_the_network_without_a_token() -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "edgescope", "collector", "--listen", "0.0.0.0:7313"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert p.returncode == 2
+    assert p.stderr.startswith("edgescope: refusing to listen on 0.0.0.0")
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_and_token_problems_are_one_sentence(collector: Collector) -> None:
+    busy = Collector(collector.tmp / "other", port=collector.port)
+    p = subprocess.run(busy.args, capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{collector.port}" in p.stderr
+    assert "Traceback" not in p.stderr
+    t = subprocess.run(
+        [*busy.args, "--token-file", str(collector.tmp / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert t.returncode == 2 and "does not exist" in t.stderr
+
+
+def test_token_protected_collector(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("correct horse battery staple\n")
+    token.chmod(0o600)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("incorrect horse battery staple\n")
+    c = Collector(tmp_path, "--token-file", str(token)).start()
+    try:
+        ok = tail(c.port, "--since", "0", "--count", "1", "--token-file", str(token))
+        assert ok.returncode == 0, ok.stderr
+        bad = tail(c.port, "--since", "0", "--count", "1", "--token-file", str(wrong))
+        assert bad.returncode == 1
+        assert "refused the token" in bad.stderr and len(bad.stderr.splitlines()) == 1
+        none = tail(c.port, "--count", "1")
+        assert none.returncode == 1 and "requires a token" in none.stderr
+        assert "authentication failed" in c.stderr()
+    finally:
+        assert c.stop() == 0

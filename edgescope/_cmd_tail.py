@@ -27,7 +27,9 @@ def add_parser(sub: Any) -> None:
         help="print a collector's records as they come",
         description="Print a collector's stream: history from --since, then live.",
     )
-    p.add_argument("target", metavar="TARGET", help="the collector, HOST[:PORT]")
+    p.add_argument(
+        "target", metavar="TARGET", help="the collector, HOST[:PORT] or ssh://[USER@]HOST[:PORT]"
+    )
     p.add_argument("--since", metavar="SEQ", help="start at this sequence number")
     p.add_argument("--count", metavar="N", help="exit 0 after N records")
     p.add_argument("--json", action="store_true", help="one JSON object per record per line")
@@ -109,6 +111,8 @@ def record_line(rec: Any) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.target.startswith("ssh://"):
+        return _run_over_ssh(args)
     from edgescope_tracing.protocol import Client, Gap, ProtocolError, parse_target
 
     try:
@@ -162,3 +166,19 @@ def _run(args: argparse.Namespace) -> int:
         raise EdgescopeError(f"{end} after {n} of {count} records", 1)
     print(f"edgescope: {end}", file=sys.stderr)
     return 0
+
+
+def _run_over_ssh(args: argparse.Namespace) -> int:
+    """``ssh://[user@]host[:port]``: the same, through SSH to the collector's loopback port."""
+    try:
+        from edgescope_tui.ssh import SshError, open_tunnel
+    except ImportError:
+        raise EdgescopeError(
+            "ssh:// targets need the UI part: pip install 'edgescope[tui]'", 1
+        ) from None
+    try:
+        tunnel = open_tunnel(args.target)
+    except SshError as e:
+        raise EdgescopeError(str(e), 1) from None
+    with tunnel:
+        return _run(argparse.Namespace(**{**vars(args), "target": f"{tunnel.host}:{tunnel.port}"}))

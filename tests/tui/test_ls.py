@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from sshd import Sshd, free_port
 from sshd.collector import Collector
-from sshd.fixtures import sshd_fixture  # noqa: F401 (registers the fixture)
+from sshd.fixtures import ssh_home_fixture, sshd_fixture  # noqa: F401 (fixtures)
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
 from edgescope.cli import main
@@ -50,23 +49,6 @@ def advertise(zc: Zeroconf, name: str, port: int, txt: dict[str, str]) -> None:
     zc.register_service(info, cooperating_responders=True)
 
 
-@pytest.fixture
-def ssh_home(sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A HOME whose ~/.ssh is what OpenSSH would use to reach the test sshd."""
-    home = tmp_path / "home"
-    dot = home / ".ssh"
-    dot.mkdir(parents=True)
-    shutil.copy(sshd.user_key, dot / "id_ed25519")
-    shutil.copy(sshd.user_key.with_suffix(".pub"), dot / "id_ed25519.pub")
-    (dot / "id_ed25519").chmod(0o600)
-    shutil.copy(sshd.known_hosts, dot / "known_hosts")
-    (dot / "config").write_text(f"Host testbox\n    HostName 127.0.0.1\n    Port {sshd.port}\n")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
-
-
 def test_ls_json_lists_each_device_with_its_state(
     collector: Collector,
     adverts: Zeroconf,
@@ -80,7 +62,7 @@ def test_ls_json_lists_each_device_with_its_state(
     devices = ssh_home / ".config" / "edgescope" / "devices.toml"
     devices.parent.mkdir(parents=True)
     devices.write_text(
-        f'[[device]]\nname = "via-ssh"\nssh = "root@testbox"\ncollector_port = {collector.port}\n'
+        f'[[device]]\nname = "via-ssh"\nssh = "testbox"\ncollector_port = {collector.port}\n'
     )
     code = main(
         [

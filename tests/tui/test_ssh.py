@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from edgescope_tui.discovery import SshTarget
+from edgescope_tui.discovery import Device, SshTarget
+from edgescope_tui.discovery.probe import Prober, ProbeSettings
 from edgescope_tui.ssh import (
     INSTALL_COMMAND,
     HostKeyError,
@@ -21,9 +25,14 @@ from edgescope_tui.ssh import (
     connect,
 )
 from sshd import Sshd, free_port, keygen
-from sshd.fixtures import sshd_fixture  # noqa: F401 (registers the fixture)
+from sshd.collector import Collector
+from sshd.fixtures import (  # noqa: F401 (fixtures)
+    ssh_home_fixture,
+    sshd_fixture,
+    sshd_with_edgescope_fixture,
+)
 
-pytestmark = pytest.mark.asyncio
+from edgescope.cli import main
 
 
 def settings_for(server: Sshd, tmp_path: Path, **over: object) -> SshSettings:
@@ -64,6 +73,7 @@ async def echo_server() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+@pytest.mark.asyncio
 async def test_forwards_to_the_devices_loopback_port(
     sshd: Sshd, tmp_path: Path, echo_server: int
 ) -> None:
@@ -77,6 +87,7 @@ async def test_forwards_to_the_devices_loopback_port(
     assert f"target 127.0.0.1 port {echo_server}" in sshd.log.read_text()
 
 
+@pytest.mark.asyncio
 async def test_unknown_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.touch()
@@ -91,6 +102,7 @@ async def test_unknown_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     assert "\n" not in msg
 
 
+@pytest.mark.asyncio
 async def test_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     other = keygen(tmp_path / "other_host_key")
     kind, b64 = other.with_suffix(".pub").read_text().split()[:2]
@@ -106,6 +118,7 @@ async def test_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in msg
 
 
+@pytest.mark.asyncio
 async def test_auth_failure(sshd: Sshd, tmp_path: Path) -> None:
     stranger = keygen(tmp_path / "stranger")
     target = SshTarget("127.0.0.1", "root", sshd.port)
@@ -113,6 +126,7 @@ async def test_auth_failure(sshd: Sshd, tmp_path: Path) -> None:
         await connect(target, settings_for(sshd, tmp_path, identities=(str(stranger),)))
 
 
+@pytest.mark.asyncio
 async def test_no_collector_and_not_installed(sshd: Sshd, tmp_path: Path) -> None:
     target = SshTarget("127.0.0.1", "root", sshd.port, collector_port=free_port())
     async with await connect(target, settings_for(sshd, tmp_path)) as dev:
@@ -124,6 +138,7 @@ async def test_no_collector_and_not_installed(sshd: Sshd, tmp_path: Path) -> Non
     assert "edgescope is not installed there" in str(e.value)
 
 
+@pytest.mark.asyncio
 async def test_refused_and_silent_servers(tmp_path: Path) -> None:
     settings = SshSettings(
         known_hosts=str(tmp_path / "kh"), identities=(), agent=False, connect_timeout=0.5
@@ -140,3 +155,67 @@ async def test_refused_and_silent_servers(tmp_path: Path) -> None:
             await connect(target, settings)
     with pytest.raises(SshUnreachable, match=r"host name 'no-such-host\.invalid' not found"):
         await connect(SshTarget("no-such-host.invalid"), settings)
+
+
+@pytest.mark.asyncio
+async def test_start_the_collector_over_ssh_where_it_is_installed(
+    sshd_with_edgescope: Sshd, tmp_path: Path
+) -> None:
+    server = sshd_with_edgescope
+    port = free_port()
+    target = SshTarget("127.0.0.1", "root", server.port, collector_port=port)
+    base = tmp_path / "device"
+    args = ("--data-dir", str(base / "data"), "--ingest", str(base / "in.sock"), "--no-mdns")
+    prober = Prober(ProbeSettings(ssh=settings_for(server, tmp_path), collector_args=args))
+    pid: int | None = None
+    try:
+        device = await prober.probe(Device(target.key, target.label, "ssh", target))
+        assert device.state == "no-collector"
+        assert device.can_start_collector
+        assert device.hint == f"edgescope collector --listen 127.0.0.1:{port}"
+        assert "no collector is listening on port" in device.error
+        dev = await prober.ssh_device(target)
+        command, pid = await dev.start_collector(extra_args=args)
+        assert command.startswith(f"edgescope collector --listen 127.0.0.1:{port} --data-dir")
+        online = await prober.probe(device)
+        assert online.state == "online", online.error
+        assert online.error == "" and not online.can_start_collector
+        assert online.mem_total
+    finally:
+        await prober.close()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    c = Collector(tmp_path / "collector")
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+def test_tail_through_ssh(
+    collector: Collector, ssh_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["tail", f"ssh://testbox/{collector.port}", "--since", "0", "--count", "5", "--json"]
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    recs = [json.loads(line) for line in out]
+    assert len(recs) == 5
+    assert [r["seq"] for r in recs] == list(range(recs[0]["seq"], recs[0]["seq"] + 5))
+    assert all("kind" in r for r in recs)
+
+
+def test_tail_through_ssh_without_a_collector(
+    ssh_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    assert main(["tail", f"ssh://root@testbox/{port}", "--count", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgescope: ssh://root@testbox: no collector on port")
+    assert "pip install 'edgescope[collector]'" in err
+    assert err.count("\n") == 1

@@ -6,6 +6,7 @@ The functions are named ``*_fixture`` so that importing them does not shadow the
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from . import Sshd, SshdUnavailable, start_sshd
 
-__all__ = ["sshd_fixture", "sshd_with_edgescope_fixture"]
+__all__ = ["ssh_home_fixture", "sshd_fixture", "sshd_with_edgescope_fixture"]
 
 
 def _start(base: Path, path_env: str | None = None) -> Iterator[Sshd]:
@@ -39,3 +40,26 @@ def sshd_with_edgescope_fixture(tmp_path: Path) -> Iterator[Sshd]:
     """A real sshd whose sessions find this virtualenv's ``edgescope`` on PATH."""
     venv_bin = str(Path(sys.executable).parent)
     yield from _start(tmp_path / "sshd", f"{venv_bin}:/usr/bin:/bin")
+
+
+@pytest.fixture(name="ssh_home")
+def ssh_home_fixture(sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME whose ``~/.ssh`` is what OpenSSH would use to reach the test sshd.
+
+    ``id_ed25519`` is the accepted key, ``known_hosts`` trusts the server, and ``config`` names
+    it ``testbox`` (``HostName 127.0.0.1``, its ``Port``, ``User root``). No agent.
+    """
+    home = tmp_path / "home"
+    dot = home / ".ssh"
+    dot.mkdir(parents=True)
+    shutil.copy(sshd.user_key, dot / "id_ed25519")
+    shutil.copy(sshd.user_key.with_suffix(".pub"), dot / "id_ed25519.pub")
+    (dot / "id_ed25519").chmod(0o600)
+    shutil.copy(sshd.known_hosts, dot / "known_hosts")
+    (dot / "config").write_text(
+        f"Host testbox\n    HostName 127.0.0.1\n    Port {sshd.port}\n    User root\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home

@@ -19,10 +19,12 @@ Errors::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shlex
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,9 @@ __all__ = [
     "SshError",
     "SshSettings",
     "SshUnreachable",
+    "Tunnel",
     "connect",
+    "open_tunnel",
 ]
 
 INSTALL_COMMAND = "pip install 'edgescope[collector]'"
@@ -369,3 +373,94 @@ class SshDevice:
         port = port or self.target.collector_port
         listener = await self.conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", port)
         return listener.get_port(), listener
+
+
+class Tunnel:
+    """``ssh -L`` for blocking code: ``host:port`` on this machine reaches the collector.
+
+    The SSH connection runs on an event loop in a background thread; :meth:`close` ends it.
+    Only this machine's loopback listens; nothing is opened on the device's network.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, target: SshTarget, settings: SshSettings | None = None) -> None:
+        self.target = target
+        self.settings = settings
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, name="edgescope-ssh", daemon=True)
+
+    def open(self, timeout: float = 60.0) -> Tunnel:
+        """Log in, check that the collector answers, start forwarding; SshError if not."""
+        self._thread.start()
+        try:
+            self.port = self._ready.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.close()
+            raise SshUnreachable(f"{self.target.label}: no answer within {timeout:g} s") from None
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            device = await connect(self.target, self.settings)
+        except BaseException as e:
+            self._ready.set_exception(e)
+            return
+        try:
+            # Open (and close) one channel first: "no collector there" is then said clearly,
+            # not as a connection that closes for no visible reason.
+            _, writer = await device.open_collector()
+            writer.close()
+            port, listener = await device.forward_local()
+        except BaseException as e:
+            self._ready.set_exception(e)
+            await device.close()
+            return
+        self._ready.set_result(port)
+        try:
+            await self._stop.wait()
+        finally:
+            listener.close()
+            await device.close()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            stop = self._stop
+            if stop is not None:
+                self._loop.call_soon_threadsafe(stop.set)
+            self._thread.join(10)
+
+    def __enter__(self) -> Tunnel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_tunnel(target: str | SshTarget, settings: SshSettings | None = None) -> Tunnel:
+    """A :class:`Tunnel` to the collector behind ``ssh://[user@]host[:port]``, open.
+
+    Raises :class:`SshError` (one sentence) for a target that can't be parsed or reached.
+    """
+    if isinstance(target, str):
+        from .discovery import TargetError, parse_ssh_target
+
+        try:
+            target = parse_ssh_target(target)
+        except TargetError as e:
+            raise SshError(str(e)) from None
+    return Tunnel(target, settings).open()

@@ -128,11 +128,17 @@ def _check_host(host: str, what: str) -> str:
 def parse_ssh_target(
     text: str, *, collector_port: int = DEFAULT_COLLECTOR_PORT, name: str | None = None
 ) -> SshTarget:
-    """``[ssh://][user@]host[:port]`` as ``ssh`` takes it (SSH's port, not the collector's)."""
+    """``[ssh://][user@]host[:port]`` as ``ssh`` takes it (SSH's port, not the collector's).
+
+    ``ssh://[user@]host[:port]/COLLECTOR_PORT`` names the collector's loopback port on the
+    device when it is not the default.
+    """
     what = repr(text)
     rest = text.strip()
     if rest.startswith("ssh://"):
-        rest = rest[len("ssh://") :].rstrip("/")
+        rest, _, cport = rest[len("ssh://") :].partition("/")
+        if cport:
+            collector_port = _port(cport, f"{what} (collector port)")
     elif "://" in rest:
         raise TargetError(f"{what}: only ssh:// targets go through SSH")
     user: str | None = None

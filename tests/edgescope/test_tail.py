@@ -1,0 +1,194 @@
+"""``edgescope tail`` against a real stream server (store and server on a loop in a thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+from edgescope_collector.auth import Authenticator
+from edgescope_collector.server import StreamServer
+from edgescope_collector.store import SegmentStore
+from edgescope_tracing import Event, Metrics, Record, RunStart
+
+from edgescope.cli import main
+
+TOKEN = b"a-token-of-twenty-bytes"
+
+
+class Served:
+    """A store and stream server on a free loopback port, on an event loop in a thread."""
+
+    def __init__(self, directory: Path, token: bytes | None = None, **store_kw: object) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.store = SegmentStore(directory, max_disk=64 << 20, **store_kw)  # type: ignore[arg-type]
+        self.store.open()
+        self.server = StreamServer(self.store, Authenticator(token), "127.0.0.1", 0)
+        self._stop = asyncio.Event()
+        started: Future[None] = Future()
+
+        async def serve() -> None:
+            await self.server.start()
+            started.set_result(None)
+            await self._stop.wait()
+            await self.server.close(grace=1.0)
+
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(serve(),))
+        self.thread.start()
+        started.result(timeout=10)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def append(self, records: list[Record]) -> None:
+        done: Future[None] = Future()
+
+        def run() -> None:
+            for r in records:
+                self.store.append(r)
+            self.store.flush()
+            done.set_result(None)
+
+        self.loop.call_soon_threadsafe(run)
+        done.result(timeout=10)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout=10)
+        self.loop.close()
+        self.store.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    s = Served(tmp_path / "data")
+    s.append(
+        [RunStart(0, "ab12", "mlp", "pi", 7, t_us=1_000_000)]
+        + [
+            Metrics(0, "loss", (i,), (1_000_000 + i,), (float("nan") if i == 3 else 0.5,))
+            for i in range(10)
+        ]
+        + [Event("mark", "checkpoint", run=0, detail={"path": "/x"}, t_us=2_000_000)]
+    )
+    yield s
+    s.close()
+
+
+def test_since_count_json(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tail", f"127.0.0.1:{served.port}", "--since", "2", "--count", "4", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    objs = [json.loads(x) for x in lines]
+    assert [o["seq"] for o in objs] == [2, 3, 4, 5]
+    assert all(o["kind"] == "metrics" for o in objs)
+    assert objs[0]["key"] == "loss" and objs[0]["steps"] == [0] and objs[0]["run"] == 0
+    assert objs[3]["values"] == ["NaN"], "NaN becomes a JSON-safe string"
+
+
+def test_events_and_history_then_live(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    done: list[int] = []
+
+    def run() -> None:
+        done.append(main(["tail", f"127.0.0.1:{served.port}", "--since", "12", "--count", "3"]))
+
+    t = threading.Thread(target=run)
+    t.start()
+    served.append([Event("log", f"live {i}", t_us=3_000_000 + i) for i in range(2)])
+    t.join(timeout=20)
+    assert done == [0]
+    lines = capsys.readouterr().out.splitlines()
+    assert "[mark] checkpoint" in lines[0] and lines[0].split()[0] == "12"
+    assert "[log] live 0" in lines[1] and "[log] live 1" in lines[2]
+
+
+def test_without_since_only_new_records(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    done: list[int] = []
+
+    def run() -> None:
+        done.append(main(["tail", f"127.0.0.1:{served.port}", "--count", "1", "--json"]))
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = 50
+    while served.server.served == 0 and deadline:
+        threading.Event().wait(0.05)
+        deadline -= 1
+    served.append([Event("log", "new")])
+    t.join(timeout=20)
+    assert done == [0]
+    (obj,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert obj["seq"] == 13 and obj["kind"] == "event" and obj["message"] == "new"
+    assert obj["event_kind"] == "log"
+
+
+def test_errors_are_one_sentence(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    free = served.port
+    served.close()
+    assert main(["tail", f"127.0.0.1:{free}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"edgescope: cannot connect to 127.0.0.1:{free}: connection refused")
+    assert len(err.splitlines()) == 1
+    for argv, text in (
+        (["tail", "127.0.0.1:0"], "port must be a number from 1 to 65535"),
+        (["tail", "host:port"], "port must be a number"),
+        (["tail", "127.0.0.1", "--count", "0"], "--count must be at least 1"),
+        (["tail", "127.0.0.1", "--since", "x"], "--since must be a whole number"),
+        (["tail", "127.0.0.1", "--token-file", "/nonexistent/t"], "cannot read the token file"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert text in err and len(err.splitlines()) == 1
+
+
+def test_auth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = Served(tmp_path / "data", token=TOKEN)
+    try:
+        s.append([Event("mark", "x", t_us=1)])
+        good = tmp_path / "good"
+        good.write_bytes(TOKEN + b"\n")
+        bad = tmp_path / "bad"
+        bad.write_bytes(b"not-the-token-at-all")
+        port = str(s.port)
+        assert main(["tail", f"127.0.0.1:{port}", "--since", "0", "--count", "2"]) == 1
+        assert "requires a token (--token-file)" in capsys.readouterr().err
+        argv = ["tail", f"127.0.0.1:{port}", "--since", "0", "--count", "2", "--token-file"]
+        assert main([*argv, str(bad)]) == 1
+        assert "refused the token" in capsys.readouterr().err
+        assert main([*argv, str(good)]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+    finally:
+        s.close()
+
+
+def test_gap_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = Served(tmp_path / "data", segment_bytes=128 * 1024)
+    try:
+        values = tuple(((i * 2654435761) % 1000003) / 1000003.0 + 1e-9 for i in range(4000))
+        big = [
+            Metrics(0, "noise", tuple(range(4000)), tuple(range(4000)), values) for _ in range(10)
+        ]
+        s.append(big)
+        # Simulate retention: drop the oldest segment as the ring would.
+        done: Future[None] = Future()
+
+        def drop() -> None:
+            s.store.max_disk = s.store.disk_bytes - 1
+            s.store._enforce_limit()
+            done.set_result(None)
+
+        s.loop.call_soon_threadsafe(drop)
+        done.result(timeout=10)
+        first = s.store.first_seq
+        assert first > 0
+        assert main(["tail", f"127.0.0.1:{s.port}", "--since", "0", "--count", "1"]) == 0
+        cap = capsys.readouterr()
+        assert f"gap: records 0 to {first - 1} will not come" in cap.err
+        assert cap.out.split()[0] == str(first)
+    finally:
+        s.close()

@@ -46,7 +46,7 @@ class Collector:
             str(self.ingest),
             "--interval",
             "0.2",
-            "--no-mdns",
+            *(() if "--mdns" in extra else ("--no-mdns",)),
             *extra,
         ]
         self.proc: subprocess.Popen[bytes] | None = None

@@ -52,6 +52,10 @@ class SourcesScreen(Screen[None]):
         if not self.edgescope.feeds:
             table.add_row("no source open", "", "", "")
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open()
+
     def action_open(self) -> None:
         feeds = self.edgescope.feeds
         row = self.query_one(DataTable).cursor_row

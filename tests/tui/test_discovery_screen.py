@@ -1,0 +1,216 @@
+"""Pilot tests of the devices screen: real collector, real sshd, real mDNS adverts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from edgescope_tui.app import EdgescopeApp
+from edgescope_tui.discovery import SERVICE_TYPE, SshTarget, TcpTarget
+from edgescope_tui.discovery.probe import ProbeSettings
+from edgescope_tui.screens.dashboard import DashboardScreen
+from edgescope_tui.screens.devices import AddDeviceScreen, DevicesScreen
+from edgescope_tui.ssh import SshSettings
+from sshd import Sshd, free_port
+from sshd.collector import Collector
+from sshd.fixtures import sshd_with_edgescope_fixture  # noqa: F401 (registers the fixture)
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Input, Static
+from zeroconf import IPVersion
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+SIZE = (120, 30)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    c = Collector(tmp_path / "collector")
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+@pytest_asyncio.fixture
+async def publisher() -> AsyncIterator[AsyncZeroconf]:
+    zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+    try:
+        yield zc
+    finally:
+        await zc.async_unregister_all_services()
+        await zc.async_close()
+
+
+def advert(name: str, port: int, txt: dict[str, str]) -> AsyncServiceInfo:
+    return AsyncServiceInfo(
+        SERVICE_TYPE,
+        f"{name}.{SERVICE_TYPE}",
+        addresses=[socket.inet_aton("127.0.0.1")],
+        port=port,
+        properties=txt,
+        server=f"{name}.local.",
+    )
+
+
+async def until(pilot: Pilot[None], cond: Callable[[], bool], timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, "timed out waiting"
+        await pilot.pause(0.05)
+
+
+def devices_screen(app: EdgescopeApp) -> DevicesScreen:
+    screen = app.screen
+    assert isinstance(screen, DevicesScreen)
+    return screen
+
+
+def state(app: EdgescopeApp, label: str) -> str:
+    s = devices_screen(app)
+    d = next((d for d in s.discovery.devices.values() if d.label == label), None)
+    return d.state if d is not None else "absent"
+
+
+def row_text(screen: DevicesScreen, label: str) -> list[str]:
+    table = screen.query_one(DataTable)
+    for key in table.rows:
+        cells = [str(c) for c in table.get_row(key)]
+        if cells[0] == label:
+            return cells
+    return []
+
+
+def select(screen: DevicesScreen, label: str) -> None:
+    table = screen.query_one(DataTable)
+    for i, key in enumerate(table.rows):
+        if str(table.get_row(key)[0]) == label:
+            table.move_cursor(row=i)
+            return
+    raise AssertionError(f"no row {label!r}")
+
+
+@pytest.mark.asyncio
+async def test_devices_live_and_open_a_dashboard(
+    collector: Collector, publisher: AsyncZeroconf
+) -> None:
+    nothing = free_port()
+    targets = [
+        (TcpTarget("127.0.0.1", collector.port, name="bench"), "config"),
+        (TcpTarget("127.0.0.1", nothing), "address"),
+    ]
+    app = EdgescopeApp(
+        home=lambda: DevicesScreen(
+            targets,  # type: ignore[arg-type]
+            mdns_interfaces=["127.0.0.1"],
+            probe=ProbeSettings(timeout=3, listen=1),
+            recheck=0,
+        )
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: state(app, "bench") == "online")
+        await until(pilot, lambda: state(app, f"127.0.0.1:{nothing}") == "unreachable")
+        screen = devices_screen(app)
+        bench = row_text(screen, "bench")
+        assert bench[1:3] == ["config", "online"]
+        assert bench[5].endswith("GiB")
+        assert bench[6] in ("ok",) or bench[6].startswith("THROTTLED")
+
+        # A device appears over mDNS while the screen is up, broken; the others carry on.
+        await publisher.async_register_service(
+            advert("flaky", 7313, {"proto": "1", "host": "x"}), cooperating_responders=True
+        )
+        await until(pilot, lambda: state(app, "flaky") == "error")
+        select(screen, "flaky")
+        await pilot.pause()
+        detail = str(screen.query_one("#device-detail", Static).render())
+        assert detail == "malformed advert: TXT record lacks 'auth'"
+        select(screen, f"127.0.0.1:{nothing}")
+        await pilot.pause()
+        detail = str(screen.query_one("#device-detail", Static).render())
+        assert "connection refused" in detail
+        assert state(app, "bench") == "online"
+
+        # ... and goes away again.
+        await publisher.async_unregister_all_services()
+        await until(pilot, lambda: state(app, "flaky") == "absent")
+        assert row_text(screen, "flaky") == []
+
+        # Enter on a device opens its live dashboard through the App.
+        select(screen, "bench")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        assert [f.label for f in app.feeds] == ["bench"]
+        await until(pilot, lambda: app.feeds[0].state.records > 5)
+
+
+@pytest.mark.asyncio
+async def test_add_a_device_by_address(collector: Collector) -> None:
+    app = EdgescopeApp(
+        home=lambda: DevicesScreen(mdns=False, probe=ProbeSettings(timeout=3, listen=1), recheck=0)
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        screen = devices_screen(app)
+        assert "press a to add one" in str(screen.query_one("#device-detail", Static).render())
+        await pilot.press("a")
+        assert isinstance(app.screen, AddDeviceScreen)
+        app.screen.query_one("#add-target", Input).value = "not a target"
+        await pilot.press("enter")
+        err = str(app.screen.query_one("#add-error", Static).render())
+        assert err == "'not a target': give the collector's address as HOST:PORT"
+        app.screen.query_one("#add-target", Input).value = f"127.0.0.1:{collector.port}"
+        await pilot.press("enter")
+        assert app.screen is screen
+        await until(pilot, lambda: state(app, f"127.0.0.1:{collector.port}") == "online")
+        await pilot.press("escape")
+
+
+@pytest.mark.asyncio
+async def test_start_the_collector_from_the_screen(
+    sshd_with_edgescope: Sshd, tmp_path: Path
+) -> None:
+    server = sshd_with_edgescope
+    empty = tmp_path / "ssh_config"
+    empty.touch()
+    port = free_port()
+    base = tmp_path / "device"
+    args = ("--data-dir", str(base / "data"), "--ingest", str(base / "in.sock"), "--no-mdns")
+    settings = SshSettings(
+        known_hosts=str(server.known_hosts),
+        identities=(str(server.user_key),),
+        agent=False,
+        config=str(empty),
+    )
+    target = SshTarget("127.0.0.1", "root", server.port, collector_port=port)
+    probe = ProbeSettings(ssh=settings, timeout=3, listen=1, collector_args=args)
+    app = EdgescopeApp(
+        home=lambda: DevicesScreen([(target, "ssh")], mdns=False, probe=probe, recheck=0)
+    )
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: state(app, target.label) == "no-collector")
+            screen = devices_screen(app)
+            detail = str(screen.query_one("#device-detail", Static).render())
+            assert "no collector is listening" in detail and "press x to start it" in detail
+            await pilot.press("x")
+            await until(pilot, lambda: state(app, target.label) == "online", timeout=30)
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+            await until(pilot, lambda: app.feeds[0].state.records > 3)
+    finally:
+        _stop_collector_on(port)
+
+
+def _stop_collector_on(port: int) -> None:
+    """End the collector the test started over SSH (found by its listening port)."""
+    import psutil
+
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
+            os.kill(conn.pid, signal.SIGTERM)

@@ -108,11 +108,10 @@ def parse_any_target(text: str, token_file: str = "") -> Target:
     """``HOST:PORT`` (a collector on the network) or ``[ssh://]user@host[:port]`` (SSH)."""
     text = text.strip()
     if text.startswith("ssh://") or "@" in text:
-        target: Target = parse_ssh_target(text)
+        t = parse_ssh_target(text)
         if token_file:
-            t = target
-            target = SshTarget(t.host, t.user, t.port, t.collector_port, t.name, token_file)
-        return target
+            t = SshTarget(t.host, t.user, t.port, t.collector_port, t.name, token_file)
+        return t
     token = read_token_file(token_file, text) if token_file else None
     return parse_tcp_target(text, default_port=None, token=token)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from edgescope_tracing import Record
-from edgescope_tui.discovery import SshTarget, TcpTarget
+from edgescope_tui.discovery import Device, SshTarget, TcpTarget
+from edgescope_tui.discovery.probe import Prober, ProbeSettings
 from edgescope_tui.sources import Status
 from edgescope_tui.sources.live import Backoff, LiveSource, TcpOpener, live_source
 from edgescope_tui.ssh import SshSettings
@@ -190,3 +191,35 @@ async def test_refused_host_key_ends_the_stream(sshd: Sshd, tmp_path: Path) -> N
         assert not r.records
     finally:
         await r.close()
+
+
+async def test_a_collector_that_wants_a_token(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("correct horse battery staple\n")
+    c = Collector(tmp_path / "c", extra=("--token-file", str(token)))
+    c.start()
+    try:
+        prober = Prober(ProbeSettings(timeout=3, listen=0.5))
+        bare = TcpTarget("127.0.0.1", c.port)
+        device = await prober.probe(Device(bare.key, bare.label, "address", bare))
+        assert device.state == "error"
+        assert device.error == f"127.0.0.1:{c.port} requires a token (--token-file)"
+
+        wrong = live_source(bare, token=b"guess", backoff=FAST)
+        r = Reader(wrong)
+        await asyncio.wait_for(r._task, 10)  # a refused token ends the stream: no retrying
+        assert [s.state for s in r.statuses()] == ["connecting", "error"]
+        assert "refused the token" in r.statuses("error")[0].message
+
+        with_token = TcpTarget("127.0.0.1", c.port, token="correct horse battery staple")
+        device = await prober.probe(Device(with_token.key, with_token.label, "address", with_token))
+        assert device.state == "online", device.error
+        assert device.auth_required is True
+        r = Reader(live_source(with_token, backoff=FAST))
+        try:
+            await r.until(lambda: len(r.records) >= 3)
+        finally:
+            await r.close()
+        await prober.close()
+    finally:
+        c.stop()

@@ -179,6 +179,12 @@ class Encoder:
         self.last_t: int | None = None
         """The highest time of any record encoded so far (None before the first)."""
         self.keyframes = 0
+        # Interned ids are never reused in a stream, though the tables restart at keyframes: a
+        # reader that lost a keyframe to damage then finds a reference undefined (and says so)
+        # instead of resolving it to a stale string from the interval before.
+        self._next_sid = 0
+        self._next_fid = 0
+        self._next_stid = 0
         self._reset_tables()
 
     def _reset_tables(self) -> None:
@@ -191,7 +197,8 @@ class Encoder:
     def _sid(self, s: str) -> int:
         sid = self._strings.get(s)
         if sid is None:
-            sid = len(self._strings)
+            sid = self._next_sid
+            self._next_sid += 1
             if not self._new_strings:
                 self._new_strings_first = sid
             self._strings[s] = sid
@@ -394,21 +401,23 @@ class Encoder:
         backend = self._sid(rec.backend)
         new_frames: list[Wire] = []
         new_stacks: list[Wire] = []
-        first_frame = len(self._frames)
-        first_stack = len(self._stacks)
+        first_frame = self._next_fid
+        first_stack = self._next_stid
         samples: list[int] = []
         for stack, count in rec.samples:
             fids = []
             for fr in stack:
                 fid = self._frames.get(fr)
                 if fid is None:
-                    fid = self._frames[fr] = len(self._frames)
+                    fid = self._frames[fr] = self._next_fid
+                    self._next_fid += 1
                     new_frames.append([self._sid(fr.function), self._sid(fr.file), fr.line])
                 fids.append(fid)
             key = tuple(fids)
             stid = self._stacks.get(key)
             if stid is None:
-                stid = self._stacks[key] = len(self._stacks)
+                stid = self._stacks[key] = self._next_stid
+                self._next_stid += 1
                 new_stacks.append(fids)
             samples.extend((stid, count))
         if self.last_t is None or rec.t_us > self.last_t:
@@ -457,7 +466,7 @@ class Decoder:
 
     def decode(self, w: Any) -> Record | None:
         """One record, or None for format internals (string tables, index) and unknown kinds."""
-        if type(w) is not list or len(w) < 2 or type(w[0]) is not int:
+        if type(w) is not list or not w or type(w[0]) is not int:
             raise DecodeError("a record is not an array starting with its kind")
         fn = self._dispatch.get(w[0])
         if fn is None:

@@ -267,7 +267,11 @@ class DashboardScreen(Screen[None]):
             if batch:
                 sub += f" · {fmt_number(batch / mean)} samples/s"
         return ChartSpec(
-            "step time", (Line("step", st, PALETTE[1], end=n, scale=1000),), fmt=_ms, subtitle=sub
+            "step time",
+            (Line("step", st, PALETTE[1], end=n, scale=1000),),
+            fmt=_ms,
+            subtitle=sub,
+            robust=True,
         )
 
     @staticmethod
@@ -375,7 +379,9 @@ class DashboardScreen(Screen[None]):
             n = st.count_until(end)
             title = "throughput samples/s" if batch else "throughput steps/s"
             spec = ChartSpec(
-                title, (Line("rate", st, PALETTE[2], end=n, invert=True, scale=batch or 1.0),)
+                title,
+                (Line("rate", st, PALETTE[2], end=n, invert=True, scale=batch or 1.0),),
+                robust=True,
             )
         else:
             spec = ChartSpec("throughput", empty="no step timing yet")

@@ -23,6 +23,7 @@ from ..series import Series
 
 __all__ = ["Chart", "ChartSpec", "Line", "Band", "draw", "fmt_number", "fmt_bytes"]
 
+CLIPPED = "#ff5f5f"
 PALETTE = ("#5fafff", "#ffaf5f", "#87d787", "#ff87af", "#d7af5f", "#af87ff", "#5fd7d7")
 
 # Braille dot bits, by (column, row) within a cell of 2 x 4 dots.
@@ -103,6 +104,10 @@ class ChartSpec:
     empty: str = "no data yet"
     y_floor: float | None = None
     """Keep this value inside the y range (0 for memory)."""
+    robust: bool = False
+    """Clip the y range to the bulk of the data when a few columns lie far outside it (a
+    slow first step), so the steady state stays readable; clipped columns are drawn red at
+    the edge."""
     extra: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -197,6 +202,16 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
         per_line.append((line, conv))
     if not math.isfinite(lo):
         lo, hi = 0.0, 1.0
+    clipped = False
+    if spec.robust:
+        lows = sorted(c[0] for _, conv in per_line for c in conv if c is not None)
+        highs = sorted(c[1] for _, conv in per_line for c in conv if c is not None)
+        p5, p95 = lows[len(lows) // 20], highs[(len(highs) * 19) // 20]
+        spread = (p95 - p5) or abs(p95) * 0.05 or 1.0
+        if hi > p95 + 3 * spread:
+            hi, clipped = p95 + 0.5 * spread, True
+        if lo < p5 - 3 * spread:
+            lo, clipped = p5 - 0.5 * spread, True
     data_hi = hi
     for y, _, _ in spec.hlines:
         yy = math.log10(y) if spec.log and y > 0 else y
@@ -228,10 +243,11 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
                     bot = ptop
             prev = (row_of(mm[1]), row_of(mm[0]))
             cx, sub = divmod(dx, 2)
+            out_of_range = mm[1] > hi or mm[0] < lo
             for r in range(top, bot + 1):
                 cy, sr = divmod(r, 4)
                 bits[cy][cx] |= _DOTS[sub][sr]
-                owner[cy][cx] = line.color
+                owner[cy][cx] = CLIPPED if out_of_range else line.color
     rules: dict[int, tuple[str, str]] = {}
     for y, label, rule_color in spec.hlines:
         yy = math.log10(y) if spec.log and y > 0 else y
@@ -279,7 +295,10 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
     out.append("\n")
     x_fmt = spec.x_fmt or (lambda v: f"{v:.0f}")
     left, right = x_fmt(x0), x_fmt(x1)
-    rule_text = "  ".join(f"╌ {label}" for _, (label, _) in sorted(rules.items()))
+    notes = [f"╌ {label}" for _, (label, _) in sorted(rules.items())]
+    if clipped:
+        notes.append("red: off the scale")
+    rule_text = "  ".join(notes)
     mid = rule_text[: max(0, plot_w - len(left) - len(right) - 2)]
     gap = plot_w + 1 - len(left) - len(right) - len(mid)
     out.append(" " * label_w + left, style="dim")

@@ -81,7 +81,15 @@ def record_json(rec: Any) -> dict[str, Any]:
 
 def record_line(rec: Any) -> str:
     """One human line: sequence number, time, kind and the gist."""
-    from edgescope_tracing import Event, Keyframe, Metrics, ProcessSample, RunEnd, RunStart
+    from edgescope_tracing import (
+        Event,
+        Keyframe,
+        Metrics,
+        ProcessSample,
+        RunEnd,
+        RunStart,
+        StackSamples,
+    )
     from edgescope_tracing.summary import iso_time, kind_name
 
     t = (iso_time(rec.t_us) or "")[11:23]
@@ -102,6 +110,9 @@ def record_line(rec: Any) -> str:
         gist = f"[{rec.kind}] {rec.message}"
     elif isinstance(rec, Keyframe):
         gist = f"#{rec.number} ({len(rec.runs)} active run(s))"
+    elif isinstance(rec, StackSamples):
+        n = sum(c for _, c in rec.samples)
+        gist = f"run {rec.run} {rec.backend} {n} samples, {len(rec.samples)} stacks"
     elif isinstance(rec, ProcessSample):
         rss = f"{rec.rss / 2**20:.1f} MiB" if rec.rss is not None else "?"
         gist = f"run {rec.run} pid {rec.pid} cpu {rec.cpu_percent}% rss {rss}"

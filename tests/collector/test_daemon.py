@@ -13,7 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edgescope_tracing import Metrics, RunEnd, RunStart, StreamEncoder, TraceReader
+from edgescope_tracing import (
+    Event,
+    Metrics,
+    RunEnd,
+    RunStart,
+    StackSamples,
+    StreamEncoder,
+    TraceReader,
+)
+from edgescope_tracing.protocol import Client
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -248,3 +257,53 @@ def test_token_protected_collector(tmp_path: Path) -> None:
         assert "authentication failed" in c.stderr()
     finally:
         assert c.stop() == 0
+
+
+def test_profile_perf_samples_the_runs_process(tmp_path: Path) -> None:
+    from edgescope_collector.stacks import backend_problem
+
+    problem = backend_problem("perf")
+    if problem is not None:
+        pytest.skip(f"perf cannot run here: {problem}")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: sum(i * i for i in range(10000))"])
+    c = Collector(tmp_path, "--profile", "perf").start()
+    try:
+        enc = StreamEncoder()
+        enc.add(RunStart(0, "cafe", "busy", "testhost", busy.pid, t_us=time.time_ns() // 1000))
+        stacks: list[StackSamples] = []
+        said: list[Event] = []
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(c.ingest))
+            s.sendall(enc.take())
+            with Client.connect("127.0.0.1", c.port, since=0, idle_timeout=20) as client:
+                deadline = time.monotonic() + 20
+                for item in client:
+                    if isinstance(item, StackSamples):
+                        stacks.append(item)
+                        break
+                    if isinstance(item, Event) and item.kind == "stacks":
+                        said.append(item)
+                    assert time.monotonic() < deadline, "no stack samples within 20 s"
+        assert said and "with perf at 99 Hz" in said[0].message
+        assert stacks[0].backend == "perf" and stacks[0].run == 0
+        assert sum(n for _, n in stacks[0].samples) > 0
+    finally:
+        busy.kill()
+        busy.wait()
+        assert c.stop() == 0
+
+
+def test_profile_with_an_unusable_backend_is_refused_at_start(tmp_path: Path) -> None:
+    from edgescope_collector.stacks import backend_problem
+
+    problem = backend_problem("bpftrace")
+    if problem is None:
+        pytest.skip("bpftrace works here: nothing to refuse")
+    p = subprocess.run(
+        [*Collector(tmp_path).args, "--profile", "bpftrace"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"edgescope collector: --profile bpftrace: {problem}"

@@ -30,7 +30,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING
 
 from edgescope_tracing import Event, ProcessSample, Record, RunEnd, RunStart
@@ -43,6 +43,7 @@ from .store import SegmentStore, StoreError
 if TYPE_CHECKING:
     from .mdns import Advertiser
     from .samplers import ProcessWatch, Sampler
+    from .stacks import StackBackend
 
 __all__ = ["Collector", "CollectorError", "run"]
 
@@ -139,6 +140,9 @@ class Collector:
         self._watch: ProcessWatch | None = None
         self._advertiser: Advertiser | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stacks: dict[int, StackBackend] = {}
+        """External stack samplers (--profile perf|bpftrace), by run."""
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     # --- records in ----------------------------------------------------------------------
 
@@ -158,11 +162,61 @@ class Collector:
         if self._watch is not None:
             self._watch.add(rs.run, rs.pid)
         log.info("run %d started: %s (pid %d)", rs.run, rs.name, rs.pid)
+        if self.cfg.profile != "python":
+            self._spawn(self._start_stacks(rs))
 
     def _on_run_end(self, re: RunEnd) -> None:
         if self._watch is not None:
             self._watch.remove_run(re.run)
         log.info("run %d ended (exit code %s)", re.run, re.exit_code)
+        backend = self._stacks.pop(re.run, None)
+        if backend is not None:
+            self._spawn(self._stop_stacks(backend))
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._side_tasks.add(task)  # referenced until done
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _start_stacks(self, rs: RunStart) -> None:
+        from .stacks import StackBackendError, open_backend
+
+        name = self.cfg.profile
+        try:
+            backend = await asyncio.to_thread(open_backend, name, rs.run, rs.pid)
+        except StackBackendError as e:
+            self.record(
+                Event(
+                    kind="stacks",
+                    message=f"no {name} stack samples for run {rs.run}: {e}",
+                    run=rs.run,
+                    severity=1,
+                    detail={"backend": name},
+                    t_us=time.time_ns() // 1000,
+                )
+            )
+            return
+        if not self.store.writable or (self._watch is not None and rs.run not in self._runs()):
+            await asyncio.to_thread(backend.stop)  # the run ended (or we stop) meanwhile
+            return
+        self._stacks[rs.run] = backend
+        self.record(
+            Event(
+                kind="stacks",
+                message=f"sampling stacks of run {rs.run} with {name} at {backend.hz} Hz",
+                run=rs.run,
+                detail={"backend": name, "hz": backend.hz, "pid": rs.pid},
+                t_us=time.time_ns() // 1000,
+            )
+        )
+
+    def _runs(self) -> set[int]:
+        return {run for run, _ in self._watch.items()} if self._watch is not None else set()
+
+    async def _stop_stacks(self, backend: StackBackend) -> None:
+        for rec in await asyncio.to_thread(backend.stop):
+            if self.store.writable:
+                self.record(rec)
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -170,6 +224,12 @@ class Collector:
         self, stop: asyncio.Event, ready: Callable[[Collector], None] | None = None
     ) -> None:
         cfg = self.cfg
+        if cfg.profile != "python":
+            from .stacks import backend_problem
+
+            problem = await asyncio.to_thread(backend_problem, cfg.profile)
+            if problem is not None:
+                raise CollectorError(f"--profile {cfg.profile}: {problem}", 2)
         try:
             self.store.open()
         except StoreError as e:
@@ -240,6 +300,11 @@ class Collector:
             close = getattr(ingest, "close", None)
             if close is not None:
                 await close()
+        if self._side_tasks:
+            await asyncio.wait(set(self._side_tasks), timeout=15)
+        backends, self._stacks = list(self._stacks.values()), {}
+        for backend in backends:
+            await self._stop_stacks(backend)
         if self.store.writable:
             self.record(
                 Event(
@@ -309,6 +374,11 @@ class Collector:
                 out.extend(s.sample(t_us))
             except Exception as e:  # one sampler's failure must not stop the rest: reported
                 errors.append((s.name, f"{type(e).__name__}: {e}"))
+        for backend in list(self._stacks.values()):
+            out.extend(backend.drain())
+            problem = backend.error()
+            if problem is not None:
+                errors.append((f"{backend.name} stacks of run {backend.run}", problem))
         return out, errors
 
     async def _sample_loop(self) -> None:

@@ -54,10 +54,11 @@ def _open_sources(files: list[str], follow: bool) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     try:
         from edgescope_tui.app import EdgescopeApp
+        from edgescope_tui.screens.devices import DevicesScreen
     except ImportError as e:
         if e.name is not None and e.name.split(".")[0] in ("edgescope_tui", "textual"):
             raise EdgescopeError(INSTALL_HINT, 3) from None
         raise
     sources = _open_sources(list(args.files), args.follow)
-    EdgescopeApp(sources, compare=args.compare).run()
+    EdgescopeApp(sources, compare=args.compare, home=DevicesScreen.from_config).run()
     return 0

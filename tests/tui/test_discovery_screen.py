@@ -214,3 +214,20 @@ def _stop_collector_on(port: int) -> None:
     for conn in psutil.net_connections("tcp"):
         if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
             os.kill(conn.pid, signal.SIGTERM)
+
+
+def test_devices_screen_from_the_devices_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``edgescope tui`` opens without files: the devices file's entries, or its problem."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    f = tmp_path / "edgescope" / "devices.toml"
+    f.parent.mkdir()
+    f.write_text('[[device]]\nname = "pi"\nssh = "pi@10.0.0.9"\n')
+    screen = DevicesScreen.from_config()
+    assert [d.label for d in screen.discovery.devices.values()] == ["pi"]
+    assert screen.config_problem == ""
+    f.write_text('[[device]]\nname = "pi"\n')
+    screen = DevicesScreen.from_config()
+    assert screen.discovery.devices == {}
+    assert "device 'pi': give exactly one of ssh" in screen.config_problem

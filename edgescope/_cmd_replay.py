@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import EdgescopeError, UsageError
 
-INSTALL_HINT = "the terminal UI is not installed: install it with  pip install 'edgescope[tui]'"
+INSTALL_HINT = "the terminal UI is not installed; install it with: pip install 'edgescope[tui]'"
 
 
 def add_parser(sub: Any) -> None:

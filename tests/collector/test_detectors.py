@@ -1,0 +1,415 @@
+"""Detectors on sequences built from the real H200 run (shared/fixtures), with faults added."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from edgescope_collector.detectors import (
+    Detectors,
+    LossSpike,
+    MemoryGrowth,
+    OomKill,
+    StepTimeRegression,
+    coinciding_signals,
+    detect,
+    is_loss_key,
+    linear_fit,
+    median,
+    robust_z,
+)
+from edgescope_collector.samplers.nvml import gpu_sample_from_readings
+from edgescope_tracing.records import (
+    CpuFreq,
+    Event,
+    GpuSample,
+    Metrics,
+    ProcessSample,
+    Record,
+    RunEnd,
+    SystemSample,
+    ThermalSample,
+    ThermalZone,
+)
+
+GiB = 1 << 30
+MiB = 1 << 20
+RUN = 1
+
+
+class H200:
+    """The fixture's steps and NVML readings."""
+
+    def __init__(self, path: Path) -> None:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f]
+        self.steps = [r for r in rows if r["kind"] == "step"]
+        self.nvml = [r for r in rows if r["kind"] == "nvml"]
+
+    def t_us(self, step: int) -> int:
+        return int(self.steps[step]["t_ns"] // 1000)
+
+
+@pytest.fixture(scope="module")
+def h200(h200_fixture: Path) -> H200:
+    return H200(h200_fixture)
+
+
+def metric_batches(
+    key: str, rows: list[dict[str, Any]], value: Callable[[dict[str, Any]], float], batch: int = 64
+) -> Iterator[Metrics]:
+    """Columnar batches as the SDK ships them."""
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        yield Metrics(
+            run=RUN,
+            key=key,
+            steps=tuple(r["step"] for r in chunk),
+            times_us=tuple(r["t_ns"] // 1000 for r in chunk),
+            values=tuple(value(r) for r in chunk),
+            t_us=chunk[0]["t_ns"] // 1000,
+        )
+
+
+def with_times(steps: list[dict[str, Any]], step_ns: Callable[[int, int], int]) -> list[dict]:
+    """The steps again with ``step_ns`` changed and the wall times re-accumulated from it."""
+    out = []
+    t = steps[0]["t_ns"] - steps[0]["step_ns"]
+    for r in steps:
+        ns = step_ns(r["step"], r["step_ns"])
+        t += ns
+        out.append({**r, "step_ns": ns, "t_ns": t})
+    return out
+
+
+def gpu_samples(nvml: list[dict[str, Any]]) -> list[GpuSample]:
+    return [gpu_sample_from_readings(0, "NVIDIA H200", r, r["t_ns"] // 1000) for r in nvml]
+
+
+def merged(*streams: Iterator[Record] | list[Any]) -> list[Record]:
+    records: list[Record] = [r for s in streams for r in s]
+    records.sort(key=lambda r: r.t_us)
+    return records
+
+
+def anomalies(events: list[Event], detector: str) -> list[Event]:
+    assert all(e.kind == "anomaly" for e in events)
+    return [e for e in events if e.detail["detector"] == detector]
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def test_statistics() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0 and median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    assert robust_z(10.0, [1.0, 2.0, 3.0, 2.0, 1.0]) == pytest.approx((10 - 2) / 1.4826)
+    assert robust_z(5.0, [5.0] * 10) == 0.0
+    assert robust_z(5.1, [5.0] * 10) > 1000  # a flat window: any rise stands out
+    slope, icpt, r2 = linear_fit([0, 1, 2, 3], [1, 3, 5, 7])
+    assert (slope, icpt, r2) == (2.0, 1.0, 1.0)
+    assert linear_fit([1, 1], [2, 3])[0] == 0.0
+    assert is_loss_key("loss") and is_loss_key("train/loss") and is_loss_key("val_loss")
+    assert not is_loss_key("lossy_metric") and not is_loss_key("lr")
+
+
+# -------------------------------------------------------------------------- the real run
+
+
+def test_the_real_run_raises_no_alarm(h200: H200) -> None:
+    """11,658 real steps (a 447 ms first step, a 20 GB allocation at step 600, loss from 2.3
+    to 1e-8), real NVML samples and the process's real RSS: no detector speaks."""
+    procs = [
+        ProcessSample(RUN, 4242, rss=r["rss"], rss_peak=r["rss"], t_us=r["t_ns"] // 1000)
+        for r in h200.nvml
+    ]
+    system = [
+        SystemSample(mem_total=128 * GiB, mem_available=100 * GiB, t_us=r["t_ns"] // 1000 + 1)
+        for r in h200.nvml
+    ]
+    records = merged(
+        metric_batches("loss", h200.steps, lambda r: r["loss"]),
+        metric_batches("step_ns", h200.steps, lambda r: r["step_ns"]),
+        gpu_samples(h200.nvml),
+        procs,
+        system,
+    )
+    assert detect(records) == []
+    # The same with the process in a 2 GiB cgroup (its RSS settles at 1.2 GB): no alarm.
+    limited = [replace(p, cgroup_current=p.rss, cgroup_limit=2 * GiB) for p in procs]
+    assert detect(merged(limited)) == []
+
+
+# ------------------------------------------------------------------------------------ loss
+
+
+def test_nonfinite_loss_is_reported_once_per_episode(h200: H200) -> None:
+    def loss(r: dict[str, Any]) -> float:
+        if 5000 <= r["step"] < 5004:
+            return math.nan
+        return math.inf if r["step"] == 9000 else float(r["loss"])
+
+    events = detect(list(metric_batches("train/loss", h200.steps, loss)))
+    bad = anomalies(events, "nonfinite_loss")
+    assert [(e.detail["step"], e.detail["value"], e.severity) for e in bad] == [
+        (5000, "nan", 2),
+        (9000, "inf", 2),
+    ]
+    assert bad[0].message == "train/loss is nan at step 5000"
+    assert bad[0].t_us == h200.t_us(5000) and bad[0].run == RUN
+    assert anomalies(events, "loss_spike") == []  # non-finite values are not spikes
+
+
+def test_loss_spike_by_median_and_mad(h200: H200) -> None:
+    def loss(r: dict[str, Any]) -> float:
+        return r["loss"] * (30 if r["step"] in (7000, 7001, 10500) else 1)
+
+    events = detect(list(metric_batches("loss", h200.steps, loss)))
+    spikes = anomalies(events, "loss_spike")
+    # 7001 falls in the cooldown of 7000; 10500 is a new spike.
+    assert [e.detail["step"] for e in spikes] == [7000, 10500]
+    e = spikes[0]
+    assert e.severity == 1 and e.t_us == h200.t_us(7000)
+    assert e.detail["value"] == pytest.approx(h200.steps[7000]["loss"] * 30)
+    assert e.message.startswith("loss spiked to ") and "x the median" in e.message
+    assert e.detail["z"] > 8  # type: ignore[operator]
+
+
+def test_loss_spike_ignores_a_loss_that_falls_fast(h200: H200) -> None:
+    """Warm-up: the loss drops 5,000-fold in 50 steps; a trailing median never calls that a
+    spike, and an early wobble (2.31 -> 2.40) falls before min_points."""
+    d = LossSpike()
+    events = [
+        e for m in metric_batches("loss", h200.steps[:200], lambda r: r["loss"]) for e in d.feed(m)
+    ]
+    assert events == []
+
+
+# ------------------------------------------------------------------------------ step time
+
+
+def slowed(h200: H200, start: int = 8000, stop: int = 9000, factor: float = 2.3) -> list[dict]:
+    return with_times(h200.steps, lambda step, ns: int(ns * factor) if start <= step < stop else ns)
+
+
+def thermal_series(t0: int, t1: int, hot_from: int, hot_to: int) -> list[ThermalSample]:
+    """1 Hz thermal samples of a 4-core board: cpu0 throttles at 82 °C in [hot_from, hot_to)."""
+    out = []
+    count = 0
+    for t in range(t0, t1, 1_000_000):
+        hot = hot_from <= t < hot_to
+        count += 3 if hot else 0
+        out.append(
+            ThermalSample(
+                zones=(
+                    ThermalZone("x86_pkg_temp", 82.0 if hot else 61.0, (("passive", 80.0, 0.0),)),
+                ),
+                freqs=tuple(
+                    CpuFreq(c, 1_200_000 if hot else 3_400_000, None, 4_700_000, 4_700_000)
+                    for c in range(4)
+                ),
+                throttle={"cpu0.core_throttle_count": count, "cpu1.core_throttle_count": 0},
+                t_us=t,
+            )
+        )
+    return out
+
+
+def test_step_time_regression_names_the_cpu_throttle(h200: H200) -> None:
+    steps = slowed(h200)
+    t = {r["step"]: r["t_ns"] // 1000 for r in steps}
+    thermal = thermal_series(t[0] - 2_000_000, t[11657], t[7990], t[9000])
+    events = detect(merged(metric_batches("step_ns", steps, lambda r: r["step_ns"]), thermal))
+    regs = anomalies(events, "step_time_regression")
+    assert len(regs) == 2
+    slow, back = regs
+    assert 8000 <= slow.detail["step"] <= 8010  # type: ignore[operator]
+    assert slow.severity == 1 and slow.run == RUN
+    assert slow.message.startswith("step time 2.3x median (")
+    assert "while cpu0 throttled at 82.0 °C, cpu0 at 1200 MHz of 4700 MHz" in slow.message
+    kinds = [s["kind"] for s in slow.detail["signals"]]  # type: ignore[union-attr]
+    assert kinds == ["throttle_counter", "frequency", "trip_point"]
+    assert slow.detail["median_s"] == pytest.approx(0.0058, rel=0.05)
+    assert back.severity == 0 and back.detail["recovered"] is True
+    assert 9000 <= back.detail["step"] <= 9010  # type: ignore[operator]
+    assert back.message.startswith("step time back to 1.0x median after ")
+
+
+def test_step_time_regression_names_gpu_thermal_slowdown(h200: H200) -> None:
+    steps = slowed(h200, factor=1.8)
+    t8000 = steps[8000]["t_ns"] // 1000
+    gpus = [
+        replace(g, clock_event_reasons=0x20, sm_clock_mhz=1410, temp_c=87.0)
+        if g.t_us >= t8000 - 1_000_000
+        else g
+        for g in gpu_samples(h200.nvml)
+    ]
+    events = detect(merged(metric_batches("step_ns", steps, lambda r: r["step_ns"]), gpus))
+    (slow, _back) = anomalies(events, "step_time_regression")
+    assert slow.message.startswith("step time 1.8x median")
+    assert slow.message.endswith("while GPU 0 sw_thermal_slowdown")
+
+
+def test_step_time_regression_names_memory_pressure_and_swap(h200: H200) -> None:
+    steps = slowed(h200, stop=99_999, factor=3.0)
+    t8000 = steps[8000]["t_ns"] // 1000
+    system = []
+    for i, r in enumerate(h200.nvml):
+        t = r["t_ns"] // 1000
+        thrash = t >= t8000 - 2_000_000
+        system.append(
+            SystemSample(
+                mem_total=16 * GiB,
+                mem_available=(200 * MiB) if thrash else 6 * GiB,
+                swap_total=8 * GiB,
+                swap_used=(1 * GiB + i * MiB) if thrash else 64 * MiB,
+                psi={"memory.some.avg10": 41.0 if thrash else 0.0, "cpu.some.avg10": 2.0},
+                t_us=t,
+            )
+        )
+    events = detect(merged(metric_batches("step_ns", steps, lambda r: r["step_ns"]), system))
+    (slow,) = anomalies(events, "step_time_regression")  # never recovers
+    assert "while memory pressure 41% (PSI), swap grew " in slow.message
+    assert [s["kind"] for s in slow.detail["signals"]] == ["memory_pressure", "swap"]  # type: ignore[union-attr]
+
+
+def test_step_time_regression_without_a_cause_says_so(h200: H200) -> None:
+    steps = slowed(h200, factor=2.0)
+    events = detect(
+        merged(metric_batches("step_ns", steps, lambda r: r["step_ns"]), gpu_samples(h200.nvml))
+    )
+    slow = anomalies(events, "step_time_regression")[0]
+    assert slow.message.endswith("no throttle, frequency, temperature or memory signal coincides")
+    assert slow.detail["signals"] == []
+
+
+def test_step_time_derived_from_the_loss_timestamps(h200: H200) -> None:
+    """Without a step-time metric the time between logged steps is the step time."""
+    steps = slowed(h200)
+    d = StepTimeRegression()
+    events = [e for m in metric_batches("loss", steps, lambda r: r["loss"]) for e in d.feed(m)]
+    assert [e.severity for e in events] == [1, 0]
+    assert events[0].message.startswith("step time 2.3x median")
+
+
+# --------------------------------------------------------------------------------- memory
+
+
+def leaking(h200: H200, per_s: float, start_s: float = 20.0) -> list[ProcessSample]:
+    t0 = h200.nvml[0]["t_ns"] // 1000
+    out = []
+    for r in h200.nvml:
+        t = r["t_ns"] // 1000
+        leak = int(max(0.0, (t - t0) / 1e6 - start_s) * per_s)
+        out.append(ProcessSample(RUN, 4242, rss=r["rss"] + leak, t_us=t))
+    return out
+
+
+def test_memory_growth_towards_the_cgroup_limit(h200: H200) -> None:
+    procs = [
+        replace(p, cgroup_current=(p.rss or 0) + 300 * MiB, cgroup_limit=3 * GiB)
+        for p in leaking(h200, 20 * MiB)
+    ]
+    events = MemoryGrowth()
+    got = [e for p in procs for e in events.feed(p)]
+    (e,) = got
+    assert e.detail["detector"] == "memory_growth" and e.run == RUN
+    assert e.detail["slope_bps"] == pytest.approx(20 * MiB, rel=0.1)
+    assert re.match(
+        rf"run {RUN}'s cgroup memory grows 1\d\.\d MiB/s: at this rate it reaches its 3\.0 GiB "
+        r"cgroup limit in \d min \d+ s$",
+        e.message,
+    )
+    headroom, slope = e.detail["headroom"], e.detail["slope_bps"]
+    assert e.detail["eta_s"] == pytest.approx(headroom / slope, rel=0.01)  # type: ignore[operator]
+    assert e.detail["eta_s"] < 600  # type: ignore[operator]
+
+
+def test_memory_growth_against_available_memory(h200: H200) -> None:
+    procs = leaking(h200, 5 * MiB)
+    system = [
+        SystemSample(
+            mem_total=8 * GiB,
+            mem_available=max(0, 2 * GiB - ((p.rss or 0) - 1170 * MiB)),
+            t_us=p.t_us + 1,
+        )
+        for p in procs
+    ]
+    events = anomalies(detect(merged(procs, system)), "memory_growth")
+    assert len(events) == 1
+    assert "uses up the " in events[0].message and "still available in " in events[0].message
+    assert events[0].detail["limit"] is None
+
+
+def test_slow_growth_far_from_the_limit_is_quiet(h200: H200) -> None:
+    procs = [
+        replace(p, cgroup_current=p.rss, cgroup_limit=64 * GiB) for p in leaking(h200, 2 * MiB)
+    ]
+    assert anomalies(detect(procs), "memory_growth") == []
+
+
+# ------------------------------------------------------------------------------------ OOM
+
+
+def test_oom_kill_counter_and_sigkill_at_the_limit() -> None:
+    d = OomKill()
+    base = ProcessSample(RUN, 4242, cgroup_current=3 * GiB - MiB, cgroup_limit=3 * GiB)
+    assert d.feed(replace(base, oom_kills=0, t_us=1)) == []
+    assert d.feed(replace(base, pid=4243, oom_kills=0, t_us=1)) == []
+    (e,) = d.feed(replace(base, oom_kills=1, t_us=2))
+    assert e.severity == 2 and e.t_us == 2 and e.detail["killed"] == 1
+    assert e.message == (
+        f"the OOM killer killed 1 process in run {RUN}'s cgroup at 3.0 GiB of its 3.0 GiB limit"
+    )
+    assert d.feed(replace(base, pid=4243, oom_kills=1, t_us=2)) == []  # same kill, other pid
+    (end,) = d.feed(RunEnd(RUN, exit_code=137, t_us=3))
+    assert "killed (SIGKILL) with its cgroup at 100% of its 3.0 GiB limit" in end.message
+    assert d.feed(RunEnd(RUN + 1, exit_code=137, t_us=3)) == []  # no memory figures: no claim
+
+
+# ---------------------------------------------------------------------- coinciding signals
+
+
+def test_coinciding_signals_from_a_pi_and_a_container() -> None:
+    before = ThermalSample(
+        freqs=(CpuFreq(0, 1_800_000, 1_800_000, 1_800_000, 1_800_000),), throttle={}, t_us=0
+    )
+    during = ThermalSample(
+        zones=(ThermalZone("cpu-thermal", 84.5, (("critical", 110.0, 0.0),)),),
+        freqs=(CpuFreq(0, 1_000_000, 1_000_000, 1_800_000, 1_800_000),),
+        throttle={
+            "pi.throttled": 0x50005,
+            "pi.flag.under_voltage": 1,
+            "pi.flag.throttled": 1,
+            "pi.flag.under_voltage_occurred": 1,
+            "hwmon.rpi_volt.in0_lcrit_alarm": 1,
+        },
+        t_us=10,
+    )
+    proc = ProcessSample(RUN, 1, cgroup_current=int(2.9 * GiB), cgroup_limit=3 * GiB, t_us=11)
+    other = ProcessSample(RUN + 1, 2, cgroup_current=GiB, cgroup_limit=GiB, t_us=11)
+    signals = coinciding_signals([before, during, proc, other], 5, 20, RUN)
+    assert [s.text for s in signals] == [
+        "Pi firmware: throttled, under voltage at 84.5 °C",
+        "rpi_volt.in0_lcrit_alarm raised",
+        "cpu0 at 1000 MHz of 1800 MHz",
+        "the run's cgroup at 97% of its 3.0 GiB limit",
+    ]
+    assert coinciding_signals([before, during], 11, 20, RUN) == []  # outside the window
+
+
+def test_detectors_fold_keeps_state_across_records(h200: H200) -> None:
+    d = Detectors()
+    first = list(metric_batches("loss", h200.steps[:5000], lambda r: r["loss"]))
+    rest = list(
+        metric_batches(
+            "loss", h200.steps[5000:], lambda r: r["loss"] * (40 if r["step"] == 6000 else 1)
+        )
+    )
+    events = [e for m in first + rest for e in d.feed(m)]
+    assert [e.detail["step"] for e in events] == [6000]

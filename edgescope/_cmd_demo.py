@@ -244,6 +244,9 @@ class _Job:
         env = dict(os.environ)
         env["EDGESCOPE_SOCKET"] = str(ingest)
         env["EDGESCOPE_DIR"] = str(workdir / "sdk-fallback")
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            # one core, as the job's phases describe; a small device has few to spare
+            env.setdefault(var, "1")
         cmd = [
             sys.executable,
             "-m",
@@ -267,10 +270,10 @@ class _Job:
 
 
 class _Recorder(threading.Thread):
-    """Streams everything from the collector into the trace file until told to stop.
+    """Streams everything from the collector into the trace file until the stream ends.
 
-    Stops by itself once the run of ``pid`` has ended and ``job_done`` is set, or when the
-    collector closes the stream.
+    ``run_ended`` is set when the run of process ``pid`` has ended (or the stream did); the
+    stream ends when the collector shuts down, or when :meth:`stop` cuts it.
     """
 
     def __init__(self, port: int, writer: Any, pid: int) -> None:
@@ -378,6 +381,8 @@ def _demo(plan: _Plan, workdir: Path, writer: Any) -> int:
         recorder.run_ended.wait(END_TIMEOUT)
         if recorder.error:
             print(f"edgescope demo: the recording stopped early: {recorder.error}", file=sys.stderr)
+        if plan.headless and job_code == 0:
+            print(f"edgescope {_tail(job.log, 1)}", file=sys.stderr)
         if job_code not in (0, None):
             print(
                 f"edgescope demo: the training job failed (exit code {job_code}): {_tail(job.log)}",
@@ -388,12 +393,70 @@ def _demo(plan: _Plan, workdir: Path, writer: Any) -> int:
     finally:
         if job is not None:
             job.stop()
-        if recorder is not None:
-            recorder.stop()
+        # the collector first: on SIGTERM it records its stop and ends the stream cleanly,
+        # which ends the recorder by itself; stop() only cuts a recorder that is still waiting
         collector.stop()
+        if recorder is not None:
+            recorder.join(END_TIMEOUT)
+            recorder.stop()
+
+
+MDNS_TIMEOUT = 5.0
+"""How long the demo browses mDNS for its collector before it connects to it by address."""
+
+
+def _discover(port: int, timeout: float = MDNS_TIMEOUT) -> tuple[Any, str]:
+    """The demo collector as discovery finds it: over mDNS on loopback, else by address.
+
+    Returns the target to connect to and one line for the screen that says which it was.
+    """
+    import asyncio
+
+    from edgescope_tui.discovery import MdnsBrowser, TcpTarget
+
+    async def browse() -> Any:
+        found: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_change(key: str, device: Any) -> None:
+            target = getattr(device, "target", None)
+            if isinstance(target, TcpTarget) and target.port == port and not found.done():
+                found.set_result(target)
+
+        async with MdnsBrowser(on_change, interfaces=["127.0.0.1"]):
+            return await asyncio.wait_for(found, timeout)
+
+    try:
+        target = asyncio.run(browse())
+    except TimeoutError:
+        reason = f"no mDNS answer within {timeout:g} s"
+    except OSError as e:
+        reason = f"mDNS is not available here ({(e.strerror or str(e)).lower()})"
+    else:
+        return target, f"found {target.label} over mDNS at {target.host}:{target.port}"
+    manual = TcpTarget("127.0.0.1", port, name="demo collector")
+    return manual, f"{reason}: connected to 127.0.0.1:{port} by address instead"
+
+
+def _demo_app(target: Any, note: str, job_pid: int) -> Any:
+    """The TUI on the demo's collector, with the discovery note on screen."""
+    import edgescope_tui.app
+    from edgescope_tui.app import EdgescopeApp
+    from edgescope_tui.sources.live import live_source
+
+    class DemoApp(EdgescopeApp):
+        # Textual resolves CSS_PATH beside the subclass's module: point it at the TUI's own
+        CSS_PATH = str(Path(edgescope_tui.app.__file__).with_name("edgescope.tcss"))
+
+        def on_mount(self) -> None:
+            # Textual calls EdgescopeApp.on_mount too (handlers run along the MRO)
+            self.sub_title = f"demo: training job pid {job_pid}; {note}"
+            self.notify(note, title="edgescope demo", timeout=20)
+
+    # since=0: the collector is fresh, and the demo shows the run from its first step
+    return DemoApp([live_source(target, since=0)])
 
 
 def _tui(plan: _Plan, collector: _Collector, job: _Job) -> int | None:
-    raise EdgescopeError(
-        "the TUI view of the demo is not there yet; run 'edgescope demo --headless'", 2
-    )
+    target, note = _discover(collector.port)
+    _demo_app(target, note, job.pid).run()
+    return job.proc.poll()

@@ -10,7 +10,7 @@ warm-up        ordinary training; each step waits ~3 ms for its batch, as on a d
 cpu-heavy      large batches and a full evaluation every step: one core busy, step time up
 memory-growth  every step keeps a copy of its activations, as a training loop that keeps
                tensors it meant to drop: RSS grows steadily (capped by ``--leak-mb``)
-lr-spike       the learning rate jumps 15x: loss and gradient norm jump
+lr-spike       the learning rate jumps 15x: loss and gradient norm jump (the memory stays)
 recovery       learning rate back, the kept memory freed: the loss comes down again
 =============  ==========================================================================
 
@@ -51,6 +51,9 @@ class Phase:
     batch: int = 128
     full_eval: bool = False
     leak: bool = False
+    """Keep a copy of each step's activations, growing towards ``leak_mb``."""
+    hold: bool = False
+    """Keep what the leak kept (without growing it); entering a phase with neither frees it."""
     loader_wait_s: float = 0.003
 
 
@@ -65,7 +68,7 @@ PHASES: tuple[Phase, ...] = (
         loader_wait_s=0.0,
     ),
     Phase("memory-growth", 0.4, "every step keeps a copy of its activations (a leak)", leak=True),
-    Phase("lr-spike", 0.65, "the learning rate jumps 15x", lr_scale=15.0),
+    Phase("lr-spike", 0.65, "the learning rate jumps 15x", lr_scale=15.0, hold=True),
     Phase("recovery", 0.75, "learning rate back, the kept memory freed"),
 )
 
@@ -194,7 +197,7 @@ def train(
             break
         p = phase_at(fraction)
         if p is not phase:
-            if phase is not None and phase.leak and not p.leak:
+            if not (p.leak or p.hold):
                 held.clear()
                 held_bytes = 0
             phase = p

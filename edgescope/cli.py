@@ -20,6 +20,7 @@ __all__ = ["main"]
 COMMANDS: list[str] = [
     # one line per command module, e.g. "_cmd_record"
     "_cmd_export",
+    "_cmd_demo",
     "_cmd_collector",
     "_cmd_tail",
     "_cmd_ls",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from edgescope_tracing import (
     Event,
     GpuSample,
+    Keyframe,
     Metrics,
     ProcessSample,
     RunEnd,
@@ -65,17 +67,30 @@ def test_example_is_small() -> None:
     assert EXAMPLE.stat().st_size < 1_000_000
 
 
+def _content(path: Path) -> list[Any]:
+    """The records of a trace without keyframes and sequence numbers: what an encoding change
+    (where keyframes fall, how ids are numbered) leaves alone."""
+    with TraceReader(path) as r:
+        return [replace(x, seq=0) for x in r if not isinstance(x, Keyframe)]
+
+
 @needs_fixture
 def test_example_is_what_the_converter_makes(tmp_path: Path) -> None:
-    out = tmp_path / "again.est"
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgescope._convert_h200", str(FIXTURE), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out, again = tmp_path / "one.est", tmp_path / "two.est"
+    for dst in (out, again):
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgescope._convert_h200", str(FIXTURE), "-o", str(dst)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == again.read_bytes()  # deterministic
+    assert _content(out) == _content(EXAMPLE), (
+        "examples/h200-mlp-training.est is stale: rebuild it with "
+        "python -m edgescope._convert_h200 ../shared/fixtures/h200-mlp-training.jsonl "
+        "-o examples/h200-mlp-training.est"
     )
-    assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes() == EXAMPLE.read_bytes()
 
 
 @needs_fixture
@@ -183,3 +198,48 @@ def test_converter_refuses_other_input(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_replay_shows_the_example() -> None:
+    """What ``edgescope replay examples/h200-mlp-training.est`` draws, through the real App."""
+    import asyncio
+
+    from edgescope_tui.app import EdgescopeApp
+    from edgescope_tui.screens.dashboard import DashboardScreen
+    from edgescope_tui.sources import FileSource
+    from edgescope_tui.widgets.chart import Chart
+
+    async def replay() -> None:
+        app = EdgescopeApp([FileSource(EXAMPLE)])
+        async with app.run_test(size=(120, 36)) as pilot:
+            for _ in range(500):
+                if app.feeds and app.feeds[0].complete:
+                    break
+                await pilot.pause(0.02)
+            await pilot.pause()
+            d = app.screen
+            assert isinstance(d, DashboardScreen)
+            assert "h200-mlp-training" in str(d.query_one("#run-header").render())
+
+            def lines(chart: str) -> dict[str, int]:
+                spec = d.query_one(f"#{chart}", Chart).spec
+                assert spec is not None, chart
+                return {line.label: len(line.series) for line in spec.lines}
+
+            assert lines("chart-loss") == {"loss": 11658}
+            assert lines("chart-step")["step"] == 11658
+            memory = d.query_one("#chart-memory", Chart).spec
+            assert memory is not None and "CUDA peak 20.8 GiB" in memory.subtitle
+            assert lines("chart-memory") == {"RSS": 779, "CUDA": 11658, "CUDA peak": 11658}
+            thermal = d.query_one("#chart-thermal", Chart).spec
+            assert thermal is not None and "reasons" in thermal.subtitle
+            assert lines("chart-thermal") == {"gpu0": 779}
+            assert lines("chart-clocks") == {"gpu0 SM": 779}
+            power = d.query_one("#chart-power", Chart).spec
+            assert power is not None and lines("chart-power") == {"gpu0": 779}
+            assert any("limit 700 W" in h[1] for h in power.hlines)
+            marks = [e for e in d.feed.state.events_until() if e.kind == "mark"]
+            assert len(marks) == 1 and marks[0].detail["step"] == 600
+            await pilot.press("q")
+
+    asyncio.run(replay())

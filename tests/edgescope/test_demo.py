@@ -1,0 +1,179 @@
+"""``edgescope demo --headless``: a real collector, the real job, a trace that shows the phases."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from edgescope_tracing import Event, Metrics, ProcessSample, RunEnd, RunStart, TraceReader
+
+DURATION = 8.0
+LEAK_MB = 48.0
+
+
+def _edgescope(*argv: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("EDGESCOPE_SOCKET", None)
+    return subprocess.run(
+        [sys.executable, "-m", "edgescope", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    tmp = tmp_path_factory.mktemp("demo")
+    out = tmp / "demo.est"
+    # no --headless: without a terminal the demo must fall back to headless by itself
+    proc = _edgescope(
+        "demo", "--duration", str(DURATION), "--leak-mb", str(LEAK_MB), "-o", str(out), cwd=tmp
+    )
+    return proc, out
+
+
+def _metric(recs: list[Any], key: str) -> list[tuple[int, int, float]]:
+    out = []
+    for m in recs:
+        if isinstance(m, Metrics) and m.key == key:
+            out += list(zip(m.steps, m.times_us, m.values, strict=True))
+    return out
+
+
+def test_headless_demo_records_the_phases(
+    demo_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    proc, out = demo_run
+    assert proc.returncode == 0, proc.stderr
+    assert "running --headless" in proc.stderr
+    # the inspect summary is printed
+    assert f"{out}: edgescope trace format" in proc.stdout
+    assert "edgescope-demo" in proc.stdout and "loss" in proc.stdout
+    assert f"edgescope replay {out}" in proc.stderr
+
+    with TraceReader(out) as r:
+        recs = list(r)
+        assert r.damage == []
+    (start,) = [x for x in recs if isinstance(x, RunStart) and x.name == "edgescope-demo"]
+    ends = [x for x in recs if isinstance(x, RunEnd) and x.run == start.run]
+    assert len(ends) == 1 and ends[0].exit_code == 0
+    marks = [x for x in recs if isinstance(x, Event) and x.kind == "mark" and x.run == start.run]
+    names = [m.message.split(":")[0].removeprefix("phase ") for m in marks]
+    assert names == ["warm-up", "cpu-heavy", "memory-growth", "lr-spike", "recovery"]
+    at = {n: m.t_us for n, m in zip(names, marks, strict=True)}
+
+    def during(series: list[tuple[int, int, float]], phase: str, nxt: str | None) -> list[float]:
+        hi = at[nxt] if nxt else 1 << 62
+        return [v for _, t, v in series if at[phase] <= t < hi]
+
+    loss = _metric(recs, "loss")
+    assert [s for s, _, _ in loss] == list(range(len(loss))) and len(loss) > 200
+    before = statistics.median(during(loss, "memory-growth", "lr-spike"))
+    assert max(during(loss, "lr-spike", "recovery")) > 2 * before
+
+    step_time = _metric(recs, "step_time")
+    assert statistics.median(during(step_time, "cpu-heavy", "memory-growth")) > 1.5 * (
+        statistics.median(during(step_time, "warm-up", "cpu-heavy"))
+    )
+
+    held = during(_metric(recs, "held_mb"), "memory-growth", "lr-spike")
+    assert held == sorted(held) and held[-1] > LEAK_MB / 2
+
+    # the collector sampled the job's process: RSS and its peak (VmHWM) grow through the leak,
+    # and RSS falls when the kept memory is freed at recovery
+    procs = [
+        p
+        for p in recs
+        if isinstance(p, ProcessSample) and p.pid == start.pid and p.rss and p.rss_peak
+    ]
+    before = [p for p in procs if p.t_us <= at["memory-growth"]]
+    kept = [p for p in procs if at["memory-growth"] < p.t_us <= at["recovery"]]
+    after = [p for p in procs if p.t_us > at["recovery"] + 200_000]
+    assert before and kept and after, (len(before), len(kept), len(after))
+    grew = max(p.rss or 0 for p in kept) - (before[-1].rss or 0)
+    assert grew > LEAK_MB * 0.6 * 2**20
+    assert (kept[-1].rss_peak or 0) - (before[-1].rss_peak or 0) > LEAK_MB * 0.6 * 2**20
+    assert (after[-1].rss or 0) < max(p.rss or 0 for p in kept) - LEAK_MB * 0.5 * 2**20
+
+
+def test_bad_arguments_are_one_sentence(tmp_path: Path) -> None:
+    for argv, says in [
+        (["demo", "--headless", "--duration", "-3"], "--duration must be between"),
+        (["demo", "--headless", "-o", str(tmp_path)], "is a directory"),
+        (["demo", "--headless", "-o", str(tmp_path / "no" / "x.est")], "does not exist"),
+    ]:
+        proc = _edgescope(*argv, cwd=tmp_path)
+        assert proc.returncode == 2, argv
+        assert says in proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_numpy_it_says_how_to_get_it(tmp_path: Path) -> None:
+    # numpy made unimportable in the process, as in an environment without it
+    code = (
+        "import sys; sys.modules['numpy'] = None; from edgescope.cli import main; "
+        "sys.exit(main(['demo', '--headless']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert "pip install 'edgescope[demo]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_tui_finds_the_demo_collector_and_shows_the_run(tmp_path: Path) -> None:
+    import asyncio
+
+    from edgescope_tui.screens.dashboard import DashboardScreen
+    from edgescope_tui.widgets.chart import Chart
+
+    from edgescope._cmd_demo import _Collector, _demo_app, _discover, _Job
+
+    collector = _Collector(tmp_path, mdns=True)
+    job: _Job | None = None
+    try:
+        collector.wait_ready()
+        job = _Job(tmp_path, collector.ingest, 4.0, 16.0)
+        target, note = _discover(collector.port)
+        # discovered the way a device is: the collector's mDNS advert on loopback
+        assert note.startswith("found ") and f"over mDNS at 127.0.0.1:{collector.port}" in note
+        assert (target.host, target.port) == ("127.0.0.1", collector.port)
+        app = _demo_app(target, note, job.pid)
+
+        async def watch() -> None:
+            async with app.run_test(size=(120, 36)) as pilot:
+                assert note in app.sub_title
+                for _ in range(300):
+                    feed = app.feeds[0]
+                    names = [r.name for r in feed.state.runs.values()]
+                    loss = feed.state.metrics.get((0, "loss"))
+                    if "edgescope-demo" in names and loss is not None and len(loss) > 20:
+                        break
+                    await pilot.pause(0.05)
+                screen = app.screen
+                assert isinstance(screen, DashboardScreen)
+                screen.refresh_view()
+                await pilot.pause()
+                assert "edgescope-demo" in str(screen.query_one("#run-header").render())
+                loss = screen.query_one("#chart-loss", Chart).spec
+                assert loss is not None and loss.title == "loss"
+                await pilot.press("q")
+
+        asyncio.run(watch())
+    finally:
+        if job is not None:
+            job.stop()
+        collector.stop()

@@ -8,8 +8,8 @@ Where a run goes, decided once at ``init``:
 - otherwise to a trace file of its own, ``$EDGESCOPE_DIR/NAME-YYYYmmdd-HHMMSS-ID.est``
   (``EDGESCOPE_DIR`` defaults to ``./edgescope-runs``), whose path ``init`` prints on stderr.
 
-If the collector hangs up or stops reading for ``STALL_TIMEOUT`` seconds mid-run, the rest of
-the run goes to such a file (see :mod:`edgescope._sdk_ship`); ``log()`` never notices.
+If the collector hangs up or stops reading for ``STALL_TIMEOUT`` seconds (10, or
+``EDGESCOPE_STALL_TIMEOUT``) mid-run, the rest of the run goes to such a file (see :mod:`edgescope._sdk_ship`); ``log()`` never notices.
 
 The hot path: ``log()`` checks its arguments (a bad value or name is a ``TypeError`` or
 ``ValueError`` right there), appends ``(step, time, values)`` to a bounded deque and returns.
@@ -497,7 +497,8 @@ def _open_run(
     if env_socket or sock_path.exists():
         sock, why = _connect(sock_path)
         if sock is not None:
-            sink = SocketSink(sock, str(sock_path), STALL_TIMEOUT)
+            stall = _env_float("EDGESCOPE_STALL_TIMEOUT", STALL_TIMEOUT)
+            sink = SocketSink(sock, str(sock_path), stall)
         elif env_socket or sock_path != default_ingest_socket():
             notify(f"no collector at {sock_path} ({why}); writing the run to a file instead")
     if sink is None:

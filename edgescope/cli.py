@@ -25,6 +25,8 @@ COMMANDS: list[str] = [
     "_cmd_tail",
     "_cmd_ls",
     "_cmd_replay",
+    "_cmd_record",
+    "_cmd_doctor",
 ]
 
 

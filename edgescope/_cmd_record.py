@@ -1,0 +1,399 @@
+"""``edgescope record -o FILE [--profile python|perf|bpftrace] [--interval S] -- CMD [ARGS...]``
+
+Runs CMD with an in-process collector and writes one trace file: CMD's own run (its process
+tree sampled every interval: CPU, RSS and peak RSS, threads, cgroup memory), the device's
+system, thermal and GPU samples (the collector's samplers, those this machine has; each absent
+source is named in an event with the reason), and every run CMD records with the SDK, which
+finds the collector through ``EDGESCOPE_SOCKET``. A CMD that never imports edgescope still
+gets its process and system record.
+
+``--profile perf|bpftrace`` samples CMD's native stacks from outside; ``--profile python`` turns
+on the SDK's in-process sampler in CMD (``EDGESCOPE_PROFILE=python``), so it needs CMD to call
+``edgescope.init()``.
+
+Exit code: CMD's (128+N when a signal N ended it). SIGTERM is forwarded to CMD; so is SIGINT,
+except when it came from the terminal, which delivered it to CMD already (they share the
+foreground process group). The trace is closed cleanly when CMD ends; if ``record`` itself is
+killed, the file holds everything up to the last flush (at most about a second before).
+
+Errors that stop ``record`` before CMD starts, each in one sentence: no CMD, a CMD that cannot
+be found or run, a FILE that cannot be written, an unknown ``--profile`` backend or one this
+machine cannot run, a bad ``--interval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import EdgescopeError, UsageError
+
+if TYPE_CHECKING:
+    from edgescope_collector.ingest import IngestServer
+    from edgescope_collector.samplers import ProcessWatch, Sampler
+    from edgescope_collector.stacks import StackBackend
+    from edgescope_tracing import Record, RunEnd, RunStart, TraceWriter
+
+__all__ = ["add_parser"]
+
+BACKENDS = ("python", "perf", "bpftrace")
+WRITER_FLUSH = 0.5
+"""Seconds a frame may wait before it is written: what killing ``record`` can lose, plus a poll."""
+POLL = 0.25
+DRAIN_TIMEOUT = 5.0
+"""Seconds to wait, after CMD ends, for its SDK connections to deliver their last frames."""
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "record",
+        help="run a command and record it (metrics, system, process, stacks) into one trace",
+        description="Run CMD with an in-process collector and write everything into FILE.",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the trace to write")
+    p.add_argument(
+        "--profile",
+        metavar="BACKEND",
+        help="also sample stacks: python (the SDK's sampler in CMD), perf or bpftrace",
+    )
+    p.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        default="1",
+        help="seconds between system and process samples (default 1)",
+    )
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    p.set_defaults(func=run)
+
+
+def _resolve(cmd0: str) -> str:
+    """CMD's executable, or a one-sentence error (exit 127 not found, 126 cannot run)."""
+    if "/" in cmd0:
+        path = Path(cmd0)
+        if not path.exists():
+            raise EdgescopeError(f"{cmd0}: no such file", 127)
+        if path.is_dir():
+            raise EdgescopeError(f"{cmd0} is a directory, not a command", 126)
+        if not os.access(path, os.X_OK):
+            raise EdgescopeError(f"{cmd0}: permission denied (it is not executable)", 126)
+        return cmd0
+    found = shutil.which(cmd0)
+    if found is None:
+        raise EdgescopeError(f"{cmd0}: command not found", 127)
+    return found
+
+
+def _interval(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"--interval {raw!r} is not a number of seconds") from None
+    if not 0.05 <= value <= 3600:
+        raise UsageError(f"--interval must be between 0.05 and 3600 seconds, got {raw}")
+    return value
+
+
+def _check_profile(name: str | None) -> None:
+    if name is None:
+        return
+    if name not in BACKENDS:
+        raise UsageError(f"unknown profile backend {name!r} (known: {', '.join(BACKENDS)})")
+    from edgescope_collector.stacks import backend_problem
+
+    problem = backend_problem(name)
+    if problem is not None:
+        raise EdgescopeError(f"--profile {name} cannot run on this machine: {problem}", 2)
+
+
+def _open_writer(path: str) -> TraceWriter:
+    from edgescope_tracing import TraceWriter
+
+    try:
+        return TraceWriter(path, flush_interval=WRITER_FLUSH)
+    except IsADirectoryError:
+        raise EdgescopeError(f"cannot write {path}: it is a directory", 2) from None
+    except FileNotFoundError:
+        raise EdgescopeError(
+            f"cannot write {path}: the directory {os.path.dirname(path) or '.'} does not exist", 2
+        ) from None
+    except OSError as e:
+        raise EdgescopeError(f"cannot write {path}: {(e.strerror or str(e)).lower()}", 2) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise UsageError("record needs a command to run: edgescope record -o FILE -- CMD [ARGS...]")
+    interval = _interval(args.interval)
+    _check_profile(args.profile)
+    _resolve(cmd[0])
+    writer = _open_writer(args.output)
+    session = _Session(writer, cmd, interval=interval, profile=args.profile)
+    try:
+        code = asyncio.run(session.run())
+    finally:
+        session.cleanup()
+    for line in session.notes:
+        print(f"edgescope: {line}", file=sys.stderr)
+    return code
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _terminal_sent(signum: int) -> bool:
+    """Whether a SIGINT most likely came from our terminal, which sent it to CMD as well."""
+    if signum != signal.SIGINT:
+        return False
+    try:
+        fd = sys.stdin.fileno()
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class _Session:
+    """One ``record``: the ingest socket, the samplers, CMD, and the trace they all go to."""
+
+    def __init__(
+        self, writer: TraceWriter, cmd: list[str], *, interval: float, profile: str | None
+    ) -> None:
+        self.writer = writer
+        self.cmd = cmd
+        self.interval = interval
+        self.profile = profile
+        self.notes: list[str] = []
+        self.records = 0
+        self.sdk_runs = 0
+        self._write_error: str | None = None
+        self._tmp = Path(tempfile.mkdtemp(prefix="edgescope-record-"))
+        self._samplers: list[Sampler] = []
+        self._backend: StackBackend | None = None
+
+    # --- the trace ----------------------------------------------------------------------
+
+    def write(self, rec: Record) -> None:
+        """Append to the trace; a write error is said once and the command carries on."""
+        from dataclasses import replace
+
+        from edgescope_tracing import StackSamples, TraceError
+
+        from ._profiler import chunk_samples
+
+        if self._write_error is not None:
+            return
+        parts: list[Record] = [rec]
+        if isinstance(rec, StackSamples) and len(rec.samples) > 1:
+            parts = [replace(rec, samples=p) for p in chunk_samples(list(rec.samples))]
+        for part in parts:
+            try:
+                self.writer.append(part)
+            except OSError as e:
+                self._write_error = f"writing {self.writer.path} failed: {e.strerror or e}"
+                print(f"edgescope: {self._write_error}; CMD keeps running", file=sys.stderr)
+                return
+            except (TraceError, TypeError, ValueError) as e:
+                self.notes.append(f"a {type(part).__name__} record was left out: {e}")
+                continue
+            self.records += 1
+
+    def _event(self, message: str, *, run: int = -1, severity: int = 0, **detail: object) -> None:
+        from edgescope_tracing import Event
+
+        self.write(
+            Event(
+                "log",
+                message,
+                run=run,
+                severity=severity,
+                detail=dict(detail),
+                t_us=time.time_ns() // 1000,
+            )
+        )
+
+    # --- the run ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from edgescope_collector.ingest import IngestServer
+        from edgescope_collector.samplers import ProcessWatch, Roots, default_samplers
+
+        loop = asyncio.get_running_loop()
+        watch = ProcessWatch()
+
+        def on_start(rs: RunStart) -> None:
+            self.sdk_runs += 1
+            watch.add(rs.run, rs.pid)
+
+        def on_end(re: RunEnd) -> None:
+            watch.remove_run(re.run)
+
+        ingest = IngestServer(
+            self._tmp / "ingest.sock", self.write, on_run_start=on_start, on_run_end=on_end
+        )
+        await ingest.start()
+        try:
+            self._samplers, skipped = await loop.run_in_executor(
+                None, default_samplers, Roots(), watch
+            )
+            for source, why in sorted(skipped.items()):
+                self._event(f"{source} not sampled: {why}", source=source, skipped=why)
+            env = dict(os.environ, EDGESCOPE_SOCKET=str(ingest.path))
+            if self.profile == "python":
+                env["EDGESCOPE_PROFILE"] = "python"
+            my_run = ingest.allocate_run()
+            started = time.time_ns() // 1000
+            try:
+                proc = await asyncio.create_subprocess_exec(*self.cmd, env=env)
+            except OSError as e:
+                raise EdgescopeError(
+                    f"cannot run {self.cmd[0]}: {(e.strerror or str(e)).lower()}",
+                    126,
+                ) from None
+            self._start_run(my_run, proc.pid, started)
+            watch.add(my_run, proc.pid)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._forward, proc, sig)
+            try:
+                if self.profile in ("perf", "bpftrace"):
+                    await self._open_backend(my_run, proc.pid)
+                returncode = await self._sample_until_exit(proc, watch)
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            code = _exit_code(returncode)
+            await self._finish(ingest, my_run, code)
+            watch.remove_run(my_run)
+            return code
+        finally:
+            await ingest.close()
+
+    def _start_run(self, run: int, pid: int, t_us: int) -> None:
+        from edgescope_tracing import RunStart
+
+        from ._sdk_device import device_facts
+
+        shown = shlex.join([Path(self.cmd[0]).name, *self.cmd[1:]])
+        self.write(
+            RunStart(
+                run,
+                uuid.uuid4().hex,
+                shown if len(shown) <= 80 else shown[:77] + "...",
+                socket.gethostname(),
+                pid,
+                {
+                    "argv": self.cmd,
+                    "cwd": os.getcwd(),
+                    "interval": self.interval,
+                    "profile": self.profile,
+                },
+                ("record",),
+                device_facts(),
+                t_us,
+            )
+        )
+
+    def _forward(self, proc: asyncio.subprocess.Process, signum: int) -> None:
+        if proc.returncode is None and not _terminal_sent(signum):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    async def _open_backend(self, run: int, pid: int) -> None:
+        from edgescope_collector.stacks import StackBackendError, open_backend
+
+        assert self.profile is not None
+        try:
+            self._backend = await asyncio.get_running_loop().run_in_executor(
+                None, open_backend, self.profile, run, pid
+            )
+        except StackBackendError as e:
+            self._event(f"--profile {self.profile} did not start: {e}", run=run, severity=1)
+            self.notes.append(f"--profile {self.profile} did not start: {e}")
+
+    def _sample_all(self, t_us: int) -> list[Record]:
+        out: list[Record] = []
+        for s in self._samplers:
+            try:
+                out.extend(s.sample(t_us))
+            except OSError as e:  # a file vanished between listing and reading: next time
+                self.notes.append(f"sampler {s.name}: {e}")
+        if self._backend is not None:
+            out.extend(self._backend.drain())
+        return out
+
+    async def _sample_until_exit(
+        self, proc: asyncio.subprocess.Process, watch: ProcessWatch
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        exited = asyncio.ensure_future(proc.wait())
+        next_sample = loop.time()
+        while True:
+            if loop.time() >= next_sample:
+                recs = await loop.run_in_executor(None, self._sample_all, time.time_ns() // 1000)
+                for r in recs:
+                    self.write(r)
+                next_sample += self.interval
+                if next_sample < loop.time():
+                    next_sample = loop.time() + self.interval
+            if self._write_error is None:
+                try:
+                    self.writer.poll()
+                except OSError as e:
+                    self._write_error = f"writing {self.writer.path} failed: {e.strerror or e}"
+            timeout = max(0.0, min(POLL, next_sample - loop.time()))
+            done, _ = await asyncio.wait({exited}, timeout=timeout)
+            if done:
+                return exited.result()
+
+    async def _finish(self, ingest: IngestServer, run: int, code: int) -> None:
+        from edgescope_tracing import RunEnd
+
+        loop = asyncio.get_running_loop()
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            error = backend.error()
+            for r in await loop.run_in_executor(None, backend.stop):
+                self.write(r)
+            if error:
+                self._event(f"--profile {self.profile}: {error}", run=run, severity=1)
+        if not await ingest.wait_idle(DRAIN_TIMEOUT):
+            self.notes.append(
+                f"{ingest.connections} process(es) still connected {DRAIN_TIMEOUT:g} s after "
+                "CMD ended; their runs were closed"
+            )
+        self.write(RunEnd(run, code, 0, time.time_ns() // 1000))
+        if self.profile == "python" and self.sdk_runs == 0:
+            self.notes.append(
+                "--profile python: CMD never called edgescope.init(), so no Python stacks "
+                "were recorded"
+            )
+
+    def cleanup(self) -> None:
+        """Close the trace (with its index), the samplers and the temporary socket directory."""
+        if self._backend is not None:
+            self._backend.stop()
+        for s in self._samplers:
+            with contextlib.suppress(Exception):  # a sampler's close must not cost the trace
+                s.close()
+        try:
+            self.writer.close()
+        except OSError as e:
+            self.notes.append(f"closing {self.writer.path} failed: {e.strerror or e}")
+        else:
+            if self._write_error is None:
+                self.notes.append(f"wrote {self.writer.path} ({self.records} records)")
+        shutil.rmtree(self._tmp, ignore_errors=True)

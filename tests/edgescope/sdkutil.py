@@ -1,0 +1,169 @@
+"""Helpers for the SDK and ``record`` tests: isolated environments, scripts, real collectors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from edgescope_collector.ingest import IngestServer
+from edgescope_tracing import Metrics, Record, StreamDecoder, TraceReader
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+R = TypeVar("R")
+
+
+def sdk_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """An environment with no collector in reach and runs written under ``tmp/runs``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESCOPE_")}
+    xdg = tmp / "xdg"
+    xdg.mkdir(exist_ok=True)
+    env.update(
+        EDGESCOPE_DIR=str(tmp / "runs"),
+        XDG_RUNTIME_DIR=str(xdg),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def script(tmp: Path, code: str, name: str = "job.py") -> Path:
+    p = tmp / name
+    p.write_text(textwrap.dedent(code))
+    return p
+
+
+def run_script(
+    tmp: Path, code: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    path = script(tmp, code)
+    return subprocess.run(
+        [PYTHON, str(path)], env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def trace_files(tmp: Path) -> list[Path]:
+    return sorted((tmp / "runs").glob("*.est"))
+
+
+def read(path: Path) -> list[Record]:
+    with TraceReader(path) as r:
+        out = list(r)
+        assert not [d for d in r.damage if not d.truncated], r.damage
+    return out
+
+
+def of(records: list[Record], kind: type[R]) -> list[R]:
+    return [r for r in records if isinstance(r, kind)]
+
+
+def values(records: list[Record], key: str) -> list[tuple[int, float]]:
+    """(step, value) of one metric, in record order."""
+    out: list[tuple[int, float]] = []
+    for m in of(records, Metrics):
+        if m.key == key:
+            out.extend(zip(m.steps, m.values, strict=True))
+    return out
+
+
+def count_values(records: list[Record]) -> int:
+    return sum(len(m.values) for m in of(records, Metrics))
+
+
+def decode(data: bytes) -> list[Record]:
+    dec = StreamDecoder()
+    out = dec.feed(data)
+    out += dec.close()
+    return out
+
+
+@contextmanager
+def ingest_in_thread(path: Path) -> Iterator[tuple[IngestServer, list[Record]]]:
+    """A real :class:`IngestServer` on its own event loop thread; records collect in a list."""
+    got: list[Record] = []
+    loop = asyncio.new_event_loop()
+    server = IngestServer(path, got.append)
+    started = threading.Event()
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+
+    t = threading.Thread(target=main, name="test-ingest", daemon=True)
+    t.start()
+    assert started.wait(10)
+    closed = False
+
+    def close() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+
+    server.close_now = close  # type: ignore[attr-defined]
+    try:
+        yield server, got
+    finally:
+        close()
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
+        loop.close()
+
+
+class HungCollector:
+    """A Unix socket that accepts connections and never reads from them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._accept, daemon=True)
+        self._t.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def read_all(self) -> bytes:
+        """What the connections hold, read only now (after the fact)."""
+        out = b""
+        for c in self.conns:
+            c.setblocking(False)
+            while True:
+                try:
+                    chunk = c.recv(1 << 16)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(5)
+        self.sock.close()
+        for c in self.conns:
+            c.close()

@@ -1,0 +1,163 @@
+"""The SDK with a collector: real ingest server, a collector that dies, one that hangs, a stale
+socket. log() must never block or raise; what cannot be delivered is written to a file or
+counted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from edgescope_tracing import Event, Metrics, RunEnd, RunStart
+from sdkutil import (
+    HungCollector,
+    count_values,
+    decode,
+    ingest_in_thread,
+    of,
+    read,
+    sdk_env,
+    trace_files,
+    values,
+)
+
+import edgescope
+
+
+@pytest.fixture
+def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for k, v in sdk_env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("EDGESCOPE_SOCKET", raising=False)
+    yield tmp_path
+    edgescope.finish()
+
+
+def _wait(cond: object, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_streams_to_the_collector_named_by_the_environment(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock = sdk / "c" / "ingest.sock"
+    monkeypatch.setenv("EDGESCOPE_SOCKET", str(sock))
+    with ingest_in_thread(sock) as (_server, got):
+        with edgescope.init(name="live", flush_interval=0.05) as run:
+            assert run.collector == str(sock) and run.path is None
+            for i in range(1000):
+                edgescope.log({"loss": float(i)}, step=i)
+            edgescope.mark("half")
+            _wait(lambda: sum(len(m.values) for m in of(got, Metrics)) == 1000)
+        _wait(lambda: bool(of(got, RunEnd)))
+    start = of(got, RunStart)[0]
+    assert start.name == "live" and start.run_id == run.run_id
+    assert values(got, "loss") == [(i, float(i)) for i in range(1000)]
+    assert {m.run for m in of(got, Metrics)} == {start.run}
+    assert [e.message for e in of(got, Event)] == ["half"]
+    assert of(got, RunEnd)[0].exit_code == 0 and of(got, RunEnd)[0].run == start.run
+    assert not trace_files(sdk), "with a collector, the SDK writes no file"
+
+
+def test_finds_the_default_socket_by_itself(sdk: Path) -> None:
+    sock = sdk / "xdg" / "edgescope" / "ingest.sock"  # $XDG_RUNTIME_DIR/edgescope/ingest.sock
+    with ingest_in_thread(sock) as (_server, got):
+        with edgescope.init(name="default") as run:
+            edgescope.log({"x": 1.0})
+        assert run.collector == str(sock)
+        _wait(lambda: bool(of(got, RunEnd)))
+    assert values(got, "x") == [(0, 1.0)]
+
+
+def test_a_stale_socket_means_a_file_and_one_sentence(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    path = sdk / "stale.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.close()
+    monkeypatch.setenv("EDGESCOPE_SOCKET", str(path))
+    with edgescope.init(name="stale") as run:
+        edgescope.log({"x": 1.0})
+    err = capfd.readouterr().err
+    assert f"no collector at {path} (Connection refused); writing the run to a file" in err
+    assert values(read(run.path), "x") == [(0, 1.0)]  # type: ignore[arg-type]
+
+
+def test_a_collector_that_goes_away_mid_run_loses_nothing_logged_after(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sock = sdk / "ingest.sock"
+    monkeypatch.setenv("EDGESCOPE_SOCKET", str(sock))
+    with ingest_in_thread(sock) as (server, got):
+        run = edgescope.init(name="orphan", flush_interval=0.05)
+        for i in range(100):
+            edgescope.log({"loss": float(i)}, step=i)
+        _wait(lambda: len(values(got, "loss")) == 100)
+        server.close_now()  # type: ignore[attr-defined]
+        for i in range(100, 200):
+            edgescope.log({"loss": float(i)}, step=i)
+            time.sleep(0.001)
+        _wait(lambda: run.path is not None)
+        for i in range(200, 300):
+            edgescope.log({"loss": float(i)}, step=i)
+        edgescope.finish(0)
+    assert "the collector at" in capfd.readouterr().err
+    # The collector saw the first part and ended the run itself.
+    assert values(got, "loss") == [(i, float(i)) for i in range(100)]
+    assert of(got, RunEnd)[0].exit_code is None
+    # The file holds the rest, under the same run identity.
+    recs = read(run.path)  # type: ignore[arg-type]
+    assert of(recs, RunStart)[0].run_id == run.run_id
+    notice = [e for e in of(recs, Event) if e.kind == "log"]
+    assert notice and "closed the connection" in notice[0].message
+    end = of(recs, RunEnd)[0]
+    assert end.exit_code == 0
+    in_file = values(recs, "loss")
+    assert [s for s, _ in in_file] == sorted(s for s, _ in in_file)
+    assert in_file[-100:] == [(i, float(i)) for i in range(200, 300)]
+    assert len(in_file) + end.dropped == 200
+
+
+def test_a_hung_collector_never_blocks_log_and_the_rest_goes_to_a_file(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock = sdk / "hung.sock"
+    monkeypatch.setenv("EDGESCOPE_SOCKET", str(sock))
+    monkeypatch.setenv("EDGESCOPE_STALL_TIMEOUT", "1")
+    hung = HungCollector(sock)
+    try:
+        run = edgescope.init(name="hung", flush_interval=0.05)
+        n = 0
+        slowest = 0.0
+        t_end = time.monotonic() + 1.5
+        while time.monotonic() < t_end:  # log as fast as we can while the socket fills up
+            t0 = time.perf_counter()
+            edgescope.log({"loss": float(n), "step_time": 0.01}, step=n)
+            slowest = max(slowest, time.perf_counter() - t0)
+            n += 1
+        _wait(lambda: run.path is not None)  # the stall was noticed: fell back to a file
+        _wait(lambda: not run._buf)  # and the backlog has moved on to the file
+        for _ in range(1000):
+            edgescope.log({"loss": float(n), "step_time": 0.01}, step=n)
+            n += 1
+        edgescope.finish(0)
+        # A blocking send would have held one call for the whole stall; none took that long.
+        assert slowest < 0.5, slowest
+        sent = decode(hung.read_all())
+    finally:
+        hung.close()
+    recs = read(run.path)  # type: ignore[arg-type]
+    end = of(recs, RunEnd)[0]
+    assert end.exit_code == 0 and end.dropped == run.dropped
+    over_socket, in_file = count_values(sent), count_values(recs)
+    # Nothing twice, nothing silently lost.
+    assert over_socket + in_file <= 2 * n <= over_socket + in_file + end.dropped
+    assert values(recs, "loss")[-1] == (n - 1, float(n - 1))
+    assert of(sent, RunStart)[0].run_id == of(recs, RunStart)[0].run_id == run.run_id

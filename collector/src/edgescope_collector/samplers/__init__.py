@@ -50,7 +50,7 @@ class Roots:
     def is_live(self) -> bool:
         """True when both roots are this machine's own /proc and /sys (not a recorded tree).
 
-        Sources that go beyond files (psutil, ``vcgencmd``, NVML) only run on a live root.
+        ``vcgencmd``, the fallback for a sysfs file, only runs on a live root.
         """
         return self.procfs == Path("/proc") and self.sysfs == Path("/sys")
 
@@ -136,7 +136,7 @@ def default_samplers(roots: Roots, watch: ProcessWatch) -> tuple[list[Sampler], 
     else:
         samplers.append(jetson)
 
-    nvml = NvmlSampler.open(roots)
+    nvml = NvmlSampler.open()
     if isinstance(nvml, str):
         skipped["nvml"] = nvml
     else:

@@ -24,8 +24,6 @@ from typing import Any
 
 from edgescope_tracing.records import GpuSample, Record
 
-from . import Roots
-
 __all__ = [
     "CLOCK_EVENT_REASONS",
     "THROTTLE_REASONS",
@@ -143,10 +141,12 @@ class NvmlSampler:
         return [(i, n) for i, n, _ in self._handles]
 
     @classmethod
-    def open(cls, roots: Roots | None = None) -> NvmlSampler | str:
-        """A sampler over every GPU, or the reason NVML cannot be used here."""
-        if roots is not None and not roots.is_live:
-            return "NVML reads the live machine only, not a recorded --procfs/--sysfs tree"
+    def open(cls) -> NvmlSampler | str:
+        """A sampler over every GPU, or the reason NVML cannot be used here.
+
+        NVML asks the driver, not a file tree: ``--procfs``/``--sysfs`` (a container reading
+        the host's trees) do not change what it sees.
+        """
         try:
             nvml = importlib.import_module("pynvml")
         except ImportError:

@@ -307,3 +307,25 @@ def test_profile_with_an_unusable_backend_is_refused_at_start(tmp_path: Path) ->
     )
     assert p.returncode == 2
     assert p.stderr.strip() == f"edgescope collector: --profile bpftrace: {problem}"
+
+
+def test_detectors_turn_the_stream_into_anomaly_events(collector: Collector) -> None:
+    enc = StreamEncoder()
+    now = time.time_ns() // 1000
+    enc.add(RunStart(0, "dead", "diverges", "testhost", os.getpid(), t_us=now))
+    for b in range(10):
+        steps = tuple(range(b * 20, (b + 1) * 20))
+        values = tuple(float("nan") if s == 150 else 2.0 / (1 + s) for s in steps)
+        enc.add(Metrics(0, "loss", steps, tuple(now + s * 1000 for s in steps), values))
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(collector.ingest))
+        s.sendall(enc.take())
+        anomalies: list[Event] = []
+        with Client.connect("127.0.0.1", collector.port, since=0, idle_timeout=10) as client:
+            for item in client:
+                if isinstance(item, Event) and item.kind == "anomaly":
+                    anomalies.append(item)
+                    break
+    assert anomalies[0].run == 0 and anomalies[0].severity == 2
+    assert anomalies[0].detail["detector"] == "nonfinite_loss"
+    assert "150" in anomalies[0].message

@@ -3,8 +3,9 @@
 Wiring (everything on one event loop; blocking reads in worker threads)::
 
     SDK processes ──▶ IngestServer ──┐
-    samplers (to_thread, each tick) ─┼──▶ record() ──▶ detectors ──▶ SegmentStore ──▶ StreamServer
-    stack backends (drained) ────────┘                  (events)       (segments)      (clients)
+    samplers (to_thread, each tick) ─┼──▶ record() ──▶ SegmentStore ──▶ StreamServer
+    stack backends (drained) ────────┘       │              ▲      (segments)      (clients)
+                                             └─▶ detectors ─┘ (anomaly events)
 
 The collector reports on itself in its own stream:
 
@@ -132,6 +133,9 @@ class Collector:
             self.store, Authenticator(self.token), cfg.host, cfg.port, hostname=self.hostname
         )
         self.monitor = SelfMonitor()
+        from .detectors import Detectors
+
+        self.detectors: Detectors | None = Detectors()
         self.records_in = 0
         self.rejected = 0
         self._sampler_errors: set[tuple[str, str]] = set()
@@ -157,6 +161,27 @@ class Collector:
                 log.warning("refused a record (%d so far): %s", self.rejected, e)
             return
         self.records_in += 1
+        if self.detectors is None:
+            return
+        try:
+            events = self.detectors.feed(rec)
+        except Exception as e:  # a detector's bug must not stop storing: said once, then off
+            self.detectors = None
+            self._detector_failed(e)
+            return
+        for ev in events:
+            self.store.append(ev)
+
+    def _detector_failed(self, e: Exception) -> None:
+        log.error("detectors stopped after an error: %s: %s", type(e).__name__, e)
+        self.store.append(
+            Event(
+                kind="collector",
+                message=f"detectors stopped after an error: {type(e).__name__}: {e}",
+                severity=2,
+                t_us=time.time_ns() // 1000,
+            )
+        )
 
     def _on_run_start(self, rs: RunStart) -> None:
         if self._watch is not None:
@@ -306,6 +331,14 @@ class Collector:
         for backend in backends:
             await self._stop_stacks(backend)
         if self.store.writable:
+            if self.detectors is not None:
+                try:
+                    held = self.detectors.flush()
+                except Exception as e:  # as in record(): said, not raised
+                    held = []
+                    self._detector_failed(e)
+                for ev in held:
+                    self.store.append(ev)
             self.record(
                 Event(
                     kind="collector",

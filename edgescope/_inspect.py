@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from typing import TextIO
 
 from edgescope_tracing import TraceReader
-from edgescope_tracing.summary import TraceSummary, iso_time, summarize_file
+from edgescope_tracing.summary import TraceSummary, summarize_file
 
 SEVERITY = {0: "info", 1: "warning", 2: "error"}
 
@@ -30,11 +31,34 @@ def _step(step: int | None) -> str:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    if n < 1024:
+        return f"{n} B"
+    size = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def _when(t_us: int) -> str:
+    """``2026-11-27 17:34:35.568 UTC``: milliseconds are enough for people."""
+    return datetime.fromtimestamp(t_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def _span(t0: int, t1: int) -> str:
+    """The end of a time span, without the date when it is the same day."""
+    a, b = _when(t0), _when(t1)
+    return b[11:] if a[:10] == b[:10] else b
+
+
+def _duration(us: int) -> str:
+    s = us / 1e6
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def print_json(s: TraceSummary, out: TextIO) -> None:
@@ -43,52 +67,70 @@ def print_json(s: TraceSummary, out: TextIO) -> None:
 
 
 def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
-    w = out.write
-    w(f"{path}: edgescope trace format {s.format_version}, {_size(s.bytes)}, {s.records} records\n")
-    if s.first_t is not None:
-        w(f"  time   {iso_time(s.first_t)} .. {iso_time(s.last_t)}\n")
-    w("  kinds  " + ", ".join(f"{k} {n}" for k, n in sorted(s.kinds.items())) + "\n")
+    def line(label: str, text: str) -> None:
+        out.write(f"  {label:<8}{text}".rstrip() + "\n")
+
+    out.write(
+        f"{path}: edgescope trace format {s.format_version}, {_size(s.bytes)}, "
+        f"{s.records} records\n"
+    )
+    if s.first_t is not None and s.last_t is not None:
+        line(
+            "time",
+            f"{_when(s.first_t)} .. {_span(s.first_t, s.last_t)} "
+            f"({_duration(s.last_t - s.first_t)})",
+        )
+    line("records", ", ".join(f"{k} {n}" for k, n in sorted(s.kinds.items())) or "none")
     for r in s.runs:
         if r.end is None:
-            state = "did not finish (no run end recorded)"
+            state = "no run end recorded (still running, or it was killed)"
         else:
-            state = f"exit code {r.exit_code}" if r.exit_code is not None else "finished"
-            state += f" after {(r.end - r.start) / 1e6:.1f} s"
-        w(f"  run    {r.name} ({r.id[:12]}) on {r.host}, pid {r.pid}: {state}")
-        w(f", {r.dropped} records dropped\n" if r.dropped else "\n")
+            state = "finished" if r.exit_code is None else f"exit code {r.exit_code}"
+            state += f" after {_duration(r.end - r.start)}"
+        if r.dropped:
+            state += f", {r.dropped} records dropped"
+        line("run", f"{r.name} ({r.id[:12]}) on {r.host}, pid {r.pid}: {state}")
     if s.metrics:
-        w("  metrics\n")
-        width = max(len(k) for k in s.metrics)
-        w(
+        line("metrics", "")
+        width = max(3, *(len(k) for k in s.metrics))
+        out.write(
             f"    {'key':<{width}}  {'count':>8}  {'first':>11}  {'last':>11}  {'min':>11}  "
             f"{'max':>11}  {'last step':>9}\n"
         )
         for k, m in sorted(s.metrics.items()):
-            w(
+            out.write(
                 f"    {k:<{width}}  {m.count:>8}  {_num(m.first):>11}  {_num(m.last):>11}  "
                 f"{_num(m.min):>11}  {_num(m.max):>11}  {_step(m.last_step):>9}"
             )
-            w(f"  ({m.non_finite} non-finite)\n" if m.non_finite else "\n")
+            out.write(f"  ({m.non_finite} not finite)\n" if m.non_finite else "\n")
     if s.stack_samples:
-        w(f"  stacks {s.stack_samples} samples ({', '.join(sorted(s.stack_backends))})\n")
+        line("stacks", f"{s.stack_samples} samples from {', '.join(sorted(s.stack_backends))}")
     if s.events:
-        w(f"  events {len(s.events)}\n")
+        line("events", str(len(s.events)))
         for e in s.events[:20]:
-            w(
-                f"    {iso_time(e.t_us)}  {e.kind:<8} {SEVERITY.get(e.severity, e.severity)}: "
-                f"{e.message}\n"
-            )
+            sev = SEVERITY.get(e.severity, str(e.severity))
+            out.write(f"    {_when(e.t_us)}  {e.kind:<8} {sev:<7} {e.message}\n")
         if len(s.events) > 20:
-            w(f"    ... {len(s.events) - 20} more (see --json)\n")
-    if s.damage:
-        w(
-            f"  damage {s.damaged_frames} damaged span(s)"
-            + (", last frame truncated (incomplete write)" if s.truncated else "")
-            + "\n"
+            out.write(f"    ... {len(s.events) - 20} more (see --json)\n")
+    damaged = [d for d in s.damage if not d.truncated]
+    if damaged:
+        lost = sum(d.length for d in damaged)
+        line(
+            "damage",
+            f"{len(damaged)} damaged span(s), {_size(lost)} skipped; every other frame was read",
         )
-        for d in s.damage[:10]:
-            w(f"    at byte {d.offset}, {d.length} bytes: {d.reason}\n")
+        for d in damaged[:10]:
+            out.write(f"    at byte {d.offset}, {d.length} bytes: {d.reason}\n")
+        if len(damaged) > 10:
+            out.write(f"    ... {len(damaged) - 10} more (see --json)\n")
     else:
-        w("  damage none\n")
+        line("damage", "none")
+    for d in s.damage:
+        if d.truncated:
+            line(
+                "end",
+                f"the last frame is cut short at byte {d.offset} ({d.length} bytes): an "
+                "incomplete write, as a crash leaves",
+            )
     if not s.indexed:
-        w("  index  none (the file was not closed cleanly; seeking rebuilds it by a scan)\n")
+        line("index", "none (the file was not closed); seeking rebuilds it by a scan")

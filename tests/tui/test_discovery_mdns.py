@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -16,6 +17,13 @@ from zeroconf.const import _CLASS_IN, _FLAGS_AA, _FLAGS_QR_RESPONSE, _TYPE_PTR
 pytestmark = pytest.mark.asyncio
 
 LOOPBACK = ["127.0.0.1"]
+RUN = uuid.uuid4().hex[:6]
+"""Suffix of every instance name here: other test runs on this machine advertise on loopback
+too, and the browser sees their adverts; ours are told apart by name."""
+
+
+def n(name: str) -> str:
+    return f"{name}-{RUN}"
 
 
 def advert(
@@ -24,6 +32,7 @@ def advert(
     txt: dict[str, str] | None = None,
     addresses: list[str] | None = None,
 ) -> AsyncServiceInfo:
+    name = n(name)
     props = {"proto": "1", "host": name, "auth": "0", "board": "Raspberry Pi 5"}
     if txt is not None:
         props = txt
@@ -77,7 +86,10 @@ class Seen:
         await asyncio.wait_for(wait(), timeout)
 
     def by_label(self, label: str) -> Device | None:
-        return next((d for d in self.devices.values() if d.label == label), None)
+        return next((d for d in self.devices.values() if d.label == n(label)), None)
+
+    def have(self, *labels: str) -> bool:
+        return all(self.by_label(label) is not None for label in labels)
 
 
 async def test_devices_appear_and_disappear_live(publisher: AsyncZeroconf) -> None:
@@ -86,13 +98,13 @@ async def test_devices_appear_and_disappear_live(publisher: AsyncZeroconf) -> No
         pi = advert("pi-kitchen", 7001)
         jetson = advert("jetson", 7002, {"proto": "1", "host": "orin", "auth": "1"})
         await asyncio.gather(register(publisher, pi), register(publisher, jetson))
-        await seen.until(lambda: len(seen.devices) == 2)
+        await seen.until(lambda: seen.have("pi-kitchen", "jetson"))
         dev = seen.by_label("pi-kitchen")
         assert dev is not None
         assert dev.state == "found", dev.error
-        assert dev.target == TcpTarget("127.0.0.1", 7001, name="pi-kitchen")
+        assert dev.target == TcpTarget("127.0.0.1", 7001, name=n("pi-kitchen"))
         assert (dev.hostname, dev.board, dev.auth_required, dev.protocol) == (
-            "pi-kitchen",
+            n("pi-kitchen"),
             "Raspberry Pi 5",
             False,
             1,
@@ -103,7 +115,7 @@ async def test_devices_appear_and_disappear_live(publisher: AsyncZeroconf) -> No
 
         await publisher.async_unregister_service(pi)
         await seen.until(lambda: seen.by_label("pi-kitchen") is None)
-        assert seen.removed == ["mdns:pi-kitchen." + SERVICE_TYPE]
+        assert f"mdns:{n('pi-kitchen')}.{SERVICE_TYPE}" in seen.removed
         assert seen.by_label("jetson") is not None
 
 
@@ -122,7 +134,7 @@ async def test_malformed_adverts_are_one_line_on_that_device(publisher: AsyncZer
     async with MdnsBrowser(seen, interfaces=LOOPBACK):
         infos = [advert(n, port, txt) for n, (txt, port, _) in MALFORMED.items()]
         await asyncio.gather(*(register(publisher, i) for i in [*infos, advert("good", 7003)]))
-        await seen.until(lambda: len(seen.devices) == len(MALFORMED) + 1)
+        await seen.until(lambda: seen.have(*MALFORMED, "good"))
         for name, (_, _, expected) in MALFORMED.items():
             broken = seen.by_label(name)
             assert broken is not None
@@ -139,12 +151,12 @@ async def test_an_advert_nobody_answers_for_says_so(publisher: AsyncZeroconf) ->
     seen = Seen()
     async with MdnsBrowser(seen, interfaces=LOOPBACK, resolve_timeout=0.5):
         out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
-        ptr = DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 120, f"ghost.{SERVICE_TYPE}")
+        ptr = DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 120, f"{n('ghost')}.{SERVICE_TYPE}")
         out.add_answer_at_time(ptr, 0)
         await publisher.zeroconf.async_wait_for_start()
         publisher.zeroconf.async_send(out)
         await register(publisher, advert("alive", 7005))
-        await seen.until(lambda: len(seen.devices) == 2)
+        await seen.until(lambda: seen.have("ghost", "alive"))
         ghost, alive = seen.by_label("ghost"), seen.by_label("alive")
         assert ghost is not None and alive is not None
         assert ghost.state == "error"

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 SIZE = (120, 30)
+FLAKY = f"flaky-{uuid.uuid4().hex[:6]}"
+"""An advert name no other run on this machine uses (they advertise on loopback too)."""
 
 
 @pytest.fixture
@@ -124,10 +127,10 @@ async def test_devices_live_and_open_a_dashboard(
 
         # A device appears over mDNS while the screen is up, broken; the others carry on.
         await publisher.async_register_service(
-            advert("flaky", 7313, {"proto": "1", "host": "x"}), cooperating_responders=True
+            advert(FLAKY, 7313, {"proto": "1", "host": "x"}), cooperating_responders=True
         )
-        await until(pilot, lambda: state(app, "flaky") == "error")
-        select(screen, "flaky")
+        await until(pilot, lambda: state(app, FLAKY) == "error")
+        select(screen, FLAKY)
         await pilot.pause()
         detail = str(screen.query_one("#device-detail", Static).render())
         assert detail == "malformed advert: TXT record lacks 'auth'"
@@ -139,8 +142,8 @@ async def test_devices_live_and_open_a_dashboard(
 
         # ... and goes away again.
         await publisher.async_unregister_all_services()
-        await until(pilot, lambda: state(app, "flaky") == "absent")
-        assert row_text(screen, "flaky") == []
+        await until(pilot, lambda: state(app, FLAKY) == "absent")
+        assert row_text(screen, FLAKY) == []
 
         # Enter on a device opens its live dashboard through the App.
         select(screen, "bench")

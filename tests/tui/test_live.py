@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,3 +225,28 @@ async def test_a_collector_that_wants_a_token(tmp_path: Path) -> None:
         await prober.close()
     finally:
         c.stop()
+
+
+async def test_a_collector_gone_silent_counts_as_dropped(collector: Collector) -> None:
+    """SIGSTOP: the connection stays open but nothing comes, as when a device loses power."""
+    assert collector.proc is not None
+    source = LiveSource(
+        TcpOpener("127.0.0.1", collector.port, timeout=1), backoff=FAST, idle_timeout=1
+    )
+    r = Reader(source)
+    try:
+        await r.until(lambda: len(r.records) >= 5)
+        os.kill(collector.proc.pid, signal.SIGSTOP)
+        try:
+            await r.until(lambda: r.statuses("disconnected"), timeout=5)
+            assert r.statuses("disconnected")[0].message.startswith(
+                f"nothing from 127.0.0.1:{collector.port} for 1 s"
+            )
+            n, last = len(r.records), r.records[-1].seq
+        finally:
+            os.kill(collector.proc.pid, signal.SIGCONT)
+        await r.until(lambda: len(r.records) >= n + 5, timeout=20)
+        assert r.records[n].seq == last + 1
+        assert not r.statuses("gap")
+    finally:
+        await r.close()

@@ -163,7 +163,8 @@ class Prober:
                 if budget <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(anext(it), budget)
+                    async with asyncio.timeout(budget):
+                        item = await anext(it)
                 except (StopAsyncIteration, TimeoutError, ProtocolError):
                     break
                 if isinstance(item, Gap):

@@ -1,0 +1,131 @@
+"""The dependency direction of the four parts (``../shared/DESIGN.md``, issue 2).
+
+A Raspberry Pi installs the SDK and the collector and nothing of the UI stack, so neither may
+import Textual, asyncssh or cryptography; the CLI reaches the UI only lazily, inside the
+subcommand that needs it. The proof runs in a fresh interpreter where those packages cannot be
+imported at all (a meta-path finder refuses them), and imports everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+UI_STACK = ("textual", "asyncssh", "cryptography")
+
+PROBE = textwrap.dedent(
+    """
+    import importlib, json, pkgutil, sys
+
+    BLOCKED = {blocked!r}
+
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{{name}} is blocked: the UI stack must not be imported here")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    failed = {{}}
+    imported = []
+
+    def load(name):
+        try:
+            importlib.import_module(name)
+            imported.append(name)
+        except Exception as e:
+            failed[name] = f"{{type(e).__name__}}: {{e}}"
+
+    for top in ("edgescope_tracing", "edgescope", "edgescope_collector"):
+        load(top)
+        pkg = sys.modules.get(top)
+        if pkg is None:
+            continue
+        for info in pkgutil.walk_packages(pkg.__path__, top + ".", onerror=lambda n: None):
+            if info.name.rsplit(".", 1)[-1] != "__main__":
+                load(info.name)
+    load("edgescope.cli")
+    try:
+        sys.modules["edgescope.cli"].build_parser()
+    except Exception as e:
+        failed["edgescope.cli.build_parser()"] = f"{{type(e).__name__}}: {{e}}"
+    ui = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED + ("edgescope_tui",))
+    print(json.dumps({{"failed": failed, "imported": imported, "ui": ui}}))
+    """
+)
+
+
+def test_sdk_collector_and_cli_import_without_the_ui_stack() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(blocked=UI_STACK)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["failed"] == {}, "these need the UI stack (or fail to import):\n" + "\n".join(
+        f"  {k}: {v}" for k, v in result["failed"].items()
+    )
+    assert result["ui"] == []
+    imported = set(result["imported"])
+    # The walk found the parts' modules, not just the packages.
+    assert {"edgescope.cli", "edgescope_tracing.reader", "edgescope_collector"} <= imported
+    assert any(m.startswith("edgescope_collector.") for m in imported)
+
+
+def test_the_trace_format_needs_only_msgpack() -> None:
+    """Importing edgescope_tracing loads nothing outside the standard library but msgpack."""
+    code = (
+        "import sys, json\n"
+        "before = set(sys.modules)\n"
+        "import edgescope_tracing, edgescope_tracing.summary, edgescope_tracing.paths\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before} "
+        "- set(sys.stdlib_module_names))))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = [m for m in json.loads(proc.stdout) if "cython" not in m]  # msgpack is Cython
+    assert loaded == ["edgescope_tracing", "msgpack"]
+
+
+def requirement_names(reqs: list[str]) -> set[str]:
+    names = set()
+    for r in reqs:
+        name = r
+        for sep in "<>=!~[; ":
+            name = name.split(sep)[0]
+        names.add(name.strip().lower().replace("_", "-"))
+    return names
+
+
+def project(part: str) -> dict[str, object]:
+    with open(ROOT / part / "pyproject.toml", "rb") as f:
+        data: dict[str, object] = tomllib.load(f)["project"]
+    return data
+
+
+def test_declared_dependencies_point_one_way() -> None:
+    tracing = project("tracing")
+    assert tracing["name"] == "edgescope-tracing"
+    assert requirement_names(tracing["dependencies"]) == {"msgpack"}  # type: ignore[arg-type]
+    assert "optional-dependencies" not in tracing
+
+    collector = project("collector")
+    assert collector["name"] == "edgescope-collector"
+    reqs = list(collector["dependencies"])  # type: ignore[call-overload]
+    for extra in dict(collector.get("optional-dependencies", {})).values():  # type: ignore[call-overload]
+        reqs += extra
+    names = requirement_names(reqs)
+    assert "edgescope-tracing" in names
+    assert not names & {*UI_STACK, "edgescope-tui", "edgescope"}
+
+    root = project(".")
+    assert requirement_names(root["dependencies"]) == {"edgescope-tracing"}  # type: ignore[arg-type]

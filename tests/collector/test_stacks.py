@@ -135,7 +135,7 @@ def test_parse_perf_script_folds_offsets_and_orders_root_first() -> None:
         "\t          1af860 _PyObject_Malloc+0x9 (/usr/lib/libpython3.11.so.1.0)",
         "\t    7fb594dba940 [unknown] ([unknown])",
         "",
-        "16187/16188   10101010 ",
+        "  4032/4032    10101010 ",  # a short pid is padded: still a header, not a frame
         "\t          101948 main (/usr/bin/python3.11)",
     ]
     counts = parse_perf_script(text)

@@ -83,8 +83,8 @@ class _Interner:
 def parse_perf_script(lines: Iterable[str], interner: _Interner | None = None) -> Counter[Stack]:
     """Stacks (root first) and their counts from ``perf script`` text.
 
-    A sample is a header line (``pid/tid period``, no indent), then one indented line per
-    frame, leaf first (``addr symbol (dso)``), then a blank line.
+    A sample is a header line (``pid/tid period``, padded with spaces when the pid is short),
+    then one indented line per frame, leaf first (``addr symbol (dso)``), then a blank line.
     """
     interner = interner or _Interner()
     out: Counter[Stack] = Counter()
@@ -95,9 +95,11 @@ def parse_perf_script(lines: Iterable[str], interner: _Interner | None = None) -
             if in_sample and frames:
                 out[tuple(reversed(frames))] += 1
             frames, in_sample = [], False
-        elif line[0] in " \t":
-            m = _PERF_FRAME.match(line)
-            if m and in_sample:
+            continue
+        # A header may be indented too (perf pads short pids): frames are told by their shape.
+        m = _PERF_FRAME.match(line)
+        if m:
+            if in_sample:
                 frames.append(interner.frame(m.group(2), m.group(3)))
         else:
             if in_sample and frames:

@@ -197,6 +197,8 @@ def test_retention_drops_old_segments_and_tail_says_the_gap(tmp_path: Path) -> N
         (["--listen", "example:99999"], "port must be a number from 1 to 65535"),
         (["--profile", "dtrace"], "--profile must be python, perf or bpftrace"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--sample-every", "nvml"], "--sample-every takes NAME=SECONDS"),
+        (["--sample-every", "nvml=fast"], "--sample-every nvml must be a number of seconds"),
     ],
 )
 def test_bad_flags_are_one_sentence_and_exit_2(flags: list[str], says: str) -> None:
@@ -329,3 +331,21 @@ def test_detectors_turn_the_stream_into_anomaly_events(collector: Collector) -> 
     assert anomalies[0].run == 0 and anomalies[0].severity == 2
     assert anomalies[0].detail["detector"] == "nonfinite_loss"
     assert "150" in anomalies[0].message
+
+
+def test_each_sampler_can_have_its_own_rate(tmp_path: Path) -> None:
+    c = Collector(tmp_path, "--interval", "1", "--sample-every", "system=0.1").start()
+    try:
+        system = own = 0
+        with Client.connect("127.0.0.1", c.port, since=0, idle_timeout=10) as client:
+            for item in client:
+                if type(item).__name__ == "SystemSample":
+                    system += 1
+                elif type(item).__name__ == "ProcessSample" and item.run == -1:  # type: ignore[union-attr]
+                    own += 1
+                if system >= 25:
+                    break
+        # 2.5 s of 10 Hz system samples hold 2 or 3 of the 1 Hz self-samples.
+        assert own <= 4
+    finally:
+        assert c.stop() == 0

@@ -11,7 +11,7 @@ import argparse
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +49,8 @@ class Config:
     segment_size: int | None = None
     segment_age: float = 600.0
     interval: float = 1.0
+    rates: dict[str, float] = field(default_factory=dict)
+    """Per-sampler intervals from ``--sample-every NAME=SECONDS``."""
     procfs: Path = Path("/proc")
     sysfs: Path = Path("/sys")
     mdns: bool = False
@@ -137,6 +139,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="1",
         help="sampling interval (default 1)",
     )
+    p.add_argument(
+        "--sample-every",
+        metavar="NAME=SECONDS",
+        action="append",
+        default=[],
+        help="a sampler's own interval, e.g. nvml=0.2 or thermal=5 (repeatable; samplers: "
+        "system, process, thermal, jetson_gpu, nvml)",
+    )
     p.add_argument("--procfs", metavar="PATH", default="/proc", help="procfs root (default /proc)")
     p.add_argument("--sysfs", metavar="PATH", default="/sys", help="sysfs root (default /sys)")
     g = p.add_mutually_exclusive_group()
@@ -218,6 +228,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
     for flag, root in (("--procfs", procfs), ("--sysfs", sysfs)):
         if not root.is_dir():
             raise ConfigError(f"{flag} {root} is not a directory")
+    rates: dict[str, float] = {}
+    for item in args.sample_every:
+        name, sep, value = str(item).partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--sample-every takes NAME=SECONDS, not {item!r}")
+        rates[name.strip()] = _seconds(value, f"--sample-every {name.strip()}", 0.05, 3600)
     mdns = args.mdns if args.mdns is not None else not is_loopback(host)
     return Config(
         host=host,
@@ -229,6 +245,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         segment_size=segment_size,
         segment_age=_seconds(args.segment_age, "--segment-age", 1, 7 * 86400),
         interval=_seconds(args.interval, "--interval", 0.05, 3600),
+        rates=rates,
         procfs=procfs,
         sysfs=sysfs,
         mdns=mdns,

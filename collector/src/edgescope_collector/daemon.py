@@ -299,10 +299,17 @@ class Collector:
             )
             if ready is not None:
                 ready(self)
-            self._tasks = [
-                asyncio.create_task(self._sample_loop(), name="sample"),
-                asyncio.create_task(self._poll_loop(), name="poll"),
-            ]
+            unknown = sorted(set(cfg.rates) - {s.name for s in self._samplers})
+            for name in unknown:
+                why = self._skipped.get(name, "no sampler has that name")
+                log.warning("--sample-every %s: not sampled here (%s)", name, why)
+            self._tasks = [asyncio.create_task(self._poll_loop(), name="poll")]
+            for k, (interval, group) in enumerate(self._groups()):
+                self._tasks.append(
+                    asyncio.create_task(
+                        self._sample_loop(interval, group, k == 0), name=f"sample-{interval:g}s"
+                    )
+                )
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait(
                 [stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED
@@ -387,6 +394,9 @@ class Collector:
                     "listen": f"{cfg.host}:{self.server.port}",
                     "auth": self.token is not None,
                     "interval_s": cfg.interval,
+                    "intervals_s": {
+                        s.name: cfg.rates.get(s.name, cfg.interval) for s in self._samplers
+                    },
                     "samplers": [s.name for s in self._samplers],
                     "skipped": dict(self._skipped),
                     "profile": cfg.profile,
@@ -398,25 +408,36 @@ class Collector:
 
     # --- loops ---------------------------------------------------------------------------
 
-    def _sample_all(self, t_us: int) -> tuple[list[Record], list[tuple[str, str]]]:
-        """Runs in a worker thread: every sampler once. Failures are returned, not raised."""
+    def _sample_all(
+        self, samplers: list[Sampler], main: bool, t_us: int
+    ) -> tuple[list[Record], list[tuple[str, str]]]:
+        """Runs in a worker thread: each sampler once. Failures are returned, not raised."""
         out: list[Record] = []
         errors: list[tuple[str, str]] = []
-        for s in self._samplers:
+        for s in samplers:
             try:
                 out.extend(s.sample(t_us))
             except Exception as e:  # one sampler's failure must not stop the rest: reported
                 errors.append((s.name, f"{type(e).__name__}: {e}"))
-        for backend in list(self._stacks.values()):
-            out.extend(backend.drain())
-            problem = backend.error()
-            if problem is not None:
-                errors.append((f"{backend.name} stacks of run {backend.run}", problem))
+        if main:
+            for backend in list(self._stacks.values()):
+                out.extend(backend.drain())
+                problem = backend.error()
+                if problem is not None:
+                    errors.append((f"{backend.name} stacks of run {backend.run}", problem))
         return out, errors
 
-    async def _sample_loop(self) -> None:
+    def _groups(self) -> list[tuple[float, list[Sampler]]]:
+        """Samplers by interval: ``--interval`` unless ``--sample-every NAME=SECONDS`` says."""
+        by: dict[float, list[Sampler]] = {self.cfg.interval: []}
+        for s in self._samplers:
+            by.setdefault(self.cfg.rates.get(s.name, self.cfg.interval), []).append(s)
+        return sorted(by.items(), key=lambda kv: kv[0] != self.cfg.interval)
+
+    async def _sample_loop(self, interval: float, samplers: list[Sampler], main: bool) -> None:
+        """One tick every ``interval``; the main loop also drains stacks and samples itself."""
         loop = asyncio.get_running_loop()
-        interval = self.cfg.interval
+        names = ",".join(s.name for s in samplers) or "collector"
         due = loop.time()
         while True:
             due += interval
@@ -430,24 +451,27 @@ class Collector:
                 skipped = int(late // interval)
                 due += skipped * interval
             t_us = time.time_ns() // 1000
-            records, errors = await asyncio.to_thread(self._sample_all, t_us)
+            records, errors = await asyncio.to_thread(self._sample_all, samplers, main, t_us)
             took = loop.time() - now
             for rec in records:
                 self.record(rec)
             for name, message in errors:
                 self._sampler_error(name, message, t_us)
-            self.record(self.monitor.sample(t_us))
+            if main:
+                self.record(self.monitor.sample(t_us))
             if late > max(interval / 4, 0.02) or took > interval:
                 self.record(
                     Event(
                         kind="collector_lag",
                         message=f"the collector ran {late * 1000:.0f} ms late "
-                        f"(sampling took {took * 1000:.0f} ms)",
+                        f"(sampling {names} took {took * 1000:.0f} ms)",
                         severity=1,
                         detail={
                             "lag_ms": round(late * 1000, 1),
                             "sample_ms": round(took * 1000, 1),
                             "skipped_ticks": skipped,
+                            "samplers": names,
+                            "interval_s": interval,
                         },
                         t_us=t_us,
                     )

@@ -6,14 +6,16 @@ import asyncio
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from edgescope_tui.app import EdgescopeApp
-from edgescope_tui.discovery import SERVICE_TYPE, SshTarget, TcpTarget
+from edgescope_tui.discovery import SERVICE_TYPE, Device, SshTarget, TcpTarget
 from edgescope_tui.discovery.probe import ProbeSettings
 from edgescope_tui.screens.dashboard import DashboardScreen
 from edgescope_tui.screens.devices import AddDeviceScreen, DevicesScreen
@@ -234,3 +236,81 @@ def test_devices_screen_from_the_devices_file(
     screen = DevicesScreen.from_config()
     assert screen.discovery.devices == {}
     assert "device 'pi': give exactly one of ssh" in screen.config_problem
+
+
+GiB = 2**30
+SNAPSHOT_DEVICES = [
+    Device(
+        "mdns:pi-kitchen",
+        "pi-kitchen",
+        "mdns",
+        TcpTarget("192.168.1.20", 7313),
+        state="online",
+        hostname="pi-kitchen",
+        board="Raspberry Pi 5 Model B Rev 1.0",
+        runs=("resnet-tiny",),
+        temp_c=71.2,
+        mem_used=int(2.9 * GiB),
+        mem_total=int(3.8 * GiB),
+        throttled=("pi under-voltage",),
+    ),
+    Device(
+        "tcp:10.0.0.7:7313",
+        "jetson",
+        "config",
+        TcpTarget("10.0.0.7", 7313),
+        state="online",
+        hostname="orin",
+        temp_c=48.0,
+        mem_used=5 * GiB,
+        mem_total=15 * GiB,
+    ),
+    Device(
+        "ssh:root@10.0.0.9::7313",
+        "ssh://root@10.0.0.9",
+        "ssh",
+        SshTarget("10.0.0.9", "root"),
+        state="no-collector",
+        error="ssh://root@10.0.0.9: no collector on port 7313, and edgescope is not installed "
+        "there; install it on the device with: pip install 'edgescope[collector]'",
+        hint="pip install 'edgescope[collector]'",
+    ),
+    Device(
+        "tcp:10.0.0.5:7313",
+        "10.0.0.5:7313",
+        "address",
+        TcpTarget("10.0.0.5", 7313),
+        state="unreachable",
+        error="cannot connect to 10.0.0.5:7313: connection refused (is the collector running "
+        "there?)",
+    ),
+    Device(
+        "mdns:broken",
+        "broken",
+        "mdns",
+        None,
+        state="error",
+        error="malformed advert: TXT record lacks 'auth'",
+    ),
+]
+
+
+@pytest.mark.parametrize("size", [(100, 24), (160, 40)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_devices_screen_snapshot(
+    snap_compare: Any, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every state on screen, the no-collector row selected; fixed devices, frozen clock."""
+    monkeypatch.setattr(time, "time", lambda: 1_795_800_900.0)
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/home/me/.config")
+    app = EdgescopeApp(home=lambda: DevicesScreen(mdns=False, recheck=0))
+
+    async def show(pilot: Pilot[Any]) -> None:
+        screen = devices_screen(pilot.app)  # type: ignore[arg-type]
+        for d in SNAPSHOT_DEVICES:
+            screen.discovery.devices[d.key] = d
+            screen.post_message(DevicesScreen.DeviceChanged(d.key, d))
+        await pilot.pause()
+        select(screen, "ssh://root@10.0.0.9")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=show)

@@ -322,6 +322,17 @@ class _Recorder(threading.Thread):
 
 
 @contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Clean-up that a second Ctrl-C or SIGTERM must not cut short (children left running)."""
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
     """SIGTERM unwinds like Ctrl-C, so the children are stopped and the trace is closed."""
 
@@ -343,15 +354,22 @@ def _run(args: argparse.Namespace) -> int:
     for note in plan.notes:
         print(f"edgescope demo: {note}", file=sys.stderr)
     writer = _open_output(plan.output, default=args.output is None)
-    code = 1
+    progress = _Progress()
     try:
         with (
             _sigterm_as_exit(),
             tempfile.TemporaryDirectory(prefix="edgescope-demo-") as tmp,
         ):
-            code = _demo(plan, Path(tmp), writer)
-    finally:
+            code = _demo(plan, Path(tmp), writer, progress)
+    except KeyboardInterrupt:
+        code = 130
+        print("edgescope demo: interrupted; the job and the collector are stopped", file=sys.stderr)
+    except BaseException:
         writer.close()
+        if progress.records == 0:
+            plan.output.unlink(missing_ok=True)  # nothing was recorded: leave no empty trace
+        raise
+    writer.close()
     if plan.headless:
         from ._inspect import inspect_file, print_human
 
@@ -360,14 +378,26 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
-def _demo(plan: _Plan, workdir: Path, writer: Any) -> int:
+@dataclass(slots=True)
+class _Progress:
+    """How far the demo got, for the clean-up of a failed start."""
+
+    records: int = 0
+
+
+def _demo(plan: _Plan, workdir: Path, writer: Any, progress: _Progress) -> int:
+    from edgescope_tracing import TraceError
+
     collector = _Collector(workdir, mdns=not plan.headless)
     job: _Job | None = None
     recorder: _Recorder | None = None
     try:
         collector.wait_ready()
         job = _Job(workdir, collector.ingest, plan.duration, plan.leak_mb)
-        recorder = _Recorder(collector.port, writer, job.pid)
+        try:
+            recorder = _Recorder(collector.port, writer, job.pid)
+        except TraceError as e:
+            raise EdgescopeError(f"cannot read the demo collector's stream: {e}", 1) from None
         recorder.start()
         if plan.headless:
             print(
@@ -381,6 +411,12 @@ def _demo(plan: _Plan, workdir: Path, writer: Any) -> int:
         recorder.run_ended.wait(END_TIMEOUT)
         if recorder.error:
             print(f"edgescope demo: the recording stopped early: {recorder.error}", file=sys.stderr)
+        if recorder.gaps:
+            print(
+                f"edgescope demo: the recording misses {recorder.gaps} span(s) of the stream "
+                "that the collector no longer held",
+                file=sys.stderr,
+            )
         if plan.headless and job_code == 0:
             print(f"edgescope {_tail(job.log, 1)}", file=sys.stderr)
         if job_code not in (0, None):
@@ -391,14 +427,16 @@ def _demo(plan: _Plan, workdir: Path, writer: Any) -> int:
             return 1
         return 0
     finally:
-        if job is not None:
-            job.stop()
-        # the collector first: on SIGTERM it records its stop and ends the stream cleanly,
-        # which ends the recorder by itself; stop() only cuts a recorder that is still waiting
-        collector.stop()
-        if recorder is not None:
-            recorder.join(END_TIMEOUT)
-            recorder.stop()
+        with _shielded():
+            if job is not None:
+                job.stop()
+            # the collector first: on SIGTERM it records its stop and ends the stream cleanly,
+            # which ends the recorder by itself; stop() only cuts a recorder that is still waiting
+            collector.stop()
+            if recorder is not None:
+                recorder.join(END_TIMEOUT)
+                recorder.stop()
+                progress.records = recorder.records
 
 
 MDNS_TIMEOUT = 5.0

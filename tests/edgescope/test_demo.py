@@ -177,3 +177,59 @@ def test_tui_finds_the_demo_collector_and_shows_the_run(tmp_path: Path) -> None:
         if job is not None:
             job.stop()
         collector.stop()
+
+
+def test_sigterm_stops_everything_and_keeps_the_trace(tmp_path: Path) -> None:
+    import re
+    import signal
+    import socket
+    import time
+
+    out = tmp_path / "cut.est"
+    env = dict(os.environ)
+    env.pop("EDGESCOPE_SOCKET", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgescope",
+            "demo",
+            "--headless",
+            "--duration",
+            "60",
+            "-o",
+            str(out),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.search(r"collector on 127\.0\.0\.1:(\d+), .* \(job pid (\d+)\)", line)
+        assert m, line
+        port, job_pid = int(m.group(1)), int(m.group(2))
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert f"{out}: edgescope trace format" in stdout
+    # the job and the collector are gone, and the trace was closed cleanly
+    with pytest.raises(ProcessLookupError):
+        os.kill(job_pid, 0)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+    with TraceReader(out) as r:
+        recs = list(r)
+        assert r.damage == [] and r.indexed
+    assert any(isinstance(x, RunStart) and x.name == "edgescope-demo" for x in recs)
+    assert any(isinstance(x, Metrics) and x.key == "loss" for x in recs)

@@ -7,21 +7,37 @@ parsed instead of raising. Callers decide what an absent figure means.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 __all__ = ["read_text", "read_int", "read_kv", "numbered"]
 
 
-def read_text(path: Path) -> str | None:
-    """The file's text with surrounding whitespace stripped, or None if it can't be read."""
+def read_text(path: Path | str) -> str | None:
+    """The file's text with surrounding whitespace stripped, or None if it can't be read.
+
+    Plain ``os.open``/``os.read``: a sampler reads a hundred small files a second on a
+    board where every microsecond shows in the collector's CPU share.
+    """
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read().strip()
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii", "replace").strip()
 
 
-def read_int(path: Path, base: int = 10) -> int | None:
+def read_int(path: Path | str, base: int = 10) -> int | None:
     """The file's first token as an integer, or None if absent or not a number."""
     text = read_text(path)
     if not text:
@@ -32,7 +48,7 @@ def read_int(path: Path, base: int = 10) -> int | None:
         return None
 
 
-def read_kv(path: Path) -> dict[str, int]:
+def read_kv(path: Path | str) -> dict[str, int]:
     """``key value`` lines (``memory.events``, ``memory.stat``) as a dict; {} if unreadable."""
     text = read_text(path)
     out: dict[str, int] = {}

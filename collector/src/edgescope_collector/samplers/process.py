@@ -8,7 +8,8 @@ descendant of that pid, one :class:`ProcessSample` per call, read under ``roots.
 - ``PID/status``: ``VmRSS`` (RSS), ``VmHWM`` (the kernel's RSS high-water mark: the peak that a
   1 Hz sampler would miss), ``Threads``;
 - descendants from ``PID/task/*/children`` (``CONFIG_PROC_CHILDREN``), or else from the parent
-  pid of every process in procfs.
+  pid of every process in procfs; looked up every ``rescan_every`` samples (5), so a new
+  child is seen within a few seconds and an exited one is dropped at once.
 - ``PID/cgroup`` names the process's cgroup; its memory files are read under
   ``roots.sysfs/fs/cgroup``. cgroup v2: ``memory.current``, ``memory.peak`` (kernel 5.19+),
   ``memory.max`` (the lowest limit on the way up to the root is the one that bites),
@@ -164,10 +165,22 @@ class ProcessSampler:
 
     name = "process"
 
-    def __init__(self, roots: Roots, watch: ProcessWatch, clk_tck: int = _CLK_TCK) -> None:
+    def __init__(
+        self,
+        roots: Roots,
+        watch: ProcessWatch,
+        clk_tck: int = _CLK_TCK,
+        rescan_every: int = 5,
+    ) -> None:
         self.roots = roots
         self.watch = watch
         self.clk_tck = clk_tck
+        self.rescan_every = rescan_every
+        """Look for new children every this many samples: a PyTorch process has dozens of
+        threads, each with its own ``children`` file, and reading them all every second
+        costs more than the rest of the sample."""
+        self._ticks = 0
+        self._descendants: dict[int, list[int]] = {}
         self._prev: dict[tuple[int, int], tuple[int, int]] = {}
         """(pid, start ticks) -> (cpu ticks, t_us) of the previous sample."""
 
@@ -223,8 +236,16 @@ class ProcessSampler:
         seen_keys: set[tuple[int, int]] = set()
         cgroups: dict[str, CgroupMemory | None] = {}
         done: set[int] = set()
-        for run, root_pid in self.watch.items():
-            for pid in [root_pid, *self.descendants(root_pid)]:
+        watched = self.watch.items()
+        rescan = self._ticks % self.rescan_every == 0
+        self._ticks += 1
+        if rescan:
+            self._descendants = {}
+        for run, root_pid in watched:
+            kids = self._descendants.get(root_pid)
+            if kids is None:
+                kids = self._descendants[root_pid] = self.descendants(root_pid)
+            for pid in [root_pid, *kids]:
                 if pid in done:
                     continue
                 done.add(pid)

@@ -4,7 +4,8 @@ Sources, all under ``roots.sysfs`` (each named in ``ThermalSampler.skipped`` wit
 when absent):
 
 - ``thermal_zones``: ``class/thermal/thermal_zone*``: ``type``, ``temp`` (millidegrees C) and
-  the trip points ``trip_point_N_{type,temp,hyst}`` as ``(type, temp_c, hysteresis_c)``. A
+  the trip points ``trip_point_N_{type,temp,hyst}`` as ``(type, temp_c, hysteresis_c)``
+  (settings, so read every 30 samples, not every one). A
   zone that cannot be read right now (disabled zones answer ``EINVAL``) is left out, and so
   is a trip point at 0 or below (disabled, as on ``x86_pkg_temp``).
 - ``cooling_devices``: ``class/thermal/cooling_device*``: ``cur_state``/``max_state`` and the
@@ -220,6 +221,10 @@ class ThermalSampler:
                 self._hwmon.append(_Hwmon(chip, p, tuple(temps), tuple(values)))
         self._found("hwmon", self._hwmon, f"no hwmon sensors under {hwmon_root}")
 
+        self.trips_every = 30
+        """Trip points are settings, not readings: read again every this many samples."""
+        self._ticks = 0
+        self._trips: dict[str, tuple[tuple[str, float, float], ...]] = {}
         self._prev_trans: dict[str, int] = {}
         self._prev_busy_ms: dict[str, int] = {}
 
@@ -234,6 +239,7 @@ class ThermalSampler:
 
     def sample(self, t_us: int) -> list[Record]:
         zones = [z for z in (self._read_zone(z) for z in self._zones) if z is not None]
+        self._ticks += 1
         throttle: dict[str, int] = {}
         cooling = []
         for c in self._cooling:
@@ -313,6 +319,13 @@ class ThermalSampler:
         milli = read_int(z.path / "temp")
         if milli is None:
             return None
+        trips = self._trips.get(z.name)
+        if trips is None or self._ticks % self.trips_every == 0:
+            trips = self._trips[z.name] = self._read_trips(z)
+        return ThermalZone(z.name, milli / 1000, trips)
+
+    @staticmethod
+    def _read_trips(z: _Zone) -> tuple[tuple[str, float, float], ...]:
         trips = []
         n = 0
         while True:
@@ -324,7 +337,7 @@ class ThermalSampler:
             if temp is not None and temp > 0:  # 0 or below: a disabled trip (x86_pkg_temp)
                 trips.append((kind, temp / 1000, hyst / 1000))
             n += 1
-        return ThermalZone(z.name, milli / 1000, tuple(trips))
+        return tuple(trips)
 
     def _read_pi(self) -> int | None:
         if self._pi_file is not None:

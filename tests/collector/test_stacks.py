@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from edgescope_collector.stacks import (
@@ -155,3 +158,33 @@ def test_parse_bpftrace_stack() -> None:
     stack = parse_bpftrace_stack(key)
     assert [f.function for f in stack] == ["[unknown]", "_PyEval_EvalFrameDefault"]
     assert parse_bpftrace_stack("") == ()
+
+
+def test_missing_tools_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no perf, no bpftrace
+    check = backend_problem.__wrapped__  # type: ignore[attr-defined]  # past the cache
+    assert check("perf").startswith("perf is not installed (")
+    assert check("bpftrace") == "bpftrace is not installed (apt install bpftrace)"
+    assert check("python") is None
+
+
+def test_not_root_is_said_for_bpftrace() -> None:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None or shutil.which("bpftrace") is None:
+        pytest.skip("needs root, setpriv and bpftrace to try bpftrace as another user")
+    probe = (
+        "from edgescope_collector.stacks import backend_problem\n"
+        "print(backend_problem('bpftrace'))\n"
+    )
+    out = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if out.returncode != 0:
+        pytest.skip(f"this checkout can't be run as nobody: {out.stderr.strip()[-200:]}")
+    assert out.stdout.strip() == (
+        "bpftrace needs root (or CAP_BPF and CAP_PERFMON); this is uid 65534"
+    )

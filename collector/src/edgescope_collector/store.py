@@ -9,9 +9,9 @@ file name holds its first sequence number (``seg-00000000000000001234.est``); on
 store reads the newest segment's last sequence number and goes on from there, so the numbers
 stay monotonic across restarts too.
 
-Bounded: a new segment starts every ``segment_bytes`` or ``segment_age`` seconds; when the
-segments together pass ``max_disk`` bytes, the oldest closed ones are deleted first. The open
-segment is never deleted.
+Bounded: a new segment starts every ``segment_bytes`` or ``segment_age`` seconds; before
+bytes are written that would take the segments together past ``max_disk``, the oldest closed
+ones are deleted, so the bound holds at every moment. The open segment is never deleted.
 
 A segment left unclosed by a crash is repaired at start: the incomplete bytes after its last
 good frame (what the crash was writing) are cut and the index is appended. Good frames are
@@ -173,8 +173,11 @@ class SegmentStore:
         seq = stream.add(rec)
         if self._pending_since is None:
             self._pending_since = self.clock()
-        if stream.pending >= MAX_PAYLOAD // 2:
-            self.flush()
+        if (
+            stream.pending >= MAX_PAYLOAD // 2
+            or self.open_segment.data_end + stream.pending >= self.segment_bytes
+        ):
+            self.flush()  # a full frame, or a full segment: written (and rotated) now
         return seq
 
     def poll(self) -> None:
@@ -213,6 +216,7 @@ class SegmentStore:
         data = stream.take()
         if not data:
             return
+        self._make_room(len(data))
         _write_all(self._fd, data)
         seg.data_end = seg.size = stream.offset
         seg.next_seq = stream.encoder.next_seq
@@ -265,6 +269,7 @@ class SegmentStore:
         except OSError as e:
             raise StoreError(f"cannot write a segment in {self.directory}: {_reason(e)}") from e
         header = stream.take()
+        self._make_room(len(header))
         _write_all(fd, header)
         self._fd = fd
         self._stream = stream
@@ -280,7 +285,9 @@ class SegmentStore:
             return
         seg = self.open_segment
         try:
-            _write_all(self._fd, stream.index_bytes())
+            tail = stream.index_bytes()
+            self._make_room(len(tail))
+            _write_all(self._fd, tail)
             os.fsync(self._fd)
         finally:
             os.close(self._fd)
@@ -300,8 +307,13 @@ class SegmentStore:
         new.encoder = old.encoder
         self._start_segment(new)
 
-    def _enforce_limit(self) -> None:
-        while len(self.segments) > 1 and self.disk_bytes > self.max_disk:
+    def _make_room(self, n: int) -> None:
+        """Drop the oldest closed segments so that ``n`` more bytes stay within the bound."""
+        if self.disk_bytes + n > self.max_disk:
+            self._enforce_limit(n)
+
+    def _enforce_limit(self, reserve: int = 0) -> None:
+        while len(self.segments) > 1 and self.disk_bytes + reserve > self.max_disk:
             seg = self.segments.pop(0)
             with contextlib.suppress(FileNotFoundError):
                 seg.path.unlink()

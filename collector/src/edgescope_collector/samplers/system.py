@@ -202,7 +202,9 @@ class SystemSampler:
         loadavg = read_text(proc / "loadavg")
         if loadavg:
             with contextlib.suppress(ValueError):
-                load = [float(x) for x in loadavg.split()[:3]]
+                values = [float(x) for x in loadavg.split()[:3]]
+                if len(values) == 3:
+                    load = list(values)
 
         psi: dict[str, float] = {}
         for res in self._psi:

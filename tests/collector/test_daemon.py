@@ -239,6 +239,13 @@ def test_port_in_use_and_token_problems_are_one_sentence(collector: Collector) -
         timeout=20,
     )
     assert t.returncode == 2 and "does not exist" in t.stderr
+    same_dir = Collector(collector.tmp)
+    d = subprocess.run(same_dir.args, capture_output=True, text=True, timeout=20)
+    assert d.returncode == 1
+    assert d.stderr.strip() == (
+        f"edgescope collector: another collector (pid {collector.proc.pid}) "  # type: ignore[union-attr]
+        f"is using the data directory {collector.data}"
+    )
 
 
 def test_token_protected_collector(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgescope_collector.store import SegmentStore, segment_name
+import pytest
+from edgescope_collector.store import SegmentStore, StoreError, segment_name
 from edgescope_tracing import Event, Keyframe, Metrics, RunEnd, RunStart, TraceReader
 from test_server_support import RUN, make_store, metric, noisy
 
@@ -90,6 +91,7 @@ def test_crash_leaves_an_open_segment_that_is_repaired(tmp_path: Path) -> None:
     with open(path, "ab") as f:
         f.write(b"\xe5\x5c\x00\x10\x00\x00garbage")
     os.close(store._fd)
+    os.close(store._lock_fd)  # the process is gone, and its lock with it
     again = make_store(tmp_path)
     first = again.segments[0]
     assert first.closed and first.data_end == good_end
@@ -142,3 +144,27 @@ def test_foreign_files_are_left_alone(tmp_path: Path) -> None:
     store.close()
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert isinstance(RunStart, type)
+
+
+def test_one_collector_per_data_directory(tmp_path: Path) -> None:
+    first = make_store(tmp_path)
+    second = SegmentStore(tmp_path, max_disk=1 << 20)
+    with pytest.raises(StoreError, match=f"another collector \\(pid {os.getpid()}\\) is using"):
+        second.open()
+    first.close()
+    second.open()
+    second.close()
+
+
+def test_a_new_segment_starts_by_age(tmp_path: Path) -> None:
+    now = [100.0]
+    store = make_store(tmp_path, segment_age=60.0, clock=lambda: now[0])
+    store.append(RUN)
+    store.flush()
+    store.poll()
+    assert len(store.segments) == 1
+    now[0] += 61
+    store.poll()
+    assert len(store.segments) == 2 and store.segments[0].closed
+    assert store.segments[1].first_seq == store.segments[0].next_seq
+    store.close()

@@ -24,6 +24,7 @@ segment and offset, so that live clients get exactly the bytes that are on disk.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -51,6 +52,7 @@ __all__ = ["Segment", "SegmentStore", "StoreError", "segment_name", "frame_span"
 log = logging.getLogger("edgescope.collector.store")
 
 SEGMENT_RE = re.compile(r"^seg-(\d{20})\.est$")
+LOCK_NAME = "collector.lock"
 
 
 class StoreError(Exception):
@@ -107,6 +109,7 @@ class SegmentStore:
         self._fd = -1
         self._pending_since: float | None = None
         self._closed = False
+        self._lock_fd = -1
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -114,6 +117,7 @@ class SegmentStore:
         """Take the data directory: repair and list old segments, start a new one."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock()
             names = sorted(p.name for p in self.directory.iterdir() if SEGMENT_RE.match(p.name))
         except OSError as e:
             raise StoreError(f"cannot use the data directory {self.directory}: {_reason(e)}") from e
@@ -136,8 +140,30 @@ class SegmentStore:
         if self._closed or self._stream is None:
             return
         self._closed = True
-        self.flush()
-        self._close_segment()
+        try:
+            self.flush()
+            self._close_segment()
+        finally:
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = -1
+
+    def _lock(self) -> None:
+        """One collector per data directory: two writing one ring would corrupt it."""
+        fd = os.open(
+            self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreError(
+                f"another collector (pid {other}) is using the data directory {self.directory}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
 
     # --- appending -----------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ from edgescope_tracing.records import (
     ThermalSample,
     ThermalZone,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -413,3 +415,78 @@ def test_detectors_fold_keeps_state_across_records(h200: H200) -> None:
     )
     events = [e for m in first + rest for e in d.feed(m)]
     assert [e.detail["step"] for e in events] == [6000]
+
+
+# ------------------------------------------------------------------------------ properties
+
+_floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
+_small = st.integers(min_value=0, max_value=1 << 40)
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[Record]:
+    out: list[Record] = []
+    t = 1_000_000
+    step = 0
+    for _ in range(draw(st.integers(0, 60))):
+        t += draw(st.integers(0, 3_000_000))
+        kind = draw(st.sampled_from(["loss", "step", "proc", "sys", "thermal", "gpu", "end"]))
+        if kind in ("loss", "step"):
+            n = draw(st.integers(1, 5))
+            steps = tuple(step + draw(st.integers(-2, 3)) for _ in range(n))
+            step += n
+            times = tuple(t + i * draw(st.integers(-5, 5_000)) for i in range(n))
+            values = tuple(draw(_floats) for _ in range(n))
+            key = "loss" if kind == "loss" else draw(st.sampled_from(["step_ms", "step_time"]))
+            out.append(Metrics(RUN, key, steps, times, values, t_us=t))
+        elif kind == "proc":
+            out.append(
+                ProcessSample(
+                    RUN,
+                    draw(st.integers(1, 3)),
+                    rss=draw(st.none() | _small),
+                    cgroup_current=draw(st.none() | _small),
+                    cgroup_limit=draw(st.none() | _small),
+                    oom_kills=draw(st.none() | st.integers(0, 3)),
+                    t_us=t,
+                )
+            )
+        elif kind == "sys":
+            out.append(
+                SystemSample(
+                    mem_available=draw(st.none() | _small),
+                    swap_used=draw(st.none() | _small),
+                    psi={"memory.some.avg10": draw(st.floats(0, 100))},
+                    t_us=t,
+                )
+            )
+        elif kind == "thermal":
+            out.append(
+                ThermalSample(
+                    zones=(ThermalZone("z", draw(st.floats(-40, 150)), (("passive", 80.0, 2.0),)),),
+                    freqs=(CpuFreq(0, draw(st.none() | _small), None, draw(st.none() | _small)),),
+                    throttle={"cpu0.core_throttle_count": draw(st.integers(0, 100))},
+                    t_us=t,
+                )
+            )
+        elif kind == "gpu":
+            out.append(GpuSample(0, "g", clock_event_reasons=draw(st.none() | _small), t_us=t))
+        else:
+            out.append(RunEnd(RUN, exit_code=draw(st.sampled_from([None, 0, 137, -9])), t_us=t))
+    return out
+
+
+def test_extreme_values_keep_details_json() -> None:
+    steps = tuple(range(25))
+    flat = Metrics(RUN, "loss", steps, tuple(s * 1000 for s in steps), (0.0,) * 24 + (1e308,))
+    (e,) = detect([flat])
+    assert e.detail["z"] == "inf"
+    json.dumps(e.detail, allow_nan=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_records())
+def test_any_stream_gives_json_safe_events(records: list[Record]) -> None:
+    for e in detect(records):
+        assert e.kind == "anomaly" and e.message and e.severity in (0, 1, 2)
+        json.dumps(e.detail, allow_nan=False)

@@ -145,6 +145,13 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+def _json_safe(v: object) -> object:
+    """Non-finite floats as strings ("inf", "nan"): event details must stay JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
 def _anomaly(
     detector: str, message: str, run: int, severity: int, t_us: int, **detail: object
 ) -> Event:
@@ -153,7 +160,7 @@ def _anomaly(
         message=message,
         run=run,
         severity=severity,
-        detail={"detector": detector, **detail},
+        detail={"detector": detector, **{k: _json_safe(v) for k, v in detail.items()}},
         t_us=t_us,
     )
 

@@ -141,7 +141,7 @@ def read_jsonl(path: Path) -> Data:
 
 
 def read_tensorboardx(path: Path) -> Data:
-    from tensorboardX.proto import event_pb2
+    from tensorboardX.proto import event_pb2  # type: ignore[import-untyped]
 
     (name,) = (p for p in os.listdir(path) if p.startswith("events.out.tfevents"))
     data = (path / name).read_bytes()
@@ -270,7 +270,7 @@ def main() -> None:
             f"{N / w.median():>17,.0f}{N / r.median():>16,.0f}"
         )
     size, exact = sizes["edgescope"]
-    read_rate = N / results["edgescope"][1].median()  # type: ignore[union-attr]
+    read_rate = N / results["edgescope"][1].median()
     tbx = sizes["tensorboardX"][0] / N
     print()
     print(

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import EdgescopeError, UsageError
+from .errors import UsageError
 
 if TYPE_CHECKING:
     from edgescope_tui.discovery import Device, Origin, Target
@@ -136,10 +136,9 @@ def _run(args: argparse.Namespace) -> int:
             "nothing to list: mDNS is off and no device is configured (--ssh, --address, "
             "or the devices file)"
         )
-    try:
-        devices = asyncio.run(_discover(targets, mdns, args.mdns_interface, token, timeout))
-    except OSError as e:
-        raise EdgescopeError(f"cannot browse mDNS: {e.strerror or e}", 1) from None
+    devices, mdns_error = asyncio.run(_discover(targets, mdns, args.mdns_interface, token, timeout))
+    if mdns_error:
+        print(f"edgescope: {mdns_error}; listing configured devices only", file=sys.stderr)
     if args.json:
         json.dump([device_json(d) for d in devices], sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -157,7 +156,7 @@ async def _discover(
     interfaces: list[str] | None,
     token: bytes | None,
     timeout: float,
-) -> list[Device]:
+) -> tuple[list[Device], str]:
     import asyncio
 
     from edgescope_tui.discovery.probe import ProbeSettings
@@ -169,13 +168,13 @@ async def _discover(
     async with Discovery(
         targets, mdns=mdns, mdns_interfaces=interfaces, probe=probe, recheck=0
     ) as discovery:
-        if mdns:
+        if mdns and not discovery.mdns_error:
             # Adverts may arrive at any moment: browse for the whole time, then let the checks
             # of late arrivals finish within what is left.
             await asyncio.sleep(max(0.0, min(timeout, 1.5 + timeout / 2)))
         await discovery.settle(max(0.0, deadline - loop.time()))
         devices = list(discovery.devices.values())
-    return [_timed_out(d, timeout) for d in devices]
+    return [_timed_out(d, timeout) for d in devices], discovery.mdns_error
 
 
 def _timed_out(d: Device, timeout: float) -> Device:

@@ -164,3 +164,16 @@ def test_ls_bad_arguments_are_one_sentence(
     err = capsys.readouterr().err
     assert err.startswith("edgescope: ") and error in err
     assert err.count("\n") == 1
+
+
+def test_ls_without_mdns_still_lists_configured_devices(
+    collector: Collector, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An interface address this machine does not have: browsing can't start there.
+    argv = ["ls", "--json", "--timeout", "2", "--mdns-interface", "203.0.113.5"]
+    assert main([*argv, "--address", f"127.0.0.1:{collector.port}"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("edgescope: mDNS unavailable: ")
+    assert captured.err.endswith("; listing configured devices only\n")
+    [device] = json.loads(captured.out)
+    assert device["state"] == "online"

@@ -59,12 +59,20 @@ class Discovery:
         self._rechecker: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
         self._closed = False
+        self.mdns_error = ""
+        """Why mDNS browsing could not start, if it could not."""
 
     async def start(self) -> None:
         for key in list(self.devices):
             self.check(key)
         if self._mdns is not None:
-            await self._mdns.start()
+            try:
+                await self._mdns.start()
+            except OSError as e:
+                # No multicast here (no network, a sandbox): the configured devices still work.
+                self.mdns_error = f"mDNS unavailable: {(e.strerror or str(e)).lower()}"
+                await self._mdns.close()
+                self._mdns = None
         if self.recheck > 0:
             self._rechecker = self._spawn(self._recheck_loop())
         self._update_settled()

@@ -248,6 +248,9 @@ class DevicesScreen(Screen[None]):
         for key, device in self.discovery.devices.items():
             self._show(key, device)
         await self.discovery.start()
+        if self.discovery.mdns_error:
+            title = f"[b]devices[/b] · [yellow]{self.discovery.mdns_error}[/yellow]"
+            self.query_one("#devices-title", Static).update(title)
         self._update_detail()
 
     async def on_unmount(self) -> None:

@@ -386,9 +386,6 @@ def test_coinciding_signals_from_a_pi_and_a_container() -> None:
         freqs=(CpuFreq(0, 1_000_000, 1_000_000, 1_800_000, 1_800_000),),
         throttle={
             "pi.throttled": 0x50005,
-            "pi.flag.under_voltage": 1,
-            "pi.flag.throttled": 1,
-            "pi.flag.under_voltage_occurred": 1,
             "hwmon.rpi_volt.in0_lcrit_alarm": 1,
         },
         t_us=10,

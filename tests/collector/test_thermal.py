@@ -71,9 +71,8 @@ def test_pi_under_voltage_and_throttling_play_out(board: Callable[[str], Board])
         b.write(f"sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_cur_freq", 600000)
     hot = one(sampler, 2 * S)
     assert hot.throttle["pi.throttled"] == 0x50005
-    assert hot.throttle["pi.flag.under_voltage"] == 1
-    assert hot.throttle["pi.flag.throttled_occurred"] == 1
-    assert "pi.flag.soft_temp_limit" not in hot.throttle
+    # One key for the firmware's bits: a reader decodes them (pi_throttled_flags).
+    assert [k for k in hot.throttle if k.startswith("pi.")] == ["pi.throttled"]
     assert hot.throttle["hwmon.rpi_volt.in0_lcrit_alarm"] == 1
     assert hot.zones[0].temp_c == 81.234
     assert {(f.cur_khz, f.hw_khz, f.max_khz) for f in hot.freqs} == {(600000, 600000, 1800000)}
@@ -81,8 +80,10 @@ def test_pi_under_voltage_and_throttling_play_out(board: Callable[[str], Board])
     # Power recovers: "now" bits clear, "occurred" bits stay until reboot.
     b.write("sys/devices/platform/soc/soc:firmware/get_throttled", "50000")
     after = one(sampler, 3 * S)
-    assert "pi.flag.under_voltage" not in after.throttle
-    assert after.throttle["pi.flag.under_voltage_occurred"] == 1
+    assert pi_throttled_flags(after.throttle["pi.throttled"]) == [
+        "under_voltage_occurred",
+        "throttled_occurred",
+    ]
 
 
 def test_x86_counters_rise_and_frequency_is_capped(board: Callable[[str], Board]) -> None:
@@ -114,7 +115,10 @@ def test_x86_counters_rise_and_frequency_is_capped(board: Callable[[str], Board]
     assert first.throttle["cpu0.core_throttle_count"] == 2
     assert first.throttle["package0.package_throttle_count"] == 2
     assert "package1.package_throttle_count" not in first.throttle  # one package, said once
-    assert first.throttle["hwmon.thinkpad.fan1"] == 2900
+    # Only counters and 0/1 flags: a fan speed is neither (and has no record field).
+    assert not any(k.startswith("hwmon.thinkpad.") for k in first.throttle)
+    assert first.throttle["hwmon.coretemp.temp1_crit_alarm"] == 0
+    assert "intel_powerclamp.cooling_ms" not in first.throttle  # it has no stats/
     assert [c.name for c in first.cooling][:4] == [f"Processor.{i}" for i in range(4)]
     assert {c.name: c.cur_state for c in first.cooling}["intel_powerclamp"] == -1
     assert all(f.hw_khz is None for f in first.freqs)  # intel_pstate: no cpuinfo_cur_freq
@@ -189,8 +193,8 @@ def test_jetson_fan_and_gpu_load(board: Callable[[str], Board]) -> None:
     s = one(thermal, 2 * S)
     fan = s.cooling[0]
     assert (fan.name, fan.cur_state, fan.max_state, fan.transitions) == ("pwm-fan", 6, 10, 5)
-    assert s.throttle["pwm-fan.cooling_ms"] == 1500
-    assert s.throttle["hwmon.ina3221.curr1"] == 2950
+    assert "pwm-fan.cooling_ms" not in s.throttle  # a fan cools without slowing anything
+    assert "hwmon.ina3221.curr1" not in s.throttle  # a current is not a throttle signal
     assert s.throttle["hwmon.ina3221.curr1_crit_alarm"] == 0
     tj = {z.name: z for z in s.zones}["tj-thermal"]
     assert tj.temp_c == 64.0 and tj.trips[1] == ("active", 63.0, 8.0)

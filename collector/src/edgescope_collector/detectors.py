@@ -45,6 +45,7 @@ from edgescope_tracing.records import (
 )
 
 from .samplers.nvml import clock_event_reason_names, is_throttled
+from .samplers.thermal import PASSIVE_COOLING, pi_throttled_flags
 
 __all__ = [
     "Detectors",
@@ -80,9 +81,6 @@ STEP_TIME_KEYS: dict[str, float] = {
 }
 """Metric names read as the wall time of a step, with the factor that makes them seconds
 (the same names the TUI reads)."""
-
-PASSIVE_COOLING = ("Processor", "cpufreq", "thermal-cpufreq", "intel_powerclamp", "TCC Offset")
-"""Cooling devices that cool by slowing the CPU: a state above 0 is throttling."""
 
 
 def step_time_unit(key: str) -> float | None:
@@ -348,10 +346,10 @@ def coinciding_signals(
             out.append(Signal("throttle_counter", f"{name} throttled{at}", {"rose": rose}))
         flags = sorted(
             {
-                k.removeprefix("pi.flag.")
+                flag
                 for th in thermal
-                for k, v in th.throttle.items()
-                if k.startswith("pi.flag.") and not k.endswith("_occurred") and v
+                for flag in pi_throttled_flags(th.throttle.get("pi.throttled", 0))
+                if not flag.endswith("_occurred")
             }
         )
         if flags:

@@ -9,9 +9,10 @@ when absent):
   zone that cannot be read right now (disabled zones answer ``EINVAL``) is left out, and so
   is a trip point at 0 or below (disabled, as on ``x86_pkg_temp``).
 - ``cooling_devices``: ``class/thermal/cooling_device*``: ``cur_state``/``max_state`` and the
-  ``stats/total_trans`` delta as ``transitions``; from ``stats/time_in_state_ms`` the time
-  spent above state 0 since the previous sample goes into ``throttle`` as
-  ``"<device>.cooling_ms"``.
+  ``stats/total_trans`` delta as ``transitions``. Devices that cool by slowing the CPU or GPU
+  (:data:`PASSIVE_COOLING`: ``Processor``, ``cpufreq-cpuN``, ``intel_powerclamp``, ...) are
+  throttling when above state 0: their milliseconds spent there (``stats/time_in_state_ms``,
+  a counter since boot) go into ``throttle`` as ``"<device>.cooling_ms"``. Fans are not.
 - ``cpufreq``: ``devices/system/cpu/cpu*/cpufreq``: ``scaling_cur_freq`` (what the governor
   requested), ``cpuinfo_cur_freq`` (what the hardware runs; root-only on many kernels),
   ``cpuinfo_max_freq`` and ``scaling_max_freq`` (lowered by thermal or power capping), in kHz.
@@ -19,13 +20,16 @@ when absent):
   ``cpuN.core_throttle_count`` (and ``_total_time_ms``, ``_max_time_ms``), per package
   ``packageP.package_throttle_count`` and friends, counters that only rise.
 - ``pi_throttled``: the Raspberry Pi firmware's ``get_throttled`` (sysfs ``soc:firmware``, or
-  ``vcgencmd get_throttled`` on a live root): ``"pi.throttled"`` holds the raw bits and every
-  set flag appears as ``"pi.flag.<name>": 1`` (see :func:`pi_throttled_flags`).
+  ``vcgencmd get_throttled`` on a live root): ``"pi.throttled"`` holds the raw bits, decoded
+  by :func:`pi_throttled_flags`.
 - ``hwmon``: ``class/hwmon/hwmon*``: temperatures (``temp*_input``, with ``_crit`` and ``_max``
   as trip points) become zones named ``"<chip>/<label>"`` unless the chip is a thermal zone's
-  own mirror; other inputs and alarms go into ``throttle`` as ``"hwmon.<chip>.<file>"``
-  (``in*_input`` mV, ``curr*_input`` mA, ``power*_input`` uW, ``fan*_input`` RPM, every
-  ``*_alarm`` such as the Pi's ``rpi_volt`` ``in0_lcrit_alarm``: under-voltage now).
+  own mirror; alarms (``*_alarm``, 0 or 1, such as the Pi's ``rpi_volt`` ``in0_lcrit_alarm``:
+  under-voltage now) go into ``throttle`` as ``"hwmon.<chip>.<file>"``.
+
+``throttle`` holds only counters that rise while throttling and 0/1 flags, so a reader can
+call any rise a throttling signal. Voltages, currents, power and fan speeds (hwmon ``in*``,
+``curr*``, ``power*``, ``fan*``) are not recorded: no record kind has a place for them yet.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from ._files import numbered, read_int, read_text
 
 __all__ = [
     "ThermalSampler",
+    "PASSIVE_COOLING",
     "PI_THROTTLED_BITS",
     "pi_throttled_flags",
     "parse_vcgencmd_throttled",
@@ -62,8 +67,20 @@ PI_THROTTLED_BITS: dict[int, str] = {
 }
 """The Raspberry Pi firmware's throttled bits: 0-3 are "now", 16-19 "has occurred since boot"."""
 
-_HWMON_INPUT = re.compile(r"^(in|curr|power|fan|temp|energy|humidity)(\d+)_(input|average)$")
+_HWMON_TEMP = re.compile(r"^temp(\d+)_input$")
 _HWMON_ALARM = re.compile(r"^\w+_alarm$")
+
+PASSIVE_COOLING = (
+    "Processor",
+    "intel_powerclamp",
+    "TCC Offset",
+    "cpufreq",
+    "thermal-cpufreq",
+    "devfreq",
+    "thermal-devfreq",
+)
+"""Cooling device types (prefixes) that cool by slowing a processor: above state 0 is
+throttling."""
 
 
 def pi_throttled_flags(value: int) -> list[str]:
@@ -120,6 +137,7 @@ class _Zone:
 class _Cooling:
     name: str
     path: Path
+    passive: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +147,7 @@ class _Hwmon:
     temps: tuple[tuple[str, str], ...]
     """(file stem e.g. "temp1", zone name) of temperatures to read as zones."""
     values: tuple[str, ...]
-    """Other input and alarm file names."""
+    """Alarm file names."""
 
 
 def _norm(name: str) -> str:
@@ -156,7 +174,8 @@ class ThermalSampler:
         cool_dirs = numbered(thermal, "cooling_device")
         ctypes = [read_text(p / "type") or f"cooling_device{n}" for n, p in cool_dirs]
         self._cooling = [
-            _Cooling(n, p) for n, (_, p) in zip(_unique(ctypes), cool_dirs, strict=True)
+            _Cooling(n, p, t.startswith(PASSIVE_COOLING))
+            for n, t, (_, p) in zip(_unique(ctypes), ctypes, cool_dirs, strict=True)
         ]
         self._found("cooling_devices", self._cooling, f"no cooling devices under {thermal}")
 
@@ -209,13 +228,12 @@ class ThermalSampler:
                 continue
             mirror = _norm(chip) in zone_types
             for f in files:
-                m = _HWMON_INPUT.match(f)
-                if m and m.group(1) == "temp" and m.group(3) == "input":
-                    if not mirror:
-                        stem = f"temp{m.group(2)}"
-                        label = read_text(p / f"{stem}_label") or stem
-                        temps.append((stem, f"{chip}/{label}"))
-                elif m or _HWMON_ALARM.match(f):
+                m = _HWMON_TEMP.match(f)
+                if m and not mirror:
+                    stem = f"temp{m.group(1)}"
+                    label = read_text(p / f"{stem}_label") or stem
+                    temps.append((stem, f"{chip}/{label}"))
+                elif _HWMON_ALARM.match(f):
                     values.append(f)
             if temps or values:
                 self._hwmon.append(_Hwmon(chip, p, tuple(temps), tuple(values)))
@@ -226,7 +244,6 @@ class ThermalSampler:
         self._ticks = 0
         self._trips: dict[str, tuple[tuple[str, float, float], ...]] = {}
         self._prev_trans: dict[str, int] = {}
-        self._prev_busy_ms: dict[str, int] = {}
 
     def _found(self, source: str, items: Sized, why: str) -> None:
         if items:
@@ -254,12 +271,10 @@ class ThermalSampler:
                 delta = max(0, trans - prev) if prev is not None else 0
                 self._prev_trans[c.name] = trans
             cooling.append(CoolingDevice(c.name, cur, mx, delta))
-            busy = _busy_ms(read_text(c.path / "stats" / "time_in_state_ms"))
-            if busy is not None:
-                prev_busy = self._prev_busy_ms.get(c.name)
-                if prev_busy is not None:
-                    throttle[f"{c.name}.cooling_ms"] = max(0, busy - prev_busy)
-                self._prev_busy_ms[c.name] = busy
+            if c.passive:
+                busy = _busy_ms(read_text(c.path / "stats" / "time_in_state_ms"))
+                if busy is not None:
+                    throttle[f"{c.name}.cooling_ms"] = busy
 
         freqs = []
         for cpu, d in self._cpufreq:
@@ -285,8 +300,6 @@ class ThermalSampler:
         pi = self._read_pi()
         if pi is not None:
             throttle["pi.throttled"] = pi
-            for flag in pi_throttled_flags(pi):
-                throttle[f"pi.flag.{flag}"] = 1
 
         for h in self._hwmon:
             for stem, zone_name in h.temps:
@@ -303,7 +316,7 @@ class ThermalSampler:
             for f in h.values:
                 v = read_int(h.path / f)
                 if v is not None:
-                    throttle[f"hwmon.{h.chip}.{f.removesuffix('_input')}"] = v
+                    throttle[f"hwmon.{h.chip}.{f}"] = v
 
         return [
             ThermalSample(

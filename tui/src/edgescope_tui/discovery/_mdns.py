@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -104,6 +105,18 @@ def device_from_info(name: str, info: AsyncServiceInfo) -> Device:
     )
 
 
+def _check_local(addresses: Sequence[str]) -> None:
+    """OSError unless each address is one of this machine's (checked before zeroconf opens
+    its sockets: it leaves one open when an interface fails)."""
+    for addr in addresses:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((addr, 0))
+            except OSError as e:
+                raise OSError(e.errno, f"no interface of this machine has address {addr}") from None
+
+
 class MdnsBrowser:
     """Live set of advertised collectors; ``on_change`` hears every arrival, update and exit.
 
@@ -132,6 +145,7 @@ class MdnsBrowser:
     async def start(self) -> None:
         if self._azc is None:
             if self._interfaces is not None:
+                _check_local(self._interfaces)
                 self._azc = AsyncZeroconf(interfaces=self._interfaces, ip_version=IPVersion.V4Only)
             else:
                 self._azc = AsyncZeroconf()

@@ -99,8 +99,10 @@ class StreamEncoder:
     """Records in, bytes out: the header, then frames. No I/O and no clock of its own.
 
     ``add`` buffers a record's encoding into the open frame; ``take`` closes the open frame and
-    returns the bytes ready to write or send. A keyframe starts the first frame after
-    ``keyframe_bytes`` bytes have passed since the last one (and the very first frame).
+    returns the bytes ready to write or send. A keyframe starts a new frame before the first
+    record, and before the first record added once ``keyframe_bytes`` bytes (written frames
+    and the open one) have passed since the last keyframe; never inside a record, because the
+    record was encoded against the interning tables that the keyframe restarts.
     ``offset`` counts every byte handed out, so the keyframe index holds stream offsets, which
     are file offsets for a file.
     """

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from edgescope_collector.samplers import nvml as nvml_module
 from edgescope_collector.samplers.nvml import (
     CLOCK_EVENT_REASONS,
     THROTTLE_REASONS,
@@ -16,6 +18,7 @@ from edgescope_collector.samplers.nvml import (
     gpu_sample_from_readings,
     is_throttled,
 )
+from edgescope_tracing.records import GpuSample
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +102,29 @@ def test_sampler_says_why_it_cannot_run_here() -> None:
     else:
         assert "driver" in reason or "GPU" in reason
     assert "\n" not in reason
+
+
+def test_every_nvml_call_the_sampler_makes_exists_in_pynvml() -> None:
+    if importlib.util.find_spec("pynvml") is None:
+        pytest.skip("nvidia-ml-py is not installed")
+    import pynvml
+
+    source = Path(nvml_module.__file__).read_text()
+    used = set(re.findall(r"nvml\.(nvml\w+|NVML\w+)", source))
+    assert {"nvmlInit", "nvmlDeviceGetPowerUsage", "NVML_CLOCK_SM"} <= used
+    assert sorted(n for n in used if not hasattr(pynvml, n)) == []
+
+
+def test_a_gpu_that_answers_nothing_gives_an_empty_sample() -> None:
+    """Without a driver every NVML call raises: each figure becomes None, nothing escapes."""
+    if importlib.util.find_spec("pynvml") is None:
+        pytest.skip("nvidia-ml-py is not installed")
+    import pynvml
+
+    if not isinstance(NvmlSampler.open(), str):
+        pytest.skip("this machine has a working NVIDIA driver")
+    sampler = NvmlSampler(pynvml, [(0, "absent", None)])
+    (s,) = sampler.sample(123)
+    assert s == GpuSample(index=0, name="absent", t_us=123)
+    sampler.close()
+    sampler.close()  # twice is harmless

@@ -9,7 +9,9 @@ wall time in integer microseconds since the epoch; rates are computed against it
 samplers deterministic under test.
 
 All readers take their roots from :class:`Roots` (``--procfs``/``--sysfs``, as node_exporter's
-path flags), so tests and containers point them at recorded trees.
+path flags), so tests and containers point them at recorded trees. psutil is not used: it
+cannot be pointed at another root, it lacks VmHWM, cgroup limits, PSI and the throttle files,
+and for the rest it reads the same files at a higher import and per-call cost.
 
 Sources (module, sampler name, what it reads):
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import UsageError
@@ -53,7 +54,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--collector-port",
         metavar="PORT",
-        help="the collector's port on --ssh devices (default 7313)",
+        help="the collector's port on --ssh and ~/.ssh/config devices (default 7313)",
     )
     p.add_argument("--token-file", metavar="FILE", help="token for collectors that need one")
     p.add_argument(
@@ -111,7 +112,7 @@ def _targets(args: argparse.Namespace) -> list[tuple[Target, Origin]]:
         devices = load_devices_file(args.devices)
         out.extend((t, "config") for t in devices.targets)
         if args.ssh_config or devices.ssh_config_hosts:
-            out.extend((t, "ssh-config") for t in ssh_config_hosts())
+            out.extend((replace(t, collector_port=port), "ssh-config") for t in ssh_config_hosts())
     except TargetError as e:
         raise UsageError(str(e)) from None
     return out

@@ -177,3 +177,17 @@ def test_ls_without_mdns_still_lists_configured_devices(
     assert captured.err.endswith("; listing configured devices only\n")
     [device] = json.loads(captured.out)
     assert device["state"] == "online"
+
+
+def test_ls_ssh_config_hosts(ssh_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``Host testbox`` in ~/.ssh/config: reached by its alias, as ``ssh testbox`` would."""
+    port = free_port()
+    argv = ["ls", "--json", "--no-mdns", "--ssh-config", "--collector-port", str(port)]
+    assert main(argv) == 0
+    [device] = json.loads(capsys.readouterr().out)
+    assert (device["name"], device["via"], device["state"]) == (
+        "ssh://testbox",
+        "ssh-config",
+        "no-collector",
+    )
+    assert f"no collector on port {port}" in device["error"]

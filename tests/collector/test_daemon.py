@@ -356,3 +356,19 @@ def test_each_sampler_can_have_its_own_rate(tmp_path: Path) -> None:
         assert own <= 4
     finally:
         assert c.stop() == 0
+
+
+def test_sigint_is_a_clean_stop_too(tmp_path: Path) -> None:
+    c = Collector(tmp_path).start()
+    produce(c.ingest, 3)
+    time.sleep(0.3)
+    assert c.proc is not None
+    c.proc.send_signal(signal.SIGINT)
+    assert c.proc.wait(timeout=15) == 0
+    assert not c.ingest.exists()
+    (seg,) = c.data.glob("seg-*.est")
+    with TraceReader(seg) as r:
+        assert r.indexed
+        ends = [x for x in r if isinstance(x, RunEnd)]
+    assert ends and ends[0].exit_code == 0
+    assert "Traceback" not in c.stderr()

@@ -211,3 +211,18 @@ async def test_server_gone_mid_stream_is_connection_lost(tmp_path: Path) -> None
         with pytest.raises(ConnectionLost):
             await take(client, 1)
         await client.close()
+
+
+@pytest.mark.asyncio
+async def test_too_many_clients_are_refused_with_a_sentence(tmp_path: Path) -> None:
+    from edgescope_tracing.protocol import RefusedError
+
+    async with served(tmp_path, limits=ServerLimits(max_clients=1)) as (store, server):
+        append_all(store, [RUN])
+        first = await AsyncClient.connect("127.0.0.1", server.port, since=0)
+        with pytest.raises(RefusedError, match="too many clients"):
+            await AsyncClient.connect("127.0.0.1", server.port)
+        await first.close()
+        await asyncio.sleep(0.1)
+        again = await AsyncClient.connect("127.0.0.1", server.port)
+        await again.close()

@@ -219,3 +219,33 @@ def test_tail_through_ssh_without_a_collector(
     assert err.startswith("edgescope: ssh://root@testbox: no collector on port")
     assert "pip install 'edgescope[collector]'" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.asyncio
+async def test_keys_from_the_agent(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key file offered: the identity comes from a real ssh-agent at $SSH_AUTH_SOCK."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.02)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(sshd.user_key)], env=env, check=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        target = SshTarget("127.0.0.1", "root", sshd.port)
+        without = settings_for(sshd, tmp_path, identities=(), agent=False)
+        with pytest.raises(SshAuthError):
+            await connect(target, without)
+        settings = settings_for(sshd, tmp_path, identities=(), agent=True)
+        async with await connect(target, settings) as dev:
+            result = await dev.conn.run("echo hello", check=True)
+            assert result.stdout == "hello\n"
+    finally:
+        agent.terminate()
+        agent.wait(5)

@@ -1,8 +1,10 @@
 """Finding devices: mDNS adverts, SSH targets, manual addresses and the devices file.
 
-Each way of finding a device yields :class:`Device` rows; :mod:`edgescope_tui.discovery._probe`
-checks each one (connects, reads what the collector says about itself) and says in one line
-what is wrong when it can't.
+Each way of finding a device yields :class:`Device` rows. :mod:`edgescope_tui.discovery.probe`
+checks one (connects, reads the head of its collector's stream) and says in one line what is
+wrong when it can't; :mod:`edgescope_tui.discovery.watch` runs them all (``edgescope ls`` and
+the devices screen). Those two import the SSH and protocol clients, so they are imported by
+name, not from here.
 """
 
 from ._device import Device, DeviceState, Origin

@@ -256,7 +256,8 @@ class Collector:
             if problem is not None:
                 raise CollectorError(f"--profile {cfg.profile}: {problem}", 2)
         try:
-            self.store.open()
+            # Reading old segments (and repairing one a crash left open) is file I/O.
+            await asyncio.to_thread(self.store.open)
         except StoreError as e:
             raise CollectorError(str(e)) from None
         ingest = None

@@ -31,6 +31,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +111,7 @@ class SegmentStore:
         self._pending_since: float | None = None
         self._closed = False
         self._lock_fd = -1
+        self._fsyncer: ThreadPoolExecutor | None = None
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -142,8 +144,11 @@ class SegmentStore:
         self._closed = True
         try:
             self.flush()
-            self._close_segment()
+            self._close_segment(last=True)
         finally:
+            if self._fsyncer is not None:
+                self._fsyncer.shutdown(wait=True)
+                self._fsyncer = None
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the lock
                 self._lock_fd = -1
@@ -305,19 +310,27 @@ class SegmentStore:
             Segment(path, first_seq, first_seq, len(header), len(header), created=self.clock())
         )
 
-    def _close_segment(self) -> None:
+    def _close_segment(self, *, last: bool = False) -> None:
         stream = self._stream
         if stream is None or self._fd < 0:
             return
         seg = self.open_segment
+        fd, self._fd = self._fd, -1
         try:
             tail = stream.index_bytes()
             self._make_room(len(tail))
-            _write_all(self._fd, tail)
-            os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = -1
+            _write_all(fd, tail)
+        except BaseException:
+            os.close(fd)
+            raise
+        if last:
+            _fsync_close(fd)
+        else:
+            # fsync can take long on an SD card: a worker thread does it, off the caller's
+            # (the event loop's) path. Readers open the file by name and need no fsync.
+            if self._fsyncer is None:
+                self._fsyncer = ThreadPoolExecutor(1, thread_name_prefix="edgescope-fsync")
+            self._fsyncer.submit(_fsync_close, fd)
         seg.size = stream.offset
         seg.index = list(stream.index)
         seg.closed = True
@@ -482,6 +495,15 @@ def _last_good_frame_end(path: Path) -> int:
         if skip <= end:
             return good
         pos = skip
+
+
+def _fsync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        log.warning("fsync of a closed segment failed: %s", _reason(e))
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

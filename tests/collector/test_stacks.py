@@ -108,11 +108,33 @@ def test_perf_ends_by_itself_when_the_process_exits() -> None:
         while backend.running and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not backend.running
+        assert backend.error() is None  # the process ended: not an error
     finally:
         records = backend.drain() + backend.stop()
         assert proc.stdout is not None
         proc.stdout.close()
     check_samples(records, "perf", 1)
+
+
+def test_a_process_gone_before_perf_attaches_is_said() -> None:
+    require("perf")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{zombie.pid}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    try:
+        backend = open_backend("perf", run=1, pid=zombie.pid)  # its /proc entry is still there
+        deadline = time.monotonic() + 10
+        while backend.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        why = backend.error()
+        assert why is not None and why.startswith("perf exited with status ")
+        assert "No such process" in why and "\n" not in why
+        assert backend.stop() == []
+        assert backend.error() == why  # kept after stop
+    finally:
+        zombie.wait()
 
 
 def test_bad_requests_are_one_sentence_errors() -> None:

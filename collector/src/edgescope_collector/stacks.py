@@ -136,10 +136,18 @@ def _has_cap(bit: int) -> bool:
 
 
 def _first_error(text: str) -> str:
+    """The line of a tool's stderr that says what went wrong (with the next one when it only
+    announces it, as perf's ``Error:`` does)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() and "RLIMIT_MEMLOCK" not in ln]
-    chosen = (errors or lines or ["it exited with an error and said nothing"])[0]
-    return chosen.removeprefix("ERROR: ").rstrip(".")
+    lines = [ln for ln in lines if "RLIMIT_MEMLOCK" not in ln and not ln.startswith("[ perf")]
+    errors = [i for i, ln in enumerate(lines) if "error" in ln.lower()]
+    if not lines:
+        return "it exited with an error and said nothing"
+    i = errors[0] if errors else 0
+    chosen = lines[i]
+    if chosen.endswith(":") and i + 1 < len(lines):
+        chosen = f"{chosen} {lines[i + 1]}"
+    return chosen.removeprefix("ERROR: ").removeprefix("Error: ").rstrip(".")
 
 
 def _trial(argv: list[str], timeout: float) -> str | None:
@@ -216,10 +224,11 @@ class StackBackend:
         self._lock = threading.Lock()
         self._counts: Counter[Stack] = Counter()
         self._interner = _Interner()
-        # Both tools' complaints, kept for error(); closed by stop().
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self._errs: list[IO[bytes]] = []
+        """Each process's stderr, kept for error(); closed by stop()."""
         self._procs: list[subprocess.Popen[bytes]] = []
         self._stopped = False
+        self._error: str | None = None
         self._start(argv)
         self._thread = threading.Thread(
             target=self._read, name=f"edgescope-{self.name}-{pid}", daemon=True
@@ -228,6 +237,11 @@ class StackBackend:
 
     def _start(self, argv: list[str]) -> None:
         raise NotImplementedError
+
+    def _err(self) -> IO[bytes]:
+        f = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        self._errs.append(f)
+        return f
 
     def _read(self) -> None:
         raise NotImplementedError
@@ -264,14 +278,18 @@ class StackBackend:
         return self._thread.is_alive()
 
     def error(self) -> str | None:
-        """Why the sampler stopped, if it stopped with an error (one sentence), else None."""
-        first = self._procs[0]
-        code = first.poll()
-        if code is None or code == 0 or self._stopped:
-            return None
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace")
-        return f"{self.name} exited with status {code}: {_first_error(text)}"
+        """Why the sampler ended by itself, if with an error (one sentence), else None:
+        the process was gone before the tool attached, permission was refused, ..."""
+        return self._error if self._stopped else self._failure()
+
+    def _failure(self) -> str | None:
+        for p, err in zip(self._procs, self._errs, strict=True):
+            code = p.poll()
+            if code is not None and code != 0:
+                err.seek(0)
+                text = err.read().decode(errors="replace")
+                return f"{self.name} exited with status {code}: {_first_error(text)}"
+        return None
 
     def drain(self) -> list[StackSamples]:
         """Stacks seen since the last drain, as at most one record (none if nothing came)."""
@@ -280,10 +298,12 @@ class StackBackend:
     def stop(self, timeout: float = 10.0) -> list[StackSamples]:
         """Stop sampling; returns what was seen since the last drain. Safe to call twice."""
         if not self._stopped:
-            self._stopped = True
             first = self._procs[0]
             if first.poll() is None:
                 first.send_signal(signal.SIGINT)  # both tools flush what they hold on SIGINT
+            else:
+                self._error = self._failure()  # it ended by itself: keep why
+            self._stopped = True
             deadline = time.monotonic() + timeout
             for p in self._procs:
                 try:
@@ -295,7 +315,8 @@ class StackBackend:
             for p in self._procs:
                 if p.stdout is not None:
                     p.stdout.close()
-            self._stderr.close()
+            for f in self._errs:
+                f.close()
         return self._take()
 
     def __enter__(self) -> StackBackend:
@@ -315,12 +336,13 @@ class PerfBackend(StackBackend):
         # --no-buffering: perf record wakes per sample and writes to the pipe at once;
         # otherwise samples wait in a half-MiB ring and perf script sees them a minute late,
         # or only at the end.
-        record_argv = [perf, "record", "-q", "--no-buffering", "-e", "cpu-clock"]
+        # Not -q: it would silence the one line that says why perf record failed.
+        record_argv = [perf, "record", "--no-buffering", "-e", "cpu-clock"]
         record_argv += ["-F", str(self.hz), "-g", "-p", str(self.pid), "-o", "-"]
         record = subprocess.Popen(
             record_argv,
             stdout=subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=self._err(),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C at the collector's terminal is for it to handle
         )
@@ -333,7 +355,7 @@ class PerfBackend(StackBackend):
             script_argv,
             stdin=record.stdout,
             stdout=subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=self._err(),
             start_new_session=True,
         )
         assert record.stdout is not None
@@ -366,7 +388,7 @@ class BpftraceBackend(StackBackend):
         p = subprocess.Popen(
             [argv[0], "-B", "line", "-f", "json", "-e", program],
             stdout=subprocess.PIPE,
-            stderr=self._stderr,
+            stderr=self._err(),
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

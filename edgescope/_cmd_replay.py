@@ -32,6 +32,12 @@ def add_parser(sub: Any) -> None:
             action="store_true",
             help="keep reading files that are still being written",
         )
+        if name == "tui":  # the devices screen's targets (docs/devices.md)
+            for flag, meta, what in (
+                ("--ssh", "[USER@]HOST[:PORT]", "a device over SSH"),
+                ("--address", "HOST:PORT", "a collector on the network"),
+            ):
+                p.add_argument(flag, metavar=meta, action="append", default=[], help=what)
         p.set_defaults(func=run)
 
 
@@ -54,11 +60,16 @@ def _open_sources(files: list[str], follow: bool) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     try:
         from edgescope_tui.app import EdgescopeApp
-        from edgescope_tui.screens.devices import DevicesScreen
+        from edgescope_tui.screens.devices import DevicesScreen, cli_targets
     except ImportError as e:
         if e.name is not None and e.name.split(".")[0] in ("edgescope_tui", "textual"):
             raise EdgescopeError(INSTALL_HINT, 3) from None
         raise
     sources = _open_sources(list(args.files), args.follow)
-    EdgescopeApp(sources, compare=args.compare, home=DevicesScreen.from_config).run()
+    try:
+        targets = cli_targets(getattr(args, "ssh", []), getattr(args, "address", []))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    home = lambda: DevicesScreen.from_config(targets)  # noqa: E731
+    EdgescopeApp(sources, compare=args.compare, home=home).run()
     return 0

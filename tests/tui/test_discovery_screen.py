@@ -314,3 +314,32 @@ def test_devices_screen_snapshot(
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=show)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--ssh", "pi@host:0"], "port '0' is not a number from 1 to 65535"),
+        (["--address", "host"], "give the collector's address as HOST:PORT"),
+    ],
+)
+def test_tui_targets_are_checked_before_the_ui_starts(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgescope.cli import main
+
+    assert main(["tui", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgescope: ") and error in err and err.count("\n") == 1
+
+
+def test_command_line_targets_come_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgescope_tui.screens.devices import cli_targets
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    targets = cli_targets(["pi@10.0.0.9"], ["10.0.0.5:7313"])
+    screen = DevicesScreen.from_config(targets)
+    assert [(d.label, d.origin) for d in screen.discovery.devices.values()] == [
+        ("ssh://pi@10.0.0.9", "ssh"),
+        ("10.0.0.5:7313", "address"),
+    ]

@@ -42,7 +42,13 @@ if TYPE_CHECKING:
     from ..app import EdgescopeApp
     from ..ssh import SshSettings
 
-__all__ = ["AddDeviceScreen", "DevicesScreen", "device_cells", "parse_any_target"]
+__all__ = [
+    "AddDeviceScreen",
+    "DevicesScreen",
+    "cli_targets",
+    "device_cells",
+    "parse_any_target",
+]
 
 COLUMNS = ("device", "via", "state", "runs", "temp", "memory", "throttle")
 _VIA: dict[Origin, str] = {
@@ -114,6 +120,15 @@ def parse_any_target(text: str, token_file: str = "") -> Target:
         return t
     token = read_token_file(token_file, text) if token_file else None
     return parse_tcp_target(text, default_port=None, token=token)
+
+
+def cli_targets(
+    ssh: Sequence[str] = (), addresses: Sequence[str] = ()
+) -> list[tuple[Target, Origin]]:
+    """``--ssh`` and ``--address`` values as targets; TargetError (one sentence) if one is bad."""
+    out: list[tuple[Target, Origin]] = [(parse_ssh_target(t), "ssh") for t in ssh]
+    out.extend((parse_tcp_target(a, default_port=None), "address") for a in addresses)
+    return out
 
 
 class AddDeviceScreen(ModalScreen[Target | None]):
@@ -200,12 +215,15 @@ class DevicesScreen(Screen[None]):
         )
 
     @classmethod
-    def from_config(cls, *, ssh_config: bool = False) -> DevicesScreen:
-        """The screen for the devices file (and, if asked, ``~/.ssh/config``) plus mDNS.
+    def from_config(
+        cls, targets: Sequence[tuple[Target, Origin]] = (), *, ssh_config: bool = False
+    ) -> DevicesScreen:
+        """``targets`` (from the command line), the devices file (and, if asked or set there,
+        ``~/.ssh/config``), plus mDNS.
 
         A devices file that can't be read is said on the screen; the rest still works.
         """
-        targets: list[tuple[Target, Origin]] = []
+        targets = list(targets)
         problem = ""
         try:
             devices = load_devices_file()

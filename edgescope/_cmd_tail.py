@@ -83,12 +83,15 @@ def record_line(rec: Any) -> str:
     """One human line: sequence number, time, kind and the gist."""
     from edgescope_tracing import (
         Event,
+        GpuSample,
         Keyframe,
         Metrics,
         ProcessSample,
         RunEnd,
         RunStart,
         StackSamples,
+        SystemSample,
+        ThermalSample,
     )
     from edgescope_tracing.summary import iso_time, kind_name
 
@@ -116,9 +119,26 @@ def record_line(rec: Any) -> str:
     elif isinstance(rec, ProcessSample):
         rss = f"{rec.rss / 2**20:.1f} MiB" if rec.rss is not None else "?"
         gist = f"run {rec.run} pid {rec.pid} cpu {rec.cpu_percent}% rss {rss}"
+    elif isinstance(rec, SystemSample):
+        mem = f"{rec.mem_used / 2**30:.2f} GiB" if rec.mem_used is not None else "?"
+        gist = f"cpu {_num(rec.cpu_percent)}% mem {mem} load {_num(rec.load1)}"
+    elif isinstance(rec, ThermalSample):
+        hottest = max(rec.zones, key=lambda z: z.temp_c, default=None)
+        flags = " ".join(f"{k}={v:#x}" for k, v in rec.throttle.items() if v)
+        zone = f"{hottest.name} {hottest.temp_c:.1f}°C" if hottest else "no zones"
+        gist = f"{zone} {flags}".rstrip()
+    elif isinstance(rec, GpuSample):
+        gist = (
+            f"gpu{rec.index} {rec.name} {_num(rec.temp_c)}°C util {_num(rec.util_gpu)}% "
+            f"power {_num(None if rec.power_mw is None else rec.power_mw / 1000)} W"
+        )
     else:
         gist = ""
     return f"{rec.seq:>9} {t} {kind:<9} {gist}".rstrip()
+
+
+def _num(v: float | None) -> str:
+    return "?" if v is None else f"{v:.4g}"
 
 
 def _run(args: argparse.Namespace) -> int:

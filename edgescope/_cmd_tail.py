@@ -2,8 +2,10 @@
 
 ``--since SEQ`` starts at sequence number SEQ (retained history first, then live); without it,
 only records newer than the connection. ``--count N`` exits 0 after N records. ``--json`` writes
-one object per record per line (``seq``, ``kind`` and the record's fields), flushed per line so
-it pipes into ``jq`` live. A gap (records the collector no longer holds) is said on stderr.
+one object per record per line (``seq``, ``kind`` and the record's fields; an event's own kind,
+e.g. ``anomaly``, is ``event_kind``), flushed per line so it pipes into ``jq`` live. Non-finite
+numbers are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; bytes are hex. A gap
+(records the collector no longer holds) is said on stderr.
 """
 
 from __future__ import annotations

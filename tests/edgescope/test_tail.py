@@ -192,3 +192,24 @@ def test_gap_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert cap.out.split()[0] == str(first)
     finally:
         s.close()
+
+
+def test_human_lines_and_json_of_device_records() -> None:
+    from edgescope_tracing import GpuSample, ThermalSample, ThermalZone
+
+    from edgescope._cmd_tail import record_json, record_line
+
+    t = 1_700_000_000_000_000
+    th = ThermalSample(
+        zones=(ThermalZone("cpu-thermal", 81.2, (("passive", 80.0, 2.0),)),),
+        throttle={"pi.throttled": 0x50005},
+        t_us=t,
+        seq=5,
+    )
+    assert record_line(th).endswith("thermal   cpu-thermal 81.2°C pi.throttled=0x50005")
+    assert record_json(th)["zones"] == [
+        {"name": "cpu-thermal", "temp_c": 81.2, "trips": [["passive", 80.0, 2.0]]}
+    ]
+    gpu = GpuSample(0, "NVIDIA H200", temp_c=56.0, util_gpu=99.0, power_mw=630000, t_us=t, seq=6)
+    assert record_line(gpu).endswith("gpu       gpu0 NVIDIA H200 56°C util 99% power 630 W")
+    assert json.loads(json.dumps(record_json(gpu)))["power_mw"] == 630000

@@ -9,7 +9,6 @@ failed, no collector (with the command to start or install it), token needed, an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, replace
 
 from edgescope_tracing.protocol import (
@@ -173,8 +172,8 @@ class Prober:
                 last = max(last, item.seq)
                 facts.add(item)
         finally:
-            with contextlib.suppress(Exception):
-                await it.aclose()  # type: ignore[attr-defined]
+            # Ends the client's generator (already ended after an error or a timeout).
+            await it.aclose()  # type: ignore[attr-defined]
         return facts, max(head, last + 1)
 
     async def start_collector(self, device: Device) -> Device:

@@ -215,8 +215,8 @@ class LiveSource:
                 yield item
         finally:
             self._client = None
-            with contextlib.suppress(Exception):
-                await it.aclose()  # type: ignore[attr-defined]
+            # Ends the client's generator (already ended after an error or a timeout).
+            await it.aclose()  # type: ignore[attr-defined]
             await client.close()
         if not self.closed:
             yield Status("disconnected", f"{message}; reconnecting")

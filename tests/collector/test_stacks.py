@@ -98,10 +98,11 @@ def test_backend_samples_a_busy_process(name: str, busy: subprocess.Popen[bytes]
     assert total >= 40
 
 
-def test_perf_ends_by_itself_when_the_process_exits() -> None:
-    require("perf")
-    proc = busy_child(0.8)
-    backend = open_backend("perf", run=1, pid=proc.pid)
+@pytest.mark.parametrize("name,seconds", [("perf", 0.8), ("bpftrace", 3.0)])
+def test_backend_ends_by_itself_when_the_process_exits(name: str, seconds: float) -> None:
+    require(name)
+    proc = busy_child(seconds)
+    backend = open_backend(name, run=1, pid=proc.pid)
     try:
         proc.wait(10)
         deadline = time.monotonic() + 10
@@ -113,7 +114,7 @@ def test_perf_ends_by_itself_when_the_process_exits() -> None:
         records = backend.drain() + backend.stop()
         assert proc.stdout is not None
         proc.stdout.close()
-    check_samples(records, "perf", 1)
+    check_samples(records, name, 1)
 
 
 def test_a_process_gone_before_perf_attaches_is_said() -> None:

@@ -8,8 +8,8 @@ sample native stacks of a run's process with:
   boards without a PMU driver. Threads of the process are sampled, and children it forks
   after the start (perf's counters are inherited).
 - ``bpftrace``: a ``profile:hz:HZ`` probe filtered on the pid that counts ``ustack`` in a map,
-  printed and cleared every second as JSON. Needs root (or CAP_BPF and CAP_PERFMON); it does
-  not need BTF. Only the process's own threads are sampled.
+  printed and cleared every second as JSON; it ends when the process exits. Needs root (or
+  CAP_BPF and CAP_PERFMON); it does not need BTF. Only the process's own threads are sampled.
 
 Both produce the same :class:`~edgescope_tracing.records.StackSamples` records: each distinct
 stack (root first) with how often it was seen since the previous :meth:`StackBackend.drain`.
@@ -386,7 +386,8 @@ class BpftraceBackend(StackBackend):
             "interval:ms:1000 { print(@s); clear(@s); }\n"
         )
         p = subprocess.Popen(
-            [argv[0], "-B", "line", "-f", "json", "-e", program],
+            # -p: bpftrace ends when the process does, as perf does (no tracefs needed).
+            [argv[0], "-p", str(self.pid), "-B", "line", "-f", "json", "-e", program],
             stdout=subprocess.PIPE,
             stderr=self._err(),
             stdin=subprocess.DEVNULL,

@@ -200,6 +200,20 @@ def test_jetson_fan_and_gpu_load(board: Callable[[str], Board]) -> None:
     assert tj.temp_c == 64.0 and tj.trips[1] == ("active", 63.0, 8.0)
 
 
+def test_jetson_nano_layout(board: Callable[[str], Board]) -> None:
+    """L4T 32 (Nano, TX2): the GPU sits under /sys/devices, its devfreq named 57000000.gpu."""
+    b = board("jetson-orin")
+    (b.path / "sys/devices/platform/gpu.0").rename(b.path / "sys/devices/gpu.0")
+    devfreq = b.path / "sys/devices/gpu.0/devfreq"
+    (devfreq / "17000000.ga10b").rename(devfreq / "57000000.gpu")
+    b.write("sys/devices/gpu.0/load", 512)
+    gpu = JetsonGpuSampler.open(b.roots)
+    assert isinstance(gpu, JetsonGpuSampler)
+    (s,) = gpu.sample(S)
+    assert isinstance(s, GpuSample)
+    assert (s.util_gpu, s.sm_clock_mhz) == (51.2, 306)
+
+
 def test_absent_sources_have_reasons(board: Callable[[str], Board]) -> None:
     b = board("rpi4")
     b.remove("sys/class")

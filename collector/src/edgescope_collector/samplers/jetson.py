@@ -3,8 +3,9 @@
 NVML does not cover Jetson's integrated GPU; the kernel's GPU driver does, under
 ``roots.sysfs/devices/platform``:
 
-- ``gpu.0/load`` (Orin, Xavier; ``17000000.ga10b``/``17000000.gv11b``/``57000000.gpu`` on
-  others): the GPU's busy share in tenths of a percent (``load`` 875 = 87.5 %);
+- ``platform/gpu.0/load`` (Orin, Xavier; ``17000000.ga10b``/``17000000.gv11b``/``57000000.gpu``
+  on others; directly under ``devices`` on the Nano and TX2): the GPU's busy share in tenths
+  of a percent (``load`` 875 = 87.5 %);
 - ``<gpu>/devfreq/*/cur_freq`` and ``max_freq`` (Hz): the GPU clock and its current ceiling,
   reported as ``sm_clock_mhz`` and ``max_sm_clock_mhz``;
 - the GPU thermal zone (``class/thermal`` zone whose type starts with ``gpu``,
@@ -43,14 +44,17 @@ class JetsonGpuSampler:
     def open(cls, roots: Roots) -> JetsonGpuSampler | str:
         """The sampler, or why there is no Jetson GPU here."""
         platform = roots.sysfs / "devices" / "platform"
-        for d in GPU_DIRS:
-            load = platform / d / "load"
+        # Orin and Xavier put the GPU under devices/platform, the Nano and TX2 (L4T 32) under
+        # devices itself.
+        places = [parent / d for d in GPU_DIRS for parent in (platform, platform.parent)]
+        for gpu in places:
+            load = gpu / "load"
             if read_int(load) is not None:
                 break
         else:
             return f"no Jetson GPU load file under {platform} (not a Jetson board)"
         devfreq = None
-        for candidate in sorted((platform / d / "devfreq").glob("*")):
+        for candidate in sorted((gpu / "devfreq").glob("*")):
             if (candidate / "cur_freq").exists():
                 devfreq = candidate
                 break

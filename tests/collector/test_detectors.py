@@ -487,3 +487,16 @@ def test_any_stream_gives_json_safe_events(records: list[Record]) -> None:
     for e in detect(records):
         assert e.kind == "anomaly" and e.message and e.severity in (0, 1, 2)
         json.dumps(e.detail, allow_nan=False)
+
+
+def test_state_of_ended_runs_is_dropped() -> None:
+    d = Detectors()
+    for run in range(300):
+        steps = tuple(range(30))
+        times = tuple(1_000 * s for s in steps)
+        d.feed(Metrics(run, "loss", steps, times, tuple(1.0 / (s + 1) for s in steps)))
+        d.feed(ProcessSample(run, 10 + run, rss=MiB, oom_kills=0, t_us=50_000))
+        d.feed(ProcessSample(run, 10 + run, rss=MiB, oom_kills=0, t_us=1_050_000))
+        d.feed(RunEnd(run, exit_code=0, t_us=2_000_000))
+    kept = (d.spike._state, d.step_time._runs, d.step_time._clock, d.memory._runs, d.oom._last)
+    assert [len(k) for k in kept] == [0, 0, 0, 0, 0]

@@ -172,6 +172,10 @@ class NonFiniteLoss:
     def __init__(self) -> None:
         self._bad: set[tuple[int, str]] = set()
 
+    def forget(self, run: int) -> None:
+        """Drop what is kept about a run that ended."""
+        self._bad = {k for k in self._bad if k[0] != run}
+
     def feed(self, rec: Record) -> list[Event]:
         if not isinstance(rec, Metrics) or not is_loss_key(rec.key):
             return []
@@ -228,6 +232,10 @@ class LossSpike:
         self.cooldown_steps = cooldown_steps
         self.refresh = refresh
         self._state: dict[tuple[int, str], _SpikeState] = {}
+
+    def forget(self, run: int) -> None:
+        """Drop what is kept about a run that ended."""
+        self._state = {k: v for k, v in self._state.items() if k[0] != run}
 
     def _stats(self, st: _SpikeState) -> None:
         w = list(st.window)
@@ -545,6 +553,12 @@ class StepTimeRegression:
         self.context: deque[Record] = deque()
         """Recent samples (thermal, system, GPU, process) to find causes in."""
 
+    def forget(self, run: int) -> None:
+        """Drop what is kept about a run that ended (after its pending events settled)."""
+        self._runs.pop(run, None)
+        self._explicit.discard(run)
+        self._clock.pop(run, None)
+
     def _keep(self, rec: Record) -> None:
         self.context.append(rec)
         horizon = rec.t_us - self.context_us
@@ -727,6 +741,10 @@ class MemoryGrowth:
         self._runs: dict[int, _MemState] = {}
         self._available: int | None = None
 
+    def forget(self, run: int) -> None:
+        """Drop what is kept about a run that ended."""
+        self._runs.pop(run, None)
+
     def feed(self, rec: Record) -> list[Event]:
         if isinstance(rec, SystemSample):
             if rec.mem_available is not None:
@@ -815,6 +833,11 @@ class OomKill:
         self._count: dict[int, int] = {}
         self._last: dict[int, ProcessSample] = {}
 
+    def forget(self, run: int) -> None:
+        """Drop what is kept about a run that ended."""
+        self._count.pop(run, None)
+        self._last.pop(run, None)
+
     def feed(self, rec: Record) -> list[Event]:
         if isinstance(rec, ProcessSample) and rec.run >= 0:
             self._last[rec.run] = rec
@@ -882,6 +905,10 @@ class Detectors:
         out: list[Event] = []
         for d in self._all:
             out.extend(d.feed(rec))
+        if isinstance(rec, RunEnd):
+            # A collector outlives thousands of runs: what each one needed goes with it.
+            for d in self._all:
+                d.forget(rec.run)
         return out
 
     def flush(self) -> list[Event]:

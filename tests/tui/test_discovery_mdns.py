@@ -6,10 +6,14 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from edgescope_tui.discovery import SERVICE_TYPE, Device, MdnsBrowser, TcpTarget
+from edgescope_tui.discovery.probe import ProbeSettings
+from edgescope_tui.discovery.watch import Discovery
+from sshd.collector import Collector
 from zeroconf import DNSOutgoing, DNSPointer, IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 from zeroconf.const import _CLASS_IN, _FLAGS_AA, _FLAGS_QR_RESPONSE, _TYPE_PTR
@@ -162,3 +166,42 @@ async def test_an_advert_nobody_answers_for_says_so(publisher: AsyncZeroconf) ->
         assert ghost.state == "error"
         assert ghost.error == "advert could not be resolved: no address and port within 0.5 s"
         assert alive.state == "found"
+
+
+async def test_a_re_announced_device_keeps_its_state(
+    publisher: AsyncZeroconf, tmp_path: Path
+) -> None:
+    """An online device whose advert changes (a new board name) stays online, with the new fact."""
+    collector = Collector(tmp_path / "collector").start()
+    try:
+        states: list[str] = []
+        name = n("bench")
+
+        def changed(key: str, device: Device | None) -> None:
+            if device is not None and device.label == name:
+                states.append(device.state)
+
+        probe = ProbeSettings(timeout=3, listen=0.5)
+        async with Discovery(
+            mdns_interfaces=LOOPBACK, probe=probe, on_change=changed, recheck=0
+        ) as discovery:
+            info = advert("bench", collector.port)
+            await register(publisher, info)
+            key = f"mdns:{name}.{SERVICE_TYPE}"
+            for _ in range(200):
+                if discovery.devices.get(key) and discovery.devices[key].state == "online":
+                    break
+                await asyncio.sleep(0.05)
+            assert discovery.devices[key].state == "online"
+            before = len(states)
+            txt = {"proto": "1", "host": name, "auth": "0", "board": "Pi 4"}
+            await publisher.async_update_service(advert("bench", collector.port, txt))
+            for _ in range(200):
+                if discovery.devices[key].board == "Pi 4" and not discovery.pending:
+                    break
+                await asyncio.sleep(0.05)
+            assert discovery.devices[key].board == "Pi 4"
+            assert discovery.devices[key].state == "online"
+            assert "found" not in states[before:]
+    finally:
+        collector.stop()

@@ -183,6 +183,16 @@ class Discovery:
                 and other.target.key == device.target.key
             ):
                 return
+        current = self.devices.get(key)
+        if current is not None and device.target is not None and current.target == device.target:
+            # The same collector re-announced: keep what we know, take the advert's new facts.
+            device = replace(
+                current,
+                hostname=device.hostname,
+                board=device.board,
+                auth_required=device.auth_required,
+                protocol=device.protocol,
+            )
         self._set(device)
         if device.target is not None:
             self.check(key)

@@ -18,6 +18,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
@@ -281,8 +282,11 @@ class DevicesScreen(Screen[None]):
         self.post_message(self.DeviceChanged(key, device))
 
     def on_devices_screen_device_changed(self, message: DeviceChanged) -> None:
-        self._show(message.key, message.device)
-        self._update_detail()
+        try:
+            self._show(message.key, message.device)
+            self._update_detail()
+        except NoMatches:  # a change that arrives while the screen is taken down
+            return
 
     def _show(self, key: str, device: Device | None) -> None:
         table = self.query_one(DataTable)

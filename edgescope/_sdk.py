@@ -9,7 +9,8 @@ Where a run goes, decided once at ``init``:
   (``EDGESCOPE_DIR`` defaults to ``./edgescope-runs``), whose path ``init`` prints on stderr.
 
 If the collector hangs up or stops reading for ``STALL_TIMEOUT`` seconds (10, or
-``EDGESCOPE_STALL_TIMEOUT``) mid-run, the rest of the run goes to such a file (see :mod:`edgescope._sdk_ship`); ``log()`` never notices.
+``EDGESCOPE_STALL_TIMEOUT``) mid-run, the rest of the run goes to such a file (see
+:mod:`edgescope._sdk_ship`); ``log()`` never notices.
 
 The hot path: ``log()`` checks its arguments (a bad value or name is a ``TypeError`` or
 ``ValueError`` right there), appends ``(step, time, values)`` to a bounded deque and returns.
@@ -52,7 +53,7 @@ from typing import Any
 from edgescope_tracing import Event, RunStart, StreamEncoder, TraceError
 from edgescope_tracing.paths import default_ingest_socket, ingest_socket
 
-from ._profiler import DEFAULT_HZ, StackSampler
+from ._profiler import DEFAULT_HZ, Sampler, start_sampler
 from ._sdk_device import device_facts
 from ._sdk_ship import FileSink, NullSink, Shipper, Sink, SocketSink, notify
 from ._sdk_values import (
@@ -142,15 +143,14 @@ class Run:
             start, sink, self._buf, flush_interval=flush_interval, fallback=self._fallback_path
         )
         self._shipper.start()
-        self._profiler: StackSampler | None = None
+        self._profiler: Sampler | None = None
         if profile_hz is not None:
-            self._profiler = StackSampler(
+            self._profiler = start_sampler(
                 self._push_stacks,
                 hz=profile_hz,
                 window=flush_interval,
                 exclude=lambda: {t for t in (self._shipper.thread.ident,) if t is not None},
             )
-            self._profiler.start()
 
     def __repr__(self) -> str:
         where = self.path or self.collector
@@ -190,7 +190,7 @@ class Run:
             self._dropped += 1
 
     def _push_stacks(self, rec: Any) -> None:
-        # From the profiler thread; at finish the last window is pushed after the cap closed.
+        # From the sampler; at finish the last window is pushed after the cap closed.
         if len(self._buf) < max(self._cap, 1) or self._state == "finishing":
             self._buf.append(rec)
         else:
@@ -207,6 +207,10 @@ class Run:
         self._push(Event("mark", str(text), run=0, t_us=_time_ns() // 1000))
 
     # --- ending ---------------------------------------------------------------------------
+
+    def _sync(self, timeout: float = 10.0) -> bool:
+        """Wait until what was logged so far has been shipped (for tests and benchmarks)."""
+        return self._state == "running" and self._shipper.sync(timeout)
 
     @property
     def dropped(self) -> int:
@@ -315,24 +319,25 @@ def log(metrics: dict[str, Any], step: int | None = None, *, _run: Run | None = 
         run = _no_active_run()
     if step is None:
         step = run._next_step
-    elif type(step) is not int or step < 0 or step > _MAX_STEP:
+    elif type(step) is not int or not 0 <= step <= _MAX_STEP:
         step = check_step(step)
     if type(metrics) is dict:
+        # Copy first (the caller may reuse its dict), then check the copy: a float under a
+        # name seen before passes here; anything else goes through the full checks.
+        values = metrics.copy()
         keys = run._keys
-        for k, v in metrics.items():
-            if type(v) is not float or k not in keys:
-                metrics = normalize_metrics(metrics, keys)
+        for k in values:
+            if type(values[k]) is not float or k not in keys:
+                values = normalize_metrics(values, keys)
                 break
-        else:
-            metrics = metrics.copy()
     else:
-        metrics = normalize_metrics(metrics, run._keys)
+        values = normalize_metrics(metrics, run._keys)
     run._next_step = step + 1
     buf = run._buf
     if len(buf) < run._cap:
-        buf.append((step, _time_ns(), metrics))
+        buf.append((step, _time_ns(), values))
     else:
-        run._overflow(metrics, step)
+        run._overflow(values, step)
 
 
 def mark(text: str) -> None:
@@ -416,10 +421,12 @@ def init(
 
     ``name`` defaults to the script's name; ``config`` is a dict (or an argparse.Namespace) of
     hyperparameters; ``tags`` a list of strings; ``profile=True`` samples the Python stacks of
-    every thread ``profile_hz`` times a second (``EDGESCOPE_PROFILE=python`` turns it on when
-    ``profile`` is not given). ``flush_interval`` (seconds, default 0.5 or
-    ``EDGESCOPE_FLUSH_INTERVAL``) bounds what a SIGKILL can lose; ``buffer_size`` bounds the
-    calls waiting to be shipped; ``dir`` overrides ``EDGESCOPE_DIR`` for the run's own file.
+    every thread ``profile_hz`` times per second of the process's CPU time (wall time when
+    ``init`` runs outside the main thread; see :mod:`edgescope._profiler`);
+    ``EDGESCOPE_PROFILE=python`` turns it on when ``profile`` is not given.
+    ``flush_interval`` (seconds, default 0.5 or ``EDGESCOPE_FLUSH_INTERVAL``) bounds what a
+    SIGKILL can lose; ``buffer_size`` bounds the calls waiting to be shipped; ``dir`` overrides
+    ``EDGESCOPE_DIR`` for the run's own file.
     """
     global _active
     if name is None:

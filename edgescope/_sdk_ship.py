@@ -316,6 +316,8 @@ class Shipper:
         self._sink_dropped = 0
         """Drops of sinks given up on (the current sink counts its own)."""
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._waiters: deque[threading.Event] = deque()
         self._exit_code: int | None = None
         self._hot_dropped: Callable[[], int] = lambda: 0
         self._finished = threading.Event()
@@ -334,20 +336,38 @@ class Shipper:
     def _main(self) -> None:
         try:
             next_flush = time.monotonic() + self.flush_interval
-            while not self._stop.wait(TICK):
+            while True:
+                self._wake.wait(TICK)
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
                 now = time.monotonic()
                 self._drain(limited=True)
-                flush = now >= next_flush or self._col_values >= BATCH_VALUES
+                waiting = []
+                while self._waiters:
+                    waiting.append(self._waiters.popleft())
+                flush = bool(waiting) or now >= next_flush or self._col_values >= BATCH_VALUES
                 if flush:
                     self._emit()
                     next_flush = now + self.flush_interval
                 self._pump(now, flush=flush)
+                for w in waiting:
+                    w.set()
         except Exception as e:  # a bug here must not take the training run down with it
             notify(f"the shipper thread failed ({type(e).__name__}: {e}); recording stops here")
             self.sink = NullSink(self.sink.where, "the shipper thread failed")
             self._finished.set()
             return
         self._final()
+
+    def sync(self, timeout: float) -> bool:
+        """Have the thread drain and ship what is buffered now; False if it took too long."""
+        if not self.thread.is_alive():
+            return False
+        done = threading.Event()
+        self._waiters.append(done)
+        self._wake.set()
+        return done.wait(timeout)
 
     def _drain(self, *, limited: bool) -> None:
         buf = self.buf
@@ -456,6 +476,7 @@ class Shipper:
         self._hot_dropped = hot_dropped
         if self.thread.is_alive():
             self._stop.set()
+            self._wake.set()
             self.thread.join(timeout)
         elif not self._finished.is_set():
             self._final()

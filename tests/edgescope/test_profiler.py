@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from edgescope_tracing import StackFrame, StackSamples, StreamEncoder
 from sdkutil import of, read, sdk_env
 
 import edgescope
-from edgescope._profiler import CHUNK_BYTES, StackSampler, chunk_samples
+from edgescope._profiler import CHUNK_BYTES, SignalSampler, ThreadSampler, chunk_samples
 
 
 @pytest.fixture
@@ -71,15 +72,52 @@ def test_profile_records_the_stacks_of_every_thread(sdk: Path) -> None:
     )
 
 
-def test_the_sampler_rate_is_what_was_asked(sdk: Path) -> None:
+def test_the_thread_sampler_rate_is_what_was_asked() -> None:
     got: list[StackSamples] = []
-    s = StackSampler(got.append, hz=100, window=10)
+    s = ThreadSampler(got.append, hz=100, window=10)
     s.start()
     time.sleep(0.5)
     s.stop()
-    # 50 wake-ups in 0.5 s; scheduling on a busy machine may lose some, never add.
+    # 50 wake-ups in 0.5 s of wall time; a busy machine may lose some, never add.
     assert 20 <= s.samples_taken <= 55
     assert sum(n for r in got for _, n in r.samples) >= s.samples_taken  # >= 1 thread each
+
+
+def test_the_signal_sampler_counts_cpu_time_and_restores_sigprof() -> None:
+    assert SignalSampler.available()
+    before = signal.getsignal(signal.SIGPROF)
+    got: list[StackSamples] = []
+    s = SignalSampler(got.append, hz=100, window=10)
+    t0 = time.process_time()
+    s.start()
+    busy_root(0.5)
+    time.sleep(0.3)  # no CPU: no samples
+    s.stop()
+    cpu = time.process_time() - t0
+    assert signal.getsignal(signal.SIGPROF) == before
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    main = [
+        n
+        for r in got
+        for st, n in r.samples
+        if [f.function for f in st[-2:]] == ["busy_root", "busy_leaf"]
+    ]
+    # Weighted counts follow the CPU time spent (10 ms each), not the wall time.
+    assert 0.5 * cpu * 100 <= sum(main) <= 1.2 * cpu * 100 + 2, (sum(main), cpu)
+    assert s.samples_taken <= cpu * 100 + 2
+
+
+def test_outside_the_main_thread_the_thread_sampler_is_used(sdk: Path) -> None:
+    box: list[edgescope.Run] = []
+    t = threading.Thread(target=lambda: box.append(edgescope.init(name="t", profile=True)))
+    t.start()
+    t.join()
+    run = box[0]
+    assert isinstance(run._profiler, ThreadSampler)
+    busy_root(0.3)
+    run.finish()
+    stacks = of(read(run.path), StackSamples)  # type: ignore[arg-type]
+    assert any(f.function == "busy_leaf" for s in stacks for st, _ in s.samples for f in st)
 
 
 def test_samples_are_split_so_no_record_outgrows_a_frame() -> None:

@@ -98,15 +98,20 @@ class EdgescopeApp(App[None]):
         self.push_screen(screen)
         return screen
 
+    def _top(self) -> Screen[Any] | None:
+        """The screen on top, or None while the App is taking its screens down."""
+        stack = self.screen_stack
+        return stack[-1] if stack else None
+
     def on_edgescope_app_feed_updated(self, message: FeedUpdated) -> None:
-        screen = self.screen
+        screen = self._top()
         if isinstance(screen, CompareScreen | SourcesScreen) or (
             isinstance(screen, DashboardScreen) and screen.feed is message.feed
         ):
             screen.refresh_view()
 
     def on_screen_resume(self) -> None:
-        screen = self.screen
+        screen = self._top()
         if isinstance(screen, DashboardScreen | CompareScreen | SourcesScreen):
             screen.refresh_view()
 

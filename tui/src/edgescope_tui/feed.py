@@ -16,17 +16,33 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
-from .sources.base import SeekableSource, Source, Status
-from .state import RunState, fold
+from edgescope_tracing import Event, Keyframe, Metrics, Record, RunEnd, RunStart
 
-__all__ = ["Feed", "MAX_RECORDS", "WINDOW_RECORDS"]
+from .sources.base import SeekableSource, Source, Status
+from .state import RunState, StateBuilder
+
+__all__ = ["Feed", "MAX_RECORDS", "WINDOW_AHEAD", "WINDOW_BEFORE", "item_time"]
 
 MAX_RECORDS = 2_000_000
 """Records folded from the start of a file before the rest is left to seeking."""
-WINDOW_RECORDS = 20_000
-"""Records a seek folds past its keyframe at most (before and after the time asked for)."""
+FIRST_VIEW = 64
+"""After this many records the view is drawn at once, not at the next interval."""
+WINDOW_BEFORE = 1_500
+"""Records just before the time a seek asks for that are folded (the view's recent past)."""
+WINDOW_AHEAD = 200
+"""Records a seek folds past the time asked for, so that playing on has some to show."""
+
+
+def item_time(item: Record | Status) -> int:
+    """When a record happened (a metric batch: its last value); 0 for a status."""
+    if isinstance(item, Status):
+        return 0
+    if isinstance(item, Metrics) and item.times_us:
+        return item.times_us[-1]
+    return item.t_us
 
 
 class Feed:
@@ -35,8 +51,7 @@ class Feed:
     def __init__(self, source: Source, *, max_records: int = MAX_RECORDS) -> None:
         self.source = source
         self.max_records = max_records
-        self.state = RunState()
-        """Everything folded from the start, newest first-class state."""
+        self._draft = StateBuilder()
         self.window: RunState | None = None
         """State folded from a keyframe, for a time past what ``state`` holds."""
         self.window_target: int | None = None
@@ -46,6 +61,11 @@ class Feed:
         """The source was read to its end (or stopped): ``state`` will not grow any more."""
         self.truncated = False
         """Loading stopped at ``max_records``; later parts are reached by seeking."""
+
+    @property
+    def state(self) -> RunState:
+        """Everything folded from the start, frozen as it stands now."""
+        return self._draft.freeze()
 
     @property
     def label(self) -> str:
@@ -102,54 +122,82 @@ class Feed:
             notify()
         last = time.monotonic()
         n = 0
+        draft = self._draft
         try:
             async for item in source.stream():
-                self.state = fold(self.state, item)
+                draft.apply(item)
                 n += 1
                 if n % 256 == 0:
                     await asyncio.sleep(0)
                 now = time.monotonic()
-                if now - last >= interval:
+                if now - last >= interval or n == FIRST_VIEW:
                     notify()
                     last = now
-                if self.state.records >= self.max_records and self.seekable:
+                if draft.records >= self.max_records and self.seekable:
                     self.truncated = True
-                    self.state = fold(
-                        self.state,
+                    draft.apply(
                         Status(
                             "ended",
-                            f"loaded the first {self.state.records:,} records; "
+                            f"loaded the first {draft.records:,} records; "
                             "later parts are read when you go there",
-                        ),
+                        )
                     )
                     break
         finally:
             self.complete = True
             notify()
 
-    async def load_window(self, t_us: int, *, limit: int = WINDOW_RECORDS) -> RunState:
-        """Fold from the keyframe at or before ``t_us`` to a little past it; kept as ``window``."""
+    async def load_window(self, t_us: int, *, ahead: int = WINDOW_AHEAD) -> RunState:
+        """Fold the records just before ``t_us`` and a few after it; kept as ``window``.
+
+        Reading starts at the keyframe at or before ``t_us`` (it restates the runs). Of the
+        records between it and ``t_us`` the last :data:`WINDOW_BEFORE` are folded, and runs,
+        run ends and events from further back, so the cost of a seek is bounded by the
+        decoding of one keyframe interval, however densely the trace was written.
+        """
         source = self.source
         if not isinstance(source, SeekableSource):
             raise TypeError(f"{self.label} cannot seek")
-        s = RunState()
+        draft = StateBuilder()
+        before: deque[Record | Status] | None = deque()
         after = 0
+        n = 0
         it = source.seek(t_us)
         try:
             async for item in it:
-                s = fold(s, item)
-                if s.records % 256 == 0:
+                n += 1
+                if n % 256 == 0:
                     await asyncio.sleep(0)
-                if s.last_us is not None and s.last_us > t_us:
-                    after += 1
-                    if after >= limit // 4:
-                        break
-                if s.records >= limit and s.last_us is not None and s.last_us >= t_us:
+                if isinstance(item, Keyframe):
+                    draft.apply(item)
+                    continue
+                if before is not None:
+                    if item_time(item) <= t_us:
+                        before.append(item)
+                        if len(before) > WINDOW_BEFORE:
+                            old = before.popleft()
+                            if isinstance(old, RunStart | RunEnd | Event | Status):
+                                draft.forget_seq()
+                                draft.apply(old)
+                        continue
+                    # Past the time asked for: fold what was kept, then go on a little.
+                    draft.forget_seq()
+                    for kept in before:
+                        draft.apply(kept)
+                    before = None
+                draft.apply(item)
+                after += 1
+                if after >= ahead:
                     break
+            if before is not None:
+                draft.forget_seq()
+                for kept in before:
+                    draft.apply(kept)
         finally:
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
                 await aclose()
+        s = draft.freeze()
         self.window = s
         self.window_target = t_us
         return s

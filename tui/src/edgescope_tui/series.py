@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -28,11 +28,21 @@ BLOCK = 256
 T = TypeVar("T")
 
 
-def _finite_minmax(values: Iterable[float]) -> tuple[float, float] | None:
+def _finite_minmax(values: Sequence[float]) -> tuple[float, float] | None:
+    if not values:
+        return None
+    if math.isfinite(sum(values)):  # every value finite: min and max run in C
+        return min(values), max(values)
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return None
     return min(finite), max(finite)
+
+
+def _non_finite(values: Sequence[float]) -> int:
+    if math.isfinite(sum(values)):
+        return 0
+    return sum(1 for v in values if not math.isfinite(v))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -90,7 +100,25 @@ class Series:
         )
 
     def append(self, x: float, t: float, y: float) -> Series:
-        return self.extend((x,), (t,), (y,))
+        """A view with one point added (the common case, kept cheap)."""
+        s = self._own()
+        s.x.append(x)
+        s.t.append(t)
+        s.y.append(y)
+        n = s.n + 1
+        if n % BLOCK == 0:
+            mm = _finite_minmax(s.y[n - BLOCK : n])
+            s.bmin.append(mm[0] if mm else math.nan)
+            s.bmax.append(mm[1] if mm else math.nan)
+        lo, hi, bad = s.lo, s.hi, s.non_finite
+        if math.isfinite(y):
+            if not lo <= y:  # also when lo is NaN (no finite value yet)
+                lo = y
+            if not hi >= y:
+                hi = y
+        else:
+            bad += 1
+        return Series(s.x, s.t, s.y, s.bmin, s.bmax, n, lo, hi, bad)
 
     def extend(self, xs: Sequence[float], ts: Sequence[float], ys: Sequence[float]) -> Series:
         """A view with the points added (``xs``, ``ts`` and ``ys`` of equal length)."""
@@ -107,7 +135,7 @@ class Series:
             s.bmax.append(mm[1] if mm else math.nan)
         lo, hi, bad = s.lo, s.hi, s.non_finite
         mm = _finite_minmax(ys)
-        bad += len(ys) - sum(1 for v in ys if math.isfinite(v))
+        bad += _non_finite(ys)
         if mm is not None:
             lo = mm[0] if math.isnan(lo) else min(lo, mm[0])
             hi = mm[1] if math.isnan(hi) else max(hi, mm[1])

@@ -2,8 +2,10 @@
 
 ``fold(state, item) -> state`` takes a record or a source :class:`Status` and returns a new
 frozen state; the old one stays valid (series and logs share append-only storage, see
-:mod:`edgescope_tui.series`). Widgets render a state and a cursor time; nothing here knows of
-Textual, files or sockets, so all of it is tested without an App.
+:mod:`edgescope_tui.series`). Many records at a time go through a :class:`StateBuilder`, a
+draft that is frozen once (when the view redraws) rather than once per record. Widgets render
+a state and a cursor time; nothing here knows of Textual, files or sockets, so all of it is
+tested without an App.
 
 What is derived on the way:
 
@@ -20,9 +22,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from edgescope_tracing import (
     Event,
@@ -51,6 +53,7 @@ __all__ = [
     "StackWindow",
     "StackNode",
     "RunState",
+    "StateBuilder",
     "fold",
     "fold_all",
     "clock_reason_names",
@@ -294,72 +297,160 @@ def _run_info(r: RunStart, old: RunInfo | None) -> RunInfo:
     return RunInfo(r.run, r.run_id, r.name, r.host, r.pid, r.t_us, config=r.config, device=r.device)
 
 
-def _with(d: Mapping[Any, Any], key: Any, value: Any) -> dict[Any, Any]:
-    out = dict(d)
-    out[key] = value
-    return out
+_T = TypeVar("_T")
 
 
-def _fold_run_start(s: RunState, r: RunStart) -> RunState:
-    return replace(s, runs=_with(s.runs, r.run, _run_info(r, s.runs.get(r.run))))
+def _evolve(obj: _T, **changes: Any) -> _T:
+    """``dataclasses.replace`` for the frozen slotted classes here, at a fraction of its cost."""
+    cls = type(obj)
+    new = object.__new__(cls)
+    for name in cls.__slots__:  # type: ignore[attr-defined]
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(obj, name))
+    return new
 
 
-def _fold_keyframe(s: RunState, k: Keyframe) -> RunState:
-    runs = dict(s.runs)
-    for r in k.runs:
-        runs[r.run] = _run_info(r, runs.get(r.run))
-    return replace(s, runs=runs)
+class StateBuilder:
+    """A draft of a :class:`RunState` that records are applied to in place.
+
+    :meth:`freeze` returns a new frozen state and leaves the base state untouched: the draft
+    copies a mapping the first time it changes it after a freeze, and series and logs are
+    append-only and shared. Folding many records through one draft costs one ``RunState`` per
+    freeze instead of one per record: a live feed freezes only when it redraws.
+    """
+
+    def __init__(self, base: RunState | None = None) -> None:
+        base = base if base is not None else RunState()
+        self.f: dict[str, Any] = {name: getattr(base, name) for name in RunState.__slots__}
+        self._owned: set[str] = set()
+        self._frozen: RunState | None = base
+
+    @property
+    def records(self) -> int:
+        n: int = self.f["records"]
+        return n
+
+    def d(self, name: str) -> dict[Any, Any]:
+        """The mapping field ``name``, copied once per freeze before it is changed."""
+        if name not in self._owned:
+            self.f[name] = dict(self.f[name])
+            self._owned.add(name)
+        out: dict[Any, Any] = self.f[name]
+        return out
+
+    def freeze(self) -> RunState:
+        """The state as it stands, frozen (the same object until something is applied)."""
+        if self._frozen is None:
+            self._frozen = RunState(**self.f)
+            self._owned.clear()
+        return self._frozen
+
+    def forget_seq(self) -> None:
+        """Records were passed over on purpose (a seek): the next one is not after a gap."""
+        self.f["last_seq"] = None
+
+    def apply(self, item: Record | Status) -> None:
+        """Fold one record or status into the draft."""
+        self._frozen = None
+        if isinstance(item, Status):
+            self._status(item)
+            return
+        _FOLDS[type(item)](self, item)
+        f = self.f
+        t0, t1 = _span_t(item)
+        gaps: Log[Gap] = f["gaps"]
+        seq = item.seq
+        prev = f["last_seq"]
+        last = f["last_us"]
+        is_open = bool(gaps) and gaps[-1].end_us is None
+        if prev is not None and seq > prev + 1:
+            if is_open:
+                gap = gaps[-1]
+                if gap.first_seq is None:
+                    gap = _evolve(gap, first_seq=prev + 1, last_seq=seq - 1)
+                f["gaps"] = gaps.replace_last(_evolve(gap, end_us=t0))
+            else:
+                what = f"records {prev + 1}-{seq - 1}" if seq > prev + 2 else f"record {prev + 1}"
+                f["gaps"] = gaps.append(Gap(last or t0, f"{what} missing", prev + 1, seq - 1, t0))
+        elif is_open and t0:
+            f["gaps"] = gaps.replace_last(_evolve(gaps[-1], end_us=t0))
+        if t0:
+            first = f["first_us"]
+            f["first_us"] = t0 if first is None or t0 < first else first
+            f["last_us"] = t1 if last is None or t1 > last else last
+        f["last_seq"] = seq if prev is None or seq > prev else prev
+        f["records"] += 1
+
+    def _status(self, st: Status) -> None:
+        if st.state != "gap":
+            self.f["status"] = st
+            return
+        first, last = st.gap if st.gap is not None else (None, None)
+        gap = Gap(self.f["last_us"] or 0, st.message or "records missing", first, last)
+        self.f["gaps"] = self.f["gaps"].append(gap)
 
 
-def _fold_run_end(s: RunState, e: RunEnd) -> RunState:
-    info = s.runs.get(e.run)
-    if info is None:
-        return s
-    info = replace(info, end_us=e.t_us, exit_code=e.exit_code, dropped=e.dropped)
-    return replace(s, runs=_with(s.runs, e.run, info))
+def _fold_run_start(b: StateBuilder, r: RunStart) -> None:
+    runs = b.d("runs")
+    runs[r.run] = _run_info(r, runs.get(r.run))
 
 
-def _fold_metrics(s: RunState, m: Metrics) -> RunState:
+def _fold_keyframe(b: StateBuilder, k: Keyframe) -> None:
+    if k.runs:
+        runs = b.d("runs")
+        for r in k.runs:
+            runs[r.run] = _run_info(r, runs.get(r.run))
+
+
+def _fold_run_end(b: StateBuilder, e: RunEnd) -> None:
+    info = b.f["runs"].get(e.run)
+    if info is not None:
+        b.d("runs")[e.run] = _evolve(info, end_us=e.t_us, exit_code=e.exit_code, dropped=e.dropped)
+
+
+def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
     if not m.values:
-        return s
+        return
     key = (m.run, m.key)
-    old = s.metrics.get(key) or Series.empty()
-    metrics = _with(s.metrics, key, old.extend(m.steps, m.times_us, m.values))
-    changes: dict[str, Any] = {"metrics": metrics}
+    metrics = b.d("metrics")
+    old = metrics.get(key) or Series.empty()
+    metrics[key] = old.extend(m.steps, m.times_us, m.values)
     unit = step_time_unit(m.key)
     if unit is not None:
-        # A logged step time: keep it in seconds under the run's negative slot.
+        # A logged step time: kept in seconds under the run's negative slot.
         slot = -1 - m.run
-        st = s.step_time.get(slot) or Series.empty()
-        st = st.extend(m.steps, m.times_us, [v * unit for v in m.values])
-        changes["step_time"] = _with(s.step_time, slot, st)
-        return replace(s, **changes)
-    clock = s.step_clock.get(m.run)
-    if clock is None or clock[0] == m.key:
-        xs: list[float] = []
-        ts: list[float] = []
-        ys: list[float] = []
-        if clock is None:
-            last_step, last_t = float(m.steps[0]), float(m.times_us[0])
-            pairs = zip(m.steps[1:], m.times_us[1:], strict=True)
-        else:
-            _, last_step, last_t = clock
-            pairs = zip(m.steps, m.times_us, strict=True)
-        for step, t in pairs:
-            if step > last_step and t >= last_t:
-                xs.append(step)
-                ts.append(t)
-                ys.append((t - last_t) / 1e6 / (step - last_step))
-                last_step, last_t = step, t
-        changes["step_clock"] = _with(s.step_clock, m.run, (m.key, last_step, last_t))
-        if ys:
-            st = s.step_time.get(m.run) or Series.empty()
-            changes["step_time"] = _with(s.step_time, m.run, st.extend(xs, ts, ys))
-    return replace(s, **changes)
+        step_time = b.d("step_time")
+        st = step_time.get(slot) or Series.empty()
+        values = m.values if unit == 1.0 else [v * unit for v in m.values]
+        step_time[slot] = st.extend(m.steps, m.times_us, values)
+        return
+    clock = b.f["step_clock"].get(m.run)
+    if clock is not None and clock[0] != m.key:
+        return
+    xs: list[float] = []
+    ts: list[float] = []
+    ys: list[float] = []
+    if clock is None:
+        last_step, last_t = float(m.steps[0]), float(m.times_us[0])
+        pairs = zip(m.steps[1:], m.times_us[1:], strict=True)
+    else:
+        _, last_step, last_t = clock
+        pairs = zip(m.steps, m.times_us, strict=True)
+    for step, t in pairs:
+        if step > last_step and t >= last_t:
+            xs.append(step)
+            ts.append(t)
+            ys.append((t - last_t) / 1e6 / (step - last_step))
+            last_step, last_t = step, t
+    b.d("step_clock")[m.run] = (m.key, last_step, last_t)
+    if ys:
+        step_time = b.d("step_time")
+        st = step_time.get(m.run) or Series.empty()
+        step_time[m.run] = st.extend(xs, ts, ys)
 
 
-def _fold_process(s: RunState, p: ProcessSample) -> RunState:
-    ps = s.proc.get(p.run) or ProcState()
+def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
+    proc = b.d("proc")
+    ps = proc.get(p.run) or ProcState()
     t = float(p.t_us)
     changes: dict[str, Any] = {}
     if p.rss is not None:
@@ -376,44 +467,38 @@ def _fold_process(s: RunState, p: ProcessSample) -> RunState:
         changes["oom_kills"] = p.oom_kills
     if p.cpu_percent is not None:
         changes["cpu_percent"] = p.cpu_percent
-    return replace(s, proc=_with(s.proc, p.run, replace(ps, **changes)))
+    proc[p.run] = _evolve(ps, **changes)
 
 
-def _fold_system(s: RunState, x: SystemSample) -> RunState:
+def _fold_system(b: StateBuilder, x: SystemSample) -> None:
     t = float(x.t_us)
-    changes: dict[str, Any] = {}
+    f = b.f
     if x.mem_used is not None:
-        changes["sys_mem_used"] = s.sys_mem_used.append(t, t, float(x.mem_used))
+        f["sys_mem_used"] = f["sys_mem_used"].append(t, t, float(x.mem_used))
     if x.mem_total is not None:
-        changes["sys_mem_total"] = x.mem_total
+        f["sys_mem_total"] = x.mem_total
     if x.cpu_percent is not None:
-        changes["cpu_percent"] = s.cpu_percent.append(t, t, x.cpu_percent)
-    return replace(s, **changes) if changes else s
+        f["cpu_percent"] = f["cpu_percent"].append(t, t, x.cpu_percent)
 
 
-def _throttle(
-    s: RunState, source: str, t_us: int, reasons: tuple[str, ...], changes: dict[str, Any]
-) -> None:
-    """Open, extend or close ``source``'s throttled period at a sample (updates ``changes``)."""
-    opened = changes.get("throttle_open", s.throttle_open)
-    current = opened.get(source)
+def _throttle(b: StateBuilder, source: str, t_us: int, reasons: tuple[str, ...]) -> None:
+    """Open, extend or close ``source``'s throttled period at a sample."""
+    current = b.f["throttle_open"].get(source)
     if reasons:
         if current is None:
             span = Span(source, t_us, t_us, reasons, open=True)
         else:
             merged = current.reasons + tuple(r for r in reasons if r not in current.reasons)
-            span = replace(current, end_us=t_us, reasons=merged)
-        changes["throttle_open"] = _with(opened, source, span)
+            span = _evolve(current, end_us=t_us, reasons=merged)
+        b.d("throttle_open")[source] = span
     elif current is not None:
-        rest = dict(opened)
-        del rest[source]
-        changes["throttle_open"] = rest
-        closed = changes.get("throttle", s.throttle)
-        changes["throttle"] = closed.append(replace(current, end_us=t_us, open=False))
+        del b.d("throttle_open")[source]
+        b.f["throttle"] = b.f["throttle"].append(_evolve(current, end_us=t_us, open=False))
 
 
-def _fold_gpu(s: RunState, g: GpuSample) -> RunState:
-    gs = s.gpus.get(g.index) or GpuState(g.index, g.name)
+def _fold_gpu(b: StateBuilder, g: GpuSample) -> None:
+    gpus = b.d("gpus")
+    gs = gpus.get(g.index) or GpuState(g.index, g.name)
     t = float(g.t_us)
     gc: dict[str, Any] = {}
     if g.temp_c is not None:
@@ -434,52 +519,48 @@ def _fold_gpu(s: RunState, g: GpuSample) -> RunState:
         gc["max_sm_clock_mhz"] = g.max_sm_clock_mhz
     if g.mem_total is not None:
         gc["mem_total"] = g.mem_total
-    changes: dict[str, Any] = {}
     if g.clock_event_reasons is not None:
         gc["reasons"] = clock_reason_names(g.clock_event_reasons)
         slow = clock_reason_names(g.clock_event_reasons & GPU_THROTTLE_MASK)
-        _throttle(s, f"gpu{g.index}", g.t_us, slow, changes)
-    changes["gpus"] = _with(s.gpus, g.index, replace(gs, **gc))
-    return replace(s, **changes)
+        _throttle(b, f"gpu{g.index}", g.t_us, slow)
+    gpus[g.index] = _evolve(gs, **gc)
 
 
-def _fold_thermal(s: RunState, x: ThermalSample) -> RunState:
+def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
     t = float(x.t_us)
-    changes: dict[str, Any] = {}
+    f = b.f
     if x.zones:
-        zones = dict(s.zones)
-        trips = dict(s.zone_trips)
+        zones = b.d("zones")
+        trips = b.d("zone_trips")
         for z in x.zones:
             zones[z.name] = (zones.get(z.name) or Series.empty()).append(t, t, z.temp_c)
             limits = [temp for kind, temp, _ in z.trips if kind in ("passive", "hot", "critical")]
             if limits:
                 trips[z.name] = min(limits)
-        changes["zones"] = zones
-        changes["zone_trips"] = trips
-    cur = [f.cur_khz for f in x.freqs if f.cur_khz is not None]
+    cur = [fr.cur_khz for fr in x.freqs if fr.cur_khz is not None]
     if cur:
-        changes["cpu_mhz"] = s.cpu_mhz.append(t, t, sum(cur) / len(cur) / 1000)
-        maxes = [f.max_khz for f in x.freqs if f.max_khz]
+        f["cpu_mhz"] = f["cpu_mhz"].append(t, t, sum(cur) / len(cur) / 1000)
+        maxes = [fr.max_khz for fr in x.freqs if fr.max_khz]
         if maxes:
-            changes["cpu_max_mhz"] = max(maxes) / 1000
+            f["cpu_max_mhz"] = max(maxes) / 1000
     if x.throttle:
         cpu_reasons: list[str] = []
         pi_reasons: list[str] = []
+        counters = f["counters"]
         for name, value in x.throttle.items():
-            before = s.counters.get(name)
+            before = counters.get(name)
             if name.endswith("throttled") and name.startswith("pi"):
                 pi_reasons += [why for bit, why in PI_THROTTLED_NOW.items() if value & bit]
             elif before is not None and value > before:
                 cpu_reasons.append(name)
-        _throttle(s, "cpu", x.t_us, tuple(cpu_reasons), changes)
+        _throttle(b, "cpu", x.t_us, tuple(cpu_reasons))
         if any(n.startswith("pi") for n in x.throttle):
-            _throttle(s, "pi", x.t_us, tuple(pi_reasons), changes)
-        changes["counters"] = {**s.counters, **x.throttle}
-    return replace(s, **changes) if changes else s
+            _throttle(b, "pi", x.t_us, tuple(pi_reasons))
+        b.d("counters").update(x.throttle)
 
 
-def _fold_stacks(s: RunState, x: StackSamples) -> RunState:
-    counts = dict(s.self_counts)
+def _fold_stacks(b: StateBuilder, x: StackSamples) -> None:
+    counts = b.d("self_counts")
     total = 0
     for stack, n in x.samples:
         if stack:
@@ -487,16 +568,15 @@ def _fold_stacks(s: RunState, x: StackSamples) -> RunState:
             counts[name] = counts.get(name, 0) + n
         total += n
     win = StackWindow(x.t_us, x.run, x.backend, x.period_us, x.samples)
-    return replace(
-        s, stacks=s.stacks.append(win), self_counts=counts, stack_total=s.stack_total + total
-    )
+    b.f["stacks"] = b.f["stacks"].append(win)
+    b.f["stack_total"] += total
 
 
-def _fold_event(s: RunState, e: Event) -> RunState:
-    return replace(s, events=s.events.append(e))
+def _fold_event(b: StateBuilder, e: Event) -> None:
+    b.f["events"] = b.f["events"].append(e)
 
 
-_FOLDS: dict[type, Callable[[RunState, Any], RunState]] = {
+_FOLDS: dict[type, Callable[[StateBuilder, Any], None]] = {
     RunStart: _fold_run_start,
     Keyframe: _fold_keyframe,
     RunEnd: _fold_run_end,
@@ -510,56 +590,19 @@ _FOLDS: dict[type, Callable[[RunState, Any], RunState]] = {
 }
 
 
-def _fold_status(s: RunState, st: Status) -> RunState:
-    if st.state != "gap":
-        return replace(s, status=st)
-    t = s.last_us or 0
-    first, last = st.gap if st.gap is not None else (None, None)
-    return replace(s, gaps=s.gaps.append(Gap(t, st.message or "records missing", first, last)))
-
-
 def fold(state: RunState, item: Record | Status) -> RunState:
     """The state after one more record (or source status). Pure: ``state`` is unchanged."""
-    if isinstance(item, Status):
-        return _fold_status(state, item)
-    s = _FOLDS[type(item)](state, item)
-    t0, t1 = _span_t(item)
-    first = s.first_us
-    last = s.last_us
-    gaps = s.gaps
-    seq = item.seq
-    prev = s.last_seq
-    is_open = bool(gaps) and gaps[-1].end_us is None
-    if prev is not None and seq > prev + 1:
-        if is_open:
-            gap = gaps[-1]
-            if gap.first_seq is None:
-                gap = replace(gap, first_seq=prev + 1, last_seq=seq - 1)
-            gaps = gaps.replace_last(replace(gap, end_us=t0))
-        else:
-            what = f"records {prev + 1}-{seq - 1}" if seq > prev + 2 else f"record {prev + 1}"
-            gaps = gaps.append(Gap(last or t0, f"{what} missing", prev + 1, seq - 1, t0))
-    elif is_open and t0:
-        gaps = gaps.replace_last(replace(gaps[-1], end_us=t0))
-    if t0:
-        first = t0 if first is None else min(first, t0)
-        last = t1 if last is None else max(last, t1)
-    return replace(
-        s,
-        first_us=first,
-        last_us=last,
-        last_seq=seq if prev is None else max(prev, seq),
-        records=s.records + 1,
-        gaps=gaps,
-    )
+    b = StateBuilder(state)
+    b.apply(item)
+    return b.freeze()
 
 
-def fold_all(items: Any, state: RunState | None = None) -> RunState:
-    """Fold an iterable of records and statuses, from ``state`` or an empty state."""
-    s = state if state is not None else RunState()
+def fold_all(items: Iterable[Record | Status], state: RunState | None = None) -> RunState:
+    """Fold records and statuses, from ``state`` or an empty state, through one draft."""
+    b = StateBuilder(state)
     for item in items:
-        s = fold(s, item)
-    return s
+        b.apply(item)
+    return b.freeze()
 
 
 def top_functions(

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
@@ -97,9 +98,12 @@ class CompareScreen(Screen[None]):
         if not self.is_mounted:
             return
         key = self.current()
-        title = self.query_one("#compare-title", Static)
-        chart = self.query_one("#compare-chart", Chart)
-        legend = self.query_one("#compare-legend", Static)
+        try:
+            title = self.query_one("#compare-title", Static)
+            chart = self.query_one("#compare-chart", Chart)
+            legend = self.query_one("#compare-legend", Static)
+        except NoMatches:  # being taken down as the App quits: nothing to draw
+            return
         if key is None:
             title.update("[b]compare[/b]: no metrics yet")
             chart.spec = ChartSpec("compare", empty="no metrics logged yet")

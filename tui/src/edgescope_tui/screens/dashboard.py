@@ -16,6 +16,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
@@ -180,13 +181,18 @@ class DashboardScreen(Screen[None]):
         rng = self.feed.time_range()
         t0 = s.first_us or (rng[0] if rng else 0)
         t_end = end if end is not None else (s.last_us or t0)
-        self._header(s, run)
-        self._overview(s, run, end, t0, t_end)
-        self._metrics_tab(s, run, end)
-        self._system(s, run, end, t0, t_end)
-        self._stacks(s, end)
-        self._events(s, end, t0)
-        self._timeline(s, run, rng)
+        try:
+            self._header(s, run)
+            self._overview(s, run, end, t0, t_end)
+            self._metrics_tab(s, run, end)
+            self._system(s, run, end, t0, t_end)
+            self._stacks(s, end)
+            self._events(s, end, t0)
+            self._timeline(s, run, rng)
+        except NoMatches:
+            # A feed update that arrives while the screen is being taken down (the App
+            # quitting): its widgets are gone and there is nothing left to draw.
+            return
 
     def _header(self, s: RunState, run: int) -> None:
         info = s.runs.get(run)

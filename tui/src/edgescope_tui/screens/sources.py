@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -42,7 +43,10 @@ class SourcesScreen(Screen[None]):
         self.refresh_view()
 
     def refresh_view(self) -> None:
-        table = self.query_one(DataTable)
+        try:
+            table = self.query_one(DataTable)
+        except NoMatches:  # being taken down as the App quits: nothing to draw
+            return
         table.clear()
         for feed in self.edgescope.feeds:
             s = feed.state

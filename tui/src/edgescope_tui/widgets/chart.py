@@ -13,10 +13,13 @@ import math
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.reactive import reactive
+from textual.strip import Strip
 from textual.widget import Widget
 
 from ..series import Series
@@ -111,6 +114,11 @@ class ChartSpec:
     extra: tuple[str, ...] = field(default_factory=tuple)
 
 
+@lru_cache(maxsize=256)
+def _style(color: str | None, bgcolor: str | None) -> Style:
+    return Style(color=color, bgcolor=bgcolor)
+
+
 def _value(line: Line, v: float) -> float:
     if line.invert:
         v = 1.0 / v if v else math.inf
@@ -131,14 +139,65 @@ def _line_stats(line: Line) -> tuple[float | None, float | None]:
     return last, lo
 
 
+Run = tuple[str, Style]
+
+
+class _Rows:
+    """Rows of styled runs, appended to like a ``Text`` (a newline starts a row)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[Run]] = [[]]
+
+    def append(self, text: str, style: str | None = None) -> None:
+        st = _parse(style)
+        for i, part in enumerate(text.split("\n")):
+            if i:
+                self.rows.append([])
+            if part:
+                self.rows[-1].append((part, st))
+
+    def extend(self, runs: list[Run]) -> None:
+        self.rows[-1].extend(runs)
+
+
+@lru_cache(maxsize=512)
+def _parse(style: str | None) -> Style:
+    return Style.parse(style) if style else Style.null()
+
+
+def _fit(runs: _Rows, width: int) -> list[Run]:
+    """The first row of ``runs`` cut to ``width`` cells, with an ellipsis when cut."""
+    out: list[Run] = []
+    room = width
+    for text, st in runs.rows[0]:
+        if len(text) >= room:
+            cut = text[: max(0, room - 1)] + "…" if len(text) > room else text
+            out.append((cut, st))
+            return out
+        out.append((text, st))
+        room -= len(text)
+    return out
+
+
 def draw(spec: ChartSpec, width: int, height: int) -> Text:
     """The chart as text of ``height`` lines of ``width`` cells."""
-    out = Text(no_wrap=True, overflow="crop")
+    text = Text(no_wrap=True, overflow="crop")
+    for i, row in enumerate(draw_rows(spec, width, height)):
+        if i:
+            text.append("\n")
+        for part, st in row:
+            text.append(part, style=st)
+    return text
+
+
+def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
+    """The chart as ``height`` rows of styled runs, ``width`` cells each at most."""
+    out = _Rows()
     if width < 12 or height < 4:
         out.append(spec.title[:width], style="bold")
-        return out
+        return out.rows
     # Title: name, then last and min of each line.
-    title = Text(no_wrap=True, overflow="ellipsis")
+    title = _Rows()
     title.append(spec.title, style="bold")
     for line in spec.lines:
         last, lo = _line_stats(line)
@@ -151,8 +210,7 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
             title.append(f" min {spec.fmt(lo)}", style="dim")
     if spec.subtitle:
         title.append(f"  {spec.subtitle}", style="dim")
-    title.truncate(width)
-    out.append_text(title)
+    out.extend(_fit(title, width))
     out.append("\n")
     plot_h = height - 3
     xs = [
@@ -165,7 +223,7 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
             if i == plot_h // 2:
                 out.append(spec.empty.center(width)[:width], style="dim")
             out.append("\n" if i < height - 2 else "")
-        return out
+        return out.rows
 
     def col(s: Series) -> array[float]:
         return s.t if spec.by_time else s.x
@@ -270,9 +328,11 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
         out.append(labels.get(cy, "")[:label_w].rjust(label_w), style="dim")
         out.append("┤" if cy in labels else "│", style="dim")
         rule = rules.get(cy)
+        # Cells of the same style go out as one run: far fewer spans to render.
+        run: list[str] = []
+        run_key: tuple[str | None, str | None] = (None, None)
         for cx in range(plot_w):
             b = bits[cy][cx]
-            bg = band_style[cx]
             color: str | None = None
             if b:
                 ch, color = chr(0x2800 + b), owner[cy][cx]
@@ -280,7 +340,14 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
                 ch, color = "╌", rule[1]
             else:
                 ch = " "
-            out.append(ch, style=Style(color=color, bgcolor=bg))
+            key = (color, band_style[cx])
+            if key != run_key and run:
+                out.extend([("".join(run), _style(*run_key))])
+                run = []
+            run_key = key
+            run.append(ch)
+        if run:
+            out.extend([("".join(run), _style(*run_key))])
         out.append("\n")
     axis = ["─"] * plot_w
     axis_styles: list[str | None] = [None] * plot_w
@@ -290,8 +357,11 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
             axis[tx] = "┬"
             axis_styles[tx] = color
     out.append(" " * label_w + "└", style="dim")
-    for ch, st in zip(axis, axis_styles, strict=True):
-        out.append(ch, style=st or "dim")
+    start = 0
+    for i in range(1, plot_w + 1):
+        if i == plot_w or axis_styles[i] != axis_styles[start]:
+            out.append("".join(axis[start:i]), style=axis_styles[start] or "dim")
+            start = i
     out.append("\n")
     x_fmt = spec.x_fmt or (lambda v: f"{v:.0f}")
     left, right = x_fmt(x0), x_fmt(x1)
@@ -304,7 +374,7 @@ def draw(spec: ChartSpec, width: int, height: int) -> Text:
     out.append(" " * label_w + left, style="dim")
     out.append(" " * max(1, gap // 2) + mid + " " * max(1, gap - gap // 2), style="dim")
     out.append(right, style="dim")
-    return out
+    return out.rows
 
 
 class Chart(Widget):
@@ -321,8 +391,23 @@ class Chart(Widget):
     spec: reactive[ChartSpec | None] = reactive(None, always_update=True)
     """What to draw; set it with a new spec to redraw."""
 
-    def render(self) -> Text:
-        spec = self.spec
-        if spec is None:
-            return Text("")
-        return draw(spec, self.content_size.width, self.content_size.height)
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._strips: list[Strip] = []
+        self._drawn: tuple[ChartSpec | None, int, int] | None = None
+
+    def render_line(self, y: int) -> Strip:
+        # Runs of segments straight to strips: no markup or text layout on the way.
+        width, height = self.size
+        key = (self.spec, width, height)
+        if self._drawn != key:
+            self._drawn = key
+            base = self.visual_style.rich_style
+            rows = draw_rows(self.spec, width, height) if self.spec is not None else []
+            self._strips = [
+                Strip([Segment(t, base + st) for t, st in row]).adjust_cell_length(width, base)
+                for row in rows
+            ]
+        if 0 <= y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(width, self.visual_style.rich_style)

@@ -212,19 +212,22 @@ class _Session:
                 continue
             self.records += 1
 
-    def _event(self, message: str, *, run: int = -1, severity: int = 0, **detail: object) -> None:
+    def _event_rec(
+        self, message: str, *, run: int = -1, severity: int = 0, **detail: object
+    ) -> Record:
         from edgescope_tracing import Event
 
-        self.write(
-            Event(
-                "log",
-                message,
-                run=run,
-                severity=severity,
-                detail=dict(detail),
-                t_us=time.time_ns() // 1000,
-            )
+        return Event(
+            "log",
+            message,
+            run=run,
+            severity=severity,
+            detail=dict(detail),
+            t_us=time.time_ns() // 1000,
         )
+
+    def _event(self, message: str, *, run: int = -1, severity: int = 0, **detail: object) -> None:
+        self.write(self._event_rec(message, run=run, severity=severity, **detail))
 
     # --- the run ------------------------------------------------------------------------
 
@@ -247,9 +250,13 @@ class _Session:
         )
         await ingest.start()
         try:
-            self._samplers, skipped = await loop.run_in_executor(
-                None, default_samplers, Roots(), watch
-            )
+            try:
+                self._samplers, skipped = await loop.run_in_executor(
+                    None, default_samplers, Roots(), watch
+                )
+            except (OSError, ImportError) as e:
+                self._samplers, skipped = [], {"all samplers": f"they could not start: {e}"}
+                self.notes.append(f"no system or process samples: {e}")
             for source, why in sorted(skipped.items()):
                 self._event(f"{source} not sampled: {why}", source=source, skipped=why)
             env = dict(os.environ, EDGESCOPE_SOCKET=str(ingest.path))
@@ -326,11 +333,15 @@ class _Session:
 
     def _sample_all(self, t_us: int) -> list[Record]:
         out: list[Record] = []
-        for s in self._samplers:
+        for s in list(self._samplers):
             try:
                 out.extend(s.sample(t_us))
-            except OSError as e:  # a file vanished between listing and reading: next time
-                self.notes.append(f"sampler {s.name}: {e}")
+            except Exception as e:
+                # A failing sampler is dropped and said; CMD and the other samplers go on.
+                self._samplers.remove(s)
+                why = f"sampler {s.name} failed and was stopped: {type(e).__name__}: {e}"
+                self.notes.append(why)
+                out.append(self._event_rec(why, severity=1))
         if self._backend is not None:
             out.extend(self._backend.drain())
         return out

@@ -36,6 +36,7 @@ connection or in its own file; it is finished at the child's exit, including the
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import signal
@@ -617,10 +618,16 @@ def _after_fork_in_child() -> None:
     run = _active
     if run is None:
         return
-    # The parent's thread, buffer and connection stay the parent's: none is touched here.
+    # The parent's thread, buffer and connection stay the parent's: none is used here. Our
+    # copy of the connection's descriptor is closed, so that the collector sees the parent's
+    # end of stream when the parent closes it, not when the last child exits.
     run._buf = deque()
     run._cap = -1
     run._state = "inherited"
+    sink = run._shipper.sink
+    if isinstance(sink, SocketSink):
+        with contextlib.suppress(OSError):
+            os.close(sink.sock.detach())
     _forked_from = run
     _active = None
 

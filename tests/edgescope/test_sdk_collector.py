@@ -161,3 +161,48 @@ def test_a_hung_collector_never_blocks_log_and_the_rest_goes_to_a_file(
     assert over_socket + in_file <= 2 * n <= over_socket + in_file + end.dropped
     assert values(recs, "loss")[-1] == (n - 1, float(n - 1))
     assert of(sent, RunStart)[0].run_id == of(recs, RunStart)[0].run_id == run.run_id
+
+
+def test_a_forked_child_does_not_hold_the_parents_connection_open(sdk: Path) -> None:
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    from sdkutil import PYTHON, script
+
+    sock = sdk / "ingest.sock"
+    job = script(
+        sdk,
+        """
+        import os, sys, time, edgescope
+        edgescope.init(name="parent")
+        edgescope.log({"x": 1.0})
+        if os.fork() == 0:
+            open("child.pid", "w").write(str(os.getpid()))
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 1)  # let the test's pipes close with the parent
+            os.dup2(null, 2)
+            time.sleep(5)  # outlives the parent, never logs
+            os._exit(0)
+        edgescope.finish(0)
+        print("parent done", flush=True)
+        """,
+    )
+    with ingest_in_thread(sock) as (server, got):
+        try:
+            p = subprocess.run(
+                [PYTHON, str(job)],
+                env=sdk_env(sdk, EDGESCOPE_SOCKET=str(sock)),
+                cwd=sdk,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert p.stdout == "parent done\n", p.stderr
+            _wait(lambda: server.connections == 0, timeout=3)  # the child lives 5 s
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int((sdk / "child.pid").read_text()), signal.SIGKILL)
+    assert of(got, RunEnd)[0].exit_code == 0
+    assert not [e for e in of(got, Event) if e.kind == "anomaly"]

@@ -210,3 +210,15 @@ def test_record_is_not_a_record() -> None:
         enc.add(Keyframe(0, -1))
     with pytest.raises(TypeError):
         enc.add(Metrics(0, "loss", (1,), (1,), (1,)))  # type: ignore[arg-type]
+
+
+def test_integer_columns_at_the_ends_of_int64(tmp_path: Path) -> None:
+    """Differences that need 65 bits fall back to plain values, not an error."""
+    lo, hi = -(1 << 63), (1 << 63) - 1
+    batch = Metrics(0, "x", (lo, hi, 0, hi), (0, hi, lo + 1, 5), (1.0, 2.0, 3.0, 4.0))
+    path = tmp_path / "t.est"
+    with TraceWriter(path) as w:
+        w.append(batch)
+    with TraceReader(path) as r:
+        (got,) = (m for m in r if isinstance(m, Metrics))
+    assert got == Metrics(0, "x", batch.steps, batch.times_us, batch.values, seq=1)

@@ -68,7 +68,11 @@ def _unpack_array(code: str, data: bytes) -> list[Any]:
 
 
 def encode_ints(values: tuple[int, ...] | list[int]) -> Wire:
-    """An integer column: ``[first, stride]`` if evenly spaced, else ``[first, width, deltas]``."""
+    """An integer column: ``[first, stride]`` if evenly spaced, else ``[first, width, deltas]``.
+
+    Where a difference does not fit 64 bits (values near both ends of the int64 range), the
+    column is ``[first, 0, [every value]]``.
+    """
     n = len(values)
     if n == 0:
         return [0, 0]
@@ -82,7 +86,7 @@ def encode_ints(values: tuple[int, ...] | list[int]) -> Wire:
     for width, code, wmin, wmax in _INT_CODES:
         if wmin <= lo and hi <= wmax:
             return [first, width, _pack_array(code, deltas)]
-    raise ValueError("integer column deltas exceed 64 bits")
+    return [first, 0, list(values)]
 
 
 def decode_ints(col: Any, n: int) -> tuple[int, ...]:
@@ -96,6 +100,11 @@ def decode_ints(col: Any, n: int) -> tuple[int, ...]:
         if n == 0:
             return ()
         return tuple(range(first, first + stride * n, stride)) if stride else (first,) * n
+    if len(col) == 3 and col[1] == 0 and type(col[2]) is list:
+        plain = tuple(_int(v) for v in col[2])
+        if len(plain) != n or (n and plain[0] != first):
+            raise DecodeError(f"integer column holds {len(plain)} values, expected {n}")
+        return plain
     if len(col) != 3 or col[1] not in (1, 2, 4, 8) or not isinstance(col[2], bytes):
         raise DecodeError("integer column is malformed")
     width: int = col[1]

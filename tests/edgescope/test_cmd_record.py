@@ -216,19 +216,20 @@ def test_profile_python_turns_on_the_sdk_sampler_in_cmd(tmp_path: Path) -> None:
     assert "CMD never called edgescope.init(), so no Python stacks were recorded" in r.stderr
 
 
-@pytest.mark.skipif(
-    backend_problem("perf") is not None, reason=f"perf cannot run here: {backend_problem('perf')}"
-)
-def test_profile_perf_samples_native_stacks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["perf", "bpftrace"])
+def test_profile_perf_and_bpftrace_sample_native_stacks(tmp_path: Path, backend: str) -> None:
+    problem = backend_problem(backend)
+    if problem is not None:
+        pytest.skip(f"{backend} cannot run here: {problem}")
     job = script(
-        tmp_path, "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 1.5: pass\n"
+        tmp_path, "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 3: pass\n"
     )
-    out = tmp_path / "perf.est"
-    r = _record(tmp_path, "-o", str(out), "--profile", "perf", "--", PYTHON, str(job))
+    out = tmp_path / "native.est"
+    r = _record(tmp_path, "-o", str(out), "--profile", backend, "--", PYTHON, str(job))
     assert r.returncode == 0, r.stderr
     recs = read(out)
     stacks = of(recs, StackSamples)
-    assert stacks and {s.backend for s in stacks} == {"perf"}
+    assert stacks and {s.backend for s in stacks} == {backend}
     assert sum(n for s in stacks for _, n in s.samples) > 10
     (start,) = of(recs, RunStart)
     assert {s.run for s in stacks} == {start.run}

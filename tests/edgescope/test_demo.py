@@ -90,6 +90,17 @@ def test_headless_demo_records_the_phases(
     held = during(_metric(recs, "held_mb"), "memory-growth", "lr-spike")
     assert held == sorted(held) and held[-1] > LEAK_MB / 2
 
+    # the collector's detectors say what went wrong, where it went wrong
+    anomalies = [x for x in recs if isinstance(x, Event) and x.kind == "anomaly"]
+    assert any(
+        "loss spiked" in a.message and at["lr-spike"] <= a.t_us < at["recovery"] + 1_000_000
+        for a in anomalies
+    ), [a.message for a in anomalies]
+    assert any(
+        a.message.startswith("step time") and at["cpu-heavy"] <= a.t_us < at["memory-growth"]
+        for a in anomalies
+    ), [a.message for a in anomalies]
+
     # the collector sampled the job's process: RSS and its peak (VmHWM) grow through the leak,
     # and RSS falls when the kept memory is freed at recovery
     procs = [

@@ -18,9 +18,10 @@ It never blocks and never raises for transport trouble. When the deque is full (
 that does not keep up, a log rate the shipper cannot follow), the call is dropped and counted;
 the count reaches ``RunEnd.dropped``.
 
-Memory cap: the deque holds at most ``buffer_size`` calls (default 32,768: about 12 MB with
-one-key dicts), the shipper's columns at most 65,536 values, and a sink at most 131,072 items
-waiting to be sent (about 10 MB) before the shipper stops draining the deque.
+Memory cap: the deque holds at most ``buffer_size`` calls (default 32,768), the shipper's
+columns at most 65,536 values, and a sink at most 131,072 items waiting to be sent before the
+shipper stops draining the deque. Measured with a collector that never reads and 300,000 calls
+as fast as they go: the process grew by 15 MiB with one-key calls, 18 MiB with ten-key calls.
 
 Durability: ``finish()`` (also at interpreter exit, on an uncaught exception, and on SIGTERM
 when no other handler was installed) drains everything into the trace and writes ``RunEnd``.

@@ -279,3 +279,15 @@ def test_flush_interval_from_the_environment(sdk: Path, monkeypatch: pytest.Monk
     with pytest.raises(ValueError, match="EDGESCOPE_FLUSH_INTERVAL='soon' is not a number"):
         edgescope.init(name="env2")
     assert _sdk._active is run or _sdk._active is None
+
+
+def test_values_around_marks_in_one_batch_all_arrive(sdk: Path) -> None:
+    with edgescope.init(name="marks-between", flush_interval=5) as run:
+        for phase in range(4):
+            for i in range(100):
+                edgescope.log({"loss": float(phase * 100 + i), "lr": 0.1}, step=phase * 100 + i)
+            edgescope.mark(f"phase {phase} done")
+    recs = read(run.path)  # type: ignore[arg-type]
+    assert values(recs, "loss") == [(i, float(i)) for i in range(400)]
+    assert len(values(recs, "lr")) == 400
+    assert [e.message for e in of(recs, Event)] == [f"phase {p} done" for p in range(4)]

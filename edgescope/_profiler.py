@@ -212,6 +212,7 @@ class SignalSampler(_Counts):
         self._period = 1.0 / hz
         self._active = False
         self._last_cpu = 0.0
+        self._owed = 0.0
         self._next_emit = 0.0
         self._excluded: set[int] = set()
         self._prev: signal._HANDLER = signal.SIG_DFL
@@ -249,10 +250,15 @@ class SignalSampler(_Counts):
         if not self._active:
             return
         now = time.process_time()
-        weight = max(1, round((now - self._last_cpu) / self._period))
+        # Periods of CPU time since the last sample, the fraction carried over: the counts
+        # add up to the CPU time spent, however late each signal was handled.
+        self._owed += (now - self._last_cpu) / self._period
         self._last_cpu = now
-        main = (threading.get_ident(), frame) if frame is not None else None
-        self.take(self._excluded, weight, main)
+        weight = int(self._owed)
+        if weight > 0:
+            self._owed -= weight
+            main = (threading.get_ident(), frame) if frame is not None else None
+            self.take(self._excluded, weight, main)
         if time.monotonic() >= self._next_emit:
             self._next_emit = time.monotonic() + self.window
             self.emit()

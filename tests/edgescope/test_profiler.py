@@ -102,9 +102,12 @@ def test_the_signal_sampler_counts_cpu_time_and_restores_sigprof() -> None:
         for st, n in r.samples
         if [f.function for f in st[-2:]] == ["busy_root", "busy_leaf"]
     ]
-    # Weighted counts follow the CPU time spent (10 ms each), not the wall time.
-    assert 0.5 * cpu * 100 <= sum(main) <= 1.2 * cpu * 100 + 2, (sum(main), cpu)
-    assert s.samples_taken <= cpu * 100 + 2
+    # Weighted counts add up to the CPU time spent (10 ms each), not the wall time; the
+    # process's other threads are few and idle here.
+    total = sum(n for r in got for _, n in r.samples)
+    assert sum(main) <= cpu * 100 + 1, (sum(main), cpu)
+    assert sum(main) >= 0.8 * cpu * 100 - 2, (sum(main), cpu)
+    assert s.samples_taken <= cpu * 100 + 1 and total >= sum(main)
 
 
 def test_outside_the_main_thread_the_thread_sampler_is_used(sdk: Path) -> None:

@@ -3,8 +3,10 @@
 Runs CMD with an in-process collector and writes one trace file: CMD's own run (its process
 tree sampled every interval: CPU, RSS and peak RSS, threads, cgroup memory), the device's
 system, thermal and GPU samples (the collector's samplers, those this machine has; each absent
-source is named in an event with the reason), and every run CMD records with the SDK, which
-finds the collector through ``EDGESCOPE_SOCKET``. A CMD that never imports edgescope still
+source is named in an event with the reason), every run CMD records with the SDK, which
+finds the collector through ``EDGESCOPE_SOCKET``, and the events the collector's detectors find
+in all of it (non-finite loss, loss spikes, step-time regressions and their cause, memory
+growth towards the limit, OOM kills). A CMD that never imports edgescope still
 gets its process and system record.
 
 ``--profile perf|bpftrace`` samples CMD's native stacks from outside; ``--profile python`` turns
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING
 from .errors import EdgescopeError, UsageError
 
 if TYPE_CHECKING:
+    from edgescope_collector.detectors import Detectors
     from edgescope_collector.ingest import IngestServer
     from edgescope_collector.samplers import ProcessWatch, Sampler
     from edgescope_collector.stacks import StackBackend
@@ -184,10 +187,30 @@ class _Session:
         self._tmp = Path(tempfile.mkdtemp(prefix="edgescope-record-"))
         self._samplers: list[Sampler] = []
         self._backend: StackBackend | None = None
+        self._detectors: Detectors | None = None
 
     # --- the trace ----------------------------------------------------------------------
 
     def write(self, rec: Record) -> None:
+        """Append to the trace, and the events the detectors find in it."""
+        self._append(rec)
+        if self._detectors is None:
+            return
+        try:
+            events = self._detectors.feed(rec)
+        except Exception as e:  # a detector's bug must not stop recording: said once, then off
+            self._detectors_failed(e)
+            return
+        for ev in events:
+            self._append(ev)
+
+    def _detectors_failed(self, e: Exception) -> None:
+        self._detectors = None
+        why = f"detectors stopped after an error: {type(e).__name__}: {e}"
+        self.notes.append(why)
+        self._append(self._event_rec(why, severity=2))
+
+    def _append(self, rec: Record) -> None:
         """Append to the trace; a write error is said once and the command carries on."""
         from dataclasses import replace
 
@@ -232,9 +255,11 @@ class _Session:
     # --- the run ------------------------------------------------------------------------
 
     async def run(self) -> int:
+        from edgescope_collector.detectors import Detectors
         from edgescope_collector.ingest import IngestServer
         from edgescope_collector.samplers import ProcessWatch, Roots, default_samplers
 
+        self._detectors = Detectors()
         loop = asyncio.get_running_loop()
         watch = ProcessWatch()
 
@@ -387,6 +412,14 @@ class _Session:
                 "CMD ended; their runs were closed"
             )
         self.write(RunEnd(run, code, 0, time.time_ns() // 1000))
+        if self._detectors is not None:
+            try:
+                held = self._detectors.flush()
+            except Exception as e:  # as in write(): said, not raised
+                self._detectors_failed(e)
+            else:
+                for ev in held:
+                    self._append(ev)
         if self.profile == "python" and self.sdk_runs == 0:
             self.notes.append(
                 "--profile python: CMD never called edgescope.init(), so no Python stacks "

@@ -36,6 +36,8 @@ with edgescope.init(name="job", flush_interval=0.1):
     t = time.monotonic()
     while time.monotonic() - t < 0.4:
         sum(range(10_000))
+    if mode == "nan":
+        edgescope.log({"loss": float("nan")}, step=200)
     if mode == "exit3":
         sys.exit(3)
 """
@@ -87,6 +89,17 @@ def test_records_the_sdk_runs_the_process_and_the_system_and_exits_with_cmd(
     assert all(p.rss and p.rss_peak and p.rss_peak >= p.rss for p in procs if p.pid == cmd_run.pid)
     assert len(of(recs, SystemSample)) >= 3
     assert not trace_files(tmp_path), "the SDK streamed to record: no files of its own"
+
+
+def test_the_collector_detectors_run_over_the_recording(tmp_path: Path) -> None:
+    job = script(tmp_path, JOB)
+    out = tmp_path / "nan.est"
+    r = _record(tmp_path, "-o", str(out), "--", PYTHON, str(job), "nan")
+    assert r.returncode == 0, r.stderr
+    recs = read(out)
+    job_run = _by_name(recs)["job"]
+    anomalies = [e for e in of(recs, Event) if e.kind == "anomaly"]
+    assert [(e.run, e.detail["detector"]) for e in anomalies] == [(job_run.run, "nonfinite_loss")]
 
 
 def test_a_command_without_the_sdk_still_gets_its_process_record_and_exit_code(

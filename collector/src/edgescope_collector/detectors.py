@@ -633,11 +633,12 @@ class StepTimeRegression:
             if st.base_median is None or st.since_median >= 20:
                 st.base_median = median(st.baseline)
                 st.since_median = 0
-            if now < self.factor * st.base_median:
+            # A zero baseline (steps logged within one microsecond) has no time to regress from.
+            if st.base_median <= 0 or now < self.factor * st.base_median:
                 return []
             base = median(st.baseline)  # exact figures for the event
             st.base_median = base
-            if now < self.factor * base:
+            if base <= 0 or now < self.factor * base:
                 return []
             st.regressed_at = t
             st.frozen_median = base

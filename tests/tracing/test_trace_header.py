@@ -22,6 +22,7 @@ from edgescope_tracing import (
     GpuSample,
     NotATraceError,
     StreamDecoder,
+    StreamEncoder,
     TraceError,
     TraceReader,
     TraceWriter,
@@ -172,3 +173,18 @@ def test_a_trace_with_no_records_is_a_trace(tmp_path: Path) -> None:
         assert r.index() == []
     assert issubclass(NotATraceError, TraceError)
     assert issubclass(UnsupportedVersionError, TraceError)
+
+
+def test_the_spec_example_is_what_the_encoder_makes() -> None:
+    """docs/trace-format.md shows one event's bytes; they must stay true."""
+    doc = (Path(__file__).parents[2] / "docs" / "trace-format.md").read_text()
+    block = doc.split("### An example", 1)[1].split("```", 2)[1]
+    data = bytearray()
+    for line in block.splitlines():
+        for token in line.split():
+            if len(token) != 2 or any(c not in "0123456789abcdef" for c in token):
+                break
+            data.append(int(token, 16))
+    enc = StreamEncoder()
+    enc.add(Event("mark", "hi", t_us=1795800876015431))
+    assert bytes(data) == enc.take()

@@ -19,10 +19,13 @@ def inspect_file(path: str) -> TraceSummary:
 
 
 def _num(v: float | None) -> str:
+    """Six significant digits; whole numbers (byte counts, steps) in full with separators."""
     if v is None:
         return "-"
     if not math.isfinite(v):
         return str(v)
+    if v == int(v) and abs(v) < 1e15:
+        return f"{int(v):,}"
     return f"{v:.6g}"
 
 
@@ -92,17 +95,25 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
         line("run", f"{r.name} ({r.id[:12]}) on {r.host}, pid {r.pid}: {state}")
     if s.metrics:
         line("metrics", "")
-        width = max(3, *(len(k) for k in s.metrics))
-        out.write(
-            f"    {'key':<{width}}  {'count':>8}  {'first':>11}  {'last':>11}  {'min':>11}  "
-            f"{'max':>11}  {'last step':>9}\n"
-        )
+        table = [("key", "count", "first", "last", "min", "max", "last step", "")]
         for k, m in sorted(s.metrics.items()):
-            out.write(
-                f"    {k:<{width}}  {m.count:>8}  {_num(m.first):>11}  {_num(m.last):>11}  "
-                f"{_num(m.min):>11}  {_num(m.max):>11}  {_step(m.last_step):>9}"
+            table.append(
+                (
+                    k,
+                    f"{m.count:,}",
+                    _num(m.first),
+                    _num(m.last),
+                    _num(m.min),
+                    _num(m.max),
+                    _step(m.last_step),
+                    f"({m.non_finite} not finite)" if m.non_finite else "",
+                )
             )
-            out.write(f"  ({m.non_finite} not finite)\n" if m.non_finite else "\n")
+        widths = [max(len(row[i]) for row in table) for i in range(7)]
+        for row in table:
+            cells = [row[0].ljust(widths[0])]
+            cells += [c.rjust(w) for c, w in zip(row[1:7], widths[1:], strict=True)]
+            out.write(f"    {'  '.join(cells)}  {row[7]}".rstrip() + "\n")
     if s.stack_samples:
         line("stacks", f"{s.stack_samples} samples from {', '.join(sorted(s.stack_backends))}")
     if s.events:
@@ -130,7 +141,7 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             line(
                 "end",
                 f"the last frame is cut short at byte {d.offset} ({d.length} bytes): an "
-                "incomplete write, as a crash leaves",
+                "incomplete write (a crash, or a writer still at work)",
             )
     if not s.indexed:
         line("index", "none (the file was not closed); seeking rebuilds it by a scan")

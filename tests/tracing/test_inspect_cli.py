@@ -182,10 +182,12 @@ def test_human_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         "  run     tiny-llm (b2b2b2b2b2b2) on jetson, pid 101: no run end recorded "
         "(still running, or it was killed)" in lines
     )
-    assert (
-        "    loss        50            1         0.02         0.02            1         49"
-        "  (1 not finite)" in lines
-    )
+    table = lines[lines.index("  metrics") + 1 :][:3]
+    assert table == [
+        "    key   count  first   last    min    max  last step",
+        "    loss     50      1   0.02   0.02      1         49  (1 not finite)",
+        "    lr       50  0.001  0.001  0.001  0.001         98",
+    ]
     assert "  stacks  11 samples from perf, python" in lines
     assert "    2023-11-14 22:13:20.030 UTC  anomaly  error   loss is NaN at step 30" in lines
     assert "  damage  none" in lines

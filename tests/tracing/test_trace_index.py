@@ -281,3 +281,25 @@ def test_follow_stops_on_the_stop_event(tmp_path: Path) -> None:
         assert not reader.is_alive()
         assert not w.closed
     assert [x.message for x in got if isinstance(x, Event)] == ["one", "two"]
+
+
+def test_an_index_too_big_for_a_frame_keeps_every_nth_keyframe(tmp_path: Path) -> None:
+    path = tmp_path / "many.est"
+    with TraceWriter(path, keyframe_bytes=1) as w:  # a keyframe before every record
+        for i in range(6000):
+            w.append(Event("log", str(i), t_us=1_000_000 + i))
+        full = list(w._stream.index)
+    assert len(full) == 6000
+    with TraceReader(path) as r:
+        assert r.indexed
+        kept = r.index()
+        assert 1000 < len(kept) < 6000
+        assert kept[0] == full[0]
+        step = kept[1].number - kept[0].number
+        assert kept == full[::step]
+        everything = list(r)
+        for seq in (0, 5, 4321, everything[-1].seq):
+            got = list(r.seek(seq=seq))
+            start = first(everything, lambda x, seq=seq: x.seq >= seq)
+            brute_force_check(everything, got, start)
+            assert len(got) <= len(everything) - (start or 0) + 2 * step

@@ -7,6 +7,7 @@ skipped.
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -188,3 +189,18 @@ def test_the_spec_example_is_what_the_encoder_makes() -> None:
     enc = StreamEncoder()
     enc.add(Event("mark", "hi", t_us=1795800876015431))
     assert bytes(data) == enc.take()
+
+
+def test_a_pipe_is_refused_with_a_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    r, w = os.pipe()
+    try:
+        os.write(w, MAGIC)
+        code, out, err = run_inspect(capsys, f"/dev/fd/{r}")
+    finally:
+        os.close(r)
+        os.close(w)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"edgescope: /dev/fd/{r} is not a regular file (a pipe or a device); save the trace "
+        "to a file to read it here\n"
+    )

@@ -50,8 +50,14 @@ class TraceReader:
         except IsADirectoryError:
             raise NotATraceError(f"{self.path} is a directory, not an edgescope trace") from None
         try:
-            if stat.S_ISDIR(os.fstat(self._fd).st_mode):
+            mode = os.fstat(self._fd).st_mode
+            if stat.S_ISDIR(mode):
                 raise NotATraceError(f"{self.path} is a directory, not an edgescope trace")
+            if not stat.S_ISREG(mode):
+                raise NotATraceError(
+                    f"{self.path} is not a regular file (a pipe or a device); save the trace "
+                    "to a file to read it here"
+                )
             head = os.pread(self._fd, HEADER_SIZE, 0)
             self.version = parse_header(head, str(self.path))
         except BaseException:

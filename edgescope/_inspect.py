@@ -46,7 +46,11 @@ def _size(n: int) -> str:
 
 def _when(t_us: int) -> str:
     """``2026-11-27 17:34:35.568 UTC``: milliseconds are enough for people."""
-    return datetime.fromtimestamp(t_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    try:
+        when = datetime.fromtimestamp(t_us / 1e6, UTC)
+    except (ValueError, OverflowError, OSError):
+        return f"t_us={t_us}"
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
 def _span(t0: int, t1: int) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,19 @@ from edgescope_tracing import (
     Event,
     GpuSample,
     Metrics,
+    Record,
     RunEnd,
     RunStart,
     StackFrame,
     StackSamples,
     TraceWriter,
 )
+from edgescope_tracing.summary import summarize
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tracegen import any_record
 
+from edgescope._inspect import print_human
 from edgescope.cli import main
 
 T0 = 1_700_000_000_000_000
@@ -199,3 +207,30 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["inspect"])
     assert info.value.code == 2
     assert "the following arguments are required: FILE" in capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=st.lists(any_record, max_size=40))
+def test_summary_agrees_with_counting_by_hand(records: list[Record]) -> None:
+    s = summarize(records, format_version="1.0", size=0)
+    assert s.records == len(records)
+    assert sum(s.kinds.values()) == len(records)
+    for name, ms in s.metrics.items():
+        values = [v for r in records if isinstance(r, Metrics) and r.key == name for v in r.values]
+        steps = [x for r in records if isinstance(r, Metrics) and r.key == name for x in r.steps]
+        finite = [v for v in values if math.isfinite(v)]
+        assert ms.count == len(values)
+        assert repr((ms.first, ms.last)) == repr(
+            (values[0], values[-1]) if values else (None, None)
+        )
+        assert (ms.min, ms.max) == ((min(finite), max(finite)) if finite else (None, None))
+        assert ms.non_finite == len(values) - len(finite)
+        assert ms.last_step == (max(steps) if steps else None)
+    assert s.stack_samples == sum(
+        c for r in records if isinstance(r, StackSamples) for _, c in r.samples
+    )
+    assert [e.message for e in s.events] == [r.message for r in records if isinstance(r, Event)]
+    json.dumps(s.to_json(), allow_nan=False)  # always valid JSON
+    out = io.StringIO()
+    print_human("t.est", s, out)  # and always printable
+    assert out.getvalue().startswith("t.est: edgescope trace format 1.0")

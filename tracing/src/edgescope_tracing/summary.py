@@ -53,9 +53,13 @@ def kind_name(rec: Record) -> str:
 
 
 def iso_time(t_us: int | None) -> str | None:
+    """ISO 8601 in UTC; None where there is no time or it is no date (before 1 or after 9999)."""
     if t_us is None:
         return None
-    return datetime.fromtimestamp(t_us / 1e6, UTC).isoformat(timespec="microseconds")
+    try:
+        return datetime.fromtimestamp(t_us / 1e6, UTC).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def json_float(v: float | None) -> float | str | None:

@@ -39,6 +39,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         raise EdgescopeError(f"{args.file}: no such file", 2) from None
     except PermissionError:
         raise EdgescopeError(f"{args.file}: permission denied", 2) from None
+    except OSError as e:
+        raise EdgescopeError(f"{args.file}: {e.strerror or e}", 2) from None
     if args.json:
         print_json(summary, sys.stdout)
     else:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import random
 
-from edgescope_tui.series import BLOCK, Log, Series
+from edgescope_tui.series import BLOCK, FAN, Log, Series
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,6 +57,25 @@ def test_block_minmax_equals_brute_force(values: list[float], data: st.DataObjec
     finite = [v for v in values[i:j] if math.isfinite(v)]
     expected = (min(finite), max(finite)) if finite else None
     assert s.minmax(i, j) == expected
+
+
+def test_two_level_summary_equals_brute_force_over_long_series() -> None:
+    rng = random.Random(3)
+    n = 3 * BLOCK * FAN + 77
+    values = [rng.uniform(-1e6, 1e6) for _ in range(n)]
+    for k in rng.sample(range(n), 50):
+        values[k] = math.nan
+    values[BLOCK * FAN : BLOCK * FAN + 2 * BLOCK] = [math.nan] * (2 * BLOCK)  # empty blocks
+    s = Series.empty()
+    for start in range(0, n, 1000):  # batches, as metric records come
+        chunk = values[start : start + 1000]
+        s = s.extend([0.0] * len(chunk), [0.0] * len(chunk), chunk)
+    assert len(s.cmin) == 3
+    for _ in range(300):
+        i = rng.randrange(n)
+        j = rng.randrange(i, n + 1)
+        finite = [v for v in values[i:j] if math.isfinite(v)]
+        assert s.minmax(i, j) == ((min(finite), max(finite)) if finite else None)
 
 
 def test_columns_cover_every_point_once_and_honour_the_cursor() -> None:

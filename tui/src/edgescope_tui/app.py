@@ -39,7 +39,7 @@ class EdgescopeApp(App[None]):
     ]
 
     class FeedUpdated(Message):
-        """A feed folded more records (posted at most ten times a second per feed)."""
+        """A feed folded more records (posted at most five times a second per feed)."""
 
         def __init__(self, feed: Feed) -> None:
             super().__init__()

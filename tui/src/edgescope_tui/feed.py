@@ -28,6 +28,8 @@ __all__ = ["Feed", "MAX_RECORDS", "WINDOW_AHEAD", "WINDOW_BEFORE", "item_time"]
 
 MAX_RECORDS = 2_000_000
 """Records folded from the start of a file before the rest is left to seeking."""
+SLICE = 0.004
+"""Seconds of folding between turns of the event loop."""
 FIRST_VIEW = 64
 """After this many records the view is drawn at once, not at the next interval."""
 WINDOW_BEFORE = 1_500
@@ -66,6 +68,11 @@ class Feed:
     def state(self) -> RunState:
         """Everything folded from the start, frozen as it stands now."""
         return self._draft.freeze()
+
+    @property
+    def records(self) -> int:
+        """Records folded so far (without freezing a state to count them)."""
+        return self._draft.records
 
     @property
     def label(self) -> str:
@@ -114,25 +121,32 @@ class Feed:
             or not (w.first_us <= cursor <= w.last_us)
         )
 
-    async def pump(self, notify: Callable[[], None], *, interval: float = 0.1) -> None:
-        """Fold the source into ``state`` until it ends, calling ``notify`` now and then."""
+    async def pump(self, notify: Callable[[], None], *, interval: float = 0.2) -> None:
+        """Fold the source into ``state`` until it ends, calling ``notify`` now and then.
+
+        The event loop gets a turn every :data:`SLICE` seconds of folding, so keys and redraws
+        wait at most that long however fast records come.
+        """
         source = self.source
         if isinstance(source, SeekableSource):
             self.span = await source.time_span()
             notify()
         last = time.monotonic()
+        turn = last
         n = 0
         draft = self._draft
         try:
             async for item in source.stream():
                 draft.apply(item)
                 n += 1
-                if n % 256 == 0:
-                    await asyncio.sleep(0)
-                now = time.monotonic()
-                if now - last >= interval or n == FIRST_VIEW:
-                    notify()
-                    last = now
+                if n & 63 == 0 or n == FIRST_VIEW:
+                    now = time.monotonic()
+                    if now - last >= interval or n == FIRST_VIEW:
+                        notify()
+                        last = now
+                    if now - turn >= SLICE:
+                        await asyncio.sleep(0)
+                        turn = time.monotonic()
                 if draft.records >= self.max_records and self.seekable:
                     self.truncated = True
                     draft.apply(

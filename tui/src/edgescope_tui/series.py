@@ -7,8 +7,9 @@ seeing their first ``n`` points, so a fold stays pure while costing O(1) per poi
 an older view (a branch) copies first.
 
 Drawing cost does not grow with history: :meth:`Series.columns` gives the min and max of each
-screen column from a block summary (min/max of every ``BLOCK`` points, kept as points arrive),
-so a column spanning a million points reads a few thousand block figures, not the points.
+screen column from a two-level summary kept as points arrive (min/max of every ``BLOCK``
+points, and of every ``FAN`` blocks), so a column reads at most a few hundred figures whether it
+spans a thousand points or a hundred million.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Series", "Log", "BLOCK"]
+__all__ = ["Series", "Log", "BLOCK", "FAN"]
 
-BLOCK = 256
-"""Points per block of the min/max summary."""
+BLOCK = 64
+"""Points per block of the first level of the min/max summary."""
+FAN = 64
+"""Blocks per block of the second level."""
 
 T = TypeVar("T")
 
@@ -37,6 +40,19 @@ def _finite_minmax(values: Sequence[float]) -> tuple[float, float] | None:
     if not finite:
         return None
     return min(finite), max(finite)
+
+
+def _summary(lows: array[float], highs: array[float], a: int, b: int) -> tuple[float, float] | None:
+    """Min of ``lows[a:b]`` and max of ``highs[a:b]``, leaving out NaN (blocks with no value)."""
+    if b <= a:
+        return None
+    lo_s, hi_s = lows[a:b], highs[a:b]
+    if math.isnan(sum(lo_s)):
+        lo_l = [v for v in lo_s if not math.isnan(v)]
+        if not lo_l:
+            return None
+        return min(lo_l), max(v for v in hi_s if not math.isnan(v))
+    return min(lo_s), max(hi_s)
 
 
 def _non_finite(values: Sequence[float]) -> int:
@@ -55,6 +71,9 @@ class Series:
     bmin: array[float]
     """Finite minimum of each complete block (NaN for a block without finite values)."""
     bmax: array[float]
+    cmin: array[float]
+    """The same over every ``FAN`` blocks."""
+    cmax: array[float]
     n: int = 0
     lo: float = math.nan
     """Smallest finite value so far (NaN while there is none)."""
@@ -65,7 +84,10 @@ class Series:
 
     @staticmethod
     def empty() -> Series:
-        return Series(array("d"), array("d"), array("d"), array("d"), array("d"))
+        def col() -> array[float]:
+            return array("d")
+
+        return Series(col(), col(), col(), col(), col(), col(), col())
 
     def __len__(self) -> int:
         return self.n
@@ -87,12 +109,15 @@ class Series:
         if len(self.y) == self.n:
             return self
         nb = self.n // BLOCK
+        nc = nb // FAN
         return Series(
             self.x[: self.n],
             self.t[: self.n],
             self.y[: self.n],
             self.bmin[:nb],
             self.bmax[:nb],
+            self.cmin[:nc],
+            self.cmax[:nc],
             self.n,
             self.lo,
             self.hi,
@@ -107,9 +132,7 @@ class Series:
         s.y.append(y)
         n = s.n + 1
         if n % BLOCK == 0:
-            mm = _finite_minmax(s.y[n - BLOCK : n])
-            s.bmin.append(mm[0] if mm else math.nan)
-            s.bmax.append(mm[1] if mm else math.nan)
+            s._summarize(n)
         lo, hi, bad = s.lo, s.hi, s.non_finite
         if math.isfinite(y):
             if not lo <= y:  # also when lo is NaN (no finite value yet)
@@ -118,7 +141,18 @@ class Series:
                 hi = y
         else:
             bad += 1
-        return Series(s.x, s.t, s.y, s.bmin, s.bmax, n, lo, hi, bad)
+        return Series(s.x, s.t, s.y, s.bmin, s.bmax, s.cmin, s.cmax, n, lo, hi, bad)
+
+    def _summarize(self, n: int) -> None:
+        """Summarize the blocks completed by the first ``n`` points."""
+        for b in range(len(self.bmin), n // BLOCK):
+            mm = _finite_minmax(self.y[b * BLOCK : (b + 1) * BLOCK])
+            self.bmin.append(mm[0] if mm else math.nan)
+            self.bmax.append(mm[1] if mm else math.nan)
+        for c in range(len(self.cmin), len(self.bmin) // FAN):
+            mm = _summary(self.bmin, self.bmax, c * FAN, (c + 1) * FAN)
+            self.cmin.append(mm[0] if mm else math.nan)
+            self.cmax.append(mm[1] if mm else math.nan)
 
     def extend(self, xs: Sequence[float], ts: Sequence[float], ys: Sequence[float]) -> Series:
         """A view with the points added (``xs``, ``ts`` and ``ys`` of equal length)."""
@@ -129,17 +163,14 @@ class Series:
         s.t.extend(ts)
         s.y.extend(ys)
         n = s.n + len(ys)
-        for b in range(len(s.bmin), n // BLOCK):
-            mm = _finite_minmax(s.y[b * BLOCK : (b + 1) * BLOCK])
-            s.bmin.append(mm[0] if mm else math.nan)
-            s.bmax.append(mm[1] if mm else math.nan)
+        s._summarize(n)
         lo, hi, bad = s.lo, s.hi, s.non_finite
         mm = _finite_minmax(ys)
         bad += _non_finite(ys)
         if mm is not None:
             lo = mm[0] if math.isnan(lo) else min(lo, mm[0])
             hi = mm[1] if math.isnan(hi) else max(hi, mm[1])
-        return Series(s.x, s.t, s.y, s.bmin, s.bmax, n, lo, hi, bad)
+        return Series(s.x, s.t, s.y, s.bmin, s.bmax, s.cmin, s.cmax, n, lo, hi, bad)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -153,33 +184,30 @@ class Series:
         """The first point with ``x`` at or after the given one (points are in ``x`` order)."""
         return bisect_left(self.x, x, 0, self.n if end is None else end)
 
+    def _raw(self, i: int, j: int) -> tuple[float, float] | None:
+        return _finite_minmax(self.y[i:j]) if j > i else None
+
     def minmax(self, i: int, j: int) -> tuple[float, float] | None:
-        """Finite min and max of points ``i`` to ``j - 1``, from the block summary."""
+        """Finite min and max of points ``i`` to ``j - 1``, from the two-level summary."""
         if j <= i:
             return None
-        parts: list[tuple[float, float]] = []
         b0 = -(-i // BLOCK)
         b1 = j // BLOCK
-        if b1 > b0:
-            if i < b0 * BLOCK:
-                mm = _finite_minmax(self.y[i : b0 * BLOCK])
-                if mm:
-                    parts.append(mm)
-            lows = [v for v in self.bmin[b0:b1] if not math.isnan(v)]
-            highs = [v for v in self.bmax[b0:b1] if not math.isnan(v)]
-            if lows:
-                parts.append((min(lows), max(highs)))
-            if b1 * BLOCK < j:
-                mm = _finite_minmax(self.y[b1 * BLOCK : j])
-                if mm:
-                    parts.append(mm)
+        if b1 <= b0:
+            return self._raw(i, j)
+        parts = [self._raw(i, b0 * BLOCK), self._raw(b1 * BLOCK, j)]
+        c0 = -(-b0 // FAN)
+        c1 = b1 // FAN
+        if c1 <= c0:
+            parts.append(_summary(self.bmin, self.bmax, b0, b1))
         else:
-            mm = _finite_minmax(self.y[i:j])
-            if mm:
-                parts.append(mm)
-        if not parts:
+            parts.append(_summary(self.bmin, self.bmax, b0, c0 * FAN))
+            parts.append(_summary(self.bmin, self.bmax, c1 * FAN, b1))
+            parts.append(_summary(self.cmin, self.cmax, c0, c1))
+        found = [p for p in parts if p is not None]
+        if not found:
             return None
-        return min(p[0] for p in parts), max(p[1] for p in parts)
+        return min(p[0] for p in found), max(p[1] for p in found)
 
     def columns(
         self, x0: float, x1: float, width: int, end: int | None = None, *, by_time: bool = False

@@ -413,7 +413,10 @@ def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
     key = (m.run, m.key)
     metrics = b.d("metrics")
     old = metrics.get(key) or Series.empty()
-    metrics[key] = old.extend(m.steps, m.times_us, m.values)
+    if len(m.values) == 1:  # one value a record, as a live stream often sends them
+        metrics[key] = old.append(m.steps[0], m.times_us[0], m.values[0])
+    else:
+        metrics[key] = old.extend(m.steps, m.times_us, m.values)
     unit = step_time_unit(m.key)
     if unit is not None:
         # A logged step time: kept in seconds under the run's negative slot.
@@ -421,7 +424,10 @@ def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
         step_time = b.d("step_time")
         st = step_time.get(slot) or Series.empty()
         values = m.values if unit == 1.0 else [v * unit for v in m.values]
-        step_time[slot] = st.extend(m.steps, m.times_us, values)
+        if len(values) == 1:
+            step_time[slot] = st.append(m.steps[0], m.times_us[0], values[0])
+        else:
+            step_time[slot] = st.extend(m.steps, m.times_us, values)
         return
     clock = b.f["step_clock"].get(m.run)
     if clock is not None and clock[0] != m.key:
@@ -445,7 +451,7 @@ def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
     if ys:
         step_time = b.d("step_time")
         st = step_time.get(m.run) or Series.empty()
-        step_time[m.run] = st.extend(xs, ts, ys)
+        step_time[m.run] = st.append(xs[0], ts[0], ys[0]) if len(ys) == 1 else st.extend(xs, ts, ys)
 
 
 def _fold_process(b: StateBuilder, p: ProcessSample) -> None:

@@ -8,7 +8,6 @@ same view with the cursor at the head of the stream.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import ClassVar
 
@@ -22,10 +21,10 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
+from .. import views
 from ..feed import Feed
-from ..series import Series
 from ..state import RunState, stack_tree, top_functions
-from ..widgets.chart import PALETTE, Band, Chart, ChartSpec, Line, fmt_bytes, fmt_number
+from ..widgets.chart import Chart
 from ..widgets.events import EventRow, EventsView
 from ..widgets.icicle import Icicle
 from ..widgets.timeline import ReplayBar, TimelineSpec, fmt_offset
@@ -34,9 +33,6 @@ from .jump import JumpScreen
 __all__ = ["DashboardScreen", "SPEEDS", "parse_jump"]
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-THROTTLE_BG = "#5f1f1f"
-GAP_BG = "#5f0000"
-EVENT_COLORS = ("#87d787", "#ffd75f", "#ff5f5f")
 TABS = ("overview", "metrics", "system", "stacks", "events")
 
 
@@ -55,19 +51,6 @@ def parse_jump(text: str, t0: int) -> tuple[str, int] | None:
     for p in parts:
         seconds = seconds * 60 + float(p)
     return "time", t0 + int(seconds * 1e6)
-
-
-def _time_fmt(t0: int) -> object:
-    return lambda v: fmt_offset(v - t0)
-
-
-def _ms(v: float) -> str:
-    return f"{v:.3g} ms" if v < 1e4 else f"{v / 1e3:.3g} s"
-
-
-def _mean_tail(s: Series, end: int, k: int = 50) -> float | None:
-    vals = [v for v in s.y[max(0, end - k) : end] if math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else None
 
 
 class DashboardScreen(Screen[None]):
@@ -116,6 +99,7 @@ class DashboardScreen(Screen[None]):
         self.set_reactive(DashboardScreen.run, run)
         self._play_timer: Timer | None = None
         self._metric_charts: dict[str, Chart] = {}
+        self._top_rows: list[tuple[str, str, str]] = []
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -183,12 +167,20 @@ class DashboardScreen(Screen[None]):
         t_end = end if end is not None else (s.last_us or t0)
         try:
             self._header(s, run)
-            self._overview(s, run, end, t0, t_end)
-            self._metrics_tab(s, run, end)
-            self._system(s, run, end, t0, t_end)
-            self._stacks(s, end)
-            self._events(s, end, t0)
             self._timeline(s, run, rng)
+            # Only the tab on show is rebuilt; the others are when they are shown.
+            tab = self.query_one("#tabs", TabbedContent).active
+            if tab == "overview":
+                self._overview(s, run, end, t0, t_end)
+            elif tab == "metrics":
+                self._metrics_tab(s, run, end)
+            elif tab == "system":
+                for name, spec in views.system_specs(s, run, end, t0, t_end).items():
+                    self.query_one(f"#chart-{name}", Chart).spec = spec
+            elif tab == "stacks":
+                self._stacks(s, end)
+            elif tab == "events":
+                self._events(s, end, t0)
         except NoMatches:
             # A feed update that arrives while the screen is being taken down (the App
             # quitting): its widgets are gone and there is nothing left to draw.
@@ -219,155 +211,9 @@ class DashboardScreen(Screen[None]):
             parts.append(f"[#ff5f5f]{len(s.gaps)} gap(s) or damaged span(s)[/]")
         self.query_one("#run-header", Static).update(" · ".join(parts))
 
-    def _bands(self, s: RunState, end: int | None) -> tuple[Band, ...]:
-        bands = [Band(sp.start_us, sp.end_us, THROTTLE_BG, sp.source) for sp in s.spans(end)]
-        for g in s.gaps.view():
-            bands.append(Band(g.t_us, g.end_us or (s.last_us or g.t_us), GAP_BG, "gap"))
-        return tuple(bands)
-
-    def _ticks(self, s: RunState, end: int | None) -> tuple[tuple[float, str], ...]:
-        return tuple(
-            (float(e.t_us), EVENT_COLORS[min(max(e.severity, 0), 2)]) for e in s.events_until(end)
-        )
-
-    def _metric_spec(self, s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
-        series = s.metrics.get((run, key)) or Series.empty()
-        n = series.count_until(end)
-        log = (
-            "loss" in key.lower()
-            and not math.isnan(series.lo)
-            and series.lo > 0
-            and series.hi / series.lo > 100
-        )
-        sub = f"{series.non_finite} non-finite" if series.non_finite else ""
-        last_step = series.x[n - 1] if n else None
-        step = f"step {last_step:.0f}" if last_step is not None else ""
-        return ChartSpec(
-            key,
-            (Line(key, series, PALETTE[0], end=n),),
-            log=log,
-            subtitle=" ".join(x for x in (step, sub) if x),
-        )
-
     def _overview(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:
-        keys = [k for k in s.metric_keys(run)]
-        if keys:
-            spec = self._metric_spec(s, run, keys[0], end)
-        else:
-            spec = ChartSpec("loss", empty="no metrics logged yet")
-        self.query_one("#chart-loss", Chart).spec = spec
-        self.query_one("#chart-step", Chart).spec = self._step_spec(s, run, end)
-        self.query_one("#chart-memory", Chart).spec = self._memory_spec(s, run, end, t0, t1)
-        self.query_one("#chart-thermal", Chart).spec = self._thermal_spec(s, end, t0, t1)
-
-    def _step_spec(self, s: RunState, run: int, end: int | None) -> ChartSpec:
-        st = s.step_seconds(run)
-        if st is None:
-            return ChartSpec("step time", empty="no step timing yet")
-        n = st.count_until(end)
-        mean = _mean_tail(st, n)
-        sub = ""
-        if mean:
-            sub = f"{1 / mean:.1f} steps/s"
-            batch = self._batch_size(s, run)
-            if batch:
-                sub += f" · {fmt_number(batch / mean)} samples/s"
-        return ChartSpec(
-            "step time",
-            (Line("step", st, PALETTE[1], end=n, scale=1000),),
-            fmt=_ms,
-            subtitle=sub,
-            robust=True,
-        )
-
-    @staticmethod
-    def _batch_size(s: RunState, run: int) -> float | None:
-        info = s.runs.get(run)
-        if info is None:
-            return None
-        for k in ("batch_size", "batch", "global_batch_size"):
-            v = info.config.get(k)
-            if isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
-                return float(v)
-        return None
-
-    def _memory_spec(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> ChartSpec:
-        lines: list[Line] = []
-        facts: list[str] = []
-        hlines: list[tuple[float, str, str]] = []
-        p = s.proc.get(run)
-        if p is not None and len(p.rss):
-            n = p.rss.count_until(end)
-            lines.append(Line("RSS", p.rss, PALETTE[0], end=n))
-            if n:
-                facts.append(f"RSS {fmt_bytes(p.rss.y[n - 1])}")
-            if p.rss_peak:
-                facts.append(f"peak {fmt_bytes(p.rss_peak)}")
-        if p is not None and len(p.cgroup):
-            lines.append(Line("cgroup", p.cgroup, PALETTE[2], end=p.cgroup.count_until(end)))
-        if p is not None and p.cgroup_limit:
-            hlines.append((float(p.cgroup_limit), f"limit {fmt_bytes(p.cgroup_limit)}", "red"))
-            facts.append(f"cgroup limit {fmt_bytes(p.cgroup_limit)}")
-        for key, label, color in (
-            ("cuda_alloc", "CUDA", PALETTE[1]),
-            ("cuda_max_alloc", "CUDA peak", PALETTE[3]),
-        ):
-            ser = s.metrics.get((run, key))
-            if ser is not None and len(ser):
-                n = ser.count_until(end)
-                lines.append(Line(label, ser, color, end=n))
-                if key == "cuda_max_alloc" and n:
-                    facts.append(f"CUDA peak {fmt_bytes(max(ser.y[:n]))}")
-        if not lines and len(s.sys_mem_used):
-            lines.append(Line("used", s.sys_mem_used, PALETTE[0], s.sys_mem_used.count_until(end)))
-            if s.sys_mem_total:
-                hlines.append((float(s.sys_mem_total), "total", "red"))
-        return ChartSpec(
-            "memory",
-            tuple(lines),
-            x0=t0,
-            x1=t1,
-            by_time=True,
-            fmt=fmt_bytes,
-            x_fmt=_time_fmt(t0),  # type: ignore[arg-type]
-            hlines=tuple(hlines),
-            subtitle=" · ".join(facts),
-            y_floor=0.0,
-            empty="no memory samples",
-            ticks=self._ticks(s, end),
-        )
-
-    def _thermal_spec(self, s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
-        lines: list[Line] = []
-        facts: list[str] = []
-        colors = iter(PALETTE * 4)
-        for idx, g in s.gpus.items():
-            if len(g.temp_c):
-                n = g.temp_c.count_until(end)
-                lines.append(Line(f"gpu{idx}", g.temp_c, next(colors), end=n))
-            reasons = ", ".join(r for r in g.reasons if r != "GpuIdle") or "none"
-            facts.append(f"gpu{idx} reasons: {reasons}")
-        for name, z in s.zones.items():
-            lines.append(Line(name, z, next(colors), end=z.count_until(end)))
-        spans = s.spans(end)
-        facts.append(f"throttled: {len(spans)} period(s)" if spans else "not throttled")
-        hlines = tuple(
-            (trip, f"{name} trip {trip:.0f}°C", "red")
-            for name, trip in list(s.zone_trips.items())[:1]
-        )
-        return ChartSpec(
-            "thermal °C",
-            tuple(lines),
-            x0=t0,
-            x1=t1,
-            by_time=True,
-            x_fmt=_time_fmt(t0),  # type: ignore[arg-type]
-            bands=self._bands(s, end),
-            ticks=self._ticks(s, end),
-            subtitle=" · ".join(facts),
-            hlines=hlines,
-            empty="no thermal samples",
-        )
+        for name, spec in views.overview_specs(s, run, end, t0, t1).items():
+            self.query_one(f"#chart-{name}", Chart).spec = spec
 
     def _metrics_tab(self, s: RunState, run: int, end: int | None) -> None:
         box = self.query_one("#metric-list", VerticalScroll)
@@ -376,65 +222,7 @@ class DashboardScreen(Screen[None]):
             if chart is None:
                 chart = self._metric_charts[key] = Chart(classes="metric-chart")
                 box.mount(chart)
-            chart.spec = self._metric_spec(s, run, key, end)
-
-    def _system(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:
-        st = s.step_seconds(run)
-        if st is not None:
-            batch = self._batch_size(s, run)
-            n = st.count_until(end)
-            title = "throughput samples/s" if batch else "throughput steps/s"
-            spec = ChartSpec(
-                title,
-                (Line("rate", st, PALETTE[2], end=n, invert=True, scale=batch or 1.0),),
-                robust=True,
-            )
-        else:
-            spec = ChartSpec("throughput", empty="no step timing yet")
-        self.query_one("#chart-throughput", Chart).spec = spec
-        clocks: list[Line] = []
-        power: list[Line] = []
-        hl: list[tuple[float, str, str]] = []
-        facts: list[str] = []
-        for idx, g in s.gpus.items():
-            if len(g.sm_clock_mhz):
-                n = g.sm_clock_mhz.count_until(end)
-                clocks.append(Line(f"gpu{idx} SM", g.sm_clock_mhz, PALETTE[idx % 7], end=n))
-                if g.max_sm_clock_mhz:
-                    facts.append(f"gpu{idx} max {g.max_sm_clock_mhz} MHz")
-            if len(g.power_w):
-                n = g.power_w.count_until(end)
-                power.append(Line(f"gpu{idx}", g.power_w, PALETTE[(idx + 1) % 7], end=n))
-            if g.power_limit_w:
-                hl.append((g.power_limit_w, f"limit {g.power_limit_w:.0f} W", "red"))
-        if len(s.cpu_mhz):
-            clocks.append(Line("CPU", s.cpu_mhz, PALETTE[4], end=s.cpu_mhz.count_until(end)))
-        tf = _time_fmt(t0)
-        common = {"x0": t0, "x1": t1, "by_time": True, "x_fmt": tf}
-        self.query_one("#chart-clocks", Chart).spec = ChartSpec(
-            "clocks MHz",
-            tuple(clocks),
-            bands=self._bands(s, end),
-            subtitle=" · ".join(facts),
-            empty="no clock samples",
-            **common,  # type: ignore[arg-type]
-        )
-        self.query_one("#chart-power", Chart).spec = ChartSpec(
-            "power W",
-            tuple(power),
-            hlines=tuple(hl),
-            empty="no power samples",
-            y_floor=0.0,
-            **common,  # type: ignore[arg-type]
-        )
-        cpu = (Line("CPU %", s.cpu_percent, PALETTE[5], end=s.cpu_percent.count_until(end)),)
-        self.query_one("#chart-cpu", Chart).spec = ChartSpec(
-            "CPU %",
-            cpu if len(s.cpu_percent) else (),
-            y_floor=0.0,
-            empty="no CPU samples",
-            **common,  # type: ignore[arg-type]
-        )
+            chart.spec = views.metric_spec(s, run, key, end)
 
     def _stacks(self, s: RunState, end: int | None) -> None:
         t1 = end if end is not None else s.last_us
@@ -448,11 +236,16 @@ class DashboardScreen(Screen[None]):
             f"{s.stack_total} samples in all · [dim][ and ] change the window[/dim]"
         )
         table = self.query_one("#top-functions", DataTable)
-        rows = top_functions(wins, s, limit=30)
-        table.clear()
-        for name, self_n, total_n in rows:
-            pct = 100 / total if total else 0
-            table.add_row(name, f"{self_n * pct:.1f}%", f"{total_n * pct:.1f}%")
+        pct = 100 / total if total else 0
+        rows = [
+            (name, f"{self_n * pct:.1f}%", f"{total_n * pct:.1f}%")
+            for name, self_n, total_n in top_functions(wins, s, limit=30)
+        ]
+        if rows != self._top_rows:
+            self._top_rows = rows
+            table.clear()
+            for row in rows:
+                table.add_row(*row)
         self.query_one("#icicle", Icicle).stack = stack_tree(wins)
 
     def _events(self, s: RunState, end: int | None, t0: int) -> None:
@@ -502,6 +295,10 @@ class DashboardScreen(Screen[None]):
             gaps=tuple((g.t_us, g.end_us or g.t_us) for g in full.gaps.view()),
             status=status,
         )
+
+    @on(TabbedContent.TabActivated)
+    def _tab_shown(self) -> None:
+        self.refresh_view()
 
     # --- reacting -----------------------------------------------------------------------------
 

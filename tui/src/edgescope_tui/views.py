@@ -1,0 +1,280 @@
+"""What the dashboard draws, as pure functions of a ``RunState`` and a cursor.
+
+Each function returns :class:`~edgescope_tui.widgets.chart.ChartSpec` values (plain data); the
+screen hands them to its charts. Nothing here touches a widget, so the benchmarks and tests
+build exactly what the screen shows without an App.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from .series import Series
+from .state import RunState
+from .widgets.chart import PALETTE, Band, ChartSpec, Line, fmt_bytes, fmt_number
+from .widgets.timeline import fmt_offset
+
+__all__ = [
+    "bands",
+    "ticks",
+    "batch_size",
+    "metric_spec",
+    "step_spec",
+    "memory_spec",
+    "thermal_spec",
+    "system_specs",
+    "overview_specs",
+]
+
+THROTTLE_BG = "#5f1f1f"
+GAP_BG = "#5f0000"
+EVENT_COLORS = ("#87d787", "#ffd75f", "#ff5f5f")
+
+
+def time_fmt(t0: int) -> Callable[[float], str]:
+    """Axis labels as time since ``t0``."""
+    return lambda v: fmt_offset(v - t0)
+
+
+def ms(v: float) -> str:
+    return f"{v:.3g} ms" if v < 1e4 else f"{v / 1e3:.3g} s"
+
+
+def mean_tail(s: Series, end: int, k: int = 50) -> float | None:
+    """The mean of the last ``k`` finite values before ``end``."""
+    vals = [v for v in s.y[max(0, end - k) : end] if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def bands(s: RunState, end: int | None) -> tuple[Band, ...]:
+    bands = [Band(sp.start_us, sp.end_us, THROTTLE_BG, sp.source) for sp in s.spans(end)]
+    for g in s.gaps.view():
+        bands.append(Band(g.t_us, g.end_us or (s.last_us or g.t_us), GAP_BG, "gap"))
+    return tuple(bands)
+
+
+def ticks(s: RunState, end: int | None) -> tuple[tuple[float, str], ...]:
+    return tuple(
+        (float(e.t_us), EVENT_COLORS[min(max(e.severity, 0), 2)]) for e in s.events_until(end)
+    )
+
+
+def batch_size(s: RunState, run: int) -> float | None:
+    info = s.runs.get(run)
+    if info is None:
+        return None
+    for k in ("batch_size", "batch", "global_batch_size"):
+        v = info.config.get(k)
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > 0:
+            return float(v)
+    return None
+
+
+def metric_spec(s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
+    series = s.metrics.get((run, key)) or Series.empty()
+    n = series.count_until(end)
+    log = (
+        "loss" in key.lower()
+        and not math.isnan(series.lo)
+        and series.lo > 0
+        and series.hi / series.lo > 100
+    )
+    sub = f"{series.non_finite} non-finite" if series.non_finite else ""
+    last_step = series.x[n - 1] if n else None
+    step = f"step {last_step:.0f}" if last_step is not None else ""
+    return ChartSpec(
+        key,
+        (Line(key, series, PALETTE[0], end=n),),
+        log=log,
+        subtitle=" ".join(x for x in (step, sub) if x),
+    )
+
+
+def step_spec(s: RunState, run: int, end: int | None) -> ChartSpec:
+    st = s.step_seconds(run)
+    if st is None:
+        return ChartSpec("step time", empty="no step timing yet")
+    n = st.count_until(end)
+    mean = mean_tail(st, n)
+    sub = ""
+    if mean:
+        sub = f"{1 / mean:.1f} steps/s"
+        batch = batch_size(s, run)
+        if batch:
+            sub += f" · {fmt_number(batch / mean)} samples/s"
+    return ChartSpec(
+        "step time",
+        (Line("step", st, PALETTE[1], end=n, scale=1000),),
+        fmt=ms,
+        subtitle=sub,
+        robust=True,
+    )
+
+
+def memory_spec(s: RunState, run: int, end: int | None, t0: int, t1: int) -> ChartSpec:
+    lines: list[Line] = []
+    facts: list[str] = []
+    hlines: list[tuple[float, str, str]] = []
+    p = s.proc.get(run)
+    if p is not None and len(p.rss):
+        n = p.rss.count_until(end)
+        lines.append(Line("RSS", p.rss, PALETTE[0], end=n))
+        if n:
+            facts.append(f"RSS {fmt_bytes(p.rss.y[n - 1])}")
+        if p.rss_peak:
+            facts.append(f"peak {fmt_bytes(p.rss_peak)}")
+    if p is not None and len(p.cgroup):
+        lines.append(Line("cgroup", p.cgroup, PALETTE[2], end=p.cgroup.count_until(end)))
+    if p is not None and p.cgroup_limit:
+        hlines.append((float(p.cgroup_limit), f"limit {fmt_bytes(p.cgroup_limit)}", "red"))
+        facts.append(f"cgroup limit {fmt_bytes(p.cgroup_limit)}")
+    for key, label, color in (
+        ("cuda_alloc", "CUDA", PALETTE[1]),
+        ("cuda_max_alloc", "CUDA peak", PALETTE[3]),
+    ):
+        ser = s.metrics.get((run, key))
+        if ser is not None and len(ser):
+            n = ser.count_until(end)
+            lines.append(Line(label, ser, color, end=n))
+            if key == "cuda_max_alloc" and n:
+                peak = ser.minmax(0, n)
+                if peak is not None:
+                    facts.append(f"CUDA peak {fmt_bytes(peak[1])}")
+    if not lines and len(s.sys_mem_used):
+        lines.append(Line("used", s.sys_mem_used, PALETTE[0], s.sys_mem_used.count_until(end)))
+        if s.sys_mem_total:
+            hlines.append((float(s.sys_mem_total), "total", "red"))
+    return ChartSpec(
+        "memory",
+        tuple(lines),
+        x0=t0,
+        x1=t1,
+        by_time=True,
+        fmt=fmt_bytes,
+        x_fmt=time_fmt(t0),
+        hlines=tuple(hlines),
+        subtitle=" · ".join(facts),
+        y_floor=0.0,
+        empty="no memory samples",
+        ticks=ticks(s, end),
+    )
+
+
+def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
+    lines: list[Line] = []
+    facts: list[str] = []
+    colors = iter(PALETTE * 4)
+    for idx, g in s.gpus.items():
+        if len(g.temp_c):
+            n = g.temp_c.count_until(end)
+            lines.append(Line(f"gpu{idx}", g.temp_c, next(colors), end=n))
+        reasons = ", ".join(r for r in g.reasons if r != "GpuIdle") or "none"
+        facts.append(f"gpu{idx} reasons: {reasons}")
+    for name, z in s.zones.items():
+        lines.append(Line(name, z, next(colors), end=z.count_until(end)))
+    spans = s.spans(end)
+    facts.append(f"throttled: {len(spans)} period(s)" if spans else "not throttled")
+    hlines = tuple(
+        (trip, f"{name} trip {trip:.0f}°C", "red") for name, trip in list(s.zone_trips.items())[:1]
+    )
+    return ChartSpec(
+        "thermal °C",
+        tuple(lines),
+        x0=t0,
+        x1=t1,
+        by_time=True,
+        x_fmt=time_fmt(t0),
+        bands=bands(s, end),
+        ticks=ticks(s, end),
+        subtitle=" · ".join(facts),
+        hlines=hlines,
+        empty="no thermal samples",
+    )
+
+
+def system_specs(s: RunState, run: int, end: int | None, t0: int, t1: int) -> dict[str, ChartSpec]:
+    """The system tab: throughput, clocks (throttled periods shaded), power, CPU."""
+    out: dict[str, ChartSpec] = {}
+    st = s.step_seconds(run)
+    if st is not None:
+        batch = batch_size(s, run)
+        n = st.count_until(end)
+        title = "throughput samples/s" if batch else "throughput steps/s"
+        spec = ChartSpec(
+            title,
+            (Line("rate", st, PALETTE[2], end=n, invert=True, scale=batch or 1.0),),
+            robust=True,
+        )
+    else:
+        spec = ChartSpec("throughput", empty="no step timing yet")
+    out["throughput"] = spec
+    clocks: list[Line] = []
+    power: list[Line] = []
+    hl: list[tuple[float, str, str]] = []
+    facts: list[str] = []
+    for idx, g in s.gpus.items():
+        if len(g.sm_clock_mhz):
+            n = g.sm_clock_mhz.count_until(end)
+            clocks.append(Line(f"gpu{idx} SM", g.sm_clock_mhz, PALETTE[idx % 7], end=n))
+            if g.max_sm_clock_mhz:
+                facts.append(f"gpu{idx} max {g.max_sm_clock_mhz} MHz")
+        if len(g.power_w):
+            n = g.power_w.count_until(end)
+            power.append(Line(f"gpu{idx}", g.power_w, PALETTE[(idx + 1) % 7], end=n))
+        if g.power_limit_w:
+            hl.append((g.power_limit_w, f"limit {g.power_limit_w:.0f} W", "red"))
+    if len(s.cpu_mhz):
+        clocks.append(Line("CPU", s.cpu_mhz, PALETTE[4], end=s.cpu_mhz.count_until(end)))
+    tf = time_fmt(t0)
+    out["clocks"] = ChartSpec(
+        "clocks MHz",
+        tuple(clocks),
+        bands=bands(s, end),
+        subtitle=" · ".join(facts),
+        empty="no clock samples",
+        x0=t0,
+        x1=t1,
+        by_time=True,
+        x_fmt=tf,
+    )
+    out["power"] = ChartSpec(
+        "power W",
+        tuple(power),
+        hlines=tuple(hl),
+        empty="no power samples",
+        y_floor=0.0,
+        x0=t0,
+        x1=t1,
+        by_time=True,
+        x_fmt=tf,
+    )
+    cpu = (Line("CPU %", s.cpu_percent, PALETTE[5], end=s.cpu_percent.count_until(end)),)
+    out["cpu"] = ChartSpec(
+        "CPU %",
+        cpu if len(s.cpu_percent) else (),
+        y_floor=0.0,
+        empty="no CPU samples",
+        x0=t0,
+        x1=t1,
+        by_time=True,
+        x_fmt=tf,
+    )
+    return out
+
+
+def overview_specs(
+    s: RunState, run: int, end: int | None, t0: int, t1: int
+) -> dict[str, ChartSpec]:
+    """The overview: the first metric (loss first), step time, memory, thermal."""
+    keys = s.metric_keys(run)
+    if keys:
+        loss = metric_spec(s, run, keys[0], end)
+    else:
+        loss = ChartSpec("loss", empty="no metrics logged yet")
+    return {
+        "loss": loss,
+        "step": step_spec(s, run, end),
+        "memory": memory_spec(s, run, end, t0, t1),
+        "thermal": thermal_spec(s, end, t0, t1),
+    }

@@ -90,6 +90,15 @@ def test_headless_demo_records_the_phases(
     held = during(_metric(recs, "held_mb"), "memory-growth", "lr-spike")
     assert held == sorted(held) and held[-1] > LEAK_MB / 2
 
+    # the trace replays in the TUI: its fold of the file holds the run, its curves and memory
+    from edgescope_tui.state import fold_all
+
+    state = fold_all(recs)
+    assert state.runs[start.run].name == "edgescope-demo"
+    assert len(state.metrics[(start.run, "loss")]) == len(loss)
+    assert state.proc[start.run].rss_peak is not None
+    assert state.proc[start.run].rss_peak > LEAK_MB * 2**20
+
     # the collector's detectors say what went wrong, where it went wrong
     anomalies = [x for x in recs if isinstance(x, Event) and x.kind == "anomaly"]
     assert any(

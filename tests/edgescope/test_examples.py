@@ -208,6 +208,7 @@ def test_replay_shows_the_example() -> None:
     from edgescope_tui.screens.dashboard import DashboardScreen
     from edgescope_tui.sources import FileSource
     from edgescope_tui.widgets.chart import Chart
+    from textual.widgets import TabbedContent
 
     async def replay() -> None:
         app = EdgescopeApp([FileSource(EXAMPLE)])
@@ -234,7 +235,13 @@ def test_replay_shows_the_example() -> None:
             assert sorted(lines("chart-memory").values()) == [779, 11658, 11658]  # RSS, CUDA x2
             thermal = d.query_one("#chart-thermal", Chart).spec
             assert thermal is not None and "reasons" in thermal.subtitle
-            for chart in ("chart-thermal", "chart-clocks", "chart-power"):
+            assert list(lines("chart-thermal").values()) == [779]
+            # the System tab draws its charts when it is shown
+            d.query_one("#tabs", TabbedContent).active = "system"
+            await pilot.pause()
+            d.refresh_view()
+            await pilot.pause()
+            for chart in ("chart-clocks", "chart-power"):
                 assert list(lines(chart).values()) == [779], chart
             power = d.query_one("#chart-power", Chart).spec
             assert power is not None and any("700 W" in h[1] for h in power.hlines)

@@ -197,7 +197,7 @@ async def first_view(path: Path) -> float:
 async def seeks(path: Path, n: int, seed: int) -> list[float]:
     """Time ``n`` seeks to random times past what the App has loaded."""
     rng = random.Random(seed)
-    app = EdgescopeApp([FileSource(path)], max_records=5_000)
+    app = EdgescopeApp([FileSource(path)], max_points=100_000)
     out: list[float] = []
     painted = _Painted()
     try:

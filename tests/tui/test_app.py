@@ -357,7 +357,7 @@ async def test_damaged_trace_marks_the_damage(h200: Path, tmp_path: Path) -> Non
 
 @pytest.mark.asyncio
 async def test_seeking_past_what_was_loaded_reads_from_a_keyframe(h200: Path) -> None:
-    app = EdgescopeApp([FileSource(h200)], max_records=150)
+    app = EdgescopeApp([FileSource(h200)], max_points=2_000)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         d = dashboard(app)

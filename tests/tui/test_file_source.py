@@ -190,7 +190,7 @@ async def test_close_stops_a_follow_in_progress(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_feed_loads_up_to_its_limit_and_seeks_past_it(trace: Path) -> None:
     source = FileSource(trace)
-    feed = Feed(source, max_records=200)
+    feed = Feed(source, max_points=2_000)
     updates = 0
 
     def notify() -> None:
@@ -199,9 +199,9 @@ async def test_feed_loads_up_to_its_limit_and_seeks_past_it(trace: Path) -> None
 
     await feed.pump(notify, interval=0.0)
     assert feed.complete and feed.truncated and updates > 0
-    assert feed.state.records == 200
     assert feed.state.status is not None
-    assert "loaded the first 200 records" in feed.state.status.message
+    assert f"loaded the first {feed.records:,} records" in feed.state.status.message
+    assert 2_000 <= feed.points < 2_000 + 50  # stops within one metric batch of the limit
     assert feed.span is not None and feed.state.last_us is not None
     target = (feed.state.last_us + feed.span[1]) // 2
     assert feed.needs_window(target)

@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
 
-from .feed import MAX_RECORDS, Feed
+from .feed import MAX_POINTS, Feed
 from .screens.compare import CompareScreen
 from .screens.dashboard import DashboardScreen
 from .screens.sources import SourcesScreen
@@ -53,7 +53,7 @@ class EdgescopeApp(App[None]):
         sources: Sequence[Source] = (),
         *,
         compare: bool = False,
-        max_records: int = MAX_RECORDS,
+        max_points: int = MAX_POINTS,
         home: Callable[[], Screen[Any]] | None = None,
     ) -> None:
         """``compare`` starts on the compare screen (also the default for several sources);
@@ -62,7 +62,7 @@ class EdgescopeApp(App[None]):
         self.feeds: list[Feed] = []
         self._initial = list(sources)
         self._compare = compare or len(sources) > 1
-        self._max_records = max_records
+        self._max_points = max_points
         self._home = home
 
     def on_mount(self) -> None:
@@ -76,7 +76,7 @@ class EdgescopeApp(App[None]):
 
     def open_source(self, source: Source, *, show: bool = True) -> Feed:
         """Start folding ``source`` and, with ``show``, open its run dashboard."""
-        feed = Feed(source, max_records=self._max_records)
+        feed = Feed(source, max_points=self._max_points)
         self.feeds.append(feed)
 
         def notify() -> None:

@@ -7,7 +7,7 @@ yielding to the event loop every few hundred records so the UI stays responsive,
 Nothing here imports Textual: the App runs ``pump`` in a worker and turns ``notify`` into a
 message.
 
-A file is loaded from its start up to ``max_records``; the part after that (or any part, while
+A file is loaded from its start up to ``max_points`` values; the part after that (or any part, while
 loading is still on the way) is reached by :meth:`Feed.load_window`, which folds from the
 keyframe before the time asked for, so a seek costs one keyframe interval of decoding.
 """
@@ -24,10 +24,11 @@ from edgescope_tracing import Event, Keyframe, Metrics, Record, RunEnd, RunStart
 from .sources.base import SeekableSource, Source, Status
 from .state import RunState, StateBuilder
 
-__all__ = ["Feed", "MAX_RECORDS", "WINDOW_AHEAD", "WINDOW_BEFORE", "item_time"]
+__all__ = ["Feed", "MAX_POINTS", "WINDOW_AHEAD", "WINDOW_BEFORE", "item_time"]
 
-MAX_RECORDS = 2_000_000
-"""Records folded from the start of a file before the rest is left to seeking."""
+MAX_POINTS = 10_000_000
+"""Values (metric values, samples) folded from the start of a file before the rest is left to
+seeking: about 24 bytes each in memory."""
 SLICE = 0.004
 """Seconds of folding between turns of the event loop."""
 FIRST_VIEW = 64
@@ -50,9 +51,9 @@ def item_time(item: Record | Status) -> int:
 class Feed:
     """One open source and what has been folded from it so far."""
 
-    def __init__(self, source: Source, *, max_records: int = MAX_RECORDS) -> None:
+    def __init__(self, source: Source, *, max_points: int = MAX_POINTS) -> None:
         self.source = source
-        self.max_records = max_records
+        self.max_points = max_points
         self._draft = StateBuilder()
         self.window: RunState | None = None
         """State folded from a keyframe, for a time past what ``state`` holds."""
@@ -62,7 +63,7 @@ class Feed:
         self.complete = False
         """The source was read to its end (or stopped): ``state`` will not grow any more."""
         self.truncated = False
-        """Loading stopped at ``max_records``; later parts are reached by seeking."""
+        """Loading stopped at ``max_points``; later parts are reached by seeking."""
 
     @property
     def state(self) -> RunState:
@@ -73,6 +74,11 @@ class Feed:
     def records(self) -> int:
         """Records folded so far (without freezing a state to count them)."""
         return self._draft.records
+
+    @property
+    def points(self) -> int:
+        """Values folded so far (see :attr:`StateBuilder.points`)."""
+        return self._draft.points
 
     @property
     def label(self) -> str:
@@ -147,7 +153,7 @@ class Feed:
                     if now - turn >= SLICE:
                         await asyncio.sleep(0)
                         turn = time.monotonic()
-                if draft.records >= self.max_records and self.seekable:
+                if draft.points >= self.max_points and self.seekable:
                     self.truncated = True
                     draft.apply(
                         Status(

@@ -323,11 +323,17 @@ class StateBuilder:
         self.f: dict[str, Any] = {name: getattr(base, name) for name in RunState.__slots__}
         self._owned: set[str] = set()
         self._frozen: RunState | None = base
+        self._points = 0
 
     @property
     def records(self) -> int:
         n: int = self.f["records"]
         return n
+
+    @property
+    def points(self) -> int:
+        """Values held so far: a metric batch counts its values, any other record one."""
+        return self._points
 
     def d(self, name: str) -> dict[Any, Any]:
         """The mapping field ``name``, copied once per freeze before it is changed."""
@@ -355,6 +361,7 @@ class StateBuilder:
             self._status(item)
             return
         _FOLDS[type(item)](self, item)
+        self._points += len(item.values) if isinstance(item, Metrics) else 1
         f = self.f
         t0, t1 = _span_t(item)
         gaps: Log[Gap] = f["gaps"]

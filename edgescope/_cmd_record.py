@@ -188,6 +188,10 @@ class _Session:
         self._samplers: list[Sampler] = []
         self._backend: StackBackend | None = None
         self._detectors: Detectors | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pending_signals: list[int] = []
+        self.started = False
+        """Whether CMD was started (if not, the trace file is removed at cleanup)."""
 
     # --- the trace ----------------------------------------------------------------------
 
@@ -289,18 +293,22 @@ class _Session:
                 env["EDGESCOPE_PROFILE"] = "python"
             my_run = ingest.allocate_run()
             started = time.time_ns() // 1000
-            try:
-                proc = await asyncio.create_subprocess_exec(*self.cmd, env=env)
-            except OSError as e:
-                raise EdgescopeError(
-                    f"cannot run {self.cmd[0]}: {(e.strerror or str(e)).lower()}",
-                    126,
-                ) from None
-            self._start_run(my_run, proc.pid, started)
-            watch.add(my_run, proc.pid)
+            # Handlers first: a signal that arrives while CMD starts is forwarded once it runs.
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._forward, proc, sig)
+                loop.add_signal_handler(sig, self._forward, sig)
             try:
+                try:
+                    proc = await asyncio.create_subprocess_exec(*self.cmd, env=env)
+                except OSError as e:
+                    raise EdgescopeError(
+                        f"cannot run {self.cmd[0]}: {(e.strerror or str(e)).lower()}", 126
+                    ) from None
+                self._proc = proc
+                self.started = True
+                for pending in self._pending_signals:
+                    self._forward(pending)
+                self._start_run(my_run, proc.pid, started)
+                watch.add(my_run, proc.pid)
                 if self.profile in ("perf", "bpftrace"):
                     await self._open_backend(my_run, proc.pid)
                 returncode = await self._sample_until_exit(proc, watch)
@@ -339,8 +347,11 @@ class _Session:
             )
         )
 
-    def _forward(self, proc: asyncio.subprocess.Process, signum: int) -> None:
-        if proc.returncode is None and not _terminal_sent(signum):
+    def _forward(self, signum: int) -> None:
+        proc = self._proc
+        if proc is None:
+            self._pending_signals.append(signum)
+        elif proc.returncode is None and not _terminal_sent(signum):
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signum)
 
@@ -438,6 +449,10 @@ class _Session:
         except OSError as e:
             self.notes.append(f"closing {self.writer.path} failed: {e.strerror or e}")
         else:
-            if self._write_error is None:
+            if not self.started:
+                # CMD never ran: the file holds nothing worth keeping.
+                with contextlib.suppress(OSError):
+                    os.unlink(self.writer.path)
+            elif self._write_error is None:
                 self.notes.append(f"wrote {self.writer.path} ({self.records} records)")
         shutil.rmtree(self._tmp, ignore_errors=True)

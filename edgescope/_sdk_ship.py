@@ -278,8 +278,13 @@ class SocketSink:
                 return
             self.pump(now, flush=True)
             if self._out and self.broken is None:
-                with contextlib.suppress(OSError, ValueError):
-                    select.select([], [self.sock], [], min(0.05, max(0.0, deadline - now)))
+                wait_ms = max(1, int(min(0.05, deadline - now) * 1000))
+                try:
+                    poller = select.poll()  # not select(): descriptors above 1023 are fine
+                    poller.register(self.sock.fileno(), select.POLLOUT)
+                    poller.poll(wait_ms)
+                except (OSError, ValueError):
+                    time.sleep(wait_ms / 1000)
         if self.broken is None:
             self.sock.close()
 

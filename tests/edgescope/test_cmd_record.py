@@ -347,3 +347,15 @@ def test_an_unwritable_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
         out, want = str(d / "t.est"), "permission denied"
     assert main(["record", "-o", out, "--", sys.executable, "-c", "pass"]) == 2
     assert want in capsys.readouterr().err
+
+
+def test_a_command_that_cannot_be_executed_leaves_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x7fELF\x00garbage")
+    bad.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert main(["record", "-o", "t.est", "--", str(bad)]) == 126
+    assert capsys.readouterr().err == f"edgescope: cannot run {bad}: exec format error\n"
+    assert not (tmp_path / "t.est").exists()

@@ -324,6 +324,26 @@ async def test_mouse_scrubs_the_timeline(h200: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_clicking_a_chart_moves_the_cursor_there(h200: Path) -> None:
+    async with EdgescopeApp([FileSource(h200)]).run_test(size=SIZE) as pilot:
+        app = await loaded(pilot)
+        d = dashboard(app)
+        rng = d.feed.time_range()
+        assert rng is not None
+        memory = d.query_one("#chart-memory", Chart)
+        plot_w = memory.size.width - 9
+        # Padding 1, then 9 cells of labels and axis, then the middle of the plot.
+        await pilot.click("#chart-memory", offset=(1 + 9 + plot_w // 2, 5))
+        assert d.cursor is not None
+        assert abs(d.cursor - (rng[0] + rng[1]) / 2) < (rng[1] - rng[0]) / plot_w * 2
+        loss = d.feed.state.metrics[(0, "loss")]
+        await pilot.click("#chart-loss", offset=(1 + 9, 5))  # the first column: early steps
+        assert d.cursor is not None
+        i = loss.count_until(d.cursor) - 1
+        assert loss.x[i] < 100 and d.cursor == int(loss.t[i])
+
+
+@pytest.mark.asyncio
 async def test_command_palette_opens_compare(h200: Path) -> None:
     async with EdgescopeApp([FileSource(h200)]).run_test(size=SIZE) as pilot:
         app = await loaded(pilot)

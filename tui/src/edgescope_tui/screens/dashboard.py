@@ -354,6 +354,23 @@ class DashboardScreen(Screen[None]):
     def _scrubbed(self, event: ReplayBar.Scrubbed) -> None:
         self.go_to(event.t_us)
 
+    @on(Chart.Clicked)
+    def _chart_clicked(self, event: Chart.Clicked) -> None:
+        if event.by_time:
+            self.go_to(int(event.x))
+            return
+        # A step axis: go to the time that step was logged.
+        s = self.shown
+        run = self._run(s)
+        spec = event.chart.spec
+        key = spec.lines[0].label if spec is not None and spec.lines else None
+        ser = s.metrics.get((run, key)) if key is not None else None
+        if ser is None:
+            ser = s.step_seconds(run)
+        if ser is not None and ser.n:
+            i = min(ser.index_of_x(event.x), ser.n - 1)
+            self.go_to(int(ser.t[i]))
+
     @on(EventsView.Jump)
     def _jumped(self, event: EventsView.Jump) -> None:
         self.go_to(event.t_us)

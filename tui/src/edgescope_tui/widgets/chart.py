@@ -18,6 +18,8 @@ from functools import lru_cache
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import events
+from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
@@ -179,6 +181,33 @@ def _fit(runs: _Rows, width: int) -> list[Run]:
     return out
 
 
+LABEL_W = 8
+"""Cells left of the plot for the y labels (then one for the axis)."""
+
+
+def _visible(spec: ChartSpec) -> list[tuple[Line, int]]:
+    """Each line with the number of its points shown, lines with none left out."""
+    xs = [
+        (line, line.series.n if line.end is None else min(line.end, line.series.n))
+        for line in spec.lines
+    ]
+    return [(line, end) for line, end in xs if end > 0]
+
+
+def x_extent(spec: ChartSpec) -> tuple[float, float] | None:
+    """The x range a chart spans (step, or time in µs), None when it has nothing to show."""
+    xs = _visible(spec)
+    if not xs:
+        return None
+
+    def col(s: Series) -> array[float]:
+        return s.t if spec.by_time else s.x
+
+    x0 = spec.x0 if spec.x0 is not None else min(col(line.series)[0] for line, _ in xs)
+    x1 = spec.x1 if spec.x1 is not None else max(col(line.series)[end - 1] for line, end in xs)
+    return (x0, x1) if x1 > x0 else (x0, x0 + 1)
+
+
 def draw(spec: ChartSpec, width: int, height: int) -> Text:
     """The chart as text of ``height`` lines of ``width`` cells."""
     text = Text(no_wrap=True, overflow="crop")
@@ -213,27 +242,17 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
     out.extend(_fit(title, width))
     out.append("\n")
     plot_h = height - 3
-    xs = [
-        (line, line.series.n if line.end is None else min(line.end, line.series.n))
-        for line in spec.lines
-    ]
-    xs = [(line, end) for line, end in xs if end > 0]
-    if not xs or plot_h < 1:
+    xs = _visible(spec)
+    x_range = x_extent(spec)
+    if x_range is None or plot_h < 1:
         for i in range(height - 1):
             if i == plot_h // 2:
                 out.append(spec.empty.center(width)[:width], style="dim")
             out.append("\n" if i < height - 2 else "")
         return out.rows
-
-    def col(s: Series) -> array[float]:
-        return s.t if spec.by_time else s.x
-
-    x0 = spec.x0 if spec.x0 is not None else min(col(line.series)[0] for line, _ in xs)
-    x1 = spec.x1 if spec.x1 is not None else max(col(line.series)[end - 1] for line, end in xs)
-    if x1 <= x0:
-        x1 = x0 + 1
+    x0, x1 = x_range
     # Columns first, to know the y range.
-    label_w = 8
+    label_w = LABEL_W
     plot_w = width - label_w - 1
     dots_w = plot_w * 2
     per_line: list[tuple[Line, list[tuple[float, float] | None]]] = []
@@ -391,6 +410,15 @@ class Chart(Widget):
     spec: reactive[ChartSpec | None] = reactive(None, always_update=True)
     """What to draw; set it with a new spec to redraw."""
 
+    class Clicked(Message):
+        """The plot was clicked at ``x``: a step, or a time in µs when ``by_time``."""
+
+        def __init__(self, chart: Chart, x: float, by_time: bool) -> None:
+            super().__init__()
+            self.chart = chart
+            self.x = x
+            self.by_time = by_time
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._strips: list[Strip] = []
@@ -411,3 +439,16 @@ class Chart(Widget):
         if 0 <= y < len(self._strips):
             return self._strips[y]
         return Strip.blank(width, self.visual_style.rich_style)
+
+    def on_click(self, event: events.Click) -> None:
+        spec = self.spec
+        offset = event.get_content_offset(self)
+        if spec is None or offset is None:
+            return
+        extent = x_extent(spec)
+        plot_w = self.size.width - LABEL_W - 1
+        col = offset.x - LABEL_W - 1
+        if extent is None or plot_w < 1 or not 0 <= col < plot_w:
+            return
+        x0, x1 = extent
+        self.post_message(self.Clicked(self, x0 + (col + 0.5) / plot_w * (x1 - x0), spec.by_time))

@@ -130,29 +130,42 @@ class Feed:
     async def pump(self, notify: Callable[[], None], *, interval: float = 0.2) -> None:
         """Fold the source into ``state`` until it ends, calling ``notify`` now and then.
 
-        The event loop gets a turn every :data:`SLICE` seconds of folding, so keys and redraws
-        wait at most that long however fast records come.
+        ``notify`` comes at most every ``interval`` seconds while records flow, and once more
+        ``interval`` after the last of a burst, so a record or status that arrives alone (a
+        disconnect) is shown at once. The event loop gets a turn every :data:`SLICE` seconds of
+        folding, so keys and redraws wait at most that long however fast records come.
         """
         source = self.source
+        loop = asyncio.get_running_loop()
         if isinstance(source, SeekableSource):
             self.span = await source.time_span()
             notify()
-        last = time.monotonic()
-        turn = last
+        last = 0.0
+        turn = time.monotonic()
+        trailing: asyncio.TimerHandle | None = None
         n = 0
         draft = self._draft
+
+        def flush() -> None:
+            nonlocal trailing, last
+            trailing = None
+            last = time.monotonic()
+            notify()
+
         try:
             async for item in source.stream():
                 draft.apply(item)
                 n += 1
-                if n & 63 == 0 or n == FIRST_VIEW:
-                    now = time.monotonic()
-                    if now - last >= interval or n == FIRST_VIEW:
-                        notify()
-                        last = now
-                    if now - turn >= SLICE:
-                        await asyncio.sleep(0)
-                        turn = time.monotonic()
+                now = time.monotonic()
+                if now - last >= interval or n == FIRST_VIEW:
+                    if trailing is not None:
+                        trailing.cancel()
+                    flush()
+                elif trailing is None:
+                    trailing = loop.call_later(interval - (now - last), flush)
+                if now - turn >= SLICE:
+                    await asyncio.sleep(0)
+                    turn = time.monotonic()
                 if draft.points >= self.max_points and self.seekable:
                     self.truncated = True
                     draft.apply(
@@ -164,6 +177,8 @@ class Feed:
                     )
                     break
         finally:
+            if trailing is not None:
+                trailing.cancel()
             self.complete = True
             notify()
 

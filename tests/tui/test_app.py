@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from edgescope_tracing import (
+    Event,
     Metrics,
     RunStart,
     StackFrame,
@@ -245,7 +246,7 @@ async def test_stacks_window_keys_and_next_run(two_runs: Path) -> None:
         await pilot.pause()
         table = d.query_one("#top-functions", DataTable)
         assert table.row_count == 4
-        assert table.get_row_at(0)[0] == "forward"
+        assert str(table.get_row_at(0)[0]) == "forward"
         icicle = d.query_one("#icicle", Icicle).stack
         assert icicle is not None and icicle.children[0].name == "main"
         before = icicle.count
@@ -303,7 +304,7 @@ async def test_sources_screen_and_no_source(h200: Path) -> None:
         feed = app.open_source(FileSource(h200), show=False)
         await loaded(pilot)
         app.screen.refresh_view()  # type: ignore[attr-defined]
-        assert table.get_row_at(0)[:3] == ["h200.trace", "h200-mlp", "ended"]
+        assert [str(c) for c in table.get_row_at(0)[:3]] == ["h200.trace", "h200-mlp", "ended"]
         await pilot.press("enter")
         assert isinstance(app.screen, DashboardScreen) and app.screen.feed is feed
         await pilot.press("s")
@@ -391,9 +392,32 @@ async def test_seeking_past_what_was_loaded_reads_from_a_keyframe(h200: Path) ->
                 break
         await pilot.pause()
         assert d.shown is d.feed.window
-        assert "read from the keyframe" in str(d.query_one("#run-header").render())
+        assert "past what is loaded: read from the keyframe" in str(
+            d.query_one("#run-header").render()
+        )
         spec = d.query_one("#chart-loss", Chart).spec
         assert spec is not None and spec.lines and spec.lines[0].end
+
+
+@pytest.mark.asyncio
+async def test_names_and_messages_are_shown_as_written_not_as_markup(tmp_path: Path) -> None:
+    p = tmp_path / "brackets.trace"
+    with TraceWriter(p, fsync="never") as w:
+        w.append(RunStart(0, "aa", "exp[1] [b]lr", "host[2]", 1, t_us=1_000_000))
+        w.append(Metrics(0, "loss[train]", (0, 1), (1_000_000, 2_000_000), (1.0, 0.5)))
+        w.append(Event("log", "[red]not markup[/red] [/]", t_us=2_000_000))
+    async with EdgescopeApp([FileSource(p)]).run_test(size=SIZE) as pilot:
+        app = await loaded(pilot)
+        d = dashboard(app)
+        assert "exp[1] [b]lr on host[2]" in str(d.query_one("#run-header").render())
+        await pilot.press("5")
+        await pilot.pause()
+        table = d.query_one("#events-list", EventsView)
+        assert str(table.get_row_at(0)[3]) == "[red]not markup[/red] [/]"
+        await pilot.press("c")
+        await pilot.pause()
+        title = str(app.screen.query_one("#compare-title").render())
+        assert "compare loss[train]" in title
 
 
 @pytest.mark.asyncio

@@ -110,11 +110,6 @@ class EdgescopeApp(App[None]):
         ):
             screen.refresh_view()
 
-    def on_screen_resume(self) -> None:
-        screen = self._top()
-        if isinstance(screen, DashboardScreen | CompareScreen | SourcesScreen):
-            screen.refresh_view()
-
     async def on_unmount(self) -> None:
         for feed in self.feeds:
             await feed.close()

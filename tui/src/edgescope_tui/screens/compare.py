@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
@@ -82,6 +83,9 @@ class CompareScreen(Screen[None]):
     def on_mount(self) -> None:
         self.refresh_view()
 
+    def on_screen_resume(self) -> None:
+        self.refresh_view()
+
     def watch_metric(self) -> None:
         self.refresh_view()
 
@@ -95,8 +99,6 @@ class CompareScreen(Screen[None]):
         return keys[0] if keys else None
 
     def refresh_view(self) -> None:
-        if not self.is_mounted:
-            return
         key = self.current()
         try:
             title = self.query_one("#compare-title", Static)
@@ -113,7 +115,7 @@ class CompareScreen(Screen[None]):
         log = _auto_log(lines) if self.log_scale is None else self.log_scale
         keys = compare_keys(self.feeds)
         title.update(
-            f"[b]compare {key}[/b] across {len(lines)} run(s) · metric "
+            f"[b]compare {escape(key)}[/b] across {len(lines)} run(s) · metric "
             f"{keys.index(key) + 1}/{len(keys)} (m/M) · {'log' if log else 'linear'} scale (o)"
         )
         chart.spec = ChartSpec(key, lines, log=log, x_fmt=lambda v: f"step {v:.0f}")
@@ -122,7 +124,8 @@ class CompareScreen(Screen[None]):
             last = ln.series.last
             lo = ln.series.lo
             rows.append(
-                f"[{ln.color}]■[/] {ln.label}: last {fmt_number(last) if last is not None else '-'}"
+                f"[{ln.color}]■[/] {escape(ln.label)}: "
+                f"last {fmt_number(last) if last is not None else '-'}"
                 f" · min {fmt_number(lo) if not math.isnan(lo) else '-'}"
                 f" · {len(ln.series):,} points to step {ln.series.last_x or 0:.0f}"
             )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -157,8 +159,6 @@ class DashboardScreen(Screen[None]):
 
     def refresh_view(self) -> None:
         """Rebuild every widget's spec from the state at the cursor."""
-        if not self.is_mounted:
-            return
         s = self.shown
         run = self._run(s)
         end = self.cursor
@@ -190,7 +190,7 @@ class DashboardScreen(Screen[None]):
         info = s.runs.get(run)
         parts = []
         if info is not None:
-            parts.append(f"[b]{info.name}[/b] on {info.host}")
+            parts.append(f"[b]{escape(info.name)}[/b] on {escape(info.host)}")
             if info.end_us is not None:
                 code = "" if info.exit_code is None else f" (exit {info.exit_code})"
                 parts.append(f"finished{code}")
@@ -198,15 +198,20 @@ class DashboardScreen(Screen[None]):
                 parts.append(f"[#ffd75f]{info.dropped} records dropped by the producer[/]")
         else:
             parts.append("[b]no run yet[/b]")
-        parts.append(self.feed.label)
+        parts.append(escape(self.feed.label))
         if len(s.runs) > 1:
             parts.append(f"run {list(s.runs).index(run) + 1}/{len(s.runs)} (r: next)")
         st = s.status
         if st is not None:
             color = {"live": "#87d787", "ended": "#87afd7"}.get(st.state, "#ffd75f")
-            parts.append(f"[{color}]{st.state}[/]" + (f": {st.message}" if st.message else ""))
-        if self.feed.window is not None and s is self.feed.window and s.first_us:
-            parts.append(f"[#ffd75f]read from the keyframe at {fmt_offset(s.first_us - 0)}[/]")
+            message = f": {escape(st.message)}" if st.message else ""
+            parts.append(f"[{color}]{st.state}[/]{message}")
+        rng = self.feed.time_range()
+        if self.feed.window is not None and s is self.feed.window and s.first_us and rng:
+            parts.append(
+                f"[#ffd75f]past what is loaded: read from the keyframe before "
+                f"{fmt_offset(s.first_us - rng[0])}[/]"
+            )
         if s.gaps:
             parts.append(f"[#ff5f5f]{len(s.gaps)} gap(s) or damaged span(s)[/]")
         self.query_one("#run-header", Static).update(" · ".join(parts))
@@ -245,7 +250,8 @@ class DashboardScreen(Screen[None]):
             self._top_rows = rows
             table.clear()
             for row in rows:
-                table.add_row(*row)
+                # Text, not str: a DataTable reads str cells as markup.
+                table.add_row(*(Text(cell) for cell in row))
         self.query_one("#icicle", Icicle).stack = stack_tree(wins)
 
     def _events(self, s: RunState, end: int | None, t0: int) -> None:
@@ -295,6 +301,9 @@ class DashboardScreen(Screen[None]):
             gaps=tuple((g.t_us, g.end_us or g.t_us) for g in full.gaps.view()),
             status=status,
         )
+
+    def on_screen_resume(self) -> None:
+        self.refresh_view()
 
     @on(TabbedContent.TabActivated)
     def _tab_shown(self) -> None:

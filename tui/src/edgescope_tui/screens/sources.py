@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
@@ -52,9 +53,14 @@ class SourcesScreen(Screen[None]):
             s = feed.state
             run = next(iter(s.runs.values()), None)
             state = s.status.state if s.status else "connecting"
-            table.add_row(feed.label, run.name if run else "-", state, f"{s.records:,}")
+            name = run.name if run else "-"
+            # Text, not str: a DataTable reads str cells as markup.
+            table.add_row(Text(feed.label), Text(name), state, f"{s.records:,}")
         if not self.edgescope.feeds:
             table.add_row("no source open", "", "", "")
+
+    def on_screen_resume(self) -> None:
+        self.refresh_view()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

@@ -65,7 +65,10 @@ class EventsView(DataTable[Text | str]):
         self.clear()
         for r in rows:
             name, color = SEVERITY[min(max(r.severity, 0), 2)]
-            self.add_row(fmt_offset(r.t_us - t0), r.kind, Text(name, style=color), r.message)
+            # Text, not str: a DataTable reads str cells as markup, and messages are not.
+            self.add_row(
+                fmt_offset(r.t_us - t0), Text(r.kind), Text(name, style=color), Text(r.message)
+            )
         if rows:
             self.move_cursor(row=min(keep, len(rows) - 1))
 

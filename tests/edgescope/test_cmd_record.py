@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -359,3 +360,51 @@ def test_a_command_that_cannot_be_executed_leaves_no_file(
     assert main(["record", "-o", "t.est", "--", str(bad)]) == 126
     assert capsys.readouterr().err == f"edgescope: cannot run {bad}: exec format error\n"
     assert not (tmp_path / "t.est").exists()
+
+
+def test_ctrl_c_at_the_terminal_reaches_cmd_once(tmp_path: Path) -> None:
+    """The terminal sends SIGINT to record and CMD alike (one foreground process group):
+    record must not send CMD a second one."""
+    import pty
+    import select
+
+    job = script(
+        tmp_path,
+        """
+        import signal, sys, time
+        got = []
+        signal.signal(signal.SIGINT, lambda s, f: got.append(s))
+        print("ready", flush=True)
+        t = time.monotonic()
+        while not got and time.monotonic() - t < 20:
+            time.sleep(0.01)
+        time.sleep(0.5)  # a forwarded second SIGINT would arrive in here
+        sys.exit(10 + len(got))
+        """,
+    )
+    out = tmp_path / "tty.est"
+    pid, fd = pty.fork()  # the child leads a new session with the pty as its terminal
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(tmp_path)
+        os.execve(
+            PYTHON,
+            [PYTHON, "-m", "edgescope", "record", "-o", str(out), "--", PYTHON, str(job)],
+            sdk_env(tmp_path),
+        )
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready" not in seen:
+            assert time.monotonic() < deadline, seen
+            if select.select([fd], [], [], 0.1)[0]:
+                seen += os.read(fd, 1024)
+        os.write(fd, b"\x03")  # Ctrl-C, as typed
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 11, "CMD saw exactly one SIGINT"
+    (start,) = of(read(out), RunStart)
+    assert _end(read(out), start.run).exit_code == 11

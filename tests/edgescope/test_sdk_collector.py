@@ -149,7 +149,7 @@ def test_a_hung_collector_never_blocks_log_and_the_rest_goes_to_a_file(
             n += 1
         edgescope.finish(0)
         # A blocking send would have held one call for the whole stall; none took that long.
-        assert slowest < 0.5, slowest
+        assert slowest < 1.0, slowest
         sent = decode(hung.read_all())
     finally:
         hung.close()

@@ -135,7 +135,7 @@ def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
     assert got == list(range(len(got)))
     # Everything logged more than a flush interval (plus the shipper's tick and a loaded
     # machine's scheduling slack) before the kill is in the file.
-    safe = [s for s, t in seen if t < killed_at - flush - 0.5]
+    safe = [s for s, t in seen if t < killed_at - flush - 0.8]
     assert safe and got[-1] >= safe[-1]
 
 

@@ -19,7 +19,7 @@ from edgescope_tui.screens.dashboard import SPEEDS, DashboardScreen, parse_jump
 from edgescope_tui.screens.jump import JumpScreen
 from edgescope_tui.screens.sources import SourcesScreen
 from edgescope_tui.sources import FileSource
-from edgescope_tui.widgets.chart import Chart, fmt_bytes
+from edgescope_tui.widgets.chart import Chart, fmt_bytes, x_extent
 from edgescope_tui.widgets.events import EventsView
 from edgescope_tui.widgets.icicle import Icicle
 from h200_trace import write_h200_trace
@@ -286,6 +286,13 @@ async def test_compare_screen_keys(h200: Path, two_runs: Path) -> None:
         log = chart.spec.log
         await pilot.press("o")
         assert chart.spec.log is not log
+        await pilot.press("t")
+        assert chart.spec.by_time
+        # Every line starts at its run's start: the x axis is time since then.
+        x0, x1 = x_extent(chart.spec) or (0.0, 0.0)
+        assert x0 == 0 and x1 < 60e6
+        await pilot.press("t")
+        assert not chart.spec.by_time
         await pilot.press("escape")
         assert isinstance(app.screen, DashboardScreen)
         await pilot.press("c")

@@ -1,4 +1,8 @@
-"""Compare: one metric across every run of every open source, on one chart, by step."""
+"""Compare: one metric across every run of every open source, on one chart.
+
+By step, or (``t``) by time since each run started: devices that step at different rates line
+up in time that way.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from textual.widgets import Footer, Static
 
 from ..feed import Feed
 from ..widgets.chart import PALETTE, Chart, ChartSpec, Line, fmt_number
+from ..widgets.timeline import fmt_offset
 
 __all__ = ["CompareScreen", "compare_lines"]
 
@@ -32,8 +37,11 @@ def compare_keys(feeds: Sequence[Feed]) -> list[str]:
     return sorted(order, key=lambda k: (0 if "loss" in k.lower() else 1, -count[k], order.index(k)))
 
 
-def compare_lines(feeds: Sequence[Feed], key: str) -> tuple[Line, ...]:
-    """A line per (source, run) that logged ``key``, each in its own color."""
+def compare_lines(feeds: Sequence[Feed], key: str, *, by_time: bool = False) -> tuple[Line, ...]:
+    """A line per (source, run) that logged ``key``, each in its own color.
+
+    ``by_time``: each line is offset by its run's start, to compare by time since the start.
+    """
     lines: list[Line] = []
     for feed in feeds:
         s = feed.state
@@ -43,7 +51,9 @@ def compare_lines(feeds: Sequence[Feed], key: str) -> tuple[Line, ...]:
             info = s.runs.get(run)
             name = info.name if info is not None else f"run {run}"
             label = f"{feed.label}:{name}" if len(feeds) > 1 else name
-            lines.append(Line(label, series, PALETTE[len(lines) % len(PALETTE)]))
+            start = info.start_us if info is not None and info.start_us else series.t[0]
+            color = PALETTE[len(lines) % len(PALETTE)]
+            lines.append(Line(label, series, color, offset=start if by_time else 0.0))
     return tuple(lines)
 
 
@@ -61,11 +71,14 @@ class CompareScreen(Screen[None]):
         Binding("m", "metric(1)", "Next metric"),
         Binding("M", "metric(-1)", "Prev metric"),
         Binding("o", "log", "Log scale"),
+        Binding("t", "by_time", "Step/time"),
         Binding("escape", "back", "Back"),
     ]
 
     metric: reactive[str | None] = reactive(None)
     """The metric compared; None picks the first (loss first)."""
+    by_time: reactive[bool] = reactive(False)
+    """Compare by time since each run started instead of by step."""
     log_scale: reactive[bool | None] = reactive(None)
     """Log y axis; None decides by the data."""
 
@@ -87,6 +100,9 @@ class CompareScreen(Screen[None]):
         self.refresh_view()
 
     def watch_metric(self) -> None:
+        self.refresh_view()
+
+    def watch_by_time(self) -> None:
         self.refresh_view()
 
     def watch_log_scale(self) -> None:
@@ -111,14 +127,18 @@ class CompareScreen(Screen[None]):
             chart.spec = ChartSpec("compare", empty="no metrics logged yet")
             legend.update("")
             return
-        lines = compare_lines(self.feeds, key)
+        lines = compare_lines(self.feeds, key, by_time=self.by_time)
         log = _auto_log(lines) if self.log_scale is None else self.log_scale
         keys = compare_keys(self.feeds)
         title.update(
             f"[b]compare {escape(key)}[/b] across {len(lines)} run(s) · metric "
             f"{keys.index(key) + 1}/{len(keys)} (m/M) · {'log' if log else 'linear'} scale (o)"
+            f" · by {'time since start' if self.by_time else 'step'} (t)"
         )
-        chart.spec = ChartSpec(key, lines, log=log, x_fmt=lambda v: f"step {v:.0f}")
+        if self.by_time:
+            chart.spec = ChartSpec(key, lines, log=log, by_time=True, x_fmt=fmt_offset)
+        else:
+            chart.spec = ChartSpec(key, lines, log=log, x_fmt=lambda v: f"step {v:.0f}")
         rows = []
         for ln in lines:
             last = ln.series.last
@@ -143,6 +163,9 @@ class CompareScreen(Screen[None]):
         key = self.current()
         lines = compare_lines(self.feeds, key) if key else ()
         self.log_scale = not (_auto_log(lines) if self.log_scale is None else self.log_scale)
+
+    def action_by_time(self) -> None:
+        self.by_time = not self.by_time
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:

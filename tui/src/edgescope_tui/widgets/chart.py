@@ -75,6 +75,8 @@ class Line:
     """Draw 1/y (throughput from step time)."""
     scale: float = 1.0
     """Multiply values by this (after ``invert``)."""
+    offset: float = 0.0
+    """Subtracted from this line's x (a run's start time, to compare runs from their starts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +205,14 @@ def x_extent(spec: ChartSpec) -> tuple[float, float] | None:
     def col(s: Series) -> array[float]:
         return s.t if spec.by_time else s.x
 
-    x0 = spec.x0 if spec.x0 is not None else min(col(line.series)[0] for line, _ in xs)
-    x1 = spec.x1 if spec.x1 is not None else max(col(line.series)[end - 1] for line, end in xs)
+    x0 = (
+        spec.x0 if spec.x0 is not None else min(col(line.series)[0] - line.offset for line, _ in xs)
+    )
+    x1 = (
+        spec.x1
+        if spec.x1 is not None
+        else max(col(line.series)[end - 1] - line.offset for line, end in xs)
+    )
     return (x0, x1) if x1 > x0 else (x0, x0 + 1)
 
 
@@ -258,7 +266,8 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
     per_line: list[tuple[Line, list[tuple[float, float] | None]]] = []
     lo, hi = math.inf, -math.inf
     for line, end in xs:
-        cols = line.series.columns(x0, x1, dots_w, end, by_time=spec.by_time)
+        o = line.offset
+        cols = line.series.columns(x0 + o, x1 + o, dots_w, end, by_time=spec.by_time)
         conv: list[tuple[float, float] | None] = []
         for c in cols:
             if c is None:

@@ -89,6 +89,7 @@ async def test_live_dashboard_follows_the_head_and_shows_a_drop(collector: Colle
 
             collector.kill()
             await until(pilot, lambda: "disconnected" in header() or "connecting" in header())
+            assert "○ " in bar.render().plain  # type: ignore[union-attr]
             collector.start()
             await until(pilot, lambda: "live" in header().split("·")[-1])
             assert loss_points() == 200  # resumed, nothing twice

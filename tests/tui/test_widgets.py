@@ -109,8 +109,10 @@ def test_timeline_marks_cursor_events_spans_gaps_and_unloaded_part() -> None:
     assert status.startswith("▶ 4x") and "00:00.0 / 00:00.0" in status and "step 1234" in status
     paused = draw_timeline(TimelineSpec(0, 100, None), 50).plain
     assert paused.split("\n")[0].endswith("●") and "⏸ 1x" in paused
-    live = draw_timeline(TimelineSpec(0, 100, None, live=True), 50).plain
+    live = draw_timeline(TimelineSpec(0, 100, None, live=True, connection="live"), 50).plain
     assert "● LIVE" in live
+    dropped = TimelineSpec(0, 100, None, live=True, connection="disconnected")
+    assert "○ DISCONNECTED" in draw_timeline(dropped, 50).plain
 
 
 def test_icicle_widths_follow_counts() -> None:

@@ -295,6 +295,7 @@ class DashboardScreen(Screen[None]):
             playing=self.playing,
             speed=self.speed,
             live=not self.feed.seekable,
+            connection="" if full.status is None else full.status.state,
             step=step,
             events=tuple((e.t_us, e.severity) for e in full.events.view()),
             spans=tuple((sp.start_us, sp.end_us) for sp in full.spans()),

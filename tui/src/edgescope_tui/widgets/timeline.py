@@ -51,6 +51,8 @@ class TimelineSpec:
     """Throttled periods."""
     gaps: tuple[tuple[int, int], ...] = ()
     status: str = ""
+    connection: str = ""
+    """A live source's state (``live``, ``disconnected``, ``connecting``...), "" for a file."""
 
 
 def draw_timeline(spec: TimelineSpec, width: int) -> Text:
@@ -87,7 +89,9 @@ def draw_timeline(spec: TimelineSpec, width: int) -> Text:
     for ch, color, bg in zip(cells, colors, bgs, strict=True):
         out.append(ch, style=Style(color=color, bgcolor=bg))
     out.append("\n")
-    if spec.live and spec.cursor is None:
+    if spec.live and spec.cursor is None and spec.connection not in ("live", ""):
+        state = Text(f"○ {spec.connection.upper()}", style="bold #ffd75f")
+    elif spec.live and spec.cursor is None:
         state = Text("● LIVE", style="bold #ff5f5f")
     elif spec.playing:
         state = Text(f"▶ {spec.speed:g}x", style="bold #87d787")

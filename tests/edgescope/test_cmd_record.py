@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,7 +165,8 @@ def test_sigkill_of_record_mid_run_leaves_a_readable_trace(
     job = script(
         tmp_path,
         """
-        import time, edgescope
+        import os, time, edgescope
+        open("socket.txt", "w").write(os.environ["EDGESCOPE_SOCKET"])
         edgescope.init(name="long", flush_interval=0.1)
         i = 0
         t = time.monotonic()
@@ -207,6 +209,9 @@ def test_sigkill_of_record_mid_run_leaves_a_readable_trace(
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+        # record could not remove its socket's directory: it was killed.
+        with contextlib.suppress(OSError):
+            shutil.rmtree(Path((tmp_path / "socket.txt").read_text()).parent)
     assert main(["inspect", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["damaged_frames"] == 0 and not summary["indexed"]

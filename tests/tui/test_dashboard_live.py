@@ -57,6 +57,31 @@ async def until(pilot: Pilot[None], cond: object, timeout: float = 20.0) -> None
     raise AssertionError("timed out waiting for the dashboard")
 
 
+async def test_a_long_live_session_lets_its_oldest_history_go(collector: Collector) -> None:
+    source = live_source(TcpTarget("127.0.0.1", collector.port))
+    app = EdgescopeApp([source], max_points=150)
+    async with app.run_test(size=(120, 36)) as pilot:
+        d = app.screen
+        assert isinstance(d, DashboardScreen)
+        producer = produce(collector.ingest, 400)
+        try:
+            feed = d.feed
+            await until(
+                pilot,
+                lambda: (
+                    feed.state.metrics.get((0, "loss")) is not None
+                    and feed.state.metrics[(0, "loss")].last_x == 399
+                ),
+            )
+            await pilot.pause(0.3)
+            loss = feed.state.metrics[(0, "loss")]
+            assert len(loss) < 150 and feed.points <= 150
+            assert feed.state.trimmed_us is not None
+            assert "let go" in str(d.query_one("#run-header").render())
+        finally:
+            producer.close()
+
+
 async def test_live_dashboard_follows_the_head_and_shows_a_drop(collector: Collector) -> None:
     source = live_source(
         TcpTarget("127.0.0.1", collector.port), backoff=Backoff(first=0.05, limit=0.3)

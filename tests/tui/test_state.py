@@ -227,6 +227,24 @@ def test_fold_is_pure() -> None:
     assert list(again.metrics[(0, "loss")].y[:200]) == list(full.metrics[(0, "loss")].y[:200])
 
 
+def test_trim_keeps_the_newest_half_and_says_from_when(h200: RunState) -> None:
+    from edgescope_tui.state import StateBuilder
+
+    b = StateBuilder(h200)
+    points = b.points
+    b.trim(0.5)
+    s = b.freeze()
+    loss = s.metrics[(0, "loss")]
+    assert len(loss) == 1000 and loss.last == h200.metrics[(0, "loss")].last
+    assert list(loss.x[:3]) == [1000.0, 1001.0, 1002.0]
+    assert s.trimmed_us is not None and s.first_us == s.trimmed_us > (h200.first_us or 0)
+    assert len(s.gpus[0].temp_c) == len(h200.gpus[0].temp_c) // 2
+    assert b.points < points
+    assert s.events.view() == h200.events.view()
+    # The state it was trimmed from is untouched.
+    assert len(h200.metrics[(0, "loss")]) == 2000 and h200.trimmed_us is None
+
+
 def test_process_sample_peaks_and_limits() -> None:
     s = fold_all(
         [

@@ -7,7 +7,9 @@ yielding to the event loop every few hundred records so the UI stays responsive,
 Nothing here imports Textual: the App runs ``pump`` in a worker and turns ``notify`` into a
 message.
 
-A file is loaded from its start up to ``max_points`` values; the part after that (or any part, while
+A live source keeps its newest history within ``max_points`` values (the oldest half is let go
+when it is reached, and the view says so). A file is loaded from its start up to
+``max_points`` values; the part after that (or any part, while
 loading is still on the way) is reached by :meth:`Feed.load_window`, which folds from the
 keyframe before the time asked for, so a seek costs one keyframe interval of decoding.
 """
@@ -166,7 +168,10 @@ class Feed:
                 if now - turn >= SLICE:
                     await asyncio.sleep(0)
                     turn = time.monotonic()
-                if draft.points >= self.max_points and self.seekable:
+                if draft.points >= self.max_points and not self.seekable:
+                    # A live source cannot be read again: let its oldest half go instead.
+                    draft.trim(0.5)
+                elif draft.points >= self.max_points:
                     self.truncated = True
                     draft.apply(
                         Status(

@@ -172,6 +172,13 @@ class Series:
             hi = mm[1] if math.isnan(hi) else max(hi, mm[1])
         return Series(s.x, s.t, s.y, s.bmin, s.bmax, s.cmin, s.cmax, n, lo, hi, bad)
 
+    def tail(self, k: int) -> Series:
+        """A new series of the last ``k`` points only (copied: the rest can be freed)."""
+        if k >= self.n:
+            return self
+        i = self.n - max(k, 0)
+        return Series.empty().extend(self.x[i : self.n], self.t[i : self.n], self.y[i : self.n])
+
     # --- reading ---------------------------------------------------------------------------
 
     def count_until(self, t_us: float | None) -> int:

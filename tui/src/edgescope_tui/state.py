@@ -248,6 +248,8 @@ class RunState:
     records: int = 0
     step_clock: Mapping[int, tuple[str, float, float]] = field(default_factory=dict)
     """Per run: the metric that times steps, and its last (step, time)."""
+    trimmed_us: int | None = None
+    """History before this time was let go to bound memory (a long live session)."""
 
     # --- questions the views ask -------------------------------------------------------------
 
@@ -323,7 +325,7 @@ class StateBuilder:
         self.f: dict[str, Any] = {name: getattr(base, name) for name in RunState.__slots__}
         self._owned: set[str] = set()
         self._frozen: RunState | None = base
-        self._points = 0
+        self._points = sum(s.n for s in self._all_series())
 
     @property
     def records(self) -> int:
@@ -332,7 +334,8 @@ class StateBuilder:
 
     @property
     def points(self) -> int:
-        """Values held so far: a metric batch counts its values, any other record one."""
+        """About how many values are held: the points of the series of the state it started
+        from (or was trimmed to), then each metric value and each other record as it comes."""
         return self._points
 
     def d(self, name: str) -> dict[Any, Any]:
@@ -349,6 +352,57 @@ class StateBuilder:
             self._frozen = RunState(**self.f)
             self._owned.clear()
         return self._frozen
+
+    def trim(self, keep: float = 0.5) -> None:
+        """Keep the newest ``keep`` share of every series and of the stack windows.
+
+        For a long live session: memory stays bounded, and ``trimmed_us`` says from when
+        history is still there. Events, gaps and throttled periods are kept whole (they are
+        few).
+        """
+        self._frozen = None
+        f = self.f
+        kept: list[float] = []
+
+        def cut(s: Series) -> Series:
+            t = s.tail(int(s.n * keep))
+            if t.n:
+                kept.append(t.t[0])
+            return t
+
+        for name in ("metrics", "step_time", "zones"):
+            d = self.d(name)
+            for k, s in d.items():
+                d[k] = cut(s)
+        for name in ("sys_mem_used", "cpu_percent", "cpu_mhz"):
+            f[name] = cut(f[name])
+        proc = self.d("proc")
+        for k, p in proc.items():
+            proc[k] = _evolve(p, rss=cut(p.rss), cgroup=cut(p.cgroup))
+        gpus = self.d("gpus")
+        for k, g in gpus.items():
+            series = ("temp_c", "power_w", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "mem_used")
+            gpus[k] = _evolve(g, **{n: cut(getattr(g, n)) for n in series})
+        stacks: Log[StackWindow] = f["stacks"]
+        windows = stacks.view()[len(stacks) - int(len(stacks) * keep) :]
+        f["stacks"] = Log(windows, len(windows))
+        if windows:
+            kept.append(windows[0].t_us)
+        if kept:
+            start = int(min(kept))
+            f["trimmed_us"] = start
+            f["first_us"] = max(f["first_us"] or start, start)
+        self._points = sum(s.n for s in self._all_series())
+
+    def _all_series(self) -> list[Series]:
+        f = self.f
+        out = [*f["metrics"].values(), *f["step_time"].values(), *f["zones"].values()]
+        out += [f["sys_mem_used"], f["cpu_percent"], f["cpu_mhz"]]
+        for p in f["proc"].values():
+            out += [p.rss, p.cgroup]
+        for g in f["gpus"].values():
+            out += [g.temp_c, g.power_w, g.sm_clock_mhz, g.mem_clock_mhz, g.util_gpu, g.mem_used]
+        return out
 
     def forget_seq(self) -> None:
         """Records were passed over on purpose (a seek): the next one is not after a gap."""

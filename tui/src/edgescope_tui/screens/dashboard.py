@@ -214,6 +214,8 @@ class DashboardScreen(Screen[None]):
             )
         if s.gaps:
             parts.append(f"[#ff5f5f]{len(s.gaps)} gap(s) or damaged span(s)[/]")
+        if s.trimmed_us is not None and rng:
+            parts.append(f"[dim]history before {fmt_offset(s.trimmed_us - rng[0])} let go[/]")
         self.query_one("#run-header", Static).update(" · ".join(parts))
 
     def _overview(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:

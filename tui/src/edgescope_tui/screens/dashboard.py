@@ -56,7 +56,13 @@ def parse_jump(text: str, t0: int) -> tuple[str, int] | None:
 
 
 class DashboardScreen(Screen[None]):
-    """One run at the cursor: curves, step time, memory, thermal, stacks and events."""
+    """One run at the cursor: curves, step time, memory, thermal, stacks and events.
+
+    Keys: space play/pause · ←/→ 1 s, shift 10 s · ,/. previous/next step · p/n previous/next
+    event · -/+ speed 0.25x-64x · home/end start, end (live) · g go to a time or step · r next
+    run · [/] stack window · 1-5 tabs. Mouse: click or drag the replay bar, click a chart or
+    an event.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_play", "Play/pause", priority=True),

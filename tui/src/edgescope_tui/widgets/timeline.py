@@ -130,6 +130,10 @@ class ReplayBar(Widget, can_focus=False):
             super().__init__()
             self.t_us = t_us
 
+        def can_replace(self, message: Message) -> bool:
+            # A drag sends many; only where it is now matters.
+            return isinstance(message, ReplayBar.Scrubbed)
+
     def render(self) -> Text:
         if self.spec is None:
             return Text("no records yet", style="dim")

@@ -110,4 +110,3 @@ def write_h200_trace(path: Path, steps: int = 2000, keyframe_bytes: int = 16384)
         for rec in h200_records(steps):
             w.append(rec)
     return path
-

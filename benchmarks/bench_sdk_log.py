@@ -33,8 +33,10 @@ Rerun::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -50,6 +52,13 @@ import pyperf
 _state: dict[str, Any] = {}
 CHUNK = 1000
 RERUN = "  .venv/bin/python benchmarks/bench_sdk_log.py --fast"
+
+
+def _tmpdir(prefix: str) -> str:
+    """A temporary directory removed when the (worker) process exits."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def _quiet_env(tmp: str) -> None:
@@ -80,7 +89,7 @@ def _run() -> Any:
     import edgescope
 
     if "run" not in _state:
-        tmp = tempfile.mkdtemp(prefix="bench-sdk-")
+        tmp = _tmpdir("bench-sdk-")
         _quiet_env(tmp)
         devnull = os.open(os.devnull, os.O_WRONLY)
         saved = os.dup(2)
@@ -130,7 +139,7 @@ def _tb() -> Any:
     from tensorboardX import SummaryWriter
 
     if "tb" not in _state:
-        _state["tb"] = SummaryWriter(tempfile.mkdtemp(prefix="bench-tbx-"))
+        _state["tb"] = SummaryWriter(_tmpdir("bench-tbx-"))
     return _state["tb"]
 
 
@@ -286,7 +295,7 @@ def main() -> None:
     ]
     if runner.args.worker or any(b is None for b in benches):
         return
-    f, e, t, ec, tc = (b.median() * 1e6 for b in benches)  # type: ignore[union-attr]
+    f, e, t, ec, tc = (b.median() * 1e6 for b in benches)
     print()
     print(f"{'per call, median':<40}{'us':>9}{'x floor':>9}{'tbX / this':>12}")
     for name, v, tb in (

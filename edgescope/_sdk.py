@@ -400,6 +400,16 @@ def _connect(path: Path) -> tuple[socket.socket | None, str]:
     return sock, ""
 
 
+def _foreign_owner(path: Path) -> int | None:
+    """The uid owning the default socket when that is neither us nor root (someone else's
+    socket in a shared directory must not receive our run), else None."""
+    try:
+        uid = os.lstat(path).st_uid
+    except OSError:
+        return None
+    return None if uid in (os.geteuid(), 0) else uid
+
+
 def _profile_setting(profile: bool | None) -> bool:
     if profile is not None:
         if not isinstance(profile, bool):
@@ -503,7 +513,10 @@ def _open_run(
     sink: Sink | None = None
     env_socket = os.environ.get("EDGESCOPE_SOCKET")
     sock_path = ingest_socket()
-    if env_socket or sock_path.exists():
+    foreign = None if env_socket else _foreign_owner(sock_path)
+    if foreign is not None:
+        notify(f"{sock_path} belongs to uid {foreign}, not to us: not streaming to it")
+    elif env_socket or sock_path.exists():
         sock, why = _connect(sock_path)
         if sock is not None:
             stall = _env_float("EDGESCOPE_STALL_TIMEOUT", STALL_TIMEOUT)

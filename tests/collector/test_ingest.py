@@ -287,3 +287,33 @@ async def test_stale_socket_is_replaced_and_a_live_one_is_refused(tmp_path: Path
     with pytest.raises(OSError, match="not a socket"):
         await IngestServer(path, lambda r: None).start()
     assert path.read_text() == "not a socket"
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "refused"),
+    [
+        (0o700, None, None),
+        (0o1777, None, None),  # like /tmp: sticky, nobody can replace our socket
+        (0o777, None, "others may write to it"),
+        (0o770, None, "others may write to it"),
+        (0o700, 12345, "owned by uid 12345"),
+    ],
+)
+async def test_a_directory_others_could_swap_the_socket_in_is_refused(
+    tmp_path: Path, mode: int, owner: int | None, refused: str | None
+) -> None:
+    d = tmp_path / "sockdir"
+    d.mkdir()
+    os.chmod(d, mode)
+    if owner is not None:
+        if os.geteuid() != 0:
+            pytest.skip("chown to another user needs root")
+        os.chown(d, owner, -1)
+    srv = IngestServer(d / "ingest.sock", lambda r: None)
+    if refused is None:
+        await srv.start()
+        await srv.close()
+    else:
+        with pytest.raises(OSError, match=refused):
+            await srv.start()
+        assert not (d / "ingest.sock").exists()

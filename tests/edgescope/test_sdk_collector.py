@@ -4,6 +4,7 @@ counted."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,7 +166,6 @@ def test_a_hung_collector_never_blocks_log_and_the_rest_goes_to_a_file(
 
 def test_a_forked_child_does_not_hold_the_parents_connection_open(sdk: Path) -> None:
     import contextlib
-    import os
     import signal
     import subprocess
 
@@ -206,3 +206,17 @@ def test_a_forked_child_does_not_hold_the_parents_connection_open(sdk: Path) -> 
                 os.kill(int((sdk / "child.pid").read_text()), signal.SIGKILL)
     assert of(got, RunEnd)[0].exit_code == 0
     assert not [e for e in of(got, Event) if e.kind == "anomaly"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_default_socket_of_another_user_gets_nothing(
+    sdk: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sock = sdk / "xdg" / "edgescope" / "ingest.sock"
+    with ingest_in_thread(sock) as (server, got):
+        os.chown(sock, 12345, -1)  # as if another user's process had put it there
+        with edgescope.init(name="private") as run:
+            edgescope.log({"x": 1.0})
+        assert server.connections == 0 and not got
+    assert f"{sock} belongs to uid 12345, not to us" in capfd.readouterr().err
+    assert values(read(run.path), "x") == [(0, 1.0)]  # type: ignore[arg-type]

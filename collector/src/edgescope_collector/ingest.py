@@ -53,6 +53,15 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _check_dir(path: Path) -> None:
+    """Refuse a socket directory that someone else could swap the socket in."""
+    st = os.stat(path)
+    if st.st_uid not in (os.geteuid(), 0):
+        raise OSError(errno.EPERM, f"it is owned by uid {st.st_uid}, not by us", str(path))
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise OSError(errno.EPERM, "others may write to it (and replace the socket)", str(path))
+
+
 def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
     sock = writer.get_extra_info("socket")
     if sock is None:
@@ -111,12 +120,15 @@ class IngestServer:
         """Listen at ``path``: the parent directory is made ``0700``; a stale socket is removed.
 
         Raises ``OSError`` (``EADDRINUSE``) when another process is listening there, and
-        ``OSError`` when the path cannot be used.
+        ``OSError`` when the path cannot be used, including a directory that another user owns
+        or may write to (then they could put their own socket in its place; a sticky directory
+        such as /tmp is fine).
         """
         parent = self.path.parent
         if not parent.exists():
             parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(parent, 0o700)
+        _check_dir(parent)
         self._remove_stale()
         self._server = await asyncio.start_unix_server(
             self._handle, path=str(self.path), limit=READ_CHUNK

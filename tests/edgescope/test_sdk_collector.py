@@ -220,3 +220,29 @@ def test_a_default_socket_of_another_user_gets_nothing(
         assert server.connections == 0 and not got
     assert f"{sock} belongs to uid 12345, not to us" in capfd.readouterr().err
     assert values(read(run.path), "x") == [(0, 1.0)]  # type: ignore[arg-type]
+
+
+def test_collector_gone_and_no_writable_directory_drops_and_counts(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sock = sdk / "ingest.sock"
+    monkeypatch.setenv("EDGESCOPE_SOCKET", str(sock))
+    blocker = sdk / "not-a-dir"
+    blocker.write_text("")
+    with ingest_in_thread(sock) as (server, got):
+        run = edgescope.init(name="nowhere", flush_interval=0.05, dir=blocker / "runs")
+        edgescope.log({"x": 1.0}, step=0)
+        _wait(lambda: len(values(got, "x")) == 1)
+        server.close_now()  # type: ignore[attr-defined]
+        n = 0
+        while "is dropped" not in capfd.readouterr().err:
+            edgescope.log({"x": 1.0}, step=n + 1)
+            n += 1
+            time.sleep(0.002)
+            assert n < 5000, "the shipper never gave up on the collector"
+        for i in range(100):
+            edgescope.log({"x": 1.0}, step=n + 1 + i)
+        edgescope.finish(0)
+    assert run.path is None
+    assert run.dropped >= 100, "what could go nowhere is counted"
+    assert len(values(got, "x")) + run.dropped >= n + 101

@@ -10,7 +10,8 @@ Where a run goes, decided once at ``init``:
 
 If the collector hangs up or stops reading for ``STALL_TIMEOUT`` seconds (10, or
 ``EDGESCOPE_STALL_TIMEOUT``) mid-run, the rest of the run goes to such a file (see
-:mod:`edgescope._sdk_ship`); ``log()`` never notices.
+:mod:`edgescope._sdk_ship`); ``log()`` never notices. A default socket owned by another user
+(not root) is not used: the run goes to a file, and ``init`` says why.
 
 The hot path: ``log()`` checks its arguments (a bad value or name is a ``TypeError`` or
 ``ValueError`` right there), appends ``(step, time, values)`` to a bounded deque and returns.
@@ -27,6 +28,12 @@ Durability: ``finish()`` (also at interpreter exit, on an uncaught exception, an
 when no other handler was installed) drains everything into the trace and writes ``RunEnd``.
 A frame reaches the file or the socket at least every ``flush_interval`` seconds (default 0.5,
 ``EDGESCOPE_FLUSH_INTERVAL``), which is what a SIGKILL can cost.
+
+Exit codes in ``RunEnd``: ``finish(code)`` as given; the context manager 0, 1 on an exception
+(recorded as an ``exception`` event with its traceback), 130 on ``KeyboardInterrupt``, the code
+of a ``SystemExit``; an uncaught exception 1 (130); SIGTERM 143 (a ``signal`` event first, then
+the process dies by SIGTERM as it would have); interpreter exit without any of these ``None``
+(Python does not tell an exit handler the exit status).
 
 Fork: a child process does not inherit the run. If it logs, it starts a run of its own (named
 after the parent's, tagged ``fork`` and ``parent:RUN_ID``, ``pid`` its own) on its own

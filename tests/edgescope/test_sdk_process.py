@@ -269,3 +269,22 @@ def test_multiprocessing_fork_workers_that_log_are_finished_at_their_exit(tmp_pa
     assert sorted(values(w, "worker")[0][1] for w in workers) == [0.0, 1.0, 2.0]
     for w in workers:
         assert len(values(w, "worker")) == 100 and of(w, RunEnd)
+
+
+def test_the_sdk_imports_neither_numpy_nor_torch_nor_the_collector(tmp_path: Path) -> None:
+    r = run_script(
+        tmp_path,
+        """
+        import sys, edgescope
+        with edgescope.init(name="lean", profile=True):
+            edgescope.log({"loss": 0.5, "n": 3})
+        heavy = sorted(
+            m for m in ("numpy", "torch", "edgescope_collector", "edgescope_tui", "textual")
+            if m in sys.modules
+        )
+        print(",".join(heavy))
+        """,
+        sdk_env(tmp_path),
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""

@@ -55,6 +55,8 @@ BACKENDS = ("python", "perf", "bpftrace")
 WRITER_FLUSH = 0.5
 """Seconds a frame may wait before it is written: what killing ``record`` can lose, plus a poll."""
 POLL = 0.25
+MAX_SOCKET_PATH = 100
+"""Bytes of a Unix socket's path that fit in ``sockaddr_un`` everywhere (108 on Linux)."""
 DRAIN_TIMEOUT = 5.0
 """Seconds to wait, after CMD ends, for its SDK connections to deliver their last frames."""
 
@@ -185,6 +187,10 @@ class _Session:
         self.sdk_runs = 0
         self._write_error: str | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="edgescope-record-"))
+        if len(str(self._tmp / "ingest.sock").encode()) > MAX_SOCKET_PATH:
+            # A deep $TMPDIR would make the socket's path longer than AF_UNIX allows.
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix="edgescope-record-", dir="/tmp"))
         self._samplers: list[Sampler] = []
         self._backend: StackBackend | None = None
         self._detectors: Detectors | None = None
@@ -277,7 +283,12 @@ class _Session:
         ingest = IngestServer(
             self._tmp / "ingest.sock", self.write, on_run_start=on_start, on_run_end=on_end
         )
-        await ingest.start()
+        try:
+            await ingest.start()
+        except OSError as e:
+            raise EdgescopeError(
+                f"cannot open the ingest socket {ingest.path}: {(e.strerror or str(e)).lower()}"
+            ) from None
         try:
             try:
                 self._samplers, skipped = await loop.run_in_executor(

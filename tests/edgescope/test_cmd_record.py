@@ -413,3 +413,12 @@ def test_ctrl_c_at_the_terminal_reaches_cmd_once(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 11, "CMD saw exactly one SIGINT"
     (start,) = of(read(out), RunStart)
     assert _end(read(out), start.run).exit_code == 11
+
+
+def test_a_deep_tmpdir_does_not_break_the_socket_path(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    out = tmp_path / "deep.est"
+    r = _record(tmp_path, "-o", str(out), "--", "true", env=sdk_env(tmp_path, TMPDIR=str(deep)))
+    assert r.returncode == 0, r.stderr
+    assert of(read(out), RunStart)

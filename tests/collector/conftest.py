@@ -54,8 +54,7 @@ def board(tmp_path: Path) -> Callable[[str], Board]:
 
 @pytest.fixture(scope="session")
 def h200_fixture() -> Path:
-    for candidate in (FIXTURES, Path("/work/shared/fixtures")):
-        path = candidate / "h200-mlp-training.jsonl"
-        if path.exists():
-            return path
+    path = FIXTURES / "h200-mlp-training.jsonl"
+    if path.exists():
+        return path
     pytest.skip("the shared H200 fixture (shared/fixtures/h200-mlp-training.jsonl) is absent")

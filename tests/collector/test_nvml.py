@@ -28,11 +28,11 @@ def nvml_readings(h200_fixture: Path) -> list[dict[str, Any]]:
 
 
 def test_reason_names_follow_nvml() -> None:
-    assert clock_event_reason_names(0) == []
-    assert clock_event_reason_names(0x1) == ["gpu_idle"]
-    assert clock_event_reason_names(0x4 | 0x40) == ["sw_power_cap", "hw_thermal_slowdown"]
-    assert clock_event_reason_names(0x1FF) == [CLOCK_EVENT_REASONS[1 << i] for i in range(9)]
-    assert clock_event_reason_names(0x80 | 0x1000) == ["hw_power_brake_slowdown", "0x1000"]
+    assert clock_event_reason_names(0) == ()
+    assert clock_event_reason_names(0x1) == ("gpu_idle",)
+    assert clock_event_reason_names(0x4 | 0x40) == ("sw_power_cap", "hw_thermal_slowdown")
+    assert clock_event_reason_names(0x1FF) == tuple(CLOCK_EVENT_REASONS[1 << i] for i in range(9))
+    assert clock_event_reason_names(0x80 | 0x1000) == ("hw_power_brake_slowdown", "0x1000")
     assert not is_throttled(0x1) and not is_throttled(0x10) and not is_throttled(None)
     assert is_throttled(0x20) and is_throttled(0x8)
 
@@ -82,11 +82,11 @@ def test_h200_readings_map_to_gpu_samples(nvml_readings: list[dict[str, Any]]) -
 def test_h200_run_was_idle_then_unthrottled(nvml_readings: list[dict[str, Any]]) -> None:
     """The real run: idle at the start, then busy with no power or thermal throttling."""
     names = [clock_event_reason_names(r["clock_event_reasons"]) for r in nvml_readings]
-    assert names[0] == ["gpu_idle"]
+    assert names[0] == ("gpu_idle",)
     busy = [r for r in nvml_readings if r["util_gpu"] >= 80]
     assert len(busy) > 700
     assert all(r["clock_event_reasons"] == 0 and r["sm_clock_mhz"] == 1980 for r in busy)
-    assert sum(n == ["gpu_idle"] for n in names) == 10
+    assert sum(n == ("gpu_idle",) for n in names) == 10
     assert not any(is_throttled(r["clock_event_reasons"]) for r in nvml_readings)
     assert {n for ns in names for n in ns} <= {"gpu_idle"}
     assert max(r["temp_c"] for r in nvml_readings) == 56

@@ -43,9 +43,15 @@ from edgescope_tracing.records import (
     SystemSample,
     ThermalSample,
 )
+from edgescope_tracing.signals import (
+    STEP_TIME_KEYS,
+    clock_event_reason_names,
+    gpu_throttled,
+    pi_throttled_flags,
+    step_time_unit,
+)
 
-from .samplers.nvml import clock_event_reason_names, is_throttled
-from .samplers.thermal import PASSIVE_COOLING, pi_throttled_flags
+from .samplers.thermal import PASSIVE_COOLING
 
 __all__ = [
     "Detectors",
@@ -66,26 +72,6 @@ __all__ = [
 ]
 
 MiB = 1 << 20
-
-STEP_TIME_KEYS: dict[str, float] = {
-    "step_time": 1.0,
-    "step_time_s": 1.0,
-    "step_s": 1.0,
-    "time/step": 1.0,
-    "step_time_ms": 1e-3,
-    "step_ms": 1e-3,
-    "step_time_us": 1e-6,
-    "step_us": 1e-6,
-    "step_ns": 1e-9,
-    "step_time_ns": 1e-9,
-}
-"""Metric names read as the wall time of a step, with the factor that makes them seconds
-(the same names the TUI reads)."""
-
-
-def step_time_unit(key: str) -> float | None:
-    """The factor to seconds when ``key`` names a step-time metric, else None."""
-    return STEP_TIME_KEYS.get(key.lower())
 
 
 def is_loss_key(key: str) -> bool:
@@ -425,7 +411,7 @@ def coinciding_signals(
 
     throttled_gpus: dict[int, set[str]] = {}
     for g in gpus:
-        if is_throttled(g.clock_event_reasons):
+        if gpu_throttled(g.clock_event_reasons):
             names = clock_event_reason_names(g.clock_event_reasons or 0)
             throttled_gpus.setdefault(g.index, set()).update(n for n in names if n != "gpu_idle")
     for index, reasons in sorted(throttled_gpus.items()):

@@ -7,7 +7,8 @@ utilisation, memory used and total. A figure the GPU does not support is ``None`
 The reasons bitmask is decoded by :func:`clock_event_reason_names` (``0x4`` ->
 ``sw_power_cap``, ``0x40`` -> ``hw_thermal_slowdown``, ...); :data:`THROTTLE_REASONS` are the
 bits that mean the clock is held down against the workload's wish (power or thermal), as
-opposed to idle or a clock setting.
+opposed to idle or a clock setting. Both live in :mod:`edgescope_tracing.signals`, shared with
+the UI, and are re-exported here.
 
 A full sample costs about 2 ms per GPU on an H200 (see ``shared/fixtures``); the collector
 calls it off the event loop. :meth:`NvmlSampler.open` answers, instead of a sampler, one
@@ -23,6 +24,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgescope_tracing.records import GpuSample, Record
+from edgescope_tracing.signals import (
+    CLOCK_EVENT_REASONS,
+    GPU_THROTTLE_MASK,
+    clock_event_reason_names,
+    gpu_throttled,
+)
 
 __all__ = [
     "CLOCK_EVENT_REASONS",
@@ -33,60 +40,12 @@ __all__ = [
     "is_throttled",
 ]
 
-CLOCK_EVENT_REASONS: dict[int, str] = {
-    0x1: "gpu_idle",
-    0x2: "applications_clocks_setting",
-    0x4: "sw_power_cap",
-    0x8: "hw_slowdown",
-    0x10: "sync_boost",
-    0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown",
-    0x100: "display_clock_setting",
-    0x200: "board_limit",
-    0x400: "reliability",
-}
-"""NVML's ``nvmlClocksEventReason*`` bits by name (0x200 and 0x400 exist in the throttle-reason
-form of the API only)."""
+THROTTLE_REASONS = GPU_THROTTLE_MASK
+"""Bits that mean power or thermal throttling: :data:`edgescope_tracing.signals.GPU_THROTTLE_MASK`
+under the name this module has always given it."""
 
-THROTTLE_REASONS = 0x4 | 0x8 | 0x20 | 0x40 | 0x80 | 0x200 | 0x400
-"""Bits that mean power or thermal throttling (not idle, a clock setting or sync boost)."""
-
-_FIELDS = (
-    "temp_c",
-    "power_mw",
-    "power_limit_mw",
-    "sm_clock_mhz",
-    "mem_clock_mhz",
-    "max_sm_clock_mhz",
-    "max_mem_clock_mhz",
-    "clock_event_reasons",
-    "util_gpu",
-    "util_mem",
-    "mem_used",
-    "mem_total",
-)
-
-
-def clock_event_reason_names(mask: int) -> list[str]:
-    """The names of the bits set in a clock-event reasons mask, lowest first; unknown bits as
-    hex (``0x800``).
-
-    >>> clock_event_reason_names(0x44)
-    ['sw_power_cap', 'hw_thermal_slowdown']
-    """
-    names = []
-    bit = 1
-    while bit <= mask:
-        if mask & bit:
-            names.append(CLOCK_EVENT_REASONS.get(bit, hex(bit)))
-        bit <<= 1
-    return names
-
-
-def is_throttled(mask: int | None) -> bool:
-    """True if the mask holds a power or thermal throttle reason."""
-    return bool(mask and mask & THROTTLE_REASONS)
+is_throttled = gpu_throttled
+"""True if the mask holds a power or thermal throttle reason (:func:`gpu_throttled`)."""
 
 
 def gpu_sample_from_readings(

@@ -21,7 +21,8 @@ when absent):
   ``packageP.package_throttle_count`` and friends, counters that only rise.
 - ``pi_throttled``: the Raspberry Pi firmware's ``get_throttled`` (sysfs ``soc:firmware``, or
   ``vcgencmd get_throttled`` on a live root): ``"pi.throttled"`` holds the raw bits, decoded
-  by :func:`pi_throttled_flags`.
+  by :func:`pi_throttled_flags` (from :mod:`edgescope_tracing.signals`, re-exported here with
+  :data:`PI_THROTTLED_BITS`).
 - ``hwmon``: ``class/hwmon/hwmon*``: temperatures (``temp*_input``, with ``_crit`` and ``_max``
   as trip points) become zones named ``"<chip>/<label>"`` unless the chip is a thermal zone's
   own mirror; alarms (``*_alarm``, 0 or 1, such as the Pi's ``rpi_volt`` ``in0_lcrit_alarm``:
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgescope_tracing.records import CoolingDevice, CpuFreq, Record, ThermalSample, ThermalZone
+from edgescope_tracing.signals import PI_THROTTLED_BITS, pi_throttled_flags
 
 from . import Roots
 from ._files import numbered, read_int, read_text
@@ -54,18 +56,6 @@ __all__ = [
     "parse_vcgencmd_throttled",
     "find_pi_throttled",
 ]
-
-PI_THROTTLED_BITS: dict[int, str] = {
-    0: "under_voltage",
-    1: "arm_freq_capped",
-    2: "throttled",
-    3: "soft_temp_limit",
-    16: "under_voltage_occurred",
-    17: "arm_freq_capped_occurred",
-    18: "throttled_occurred",
-    19: "soft_temp_limit_occurred",
-}
-"""The Raspberry Pi firmware's throttled bits: 0-3 are "now", 16-19 "has occurred since boot"."""
 
 _HWMON_TEMP = re.compile(r"^temp(\d+)_input$")
 _HWMON_ALARM = re.compile(r"^\w+_alarm$")
@@ -81,15 +71,6 @@ PASSIVE_COOLING = (
 )
 """Cooling device types (prefixes) that cool by slowing a processor: above state 0 is
 throttling."""
-
-
-def pi_throttled_flags(value: int) -> list[str]:
-    """The names of the bits set in a ``get_throttled`` value, lowest bit first.
-
-    >>> pi_throttled_flags(0x50005)
-    ['under_voltage', 'throttled', 'under_voltage_occurred', 'throttled_occurred']
-    """
-    return [name for bit, name in PI_THROTTLED_BITS.items() if value >> bit & 1]
 
 
 def parse_vcgencmd_throttled(text: str) -> int | None:

@@ -42,7 +42,7 @@ def test_real_h200_run_is_hot_but_not_throttled() -> None:
 def test_gpu_throttle_reasons_by_name() -> None:
     f = DeviceFacts()
     f.add(GpuSample(0, "H200", temp_c=84.0, clock_event_reasons=0x1 | 0x20 | 0x4))
-    assert f.throttled == ("gpu power cap", "gpu thermal")
+    assert f.throttled == ("gpu sw_power_cap", "gpu sw_thermal_slowdown")
     assert f.temp_c == 84.0
     f.add(GpuSample(0, "H200", temp_c=60.0, clock_event_reasons=0))
     assert f.throttled == ()
@@ -53,7 +53,7 @@ def test_pi_flags_and_x86_counters() -> None:
     zone = (ThermalZone("cpu-thermal", 81.5),)
     # Bits 16-19 say it happened since boot; only bits 0-3 hold now.
     f.add(ThermalSample(zones=zone, throttle={"pi.throttled": 0x50005}))
-    assert f.throttled == ("pi under-voltage", "pi throttled")
+    assert f.throttled == ("pi under_voltage", "pi throttled")
     assert f.temp_c == 81.5
     f.add(ThermalSample(zones=zone, throttle={"pi.throttled": 0x50000}))
     assert f.throttled == ()

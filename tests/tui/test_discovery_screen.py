@@ -252,7 +252,7 @@ SNAPSHOT_DEVICES = [
         temp_c=71.2,
         mem_used=int(2.9 * GiB),
         mem_total=int(3.8 * GiB),
-        throttled=("pi under-voltage",),
+        throttled=("pi under_voltage",),
     ),
     Device(
         "tcp:10.0.0.7:7313",

@@ -19,10 +19,10 @@ from edgescope_tracing import (
     ThermalSample,
     ThermalZone,
 )
+from edgescope_tracing.signals import clock_event_reason_names
 from edgescope_tui.sources.base import Status
 from edgescope_tui.state import (
     RunState,
-    clock_reason_names,
     fold,
     fold_all,
     stack_tree,
@@ -96,8 +96,12 @@ def test_gpu_figures_and_reasons_by_name(h200: RunState) -> None:
     assert g.reasons == ()  # busy: no clock-event reason
     # The idle start (reason 1) is not throttling.
     assert h200.spans() == []
-    assert clock_reason_names(0x1 | 0x4 | 0x40) == ("GpuIdle", "SwPowerCap", "HwThermalSlowdown")
-    assert clock_reason_names(0x400) == ("0x400",)
+    assert clock_event_reason_names(0x1 | 0x4 | 0x40) == (
+        "gpu_idle",
+        "sw_power_cap",
+        "hw_thermal_slowdown",
+    )
+    assert clock_event_reason_names(0x400) == ("reliability",)
 
 
 def _gpu(t: int, reasons: int, seq: int) -> GpuSample:
@@ -118,9 +122,17 @@ def test_gpu_throttled_periods_become_spans() -> None:
         (2_000_000, 4_000_000, False),
         (5_000_000, 5_000_000, True),
     ]
-    assert spans[0].reasons == ("SwPowerCap", "SwThermalSlowdown")
+    assert spans[0].reasons == ("sw_power_cap", "sw_thermal_slowdown")
     # At a cursor inside the first period, it is cut there and the second is not there yet.
     assert [(x.start_us, x.end_us) for x in s.spans(2_500_000)] == [(2_000_000, 2_500_000)]
+
+
+def test_board_limit_and_reliability_are_throttling_too() -> None:
+    # The same throttle mask as the collector's detectors (edgescope_tracing.signals).
+    s = fold_all([_gpu(1_000_000, 0x200, 0), _gpu(2_000_000, 0x400, 1), _gpu(3_000_000, 0, 2)])
+    spans = s.spans()
+    assert [(x.start_us, x.end_us, x.open) for x in spans] == [(1_000_000, 3_000_000, False)]
+    assert spans[0].reasons == ("board_limit", "reliability")
 
 
 def test_cpu_counters_and_pi_flags_become_spans() -> None:

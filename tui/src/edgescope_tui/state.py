@@ -12,8 +12,10 @@ What is derived on the way:
 - step time: from a logged ``step_time``/``step_ns``-style metric when there is one, else from
   the time between consecutive steps of the run's first metric; throughput is its inverse.
 - throttled periods as spans: NVML clock-event reasons that slow the GPU (power cap, thermal,
-  hardware slowdown, power brake), a Raspberry Pi's current throttled flags, or x86
-  ``*throttle_count`` counters that went up since the previous sample.
+  hardware slowdown, power brake, board limit, reliability), a Raspberry Pi's current
+  throttled flags, or x86 ``*throttle_count`` counters that went up since the previous sample.
+  Reasons and flags are named as :mod:`edgescope_tracing.signals` names them (``sw_power_cap``,
+  ``under_voltage``), the names the collector's anomaly messages use.
 - gaps: a jump in sequence numbers (records lost or no longer retained) or damage a source
   reported, placed in time between the records around it.
 """
@@ -40,6 +42,13 @@ from edgescope_tracing import (
     SystemSample,
     ThermalSample,
 )
+from edgescope_tracing.signals import (
+    GPU_THROTTLE_MASK,
+    PI_THROTTLED_NOW_MASK,
+    clock_event_reason_names,
+    pi_throttled_flags,
+    step_time_unit,
+)
 
 from .series import Log, Series
 from .sources.base import Status
@@ -56,62 +65,9 @@ __all__ = [
     "StateBuilder",
     "fold",
     "fold_all",
-    "clock_reason_names",
-    "step_time_unit",
     "stack_tree",
     "top_functions",
-    "GPU_THROTTLE_MASK",
 ]
-
-# NVML clock-event reasons (nvmlClocksEventReason*), by bit.
-CLOCK_REASONS: tuple[tuple[int, str], ...] = (
-    (0x1, "GpuIdle"),
-    (0x2, "ApplicationsClocksSetting"),
-    (0x4, "SwPowerCap"),
-    (0x8, "HwSlowdown"),
-    (0x10, "SyncBoost"),
-    (0x20, "SwThermalSlowdown"),
-    (0x40, "HwThermalSlowdown"),
-    (0x80, "HwPowerBrakeSlowdown"),
-    (0x100, "DisplayClockSetting"),
-)
-GPU_THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
-"""Reasons that mean the GPU runs slower than asked: the ones a throttled period is made of."""
-
-PI_THROTTLED_NOW = {
-    0x1: "under-voltage",
-    0x2: "arm frequency capped",
-    0x4: "throttled",
-    0x8: "soft temperature limit",
-}
-
-STEP_TIME_KEYS: dict[str, float] = {
-    "step_time": 1.0,
-    "step_time_s": 1.0,
-    "step_s": 1.0,
-    "time/step": 1.0,
-    "step_time_ms": 1e-3,
-    "step_ms": 1e-3,
-    "step_time_us": 1e-6,
-    "step_us": 1e-6,
-    "step_ns": 1e-9,
-    "step_time_ns": 1e-9,
-}
-"""Metric names read as the wall time of a step, with the factor that makes them seconds."""
-
-
-def step_time_unit(key: str) -> float | None:
-    """The factor to seconds when ``key`` names a step-time metric, else None."""
-    return STEP_TIME_KEYS.get(key.lower())
-
-
-def clock_reason_names(mask: int) -> tuple[str, ...]:
-    """NVML clock-event reason names of a bitmask; unknown bits as hex."""
-    names = [name for bit, name in CLOCK_REASONS if mask & bit]
-    rest = mask & ~sum(bit for bit, _ in CLOCK_REASONS)
-    if rest:
-        names.append(hex(rest))
-    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,8 +543,8 @@ def _fold_gpu(b: StateBuilder, g: GpuSample) -> None:
     if g.mem_total is not None:
         gc["mem_total"] = g.mem_total
     if g.clock_event_reasons is not None:
-        gc["reasons"] = clock_reason_names(g.clock_event_reasons)
-        slow = clock_reason_names(g.clock_event_reasons & GPU_THROTTLE_MASK)
+        gc["reasons"] = clock_event_reason_names(g.clock_event_reasons)
+        slow = clock_event_reason_names(g.clock_event_reasons & GPU_THROTTLE_MASK)
         _throttle(b, f"gpu{g.index}", g.t_us, slow)
     gpus[g.index] = _evolve(gs, **gc)
 
@@ -617,7 +573,7 @@ def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
         for name, value in x.throttle.items():
             before = counters.get(name)
             if name.endswith("throttled") and name.startswith("pi"):
-                pi_reasons += [why for bit, why in PI_THROTTLED_NOW.items() if value & bit]
+                pi_reasons += pi_throttled_flags(value & PI_THROTTLED_NOW_MASK)
             elif before is not None and value > before:
                 cpu_reasons.append(name)
         _throttle(b, "cpu", x.t_us, tuple(cpu_reasons))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from edgescope_tracing.signals import CLOCK_EVENT_REASONS
+
 from .series import Series
 from .state import RunState
 from .widgets.chart import PALETTE, Band, ChartSpec, Line, fmt_bytes, fmt_number
@@ -169,7 +171,8 @@ def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
         if len(g.temp_c):
             n = g.temp_c.count_until(end)
             lines.append(Line(f"gpu{idx}", g.temp_c, next(colors), end=n))
-        reasons = ", ".join(r for r in g.reasons if r != "GpuIdle") or "none"
+        idle = CLOCK_EVENT_REASONS[0x1]  # gpu_idle: a reason, but not one worth showing
+        reasons = ", ".join(r for r in g.reasons if r != idle) or "none"
         facts.append(f"gpu{idx} reasons: {reasons}")
     for name, z in s.zones.items():
         lines.append(Line(name, z, next(colors), end=z.count_until(end)))

@@ -1,4 +1,8 @@
-"""What a device row shows, folded from the head of its collector's stream (pure, no I/O)."""
+"""What a device row shows, folded from the head of its collector's stream (pure, no I/O).
+
+Throttle signals are named as :mod:`edgescope_tracing.signals` names them, with the source in
+front: ``gpu sw_power_cap``, ``pi under_voltage``, ``cpu thermal throttle`` (x86 counters).
+"""
 
 from __future__ import annotations
 
@@ -13,25 +17,14 @@ from edgescope_tracing import (
     SystemSample,
     ThermalSample,
 )
+from edgescope_tracing.signals import (
+    GPU_THROTTLE_MASK,
+    PI_THROTTLED_NOW_MASK,
+    clock_event_reason_names,
+    pi_throttled_flags,
+)
 
-__all__ = ["GPU_THROTTLE_REASONS", "PI_THROTTLE_NOW", "DeviceFacts"]
-
-GPU_THROTTLE_REASONS = {
-    0x4: "gpu power cap",
-    0x8: "gpu hw slowdown",
-    0x20: "gpu thermal",
-    0x40: "gpu hw thermal",
-    0x80: "gpu power brake",
-}
-"""NVML clock-event reasons that slow the GPU down (idle, 0x1, and app settings are not)."""
-
-PI_THROTTLE_NOW = {
-    0x1: "under-voltage",
-    0x2: "frequency capped",
-    0x4: "throttled",
-    0x8: "soft temperature limit",
-}
-"""Raspberry Pi ``get_throttled`` bits 0-3: what holds now (bits 16-19 say it has occurred)."""
+__all__ = ["DeviceFacts"]
 
 
 @dataclass
@@ -71,9 +64,9 @@ class DeviceFacts:
             self.samples += 1
             if rec.temp_c is not None:
                 self._gpu_temp[rec.index] = rec.temp_c
-            mask = rec.clock_event_reasons or 0
+            mask = (rec.clock_event_reasons or 0) & GPU_THROTTLE_MASK
             self._gpu_throttle[rec.index] = tuple(
-                name for bit, name in GPU_THROTTLE_REASONS.items() if mask & bit
+                f"gpu {name}" for name in clock_event_reason_names(mask)
             )
         else:
             return
@@ -88,7 +81,7 @@ class DeviceFacts:
         out: list[str] = []
         pi = throttle.get("pi.throttled")
         if pi is not None:
-            out.extend(f"pi {name}" for bit, name in PI_THROTTLE_NOW.items() if pi & bit)
+            out.extend(f"pi {name}" for name in pi_throttled_flags(pi & PI_THROTTLED_NOW_MASK))
         rising = False
         for key, value in throttle.items():
             if key.endswith("_throttle_count"):

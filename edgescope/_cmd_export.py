@@ -32,7 +32,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -72,45 +72,17 @@ class Row:
     value: float
 
 
-_GPU_FIELDS = (
-    "temp_c",
-    "power_mw",
-    "power_limit_mw",
-    "sm_clock_mhz",
-    "mem_clock_mhz",
-    "max_sm_clock_mhz",
-    "max_mem_clock_mhz",
-    "clock_event_reasons",
-    "util_gpu",
-    "util_mem",
-    "mem_used",
-    "mem_total",
-)
-_SYSTEM_FIELDS = (
-    "cpu_percent",
-    "mem_used",
-    "mem_total",
-    "mem_available",
-    "swap_used",
-    "swap_total",
-    "load1",
-    "load5",
-    "load15",
-    "disk_read_bps",
-    "disk_write_bps",
-    "net_rx_bps",
-    "net_tx_bps",
-)
-_PROCESS_FIELDS = (
-    "cpu_percent",
-    "rss",
-    "rss_peak",
-    "threads",
-    "cgroup_current",
-    "cgroup_peak",
-    "cgroup_limit",
-    "oom_kills",
-)
+def _record_fields(cls: type, *skip: str) -> tuple[str, ...]:
+    """A record class's fields in order, less ``t_us``, ``seq`` and ``skip``: the figures a row
+    is made of."""
+    leave = {"t_us", "seq", *skip}
+    return tuple(f.name for f in fields(cls) if f.name not in leave)
+
+
+_GPU_FIELDS = _record_fields(GpuSample, "index", "name")
+# per_cpu_percent and psi are not one figure each: rows of their own in _device_rows.
+_SYSTEM_FIELDS = _record_fields(SystemSample, "per_cpu_percent", "psi")
+_PROCESS_FIELDS = _record_fields(ProcessSample, "run", "pid")
 
 
 def _fields(rec: Any, names: Iterable[str], prefix: str) -> Iterator[tuple[str, float]]:

@@ -20,7 +20,9 @@ not finite (JSON has no such numbers). ``pandas.read_csv(OUT)`` and
 Device figures keep their source in the key: ``system.cpu_percent``, ``system.cpu3.percent``,
 ``system.psi.memory.some.avg10``, ``process.<pid>.rss``, ``thermal.<zone>.temp_c``,
 ``cpufreq.cpu<n>.cur_khz``, ``cooling.<name>.cur_state``, ``throttle.<counter>``,
-``gpu<index>.power_mw``. Figures a source did not have are left out, not written as empty.
+``sensors.<name>`` (e.g. ``sensors.hwmon.ina3221.in1``, in V, A, W or RPM),
+``gpu<index>.power_mw``, ``gpu<index>.process.<pid>.mem_used`` (bytes). Figures a source did not
+have are left out, not written as empty.
 
 Damage in the input is skipped: what is readable is exported, and stderr says what was not.
 """
@@ -79,7 +81,8 @@ def _record_fields(cls: type, *skip: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls) if f.name not in leave)
 
 
-_GPU_FIELDS = _record_fields(GpuSample, "index", "name")
+# processes is (pid, bytes) pairs, not one figure: rows of their own in _device_rows.
+_GPU_FIELDS = _record_fields(GpuSample, "index", "name", "processes")
 # per_cpu_percent and psi are not one figure each: rows of their own in _device_rows.
 _SYSTEM_FIELDS = _record_fields(SystemSample, "per_cpu_percent", "psi")
 _PROCESS_FIELDS = _record_fields(ProcessSample, "run", "pid")
@@ -106,6 +109,11 @@ def _device_rows(rec: Record) -> Iterator[tuple[Series, int, Iterator[tuple[str,
         yield "process", rec.run, _fields(rec, _PROCESS_FIELDS, f"process.{rec.pid}.")
     elif isinstance(rec, GpuSample):
         yield "gpu", -1, _fields(rec, _GPU_FIELDS, f"gpu{rec.index}.")
+        yield (
+            "gpu",
+            -1,
+            iter([(f"gpu{rec.index}.process.{pid}.mem_used", m) for pid, m in rec.processes]),
+        )
     elif isinstance(rec, ThermalSample):
         figures: list[tuple[str, float]] = [
             (f"thermal.{z.name}.temp_c", z.temp_c) for z in rec.zones
@@ -121,6 +129,7 @@ def _device_rows(rec: Record) -> Iterator[tuple[Series, int, Iterator[tuple[str,
                 _fields(c, ("cur_state", "max_state", "transitions"), f"cooling.{c.name}.")
             )
         figures.extend((f"throttle.{k}", v) for k, v in rec.throttle.items())
+        figures.extend((f"sensors.{k}", v) for k, v in rec.sensors.items())
         yield "thermal", -1, iter(figures)
 
 

@@ -56,9 +56,18 @@ def _records() -> list[Any]:
             freqs=(CpuFreq(0, 1_500_000, None, 2_400_000),),
             cooling=(CoolingDevice("fan0", 2, 4, 1),),
             throttle={"pi.throttled": 0x50005},
+            sensors={"hwmon.ina3221.in1": 5.072, "hwmon.pwmfan.fan1": 2900.0},
             t_us=T0 + 31,
         ),
-        GpuSample(0, "Orin", temp_c=48.0, power_mw=9000, util_gpu=35.0, t_us=T0 + 32),
+        GpuSample(
+            0,
+            "Orin",
+            temp_c=48.0,
+            power_mw=9000,
+            util_gpu=35.0,
+            processes=((4242, 1 << 30), (4250, 512 << 20)),
+            t_us=T0 + 32,
+        ),
         Event("mark", "lr spike", run=0, t_us=T0 + 33),
         Metrics(0, "loss", (3,), (T0 + 40,), (0.05,), t_us=T0 + 40),
         RunEnd(0, exit_code=0, t_us=T0 + 50),
@@ -134,6 +143,11 @@ def test_jsonl_with_system_series(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert by_key["throttle.pi.throttled"]["value"] == 0x50005
     assert by_key["gpu0.power_mw"]["value"] == 9000
     assert by_key["gpu0.temp_c"]["series"] == "gpu" and by_key["gpu0.temp_c"]["step"] is None
+    assert by_key["gpu0.process.4242.mem_used"]["value"] == 1 << 30
+    assert by_key["gpu0.process.4250.mem_used"]["series"] == "gpu"
+    assert "gpu0.processes" not in by_key
+    assert by_key["sensors.hwmon.ina3221.in1"]["value"] == 5.072
+    assert by_key["sensors.hwmon.pwmfan.fan1"]["series"] == "thermal"
     assert by_key["system.cpu_percent"]["run"] == ""
     metrics = [o for o in objs if o["series"] == "metric"]
     assert [o["value"] for o in metrics if o["key"] == "loss"] == [2.5, 0.1, "NaN", 0.05]
@@ -232,3 +246,20 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.csv", "notes.txt"]
     code, _, err = _run("export", str(EXAMPLE), "--format", "xml")
     assert code == 2 and "invalid choice" in err
+
+
+def test_every_figure_field_is_one_number() -> None:
+    """The field lists come from the record classes: a field that is not one optional number
+    (a tuple, a dict) must be left out of them and given rows of its own."""
+    from dataclasses import fields
+
+    from edgescope._cmd_export import _GPU_FIELDS, _PROCESS_FIELDS, _SYSTEM_FIELDS
+
+    for cls, names in (
+        (GpuSample, _GPU_FIELDS),
+        (SystemSample, _SYSTEM_FIELDS),
+        (ProcessSample, _PROCESS_FIELDS),
+    ):
+        for f in fields(cls):
+            if f.name in names:
+                assert f.default is None, (cls.__name__, f.name)

@@ -213,3 +213,11 @@ def test_human_lines_and_json_of_device_records() -> None:
     gpu = GpuSample(0, "NVIDIA H200", temp_c=56.0, util_gpu=99.0, power_mw=630000, t_us=t, seq=6)
     assert record_line(gpu).endswith("gpu       gpu0 NVIDIA H200 56°C util 99% power 630 W")
     assert json.loads(json.dumps(record_json(gpu)))["power_mw"] == 630000
+    # format 1.1's fields: per-process GPU memory as [pid, bytes] pairs, sensors as a map
+    gpu = GpuSample(0, "NVIDIA H200", processes=((413, 23_332 << 20),), t_us=t, seq=7)
+    assert json.loads(json.dumps(record_json(gpu)))["processes"] == [[413, 23_332 << 20]]
+    th = ThermalSample(sensors={"hwmon.ina3221.in1": 5.072, "hwmon.x.fan1": float("nan")}, t_us=t)
+    assert json.loads(json.dumps(record_json(th), allow_nan=False))["sensors"] == {
+        "hwmon.ina3221.in1": 5.072,
+        "hwmon.x.fan1": "NaN",
+    }

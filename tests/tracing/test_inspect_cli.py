@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from edgescope_tracing import (
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
     Event,
     GpuSample,
     Metrics,
@@ -70,7 +72,7 @@ def test_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     path = tmp_path / "two.est"
     write_two_runs(path)
     s = inspect_json(path, capsys)
-    assert s["format_version"] == "1.0"
+    assert s["format_version"] == f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
     assert s["bytes"] == path.stat().st_size
     assert s["records"] == 1 + 2 + 100 + 1 + 2 + 2 + 1  # with the keyframe
     assert s["kinds"] == {
@@ -179,7 +181,8 @@ def test_human_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert err == ""
     lines = out.splitlines()
     assert lines[0] == (
-        f"{path}: edgescope trace format 1.0, {path.stat().st_size / 1024:.1f} KiB, 109 records"
+        f"{path}: edgescope trace format {FORMAT_MAJOR}.{FORMAT_MINOR}, "
+        f"{path.stat().st_size / 1024:.1f} KiB, 109 records"
     )
     assert lines[1] == "  time    2023-11-14 22:13:20.000 UTC .. 22:13:22.000 UTC (2.0 s)"
     assert (

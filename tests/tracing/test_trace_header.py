@@ -128,9 +128,10 @@ def test_inspect_subprocess_has_no_traceback(tmp_path: Path) -> None:
 def test_newer_minor_version_is_read_and_its_extras_skipped(tmp_path: Path) -> None:
     """A 1.9 writer appended fields to known kinds and added kinds 40 and 41."""
     enc = Encoder()
-    wires = enc.encode(Event("mark", "first", t_us=5)) + enc.encode(
-        GpuSample(0, "H200", temp_c=41.0, power_mw=600_000, t_us=6)
-    )
+    # The gpu record holds its 1.1 field (an empty one is left out, and a 1.9 writer would
+    # write it, empty, before its own fields).
+    gpu = GpuSample(0, "H200", temp_c=41.0, power_mw=600_000, processes=((7, 1 << 30),), t_us=6)
+    wires = enc.encode(Event("mark", "first", t_us=5)) + enc.encode(gpu)
     wires = [[*w, "a field from 1.9", {"x": [1, 2]}] for w in wires]
     wires.insert(1, [40, 99, 5, "a kind from 1.9", [1, 2, 3]])
     wires.append([41])
@@ -144,7 +145,9 @@ def test_newer_minor_version_is_read_and_its_extras_skipped(tmp_path: Path) -> N
         assert r.unknown_kinds == 2
     assert got == [
         Event("mark", "first", t_us=5, seq=0),
-        GpuSample(0, "H200", temp_c=41.0, power_mw=600_000, t_us=6, seq=1),
+        GpuSample(
+            0, "H200", temp_c=41.0, power_mw=600_000, processes=((7, 1 << 30),), t_us=6, seq=1
+        ),
     ]
 
 

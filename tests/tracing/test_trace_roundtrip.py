@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from edgescope_tracing import (
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
     Event,
     Keyframe,
     Metrics,
@@ -143,7 +145,7 @@ def test_stream_round_trip_in_random_chunks(
         pos += n
     got += dec.close()
     assert dec.damage == []
-    assert dec.version == (1, 0)
+    assert dec.version == (FORMAT_MAJOR, FORMAT_MINOR)
     assert [key(r) for r in data_records(got)] == expected(records)
 
     # A client joining the stream at a keyframe needs none of the bytes before it.

@@ -186,6 +186,7 @@ thermal_samples = st.builds(
         max_size=3,
     ).map(tuple),
     throttle=st.dictionaries(NAMES, I64, max_size=4),
+    sensors=st.dictionaries(NAMES, FLOATS, max_size=4),
     t_us=TIME,
 )
 gpu_samples = st.builds(
@@ -204,6 +205,7 @@ gpu_samples = st.builds(
     util_mem=opt(FLOATS),
     mem_used=opt(NAT),
     mem_total=opt(NAT),
+    processes=st.lists(st.tuples(I64, NAT), max_size=4).map(tuple),
     t_us=TIME,
 )
 frames = st.builds(StackFrame, function=NAMES, file=NAMES, line=st.integers(0, 1 << 31))

@@ -171,6 +171,23 @@ def _dict(x: Any) -> dict[str, Any]:
     return x
 
 
+def _pairs(x: Any) -> list[tuple[Any, Any]]:
+    """A flat ``[a, b, a, b, ...]`` array as pairs; an odd length is damage."""
+    flat = _list(x)
+    if len(flat) % 2:
+        raise DecodeError(f"a flat array of pairs has {len(flat)} items")
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _appended(wire: Wire, n: int) -> Wire:
+    """Leave out trailing fields beyond the first ``n`` (fields that a minor version appended)
+    while they are empty, their default: a reader of any 1.x takes an absent field as its
+    default, and a record without the new figures stays as short as a 1.0 writer made it."""
+    while len(wire) > n and wire[-1] == []:
+        wire.pop()
+    return wire
+
+
 def _fields(w: Wire, n: int) -> Wire:
     """The record's fields, at least ``n`` of them (later minor versions may append more)."""
     if len(w) < n:
@@ -333,7 +350,10 @@ class Encoder:
                 [self._sid(c.name), c.cur_state, c.max_state, c.transitions] for c in rec.cooling
             ]
             throttle = [x for k, v in rec.throttle.items() for x in (self._sid(k), v)]
-            wire = [Kind.THERMAL.value, seq, t, zones, freqs, cooling, throttle]
+            sensors = [x for k, v in rec.sensors.items() for x in (self._sid(k), v)]
+            wire = _appended(
+                [Kind.THERMAL.value, seq, t, zones, freqs, cooling, throttle, sensors], 7
+            )
         elif isinstance(rec, GpuSample):
             wire = [
                 Kind.GPU.value,
@@ -353,7 +373,9 @@ class Encoder:
                 rec.util_mem,
                 rec.mem_used,
                 rec.mem_total,
+                [x for pid_used in rec.processes for x in pid_used],  # 1.1
             ]
+            wire = _appended(wire, 17)
         elif isinstance(rec, Event):
             wire = [
                 Kind.EVENT.value,
@@ -618,7 +640,11 @@ class Decoder:
         )
         flat = _list(w[6])
         throttle = {self._s(flat[i]): _int(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
-        return ThermalSample(tuple(zones), freqs, cooling, throttle, w[2], w[1])
+        # 1.1: hwmon and other readings; absent from a 1.0 record
+        sensors = {self._s(k): _num(v) for k, v in _pairs(w[7])} if len(w) > 7 else {}
+        return ThermalSample(
+            tuple(zones), freqs, cooling, throttle, sensors=sensors, t_us=w[2], seq=w[1]
+        )
 
     def _gpu(self, w: Wire) -> GpuSample:
         _fields(w, 17)
@@ -637,8 +663,10 @@ class Decoder:
             _onum(w[14]),
             _oint(w[15]),
             _oint(w[16]),
-            w[2],
-            w[1],
+            # 1.1: per-process GPU memory; absent from a 1.0 record
+            processes=tuple((_int(p), _int(m)) for p, m in _pairs(w[17])) if len(w) > 17 else (),
+            t_us=w[2],
+            seq=w[1],
         )
 
     def _stacks_rec(self, w: Wire) -> StackSamples:

@@ -25,7 +25,8 @@ from .records import Keyframe, Kind, Record, RunStart
 MAGIC = b"\x89EDGSCP\n"
 """First 8 bytes of every trace. The high byte and the newline catch text-mode mangling."""
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
+"""1.1 appended ``processes`` to gpu records and ``sensors`` to thermal records."""
 HEADER = struct.Struct("<8sHH")
 HEADER_SIZE = HEADER.size
 SYNC = b"\xe5\x5c"

@@ -199,7 +199,8 @@ class ThermalSample:
     """Thermal and throttle signals at one instant.
 
     ``throttle`` holds named counters and flags, e.g. ``{"cpu0.core_throttle_count": 3}`` on
-    x86 or ``{"pi.throttled": 0x50005}`` on a Raspberry Pi.
+    x86 or ``{"pi.throttled": 0x50005}`` on a Raspberry Pi: only counters that rise while
+    throttling and 0/1 flags. ``sensors`` holds other readings in base units (format 1.1).
     """
 
     KIND: ClassVar[Kind] = Kind.THERMAL
@@ -207,6 +208,11 @@ class ThermalSample:
     freqs: tuple[CpuFreq, ...] = ()
     cooling: tuple[CoolingDevice, ...] = ()
     throttle: dict[str, int] = field(default_factory=dict)
+    sensors: dict[str, float] = field(default_factory=dict)
+    """Readings that are neither temperatures nor throttle signals, in base units, e.g. hwmon's
+    ``{"hwmon.ina3221.in1": 5.072, "hwmon.ina3221.curr1": 1.216, "hwmon.thinkpad.fan1": 2900.0}``:
+    volts (``in*``), amperes (``curr*``), watts (``power*``), revolutions per minute (``fan*``).
+    Added in format 1.1 (empty when read from a 1.0 trace)."""
     t_us: int = 0
     seq: int = 0
 
@@ -231,6 +237,9 @@ class GpuSample:
     util_mem: float | None = None
     mem_used: int | None = None
     mem_total: int | None = None
+    processes: tuple[tuple[int, int], ...] = ()
+    """``(pid, used GPU memory in bytes)`` of each process using the GPU whose figure the driver
+    gives, by pid. Added in format 1.1 (empty when read from a 1.0 trace)."""
     t_us: int = 0
     seq: int = 0
 

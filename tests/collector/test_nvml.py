@@ -5,16 +5,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from edgescope_collector.samplers import nvml as nvml_module
 from edgescope_collector.samplers.nvml import (
     CLOCK_EVENT_REASONS,
+    NOT_AVAILABLE,
     THROTTLE_REASONS,
     NvmlSampler,
     clock_event_reason_names,
+    gpu_processes,
     gpu_sample_from_readings,
     is_throttled,
 )
@@ -128,3 +132,112 @@ def test_a_gpu_that_answers_nothing_gives_an_empty_sample() -> None:
     assert s == GpuSample(index=0, name="absent", t_us=123)
     sampler.close()
     sampler.close()  # twice is harmless
+
+
+def _process_info(pid: int, used: int | None) -> Any:
+    """One process as pynvml's nvmlDevice*RunningProcesses returns it (a friendly object made
+    from c_nvmlProcessInfo_v3_t; usedGpuMemory None where NVML says NOT_AVAILABLE)."""
+    if importlib.util.find_spec("pynvml") is None:
+        return SimpleNamespace(pid=pid, usedGpuMemory=used)
+    import pynvml
+
+    raw = pynvml.c_nvmlProcessInfo_v3_t(pid, NOT_AVAILABLE if used is None else used, 0, 0)
+    obj = pynvml.nvmlStructToFriendlyObject(raw)
+    if obj.usedGpuMemory == pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value:
+        obj.usedGpuMemory = None  # what pynvml does to it
+    return obj
+
+
+def _smi_processes(h200_fixture: Path) -> list[tuple[int, int]]:
+    """The processes of ``nvidia-smi -q -x`` of the same H200 right after the run."""
+    root = ET.parse(h200_fixture.parent / "h200-nvidia-smi-q.xml").getroot()
+    out = []
+    for p in root.iter("process_info"):
+        mib = (p.findtext("used_memory") or "").removesuffix(" MiB")
+        out.append((int(p.findtext("pid") or 0), int(mib) << 20))
+    return out
+
+
+def test_not_available_is_pynvmls() -> None:
+    if importlib.util.find_spec("pynvml") is None:
+        pytest.skip("nvidia-ml-py is not installed")
+    import pynvml
+
+    assert pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value == NOT_AVAILABLE
+
+
+def test_processes_of_the_h200_run(h200_fixture: Path, nvml_readings: list[dict[str, Any]]) -> None:
+    """The training process nvidia-smi saw after the run, read as NVML hands it over."""
+    smi = _smi_processes(h200_fixture)
+    assert smi == [(413, 23332 << 20)]  # python3, type C
+    last = {**nvml_readings[-1], "processes": [_process_info(pid, b) for pid, b in smi]}
+    s = gpu_sample_from_readings(0, "NVIDIA H200", last, last["t_ns"] // 1000)
+    assert s.processes == ((413, 23332 << 20),)
+    assert s.processes[0][1] <= (s.mem_used or 0)  # a process holds part of what is used
+    assert s.mem_used == nvml_readings[-1]["mem_used"]
+    # a recorded sample holds mappings with pynvml's names
+    again = {**last, "processes": [{"pid": 413, "usedGpuMemory": 23332 << 20}]}
+    assert gpu_sample_from_readings(0, "NVIDIA H200", again, 0).processes == s.processes
+    # readings without the key (the fixture's own): no processes
+    assert gpu_sample_from_readings(0, "NVIDIA H200", nvml_readings[0], 0).processes == ()
+
+
+def test_process_figures_unknown_or_twice() -> None:
+    infos = [
+        _process_info(9001, 4 << 30),
+        _process_info(77, None),  # NVML_VALUE_NOT_AVAILABLE (Windows WDDM): skipped
+        SimpleNamespace(pid=78, usedGpuMemory=NOT_AVAILABLE),  # older pynvml passes it through
+        _process_info(413, 1 << 30),  # compute ...
+        _process_info(413, 3 << 30),  # ... and graphics (C+G): one process, its larger figure
+        _process_info(12, 0),
+    ]
+    assert gpu_processes(infos) == ((12, 0), (413, 3 << 30), (9001, 4 << 30))
+    assert gpu_processes([]) == ()
+
+
+def test_read_asks_for_compute_and_graphics_processes() -> None:
+    """A GPU that answers only for processes: compute ones, graphics NotSupported (a data-centre
+    GPU) or some; every other figure None."""
+
+    class NVMLError(Exception):
+        pass
+
+    def fail(*_: Any) -> Any:
+        raise NVMLError("Not Supported")
+
+    graphics: list[Any] = []
+
+    def compute(_: Any) -> list[Any]:
+        return [_process_info(413, 23332 << 20), _process_info(414, None)]
+
+    def graphics_fn(_: Any) -> list[Any]:
+        if not graphics:
+            raise NVMLError("Not Supported")
+        return graphics
+
+    nvml = SimpleNamespace(
+        NVMLError=NVMLError,
+        NVML_CLOCK_SM=0,
+        NVML_CLOCK_MEM=2,
+        NVML_TEMPERATURE_GPU=0,
+        nvmlDeviceGetCurrentClocksEventReasons=fail,
+        nvmlDeviceGetComputeRunningProcesses=compute,
+        nvmlDeviceGetGraphicsRunningProcesses=graphics_fn,
+    )
+    for name in (
+        "nvmlDeviceGetMaxClockInfo",
+        "nvmlDeviceGetUtilizationRates",
+        "nvmlDeviceGetMemoryInfo",
+        "nvmlDeviceGetTemperature",
+        "nvmlDeviceGetPowerUsage",
+        "nvmlDeviceGetEnforcedPowerLimit",
+        "nvmlDeviceGetClockInfo",
+        "nvmlShutdown",
+    ):
+        setattr(nvml, name, fail)
+    sampler = NvmlSampler(nvml, [(0, "gpu", object())])
+    (s,) = sampler.sample(5)
+    assert s == GpuSample(0, "gpu", processes=((413, 23332 << 20),), t_us=5)
+    graphics.append(_process_info(500, 64 << 20))
+    (s,) = sampler.sample(6)
+    assert s.processes == ((413, 23332 << 20), (500, 64 << 20))

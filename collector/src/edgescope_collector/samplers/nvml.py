@@ -2,7 +2,10 @@
 
 One :class:`GpuSample` per GPU per call: temperature, power draw and the enforced limit, SM
 and memory clocks and their maxima, the clock-event (throttle) reasons bitmask, GPU and memory
-utilisation, memory used and total. A figure the GPU does not support is ``None``.
+utilisation, memory used and total, and the GPU memory each process uses (``processes``: NVML's
+compute and graphics processes, by pid, as the driver sees pids: a container's collector sees
+the host's). A figure the GPU does not support is ``None``; a process whose memory figure the
+driver does not give (``NVML_VALUE_NOT_AVAILABLE``, as under Windows WDDM) is left out.
 
 The reasons bitmask is decoded by :func:`clock_event_reason_names` (``0x4`` ->
 ``sw_power_cap``, ``0x40`` -> ``hw_thermal_slowdown``, ...); :data:`THROTTLE_REASONS` are the
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from edgescope_tracing.records import GpuSample, Record
@@ -33,9 +36,11 @@ from edgescope_tracing.signals import (
 
 __all__ = [
     "CLOCK_EVENT_REASONS",
+    "NOT_AVAILABLE",
     "THROTTLE_REASONS",
     "NvmlSampler",
     "clock_event_reason_names",
+    "gpu_processes",
     "gpu_sample_from_readings",
     "is_throttled",
 ]
@@ -48,13 +53,41 @@ is_throttled = gpu_throttled
 """True if the mask holds a power or thermal throttle reason (:func:`gpu_throttled`)."""
 
 
+NOT_AVAILABLE = (1 << 64) - 1
+"""NVML's ``NVML_VALUE_NOT_AVAILABLE`` as an unsigned long long (pynvml's
+``NVML_VALUE_NOT_AVAILABLE_ulonglong.value``): a process's unknown memory figure. Recent
+pynvml turns it into ``None``; older versions pass it through."""
+
+
+def gpu_processes(infos: Iterable[Any]) -> tuple[tuple[int, int], ...]:
+    """``(pid, used GPU memory bytes)`` pairs by pid, from NVML process infos.
+
+    An info is what ``nvmlDeviceGetComputeRunningProcesses`` and
+    ``nvmlDeviceGetGraphicsRunningProcesses`` return (objects with ``pid`` and
+    ``usedGpuMemory``), or a mapping with those keys (a recorded sample). An unknown figure
+    (``None``, :data:`NOT_AVAILABLE`) is skipped. A process in both lists (compute and graphics,
+    ``C+G`` in nvidia-smi) is one process: its larger figure counts, once.
+    """
+    used: dict[int, int] = {}
+    for info in infos:
+        if isinstance(info, Mapping):
+            pid, mem = info.get("pid"), info.get("usedGpuMemory")
+        else:
+            pid, mem = getattr(info, "pid", None), getattr(info, "usedGpuMemory", None)
+        if pid is None or mem is None or int(mem) == NOT_AVAILABLE:
+            continue
+        used[int(pid)] = max(int(mem), used.get(int(pid), 0))
+    return tuple(sorted(used.items()))
+
+
 def gpu_sample_from_readings(
     index: int, name: str, readings: Mapping[str, Any], t_us: int
 ) -> GpuSample:
     """A :class:`GpuSample` from NVML readings keyed by the sample's field names.
 
     Readings come from :meth:`NvmlSampler.read` (or a recorded sample); missing or ``None``
-    keys stay ``None``. Temperatures and utilisations become floats, the rest ints.
+    keys stay ``None``. Temperatures and utilisations become floats, the rest ints;
+    ``processes`` holds NVML process infos, mapped by :func:`gpu_processes`.
     """
 
     def num(key: str, kind: Callable[[Any], Any]) -> Any:
@@ -76,6 +109,7 @@ def gpu_sample_from_readings(
         util_mem=num("util_mem", float),
         mem_used=num("mem_used", int),
         mem_total=num("mem_total", int),
+        processes=gpu_processes(readings.get("processes") or ()),
         t_us=t_us,
     )
 
@@ -155,6 +189,9 @@ class NvmlSampler:
             self._static[index] = static
         util = get(nvml.nvmlDeviceGetUtilizationRates)
         mem = get(nvml.nvmlDeviceGetMemoryInfo)
+        processes = list(get(nvml.nvmlDeviceGetComputeRunningProcesses) or ())
+        # Data-centre GPUs answer NotSupported or nothing here: then it adds nothing.
+        processes += get(nvml.nvmlDeviceGetGraphicsRunningProcesses) or ()
         return {
             **static,
             "temp_c": get(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU),
@@ -167,6 +204,7 @@ class NvmlSampler:
             "util_mem": util.memory if util is not None else None,
             "mem_used": mem.used if mem is not None else None,
             "mem_total": mem.total if mem is not None else None,
+            "processes": processes,
         }
 
     def sample(self, t_us: int) -> list[Record]:

@@ -1,9 +1,11 @@
 """``edgescope demo``: the whole product on one machine, with no device and no configuration.
 
-It starts a collector on loopback, runs the demo training job (:mod:`edgescope._demo_job`, a
-NumPy MLP with a CPU-heavy phase, a memory leak and a learning-rate spike) as a child process
-that uses the SDK, and opens the TUI on it, found the way a real device is found. Everything
-the collector streams is also saved to a trace file, which ``edgescope replay`` shows later.
+It starts a collector on loopback, runs the demo training job (an MLP with a CPU-heavy phase, a
+memory leak and a learning-rate spike: :mod:`edgescope._demo_torch` in PyTorch where torch is
+installed, else :mod:`edgescope._demo_job` in NumPy; ``--framework`` chooses, and the first line
+says which) as a child process that uses the SDK, and opens the TUI on it, found the way a real
+device is found. Everything the collector streams is also saved to a trace file, which
+``edgescope replay`` shows later.
 
 ``--headless`` does the same without the UI and prints the ``inspect`` summary of that file.
 Without a terminal (CI, a pipe) the demo runs headless by itself and says so.
@@ -44,6 +46,8 @@ END_TIMEOUT = 10.0
 """How long after the job exits the recorder waits for its run end to come through."""
 SAMPLE_INTERVAL = "0.5"
 """The collector's sampling interval in the demo: twice a second, so short runs show a curve."""
+JOBS = {"numpy": ("NumPy", "edgescope._demo_job"), "torch": ("PyTorch", "edgescope._demo_torch")}
+"""The training jobs by ``--framework`` name: what to call it, and its module."""
 
 
 def add_parser(sub: Any) -> None:
@@ -51,9 +55,10 @@ def add_parser(sub: Any) -> None:
         "demo",
         help="run a demo training job under a local collector and watch it in the TUI",
         description=(
-            "Start a collector on loopback, run a small NumPy training job under it (a CPU-heavy "
-            "phase, a memory leak, a learning-rate spike), and open the TUI on it. Everything is "
-            "saved to a trace file that 'edgescope replay' shows later."
+            "Start a collector on loopback, run a small training job under it (a CPU-heavy "
+            "phase, a memory leak, a learning-rate spike; in PyTorch if it is installed, else in "
+            "NumPy), and open the TUI on it. Everything is saved to a trace file that "
+            "'edgescope replay' shows later."
         ),
     )
     p.add_argument(
@@ -81,6 +86,12 @@ def add_parser(sub: Any) -> None:
         metavar="MB",
         help="memory the job keeps in its memory-growth phase (default 128)",
     )
+    p.add_argument(
+        "--framework",
+        choices=("auto", *JOBS),
+        default="auto",
+        help="the training job's framework (default auto: torch if it is installed, else numpy)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -106,6 +117,10 @@ class _Plan:
     duration: float
     output: Path
     leak_mb: float
+    framework: str
+    """A key of :data:`JOBS`."""
+    why: str
+    """Why that one, for the first line."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -121,6 +136,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
             "the demo runs a collector, which is not installed: pip install 'edgescope[collector]'",
             2,
         )
+    framework, why = _framework(args.framework)
     notes = []
     headless = bool(args.headless)
     if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -140,7 +156,22 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if args.leak_mb < 0:
         raise EdgescopeError(f"--leak-mb must not be negative, not {args.leak_mb:g}", 2)
     output = Path(args.output) if args.output else _default_output()
-    return _Plan(headless, float(duration), output, float(args.leak_mb), notes)
+    return _Plan(headless, float(duration), output, float(args.leak_mb), framework, why, notes)
+
+
+def _framework(choice: str) -> tuple[str, str]:
+    """The job's framework for ``--framework choice``, and why it is that one."""
+    if choice == "numpy":
+        return "numpy", "--framework numpy"
+    if _has("torch"):
+        if choice == "torch":
+            return "torch", "--framework torch"
+        return "torch", "torch is installed; --framework numpy for the NumPy one"
+    if choice == "torch":
+        raise EdgescopeError(
+            "--framework torch needs PyTorch, which is not installed: pip install torch", 2
+        )
+    return "numpy", "PyTorch is not installed; pip install torch for the PyTorch one"
 
 
 def _open_output(path: Path, default: bool) -> Any:
@@ -237,9 +268,16 @@ class _Collector:
 
 
 class _Job:
-    """The demo training job, sending to the collector's ingest socket."""
+    """The demo training job (``framework``, a key of :data:`JOBS`), sending to ``ingest``."""
 
-    def __init__(self, workdir: Path, ingest: Path, duration: float, leak_mb: float) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        ingest: Path,
+        duration: float,
+        leak_mb: float,
+        framework: str = "numpy",
+    ) -> None:
         self.log = workdir / "job.log"
         env = dict(os.environ)
         env["EDGESCOPE_SOCKET"] = str(ingest)
@@ -250,7 +288,7 @@ class _Job:
         cmd = [
             sys.executable,
             "-m",
-            "edgescope._demo_job",
+            JOBS[framework][1],
             "--duration",
             repr(duration),
             "--leak-mb",
@@ -351,9 +389,13 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 def _run(args: argparse.Namespace) -> int:
     plan = _plan(args)
+    writer = _open_output(plan.output, default=args.output is None)
+    print(
+        f"edgescope demo: the training job is a {JOBS[plan.framework][0]} MLP ({plan.why})",
+        file=sys.stderr,
+    )
     for note in plan.notes:
         print(f"edgescope demo: {note}", file=sys.stderr)
-    writer = _open_output(plan.output, default=args.output is None)
     progress = _Progress()
     try:
         with (
@@ -393,7 +435,7 @@ def _demo(plan: _Plan, workdir: Path, writer: Any, progress: _Progress) -> int:
     recorder: _Recorder | None = None
     try:
         collector.wait_ready()
-        job = _Job(workdir, collector.ingest, plan.duration, plan.leak_mb)
+        job = _Job(workdir, collector.ingest, plan.duration, plan.leak_mb, plan.framework)
         try:
             recorder = _Recorder(collector.port, writer, job.pid)
         except TraceError as e:
@@ -475,7 +517,7 @@ def _discover(port: int, timeout: float = MDNS_TIMEOUT) -> tuple[Any, str]:
     return manual, f"{reason}: connected to 127.0.0.1:{port} by address instead"
 
 
-def _demo_app(target: Any, note: str, job_pid: int) -> Any:
+def _demo_app(target: Any, note: str, job_pid: int, framework: str = "numpy") -> Any:
     """The TUI on the demo's collector, with the discovery note on screen."""
     import edgescope_tui.app
     from edgescope_tui.app import EdgescopeApp
@@ -487,7 +529,7 @@ def _demo_app(target: Any, note: str, job_pid: int) -> Any:
 
         def on_mount(self) -> None:
             # Textual calls EdgescopeApp.on_mount too (handlers run along the MRO)
-            self.sub_title = f"demo: training job pid {job_pid}; {note}"
+            self.sub_title = f"demo: {JOBS[framework][0]} training job pid {job_pid}; {note}"
             self.notify(note, title="edgescope demo", timeout=20)
 
     # since=0: the collector is fresh, and the demo shows the run from its first step
@@ -496,5 +538,5 @@ def _demo_app(target: Any, note: str, job_pid: int) -> Any:
 
 def _tui(plan: _Plan, collector: _Collector, job: _Job) -> int | None:
     target, note = _discover(collector.port)
-    _demo_app(target, note, job.pid).run()
+    _demo_app(target, note, job.pid, plan.framework).run()
     return job.proc.poll()

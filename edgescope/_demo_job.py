@@ -18,6 +18,8 @@ Each phase starts with an ``edgescope.mark()``; each step logs ``loss``, ``lr``,
 ``step_time`` (seconds), ``grad_norm`` and ``held_mb`` (memory kept on purpose), and every
 25 steps ``accuracy`` on held-out rows. Run it alone with ``python -m edgescope._demo_job``;
 the SDK sends its records to a collector when one runs, else writes a trace file itself.
+:mod:`edgescope._demo_torch` is the same job in PyTorch, which the demo runs when torch is
+installed.
 
 The training is in :func:`train`, which takes the ``log`` and ``mark`` callables, so it can be
 run and checked without the SDK.
@@ -182,7 +184,7 @@ def train(
     split = ROWS * 7 // 8
     x_train, y_train, x_test, y_test = x[:split], y[:split], x[split:], y[split:]
     model = MLP(rng)
-    leak_start, leak_end = _leak_window()
+    leak_start, leak_end = leak_window()
     held: list[Array] = []
     held_bytes = 0
     peak_held = 0
@@ -237,7 +239,8 @@ def train(
     return JobResult(step, loss, acc, peak_held / 2**20)
 
 
-def _leak_window() -> tuple[float, float]:
+def leak_window() -> tuple[float, float]:
+    """Where the leaking phase starts and ends, as fractions of the duration."""
     for i, p in enumerate(PHASES):
         if p.leak:
             end = PHASES[i + 1].start if i + 1 < len(PHASES) else 1.0

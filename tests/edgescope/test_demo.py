@@ -1,4 +1,8 @@
-"""``edgescope demo --headless``: a real collector, the real job, a trace that shows the phases."""
+"""``edgescope demo --headless``: a real collector, the real job, a trace that shows the phases.
+
+These run the NumPy job (``--framework numpy``); ``test_demo_torch.py`` runs the PyTorch one
+through :func:`check_demo_trace`, the same checks of what the trace shows.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +42,16 @@ def demo_run(
     out = tmp / "demo.est"
     # no --headless: without a terminal the demo must fall back to headless by itself
     proc = _edgescope(
-        "demo", "--duration", str(DURATION), "--leak-mb", str(LEAK_MB), "-o", str(out), cwd=tmp
+        "demo",
+        "--framework",
+        "numpy",
+        "--duration",
+        str(DURATION),
+        "--leak-mb",
+        str(LEAK_MB),
+        "-o",
+        str(out),
+        cwd=tmp,
     )
     return proc, out
 
@@ -56,7 +69,15 @@ def test_headless_demo_records_the_phases(
 ) -> None:
     proc, out = demo_run
     assert proc.returncode == 0, proc.stderr
-    assert "running --headless" in proc.stderr
+    first, second = proc.stderr.splitlines()[:2]
+    assert first == "edgescope demo: the training job is a NumPy MLP (--framework numpy)"
+    assert "running --headless" in second
+    start = check_demo_trace(proc, out, LEAK_MB)
+    assert "numpy" in start.tags
+
+
+def check_demo_trace(proc: subprocess.CompletedProcess[str], out: Path, leak_mb: float) -> RunStart:
+    """What a headless demo run must show: its summary, and each phase in the trace's views."""
     # the inspect summary is printed
     assert f"{out}: edgescope trace format" in proc.stdout
     assert "edgescope-demo" in proc.stdout and "loss" in proc.stdout
@@ -88,7 +109,7 @@ def test_headless_demo_records_the_phases(
     )
 
     held = during(_metric(recs, "held_mb"), "memory-growth", "lr-spike")
-    assert held == sorted(held) and held[-1] > LEAK_MB / 2
+    assert held == sorted(held) and held[-1] > leak_mb / 2
 
     # the trace replays in the TUI: its fold of the file holds the run, its curves and memory
     from edgescope_tui.state import fold_all
@@ -97,7 +118,7 @@ def test_headless_demo_records_the_phases(
     assert state.runs[start.run].name == "edgescope-demo"
     assert len(state.metrics[(start.run, "loss")]) == len(loss)
     assert state.proc[start.run].rss_peak is not None
-    assert state.proc[start.run].rss_peak > LEAK_MB * 2**20
+    assert state.proc[start.run].rss_peak > leak_mb * 2**20
 
     # the collector's detectors say what went wrong, where it went wrong
     anomalies = [x for x in recs if isinstance(x, Event) and x.kind == "anomaly"]
@@ -122,9 +143,10 @@ def test_headless_demo_records_the_phases(
     after = [p for p in procs if p.t_us > at["recovery"] + 200_000]
     assert before and kept and after, (len(before), len(kept), len(after))
     grew = max(p.rss or 0 for p in kept) - (before[-1].rss or 0)
-    assert grew > LEAK_MB * 0.6 * 2**20
-    assert (kept[-1].rss_peak or 0) - (before[-1].rss_peak or 0) > LEAK_MB * 0.6 * 2**20
-    assert (after[-1].rss or 0) < max(p.rss or 0 for p in kept) - LEAK_MB * 0.5 * 2**20
+    assert grew > leak_mb * 0.6 * 2**20
+    assert (kept[-1].rss_peak or 0) - (before[-1].rss_peak or 0) > leak_mb * 0.6 * 2**20
+    assert (after[-1].rss or 0) < max(p.rss or 0 for p in kept) - leak_mb * 0.5 * 2**20
+    return start
 
 
 def test_bad_arguments_are_one_sentence(tmp_path: Path) -> None:
@@ -138,6 +160,38 @@ def test_bad_arguments_are_one_sentence(tmp_path: Path) -> None:
         assert says in proc.stderr
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_framework_torch_without_torch_is_one_sentence(tmp_path: Path) -> None:
+    # torch made unimportable in the process, as in an environment without it
+    code = (
+        "import sys; sys.modules['torch'] = None; from edgescope.cli import main; "
+        "sys.exit(main(['demo', '--headless', '--framework', 'torch']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith(
+        "--framework torch needs PyTorch, which is not installed: pip install torch"
+    )
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_framework_auto_is_torch_where_it_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgescope import _cmd_demo
+
+    for installed in (True, False):
+        monkeypatch.setattr(_cmd_demo, "_has", lambda m, i=installed: i or m != "torch")
+        framework, why = _cmd_demo._framework("auto")
+        assert framework == ("torch" if installed else "numpy")
+        assert why == (
+            "torch is installed; --framework numpy for the NumPy one"
+            if installed
+            else "PyTorch is not installed; pip install torch for the PyTorch one"
+        )
+        assert _cmd_demo._framework("numpy") == ("numpy", "--framework numpy")
 
 
 def test_without_numpy_it_says_how_to_get_it(tmp_path: Path) -> None:
@@ -215,6 +269,8 @@ def test_sigterm_stops_everything_and_keeps_the_trace(tmp_path: Path) -> None:
             "edgescope",
             "demo",
             "--headless",
+            "--framework",
+            "numpy",
             "--duration",
             "60",
             "-o",
@@ -229,6 +285,8 @@ def test_sigterm_stops_everything_and_keeps_the_trace(tmp_path: Path) -> None:
     )
     try:
         assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith("edgescope demo: the training job is a NumPy MLP"), first
         line = proc.stderr.readline()
         m = re.search(r"collector on 127\.0\.0\.1:(\d+), .* \(job pid (\d+)\)", line)
         assert m, line

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     # where torch is not installed mypy cannot see it (and the job cannot run): not an error
     import torch  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["THREADS", "TorchLogFn", "train", "main"]
+__all__ = ["MMAP_THRESHOLD", "THREADS", "TorchLogFn", "train", "main"]
 
 THREADS = 1
 """``torch.set_num_threads`` for the job: one core, as the phases describe."""

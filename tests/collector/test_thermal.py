@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,7 @@ def test_pi_under_voltage_and_throttling_play_out(board: Callable[[str], Board])
     assert set(sampler.sources) == {"thermal_zones", "cpufreq", "pi_throttled", "hwmon"}
     idle = one(sampler, S)
     assert idle.throttle == {"pi.throttled": 0, "hwmon.rpi_volt.in0_lcrit_alarm": 0}
+    assert idle.sensors == {}  # rpi_volt has the alarm only, no in0_input
     (zone,) = idle.zones  # the hwmon cpu_thermal mirror of the zone is not counted twice
     assert zone.name == "cpu-thermal" and zone.temp_c == 52.582
     assert zone.trips == (("critical", 110.0, 0.0),)
@@ -115,8 +117,9 @@ def test_x86_counters_rise_and_frequency_is_capped(board: Callable[[str], Board]
     assert first.throttle["cpu0.core_throttle_count"] == 2
     assert first.throttle["package0.package_throttle_count"] == 2
     assert "package1.package_throttle_count" not in first.throttle  # one package, said once
-    # Only counters and 0/1 flags: a fan speed is neither (and has no record field).
+    # Only counters and 0/1 flags: a fan speed is neither; it is a sensor, as is a voltage.
     assert not any(k.startswith("hwmon.thinkpad.") for k in first.throttle)
+    assert first.sensors == {"hwmon.BAT0.in0": 12.74, "hwmon.thinkpad.fan1": 2900.0}
     assert first.throttle["hwmon.coretemp.temp1_crit_alarm"] == 0
     assert "intel_powerclamp.cooling_ms" not in first.throttle  # it has no stats/
     assert [c.name for c in first.cooling][:4] == [f"Processor.{i}" for i in range(4)]
@@ -131,6 +134,7 @@ def test_x86_counters_rise_and_frequency_is_capped(board: Callable[[str], Board]
         b.write(tt.format(cpu, "package_throttle_count"), 5)
         b.write(f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_max_freq", 2000000)
         b.write(f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq", 1995000)
+    b.write("sys/class/hwmon/hwmon5/fan1_input", 4850)
     b.write("sys/class/thermal/cooling_device0/cur_state", 2)
     b.write("sys/class/thermal/cooling_device0/stats/total_trans", 3)
     b.write(
@@ -149,6 +153,7 @@ def test_x86_counters_rise_and_frequency_is_capped(board: Callable[[str], Board]
     assert (cd0.cur_state, cd0.max_state, cd0.transitions) == (2, 3, 3)
     assert hot.throttle["Processor.0.cooling_ms"] == 550
     assert hot.throttle["Processor.1.cooling_ms"] == 0
+    assert hot.sensors["hwmon.thinkpad.fan1"] == 4850.0
 
 
 def test_cpu_going_offline_and_zone_disappearing(board: Callable[[str], Board]) -> None:
@@ -196,8 +201,44 @@ def test_jetson_fan_and_gpu_load(board: Callable[[str], Board]) -> None:
     assert "pwm-fan.cooling_ms" not in s.throttle  # a fan cools without slowing anything
     assert "hwmon.ina3221.curr1" not in s.throttle  # a current is not a throttle signal
     assert s.throttle["hwmon.ina3221.curr1_crit_alarm"] == 0
+    # the INA3221 rails in volts and amperes; pwmfan's "rpm" is not a standard hwmon file
+    assert s.sensors == {
+        "hwmon.ina3221.curr1": 2.95,
+        "hwmon.ina3221.curr2": 0.2,
+        "hwmon.ina3221.curr3": 0.32,
+        "hwmon.ina3221.in1": 5.072,
+        "hwmon.ina3221.in2": 5.064,
+        "hwmon.ina3221.in3": 5.064,
+    }
     tj = {z.name: z for z in s.zones}["tj-thermal"]
     assert tj.temp_c == 64.0 and tj.trips[1] == ("active", 63.0, 8.0)
+
+
+def test_two_chips_of_one_name_and_power(board: Callable[[str], Board]) -> None:
+    """A Jetson AGX Orin has two INA3221 monitors; a desktop GPU (amdgpu) gives power in µW."""
+    b = board("jetson-orin")
+    shutil.copytree(b.path / "sys/class/hwmon/hwmon1", b.path / "sys/class/hwmon/hwmon2")
+    b.write("sys/class/hwmon/hwmon2/in1_input", 5088)
+    for name, value in [
+        ("name", "amdgpu"),
+        ("in0_input", 806),  # vddgfx, mV
+        ("in0_label", "vddgfx"),
+        ("power1_input", 32_000_000),  # µW
+        ("fan1_input", 1195),
+        ("temp1_input", 45000),
+        ("temp1_label", "edge"),
+    ]:
+        b.write(f"sys/class/hwmon/hwmon3/{name}", value)
+    s = one(ThermalSampler(b.roots), S)
+    assert s.sensors["hwmon.ina3221.0.in1"] == 5.072
+    assert s.sensors["hwmon.ina3221.1.in1"] == 5.088
+    assert "hwmon.ina3221.1.curr1_crit_alarm" in s.throttle
+    assert {k: v for k, v in s.sensors.items() if k.startswith("hwmon.amdgpu.")} == {
+        "hwmon.amdgpu.fan1": 1195.0,
+        "hwmon.amdgpu.in0": 0.806,
+        "hwmon.amdgpu.power1": 32.0,
+    }
+    assert "amdgpu/edge" in [z.name for z in s.zones]
 
 
 def test_jetson_nano_layout(board: Callable[[str], Board]) -> None:

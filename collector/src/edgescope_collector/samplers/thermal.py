@@ -26,11 +26,15 @@ when absent):
 - ``hwmon``: ``class/hwmon/hwmon*``: temperatures (``temp*_input``, with ``_crit`` and ``_max``
   as trip points) become zones named ``"<chip>/<label>"`` unless the chip is a thermal zone's
   own mirror; alarms (``*_alarm``, 0 or 1, such as the Pi's ``rpi_volt`` ``in0_lcrit_alarm``:
-  under-voltage now) go into ``throttle`` as ``"hwmon.<chip>.<file>"``.
+  under-voltage now) go into ``throttle`` as ``"hwmon.<chip>.<file>"``; voltages, currents,
+  power and fan speeds go into ``sensors`` as ``"hwmon.<chip>.<stem>"`` in base units
+  (:data:`HWMON_SENSORS`): ``inN_input`` mV as volts, ``currN_input`` mA as amperes,
+  ``powerN_input`` µW as watts, ``fanN_input`` as RPM. ``<chip>`` is the chip's ``name``, with
+  ``.0``, ``.1``, ... appended where chips share a name (a Jetson AGX Orin has two ``ina3221``).
+  Labels (``in1_label``: ``VDD_IN``) are not recorded: the stem names a sensor stably.
 
 ``throttle`` holds only counters that rise while throttling and 0/1 flags, so a reader can
-call any rise a throttling signal. Voltages, currents, power and fan speeds (hwmon ``in*``,
-``curr*``, ``power*``, ``fan*``) are not recorded: no record kind has a place for them yet.
+call any rise a throttling signal; readings that go up and down are ``sensors``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from ._files import numbered, read_int, read_text
 
 __all__ = [
     "ThermalSampler",
+    "HWMON_SENSORS",
     "PASSIVE_COOLING",
     "PI_THROTTLED_BITS",
     "pi_throttled_flags",
@@ -59,6 +64,11 @@ __all__ = [
 
 _HWMON_TEMP = re.compile(r"^temp(\d+)_input$")
 _HWMON_ALARM = re.compile(r"^\w+_alarm$")
+_HWMON_SENSOR = re.compile(r"^(in|curr|power|fan)(\d+)_input$")
+
+HWMON_SENSORS = {"in": 1000, "curr": 1000, "power": 1_000_000, "fan": 1}
+"""hwmon input types recorded in ``sensors``, each with what its raw reading is divided by to
+give base units: millivolts to volts, milliamperes to amperes, microwatts to watts, RPM."""
 
 PASSIVE_COOLING = (
     "Processor",
@@ -129,6 +139,8 @@ class _Hwmon:
     """(file stem e.g. "temp1", zone name) of temperatures to read as zones."""
     values: tuple[str, ...]
     """Alarm file names."""
+    sensors: tuple[tuple[str, str, int], ...] = ()
+    """(input file name, ``sensors`` key, divisor to base units)."""
 
 
 def _norm(name: str) -> str:
@@ -199,25 +211,31 @@ class ThermalSampler:
         zone_types = {_norm(z.name.split(".")[0]) for z in self._zones}
         self._hwmon: list[_Hwmon] = []
         hwmon_root = sysfs / "class" / "hwmon"
-        for _, p in numbered(hwmon_root, "hwmon"):
-            chip = read_text(p / "name") or p.name
+        hwmon_dirs = [p for _, p in numbered(hwmon_root, "hwmon")]
+        chips = [read_text(p / "name") or p.name for p in hwmon_dirs]
+        for p, raw_chip, chip in zip(hwmon_dirs, chips, _unique(chips), strict=True):
             temps: list[tuple[str, str]] = []
             values: list[str] = []
+            sensors: list[tuple[str, str, int]] = []
             try:
                 files = sorted(f.name for f in p.iterdir())
             except OSError:
                 continue
-            mirror = _norm(chip) in zone_types
+            mirror = _norm(raw_chip) in zone_types
             for f in files:
                 m = _HWMON_TEMP.match(f)
+                s = _HWMON_SENSOR.match(f)
                 if m and not mirror:
                     stem = f"temp{m.group(1)}"
                     label = read_text(p / f"{stem}_label") or stem
                     temps.append((stem, f"{chip}/{label}"))
                 elif _HWMON_ALARM.match(f):
                     values.append(f)
-            if temps or values:
-                self._hwmon.append(_Hwmon(chip, p, tuple(temps), tuple(values)))
+                elif s:
+                    kind = s.group(1)
+                    sensors.append((f, f"hwmon.{chip}.{kind}{s.group(2)}", HWMON_SENSORS[kind]))
+            if temps or values or sensors:
+                self._hwmon.append(_Hwmon(chip, p, tuple(temps), tuple(values), tuple(sensors)))
         self._found("hwmon", self._hwmon, f"no hwmon sensors under {hwmon_root}")
 
         self.trips_every = 30
@@ -239,6 +257,7 @@ class ThermalSampler:
         zones = [z for z in (self._read_zone(z) for z in self._zones) if z is not None]
         self._ticks += 1
         throttle: dict[str, int] = {}
+        sensors: dict[str, float] = {}
         cooling = []
         for c in self._cooling:
             cur = read_int(c.path / "cur_state")
@@ -298,6 +317,10 @@ class ThermalSampler:
                 v = read_int(h.path / f)
                 if v is not None:
                     throttle[f"hwmon.{h.chip}.{f}"] = v
+            for f, key, divisor in h.sensors:
+                v = read_int(h.path / f)
+                if v is not None:
+                    sensors[key] = v / divisor
 
         return [
             ThermalSample(
@@ -305,6 +328,7 @@ class ThermalSampler:
                 freqs=tuple(freqs),
                 cooling=tuple(cooling),
                 throttle=throttle,
+                sensors=sensors,
                 t_us=t_us,
             )
         ]

@@ -274,3 +274,34 @@ def test_process_sample_peaks_and_limits() -> None:
         400,
         1000,
     )
+
+
+def test_gpu_memory_of_the_runs_processes() -> None:
+    """Format 1.1's per-process GPU memory, summed over each run's pids (its own and those of
+    its process samples); other processes on the GPU are not the run's."""
+    from edgescope_tui import views
+    from edgescope_tui.state import StateBuilder
+
+    def gpu(index: int, t: int, *procs: tuple[int, int]) -> GpuSample:
+        return GpuSample(index, "H200", mem_used=30 << 30, processes=procs, t_us=t)
+
+    recs = [
+        RunStart(0, "aa", "a", "h", 413, t_us=1),
+        RunStart(1, "bb", "b", "h", 500, t_us=1),
+        ProcessSample(0, 414, rss=1 << 20, t_us=2),  # a data-loader child of run 0
+        gpu(0, 3, (413, 20 << 30), (414, 1 << 30), (500, 2 << 30), (999, 5 << 30)),
+        gpu(1, 3, (413, 4 << 30)),
+        gpu(0, 4, (413, 21 << 30), (500, 2 << 30)),
+        gpu(0, 5),  # no process figures (a 1.0 trace, Jetson): nothing added
+    ]
+    s = fold_all(recs)
+    assert list(s.proc[0].gpu_mem[0].y) == [float(21 << 30), float(21 << 30)]
+    assert list(s.proc[0].gpu_mem[1].y) == [float(4 << 30)]
+    assert list(s.proc[1].gpu_mem[0].y) == [float(2 << 30)] * 2
+    assert s.pid_runs == {413: 0, 500: 1, 414: 0}
+    memory = views.memory_spec(s, 0, None, 1, 5)
+    assert [ln.label for ln in memory.lines][:3] == ["RSS", "GPU0", "GPU1"]
+    assert "GPU0 21 GiB" in memory.subtitle
+    b = StateBuilder(s)
+    b.trim(0.5)
+    assert len(b.freeze().proc[0].gpu_mem[0]) == 1

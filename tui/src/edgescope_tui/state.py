@@ -141,6 +141,9 @@ class ProcState:
     cgroup_limit: int | None = None
     oom_kills: int | None = None
     cpu_percent: float | None = None
+    gpu_mem: Mapping[int, Series] = field(default_factory=dict)
+    """Per GPU index: the GPU memory the run's processes use there (bytes, summed over them),
+    from gpu records' ``processes`` (format 1.1; NVML only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,8 @@ class RunState:
     sys_mem_total: int | None = None
     cpu_percent: Series = field(default_factory=Series.empty)
     gpus: Mapping[int, GpuState] = field(default_factory=dict)
+    pid_runs: Mapping[int, int] = field(default_factory=dict)
+    """The run of each pid seen: a run's own pid and those of its process samples."""
     zones: Mapping[str, Series] = field(default_factory=dict)
     """Thermal zone temperatures (°C) over time."""
     zone_trips: Mapping[str, float] = field(default_factory=dict)
@@ -334,7 +339,8 @@ class StateBuilder:
             f[name] = cut(f[name])
         proc = self.d("proc")
         for k, p in proc.items():
-            proc[k] = _evolve(p, rss=cut(p.rss), cgroup=cut(p.cgroup))
+            gpu_mem = {i: cut(g) for i, g in p.gpu_mem.items()}
+            proc[k] = _evolve(p, rss=cut(p.rss), cgroup=cut(p.cgroup), gpu_mem=gpu_mem)
         gpus = self.d("gpus")
         for k, g in gpus.items():
             series = ("temp_c", "power_w", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "mem_used")
@@ -355,7 +361,7 @@ class StateBuilder:
         out = [*f["metrics"].values(), *f["step_time"].values(), *f["zones"].values()]
         out += [f["sys_mem_used"], f["cpu_percent"], f["cpu_mhz"]]
         for p in f["proc"].values():
-            out += [p.rss, p.cgroup]
+            out += [p.rss, p.cgroup, *p.gpu_mem.values()]
         for g in f["gpus"].values():
             out += [g.temp_c, g.power_w, g.sm_clock_mhz, g.mem_clock_mhz, g.util_gpu, g.mem_used]
         return out
@@ -409,6 +415,12 @@ class StateBuilder:
 def _fold_run_start(b: StateBuilder, r: RunStart) -> None:
     runs = b.d("runs")
     runs[r.run] = _run_info(r, runs.get(r.run))
+    _pid_run(b, r.pid, r.run)
+
+
+def _pid_run(b: StateBuilder, pid: int, run: int) -> None:
+    if b.f["pid_runs"].get(pid) != run:
+        b.d("pid_runs")[pid] = run
 
 
 def _fold_keyframe(b: StateBuilder, k: Keyframe) -> None:
@@ -416,6 +428,7 @@ def _fold_keyframe(b: StateBuilder, k: Keyframe) -> None:
         runs = b.d("runs")
         for r in k.runs:
             runs[r.run] = _run_info(r, runs.get(r.run))
+            _pid_run(b, r.pid, r.run)
 
 
 def _fold_run_end(b: StateBuilder, e: RunEnd) -> None:
@@ -472,6 +485,7 @@ def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
 
 
 def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
+    _pid_run(b, p.pid, p.run)
     proc = b.d("proc")
     ps = proc.get(p.run) or ProcState()
     t = float(p.t_us)
@@ -547,6 +561,26 @@ def _fold_gpu(b: StateBuilder, g: GpuSample) -> None:
         slow = clock_event_reason_names(g.clock_event_reasons & GPU_THROTTLE_MASK)
         _throttle(b, f"gpu{g.index}", g.t_us, slow)
     gpus[g.index] = _evolve(gs, **gc)
+    if g.processes:
+        _fold_gpu_processes(b, g, t)
+
+
+def _fold_gpu_processes(b: StateBuilder, g: GpuSample, t: float) -> None:
+    """Each run's share of this GPU's memory: the sum over the run's pids that use it."""
+    pid_runs = b.f["pid_runs"]
+    per_run: dict[int, int] = {}
+    for pid, used in g.processes:
+        run = pid_runs.get(pid)
+        if run is not None:
+            per_run[run] = per_run.get(run, 0) + used
+    if not per_run:
+        return
+    proc = b.d("proc")
+    for run, used in per_run.items():
+        ps = proc.get(run) or ProcState()
+        series = ps.gpu_mem.get(g.index) or Series.empty()
+        gpu_mem = {**ps.gpu_mem, g.index: series.append(t, t, float(used))}
+        proc[run] = _evolve(ps, gpu_mem=gpu_mem)
 
 
 def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:

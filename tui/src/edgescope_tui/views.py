@@ -131,6 +131,11 @@ def memory_spec(s: RunState, run: int, end: int | None, t0: int, t1: int) -> Cha
     if p is not None and p.cgroup_limit:
         hlines.append((float(p.cgroup_limit), f"limit {fmt_bytes(p.cgroup_limit)}", "red"))
         facts.append(f"cgroup limit {fmt_bytes(p.cgroup_limit)}")
+    for i, g in sorted(p.gpu_mem.items()) if p is not None else ():
+        n = g.count_until(end)
+        lines.append(Line(f"GPU{i}", g, PALETTE[5 + i % 2], end=n))
+        if n:
+            facts.append(f"GPU{i} {fmt_bytes(g.y[n - 1])}")
     for key, label, color in (
         ("cuda_alloc", "CUDA", PALETTE[1]),
         ("cuda_max_alloc", "CUDA peak", PALETTE[3]),

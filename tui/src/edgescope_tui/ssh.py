@@ -427,8 +427,8 @@ class Tunnel:
             writer.close()
             port, listener = await device.forward_local()
         except BaseException as e:
-            self._ready.set_exception(e)
             await device.close()
+            self._ready.set_exception(e)
             return
         self._ready.set_result(port)
         try:
@@ -438,10 +438,13 @@ class Tunnel:
             await device.close()
 
     def close(self) -> None:
-        if self._thread.is_alive():
-            stop = self._stop
-            if stop is not None:
+        stop = self._stop
+        if stop is not None and self._thread.is_alive():
+            # The thread may end by itself (a failed login) and close its loop between the
+            # check and the call: then there is nothing left to stop.
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(stop.set)
+        if self._thread.ident is not None:
             self._thread.join(10)
 
     def __enter__(self) -> Tunnel:

@@ -155,3 +155,17 @@ def test_a_sensor_name_lost_to_damage_is_said_so() -> None:
     t = dec.decode([Kind.THERMAL.value, 1, 5, [], [], [], [], [99, 1.5]])
     assert isinstance(t, ThermalSample) and t.sensors == {"<lost string #99>": 1.5}
     assert dec.unresolved == 1
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        GpuSample(0, "g", processes=((1, 2, 3),)),  # type: ignore[arg-type]
+        GpuSample(0, "g", processes=((1, 2.5),)),  # type: ignore[arg-type]
+        ThermalSample(sensors={"hwmon.x.in0": "5 V"}),  # type: ignore[dict-item]
+    ],
+)
+def test_new_fields_of_the_wrong_shape_are_refused_when_written(rec: object) -> None:
+    """The writer refuses what every reader would refuse as damage."""
+    with pytest.raises(TypeError):
+        Encoder().encode(rec)  # type: ignore[arg-type]

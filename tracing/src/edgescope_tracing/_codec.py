@@ -188,6 +188,23 @@ def _appended(wire: Wire, n: int) -> Wire:
     return wire
 
 
+def _checked_processes(processes: Any) -> Any:
+    """GpuSample.processes, refused (TypeError) unless ``(pid, bytes)`` pairs of integers: what
+    a reader would otherwise refuse as damage."""
+    for pair in processes:
+        if len(pair) != 2 or not all(isinstance(x, int) for x in pair):
+            raise TypeError(f"gpu processes: {pair!r} is not a (pid, bytes) pair of integers")
+    return processes
+
+
+def _checked_sensors(sensors: dict[str, float]) -> Any:
+    """ThermalSample.sensors items, refused (TypeError) unless each value is a number."""
+    for k, v in sensors.items():
+        if not isinstance(v, float | int):
+            raise TypeError(f"thermal sensor {k!r}: {v!r} is not a number")
+    return sensors.items()
+
+
 def _fields(w: Wire, n: int) -> Wire:
     """The record's fields, at least ``n`` of them (later minor versions may append more)."""
     if len(w) < n:
@@ -350,7 +367,7 @@ class Encoder:
                 [self._sid(c.name), c.cur_state, c.max_state, c.transitions] for c in rec.cooling
             ]
             throttle = [x for k, v in rec.throttle.items() for x in (self._sid(k), v)]
-            sensors = [x for k, v in rec.sensors.items() for x in (self._sid(k), v)]
+            sensors = [x for k, v in _checked_sensors(rec.sensors) for x in (self._sid(k), v)]
             wire = _appended(
                 [Kind.THERMAL.value, seq, t, zones, freqs, cooling, throttle, sensors], 7
             )
@@ -373,7 +390,7 @@ class Encoder:
                 rec.util_mem,
                 rec.mem_used,
                 rec.mem_total,
-                [x for pid_used in rec.processes for x in pid_used],  # 1.1
+                [x for pid, used in _checked_processes(rec.processes) for x in (pid, used)],
             ]
             wire = _appended(wire, 17)
         elif isinstance(rec, Event):

@@ -14,7 +14,8 @@ If the collector hangs up or stops reading for ``STALL_TIMEOUT`` seconds (10, or
 (not root) is not used: the run goes to a file, and ``init`` says why.
 
 The hot path: ``log()`` checks its arguments (a bad value or name is a ``TypeError`` or
-``ValueError`` right there), appends ``(step, time, values)`` to a bounded deque and returns.
+``ValueError`` right there), appends ``(step, time_ns, name, value)`` (one value) or ``(step,
+time_ns, {name: value})`` (a copy of the dict) to a bounded deque and returns.
 It never blocks and never raises for transport trouble. When the deque is full (a collector
 that does not keep up, a log rate the shipper cannot follow), the call is dropped and counted;
 the count reaches ``RunEnd.dropped``.
@@ -80,8 +81,9 @@ DEFAULT_BUFFER_SIZE = 32_768
 STALL_TIMEOUT = 10.0
 """Seconds a collector may take nothing while bytes wait before the SDK falls back to a file."""
 FINISH_TIMEOUT = 15.0
-_MAX_STEP = (1 << 62) - 1
 _time_ns = time.time_ns
+_NO_KEY: Any = object()
+"""``Run._k1`` before any one-value call: equal to no key a user's dict can hold."""
 
 _active: Run | None = None
 _forked_from: Run | None = None
@@ -106,13 +108,14 @@ class Run:
         "_done",
         "_dropped",
         "_finisher",
+        "_k1",
         "_keys",
-        "_next_step",
         "_pid",
         "_profiler",
         "_shipper",
         "_start",
         "_state",
+        "_step",
         "collector",
         "name",
         "path",
@@ -132,7 +135,10 @@ class Run:
         self._buf: deque[Any] = deque()
         self._cap = buffer_size
         self._keys: set[str] = set()
-        self._next_step = 0
+        self._k1: str = _NO_KEY
+        """The name of the last one-value ``log()`` call (its fast path looks up only this)."""
+        self._step = -1
+        """The step of the last ``log()`` call."""
         self._dropped = 0
         self._state = "running"
         self._pid = os.getpid()
@@ -175,7 +181,7 @@ class Run:
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Record metric values at a step; see :func:`edgescope.log`."""
-        log(metrics, step, _run=self)
+        _log(metrics, step, self)
 
     def _overflow(self, metrics: dict[str, float], step: int) -> None:
         """``log()`` found the deque full, or the run not running (finished, or forked)."""
@@ -183,7 +189,7 @@ class Run:
             self._dropped += len(metrics)
             return
         if self._pid != os.getpid():
-            log(metrics, step, _run=_child_run())
+            _log(metrics, step, _child_run())
             return
         raise RuntimeError(f"edgescope.log: run {self.name!r} has finished")
 
@@ -312,7 +318,7 @@ class Run:
 # --- the module-level API -------------------------------------------------------------------
 
 
-def log(metrics: dict[str, Any], step: int | None = None, *, _run: Run | None = None) -> None:
+def log(metrics: dict[str, Any], step: int | None = None) -> None:
     """Record metric values, e.g. ``edgescope.log({"loss": loss, "lr": lr}, step=i)``.
 
     Values: Python ints (converted to float exactly, or refused) and floats, bools, numpy
@@ -323,16 +329,59 @@ def log(metrics: dict[str, Any], step: int | None = None, *, _run: Run | None = 
     Returns at once: the values go to a bounded buffer that a background thread ships. A bad
     argument raises ``TypeError`` or ``ValueError`` here; transport trouble never raises.
     """
-    run = _active if _run is None else _run
+    run = _active
     if run is None:
-        run = _no_active_run()
+        return _log(metrics, step, _no_active_run())
     if step is None:
-        step = run._next_step
-    elif type(step) is not int or not 0 <= step <= _MAX_STEP:
+        step = run._step + 1
+        if step >> 62:  # after a step of 2**62 - 1
+            return _log(metrics, None, run)
+    elif type(step) is not int or step >> 62:  # not an int, negative, or 2**62 and above
+        return _log(metrics, step, run)
+    if type(metrics) is not dict:
+        return _log(metrics, step, run)
+    if len(metrics) == 1:
+        # One float under the name of the last one-value call: reading that value (a float,
+        # immutable) captures the call without copying the dict.
+        k = run._k1
+        v = metrics.get(k)
+        if type(v) is not float:
+            return _log(metrics, step, run)
+        run._step = step
+        buf = run._buf
+        if len(buf) < run._cap:
+            return buf.append((step, _time_ns(), k, v))
+        return run._overflow({k: v}, step)
+    # Copy first (the caller may reuse its dict), then check the copy: floats under names
+    # seen before pass here; anything else goes through the full checks.
+    values = metrics.copy()
+    keys = run._keys
+    for k in values:
+        if type(values[k]) is not float or k not in keys:
+            return _log(values, step, run)
+    run._step = step
+    buf = run._buf
+    if len(buf) < run._cap:
+        return buf.append((step, _time_ns(), values))
+    return run._overflow(values, step)
+
+
+def _log(metrics: object, step: object, run: Run) -> None:
+    """``Run.log()``, and ``log()`` for the calls its fast paths leave: the full checks."""
+    if step is None:
+        step = run._step + 1
+    if type(step) is not int or step >> 62:
         step = check_step(step)
     if type(metrics) is dict:
-        # Copy first (the caller may reuse its dict), then check the copy: a float under a
-        # name seen before passes here; anything else goes through the full checks.
+        if len(metrics) == 1:  # as in log()
+            k = run._k1
+            v = metrics.get(k)
+            if type(v) is float:
+                run._step = step
+                buf = run._buf
+                if len(buf) < run._cap:
+                    return buf.append((step, _time_ns(), k, v))
+                return run._overflow({k: v}, step)
         values = metrics.copy()
         keys = run._keys
         for k in values:
@@ -341,7 +390,10 @@ def log(metrics: dict[str, Any], step: int | None = None, *, _run: Run | None = 
                 break
     else:
         values = normalize_metrics(metrics, run._keys)
-    run._next_step = step + 1
+    run._step = step
+    if len(values) == 1:
+        for k in values:
+            run._k1 = k
     buf = run._buf
     if len(buf) < run._cap:
         buf.append((step, _time_ns(), values))

@@ -1,9 +1,10 @@
 """The SDK's background side: drain the hot buffer, encode in batches, ship to a sink.
 
-``log()`` only appends ``(step, time_ns, {name: float})`` to a bounded deque. The shipper
-thread wakes every ``TICK`` seconds, moves what the deque holds into per-metric columns, and
-every flush interval turns the columns into columnar :class:`Metrics` records and hands them to
-the sink, which writes a frame to the trace file or sends it to the collector.
+``log()`` only appends ``(step, time_ns, name, float)`` or ``(step, time_ns, {name: float})``
+to a bounded deque. The shipper thread wakes every ``TICK`` seconds, moves what the deque holds
+into per-metric columns, and every flush interval turns the columns into columnar
+:class:`Metrics` records and hands them to the sink, which writes a frame to the trace file or
+sends it to the collector.
 
 Sinks:
 
@@ -70,7 +71,7 @@ MAX_BACKLOG_ITEMS = 131_072
 SEND_CHUNK = 256 * 1024
 """Bytes of frames encoded at a time for the socket; more records wait unencoded."""
 
-Item = tuple[int, int, dict[str, float]] | Event | StackSamples
+Item = tuple[int, int, dict[str, float]] | tuple[int, int, str, float] | Event | StackSamples
 
 
 def items_in(rec: Record) -> int:
@@ -384,6 +385,16 @@ class Shipper:
                 return
             item = buf.popleft()
             if type(item) is tuple:
+                if len(item) == 4:  # one value: (step, time_ns, name, value)
+                    step, t_ns, k, v = item
+                    c = cols.get(k)
+                    if c is None:
+                        c = cols[k] = ([], [], [])
+                    c[0].append(step)
+                    c[1].append(t_ns // 1000)
+                    c[2].append(v)
+                    self._col_values += 1
+                    continue
                 step, t_ns, metrics = item
                 t = t_ns // 1000
                 for k, v in metrics.items():

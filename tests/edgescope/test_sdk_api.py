@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import enum
 import math
 import os
 import re
@@ -291,3 +292,67 @@ def test_values_around_marks_in_one_batch_all_arrive(sdk: Path) -> None:
     assert values(recs, "loss") == [(i, float(i)) for i in range(400)]
     assert len(values(recs, "lr")) == 400
     assert [e.message for e in of(recs, Event)] == [f"phase {p} done" for p in range(4)]
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+def test_one_value_calls_check_every_value_like_any_other(sdk: Path) -> None:
+    # log() takes a float under the name of the last one-value call without copying the
+    # dict; every other value, and every other name, must still go through the full checks.
+    with edgescope.init(name="one") as run:
+        edgescope.log({"loss": 0.5}, step=0)
+        edgescope.log({"loss": np.float64(0.25)}, step=1)  # a float subclass
+        edgescope.log({"loss": True}, step=2)
+        edgescope.log({"loss": 3}, step=3)
+        edgescope.log({"loss": _Level.HIGH}, step=4)  # an int subclass
+        edgescope.log({"loss": float("nan")}, step=5)
+        edgescope.log({"loss": np.array(1.5)}, step=6)
+        with pytest.raises(TypeError, match="value of 'loss' is a str"):
+            edgescope.log({"loss": "0.5"}, step=7)
+        with pytest.raises(ValueError, match="cannot hold exactly"):
+            edgescope.log({"loss": 2**53 + 1})
+        with pytest.raises(ValueError, match="metric name is empty"):
+            edgescope.log({"": 0.5})
+        with pytest.raises(TypeError, match="metric names must be strings"):
+            edgescope.log({None: 0.5})
+        edgescope.log({"acc": 0.75})  # another name: the step after the last one, 7
+        edgescope.log({"loss": 0.125})  # back to the first: 8
+        edgescope.log({"loss": 0.5, "acc": 1.0}, step=9)
+        edgescope.log({"loss": 1})  # the name reused with an int: 10
+        d = {"loss": 2.0}
+        edgescope.log(d, step=11)
+        d["loss"] = 4.0  # the caller's dict reused: the call kept 2.0
+    recs = read(run.path)  # type: ignore[arg-type]
+    loss = values(recs, "loss")
+    assert [s for s, _ in loss] == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11]
+    assert math.isnan(loss[5][1])
+    del loss[5]
+    assert [v for _, v in loss] == [0.5, 0.25, 1.0, 3.0, 3.0, 1.5, 0.125, 0.5, 1.0, 2.0]
+    assert all(type(v) is float for m in of(recs, Metrics) for v in m.values)
+    assert values(recs, "acc") == [(7, 0.75), (9, 1.0)]
+
+
+def test_a_step_after_the_largest_is_refused(sdk: Path) -> None:
+    edgescope.init(name="last-step")
+    edgescope.log({"loss": 1.0}, step=2**62 - 1)
+    with pytest.raises(ValueError, match="too large"):
+        edgescope.log({"loss": 1.0})
+    with pytest.raises(ValueError, match="too large"):
+        edgescope.log({"loss": 1.0, "lr": 0.1})
+
+
+def test_a_full_buffer_drops_one_value_calls_and_counts_them(sdk: Path) -> None:
+    run = edgescope.init(name="full-one", buffer_size=16)
+    n = 20_000
+    for i in range(n):
+        edgescope.log({"loss": float(i)}, step=i)
+    dropped_now = run.dropped
+    edgescope.finish()
+    recs = read(run.path)  # type: ignore[arg-type]
+    end = of(recs, RunEnd)[0]
+    assert dropped_now > 0
+    assert count_values(recs) + end.dropped == n
+    steps = [s for s, _ in values(recs, "loss")]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)

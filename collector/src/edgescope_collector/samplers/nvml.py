@@ -3,9 +3,10 @@
 One :class:`GpuSample` per GPU per call: temperature, power draw and the enforced limit, SM
 and memory clocks and their maxima, the clock-event (throttle) reasons bitmask, GPU and memory
 utilisation, memory used and total, and the GPU memory each process uses (``processes``: NVML's
-compute and graphics processes, by pid, as the driver sees pids: a container's collector sees
-the host's). A figure the GPU does not support is ``None``; a process whose memory figure the
-driver does not give (``NVML_VALUE_NOT_AVAILABLE``, as under Windows WDDM) is left out.
+compute and graphics processes, by pid, as NVML gives pids: on most drivers the host's, even
+to a collector in a container). A figure the GPU does not support is ``None``; a process whose
+memory figure the driver does not give (``NVML_VALUE_NOT_AVAILABLE``, as under Windows WDDM) is
+left out.
 
 The reasons bitmask is decoded by :func:`clock_event_reason_names` (``0x4`` ->
 ``sw_power_cap``, ``0x40`` -> ``hw_thermal_slowdown``, ...); :data:`THROTTLE_REASONS` are the

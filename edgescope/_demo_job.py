@@ -32,12 +32,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PHASES", "Phase", "JobResult", "train", "main"]
+__all__ = ["PHASES", "Backend", "JobResult", "NumpyBackend", "Phase", "main", "run_phases", "train"]
 
 Array = npt.NDArray[np.float64]
 
@@ -82,6 +82,8 @@ HIDDEN = 128
 ROWS = 8192
 EVAL_EVERY = 25
 LABEL_NOISE = 0.1
+SPLIT = ROWS * 7 // 8
+"""Rows before this are for training, the rest held out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,29 +171,94 @@ def phase_at(fraction: float) -> Phase:
     return current
 
 
-def train(
+class Backend(Protocol):
+    """What the NumPy and the PyTorch jobs do differently: the arithmetic, on their own data.
+
+    Values it returns are what ``log`` gets: floats here, 0-d tensors in PyTorch.
+    """
+
+    def step(self, idx: npt.NDArray[np.int64], lr: float) -> tuple[Any, Any, Any]:
+        """One SGD step on the training rows ``idx``: the loss, the gradient norm, and the
+        hidden activations (what the leaking phase keeps copies of)."""
+        ...
+
+    def full_eval(self) -> None:
+        """The loss over every training row (the CPU-heavy phase's extra work)."""
+        ...
+
+    def nbytes(self, h: Any) -> int:
+        """The size of ``h`` in bytes."""
+        ...
+
+    def keep(self, h: Any) -> Any:
+        """A copy of ``h`` that touches every page."""
+        ...
+
+    def step_done(self) -> dict[str, Any]:
+        """Wait for the step's work to finish; extra values to log with it."""
+        ...
+
+    def accuracy(self) -> Any:
+        """Accuracy on the held-out rows."""
+        ...
+
+
+class NumpyBackend:
+    """:class:`MLP` on the generated data set."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        x, y = make_data(rng)
+        self.x_train, self.y_train, self.x_test, self.y_test = (
+            x[:SPLIT],
+            y[:SPLIT],
+            x[SPLIT:],
+            y[SPLIT:],
+        )
+        self.model = MLP(rng)
+
+    def step(self, idx: npt.NDArray[np.int64], lr: float) -> tuple[Any, Any, Any]:
+        return self.model.step(self.x_train[idx], self.y_train[idx], lr)
+
+    def full_eval(self) -> None:
+        _, logits = self.model.forward(self.x_train)
+        self.model.loss(logits, self.y_train)
+
+    def nbytes(self, h: Any) -> int:
+        return int(h.nbytes)
+
+    def keep(self, h: Any) -> Any:
+        return np.ones_like(h)
+
+    def step_done(self) -> dict[str, Any]:
+        return {}
+
+    def accuracy(self) -> Any:
+        return self.model.accuracy(self.x_test, self.y_test)
+
+
+def run_phases(
     duration: float,
-    log: LogFn,
+    log: Callable[[dict[str, Any], int], None],
     mark: MarkFn,
+    backend: Backend,
+    rng: np.random.Generator,
     *,
-    seed: int = 0,
     leak_mb: float = 128.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> JobResult:
-    """Train for ``duration`` seconds of wall time through :data:`PHASES`."""
-    rng = np.random.default_rng(seed)
-    x, y = make_data(rng)
-    split = ROWS * 7 // 8
-    x_train, y_train, x_test, y_test = x[:split], y[:split], x[split:], y[split:]
-    model = MLP(rng)
+    """Train ``backend`` for ``duration`` seconds of wall time through :data:`PHASES`.
+
+    Batches are drawn from ``rng``, so two backends built from the same seed see the same ones.
+    """
     leak_start, leak_end = leak_window()
-    held: list[Array] = []
+    held: list[Any] = []
     held_bytes = 0
     peak_held = 0
     begin = clock()
     phase: Phase | None = None
     step = 0
-    loss = acc = float("nan")
+    loss: Any = float("nan")
+    acc: Any = float("nan")
     while True:
         now = clock()
         fraction = (now - begin) / duration
@@ -207,36 +274,53 @@ def train(
         t0 = time.perf_counter()
         if p.loader_wait_s:
             time.sleep(p.loader_wait_s)
-        idx = rng.integers(0, split, size=p.batch)
+        idx = rng.integers(0, SPLIT, size=p.batch)
         lr = BASE_LR * p.lr_scale
-        loss, norm, h = model.step(x_train[idx], y_train[idx], lr)
+        loss, norm, h = backend.step(idx, lr)
         if p.full_eval:
-            _, logits = model.forward(x_train)
-            model.loss(logits, y_train)
+            backend.full_eval()
         if p.leak:
-            # on schedule to hold leak_mb when the phase ends; np.ones touches every page
+            # on schedule to hold leak_mb when the phase ends
             target = leak_mb * 2**20 * min(1.0, (fraction - leak_start) / (leak_end - leak_start))
-            while held_bytes + h.nbytes <= target:
-                held.append(np.ones_like(h))
-                held_bytes += h.nbytes
+            nbytes = backend.nbytes(h)
+            while held_bytes + nbytes <= target:
+                held.append(backend.keep(h))
+                held_bytes += nbytes
             peak_held = max(peak_held, held_bytes)
+        extra = backend.step_done()
         step_time = time.perf_counter() - t0
-        values = {
+        values: dict[str, Any] = {
             "loss": loss,
             "lr": lr,
             "step_time": step_time,
             "grad_norm": norm,
             "held_mb": held_bytes / 2**20,
         }
+        values.update(extra)
         if step % EVAL_EVERY == 0:
-            acc = model.accuracy(x_test, y_test)
+            acc = backend.accuracy()
             values["accuracy"] = acc
         log(values, step)
         step += 1
     if step:
-        acc = model.accuracy(x_test, y_test)
+        acc = backend.accuracy()
         log({"accuracy": acc}, step - 1)
-    return JobResult(step, loss, acc, peak_held / 2**20)
+    return JobResult(step, float(loss), float(acc), peak_held / 2**20)
+
+
+def train(
+    duration: float,
+    log: LogFn,
+    mark: MarkFn,
+    *,
+    seed: int = 0,
+    leak_mb: float = 128.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> JobResult:
+    """Train for ``duration`` seconds of wall time through :data:`PHASES`."""
+    rng = np.random.default_rng(seed)
+    backend = NumpyBackend(rng)
+    return run_phases(duration, log, mark, backend, rng, leak_mb=leak_mb, clock=clock)
 
 
 def leak_window() -> tuple[float, float]:

@@ -34,30 +34,29 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ._demo_job import (
     BASE_LR,
     CLASSES,
-    EVAL_EVERY,
     FEATURES,
     HIDDEN,
     MLP,
     MOMENTUM,
     PHASES,
     ROWS,
+    SPLIT,
     JobResult,
     MarkFn,
-    Phase,
-    leak_window,
     make_data,
-    phase_at,
+    run_phases,
 )
 
 if TYPE_CHECKING:
     # where torch is not installed mypy cannot see it (and the job cannot run): not an error
     import torch  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["MMAP_THRESHOLD", "THREADS", "TorchLogFn", "train", "main"]
+__all__ = ["MMAP_THRESHOLD", "THREADS", "TorchBackend", "TorchLogFn", "main", "train"]
 
 THREADS = 1
 """``torch.set_num_threads`` for the job: one core, as the phases describe."""
@@ -75,12 +74,73 @@ TorchLogFn = Callable[[dict[str, "float | torch.Tensor"], int], None]
 """Takes the step's values (floats and 0-d tensors) and the step."""
 
 
-def _forward(
-    l1: torch.nn.Linear, l2: torch.nn.Linear, x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The hidden activations and the logits."""
-    h = l1(x).relu()
-    return h, l2(h)
+class TorchBackend:
+    """The NumPy job's model in torch: ``nn.Linear`` layers, ``cross_entropy``, ``optim.SGD``."""
+
+    def __init__(self, rng: np.random.Generator, dev: torch.device) -> None:
+        import torch  # type: ignore[import-not-found,unused-ignore]
+
+        self.torch = torch
+        self.dev = dev
+        self.cuda = dev.type == "cuda"
+        f64 = torch.float64
+        x_np, y_np = make_data(rng)
+        x, y = torch.from_numpy(x_np).to(dev), torch.from_numpy(y_np).to(dev)
+        self.x_train, self.y_train = x[:SPLIT], y[:SPLIT]
+        self.x_test, self.y_test = x[SPLIT:], y[SPLIT:]
+        start = MLP(rng)  # the NumPy job's initial weights, drawn as it draws them
+        self.l1 = torch.nn.Linear(FEATURES, HIDDEN, device=dev, dtype=f64)
+        self.l2 = torch.nn.Linear(HIDDEN, CLASSES, device=dev, dtype=f64)
+        with torch.no_grad():
+            for layer, w, b in ((self.l1, start.w1, start.b1), (self.l2, start.w2, start.b2)):
+                layer.weight.copy_(torch.from_numpy(w.T))
+                layer.bias.copy_(torch.from_numpy(b))
+        self.params = [*self.l1.parameters(), *self.l2.parameters()]
+        self.opt = torch.optim.SGD(self.params, lr=BASE_LR, momentum=MOMENTUM)
+        self.cross_entropy = torch.nn.functional.cross_entropy
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hidden activations and the logits."""
+        h = self.l1(x).relu()
+        return h, self.l2(h)
+
+    def step(self, idx: npt.NDArray[np.int64], lr: float) -> tuple[Any, Any, Any]:
+        torch = self.torch
+        i = torch.from_numpy(idx).to(self.dev)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        h, logits = self._forward(self.x_train[i])
+        loss = self.cross_entropy(logits, self.y_train[i])
+        self.opt.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)  # what loss.backward() calls (that one is untyped)
+        norm = torch.nn.utils.get_total_norm([q.grad for q in self.params if q.grad is not None])
+        self.opt.step()
+        return loss.detach(), norm, h
+
+    def full_eval(self) -> None:
+        with self.torch.no_grad():
+            self.cross_entropy(self._forward(self.x_train)[1], self.y_train)
+
+    def nbytes(self, h: Any) -> int:
+        return int(h.nelement() * h.element_size())
+
+    def keep(self, h: Any) -> Any:
+        return self.torch.ones_like(h)  # writes every page
+
+    def step_done(self) -> dict[str, Any]:
+        if not self.cuda:
+            return {}
+        cuda = self.torch.cuda
+        cuda.synchronize(self.dev)  # the step's kernels are done: step_time is their time
+        return {
+            "cuda_alloc": cuda.memory_allocated(self.dev),
+            "cuda_max_alloc": cuda.max_memory_allocated(self.dev),
+        }
+
+    def accuracy(self) -> Any:
+        with self.torch.no_grad():
+            hits = self._forward(self.x_test)[1].argmax(dim=1) == self.y_test
+            return hits.to(self.torch.float64).mean()
 
 
 def train(
@@ -101,97 +161,9 @@ def train(
     import torch  # type: ignore[import-not-found,unused-ignore]
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = dev.type == "cuda"
-    f64 = torch.float64
     rng = np.random.default_rng(seed)
-    x_np, y_np = make_data(rng)
-    split = ROWS * 7 // 8
-    x, y = torch.from_numpy(x_np).to(dev), torch.from_numpy(y_np).to(dev)
-    x_train, y_train, x_test, y_test = x[:split], y[:split], x[split:], y[split:]
-    start = MLP(rng)  # the NumPy job's initial weights, drawn as it draws them
-    l1 = torch.nn.Linear(FEATURES, HIDDEN, device=dev, dtype=f64)
-    l2 = torch.nn.Linear(HIDDEN, CLASSES, device=dev, dtype=f64)
-    with torch.no_grad():
-        for layer, w, b in ((l1, start.w1, start.b1), (l2, start.w2, start.b2)):
-            layer.weight.copy_(torch.from_numpy(w.T))
-            layer.bias.copy_(torch.from_numpy(b))
-    params = [*l1.parameters(), *l2.parameters()]
-    opt = torch.optim.SGD(params, lr=BASE_LR, momentum=MOMENTUM)
-    cross_entropy = torch.nn.functional.cross_entropy
-
-    def accuracy(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return (_forward(l1, l2, xs)[1].argmax(dim=1) == ys).to(f64).mean()
-
-    leak_start, leak_end = leak_window()
-    held: list[torch.Tensor] = []
-    held_bytes = 0
-    peak_held = 0
-    begin = clock()
-    phase: Phase | None = None
-    step = 0
-    loss: torch.Tensor | None = None
-    acc: torch.Tensor | None = None
-    while True:
-        now = clock()
-        fraction = (now - begin) / duration
-        if fraction >= 1.0:
-            break
-        p = phase_at(fraction)
-        if p is not phase:
-            if not (p.leak or p.hold):
-                held.clear()
-                held_bytes = 0
-            phase = p
-            mark(f"phase {p.name}: {p.description}")
-        t0 = time.perf_counter()
-        if p.loader_wait_s:
-            time.sleep(p.loader_wait_s)
-        idx = torch.from_numpy(rng.integers(0, split, size=p.batch)).to(dev)
-        lr = BASE_LR * p.lr_scale
-        for group in opt.param_groups:
-            group["lr"] = lr
-        h, logits = _forward(l1, l2, x_train[idx])
-        loss = cross_entropy(logits, y_train[idx])
-        opt.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss)  # what loss.backward() calls (that one is untyped)
-        norm = torch.nn.utils.get_total_norm([q.grad for q in params if q.grad is not None])
-        opt.step()
-        if p.full_eval:
-            with torch.no_grad():
-                cross_entropy(_forward(l1, l2, x_train)[1], y_train)
-        if p.leak:
-            # on schedule to hold leak_mb when the phase ends; ones_like writes every page
-            nbytes = h.nelement() * h.element_size()
-            target = leak_mb * 2**20 * min(1.0, (fraction - leak_start) / (leak_end - leak_start))
-            while held_bytes + nbytes <= target:
-                held.append(torch.ones_like(h))
-                held_bytes += nbytes
-            peak_held = max(peak_held, held_bytes)
-        if cuda:
-            torch.cuda.synchronize(dev)  # the step's kernels are done: step_time is their time
-        step_time = time.perf_counter() - t0
-        values: dict[str, float | torch.Tensor] = {
-            "loss": loss.detach(),
-            "lr": lr,
-            "step_time": step_time,
-            "grad_norm": norm,
-            "held_mb": held_bytes / 2**20,
-        }
-        if cuda:
-            values["cuda_alloc"] = torch.cuda.memory_allocated(dev)
-            values["cuda_max_alloc"] = torch.cuda.max_memory_allocated(dev)
-        if step % EVAL_EVERY == 0:
-            acc = accuracy(x_test, y_test)
-            values["accuracy"] = acc
-        log(values, step)
-        step += 1
-    if step:
-        acc = accuracy(x_test, y_test)
-        log({"accuracy": acc}, step - 1)
-    final_loss = float("nan") if loss is None else float(loss.item())
-    final_acc = float("nan") if acc is None else float(acc.item())
-    return JobResult(step, final_loss, final_acc, peak_held / 2**20)
+    backend = TorchBackend(rng, dev)
+    return run_phases(duration, log, mark, backend, rng, leak_mb=leak_mb, clock=clock)
 
 
 def _fix_mmap_threshold() -> None:

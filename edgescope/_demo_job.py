@@ -332,11 +332,9 @@ def leak_window() -> tuple[float, float]:
     return 0.0, 1.0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m edgescope._demo_job",
-        description="The edgescope demo's training job: a NumPy MLP with phases.",
-    )
+def job_args(argv: Sequence[str] | None, prog: str, description: str) -> argparse.Namespace:
+    """The command line both jobs take: ``--duration``, ``--seed``, ``--leak-mb``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -345,11 +343,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.leak_mb < 0:
         parser.error("--duration must be positive and --leak-mb not negative")
+    return args
 
+
+def run_job(
+    args: argparse.Namespace,
+    train_fn: Callable[[Callable[[dict[str, Any], int], None], MarkFn], JobResult],
+    *,
+    model: str,
+    tags: list[str],
+    extra_config: dict[str, Any] | None = None,
+) -> JobResult:
+    """Train inside an edgescope run whose config says what runs; the run ends with the job."""
     import edgescope
 
     config: dict[str, Any] = {
-        "model": f"MLP {FEATURES}-{HIDDEN}-{CLASSES}, ReLU",
+        **(extra_config or {}),
+        "model": model,
         "optimizer": f"SGD momentum {MOMENTUM}",
         "lr": BASE_LR,
         "rows": ROWS,
@@ -358,20 +368,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "leak_mb": args.leak_mb,
         "phases": [p.name for p in PHASES],
     }
-    run = edgescope.init(name="edgescope-demo", config=config, tags=["demo", "numpy"])
+    run = edgescope.init(name="edgescope-demo", config=config, tags=tags)
     try:
-        result = train(
-            args.duration,
-            lambda values, step: edgescope.log(values, step=step),
-            edgescope.mark,
-            seed=args.seed,
-            leak_mb=args.leak_mb,
-        )
+        result = train_fn(lambda values, step: edgescope.log(values, step=step), edgescope.mark)
     except BaseException:
         edgescope.finish(exit_code=1)
         raise
     edgescope.finish(exit_code=0)
     del run
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = job_args(
+        argv,
+        "python -m edgescope._demo_job",
+        "The edgescope demo's training job: a NumPy MLP with phases.",
+    )
+    result = run_job(
+        args,
+        lambda log, mark: train(args.duration, log, mark, seed=args.seed, leak_mb=args.leak_mb),
+        model=f"MLP {FEATURES}-{HIDDEN}-{CLASSES}, ReLU",
+        tags=["demo", "numpy"],
+    )
     print(
         f"demo job: {result.steps} steps, loss {result.final_loss:.4f}, "
         f"accuracy {result.final_accuracy:.3f}",

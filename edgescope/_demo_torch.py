@@ -27,7 +27,6 @@ without it. Run it alone with ``python -m edgescope._demo_torch``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,12 +42,12 @@ from ._demo_job import (
     HIDDEN,
     MLP,
     MOMENTUM,
-    PHASES,
-    ROWS,
     SPLIT,
     JobResult,
     MarkFn,
+    job_args,
     make_data,
+    run_job,
     run_phases,
 )
 
@@ -180,53 +179,24 @@ def _fix_mmap_threshold() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m edgescope._demo_torch",
-        description="The edgescope demo's training job in PyTorch: an MLP with phases.",
+    args = job_args(
+        argv,
+        "python -m edgescope._demo_torch",
+        "The edgescope demo's training job in PyTorch: an MLP with phases.",
     )
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--leak-mb", type=float, default=128.0, help="memory kept in the memory-growth phase"
-    )
-    args = parser.parse_args(argv)
-    if args.duration <= 0 or args.leak_mb < 0:
-        parser.error("--duration must be positive and --leak-mb not negative")
-
     import torch  # type: ignore[import-not-found,unused-ignore]
-
-    import edgescope
 
     torch.set_num_threads(THREADS)
     _fix_mmap_threshold()
     cuda = torch.cuda.is_available()
     device = f"cuda ({torch.cuda.get_device_name()})" if cuda else "cpu"
-    config: dict[str, Any] = {
-        "framework": f"PyTorch {torch.__version__}",
-        "device": device,
-        "model": f"MLP {FEATURES}-{HIDDEN}-{CLASSES}, ReLU, float64",
-        "optimizer": f"SGD momentum {MOMENTUM}",
-        "lr": BASE_LR,
-        "rows": ROWS,
-        "duration_s": args.duration,
-        "seed": args.seed,
-        "leak_mb": args.leak_mb,
-        "phases": [p.name for p in PHASES],
-    }
-    run = edgescope.init(name="edgescope-demo", config=config, tags=["demo", "torch"])
-    try:
-        result = train(
-            args.duration,
-            lambda values, step: edgescope.log(values, step=step),
-            edgescope.mark,
-            seed=args.seed,
-            leak_mb=args.leak_mb,
-        )
-    except BaseException:
-        edgescope.finish(exit_code=1)
-        raise
-    edgescope.finish(exit_code=0)
-    del run
+    result = run_job(
+        args,
+        lambda log, mark: train(args.duration, log, mark, seed=args.seed, leak_mb=args.leak_mb),
+        model=f"MLP {FEATURES}-{HIDDEN}-{CLASSES}, ReLU, float64",
+        tags=["demo", "torch"],
+        extra_config={"framework": f"PyTorch {torch.__version__}", "device": device},
+    )
     print(
         f"demo job (PyTorch {torch.__version__} on {device}): {result.steps} steps, "
         f"loss {result.final_loss:.4f}, accuracy {result.final_accuracy:.3f}",

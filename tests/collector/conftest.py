@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 from edgescope_collector.samplers import Roots
+from realdata import H200_RUN
 
 TREES = Path(__file__).parent / "trees"
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
-"""The shared real-data fixtures (``/work/shared/fixtures`` beside the checkout)."""
 
 
 class Board:
@@ -54,7 +53,4 @@ def board(tmp_path: Path) -> Callable[[str], Board]:
 
 @pytest.fixture(scope="session")
 def h200_fixture() -> Path:
-    path = FIXTURES / "h200-mlp-training.jsonl"
-    if path.exists():
-        return path
-    pytest.skip("the shared H200 fixture (shared/fixtures/h200-mlp-training.jsonl) is absent")
+    return H200_RUN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -21,16 +22,24 @@ from edgescope_tracing import (
     SystemSample,
     TraceReader,
 )
+from realdata import H200_RUN
 
-from edgescope._convert_h200 import ConvertError, convert, h200_records, peak_jumps
+_spec = importlib.util.spec_from_file_location(
+    "convert_h200", Path(__file__).resolve().parents[2] / "tools" / "convert_h200.py"
+)
+assert _spec is not None and _spec.loader is not None
+convert_h200 = importlib.util.module_from_spec(_spec)
+sys.modules["convert_h200"] = convert_h200  # its dataclasses look their module up
+_spec.loader.exec_module(convert_h200)
+ConvertError = convert_h200.ConvertError
+convert = convert_h200.convert
+h200_records = convert_h200.h200_records
+peak_jumps = convert_h200.peak_jumps
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "h200-mlp-training.est"
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "h200-mlp-training.jsonl"
-
-needs_fixture = pytest.mark.skipif(
-    not FIXTURE.exists(), reason=f"the recording {FIXTURE} is not next to this checkout"
-)
+FIXTURE = H200_RUN
+CONVERTER = ROOT / "tools" / "convert_h200.py"
 
 
 def _fixture() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -74,12 +83,11 @@ def _content(path: Path) -> list[Any]:
         return [replace(x, seq=0) for x in r if not isinstance(x, Keyframe)]
 
 
-@needs_fixture
 def test_example_is_what_the_converter_makes(tmp_path: Path) -> None:
     out, again = tmp_path / "one.est", tmp_path / "two.est"
     for dst in (out, again):
         proc = subprocess.run(
-            [sys.executable, "-m", "edgescope._convert_h200", str(FIXTURE), "-o", str(dst)],
+            [sys.executable, str(CONVERTER), str(FIXTURE), "-o", str(dst)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -88,12 +96,11 @@ def test_example_is_what_the_converter_makes(tmp_path: Path) -> None:
     assert out.read_bytes() == again.read_bytes()  # deterministic
     assert _content(out) == _content(EXAMPLE), (
         "examples/h200-mlp-training.est is stale: rebuild it with "
-        "python -m edgescope._convert_h200 ../shared/fixtures/h200-mlp-training.jsonl "
+        "python tools/convert_h200.py tests/fixtures/h200-mlp-training.jsonl "
         "-o examples/h200-mlp-training.est"
     )
 
 
-@needs_fixture
 def test_example_holds_the_steps() -> None:
     meta, steps, _ = _fixture()
     recs = _example()
@@ -122,7 +129,6 @@ def test_example_holds_the_steps() -> None:
     assert step_time[0] == pytest.approx(0.4467, abs=1e-4)
 
 
-@needs_fixture
 def test_example_holds_the_nvml_samples() -> None:
     _, _, nvml = _fixture()
     recs = _example()
@@ -152,7 +158,6 @@ def test_example_holds_the_nvml_samples() -> None:
     assert max(g.power_mw or 0 for g in gpus) > 600_000
 
 
-@needs_fixture
 def test_the_peak_jump_at_step_600_is_found_in_the_data() -> None:
     _, steps, _ = _fixture()
     recs = _example()
@@ -191,7 +196,7 @@ def test_converter_refuses_other_input(tmp_path: Path) -> None:
     assert not (tmp_path / "out.est").exists()
     assert not (tmp_path / "out.est.tmp").exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "edgescope._convert_h200", str(bad), "-o", str(tmp_path / "o")],
+        [sys.executable, str(CONVERTER), str(bad), "-o", str(tmp_path / "o")],
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,12 +2,12 @@
 
 From real data: the first 300 steps (loss, step time, CUDA memory) and the 20 NVML samples
 around them of ``h200-mlp-training.jsonl``, a PyTorch run on an NVIDIA H200 (see
-``../shared/fixtures/README.md``), framed by a RunStart and RunEnd, with an Event and a
+``tests/fixtures/README.md``), framed by a RunStart and RunEnd, with an Event and a
 StackSamples, and one record of every other kind built from the same samples. Metrics are
 batched the way the SDK flushes them; keyframes are frequent so that the file holds several,
 and an index. The output is byte-for-byte reproducible::
 
-    .venv/bin/python tests/tracing/make_golden.py [--fixture FILE] [--out FILE]
+    PYTHONPATH=tests .venv/bin/python tests/tracing/make_golden.py [--fixture FILE] [--out FILE]
 
 Never regenerate it for a newer format version: it is the 1.0 file that later readers are
 tested against. Make a ``golden-v2.est`` beside it instead.
@@ -39,9 +39,10 @@ from edgescope_tracing import (
     TraceReader,
     TraceWriter,
 )
+from realdata import H200_RUN
 
 HERE = Path(__file__).resolve().parent
-FIXTURE = HERE.parents[2] / "shared" / "fixtures" / "h200-mlp-training.jsonl"
+FIXTURE = H200_RUN
 OUT = HERE / "data" / "golden-v1.est"
 STEPS = 300
 NVML_SAMPLES = 20

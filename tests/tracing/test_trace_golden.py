@@ -91,7 +91,6 @@ def test_golden_holds_the_real_data() -> None:
     assert sum(isinstance(k, Keyframe) for k in got) == 7
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason=f"the fixture {FIXTURE} is not here")
 def test_make_golden_reproduces_the_file_from_the_fixture(tmp_path: Path) -> None:
     records = build(FIXTURE)
     out = tmp_path / "golden.est"

@@ -1,4 +1,4 @@
-"""Turn the first steps of the real H200 run (shared/fixtures) into edgescope records.
+"""Turn the first steps of the real H200 run (tests/fixtures) into edgescope records.
 
 The fixture is JSON lines: NVML samples every 100 ms and one line per training step. Steps are
 batched into columnar metric records of 50 steps each, as the SDK would ship them; each NVML
@@ -22,9 +22,9 @@ from edgescope_tracing import (
     SystemSample,
     TraceWriter,
 )
+from realdata import H200_RUN
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "h200-mlp-training.jsonl"
-"""The real H200 run in shared/ beside the checkout (as CI lays it out too)."""
+FIXTURE = H200_RUN
 KEYS = ("loss", "step_ns", "cuda_alloc", "cuda_max_alloc")
 BATCH = 50
 

@@ -1,6 +1,6 @@
 """Convert the recorded H200 training run (JSON lines) into an edgescope trace.
 
-The source is ``shared/fixtures/h200-mlp-training.jsonl``: a real PyTorch run on one NVIDIA H200
+The source is ``tests/fixtures/h200-mlp-training.jsonl``: a real PyTorch run on one NVIDIA H200
 with NVML read every 100 ms from a thread of the training process. One JSON object a line, sorted
 by ``t_ns``: a ``meta`` line, then ``nvml`` samples and ``step`` records. This module maps them
 onto the trace's record kinds:
@@ -19,8 +19,10 @@ Times become integer microseconds since the epoch (``t_ns // 1000``). The output
 bytes every time for the same input (frames are cut by size only; the run id is derived from
 the input's content), so the example checked in under ``examples/`` can be rebuilt and compared::
 
-    python -m edgescope._convert_h200 ../shared/fixtures/h200-mlp-training.jsonl \\
+    python tools/convert_h200.py tests/fixtures/h200-mlp-training.jsonl \\
         -o examples/h200-mlp-training.est
+
+It lives outside the installed package: only building the example needs it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ PEAK_JUMP_MIN_RATIO = 2.0
 """A peak jump worth a mark: the CUDA peak at least doubles and grows by at least 1 GiB."""
 
 CONFIG: dict[str, Any] = {
-    # From shared/fixtures/README.md, which describes the recorded run; the JSON lines
+    # From tests/fixtures/README.md, which describes the recorded run; the JSON lines
     # themselves carry only the device facts (the meta line) and the measurements.
     "model": "MLP 4096-16384-4096-10, GELU",
     "optimizer": "AdamW",
@@ -259,7 +261,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m edgescope._convert_h200",
+        prog="python tools/convert_h200.py",
         description="Convert the recorded H200 run (JSON lines) into an edgescope trace.",
     )
     p.add_argument("src", metavar="JSONL")

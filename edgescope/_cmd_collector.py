@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._extras import require
 from .errors import EdgescopeError, UsageError
 
 __all__ = ["add_parser"]
@@ -26,9 +27,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _missing(args: argparse.Namespace) -> int:
-    raise EdgescopeError(
-        "the collector is not installed here: pip install 'edgescope[collector]'", 2
-    )
+    require("collector", "edgescope collector")
+    raise AssertionError("require() returned without the collector installed")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ._extras import installed, require
 from .errors import EdgescopeError
 
 __all__ = ["add_parser"]
@@ -98,15 +99,6 @@ def add_parser(sub: Any) -> None:
 # --- checks before anything starts -----------------------------------------------------------
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _default_output() -> Path:
     return Path("edgescope-runs") / time.strftime("demo-%Y%m%d-%H%M%S.est")
 
@@ -125,29 +117,16 @@ class _Plan:
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
-    if not _has("numpy"):
-        raise EdgescopeError(
-            "the demo's training job needs NumPy: pip install 'edgescope[demo]' "
-            "(or pip install numpy)",
-            2,
-        )
-    if not _has("edgescope_collector"):
-        raise EdgescopeError(
-            "the demo runs a collector, which is not installed: pip install 'edgescope[collector]'",
-            2,
-        )
+    require("demo", "edgescope demo")
+    require("collector", "edgescope demo")
     framework, why = _framework(args.framework)
     notes = []
     headless = bool(args.headless)
     if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
         headless = True
         notes.append("no terminal for the TUI (stdin or stdout is not a tty): running --headless")
-    if not headless and not _has("edgescope_tui"):
-        raise EdgescopeError(
-            "the TUI is not installed: pip install 'edgescope[tui]', or run "
-            "'edgescope demo --headless'",
-            2,
-        )
+    if not headless:
+        require("tui", "edgescope demo (or 'edgescope demo --headless')")
     duration = args.duration
     if duration is None:
         duration = HEADLESS_DURATION if headless else TUI_DURATION
@@ -163,14 +142,12 @@ def _framework(choice: str) -> tuple[str, str]:
     """The job's framework for ``--framework choice``, and why it is that one."""
     if choice == "numpy":
         return "numpy", "--framework numpy"
-    if _has("torch"):
+    if installed("torch"):
         if choice == "torch":
             return "torch", "--framework torch"
         return "torch", "torch is installed; --framework numpy for the NumPy one"
     if choice == "torch":
-        raise EdgescopeError(
-            "--framework torch needs PyTorch, which is not installed: pip install torch", 2
-        )
+        require("torch", "--framework torch")
     return "numpy", "PyTorch is not installed; pip install torch for the PyTorch one"
 
 

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import EdgescopeError, UsageError
+from ._extras import require
+from .errors import UsageError
 
 __all__ = ["add_parser"]
 
@@ -43,13 +44,10 @@ def _root(text: str | None, default: str, flag: str) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        from edgescope_collector.doctor import diagnose, print_human
-        from edgescope_collector.samplers import Roots
-    except ImportError:
-        raise EdgescopeError(
-            "the collector is not installed here (pip install 'edgescope[collector]')", 1
-        ) from None
+    require("collector", "edgescope doctor")
+    from edgescope_collector.doctor import diagnose, print_human
+    from edgescope_collector.samplers import Roots
+
     roots = Roots(
         procfs=_root(args.procfs, "/proc", "--procfs"),
         sysfs=_root(args.sysfs, "/sys", "--sysfs"),

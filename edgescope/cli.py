@@ -1,8 +1,15 @@
 """The ``edgescope`` command.
 
-Each subcommand lives in its own module, imported only when it runs, so that ``edgescope
-inspect`` on a device never imports the collector or the UI. Errors are translated to one
-line on stderr and an exit code here, once.
+Each subcommand lives in its own module, which imports its heavy dependencies only when it runs,
+so that ``edgescope inspect`` on a device never imports the collector or the UI. A subcommand
+module follows one protocol: ``add_parser(sub)`` adds its parser to the ``argparse``
+subparsers ``sub`` and sets ``func`` (``Namespace -> int``, the exit code); :data:`NEEDS` says
+which installable part each command needs, checked here before its arguments are, so a
+device-only or laptop-only install refuses the other side's commands in one line. Errors are
+translated to one line on stderr and an exit code here, once.
+
+Exit codes: 0 done; 1 it failed (the message says why); 2 bad arguments or input; 3 a part the
+command needs is not installed; 130 interrupted; ``record`` ends with its command's own code.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ from collections.abc import Sequence
 
 from edgescope_tracing import TraceError
 
+from ._extras import require
 from .errors import EdgescopeError
 
-__all__ = ["main"]
+__all__ = ["NEEDS", "main"]
 
 COMMANDS: list[str] = [
     # one line per command module, e.g. "_cmd_record"
@@ -28,6 +36,18 @@ COMMANDS: list[str] = [
     "_cmd_record",
     "_cmd_doctor",
 ]
+
+NEEDS: dict[str, str] = {
+    "collector": "collector",
+    "record": "collector",
+    "doctor": "collector",
+    "demo": "collector",
+    "ls": "tui",
+    "replay": "tui",
+    "tui": "tui",
+}
+"""The part (a key of :data:`edgescope._extras.PARTS`) each command needs; other commands need
+only the trace format, which every install has."""
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -72,8 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     try:
+        need = NEEDS.get(args.command)
+        if need is not None:
+            # before the arguments: without its part a command may not know its options
+            require(need, f"edgescope {args.command}")
+        if unknown:
+            parser.parse_args(argv)  # says which arguments it does not know, and exits 2
         code: int = args.func(args)
     except EdgescopeError as e:
         print(f"edgescope: {e}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Errors of the edgescope command and SDK.
 
     EdgescopeError        a failure a user can act on; carries the command's exit code
-    └── UsageError        bad arguments or input (exit 2)
+    ├── UsageError        bad arguments or input (exit 2)
+    └── NotInstalled      the command needs a part that is not installed here (exit 3)
 
 Errors of the trace format (``edgescope_tracing.TraceError``) are translated to exit code 2
 once, in :func:`edgescope.cli.main`.
@@ -9,7 +10,7 @@ once, in :func:`edgescope.cli.main`.
 
 from __future__ import annotations
 
-__all__ = ["EdgescopeError", "UsageError"]
+__all__ = ["EdgescopeError", "NotInstalled", "UsageError"]
 
 
 class EdgescopeError(Exception):
@@ -27,3 +28,11 @@ class UsageError(EdgescopeError):
     """Bad arguments or input."""
 
     exit_code = 2
+
+
+class NotInstalled(EdgescopeError):
+    """A command, or one of its options, needs an installable part that is not installed.
+
+    Raised by :func:`edgescope._extras.require`, which words the message, once for all."""
+
+    exit_code = 3

@@ -1,0 +1,111 @@
+"""A device-only or laptop-only install refuses the other side's commands in one line, exit 3.
+
+Each command runs in a fresh interpreter where the other side's part cannot be imported (a
+meta-path finder refuses it, as if it were not installed), through the real ``main()``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgescope._extras import PARTS
+from edgescope.cli import NEEDS, build_parser
+from edgescope.errors import NotInstalled
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICE_LACKS = ("edgescope_tui", "textual", "asyncssh", "cryptography")
+LAPTOP_LACKS = ("edgescope_collector",)
+
+RUN = textwrap.dedent(
+    """
+    import sys
+
+    BLOCKED = {blocked!r}
+
+    class NotHere:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NotHere())
+    from edgescope.cli import main
+    sys.exit(main({argv!r}))
+    """
+)
+
+
+def _run(blocked: tuple[str, ...], argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", RUN.format(blocked=blocked, argv=argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _assert_refused(proc: subprocess.CompletedProcess[str], part: str) -> None:
+    assert proc.returncode == NotInstalled.exit_code == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert PARTS[part].install in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ls"],
+        ["ls", "--json"],
+        ["tui"],
+        ["replay", "run.est"],
+        ["replay", "run.est", "--follow"],
+    ],
+)
+def test_device_install_refuses_the_ui_commands(argv: list[str], tmp_path: Path) -> None:
+    _assert_refused(_run(DEVICE_LACKS, argv, tmp_path), "tui")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["collector"],
+        ["collector", "--data-dir", "X"],  # an option only the collector knows
+        ["record", "-o", "run.est", "--", "true"],
+        ["doctor"],
+        ["demo", "--headless"],
+    ],
+)
+def test_laptop_install_refuses_the_device_commands(argv: list[str], tmp_path: Path) -> None:
+    proc = _run(LAPTOP_LACKS, argv, tmp_path)
+    _assert_refused(proc, "collector")
+    assert not (tmp_path / "X").exists() and not (tmp_path / "run.est").exists()
+
+
+def test_device_install_still_inspects_and_exports(tmp_path: Path) -> None:
+    example = ROOT / "examples" / "h200-mlp-training.est"
+    proc = _run(DEVICE_LACKS, ["inspect", str(example), "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "h200.csv"
+    proc = _run(LAPTOP_LACKS, ["export", str(example), "--format", "csv", "-o", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 0
+
+
+def test_unknown_arguments_are_still_refused_where_the_part_is_installed(tmp_path: Path) -> None:
+    proc = _run((), ["inspect", "x.est", "--no-such-flag"], tmp_path)
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in proc.stderr
+
+
+def test_every_needed_part_is_a_known_part_and_a_real_command() -> None:
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert set(NEEDS) <= commands
+    assert set(NEEDS.values()) <= set(PARTS)

@@ -32,12 +32,14 @@ PARTS: dict[str, Part] = {
     "collector": Part(
         "the collector (edgescope-collector)",
         "edgescope_collector",
-        "pip install ./tracing ./collector '.[collector]'",
+        "pip install ./tracing ./collector '.[collector]' (from a clone of edgescope)",
     ),
     "tui": Part(
-        "the terminal UI (edgescope-tui)", "edgescope_tui", "pip install ./tracing ./tui '.[tui]'"
+        "the terminal UI (edgescope-tui)",
+        "edgescope_tui",
+        "pip install ./tracing ./tui '.[tui]' (from a clone of edgescope)",
     ),
-    "demo": Part("NumPy, for the demo's training job", "numpy", "pip install '.[demo]'"),
+    "demo": Part("NumPy", "numpy", "pip install numpy (or '.[demo]' from a clone of edgescope)"),
     "torch": Part("PyTorch", "torch", "pip install torch"),
 }
 """The extras a command can need, by the name of the pip extra (or package)."""
@@ -56,7 +58,4 @@ def require(part: str, what: str) -> None:
     ``"edgescope ls"``, ``"ssh:// targets"``)."""
     if not installed(part):
         p = PARTS[part]
-        raise NotInstalled(
-            f"{what} needs {p.name}, which is not installed here; "
-            f"from a clone of edgescope: {p.install}"
-        )
+        raise NotInstalled(f"{what} needs {p.name}, which is not installed here: {p.install}")

@@ -145,7 +145,9 @@ def check_demo_trace(proc: subprocess.CompletedProcess[str], out: Path, leak_mb:
     grew = max(p.rss or 0 for p in kept) - (before[-1].rss or 0)
     assert grew > leak_mb * 0.6 * 2**20
     assert (kept[-1].rss_peak or 0) - (before[-1].rss_peak or 0) > leak_mb * 0.6 * 2**20
-    assert (after[-1].rss or 0) < max(p.rss or 0 for p in kept) - leak_mb * 0.5 * 2**20
+    # at least half of what the leak added is given back (a loaded machine runs fewer steps of
+    # the leak, so the test asks for a share of what it kept, not of --leak-mb)
+    assert (after[-1].rss or 0) < max(p.rss or 0 for p in kept) - grew * 0.5
     return start
 
 
@@ -171,9 +173,9 @@ def test_framework_torch_without_torch_is_one_sentence(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert proc.stderr.strip().endswith(
-        "--framework torch needs PyTorch, which is not installed: pip install torch"
+        "--framework torch needs PyTorch, which is not installed here: pip install torch"
     )
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
@@ -183,7 +185,7 @@ def test_framework_auto_is_torch_where_it_is_installed(monkeypatch: pytest.Monke
     from edgescope import _cmd_demo
 
     for installed in (True, False):
-        monkeypatch.setattr(_cmd_demo, "_has", lambda m, i=installed: i or m != "torch")
+        monkeypatch.setattr(_cmd_demo, "installed", lambda m, i=installed: i or m != "torch")
         framework, why = _cmd_demo._framework("auto")
         assert framework == ("torch" if installed else "numpy")
         assert why == (
@@ -203,9 +205,11 @@ def test_without_numpy_it_says_how_to_get_it(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
-    assert proc.returncode == 2
-    assert "pip install 'edgescope[demo]'" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 3
+    assert "edgescope demo needs NumPy, which is not installed here: pip install numpy" in (
+        proc.stderr
+    )
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
 def test_tui_finds_the_demo_collector_and_shows_the_run(tmp_path: Path) -> None:

@@ -72,6 +72,6 @@ def test_without_the_tui_extra_it_says_how_to_install_it(trace: Path) -> None:
     )
     assert r.returncode == 3
     assert r.stderr == (
-        "edgescope: the terminal UI is not installed; install it with: "
-        "pip install 'edgescope[tui]'\n"
+        "edgescope: edgescope replay needs the terminal UI (edgescope-tui), which is not "
+        "installed here: pip install ./tracing ./tui '.[tui]' (from a clone of edgescope)\n"
     )

@@ -16,12 +16,12 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
 
+from .chartspec import fmt_offset
 from .feed import MAX_POINTS, Feed
 from .screens.compare import CompareScreen
 from .screens.dashboard import DashboardScreen
 from .screens.sources import SourcesScreen
 from .sources.base import Source
-from .widgets.timeline import fmt_offset
 
 __all__ = ["EdgescopeApp"]
 
@@ -67,7 +67,7 @@ class EdgescopeApp(App[None]):
 
     def on_mount(self) -> None:
         if not self._initial:
-            self.push_screen(self._home() if self._home is not None else SourcesScreen())
+            self.push_screen(self._home() if self._home is not None else self._sources_screen())
             return
         for source in self._initial:
             self.open_source(source, show=source is self._initial[0])
@@ -91,6 +91,9 @@ class EdgescopeApp(App[None]):
         if show:
             self.show_feed(feed)
         return feed
+
+    def _sources_screen(self) -> SourcesScreen:
+        return SourcesScreen(lambda: self.feeds, self.show_feed)
 
     def show_feed(self, feed: Feed, run: int | None = None) -> DashboardScreen:
         """Open the run dashboard of an open feed."""
@@ -126,7 +129,7 @@ class EdgescopeApp(App[None]):
 
     def action_sources(self) -> None:
         if not isinstance(self.screen, SourcesScreen):
-            self.push_screen(SourcesScreen())
+            self.push_screen(self._sources_screen())
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

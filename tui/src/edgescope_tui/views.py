@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 from edgescope_tracing.signals import CLOCK_EVENT_REASONS
 
+from .chartspec import PALETTE, Band, ChartSpec, Line, fmt_bytes, fmt_number, fmt_offset
 from .series import Series
 from .state import RunState
-from .widgets.chart import PALETTE, Band, ChartSpec, Line, fmt_bytes, fmt_number
-from .widgets.timeline import fmt_offset
 
 __all__ = [
     "bands",

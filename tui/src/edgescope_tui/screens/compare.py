@@ -18,9 +18,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from ..chartspec import PALETTE, ChartSpec, Line, fmt_number, fmt_offset
 from ..feed import Feed
-from ..widgets.chart import PALETTE, Chart, ChartSpec, Line, fmt_number
-from ..widgets.timeline import fmt_offset
+from ..widgets.chart import Chart
 
 __all__ = ["CompareScreen", "compare_lines"]
 

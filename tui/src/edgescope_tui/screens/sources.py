@@ -1,12 +1,14 @@
 """The open sources: each with its state, Enter opens its run dashboard.
 
 What the App shows when it starts with no source; a devices screen (discovery) adds sources
-through ``EdgescopeApp.open_source``.
+through ``EdgescopeApp.open_source``. The screen knows the App only through the two callables
+it is given (the open feeds, and what opens one), so the App imports it and not the other way.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,14 +17,20 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-if TYPE_CHECKING:
-    from ..app import EdgescopeApp
+from ..feed import Feed
 
 
 class SourcesScreen(Screen[None]):
     """Every open source and its first run; Enter opens the dashboard."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "open", "Open")]
+
+    def __init__(self, feeds: Callable[[], Sequence[Feed]], show: Callable[[Feed], object]) -> None:
+        super().__init__()
+        self._feeds = feeds
+        """The open feeds, in the order they opened."""
+        self._show = show
+        """Opens a feed's run dashboard."""
 
     def compose(self) -> ComposeResult:
         yield Static(
@@ -31,13 +39,6 @@ class SourcesScreen(Screen[None]):
         )
         yield DataTable(id="sources-table", cursor_type="row")
         yield Footer()
-
-    @property
-    def edgescope(self) -> EdgescopeApp:
-        from ..app import EdgescopeApp
-
-        assert isinstance(self.app, EdgescopeApp)
-        return self.app
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns("source", "run", "state", "records")
@@ -49,14 +50,15 @@ class SourcesScreen(Screen[None]):
         except NoMatches:  # being taken down as the App quits: nothing to draw
             return
         table.clear()
-        for feed in self.edgescope.feeds:
+        feeds = self._feeds()
+        for feed in feeds:
             s = feed.state
             run = next(iter(s.runs.values()), None)
             state = s.status.state if s.status else "connecting"
             name = run.name if run else "-"
             # Text, not str: a DataTable reads str cells as markup.
             table.add_row(Text(feed.label), Text(name), state, f"{s.records:,}")
-        if not self.edgescope.feeds:
+        if not feeds:
             table.add_row("no source open", "", "", "")
 
     def on_screen_resume(self) -> None:
@@ -67,7 +69,7 @@ class SourcesScreen(Screen[None]):
         self.action_open()
 
     def action_open(self) -> None:
-        feeds = self.edgescope.feeds
+        feeds = self._feeds()
         row = self.query_one(DataTable).cursor_row
         if 0 <= row < len(feeds):
-            self.edgescope.show_feed(feeds[row])
+            self._show(feeds[row])

@@ -8,6 +8,11 @@ from typing import Literal, Protocol, runtime_checkable
 
 from edgescope_tracing import Record
 
+
+class FatalSourceError(Exception):
+    """Raised by a live source's opener for a failure that retrying won't fix (one sentence)."""
+
+
 StatusState = Literal["connecting", "live", "disconnected", "ended", "error", "gap"]
 
 

@@ -32,16 +32,12 @@ from edgescope_tracing.protocol import (
 )
 
 from ..discovery import SshTarget, Target, TcpTarget
-from .base import Status
+from .base import FatalSourceError, Status
 
 if TYPE_CHECKING:
     from ..ssh import SshSettings
 
 __all__ = ["Backoff", "FatalSourceError", "LiveSource", "Opener", "TcpOpener", "live_source"]
-
-
-class FatalSourceError(Exception):
-    """Raised by an opener for a failure that retrying won't fix (one sentence)."""
 
 
 class Opener(Protocol):

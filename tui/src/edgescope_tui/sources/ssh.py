@@ -12,7 +12,7 @@ from edgescope_tracing.protocol import AsyncClient, ConnectError
 from ..discovery import SshTarget
 from ..discovery._targets import TargetError, read_token_file
 from ..ssh import HostKeyError, SshAuthError, SshDevice, SshError, SshSettings, connect
-from .live import FatalSourceError
+from .base import FatalSourceError
 
 __all__ = ["SshOpener"]
 

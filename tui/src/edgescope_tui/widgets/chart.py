@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 from rich.segment import Segment
@@ -24,98 +22,14 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
+from ..chartspec import CLIPPED, Band, ChartSpec, Line, fmt_bytes, fmt_number
 from ..series import Series
 
+# ChartSpec, Line, Band and the formatters live in edgescope_tui.chartspec (UI-free)
 __all__ = ["Chart", "ChartSpec", "Line", "Band", "draw", "fmt_number", "fmt_bytes"]
-
-CLIPPED = "#ff5f5f"
-PALETTE = ("#5fafff", "#ffaf5f", "#87d787", "#ff87af", "#d7af5f", "#af87ff", "#5fd7d7")
 
 # Braille dot bits, by (column, row) within a cell of 2 x 4 dots.
 _DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
-
-
-def fmt_number(v: float) -> str:
-    """A short human number: 3 significant digits, SI suffixes for large, e-notation for tiny."""
-    if not math.isfinite(v):
-        return str(v)
-    a = abs(v)
-    if a == 0:
-        return "0"
-    if a >= 1e4:
-        for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if a >= div:
-                return f"{v / div:.3g}{suffix}"
-    if a < 1e-3:
-        return f"{v:.2e}"
-    return f"{v:.3g}"
-
-
-def fmt_bytes(v: float) -> str:
-    """Bytes in binary units: ``1.5 GiB``."""
-    if not math.isfinite(v):
-        return str(v)
-    a = abs(v)
-    for div, suffix in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if a >= div:
-            return f"{v / div:.3g} {suffix}"
-    return f"{v:.0f} B"
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One series on a chart."""
-
-    label: str
-    series: Series
-    color: str = PALETTE[0]
-    end: int | None = None
-    """Only the first ``end`` points count (the replay cursor); None for all."""
-    invert: bool = False
-    """Draw 1/y (throughput from step time)."""
-    scale: float = 1.0
-    """Multiply values by this (after ``invert``)."""
-    offset: float = 0.0
-    """Subtracted from this line's x (a run's start time, to compare runs from their starts)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Band:
-    """A shaded range of x (a throttled period, a gap)."""
-
-    x0: float
-    x1: float
-    color: str
-    label: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ChartSpec:
-    """What a chart shows. ``by_time`` plots against time (µs) instead of step."""
-
-    title: str
-    lines: tuple[Line, ...] = ()
-    x0: float | None = None
-    x1: float | None = None
-    by_time: bool = False
-    log: bool = False
-    """Logarithmic y axis (positive values only)."""
-    hlines: tuple[tuple[float, str, str], ...] = ()
-    """Horizontal rules: ``(y, label, color)``, e.g. a memory limit."""
-    bands: tuple[Band, ...] = ()
-    ticks: tuple[tuple[float, str], ...] = ()
-    """Marks on the x axis: ``(x, color)``, e.g. events."""
-    fmt: Callable[[float], str] = fmt_number
-    x_fmt: Callable[[float], str] | None = None
-    subtitle: str = ""
-    empty: str = "no data yet"
-    y_floor: float | None = None
-    """Keep this value inside the y range (0 for memory)."""
-    robust: bool = False
-    """Clip the y range to the bulk of the data when a few columns lie far outside it (a
-    slow first step), so the steady state stays readable; clipped columns are drawn red at
-    the edge."""
-    extra: tuple[str, ...] = field(default_factory=tuple)
 
 
 @lru_cache(maxsize=256)

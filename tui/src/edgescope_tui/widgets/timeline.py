@@ -17,19 +17,9 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from ..chartspec import fmt_offset
+
 __all__ = ["ReplayBar", "TimelineSpec", "fmt_offset", "draw_timeline"]
-
-
-def fmt_offset(us: float) -> str:
-    """Microseconds since the start as ``MM:SS.s`` (``H:MM:SS`` past an hour)."""
-    sign = "-" if us < 0 else ""
-    s = abs(us) / 1e6
-    if s >= 3600:
-        h, rest = divmod(int(s), 3600)
-        mins, secs = divmod(rest, 60)
-        return f"{sign}{h}:{mins:02d}:{secs:02d}"
-    m, sec = divmod(s, 60)
-    return f"{sign}{int(m):02d}:{sec:04.1f}"
 
 
 @dataclass(frozen=True, slots=True)

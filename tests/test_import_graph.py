@@ -1,0 +1,194 @@
+"""The project's modules import each other without cycles, and the layers point one way.
+
+Read from the source with ``ast`` (every ``import``, at module level or inside a function, with
+``TYPE_CHECKING`` ones too: a lazy import is still a dependency), so the check needs nothing
+installed and sees imports a run would not reach. ``tests/test_layout.py`` is the runtime half:
+the device side imports without the UI stack.
+
+The rules (``docs/architecture.md``):
+- no cycle among the project's modules;
+- ``edgescope_tracing`` imports none of the other parts; the collector and the TUI import only
+  the format; the SDK and the CLI reach the collector and the UI only from the CLI's commands
+  and the demo;
+- the TUI's model (``state``, ``series``, ``feed``, ``views``) and its sources and discovery
+  never import Textual, the App, screens or widgets.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {
+    "edgescope_tracing": ROOT / "tracing" / "src" / "edgescope_tracing",
+    "edgescope_collector": ROOT / "collector" / "src" / "edgescope_collector",
+    "edgescope_tui": ROOT / "tui" / "src" / "edgescope_tui",
+    "edgescope": ROOT / "edgescope",
+}
+
+
+def _modules() -> dict[str, Path]:
+    mods: dict[str, Path] = {}
+    for top, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            parts = [top, *path.relative_to(folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            mods[".".join(parts)] = path
+    return mods
+
+
+MODULES = _modules()
+
+
+def _imported(module: str, path: Path) -> Iterator[str]:
+    """The names ``module`` imports: modules of the project as module names, others as given."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                where = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                where = node.module or ""
+            for a in node.names:
+                sub = f"{where}.{a.name}"
+                yield sub if sub in MODULES else where
+
+
+def _project(name: str) -> str | None:
+    """The project module that an imported name lives in (its longest known prefix)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, path in MODULES.items():
+        deps = set()
+        for name in _imported(module, path):
+            dep = _project(name)
+            # a module importing its own package's __init__ (``from . import x``) is no cycle
+            if dep is not None and dep != module and not module.startswith(dep + "."):
+                deps.add(dep)
+        graph[module] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            for w in children:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    scc = []
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        scc.append(w)
+                        if w == v:
+                            break
+                    if len(scc) > 1:
+                        found.append(sorted(scc))
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_sees_relative_and_lazy_imports() -> None:
+    graph = _graph()
+    assert "edgescope_tui.sources.base" in graph["edgescope_tui.sources.live"]  # from .base
+    assert "edgescope_tui.sources.ssh" in graph["edgescope_tui.sources.live"]  # inside a function
+
+
+def test_no_import_cycle() -> None:
+    cycles = _cycles(_graph())
+    assert cycles == [], "modules that import each other:\n" + "\n".join(map(str, cycles))
+
+
+def _imports_of(prefix: str) -> Iterator[tuple[str, str]]:
+    for module, path in MODULES.items():
+        if module == prefix or module.startswith(prefix + "."):
+            for name in _imported(module, path):
+                yield module, name
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_the_parts_depend_one_way() -> None:
+    allowed = {
+        "edgescope_tracing": set(),
+        "edgescope_collector": {"edgescope_tracing"},
+        "edgescope_tui": {"edgescope_tracing"},
+    }
+    wrong = [
+        (m, n)
+        for part, ok in allowed.items()
+        for m, n in _imports_of(part)
+        if _top(n) in PACKAGES and _top(n) != part and _top(n) not in ok
+    ]
+    assert wrong == []
+
+
+def test_the_sdk_reaches_the_collector_and_ui_only_from_commands_and_the_demo() -> None:
+    wrong = [
+        (m, n)
+        for m, n in _imports_of("edgescope")
+        if _top(n) in ("edgescope_collector", "edgescope_tui")
+        and not m.rpartition(".")[2].startswith(("_cmd_", "cli", "_demo"))
+        and ".cli" not in m
+        and ".demo" not in m
+    ]
+    assert wrong == []
+
+
+def test_the_tui_model_and_sources_import_no_ui() -> None:
+    model = [
+        m
+        for m in MODULES
+        if m.startswith("edgescope_tui.")
+        and m.split(".")[1] in ("state", "series", "feed", "views", "sources", "discovery")
+    ]
+    assert "edgescope_tui.state" in model
+    ui = ("textual", "edgescope_tui.app", "edgescope_tui.screens", "edgescope_tui.widgets")
+    wrong = [
+        (m, n)
+        for m in model
+        for n in _imported(m, MODULES[m])
+        if n == "textual" or n.startswith("textual.") or any(n.startswith(u) for u in ui[1:])
+    ]
+    assert wrong == []

@@ -102,7 +102,7 @@ def redraw(screen_specs: Any, width: int = 76, height: int = 21) -> None:
 
 def overview_specs(state: Any) -> list[Any]:
     """The overview's four chart specs, as the dashboard builds them."""
-    t0, t1 = state.first_us, state.last_us
+    t0, t1 = state.stream.first_us, state.stream.last_us
     return list(views.overview_specs(state, 0, None, t0, t1).values())
 
 

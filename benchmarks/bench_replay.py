@@ -209,8 +209,8 @@ async def seeks(path: Path, n: int, seed: int) -> list[float]:
             while not feed.complete:
                 await pilot.pause(0.01)
             span = feed.span
-            assert span is not None and feed.state.last_us is not None
-            lo = feed.state.last_us
+            assert span is not None and feed.state.stream.last_us is not None
+            lo = feed.state.stream.last_us
             chart = screen.query_one("#chart-loss", Chart)
             for _ in range(n):
                 target = rng.randrange(lo, span[1])

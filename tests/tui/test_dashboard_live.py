@@ -76,7 +76,7 @@ async def test_a_long_live_session_lets_its_oldest_history_go(collector: Collect
             await pilot.pause(0.3)
             loss = feed.state.metrics[(0, "loss")]
             assert len(loss) < 150 and feed.points <= 150
-            assert feed.state.trimmed_us is not None
+            assert feed.state.stream.trimmed_us is not None
             assert "let go" in str(d.query_one("#run-header").render())
         finally:
             producer.close()

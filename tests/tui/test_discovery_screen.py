@@ -152,7 +152,7 @@ async def test_devices_live_and_open_a_dashboard(
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
         assert [f.label for f in app.feeds] == ["bench"]
-        await until(pilot, lambda: app.feeds[0].state.records > 5)
+        await until(pilot, lambda: app.feeds[0].state.stream.records > 5)
 
 
 @pytest.mark.asyncio
@@ -207,7 +207,7 @@ async def test_start_the_collector_from_the_screen(
             await until(pilot, lambda: state(app, target.label) == "online", timeout=30)
             await pilot.press("enter")
             await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
-            await until(pilot, lambda: app.feeds[0].state.records > 3)
+            await until(pilot, lambda: app.feeds[0].state.stream.records > 3)
     finally:
         _stop_collector_on(port)
 

@@ -102,7 +102,7 @@ async def test_damaged_frame_is_marked_and_everything_else_is_shown(
     assert 0 < len(recs) < len(whole)
     assert max(_end(x) for x in recs) == max(_end(x) for x in whole)  # the part after it
     s = fold_all(items)
-    (gap,) = s.gaps.view()
+    (gap,) = s.stream.gaps.view()
     assert gap.first_seq == gaps[0].gap[0] and gap.end_us is not None and gap.end_us > gap.t_us
 
 
@@ -199,16 +199,16 @@ async def test_feed_loads_up_to_its_limit_and_seeks_past_it(trace: Path) -> None
 
     await feed.pump(notify, interval=0.0)
     assert feed.complete and feed.truncated and updates > 0
-    assert feed.state.status is not None
-    assert f"loaded the first {feed.records:,} records" in feed.state.status.message
+    assert feed.state.stream.status is not None
+    assert f"loaded the first {feed.records:,} records" in feed.state.stream.status.message
     assert 2_000 <= feed.points < 2_000 + 50  # stops within one metric batch of the limit
-    assert feed.span is not None and feed.state.last_us is not None
-    target = (feed.state.last_us + feed.span[1]) // 2
+    assert feed.span is not None and feed.state.stream.last_us is not None
+    target = (feed.state.stream.last_us + feed.span[1]) // 2
     assert feed.needs_window(target)
     assert feed.state_at(target) is feed.state
     window = await feed.load_window(target)
-    assert window.first_us is not None and window.first_us <= target
-    assert window.last_us is not None and window.last_us >= target
+    assert window.stream.first_us is not None and window.stream.first_us <= target
+    assert window.stream.last_us is not None and window.stream.last_us >= target
     assert window.runs[0].name == "h200-mlp"
     assert feed.state_at(target) is window and not feed.needs_window(target)
     await feed.close()

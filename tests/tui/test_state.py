@@ -153,10 +153,10 @@ def test_cpu_counters_and_pi_flags_become_spans() -> None:
         ),
     ]
     s = fold_all(recs)
-    assert s.zones["cpu-thermal"].last == 71.0
-    assert s.zone_trips["cpu-thermal"] == 80.0
-    assert s.cpu_mhz.last == pytest.approx(1600.0)
-    assert s.cpu_max_mhz == 2400.0
+    assert s.thermal.zones["cpu-thermal"].last == 71.0
+    assert s.thermal.zone_trips["cpu-thermal"] == 80.0
+    assert s.thermal.cpu_mhz.last == pytest.approx(1600.0)
+    assert s.thermal.cpu_max_mhz == 2400.0
     by_source = {x.source: x for x in s.spans()}
     assert by_source["cpu"].start_us == 2_000_000 and by_source["cpu"].end_us == 3_000_000
     assert by_source["cpu"].reasons == ("cpu0.core_throttle_count",)
@@ -178,8 +178,8 @@ def test_stacks_top_functions_and_tree_of_a_window() -> None:
         StackSamples(0, "python", 10_000, (((main, train, bwd), 5),), t_us=2_000_000, seq=1),
     ]
     s = fold_all(recs)
-    assert s.stack_total == 14
-    assert s.self_counts == {"forward": 6, "backward": 8}
+    assert s.stacks.total == 14
+    assert s.stacks.self_counts == {"forward": 6, "backward": 8}
     top = top_functions(None, s)
     assert top[0] == ("backward", 8, 8) and top[1] == ("forward", 6, 6)
     first = s.stack_windows(0, 1_500_000)
@@ -209,13 +209,13 @@ def test_seq_jumps_and_reported_damage_become_gaps() -> None:
     s = fold(RunState(), Event("mark", "a", t_us=1_000, seq=0))
     s = fold(s, Event("mark", "b", t_us=2_000, seq=1))
     s = fold(s, Event("mark", "c", t_us=5_000, seq=7))
-    (gap,) = s.gaps.view()
+    (gap,) = s.stream.gaps.view()
     assert (gap.first_seq, gap.last_seq, gap.t_us, gap.end_us) == (2, 6, 2_000, 5_000)
     assert gap.reason == "records 2-6 missing"
     # A source that says why: the reason is kept, the span closed at the next record.
     s = fold(s, Status("gap", "bad checksum at byte 99"))
     s = fold(s, Event("mark", "d", t_us=9_000, seq=12))
-    last = s.gaps[-1]
+    last = s.stream.gaps[-1]
     assert (last.reason, last.first_seq, last.last_seq, last.end_us) == (
         "bad checksum at byte 99",
         8,
@@ -223,17 +223,17 @@ def test_seq_jumps_and_reported_damage_become_gaps() -> None:
         9_000,
     )
     s = fold(s, Status("live"))
-    assert s.status == Status("live")
+    assert s.stream.status == Status("live")
 
 
 def test_fold_is_pure() -> None:
     recs = h200_records(200)
     cut = [i for i, r in enumerate(recs) if isinstance(r, Metrics)][8]
     half = fold_all(recs[:cut])
-    snapshot = (half.records, len(half.metrics[(0, "loss")]), half.last_us)
+    snapshot = (half.stream.records, len(half.metrics[(0, "loss")]), half.stream.last_us)
     full = fold_all(recs[cut:], half)
-    assert (half.records, len(half.metrics[(0, "loss")]), half.last_us) == snapshot
-    assert full.records == len(recs)
+    assert (half.stream.records, len(half.metrics[(0, "loss")]), half.stream.last_us) == snapshot
+    assert full.stream.records == len(recs)
     again = fold_all(recs[cut:], half)
     assert again.metrics[(0, "loss")].last == full.metrics[(0, "loss")].last
     assert list(again.metrics[(0, "loss")].y[:200]) == list(full.metrics[(0, "loss")].y[:200])
@@ -249,12 +249,14 @@ def test_trim_keeps_the_newest_half_and_says_from_when(h200: RunState) -> None:
     loss = s.metrics[(0, "loss")]
     assert len(loss) == 1000 and loss.last == h200.metrics[(0, "loss")].last
     assert list(loss.x[:3]) == [1000.0, 1001.0, 1002.0]
-    assert s.trimmed_us is not None and s.first_us == s.trimmed_us > (h200.first_us or 0)
+    assert s.stream.trimmed_us is not None and s.stream.first_us == s.stream.trimmed_us > (
+        h200.stream.first_us or 0
+    )
     assert len(s.gpus[0].temp_c) == len(h200.gpus[0].temp_c) // 2
     assert b.points < points
     assert s.events.view() == h200.events.view()
     # The state it was trimmed from is untouched.
-    assert len(h200.metrics[(0, "loss")]) == 2000 and h200.trimmed_us is None
+    assert len(h200.metrics[(0, "loss")]) == 2000 and h200.stream.trimmed_us is None
 
 
 def test_process_sample_peaks_and_limits() -> None:

@@ -130,13 +130,13 @@ def test_icicle_widths_follow_counts() -> None:
 
 def test_overview_specs_on_the_h200_run() -> None:
     s = fold_all(h200_records(2000))
-    specs = views.overview_specs(s, 0, None, s.first_us or 0, s.last_us or 0)
+    specs = views.overview_specs(s, 0, None, s.stream.first_us or 0, s.stream.last_us or 0)
     assert list(specs) == ["loss", "step", "memory", "thermal"]
     assert specs["loss"].title == "loss" and specs["loss"].log
     assert "steps/s" in specs["step"].subtitle and "samples/s" in specs["step"].subtitle
     assert [ln.label for ln in specs["memory"].lines] == ["RSS", "CUDA", "CUDA peak"]
     assert specs["thermal"].lines[0].label == "gpu0"
-    system = views.system_specs(s, 0, None, s.first_us or 0, s.last_us or 0)
+    system = views.system_specs(s, 0, None, s.stream.first_us or 0, s.stream.last_us or 0)
     assert system["power"].hlines[0][1] == "limit 700 W"
     assert "gpu0 max 1980 MHz" in system["clocks"].subtitle
 

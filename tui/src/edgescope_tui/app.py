@@ -146,7 +146,7 @@ class EdgescopeApp(App[None]):
                 f"Show {tab}", f"The {tab} tab", lambda tab=tab: screen.action_tab(tab)
             )
         s = screen.feed.state
-        t0 = s.first_us or 0
+        t0 = s.stream.first_us or 0
         for e in s.events.view()[-50:]:
             yield SystemCommand(
                 f"Jump to {e.kind} at {fmt_offset(e.t_us - t0)}",

@@ -93,7 +93,7 @@ class Feed:
     def time_range(self) -> tuple[int, int] | None:
         """What the timeline spans: the source's span, widened by what was folded."""
         s = self.state
-        ends = [x for x in (s.first_us, s.last_us) if x is not None]
+        ends = [x for x in (s.stream.first_us, s.stream.last_us) if x is not None]
         if self.span is not None:
             ends += list(self.span)
         if not ends:
@@ -105,11 +105,11 @@ class Feed:
         s = self.state
         if (
             cursor is None
-            or s.last_us is None
-            or cursor <= s.last_us
+            or s.stream.last_us is None
+            or cursor <= s.stream.last_us
             or self.window is None
-            or self.window.first_us is None
-            or self.window.first_us > cursor
+            or self.window.stream.first_us is None
+            or self.window.stream.first_us > cursor
         ):
             return s
         return self.window
@@ -119,14 +119,14 @@ class Feed:
         if cursor is None or not self.seekable:
             return False
         s = self.state
-        if s.last_us is not None and cursor <= s.last_us:
+        if s.stream.last_us is not None and cursor <= s.stream.last_us:
             return False
         w = self.window
         return (
             w is None
-            or w.first_us is None
-            or w.last_us is None
-            or not (w.first_us <= cursor <= w.last_us)
+            or w.stream.first_us is None
+            or w.stream.last_us is None
+            or not (w.stream.first_us <= cursor <= w.stream.last_us)
         )
 
     async def pump(self, notify: Callable[[], None], *, interval: float = 0.2) -> None:

@@ -26,7 +26,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from edgescope_tracing import (
     Event,
@@ -62,6 +62,10 @@ __all__ = [
     "StackWindow",
     "StackNode",
     "RunState",
+    "SystemState",
+    "ThermalState",
+    "StackState",
+    "StreamState",
     "StateBuilder",
     "fold",
     "fold_all",
@@ -167,22 +171,18 @@ class StackNode:
 
 
 @dataclass(frozen=True, slots=True)
-class RunState:
-    """Everything folded so far. Keyed by run number where it belongs to a run."""
+class SystemState:
+    """The device as a whole: memory and CPU over time."""
 
-    runs: Mapping[int, RunInfo] = field(default_factory=dict)
-    metrics: Mapping[tuple[int, str], Series] = field(default_factory=dict)
-    """Per (run, metric key): x is the step, t the time in µs."""
-    step_time: Mapping[int, Series] = field(default_factory=dict)
-    """Per run, seconds per step (x is the step), derived from step timestamps; under
-    ``-1 - run``, the same from a logged step-time metric."""
-    proc: Mapping[int, ProcState] = field(default_factory=dict)
-    sys_mem_used: Series = field(default_factory=Series.empty)
-    sys_mem_total: int | None = None
+    mem_used: Series = field(default_factory=Series.empty)
+    mem_total: int | None = None
     cpu_percent: Series = field(default_factory=Series.empty)
-    gpus: Mapping[int, GpuState] = field(default_factory=dict)
-    pid_runs: Mapping[int, int] = field(default_factory=dict)
-    """The run of each pid seen: a run's own pid and those of its process samples."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThermalState:
+    """Heat and what it does: zone temperatures, CPU frequency, throttled periods."""
+
     zones: Mapping[str, Series] = field(default_factory=dict)
     """Thermal zone temperatures (°C) over time."""
     zone_trips: Mapping[str, float] = field(default_factory=dict)
@@ -195,22 +195,55 @@ class RunState:
     throttle_open: Mapping[str, Span] = field(default_factory=dict)
     counters: Mapping[str, int] = field(default_factory=dict)
     """Last throttle counters and flags as sampled."""
-    stacks: Log[StackWindow] = field(default_factory=Log.empty)
-    stack_total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StackState:
+    """Stack samples: the windows in time order, and counts over the whole trace."""
+
+    windows: Log[StackWindow] = field(default_factory=Log.empty)
+    total: int = 0
     self_counts: Mapping[str, int] = field(default_factory=dict)
     """Samples per function as the innermost frame, over the whole trace."""
-    events: Log[Event] = field(default_factory=Log.empty)
-    gaps: Log[Gap] = field(default_factory=Log.empty)
-    status: Status | None = None
-    """The source's last word on itself (live, disconnected, ended...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """The stream of records itself: how much came, over what time, what is missing."""
+
+    records: int = 0
     first_us: int | None = None
     last_us: int | None = None
     last_seq: int | None = None
-    records: int = 0
-    step_clock: Mapping[int, tuple[str, float, float]] = field(default_factory=dict)
-    """Per run: the metric that times steps, and its last (step, time)."""
+    gaps: Log[Gap] = field(default_factory=Log.empty)
+    status: Status | None = None
+    """The source's last word on itself (live, disconnected, ended...)."""
     trimmed_us: int | None = None
     """History before this time was let go to bound memory (a long live session)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """Everything folded so far, grouped by concern. Keyed by run number where it belongs to a
+    run."""
+
+    runs: Mapping[int, RunInfo] = field(default_factory=dict)
+    metrics: Mapping[tuple[int, str], Series] = field(default_factory=dict)
+    """Per (run, metric key): x is the step, t the time in µs."""
+    step_time: Mapping[int, Series] = field(default_factory=dict)
+    """Per run, seconds per step (x is the step), derived from step timestamps; under
+    ``-1 - run``, the same from a logged step-time metric."""
+    step_clock: Mapping[int, tuple[str, float, float]] = field(default_factory=dict)
+    """Per run: the metric that times steps, and its last (step, time)."""
+    proc: Mapping[int, ProcState] = field(default_factory=dict)
+    pid_runs: Mapping[int, int] = field(default_factory=dict)
+    """The run of each pid seen: a run's own pid and those of its process samples."""
+    gpus: Mapping[int, GpuState] = field(default_factory=dict)
+    system: SystemState = field(default_factory=SystemState)
+    thermal: ThermalState = field(default_factory=ThermalState)
+    stacks: StackState = field(default_factory=StackState)
+    events: Log[Event] = field(default_factory=Log.empty)
+    stream: StreamState = field(default_factory=StreamState)
 
     # --- questions the views ask -------------------------------------------------------------
 
@@ -228,8 +261,9 @@ class RunState:
 
     def spans(self, until: int | None = None) -> list[Span]:
         """Throttled periods up to ``until`` (µs), open ones ending at the last sample."""
-        out = [s for s in self.throttle.view() if until is None or s.start_us <= until]
-        out += [s for s in self.throttle_open.values() if until is None or s.start_us <= until]
+        th = self.thermal
+        out = [s for s in th.throttle.view() if until is None or s.start_us <= until]
+        out += [s for s in th.throttle_open.values() if until is None or s.start_us <= until]
         if until is not None:
             out = [replace(s, end_us=min(s.end_us, until)) for s in out]
         return sorted(out, key=lambda s: s.start_us)
@@ -241,7 +275,7 @@ class RunState:
         return evs[: bisect_right([e.t_us for e in evs], until)]
 
     def stack_windows(self, t0: int | None = None, t1: int | None = None) -> list[StackWindow]:
-        wins = self.stacks.view()
+        wins = self.stacks.windows.view()
         times = [w.t_us for w in wins]
         i = 0 if t0 is None else bisect_left(times, t0)
         j = len(wins) if t1 is None else bisect_right(times, t1)
@@ -261,6 +295,8 @@ def _run_info(r: RunStart, old: RunInfo | None) -> RunInfo:
 
 
 _T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 def _evolve(obj: _T, **changes: Any) -> _T:
@@ -272,26 +308,79 @@ def _evolve(obj: _T, **changes: Any) -> _T:
     return new
 
 
+class _Cow(Generic[_K, _V]):
+    """A mapping of a frozen state, copied the first time it is written after a freeze."""
+
+    __slots__ = ("_m", "_owned")
+
+    def __init__(self, m: Mapping[_K, _V]) -> None:
+        self._m = m
+        self._owned = False
+
+    def get(self, key: _K) -> _V | None:
+        return self._m.get(key)
+
+    def view(self) -> Mapping[_K, _V]:
+        """For reading only."""
+        return self._m
+
+    def w(self) -> dict[_K, _V]:
+        """For writing: a copy of its own once per freeze."""
+        if not self._owned:
+            self._m = dict(self._m)
+            self._owned = True
+        assert isinstance(self._m, dict)
+        return self._m
+
+    def freeze(self) -> Mapping[_K, _V]:
+        """What a frozen state holds; the next write copies again."""
+        self._owned = False
+        return self._m
+
+
 class StateBuilder:
     """A draft of a :class:`RunState` that records are applied to in place.
 
     :meth:`freeze` returns a new frozen state and leaves the base state untouched: the draft
     copies a mapping the first time it changes it after a freeze, and series and logs are
     append-only and shared. Folding many records through one draft costs one ``RunState`` per
-    freeze instead of one per record: a live feed freezes only when it redraws.
+    freeze instead of one per record: a live feed freezes only when it redraws. The draft has a
+    typed attribute for each field of the state's groups.
     """
 
     def __init__(self, base: RunState | None = None) -> None:
         base = base if base is not None else RunState()
-        self.f: dict[str, Any] = {name: getattr(base, name) for name in RunState.__slots__}
-        self._owned: set[str] = set()
+        self.runs = _Cow(base.runs)
+        self.metrics = _Cow(base.metrics)
+        self.step_time = _Cow(base.step_time)
+        self.step_clock = _Cow(base.step_clock)
+        self.proc = _Cow(base.proc)
+        self.pid_runs = _Cow(base.pid_runs)
+        self.gpus = _Cow(base.gpus)
+        sy, th, st, sm = base.system, base.thermal, base.stacks, base.stream
+        self.mem_used: Series = sy.mem_used
+        self.mem_total: int | None = sy.mem_total
+        self.cpu_percent: Series = sy.cpu_percent
+        self.zones = _Cow(th.zones)
+        self.zone_trips = _Cow(th.zone_trips)
+        self.cpu_mhz: Series = th.cpu_mhz
+        self.cpu_max_mhz: float | None = th.cpu_max_mhz
+        self.throttle: Log[Span] = th.throttle
+        self.throttle_open = _Cow(th.throttle_open)
+        self.counters = _Cow(th.counters)
+        self.windows: Log[StackWindow] = st.windows
+        self.stack_total: int = st.total
+        self.self_counts = _Cow(st.self_counts)
+        self.events: Log[Event] = base.events
+        self.records: int = sm.records
+        self.first_us: int | None = sm.first_us
+        self.last_us: int | None = sm.last_us
+        self.last_seq: int | None = sm.last_seq
+        self.gaps: Log[Gap] = sm.gaps
+        self.status: Status | None = sm.status
+        self.trimmed_us: int | None = sm.trimmed_us
         self._frozen: RunState | None = base
         self._points = sum(s.n for s in self._all_series())
-
-    @property
-    def records(self) -> int:
-        n: int = self.f["records"]
-        return n
 
     @property
     def points(self) -> int:
@@ -299,19 +388,39 @@ class StateBuilder:
         from (or was trimmed to), then each metric value and each other record as it comes."""
         return self._points
 
-    def d(self, name: str) -> dict[Any, Any]:
-        """The mapping field ``name``, copied once per freeze before it is changed."""
-        if name not in self._owned:
-            self.f[name] = dict(self.f[name])
-            self._owned.add(name)
-        out: dict[Any, Any] = self.f[name]
-        return out
-
     def freeze(self) -> RunState:
         """The state as it stands, frozen (the same object until something is applied)."""
         if self._frozen is None:
-            self._frozen = RunState(**self.f)
-            self._owned.clear()
+            self._frozen = RunState(
+                runs=self.runs.freeze(),
+                metrics=self.metrics.freeze(),
+                step_time=self.step_time.freeze(),
+                step_clock=self.step_clock.freeze(),
+                proc=self.proc.freeze(),
+                pid_runs=self.pid_runs.freeze(),
+                gpus=self.gpus.freeze(),
+                system=SystemState(self.mem_used, self.mem_total, self.cpu_percent),
+                thermal=ThermalState(
+                    self.zones.freeze(),
+                    self.zone_trips.freeze(),
+                    self.cpu_mhz,
+                    self.cpu_max_mhz,
+                    self.throttle,
+                    self.throttle_open.freeze(),
+                    self.counters.freeze(),
+                ),
+                stacks=StackState(self.windows, self.stack_total, self.self_counts.freeze()),
+                events=self.events,
+                stream=StreamState(
+                    self.records,
+                    self.first_us,
+                    self.last_us,
+                    self.last_seq,
+                    self.gaps,
+                    self.status,
+                    self.trimmed_us,
+                ),
+            )
         return self._frozen
 
     def trim(self, keep: float = 0.5) -> None:
@@ -322,7 +431,6 @@ class StateBuilder:
         few).
         """
         self._frozen = None
-        f = self.f
         kept: list[float] = []
 
         def cut(s: Series) -> Series:
@@ -331,44 +439,46 @@ class StateBuilder:
                 kept.append(t.t[0])
             return t
 
-        for name in ("metrics", "step_time", "zones"):
-            d = self.d(name)
-            for k, s in d.items():
-                d[k] = cut(s)
-        for name in ("sys_mem_used", "cpu_percent", "cpu_mhz"):
-            f[name] = cut(f[name])
-        proc = self.d("proc")
+        metrics, step_time, zones = self.metrics.w(), self.step_time.w(), self.zones.w()
+        for mk, ms in metrics.items():
+            metrics[mk] = cut(ms)
+        for sk, ss in step_time.items():
+            step_time[sk] = cut(ss)
+        for zk, zs in zones.items():
+            zones[zk] = cut(zs)
+        self.mem_used = cut(self.mem_used)
+        self.cpu_percent = cut(self.cpu_percent)
+        self.cpu_mhz = cut(self.cpu_mhz)
+        proc = self.proc.w()
         for k, p in proc.items():
             gpu_mem = {i: cut(g) for i, g in p.gpu_mem.items()}
             proc[k] = _evolve(p, rss=cut(p.rss), cgroup=cut(p.cgroup), gpu_mem=gpu_mem)
-        gpus = self.d("gpus")
+        gpus = self.gpus.w()
         for k, g in gpus.items():
             series = ("temp_c", "power_w", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "mem_used")
             gpus[k] = _evolve(g, **{n: cut(getattr(g, n)) for n in series})
-        stacks: Log[StackWindow] = f["stacks"]
-        windows = stacks.view()[len(stacks) - int(len(stacks) * keep) :]
-        f["stacks"] = Log(windows, len(windows))
+        windows = self.windows.view()[len(self.windows) - int(len(self.windows) * keep) :]
+        self.windows = Log(windows, len(windows))
         if windows:
             kept.append(windows[0].t_us)
         if kept:
             start = int(min(kept))
-            f["trimmed_us"] = start
-            f["first_us"] = max(f["first_us"] or start, start)
+            self.trimmed_us = start
+            self.first_us = max(self.first_us or start, start)
         self._points = sum(s.n for s in self._all_series())
 
     def _all_series(self) -> list[Series]:
-        f = self.f
-        out = [*f["metrics"].values(), *f["step_time"].values(), *f["zones"].values()]
-        out += [f["sys_mem_used"], f["cpu_percent"], f["cpu_mhz"]]
-        for p in f["proc"].values():
+        out = [*self.metrics.view().values(), *self.step_time.view().values()]
+        out += [*self.zones.view().values(), self.mem_used, self.cpu_percent, self.cpu_mhz]
+        for p in self.proc.view().values():
             out += [p.rss, p.cgroup, *p.gpu_mem.values()]
-        for g in f["gpus"].values():
+        for g in self.gpus.view().values():
             out += [g.temp_c, g.power_w, g.sm_clock_mhz, g.mem_clock_mhz, g.util_gpu, g.mem_used]
         return out
 
     def forget_seq(self) -> None:
         """Records were passed over on purpose (a seek): the next one is not after a gap."""
-        self.f["last_seq"] = None
+        self.last_seq = None
 
     def apply(self, item: Record | Status) -> None:
         """Fold one record or status into the draft."""
@@ -378,70 +488,68 @@ class StateBuilder:
             return
         _FOLDS[type(item)](self, item)
         self._points += len(item.values) if isinstance(item, Metrics) else 1
-        f = self.f
         t0, t1 = _span_t(item)
-        gaps: Log[Gap] = f["gaps"]
+        gaps = self.gaps
         seq = item.seq
-        prev = f["last_seq"]
-        last = f["last_us"]
+        prev = self.last_seq
+        last = self.last_us
         is_open = bool(gaps) and gaps[-1].end_us is None
         if prev is not None and seq > prev + 1:
             if is_open:
                 gap = gaps[-1]
                 if gap.first_seq is None:
                     gap = _evolve(gap, first_seq=prev + 1, last_seq=seq - 1)
-                f["gaps"] = gaps.replace_last(_evolve(gap, end_us=t0))
+                self.gaps = gaps.replace_last(_evolve(gap, end_us=t0))
             else:
                 what = f"records {prev + 1}-{seq - 1}" if seq > prev + 2 else f"record {prev + 1}"
-                f["gaps"] = gaps.append(Gap(last or t0, f"{what} missing", prev + 1, seq - 1, t0))
+                self.gaps = gaps.append(Gap(last or t0, f"{what} missing", prev + 1, seq - 1, t0))
         elif is_open and t0:
-            f["gaps"] = gaps.replace_last(_evolve(gaps[-1], end_us=t0))
+            self.gaps = gaps.replace_last(_evolve(gaps[-1], end_us=t0))
         if t0:
-            first = f["first_us"]
-            f["first_us"] = t0 if first is None or t0 < first else first
-            f["last_us"] = t1 if last is None or t1 > last else last
-        f["last_seq"] = seq if prev is None or seq > prev else prev
-        f["records"] += 1
+            first = self.first_us
+            self.first_us = t0 if first is None or t0 < first else first
+            self.last_us = t1 if last is None or t1 > last else last
+        self.last_seq = seq if prev is None or seq > prev else prev
+        self.records += 1
 
     def _status(self, st: Status) -> None:
         if st.state != "gap":
-            self.f["status"] = st
+            self.status = st
             return
         first, last = st.gap if st.gap is not None else (None, None)
-        gap = Gap(self.f["last_us"] or 0, st.message or "records missing", first, last)
-        self.f["gaps"] = self.f["gaps"].append(gap)
+        gap = Gap(self.last_us or 0, st.message or "records missing", first, last)
+        self.gaps = self.gaps.append(gap)
 
 
 def _fold_run_start(b: StateBuilder, r: RunStart) -> None:
-    runs = b.d("runs")
-    runs[r.run] = _run_info(r, runs.get(r.run))
+    b.runs.w()[r.run] = _run_info(r, b.runs.get(r.run))
     _pid_run(b, r.pid, r.run)
 
 
 def _pid_run(b: StateBuilder, pid: int, run: int) -> None:
-    if b.f["pid_runs"].get(pid) != run:
-        b.d("pid_runs")[pid] = run
+    if b.pid_runs.get(pid) != run:
+        b.pid_runs.w()[pid] = run
 
 
 def _fold_keyframe(b: StateBuilder, k: Keyframe) -> None:
     if k.runs:
-        runs = b.d("runs")
+        runs = b.runs.w()
         for r in k.runs:
             runs[r.run] = _run_info(r, runs.get(r.run))
             _pid_run(b, r.pid, r.run)
 
 
 def _fold_run_end(b: StateBuilder, e: RunEnd) -> None:
-    info = b.f["runs"].get(e.run)
+    info = b.runs.get(e.run)
     if info is not None:
-        b.d("runs")[e.run] = _evolve(info, end_us=e.t_us, exit_code=e.exit_code, dropped=e.dropped)
+        b.runs.w()[e.run] = _evolve(info, end_us=e.t_us, exit_code=e.exit_code, dropped=e.dropped)
 
 
 def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
     if not m.values:
         return
     key = (m.run, m.key)
-    metrics = b.d("metrics")
+    metrics = b.metrics.w()
     old = metrics.get(key) or Series.empty()
     if len(m.values) == 1:  # one value a record, as a live stream often sends them
         metrics[key] = old.append(m.steps[0], m.times_us[0], m.values[0])
@@ -451,7 +559,7 @@ def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
     if unit is not None:
         # A logged step time: kept in seconds under the run's negative slot.
         slot = -1 - m.run
-        step_time = b.d("step_time")
+        step_time = b.step_time.w()
         st = step_time.get(slot) or Series.empty()
         values = m.values if unit == 1.0 else [v * unit for v in m.values]
         if len(values) == 1:
@@ -459,7 +567,7 @@ def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
         else:
             step_time[slot] = st.extend(m.steps, m.times_us, values)
         return
-    clock = b.f["step_clock"].get(m.run)
+    clock = b.step_clock.get(m.run)
     if clock is not None and clock[0] != m.key:
         return
     xs: list[float] = []
@@ -477,16 +585,16 @@ def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
             ts.append(t)
             ys.append((t - last_t) / 1e6 / (step - last_step))
             last_step, last_t = step, t
-    b.d("step_clock")[m.run] = (m.key, last_step, last_t)
+    b.step_clock.w()[m.run] = (m.key, last_step, last_t)
     if ys:
-        step_time = b.d("step_time")
+        step_time = b.step_time.w()
         st = step_time.get(m.run) or Series.empty()
         step_time[m.run] = st.append(xs[0], ts[0], ys[0]) if len(ys) == 1 else st.extend(xs, ts, ys)
 
 
 def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
     _pid_run(b, p.pid, p.run)
-    proc = b.d("proc")
+    proc = b.proc.w()
     ps = proc.get(p.run) or ProcState()
     t = float(p.t_us)
     changes: dict[str, Any] = {}
@@ -509,32 +617,31 @@ def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
 
 def _fold_system(b: StateBuilder, x: SystemSample) -> None:
     t = float(x.t_us)
-    f = b.f
     if x.mem_used is not None:
-        f["sys_mem_used"] = f["sys_mem_used"].append(t, t, float(x.mem_used))
+        b.mem_used = b.mem_used.append(t, t, float(x.mem_used))
     if x.mem_total is not None:
-        f["sys_mem_total"] = x.mem_total
+        b.mem_total = x.mem_total
     if x.cpu_percent is not None:
-        f["cpu_percent"] = f["cpu_percent"].append(t, t, x.cpu_percent)
+        b.cpu_percent = b.cpu_percent.append(t, t, x.cpu_percent)
 
 
 def _throttle(b: StateBuilder, source: str, t_us: int, reasons: tuple[str, ...]) -> None:
     """Open, extend or close ``source``'s throttled period at a sample."""
-    current = b.f["throttle_open"].get(source)
+    current = b.throttle_open.get(source)
     if reasons:
         if current is None:
             span = Span(source, t_us, t_us, reasons, open=True)
         else:
             merged = current.reasons + tuple(r for r in reasons if r not in current.reasons)
             span = _evolve(current, end_us=t_us, reasons=merged)
-        b.d("throttle_open")[source] = span
+        b.throttle_open.w()[source] = span
     elif current is not None:
-        del b.d("throttle_open")[source]
-        b.f["throttle"] = b.f["throttle"].append(_evolve(current, end_us=t_us, open=False))
+        del b.throttle_open.w()[source]
+        b.throttle = b.throttle.append(_evolve(current, end_us=t_us, open=False))
 
 
 def _fold_gpu(b: StateBuilder, g: GpuSample) -> None:
-    gpus = b.d("gpus")
+    gpus = b.gpus.w()
     gs = gpus.get(g.index) or GpuState(g.index, g.name)
     t = float(g.t_us)
     gc: dict[str, Any] = {}
@@ -567,7 +674,7 @@ def _fold_gpu(b: StateBuilder, g: GpuSample) -> None:
 
 def _fold_gpu_processes(b: StateBuilder, g: GpuSample, t: float) -> None:
     """Each run's share of this GPU's memory: the sum over the run's pids that use it."""
-    pid_runs = b.f["pid_runs"]
+    pid_runs = b.pid_runs.view()
     per_run: dict[int, int] = {}
     for pid, used in g.processes:
         run = pid_runs.get(pid)
@@ -575,7 +682,7 @@ def _fold_gpu_processes(b: StateBuilder, g: GpuSample, t: float) -> None:
             per_run[run] = per_run.get(run, 0) + used
     if not per_run:
         return
-    proc = b.d("proc")
+    proc = b.proc.w()
     for run, used in per_run.items():
         ps = proc.get(run) or ProcState()
         series = ps.gpu_mem.get(g.index) or Series.empty()
@@ -585,10 +692,9 @@ def _fold_gpu_processes(b: StateBuilder, g: GpuSample, t: float) -> None:
 
 def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
     t = float(x.t_us)
-    f = b.f
     if x.zones:
-        zones = b.d("zones")
-        trips = b.d("zone_trips")
+        zones = b.zones.w()
+        trips = b.zone_trips.w()
         for z in x.zones:
             zones[z.name] = (zones.get(z.name) or Series.empty()).append(t, t, z.temp_c)
             limits = [temp for kind, temp, _ in z.trips if kind in ("passive", "hot", "critical")]
@@ -596,14 +702,14 @@ def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
                 trips[z.name] = min(limits)
     cur = [fr.cur_khz for fr in x.freqs if fr.cur_khz is not None]
     if cur:
-        f["cpu_mhz"] = f["cpu_mhz"].append(t, t, sum(cur) / len(cur) / 1000)
+        b.cpu_mhz = b.cpu_mhz.append(t, t, sum(cur) / len(cur) / 1000)
         maxes = [fr.max_khz for fr in x.freqs if fr.max_khz]
         if maxes:
-            f["cpu_max_mhz"] = max(maxes) / 1000
+            b.cpu_max_mhz = max(maxes) / 1000
     if x.throttle:
         cpu_reasons: list[str] = []
         pi_reasons: list[str] = []
-        counters = f["counters"]
+        counters = b.counters.view()
         for name, value in x.throttle.items():
             before = counters.get(name)
             if name.endswith("throttled") and name.startswith("pi"):
@@ -613,11 +719,11 @@ def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
         _throttle(b, "cpu", x.t_us, tuple(cpu_reasons))
         if any(n.startswith("pi") for n in x.throttle):
             _throttle(b, "pi", x.t_us, tuple(pi_reasons))
-        b.d("counters").update(x.throttle)
+        b.counters.w().update(x.throttle)
 
 
 def _fold_stacks(b: StateBuilder, x: StackSamples) -> None:
-    counts = b.d("self_counts")
+    counts = b.self_counts.w()
     total = 0
     for stack, n in x.samples:
         if stack:
@@ -625,12 +731,12 @@ def _fold_stacks(b: StateBuilder, x: StackSamples) -> None:
             counts[name] = counts.get(name, 0) + n
         total += n
     win = StackWindow(x.t_us, x.run, x.backend, x.period_us, x.samples)
-    b.f["stacks"] = b.f["stacks"].append(win)
-    b.f["stack_total"] += total
+    b.windows = b.windows.append(win)
+    b.stack_total += total
 
 
 def _fold_event(b: StateBuilder, e: Event) -> None:
-    b.f["events"] = b.f["events"].append(e)
+    b.events = b.events.append(e)
 
 
 _FOLDS: dict[type, Callable[[StateBuilder, Any], None]] = {
@@ -671,7 +777,7 @@ def top_functions(
     """
     self_c: dict[str, int] = {}
     total_c: dict[str, int] = {}
-    wins = state.stacks.view() if windows is None else windows
+    wins = state.stacks.windows.view() if windows is None else windows
     for w in wins:
         for stack, n in w.samples:
             if not stack:

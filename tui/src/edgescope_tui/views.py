@@ -50,8 +50,8 @@ def mean_tail(s: Series, end: int, k: int = 50) -> float | None:
 
 def bands(s: RunState, end: int | None) -> tuple[Band, ...]:
     bands = [Band(sp.start_us, sp.end_us, THROTTLE_BG, sp.source) for sp in s.spans(end)]
-    for g in s.gaps.view():
-        bands.append(Band(g.t_us, g.end_us or (s.last_us or g.t_us), GAP_BG, "gap"))
+    for g in s.stream.gaps.view():
+        bands.append(Band(g.t_us, g.end_us or (s.stream.last_us or g.t_us), GAP_BG, "gap"))
     return tuple(bands)
 
 
@@ -147,10 +147,12 @@ def memory_spec(s: RunState, run: int, end: int | None, t0: int, t1: int) -> Cha
                 peak = ser.minmax(0, n)
                 if peak is not None:
                     facts.append(f"CUDA peak {fmt_bytes(peak[1])}")
-    if not lines and len(s.sys_mem_used):
-        lines.append(Line("used", s.sys_mem_used, PALETTE[0], s.sys_mem_used.count_until(end)))
-        if s.sys_mem_total:
-            hlines.append((float(s.sys_mem_total), "total", "red"))
+    if not lines and len(s.system.mem_used):
+        lines.append(
+            Line("used", s.system.mem_used, PALETTE[0], s.system.mem_used.count_until(end))
+        )
+        if s.system.mem_total:
+            hlines.append((float(s.system.mem_total), "total", "red"))
     return ChartSpec(
         "memory",
         tuple(lines),
@@ -178,12 +180,13 @@ def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
         idle = CLOCK_EVENT_REASONS[0x1]  # gpu_idle: a reason, but not one worth showing
         reasons = ", ".join(r for r in g.reasons if r != idle) or "none"
         facts.append(f"gpu{idx} reasons: {reasons}")
-    for name, z in s.zones.items():
+    for name, z in s.thermal.zones.items():
         lines.append(Line(name, z, next(colors), end=z.count_until(end)))
     spans = s.spans(end)
     facts.append(f"throttled: {len(spans)} period(s)" if spans else "not throttled")
     hlines = tuple(
-        (trip, f"{name} trip {trip:.0f}°C", "red") for name, trip in list(s.zone_trips.items())[:1]
+        (trip, f"{name} trip {trip:.0f}°C", "red")
+        for name, trip in list(s.thermal.zone_trips.items())[:1]
     )
     return ChartSpec(
         "thermal °C",
@@ -231,8 +234,10 @@ def system_specs(s: RunState, run: int, end: int | None, t0: int, t1: int) -> di
             power.append(Line(f"gpu{idx}", g.power_w, PALETTE[(idx + 1) % 7], end=n))
         if g.power_limit_w:
             hl.append((g.power_limit_w, f"limit {g.power_limit_w:.0f} W", "red"))
-    if len(s.cpu_mhz):
-        clocks.append(Line("CPU", s.cpu_mhz, PALETTE[4], end=s.cpu_mhz.count_until(end)))
+    if len(s.thermal.cpu_mhz):
+        clocks.append(
+            Line("CPU", s.thermal.cpu_mhz, PALETTE[4], end=s.thermal.cpu_mhz.count_until(end))
+        )
     tf = time_fmt(t0)
     out["clocks"] = ChartSpec(
         "clocks MHz",
@@ -256,10 +261,12 @@ def system_specs(s: RunState, run: int, end: int | None, t0: int, t1: int) -> di
         by_time=True,
         x_fmt=tf,
     )
-    cpu = (Line("CPU %", s.cpu_percent, PALETTE[5], end=s.cpu_percent.count_until(end)),)
+    cpu = (
+        Line("CPU %", s.system.cpu_percent, PALETTE[5], end=s.system.cpu_percent.count_until(end)),
+    )
     out["cpu"] = ChartSpec(
         "CPU %",
-        cpu if len(s.cpu_percent) else (),
+        cpu if len(s.system.cpu_percent) else (),
         y_floor=0.0,
         empty="no CPU samples",
         x0=t0,

@@ -161,7 +161,7 @@ class DashboardScreen(Screen[None]):
         """The time the view ends at: the cursor, or the newest record."""
         if self.cursor is not None:
             return self.cursor
-        return self.shown.last_us
+        return self.shown.stream.last_us
 
     def refresh_view(self) -> None:
         """Rebuild every widget's spec from the state at the cursor."""
@@ -169,8 +169,8 @@ class DashboardScreen(Screen[None]):
         run = self._run(s)
         end = self.cursor
         rng = self.feed.time_range()
-        t0 = s.first_us or (rng[0] if rng else 0)
-        t_end = end if end is not None else (s.last_us or t0)
+        t0 = s.stream.first_us or (rng[0] if rng else 0)
+        t_end = end if end is not None else (s.stream.last_us or t0)
         try:
             self._header(s, run)
             self._timeline(s, run, rng)
@@ -207,21 +207,23 @@ class DashboardScreen(Screen[None]):
         parts.append(escape(self.feed.label))
         if len(s.runs) > 1:
             parts.append(f"run {list(s.runs).index(run) + 1}/{len(s.runs)} (r: next)")
-        st = s.status
+        st = s.stream.status
         if st is not None:
             color = {"live": "#87d787", "ended": "#87afd7"}.get(st.state, "#ffd75f")
             message = f": {escape(st.message)}" if st.message else ""
             parts.append(f"[{color}]{st.state}[/]{message}")
         rng = self.feed.time_range()
-        if self.feed.window is not None and s is self.feed.window and s.first_us and rng:
+        if self.feed.window is not None and s is self.feed.window and s.stream.first_us and rng:
             parts.append(
                 f"[#ffd75f]past what is loaded: read from the keyframe before "
-                f"{fmt_offset(s.first_us - rng[0])}[/]"
+                f"{fmt_offset(s.stream.first_us - rng[0])}[/]"
             )
-        if s.gaps:
-            parts.append(f"[#ff5f5f]{len(s.gaps)} gap(s) or damaged span(s)[/]")
-        if s.trimmed_us is not None and rng:
-            parts.append(f"[dim]history before {fmt_offset(s.trimmed_us - rng[0])} let go[/]")
+        if s.stream.gaps:
+            parts.append(f"[#ff5f5f]{len(s.stream.gaps)} gap(s) or damaged span(s)[/]")
+        if s.stream.trimmed_us is not None and rng:
+            parts.append(
+                f"[dim]history before {fmt_offset(s.stream.trimmed_us - rng[0])} let go[/]"
+            )
         self.query_one("#run-header", Static).update(" · ".join(parts))
 
     def _overview(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:
@@ -238,7 +240,7 @@ class DashboardScreen(Screen[None]):
             chart.spec = views.metric_spec(s, run, key, end)
 
     def _stacks(self, s: RunState, end: int | None) -> None:
-        t1 = end if end is not None else s.last_us
+        t1 = end if end is not None else s.stream.last_us
         t0 = None if t1 is None else t1 - self.stack_window_us
         wins = s.stack_windows(t0, t1)
         total = sum(n for w in wins for _, n in w.samples)
@@ -246,7 +248,7 @@ class DashboardScreen(Screen[None]):
         self.query_one("#stack-title", Static).update(
             f"[b]stacks[/b] in the {self.stack_window_us / 1e6:g} s before the cursor: "
             f"{total} samples · backend {', '.join(backends)} · "
-            f"{s.stack_total} samples in all · [dim][ and ] change the window[/dim]"
+            f"{s.stacks.total} samples in all · [dim][ and ] change the window[/dim]"
         )
         table = self.query_one("#top-functions", DataTable)
         pct = 100 / total if total else 0
@@ -264,7 +266,7 @@ class DashboardScreen(Screen[None]):
 
     def _events(self, s: RunState, end: int | None, t0: int) -> None:
         rows = [EventRow(e.t_us, e.kind, e.severity, e.message) for e in s.events_until(end)]
-        for g in s.gaps.view():
+        for g in s.stream.gaps.view():
             if end is None or g.t_us <= end:
                 rows.append(EventRow(g.t_us, "gap", 2, g.reason))
         for sp in s.spans(end):
@@ -294,20 +296,20 @@ class DashboardScreen(Screen[None]):
             step = int(ser.x[n - 1]) if n else None
         status = ""
         if not self.feed.complete:
-            status = f"loading… {full.records:,} records"
+            status = f"loading… {full.stream.records:,} records"
         bar.spec = TimelineSpec(
             t0=rng[0],
             t1=rng[1],
             cursor=self.cursor,
-            loaded_until=full.last_us,
+            loaded_until=full.stream.last_us,
             playing=self.playing,
             speed=self.speed,
             live=not self.feed.seekable,
-            connection="" if full.status is None else full.status.state,
+            connection="" if full.stream.status is None else full.stream.status.state,
             step=step,
             events=tuple((e.t_us, e.severity) for e in full.events.view()),
             spans=tuple((sp.start_us, sp.end_us) for sp in full.spans()),
-            gaps=tuple((g.t_us, g.end_us or g.t_us) for g in full.gaps.view()),
+            gaps=tuple((g.t_us, g.end_us or g.t_us) for g in full.stream.gaps.view()),
             status=status,
         )
 
@@ -424,7 +426,7 @@ class DashboardScreen(Screen[None]):
     def action_event(self, delta: int) -> None:
         times = sorted(
             [e.t_us for e in self.feed.state.events.view()]
-            + [g.t_us for g in self.feed.state.gaps.view()]
+            + [g.t_us for g in self.feed.state.stream.gaps.view()]
             + [sp.start_us for sp in self.feed.state.spans()]
         )
         cur = self._end()

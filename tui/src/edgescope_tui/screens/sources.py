@@ -54,10 +54,10 @@ class SourcesScreen(Screen[None]):
         for feed in feeds:
             s = feed.state
             run = next(iter(s.runs.values()), None)
-            state = s.status.state if s.status else "connecting"
+            state = s.stream.status.state if s.stream.status else "connecting"
             name = run.name if run else "-"
             # Text, not str: a DataTable reads str cells as markup.
-            table.add_row(Text(feed.label), Text(name), state, f"{s.records:,}")
+            table.add_row(Text(feed.label), Text(name), state, f"{s.stream.records:,}")
         if not feeds:
             table.add_row("no source open", "", "", "")
 

@@ -29,7 +29,8 @@ PALETTE = ("#5fafff", "#ffaf5f", "#87d787", "#ff87af", "#d7af5f", "#af87ff", "#5
 
 
 def fmt_number(v: float) -> str:
-    """A short human number: 3 significant digits, SI suffixes for large, e-notation for tiny."""
+    """A short human number: 3 significant digits (whole numbers from 1,000 to 9,999), SI
+    suffixes from 10,000 (``35.6k``), e-notation only for the tiny."""
     if not math.isfinite(v):
         return str(v)
     a = abs(v)
@@ -41,6 +42,8 @@ def fmt_number(v: float) -> str:
                 return f"{v / div:.3g}{suffix}"
     if a < 1e-3:
         return f"{v:.2e}"
+    if a >= 999.5:  # 1,980 rather than 1.98e+03: whole, with a thousands separator
+        return f"{v:,.0f}"
     return f"{v:.3g}"
 
 

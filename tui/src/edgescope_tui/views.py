@@ -39,7 +39,7 @@ def time_fmt(t0: int) -> Callable[[float], str]:
 
 
 def ms(v: float) -> str:
-    return f"{v:.3g} ms" if v < 1e4 else f"{v / 1e3:.3g} s"
+    return f"{fmt_number(v)} ms" if v < 1e4 else f"{fmt_number(v / 1e3)} s"
 
 
 def mean_tail(s: Series, end: int, k: int = 50) -> float | None:

@@ -319,6 +319,40 @@ async def test_sources_screen_and_no_source(h200: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_escape_and_backspace_leave_every_screen(h200: Path) -> None:
+    """No screen is a dead end: Escape or Backspace goes back where a screen was opened from,
+    and a dashboard the App started on goes to the sources list, where Enter opens it again."""
+    async with EdgescopeApp([FileSource(h200)]).run_test(size=SIZE) as pilot:
+        app = await loaded(pilot)
+        feed = dashboard(app).feed
+        await pilot.press("escape")
+        assert isinstance(app.screen, SourcesScreen)
+        await pilot.press("escape")  # the first screen: stays
+        assert isinstance(app.screen, SourcesScreen)
+        await pilot.press("enter")
+        assert isinstance(app.screen, DashboardScreen) and app.screen.feed is feed
+        await pilot.press("c")
+        assert isinstance(app.screen, CompareScreen)
+        await pilot.press("backspace")
+        assert isinstance(app.screen, DashboardScreen)
+        await pilot.press("s")
+        assert isinstance(app.screen, SourcesScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
+        await pilot.press("g")  # a dialog takes Escape for itself
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
+        assert app.feeds == [feed]
+    async with EdgescopeApp([FileSource(h200), FileSource(h200)]).run_test(size=SIZE) as pilot:
+        app = await loaded(pilot)
+        assert isinstance(app.screen, CompareScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, SourcesScreen)
+
+
+@pytest.mark.asyncio
 async def test_mouse_scrubs_the_timeline(h200: Path) -> None:
     async with EdgescopeApp([FileSource(h200)]).run_test(size=SIZE) as pilot:
         app = await loaded(pilot)

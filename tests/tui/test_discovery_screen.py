@@ -154,6 +154,21 @@ async def test_devices_live_and_open_a_dashboard(
         assert [f.label for f in app.feeds] == ["bench"]
         await until(pilot, lambda: app.feeds[0].state.stream.records > 5)
 
+        # Escape goes back to the devices, the device still listed and its stream still read;
+        # Enter on it again shows that stream (no second connection), Backspace leaves again.
+        feed = app.feeds[0]
+        await pilot.press("escape")
+        assert app.screen is screen
+        assert state(app, "bench") == "online"
+        seen = feed.records
+        await until(pilot, lambda: feed.records > seen)
+        select(screen, "bench")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        assert app.screen.feed is feed and app.feeds == [feed]  # type: ignore[attr-defined]
+        await pilot.press("backspace")
+        assert app.screen is screen
+
 
 @pytest.mark.asyncio
 async def test_add_a_device_by_address(collector: Collector) -> None:

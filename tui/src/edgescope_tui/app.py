@@ -33,6 +33,7 @@ class EdgescopeApp(App[None]):
     TITLE = "edgescope"
 
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "leave", "Back"),
         Binding("q", "quit", "Quit"),
         Binding("c", "compare", "Compare"),
         Binding("s", "sources", "Sources"),
@@ -95,6 +96,11 @@ class EdgescopeApp(App[None]):
     def _sources_screen(self) -> SourcesScreen:
         return SourcesScreen(lambda: self.feeds, self.show_feed)
 
+    def feed_for(self, label: str) -> Feed | None:
+        """The open feed of the source called ``label`` that still reads, if there is one: a
+        device opened again is shown from the stream it kept, not connected to twice."""
+        return next((f for f in self.feeds if f.label == label and not f.complete), None)
+
     def show_feed(self, feed: Feed, run: int | None = None) -> DashboardScreen:
         """Open the run dashboard of an open feed."""
         screen = DashboardScreen(feed, run=run)
@@ -118,6 +124,22 @@ class EdgescopeApp(App[None]):
             await feed.close()
 
     # --- actions and commands ----------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "leave":  # shown (and taken) only where there is somewhere to go back to
+            return len(self.screen_stack) > 2 or isinstance(
+                self._top(), DashboardScreen | CompareScreen
+            )
+        return True
+
+    def action_leave(self) -> None:
+        """Escape (or Backspace): back to the screen this one was opened from (the devices
+        screen, the sources list); from a first screen that is a run, to the sources list, so
+        no screen is a dead end. On the home screen itself it does nothing."""
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+        elif isinstance(self._top(), DashboardScreen | CompareScreen):
+            self.switch_screen(self._sources_screen())
 
     def action_compare(self) -> None:
         if isinstance(self.screen, CompareScreen):

@@ -72,7 +72,6 @@ class CompareScreen(Screen[None]):
         Binding("M", "metric(-1)", "Prev metric"),
         Binding("o", "log", "Log scale"),
         Binding("t", "by_time", "Step/time"),
-        Binding("escape", "back", "Back"),
     ]
 
     metric: reactive[str | None] = reactive(None)
@@ -166,7 +165,3 @@ class CompareScreen(Screen[None]):
 
     def action_by_time(self) -> None:
         self.by_time = not self.by_time
-
-    def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.app.pop_screen()

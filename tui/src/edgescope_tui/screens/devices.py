@@ -342,6 +342,10 @@ class DevicesScreen(Screen[None]):
             hint = "press x to start it" if device.can_start_collector else device.hint
             self.notify(f"no collector runs on {device.label}: {hint}", severity="warning")
             return
+        feed = self.edgescope.feed_for(device.target.label)
+        if feed is not None:  # opened before: its stream went on meanwhile
+            self.edgescope.show_feed(feed)
+            return
         from ..sources.live import live_source
 
         source = live_source(device.target, token=self.probe.token, ssh_settings=self.probe.ssh)

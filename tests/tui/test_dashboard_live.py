@@ -106,6 +106,7 @@ async def test_live_dashboard_follows_the_head_and_shows_a_drop(collector: Colle
             bar = d.query_one("#replay", ReplayBar)
             assert bar.spec is not None and bar.spec.live and bar.spec.cursor is None
             assert "● LIVE" in bar.render().plain  # type: ignore[union-attr]
+            assert "loading" not in bar.render().plain  # type: ignore[union-attr]
             # The mark is there, and stepping back in time leaves the head; l returns to it.
             await pilot.press("p")
             assert d.cursor is not None

@@ -73,8 +73,8 @@ async def test_drop_reconnect_and_resume_without_gap(collector: Collector) -> No
     source = LiveSource(TcpOpener("127.0.0.1", collector.port), backoff=FAST, idle_timeout=5)
     r = Reader(source)
     try:
-        await r.until(lambda: len(r.records) >= 20)
-        assert [s.state for s in r.statuses()][:2] == ["connecting", "live"]
+        await r.until(lambda: len(r.records) >= 20 and r.statuses("live"))
+        assert [s.state for s in r.statuses()][:3] == ["connecting", "history", "live"]
         before = len(r.items)
         collector.kill()
         await r.until(lambda: r.statuses("disconnected"), timeout=5)
@@ -83,13 +83,31 @@ async def test_drop_reconnect_and_resume_without_gap(collector: Collector) -> No
         last_seq = r.records[-1].seq
         n_before = len(r.records)
         collector.start()
-        await r.until(lambda: len(r.records) >= n_before + 20)
-        assert len(r.statuses("live")) == 2
+        await r.until(lambda: len(r.records) >= n_before + 20 and len(r.statuses("live")) == 2)
         seqs = [rec.seq for rec in r.records]
         # Resumed at last + 1: every number once, in order, none missing.
         assert seqs == list(range(seqs[0], seqs[-1] + 1))
         assert seqs[n_before] == last_seq + 1
         assert not r.statuses("gap")
+    finally:
+        await r.close()
+
+
+async def test_history_first_then_live_at_the_head_it_had(collector: Collector) -> None:
+    """What the collector held is read as ``history``; ``live`` comes once the records before
+    its head (as it was on connecting) are in, so a dashboard says loading only meanwhile."""
+    source = LiveSource(TcpOpener("127.0.0.1", collector.port), backoff=FAST)
+    r = Reader(source)
+    try:
+        await r.until(lambda: r.statuses("live"))
+        head = source.head_on_connect
+        assert head is not None and head > 0
+        states = [i.state if isinstance(i, Status) else "record" for i in r.items]
+        assert states[:2] == ["connecting", "history"]
+        at = r.items.index(r.statuses("live")[0])
+        before = [i for i in r.items[:at] if not isinstance(i, Status)]
+        assert before and before[-1].seq == head - 1
+        assert "up to record" in r.statuses("history")[0].message
     finally:
         await r.close()
 

@@ -295,7 +295,9 @@ class DashboardScreen(Screen[None]):
             n = ser.count_until(self.cursor)
             step = int(ser.x[n - 1]) if n else None
         status = ""
-        if not self.feed.complete:
+        connection = "" if full.stream.status is None else full.stream.status.state
+        if (self.feed.seekable and not self.feed.complete) or connection == "history":
+            # loading only while history is read: a file being loaded, a collector's store
             status = f"loading… {full.stream.records:,} records"
         bar.spec = TimelineSpec(
             t0=rng[0],
@@ -305,7 +307,7 @@ class DashboardScreen(Screen[None]):
             playing=self.playing,
             speed=self.speed,
             live=not self.feed.seekable,
-            connection="" if full.stream.status is None else full.stream.status.state,
+            connection=connection,
             step=step,
             events=tuple((e.t_us, e.severity) for e in full.events.view()),
             spans=tuple((sp.start_us, sp.end_us) for sp in full.spans()),

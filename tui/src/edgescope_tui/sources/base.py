@@ -13,7 +13,9 @@ class FatalSourceError(Exception):
     """Raised by a live source's opener for a failure that retrying won't fix (one sentence)."""
 
 
-StatusState = Literal["connecting", "live", "disconnected", "ended", "error", "gap"]
+StatusState = Literal["connecting", "history", "live", "disconnected", "ended", "error", "gap"]
+"""``history``: connected, reading what the collector held when we connected; ``live`` once
+that is read (the head as it was then), and from then on."""
 
 
 @dataclass(frozen=True, slots=True)

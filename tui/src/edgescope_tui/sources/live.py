@@ -103,6 +103,9 @@ class LiveSource:
         self.backoff = backoff or Backoff()
         self.idle_timeout = idle_timeout
         self.welcome_host: str | None = None
+        self.head_on_connect: int | None = None
+        """The collector's head (its next sequence number) when the last connection opened:
+        the stream is ``history`` until the records before it are read, then ``live``."""
         """The hostname the collector gave in its last handshake."""
         self._closed = asyncio.Event()
         self._client: AsyncClient | None = None
@@ -164,9 +167,21 @@ class LiveSource:
                 continue
             attempt = 0
             was_live = True
-            yield Status("live", f"live from {self.label} ({welcome.host})")
+            live = Status("live", f"live from {self.label} ({welcome.host})")
+            start = welcome.first_seq if self.next_seq is None else self.next_seq
+            head = self.head_on_connect = welcome.next_seq
+            if start >= head:
+                yield live
+            else:
+                yield Status(
+                    "history",
+                    f"reading what {self.label} holds, up to record {head - 1:,}",
+                )
             async for item in self._relay(client):
                 yield item
+                if head and self.next_seq is not None and self.next_seq >= head:
+                    head = 0  # read up to the head as it was on connecting: live from here
+                    yield live
 
     async def _relay(self, client: AsyncClient) -> AsyncIterator[Record | Status]:
         """Yield from one connection until it ends; then the disconnect status."""

@@ -319,6 +319,34 @@ async def test_sources_screen_and_no_source(h200: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_help_lists_the_keys_of_the_screen_under_it(h200: Path) -> None:
+    from edgescope_tui.screens.help import HelpScreen
+
+    async with EdgescopeApp([FileSource(h200)]).run_test(size=(80, 24)) as pilot:
+        app = await loaded(pilot)
+        board = app.screen
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen) and app.screen.under is board
+        rows = app.screen.rows
+        for row in (("g", "Go to"), ("Esc / Backspace", "Back"), ("? / F1", "Help")):
+            assert row in rows, rows
+        assert ("5", "Events") in rows  # keys the footer does not show are listed too
+        assert ("End / l", "End/live") in rows  # two keys of one action: one row
+        await pilot.press("escape")
+        assert app.screen is board
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")
+        assert app.screen is board
+    async with EdgescopeApp().run_test(size=(80, 24)) as pilot:
+        app = await loaded(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert ("Enter", "Open") in app.screen.rows
+        assert all(what != "Back" for _, what in app.screen.rows)  # nowhere back from here
+
+
+@pytest.mark.asyncio
 async def test_escape_and_backspace_leave_every_screen(h200: Path) -> None:
     """No screen is a dead end: Escape or Backspace goes back where a screen was opened from,
     and a dashboard the App started on goes to the sources list, where Enter opens it again."""

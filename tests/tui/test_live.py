@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from edgescope_tracing import Record
+from edgescope_tracing.protocol import Client
 from edgescope_tui.discovery import Device, SshTarget, TcpTarget
 from edgescope_tui.discovery.probe import Prober, ProbeSettings
 from edgescope_tui.sources import Status
@@ -31,6 +33,18 @@ def collector(tmp_path: Path) -> Iterator[Collector]:
         yield c.start()
     finally:
         c.stop()
+
+
+def holding_records(collector: Collector, timeout: float = 10.0) -> Collector:
+    """Wait until the collector's store holds a record (it listens before it stores its first),
+    so that a client connecting now has history to read before it is live."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Client.connect("127.0.0.1", collector.port) as c:
+            if c.welcome.next_seq > 0:
+                return collector
+        time.sleep(0.05)
+    raise AssertionError("the collector stored nothing")
 
 
 class Reader:
@@ -70,6 +84,7 @@ class Reader:
 
 
 async def test_drop_reconnect_and_resume_without_gap(collector: Collector) -> None:
+    holding_records(collector)
     source = LiveSource(TcpOpener("127.0.0.1", collector.port), backoff=FAST, idle_timeout=5)
     r = Reader(source)
     try:
@@ -96,6 +111,7 @@ async def test_drop_reconnect_and_resume_without_gap(collector: Collector) -> No
 async def test_history_first_then_live_at_the_head_it_had(collector: Collector) -> None:
     """What the collector held is read as ``history``; ``live`` comes once the records before
     its head (as it was on connecting) are in, so a dashboard says loading only meanwhile."""
+    holding_records(collector)
     source = LiveSource(TcpOpener("127.0.0.1", collector.port), backoff=FAST)
     r = Reader(source)
     try:

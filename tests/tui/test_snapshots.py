@@ -82,3 +82,8 @@ def test_system_tab(snap_compare: Any, traces: tuple[Path, Path]) -> None:
 def test_events_tab(snap_compare: Any, traces: tuple[Path, Path]) -> None:
     app = EdgescopeApp([FileSource(traces[0])])
     assert snap_compare(app, terminal_size=(120, 36), run_before=loaded("5"))
+
+
+def test_help_over_the_dashboard_at_80x24(snap_compare: Any, traces: tuple[Path, Path]) -> None:
+    app = EdgescopeApp([FileSource(traces[0])])
+    assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("question_mark"))

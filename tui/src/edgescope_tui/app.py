@@ -20,6 +20,7 @@ from .chartspec import fmt_offset
 from .feed import MAX_POINTS, Feed
 from .screens.compare import CompareScreen
 from .screens.dashboard import DashboardScreen
+from .screens.help import HelpScreen
 from .screens.sources import SourcesScreen
 from .sources.base import Source
 
@@ -34,6 +35,7 @@ class EdgescopeApp(App[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "leave", "Back"),
+        Binding("question_mark,f1", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("c", "compare", "Compare"),
         Binding("s", "sources", "Sources"),
@@ -136,10 +138,17 @@ class EdgescopeApp(App[None]):
         """Escape (or Backspace): back to the screen this one was opened from (the devices
         screen, the sources list); from a first screen that is a run, to the sources list, so
         no screen is a dead end. On the home screen itself it does nothing."""
+        if isinstance(self._top(), HelpScreen):
+            return  # it closes itself
         if len(self.screen_stack) > 2:
             self.pop_screen()
         elif isinstance(self._top(), DashboardScreen | CompareScreen):
             self.switch_screen(self._sources_screen())
+
+    def action_help(self) -> None:
+        top = self._top()
+        if top is not None and not isinstance(top, HelpScreen):
+            self.push_screen(HelpScreen(top, can_leave=bool(self.check_action("leave", ()))))
 
     def action_compare(self) -> None:
         if isinstance(self.screen, CompareScreen):

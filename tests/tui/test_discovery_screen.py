@@ -20,6 +20,7 @@ from edgescope_tui.discovery.probe import ProbeSettings
 from edgescope_tui.screens.dashboard import DashboardScreen
 from edgescope_tui.screens.devices import AddDeviceScreen, DevicesScreen
 from edgescope_tui.ssh import SshSettings
+from rich.cells import cell_len
 from sshd import Sshd, free_port
 from sshd.collector import Collector
 from sshd.fixtures import sshd_with_edgescope_fixture  # noqa: F401 (registers the fixture)
@@ -124,6 +125,11 @@ async def test_devices_live_and_open_a_dashboard(
         screen = devices_screen(app)
         bench = row_text(screen, "bench")
         assert bench[1:3] == ["config", "online"]
+        # Cells that grew when the device came online widened their columns: nothing is cut.
+        await pilot.pause()
+        table = screen.query_one(DataTable)
+        for column, cell in zip(table.columns.values(), bench, strict=True):
+            assert column.content_width >= cell_len(cell), (column.label, cell)
         assert bench[5].endswith("GiB")
         assert bench[6] in ("ok",) or bench[6].startswith("THROTTLED")
 

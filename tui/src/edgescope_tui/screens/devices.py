@@ -300,7 +300,7 @@ class DevicesScreen(Screen[None]):
             table.add_row(*cells, key=key)
             return
         for column, value in zip(COLUMNS, cells, strict=True):
-            table.update_cell(key, column, value)
+            table.update_cell(key, column, value, update_width=True)  # cells size to content
 
     def selected(self) -> Device | None:
         table = self.query_one(DataTable)

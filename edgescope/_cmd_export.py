@@ -20,8 +20,8 @@ each, with a ninth column::
     value    its severity: 0 info, 1 warning, 2 error
     text     its message; an exception's traceback follows on the next lines
 
-Without ``--events`` a trace that holds events says so on stderr (how many, and whether an
-exception is among them), so that a crash is never left out unsaid.
+Without ``--events`` a trace that holds events says so on stderr (how many, and how many carry a
+crash's traceback), so that a crash is never left out unsaid.
 
 CSV has that header row; JSON lines carry the same names in each object, with ``null`` for
 an absent step and the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` where a float is
@@ -68,6 +68,7 @@ from edgescope_tracing import (
     SystemSample,
     ThermalSample,
 )
+from edgescope_tracing.summary import event_traceback
 
 from .errors import EdgescopeError
 
@@ -99,10 +100,8 @@ class Row:
 
 def event_text(e: Event) -> str:
     """An event's message, and the traceback a crash stored with it on the lines after."""
-    tb = e.detail.get("traceback") if isinstance(e.detail, dict) else None
-    if isinstance(tb, str) and tb.strip():
-        return f"{e.message}\n{tb.rstrip()}"
-    return e.message
+    tb = event_traceback(e)
+    return e.message if tb is None else f"{e.message}\n{tb.rstrip()}"
 
 
 @dataclass(slots=True)
@@ -110,7 +109,7 @@ class EventCount:
     """The events a trace holds that an export without ``--events`` leaves out."""
 
     events: int = 0
-    exceptions: int = 0
+    tracebacks: int = 0
 
 
 def _record_fields(cls: type, *skip: str) -> tuple[str, ...]:
@@ -198,7 +197,7 @@ def rows(
                 )
             elif left_out is not None:
                 left_out.events += 1
-                left_out.exceptions += rec.kind == "exception"
+                left_out.tracebacks += event_traceback(rec) is not None
             continue
         if isinstance(rec, RunStart):
             runs[rec.run] = rec
@@ -335,8 +334,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     if left_out.events:
         crash = (
-            f", {left_out.exceptions} of them an exception with its traceback"
-            if left_out.exceptions
+            f", {left_out.tracebacks} of them with a crash's traceback"
+            if left_out.tracebacks
             else ""
         )
         print(

@@ -187,10 +187,10 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
         mem = _memory(r)
         if mem:
             line("memory", mem)
-    for e in s.exceptions:
+    for e in s.crashes:
         _exception(e, s, out)
-    if s.exceptions_total > len(s.exceptions):
-        out.write(f"    ... {s.exceptions_total - len(s.exceptions)} more exceptions\n")
+    if s.crashes_total > len(s.crashes):
+        out.write(f"    ... {s.crashes_total - len(s.crashes)} more crashes (tracebacks)\n")
     for i, (name, peak, total) in sorted(s.gpu_memory.items()):
         of = f" of {_size(total)}" if total else ""
         line("gpu mem", f"gpu{i} {escape(name)}: peak {_size(peak)} used{of}")

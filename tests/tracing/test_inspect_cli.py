@@ -154,7 +154,7 @@ def test_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     ]
     assert (s["events_total"], s["events_omitted"]) == (2, 0)
     assert s["event_kinds"] == {"anomaly": 1, "mark": 1}
-    assert (s["exceptions"], s["exceptions_total"]) == ([], 0)
+    assert (s["crashes"], s["crashes_total"]) == ([], 0)
     assert s["stacks"] == {
         "samples": 11,
         "backend": ["perf", "python"],

@@ -2,7 +2,7 @@
 
 A pure fold over records plus the reader's damage list; no printing here. The fold streams: it
 keeps counts, extremes and bounded lists (the first and last :data:`EVENTS_KEPT` events, up to
-:data:`EVENT_GROUPS` groups of like events, :data:`EXCEPTIONS_KEPT` exceptions with their
+:data:`EVENT_GROUPS` groups of like events, :data:`CRASHES_KEPT` events with their
 tracebacks, :data:`FUNCTIONS_KEPT` function names), never the records, so its memory does not
 grow with the file. What a bound left out is counted and said.
 
@@ -55,8 +55,8 @@ EVENTS_KEPT = 100
 """Events kept from the start of the trace, and as many from its end."""
 EVENT_GROUPS = 1000
 """Groups of like events kept; events of further groups are counted, not grouped."""
-EXCEPTIONS_KEPT = 10
-"""Exception events kept with their tracebacks (the first ones: the first crash is the cause)."""
+CRASHES_KEPT = 10
+"""Events with a traceback kept whole (the first ones: the first crash is the cause)."""
 FUNCTIONS_KEPT = 50_000
 """Distinct function names counted for the top functions; samples beyond are counted apart."""
 
@@ -164,9 +164,9 @@ def fold_key(e: Event) -> tuple[Any, ...] | None:
     Same kind, severity and run, and: the same detector (anomalies); else the same detail
     fields (``gpu not sampled: ...`` and ``thermal not sampled: ...`` both have ``source`` and
     ``skipped``); else, for events without detail, the same message up to its numbers. An
-    exception is never folded (None).
+    event with a traceback (a crash) is never folded (None).
     """
-    if e.kind == "exception":
+    if e.kind == "exception" or event_traceback(e) is not None:
         return None
     detail = e.detail if isinstance(e.detail, dict) else {}
     detector = detail.get("detector")
@@ -289,8 +289,10 @@ class TraceSummary:
     """Like events by :func:`fold_key`, in the order of their first event."""
     ungrouped: int = 0
     """Events of groups beyond :data:`EVENT_GROUPS` (counted in ``event_kinds`` only)."""
-    exceptions: list[Event] = field(default_factory=list)
-    exceptions_total: int = 0
+    crashes: list[Event] = field(default_factory=list)
+    """Events that carry a traceback (an exception the SDK caught, the stderr tail of a command
+    that failed under ``edgescope record``): the first :data:`CRASHES_KEPT`."""
+    crashes_total: int = 0
     stack_samples: int = 0
     stack_backends: set[str] = field(default_factory=set)
     functions_self: Counter[str] = field(default_factory=Counter)
@@ -336,10 +338,10 @@ class TraceSummary:
             self.events_head.append(e)
         else:
             self.events_tail.append(e)
-        if e.kind == "exception":
-            self.exceptions_total += 1
-            if len(self.exceptions) < EXCEPTIONS_KEPT:
-                self.exceptions.append(e)
+        if event_traceback(e) is not None:
+            self.crashes_total += 1
+            if len(self.crashes) < CRASHES_KEPT:
+                self.crashes.append(e)
         key = fold_key(e)
         if key is None:
             key = ("single", self.events_total)
@@ -417,8 +419,8 @@ class TraceSummary:
             "events_total": self.events_total,
             "events_omitted": self.events_omitted,
             "event_kinds": dict(sorted(self.event_kinds.items())),
-            "exceptions": [_event_json(e) for e in self.exceptions],
-            "exceptions_total": self.exceptions_total,
+            "crashes": [_event_json(e) for e in self.crashes],
+            "crashes_total": self.crashes_total,
             "stacks": {
                 "samples": self.stack_samples,
                 "backend": sorted(self.stack_backends),

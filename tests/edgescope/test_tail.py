@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -147,6 +148,17 @@ def test_errors_are_one_sentence(served: Served, capsys: pytest.CaptureFixture[s
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert text in err and len(err.splitlines()) == 1
+
+
+def test_a_fifo_token_file_is_refused_not_waited_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    assert main(["tail", "127.0.0.1:1", "--token-file", str(fifo)]) == 2
+    err = capsys.readouterr().err
+    assert f"the token file {fifo} is a FIFO (named pipe), not a file" in err
+    assert err.count("\n") == 1
 
 
 def test_auth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -239,3 +239,21 @@ def test_a_peak_file_that_does_not_reset_falls_back_and_says_why(
     assert how.detail["why"] == "memory.peak did not read back as a number after the reset"
     assert next(r for r in recs if isinstance(r, ProcessSample)).cgroup_peak == 2105540608
     sampler.close()
+
+
+def test_a_zombie_is_skipped_like_an_exited_process() -> None:
+    """A child that exited but is not reaped yet has no memory figures: no sample for it."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            st = read_proc_stat(Path(f"/proc/{proc.pid}/stat"))
+            if st is not None and st.state == "Z":
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        watch = ProcessWatch()
+        watch.add(1, proc.pid)
+        assert samples(ProcessSampler(Roots(), watch), int(time.time() * S)) == {}
+    finally:
+        proc.wait()

@@ -29,7 +29,8 @@ tree), the peak is the highest ``memory.current`` of the run's samples, which mi
 between samples. Which of the two a run got is said once in an ``Event`` (kind ``log``,
 ``detail["cgroup_peak"]`` ``"memory.peak reset"`` or ``"max of samples"``, with the reason).
 
-A pid that has exited is skipped; its run stays registered until the collector removes it.
+A pid that has exited is skipped (a zombie too: it has no memory figures left); its run stays
+registered until the collector removes it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class ProcStat:
     cpu_ticks: int
     threads: int
     start_ticks: int
+    state: str = "R"
+    """``R``, ``S``, ``D``, ... ``Z`` for a zombie: it has exited, its parent has not reaped it."""
 
 
 def read_proc_stat(path: Path) -> ProcStat | None:
@@ -73,7 +76,7 @@ def read_proc_stat(path: Path) -> ProcStat | None:
     f = rest.split()
     try:
         # after the name: state(0) ppid(1) ... utime(11) stime(12) ... num_threads(17) start(19)
-        return ProcStat(int(f[1]), int(f[11]) + int(f[12]), int(f[17]), int(f[19]))
+        return ProcStat(int(f[1]), int(f[11]) + int(f[12]), int(f[17]), int(f[19]), f[0])
     except (IndexError, ValueError):
         return None
 
@@ -201,7 +204,10 @@ class RunPeak:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
-            self.why = f"memory.peak could not be opened for writing ({e.strerror or e})"
+            self.why = (
+                f"memory.peak could not be opened for writing ({e.strerror or e}; a reader "
+                "may reset it from Linux 6.12, with write permission on the cgroup)"
+            )
             return
         try:
             os.write(fd, b"reset\n")
@@ -364,8 +370,8 @@ class ProcessSampler:
                 done.add(pid)
                 st = read_proc_stat(proc / str(pid) / "stat")
                 status_text = read_text(proc / str(pid) / "status")
-                if st is None or status_text is None:
-                    continue
+                if st is None or status_text is None or st.state in ("Z", "X"):
+                    continue  # gone, or exited and not yet reaped: no memory left to read
                 status = _status(status_text)
                 key = (pid, st.start_ticks)
                 seen_keys.add(key)

@@ -85,16 +85,16 @@ def run(args: argparse.Namespace) -> int:
             raise EdgescopeError(INSTALL_HINT, 3) from None
         raise
     sources = _open_sources(list(args.files), args.follow)
+    try:
+        targets = cli_targets(getattr(args, "ssh", []), getattr(args, "address", []))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     missing = _no_terminal()
     if missing is not None:
         for src in sources:
             asyncio.run(src.close())
         hint = " (for a summary without one: edgescope inspect FILE)" if args.files else ""
         raise UsageError(f"{args.command} needs a terminal, and its {missing} is not one{hint}")
-    try:
-        targets = cli_targets(getattr(args, "ssh", []), getattr(args, "address", []))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     home = lambda: DevicesScreen.from_config(targets)  # noqa: E731
     EdgescopeApp(sources, compare=args.compare, home=home).run()
     return 0

@@ -107,7 +107,7 @@ def record_line(rec: Any) -> str:
         SystemSample,
         ThermalSample,
     )
-    from edgescope_tracing.summary import iso_time, kind_name
+    from edgescope_tracing.summary import exit_words, iso_time, kind_name
 
     t = (iso_time(rec.t_us) or "")[11:23]
     kind = kind_name(rec)
@@ -122,7 +122,7 @@ def record_line(rec: Any) -> str:
     elif isinstance(rec, RunStart):
         gist = f"run {rec.run} {rec.name!r} pid {rec.pid} on {rec.host}"
     elif isinstance(rec, RunEnd):
-        gist = f"run {rec.run} exit {rec.exit_code} dropped {rec.dropped}"
+        gist = f"run {rec.run} ended: {exit_words(rec.exit_code)}, dropped {rec.dropped}"
     elif isinstance(rec, Event):
         gist = f"[{rec.kind}] {rec.message}"
     elif isinstance(rec, Keyframe):

@@ -262,3 +262,12 @@ def test_names_and_messages_from_the_stream_are_escaped(
         assert not any(c in out for c in ("\x1b", "\x07", "\r", "\u202e", "\x9b"))
     assert human.count("\\x1b]52;c;cHduZWQ=\\x07") == 4  # run start (name, host), metric, event
     assert json.loads(js.splitlines()[-1])["message"] == evil  # JSON keeps every character
+
+
+def test_a_run_end_names_the_signal() -> None:
+    from edgescope_tracing import RunEnd
+
+    from edgescope._cmd_tail import record_line
+
+    line = record_line(RunEnd(4, 137, 2, t_us=1_700_000_000_000_000, seq=9))
+    assert line.endswith("run_end   run 4 ended: exit code 137 (killed by SIGKILL), dropped 2")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgescope_tracing import Event, Metrics, RunEnd, RunStart, TraceWriter
+from edgescope_tracing import Event, Metrics, NotATraceError, RunEnd, RunStart, TraceWriter
 from edgescope_tracing.files import OutputError, check_input, make_way, open_output
 from edgescope_tracing.text import csv_cell, escape, escape_block, json_safe
 
@@ -194,8 +194,10 @@ def test_a_fifo_as_input_is_refused_not_waited_on(tmp_path: Path, command: list[
     fifo = tmp_path / "t.est"
     os.mkfifo(fifo)
     argv = [command[0], str(fifo), *command[1:]]
-    _one_line_error(*_cli(*argv, timeout=30), "is a FIFO (named pipe), not an edgescope trace")
-    with pytest.raises(Exception, match="FIFO"):
+    _one_line_error(
+        *_cli(*argv, timeout=30), "is not a regular file (a pipe or a device); save the trace"
+    )
+    with pytest.raises(NotATraceError, match="not a regular file"):
         check_input(fifo)
 
 

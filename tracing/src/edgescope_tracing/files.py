@@ -59,10 +59,14 @@ def check_input(path: str | os.PathLike[str]) -> None:
     """Refuse a path to read a trace from that is not a regular file (symbolic links are
     followed). FileNotFoundError and PermissionError pass through for the caller to word."""
     mode = os.stat(path).st_mode
+    # The same sentences as TraceReader's own check, which comes after open(): too late for a
+    # FIFO, whose open() waits for a writer.
+    if stat.S_ISDIR(mode):
+        raise NotATraceError(f"{_show(path)} is a directory, not an edgescope trace")
     if not stat.S_ISREG(mode):
         raise NotATraceError(
-            f"{_show(path)} is {file_kind(mode)}, not an edgescope trace file; save the trace to a "
-            "regular file to read it here"
+            f"{_show(path)} is not a regular file (a pipe or a device); save the trace to a "
+            "file to read it here"
         )
 
 

@@ -189,12 +189,12 @@ class RunPeak:
     def __init__(self, cg: CgroupMemory, *, reset: bool) -> None:
         self.fd: int | None = None
         self.seen: int | None = None
-        self.why = "cgroup v1 has no per-reader peak (resetting it would reset it for everyone)"
+        self.why = "cgroup v1 has no per-reader peak: resetting it would reset it for everyone"
         if cg.version == 2 and cg.directory is not None:
             if reset:
                 self._open(cg.directory / "memory.peak")
             else:
-                self.why = "not the kernel's own /sys (a recorded or test tree)"
+                self.why = "this is not the kernel's own /sys but a recorded or test tree"
 
     @property
     def how(self) -> str:
@@ -205,7 +205,7 @@ class RunPeak:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
             self.why = (
-                f"memory.peak could not be opened for writing ({e.strerror or e}; a reader "
+                f"memory.peak could not be opened for writing: {e.strerror or e} (a reader "
                 "may reset it from Linux 6.12, with write permission on the cgroup)"
             )
             return
@@ -214,7 +214,7 @@ class RunPeak:
             value = self._read(fd)
         except OSError as e:
             os.close(fd)
-            self.why = f"this kernel cannot reset memory.peak per reader ({e.strerror or e})"
+            self.why = f"this kernel cannot reset memory.peak per reader: {e.strerror or e}"
             return
         if value is None:
             os.close(fd)
@@ -292,8 +292,8 @@ class ProcessSampler:
                 says = "from memory.peak, reset for this run when it was first seen"
             else:
                 says = (
-                    f"the highest memory.current of its samples ({peak.why}); spikes between "
-                    "samples are missed"
+                    f"the highest memory.current of its samples, since {peak.why}; spikes "
+                    "between samples are missed"
                 )
             out.append(
                 Event(

@@ -312,8 +312,13 @@ def _run(args: argparse.Namespace) -> int:
 
     with reader:
         if args.output in (None, "-"):
-            n = write(sys.stdout)
-            sys.stdout.flush()
+            try:
+                n = write(sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                raise  # the reader went away (``| head``): main() ends quietly
+            except OSError as e:
+                raise EdgescopeError(f"writing to stdout failed: {e.strerror or e}", 1) from None
         else:
             with open_output(args.output, not_same_as=src) as f:
                 n = write(f)

@@ -18,7 +18,7 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from edgescope_tracing import Event, TraceReader
 from edgescope_tracing.files import check_input
@@ -30,6 +30,8 @@ from edgescope_tracing.summary import (
     summarize_file,
 )
 from edgescope_tracing.text import escape, escape_block
+
+from .errors import EdgescopeError
 
 SEVERITY = {0: "info", 1: "warning", 2: "error"}
 EVENT_LINES = 20
@@ -100,6 +102,22 @@ def _duration(us: int) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def _writing(fn: Callable[..., None]) -> Callable[..., None]:
+    """A failed write to the output (a full disk under ``> out``) is one sentence, exit 1."""
+
+    def wrapped(*args: Any) -> None:
+        try:
+            fn(*args)
+        except BrokenPipeError:
+            raise  # the reader went away (``| head``): main() ends quietly
+        except OSError as e:
+            raise EdgescopeError(f"writing the summary failed: {e.strerror or e}", 1) from None
+
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+@_writing
 def print_json(s: TraceSummary, out: TextIO) -> None:
     data = s.to_json()
     for r, j in zip(s.runs, data["runs"], strict=True):
@@ -161,6 +179,7 @@ def run_state(r: RunSummary, *, closed: bool) -> str:
     return f"failed: {exit_words(r.exit_code)}{took}{step}"
 
 
+@_writing
 def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
     def line(label: str, text: str) -> None:
         out.write(f"  {label:<8}{text}".rstrip() + "\n")

@@ -7,14 +7,18 @@ subprocesses; a FIFO test that hung would fail by its timeout, never pass.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import resource
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgescope_tracing import Event, Metrics, NotATraceError, RunEnd, RunStart, TraceWriter
@@ -235,3 +239,79 @@ def test_inspect_and_export_print_no_control_characters(tmp_path: Path) -> None:
     assert {r["run"] for r in rows} == {escape(EVIL)}
     code, out, _ = _cli("export", str(trace), "--format", "jsonl")
     assert json.loads(out.splitlines()[0])["run"] == EVIL  # JSON keeps every character
+
+
+# --- a full disk under the output: one sentence, the old file kept, no temporary left -----
+
+
+def _big_trace(path: Path) -> Path:
+    with TraceWriter(path) as w:
+        w.append(RunStart(0, "ab" * 16, "toy", "pi5", 4242, t_us=T0))
+        for i in range(0, 40_000, 1000):
+            steps = tuple(range(i, i + 1000))
+            w.append(Metrics(0, "loss", steps, tuple(T0 + s for s in steps), (0.5,) * 1000))
+    return path
+
+
+@contextlib.contextmanager
+def _small_disk(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A 64 KiB tmpfs where we are root; else a 64 KiB RLIMIT_FSIZE on the command."""
+    d = tmp_path / "small"
+    d.mkdir()
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True
+        ).returncode
+        == 0
+    )
+    kw: dict[str, Any] = {}
+    if not mounted:
+        kw["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    try:
+        yield d, kw
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(d)], check=True)
+
+
+def test_export_onto_a_full_disk_keeps_the_old_file(tmp_path: Path) -> None:
+    trace = _big_trace(tmp_path / "big.est")
+    with _small_disk(tmp_path) as (d, kw):
+        out = d / "out.csv"
+        out.write_text("the old export\n")
+        for argv in (
+            ["export", str(trace), "--format", "csv", "-o", str(out)],
+            ["inspect", str(trace)],  # stdout onto the full disk
+        ):
+            with (d / "stdout").open("w") as stdout:
+                p = subprocess.run(
+                    [sys.executable, "-m", "edgescope", *argv],
+                    stdout=stdout,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    timeout=60,
+                    **kw,
+                )
+            if argv[0] == "inspect":
+                # the summary is small: it fits; the point is no traceback either way
+                assert "Traceback" not in p.stderr
+                continue
+            assert p.returncode == 2, p.stderr
+            assert "writing" in p.stderr and "failed: " in p.stderr, p.stderr
+            assert "it was left as it was" in p.stderr
+            assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+        assert out.read_text() == "the old export\n"
+        assert sorted(x.name for x in d.iterdir()) == ["out.csv", "stdout"]
+        with (d / "stdout").open("w") as stdout:
+            p = subprocess.run(
+                [sys.executable, "-m", "edgescope", "export", str(trace), "--format", "jsonl"],
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                **kw,
+            )
+        assert p.returncode == 1
+        assert p.stderr.startswith("edgescope: writing to stdout failed: ")
+        assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr

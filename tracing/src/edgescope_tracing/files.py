@@ -6,8 +6,9 @@ Every command that opens a path from a user (or a directory listing) goes throug
   came (a hang); a device or a socket is no trace. Each is refused in one sentence.
 - :func:`open_output`: writing a file of results (``export -o``). A new name or a regular file
   is written through a temporary file beside it and renamed over it at the end, so a failed
-  write leaves it as it was; the temporary is created with ``O_EXCL|O_NOFOLLOW`` and the rename
-  never goes through a symbolic link. A FIFO or a character device (``/dev/null``, a terminal,
+  write leaves it as it was; the temporary is created with ``O_EXCL|O_NOFOLLOW``, synced before
+  the rename, and the rename never goes through a symbolic link; a full disk (ENOSPC, EFBIG) is
+  one sentence, with the temporary removed. A FIFO or a character device (``/dev/null``, a terminal,
   ``/dev/stdout``) is written *through*, never replaced; a FIFO with no reader is refused rather
   than waited for. A symbolic link to a regular file, a directory, a block device or a socket
   is refused.
@@ -136,8 +137,11 @@ def open_output(
                     raise OutputError(f"{_show(dst)}: refusing to write over the input file")
         if stat.S_ISFIFO(target.st_mode) or stat.S_ISCHR(target.st_mode):
             f = _open_through(dst)
-            with f:
-                yield f
+            try:
+                with f:
+                    yield f
+            except OSError as e:
+                raise OutputError(f"writing {_show(dst)} failed: {_why(e)}") from None
             return
         if link or not stat.S_ISREG(target.st_mode):
             raise _refuse(dst, target.st_mode, link)
@@ -161,10 +165,16 @@ def _replace(dst: Path, old: os.stat_result | None) -> Iterator[TextIO]:
     except OSError as e:
         raise OutputError(f"cannot write {_show(dst)}: {_why(e)}") from None
     try:
-        if old is not None:
-            os.fchmod(fd, mode)  # the umask narrowed it at creation
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
+        try:
+            if old is not None:
+                os.fchmod(fd, mode)  # the umask narrowed it at creation
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())  # before the rename: a power cut leaves old or new, whole
+        except OSError as e:
+            kept = "it was left as it was" if old is not None else "nothing was left there"
+            raise OutputError(f"writing {_show(dst)} failed: {_why(e)}; {kept}") from None
         try:
             now = os.lstat(dst).st_mode
         except FileNotFoundError:

@@ -195,6 +195,8 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             f"({_duration(s.last_t - s.first_t)})",
         )
     line("records", ", ".join(f"{k} {n}" for k, n in sorted(s.kinds.items())) or "none")
+    if s.runs_other:
+        line("runs", f"{len(s.runs)} summarized below; {s.runs_other} more not summarized")
     for r in s.runs:
         state = run_state(r, closed=s.indexed)
         if r.dropped:
@@ -234,6 +236,11 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             cells = [row[0].ljust(widths[0])]
             cells += [c.rjust(w) for c, w in zip(row[1:7], widths[1:], strict=True)]
             out.write(f"    {'  '.join(cells)}  {row[7]}".rstrip() + "\n")
+    if s.metric_values_other:
+        out.write(
+            f"    ... {s.metric_values_other:,} values of further keys not summarized "
+            f"(beyond {len(s.metrics):,} keys)\n"
+        )
     if s.stack_samples:
         backends = ", ".join(escape(b) for b in sorted(s.stack_backends))
         line("stacks", f"{s.stack_samples} samples from {backends}")

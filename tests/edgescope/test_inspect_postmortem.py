@@ -266,3 +266,19 @@ def test_a_real_sigkill_reads_lost_and_a_live_run_still_running(
     assert "lost: the process died without finishing (SIGKILL or power loss) at " in line
     assert line.endswith("UTC, last step 29")
     assert js["runs"][0]["state"] == "lost" and js["runs"][0]["exit_code"] is None
+
+
+def test_runs_and_metric_keys_beyond_the_bounds_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import edgescope_tracing.summary as summary
+
+    monkeypatch.setattr(summary, "RUNS_KEPT", 3)
+    monkeypatch.setattr(summary, "METRIC_KEYS_KEPT", 2)
+    recs: list[Any] = [RunStart(i, f"{i:032x}", f"r{i}", "h", i, t_us=T0) for i in range(5)]
+    recs += [Metrics(0, f"k{i}", (0, 1), (T0, T0 + 1), (1.0, 2.0)) for i in range(4)]
+    s = summarize(iter(recs), format_version="1.1", size=0)
+    assert [r.name for r in s.runs] == ["r0", "r1", "r2"] and s.runs_other == 2
+    assert sorted(s.metrics) == ["k0", "k1"] and s.metric_values_other == 4
+    js = s.to_json()
+    assert (js["runs_not_summarized"], js["metric_values_not_summarized"]) == (2, 4)

@@ -57,6 +57,10 @@ EVENT_GROUPS = 1000
 """Groups of like events kept; events of further groups are counted, not grouped."""
 CRASHES_KEPT = 10
 """Events with a traceback kept whole (the first ones: the first crash is the cause)."""
+RUNS_KEPT = 10_000
+"""Runs summarized; runs beyond are counted (``runs_other``). A device's store over months."""
+METRIC_KEYS_KEPT = 10_000
+"""Metric keys summarized; values of further keys are counted (``metric_values_other``)."""
 FUNCTIONS_KEPT = 50_000
 """Distinct function names counted for the top functions; samples beyond are counted apart."""
 
@@ -298,6 +302,10 @@ class TraceSummary:
     functions_self: Counter[str] = field(default_factory=Counter)
     functions_total: Counter[str] = field(default_factory=Counter)
     functions_other: int = 0
+    runs_other: int = 0
+    """Run starts beyond :data:`RUNS_KEPT` runs, counted only."""
+    metric_values_other: int = 0
+    """Values of metric keys beyond :data:`METRIC_KEYS_KEPT`, counted only."""
     """Samples whose function did not fit in :data:`FUNCTIONS_KEPT` names."""
     gpu_memory: dict[int, tuple[str, int, int | None]] = field(default_factory=dict)
     """GPU index -> (name, peak memory used, memory total), over the trace's GPU samples."""
@@ -446,6 +454,8 @@ class TraceSummary:
                 for d in self.damage
             ],
             "indexed": self.indexed,
+            "runs_not_summarized": self.runs_other,
+            "metric_values_not_summarized": self.metric_values_other,
             "start": iso_time(self.first_t),
             "end": iso_time(self.last_t),
         }
@@ -487,9 +497,12 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             s.last_t = t if s.last_t is None else max(s.last_t, t)
         if isinstance(rec, Metrics):
             ms = s.metrics.get(rec.key)
-            if ms is None:
+            if ms is None and len(s.metrics) < METRIC_KEYS_KEPT:
                 ms = s.metrics[rec.key] = MetricSummary()
-            ms.add(rec)
+            if ms is not None:
+                ms.add(rec)
+            else:
+                s.metric_values_other += len(rec.values)
             if rec.times_us:
                 s.last_t = max(s.last_t or 0, rec.times_us[-1])
             rs = by_ref.get(rec.run)
@@ -500,6 +513,10 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
         elif isinstance(rec, RunStart | Keyframe):
             for r in (rec,) if isinstance(rec, RunStart) else rec.runs:
                 if r.run_id not in runs:
+                    if len(runs) >= RUNS_KEPT:
+                        s.runs_other += isinstance(rec, RunStart)
+                        by_ref.pop(r.run, None)
+                        continue
                     runs[r.run_id] = RunSummary(
                         r.run, r.run_id, r.name, r.host, r.pid, r.t_us, config=r.config
                     )

@@ -12,6 +12,17 @@ columns and pandas, DuckDB or a spreadsheet can pivot it as they like::
     t_us     the same instant in integer microseconds since the Unix epoch
     value    the number, exactly as stored (shortest round-trip form; nan, inf)
 
+With ``--events``, events come too (anomalies, marks, log lines, a crash's exception), one row
+each, with a ninth column::
+
+    series   event
+    key      the event's kind (``anomaly``, ``exception``, ``log``, ...)
+    value    its severity: 0 info, 1 warning, 2 error
+    text     its message; an exception's traceback follows on the next lines
+
+Without ``--events`` a trace that holds events says so on stderr (how many, and how many carry a
+crash's traceback), so that a crash is never left out unsaid.
+
 CSV has that header row; JSON lines carry the same names in each object, with ``null`` for
 an absent step and the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` where a float is
 not finite (JSON has no such numbers). ``pandas.read_csv(OUT)`` and
@@ -24,6 +35,14 @@ Device figures keep their source in the key: ``system.cpu_percent``, ``system.cp
 ``gpu<index>.power_mw``, ``gpu<index>.process.<pid>.mem_used`` (bytes). Figures a source did not
 have are left out, not written as empty.
 
+Text cells (run names, keys, messages) are the trace writer's: CSV writes their control
+characters as visible escapes (``\\x1b``) and puts ``'`` before a cell that a spreadsheet would
+take for a formula (``=``, ``+``, ``-``, ``@``); JSON lines keep every character, with those a
+terminal would act on written as ``\\uXXXX`` (:mod:`edgescope_tracing.text`). ``-o OUT``
+replaces a regular file only when the export is complete, writes through a FIFO or a character
+device, and refuses a symbolic link (:mod:`edgescope_tracing.files`). FILE must be a regular
+file: a FIFO is refused, not waited on.
+
 Damage in the input is skipped: what is readable is exported, and stderr says what was not.
 """
 
@@ -31,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -40,6 +58,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from edgescope_tracing import (
+    Event,
     GpuSample,
     Keyframe,
     Metrics,
@@ -49,6 +68,7 @@ from edgescope_tracing import (
     SystemSample,
     ThermalSample,
 )
+from edgescope_tracing.summary import event_traceback
 
 from .errors import EdgescopeError
 
@@ -57,8 +77,10 @@ __all__ = ["COLUMNS", "Row", "add_parser", "rows", "write_csv", "write_jsonl"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 COLUMNS = ("series", "run", "run_id", "key", "step", "time", "t_us", "value")
+EVENT_COLUMNS = (*COLUMNS, "text")
+"""The columns with ``--events``."""
 
-Series = Literal["metric", "system", "process", "thermal", "gpu"]
+Series = Literal["metric", "system", "process", "thermal", "gpu", "event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +94,22 @@ class Row:
     step: int | None
     t_us: int
     value: float
+    text: str = ""
+    """An event's message (and traceback); empty for values."""
+
+
+def event_text(e: Event) -> str:
+    """An event's message, and the traceback a crash stored with it on the lines after."""
+    tb = event_traceback(e)
+    return e.message if tb is None else f"{e.message}\n{tb.rstrip()}"
+
+
+@dataclass(slots=True)
+class EventCount:
+    """The events a trace holds that an export without ``--events`` leaves out."""
+
+    events: int = 0
+    tracebacks: int = 0
 
 
 def _record_fields(cls: type, *skip: str) -> tuple[str, ...]:
@@ -133,26 +171,46 @@ def _device_rows(rec: Record) -> Iterator[tuple[Series, int, Iterator[tuple[str,
         yield "thermal", -1, iter(figures)
 
 
-def rows(records: Iterable[Record], *, system: bool = False) -> Iterator[Row]:
-    """The rows of a trace, in stream order: metric values, and device figures if ``system``."""
+def _run_names(runs: dict[int, RunStart], run: int) -> tuple[str, str]:
+    if run < 0:
+        return "", ""
+    start = runs.get(run)
+    return (start.name, start.run_id) if start else (f"run {run}", "")
+
+
+def rows(
+    records: Iterable[Record],
+    *,
+    system: bool = False,
+    events: bool = False,
+    left_out: EventCount | None = None,
+) -> Iterator[Row]:
+    """The rows of a trace, in stream order: metric values, device figures if ``system``,
+    events if ``events`` (else counted into ``left_out``)."""
     runs: dict[int, RunStart] = {}
     for rec in records:
+        if isinstance(rec, Event):
+            if events:
+                name, rid = _run_names(runs, rec.run)
+                yield Row(
+                    "event", name, rid, rec.kind, None, rec.t_us, rec.severity, event_text(rec)
+                )
+            elif left_out is not None:
+                left_out.events += 1
+                left_out.tracebacks += event_traceback(rec) is not None
+            continue
         if isinstance(rec, RunStart):
             runs[rec.run] = rec
         elif isinstance(rec, Keyframe):
             for r in rec.runs:
                 runs[r.run] = r
         elif isinstance(rec, Metrics):
-            start = runs.get(rec.run)
-            name, rid = (start.name, start.run_id) if start else (f"run {rec.run}", "")
+            name, rid = _run_names(runs, rec.run)
             for step, t, v in zip(rec.steps, rec.times_us, rec.values, strict=True):
                 yield Row("metric", name, rid, rec.key, step, t, v)
         elif system:
             for series, run, figures in _device_rows(rec):
-                start = runs.get(run) if run >= 0 else None
-                name, rid = (start.name, start.run_id) if start else ("", "")
-                if run >= 0 and start is None:
-                    name = f"run {run}"
+                name, rid = _run_names(runs, run)
                 for key, v in figures:
                     yield Row(series, name, rid, key, None, rec.t_us, v)
 
@@ -168,26 +226,30 @@ def _num_text(v: float) -> str:
     return repr(v)
 
 
-def write_csv(out: IO[str], data: Iterable[Row]) -> int:
-    """Write the header and the rows; returns how many rows."""
+def write_csv(out: IO[str], data: Iterable[Row], *, events: bool = False) -> int:
+    """Write the header and the rows (with the ``text`` column if ``events``); returns how
+    many rows. Text cells go through :func:`~edgescope_tracing.text.csv_cell`."""
     import csv
 
+    from edgescope_tracing.text import csv_cell
+
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(EVENT_COLUMNS if events else COLUMNS)
     n = 0
     for r in data:
-        w.writerow(
-            (
-                r.series,
-                r.run,
-                r.run_id,
-                r.key,
-                "" if r.step is None else r.step,
-                _iso(r.t_us),
-                r.t_us,
-                _num_text(r.value),
-            )
-        )
+        row: list[str | int] = [
+            r.series,
+            csv_cell(r.run),
+            csv_cell(r.run_id),
+            csv_cell(r.key),
+            "" if r.step is None else r.step,
+            _iso(r.t_us),
+            r.t_us,
+            _num_text(r.value),
+        ]
+        if events:
+            row.append(csv_cell(r.text))
+        w.writerow(row)
         n += 1
     return n
 
@@ -200,27 +262,28 @@ def _json_num(v: float) -> float | str:
     return "Infinity" if v > 0 else "-Infinity"
 
 
-def write_jsonl(out: IO[str], data: Iterable[Row]) -> int:
-    """One JSON object per row; returns how many rows."""
+def write_jsonl(out: IO[str], data: Iterable[Row], *, events: bool = False) -> int:
+    """One JSON object per row (with ``text`` if ``events``); returns how many rows."""
     import json
+
+    from edgescope_tracing.text import json_safe
 
     dumps = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
     n = 0
     for r in data:
-        out.write(
-            dumps(
-                {
-                    "series": r.series,
-                    "run": r.run,
-                    "run_id": r.run_id,
-                    "key": r.key,
-                    "step": r.step,
-                    "time": _iso(r.t_us),
-                    "t_us": r.t_us,
-                    "value": _json_num(r.value),
-                }
-            )
-        )
+        obj: dict[str, Any] = {
+            "series": r.series,
+            "run": r.run,
+            "run_id": r.run_id,
+            "key": r.key,
+            "step": r.step,
+            "time": _iso(r.t_us),
+            "t_us": r.t_us,
+            "value": _json_num(r.value),
+        }
+        if events:
+            obj["text"] = r.text
+        out.write(json_safe(dumps(obj)))
         out.write("\n")
         n += 1
     return n
@@ -228,61 +291,64 @@ def write_jsonl(out: IO[str], data: Iterable[Row]) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from edgescope_tracing import TraceReader
+    from edgescope_tracing.files import check_input, open_output
+    from edgescope_tracing.text import escape
 
     src = Path(args.file)
+    shown = escape(str(src))
     try:
+        check_input(src)
         reader = TraceReader(src)
     except FileNotFoundError:
-        raise EdgescopeError(f"{src}: no such file", 2) from None
+        raise EdgescopeError(f"{shown}: no such file", 2) from None
     except PermissionError:
-        raise EdgescopeError(f"{src}: permission denied", 2) from None
-    write = write_csv if args.format == "csv" else write_jsonl
+        raise EdgescopeError(f"{shown}: permission denied", 2) from None
+    writer = write_csv if args.format == "csv" else write_jsonl
+    left_out = EventCount()
+
+    def write(out: IO[str]) -> int:
+        data = rows(reader, system=args.system, events=args.events, left_out=left_out)
+        return writer(out, data, events=args.events)
+
     with reader:
-        data = rows(reader, system=args.system)
         if args.output in (None, "-"):
-            n = write(sys.stdout, data)
-            sys.stdout.flush()
+            try:
+                n = write(sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                raise  # the reader went away (``| head``): main() ends quietly
+            except OSError as e:
+                raise EdgescopeError(f"writing to stdout failed: {e.strerror or e}", 1) from None
         else:
-            n = _write_file(Path(args.output), src, write, data)
+            with open_output(args.output, not_same_as=src) as f:
+                n = write(f)
         damage = list(reader.damage)
     broken = [d for d in damage if not d.truncated]
     if broken:
         lost = sum(d.length for d in broken)
         print(
-            f"edgescope: {src}: {len(broken)} damaged span(s) ({lost} bytes) could not be read; "
-            f"exported the {n} readable values",
+            f"edgescope: {shown}: {len(broken)} damaged span(s) ({lost} bytes) could not be "
+            f"read; exported the {n} readable values",
             file=sys.stderr,
         )
     if any(d.truncated for d in damage):
         print(
-            f"edgescope: {src}: the last frame was cut short (the writer stopped mid-write); "
+            f"edgescope: {shown}: the last frame was cut short (the writer stopped mid-write); "
             f"exported the {n} complete values",
             file=sys.stderr,
         )
+    if left_out.events:
+        crash = (
+            f", {left_out.tracebacks} of them with a crash's traceback"
+            if left_out.tracebacks
+            else ""
+        )
+        print(
+            f"edgescope: {shown}: the trace also holds {left_out.events} event(s){crash}; "
+            "--events exports them too",
+            file=sys.stderr,
+        )
     return 0
-
-
-def _write_file(dst: Path, src: Path, write: Any, data: Iterable[Row]) -> int:
-    """Write through a temporary file beside ``dst``: a failed export leaves ``dst`` as it was."""
-    if dst.resolve() == src.resolve():
-        raise EdgescopeError(f"{dst}: refusing to export a trace over itself", 2)
-    if dst.is_dir():
-        raise EdgescopeError(f"{dst} is a directory; give a file name with -o", 2)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        f = tmp.open("w", encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise EdgescopeError(f"{dst}: the directory {dst.parent} does not exist", 2) from None
-    except PermissionError:
-        raise EdgescopeError(f"{dst}: permission denied", 2) from None
-    try:
-        with f:
-            n: int = write(f, data)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return n
 
 
 def add_parser(sub: Any) -> None:
@@ -301,5 +367,10 @@ def add_parser(sub: Any) -> None:
         "--system",
         action="store_true",
         help="also the system, process, thermal and GPU series",
+    )
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="also the events (one row each, with their message and any traceback in 'text')",
     )
     p.set_defaults(func=_run)

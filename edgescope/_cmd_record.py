@@ -13,6 +13,18 @@ gets its process and system record.
 on the SDK's in-process sampler in CMD (``EDGESCOPE_PROFILE=python``), so it needs CMD to call
 ``edgescope.init()``.
 
+CMD's stderr passes through to ``record``'s as it comes, and its last lines are kept: when CMD
+fails (a non-zero exit, a signal), the trace gets a ``stderr`` event whose message is the last
+line and whose ``detail["traceback"]`` holds the last :data:`STDERR_TAIL_LINES` lines (at most
+:data:`STDERR_TAIL_CHARS` characters), so a crash without the SDK still shows its traceback in
+``inspect``, ``export --events`` and the TUI. CMD's stderr is therefore a pipe, not the
+terminal (a program that colours only a terminal will not colour); if ``record`` itself is
+killed, CMD's next write to stderr fails (EPIPE).
+
+FILE is written in place, so that a kill of ``record`` leaves what was flushed: a new file, or
+an old regular file replaced; a symbolic link, a FIFO or a device is refused
+(:func:`edgescope_tracing.files.make_way`), and the file is created with ``O_EXCL``.
+
 Exit code: CMD's (128+N when a signal N ended it). SIGTERM is forwarded to CMD; so is SIGINT,
 except when it came from the terminal, which delivered it to CMD already (they share the
 foreground process group). The trace is closed cleanly when CMD ends; if ``record`` itself is
@@ -59,6 +71,14 @@ MAX_SOCKET_PATH = 100
 """Bytes of a Unix socket's path that fit in ``sockaddr_un`` everywhere (108 on Linux)."""
 DRAIN_TIMEOUT = 5.0
 """Seconds to wait, after CMD ends, for its SDK connections to deliver their last frames."""
+STDERR_TAIL_LINES = 50
+"""Lines of CMD's stderr kept for the trace when CMD fails."""
+STDERR_TAIL_CHARS = 8000
+"""At most this many characters of them (the SDK keeps as much of a traceback)."""
+STDERR_KEEP = 64 << 10
+"""Bytes of CMD's stderr held while it runs, to cut the tail from."""
+STDERR_DRAIN = 1.0
+"""Seconds to wait, after CMD ends, for the rest of its stderr (a child may hold it open)."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -124,11 +144,15 @@ def _check_profile(name: str | None) -> None:
 
 def _open_writer(path: str) -> TraceWriter:
     from edgescope_tracing import TraceWriter
+    from edgescope_tracing.files import make_way
 
+    make_way(path)
     try:
-        return TraceWriter(path, flush_interval=WRITER_FLUSH)
+        return TraceWriter(path, flush_interval=WRITER_FLUSH, exclusive=True)
     except IsADirectoryError:
         raise EdgescopeError(f"cannot write {path}: it is a directory", 2) from None
+    except FileExistsError:  # something was put there since make_way looked
+        raise EdgescopeError(f"cannot write {path}: something else just created it", 2) from None
     except FileNotFoundError:
         raise EdgescopeError(
             f"cannot write {path}: the directory {os.path.dirname(path) or '.'} does not exist", 2
@@ -196,6 +220,9 @@ class _Session:
         self._detectors: Detectors | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._pending_signals: list[int] = []
+        self._stderr = bytearray()
+        """The last :data:`STDERR_KEEP` bytes of CMD's stderr."""
+        self._stderr_pump: asyncio.Task[None] | None = None
         self.started = False
         """Whether CMD was started (if not, the trace file is removed at cleanup)."""
 
@@ -246,12 +273,12 @@ class _Session:
             self.records += 1
 
     def _event_rec(
-        self, message: str, *, run: int = -1, severity: int = 0, **detail: object
+        self, message: str, *, run: int = -1, severity: int = 0, kind: str = "log", **detail: object
     ) -> Record:
         from edgescope_tracing import Event
 
         return Event(
-            "log",
+            kind,
             message,
             run=run,
             severity=severity,
@@ -259,8 +286,10 @@ class _Session:
             t_us=time.time_ns() // 1000,
         )
 
-    def _event(self, message: str, *, run: int = -1, severity: int = 0, **detail: object) -> None:
-        self.write(self._event_rec(message, run=run, severity=severity, **detail))
+    def _event(
+        self, message: str, *, run: int = -1, severity: int = 0, kind: str = "log", **detail: object
+    ) -> None:
+        self.write(self._event_rec(message, run=run, severity=severity, kind=kind, **detail))
 
     # --- the run ------------------------------------------------------------------------
 
@@ -309,13 +338,17 @@ class _Session:
                 loop.add_signal_handler(sig, self._forward, sig)
             try:
                 try:
-                    proc = await asyncio.create_subprocess_exec(*self.cmd, env=env)
+                    proc = await asyncio.create_subprocess_exec(
+                        *self.cmd, env=env, stderr=asyncio.subprocess.PIPE
+                    )
                 except OSError as e:
                     raise EdgescopeError(
                         f"cannot run {self.cmd[0]}: {(e.strerror or str(e)).lower()}", 126
                     ) from None
                 self._proc = proc
                 self.started = True
+                assert proc.stderr is not None
+                self._stderr_pump = asyncio.ensure_future(self._pump_stderr(proc.stderr))
                 for pending in self._pending_signals:
                     self._forward(pending)
                 self._start_run(my_run, proc.pid, started)
@@ -332,6 +365,55 @@ class _Session:
             return code
         finally:
             await ingest.close()
+
+    async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
+        """Pass CMD's stderr through as it comes, keeping its last bytes."""
+        passing = True
+        while chunk := await stream.read(65536):
+            self._stderr += chunk
+            if len(self._stderr) > STDERR_KEEP:
+                del self._stderr[: len(self._stderr) - STDERR_KEEP]
+            view = memoryview(chunk)
+            while passing and view:
+                try:
+                    view = view[os.write(2, view) :]
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                except OSError:
+                    passing = False  # our stderr is gone; the tail is still kept
+
+    def stderr_tail(self) -> str:
+        """The last lines of CMD's stderr, as text (carriage-return progress bars collapsed)."""
+        text = self._stderr.decode("utf-8", "replace")
+        lines = [ln.rstrip("\r").rsplit("\r", 1)[-1] for ln in text.split("\n")]
+        while lines and not lines[-1].strip():
+            lines.pop()
+        tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+        return tail[-STDERR_TAIL_CHARS:]
+
+    async def _stderr_event(self, run: int, code: int) -> None:
+        if self._stderr_pump is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_pump), STDERR_DRAIN)
+        if code == 0:
+            return
+        tail = self.stderr_tail()
+        if not tail.strip():
+            return
+        from edgescope_tracing.summary import exit_words
+
+        last = tail.splitlines()[-1].strip()
+        if len(last) > 300:
+            last = last[:297] + "..."
+        n = len(tail.splitlines())
+        self._event(
+            f"{Path(self.cmd[0]).name} failed ({exit_words(code)}); its stderr ended: {last}",
+            run=run,
+            severity=2,
+            kind="stderr",
+            traceback=tail,
+            lines=n,
+        )
 
     def _start_run(self, run: int, pid: int, t_us: int) -> None:
         from edgescope_tracing import RunStart
@@ -433,6 +515,7 @@ class _Session:
                 f"{ingest.connections} process(es) still connected {DRAIN_TIMEOUT:g} s after "
                 "CMD ended; their runs were closed"
             )
+        await self._stderr_event(run, code)
         self.write(RunEnd(run, code, 0, time.time_ns() // 1000))
         if self._detectors is not None:
             try:

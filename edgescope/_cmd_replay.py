@@ -2,12 +2,16 @@
 
 One file opens its run dashboard, with the replay bar to scrub, play and pause; several open
 the compare screen over all of them. The UI is the ``tui`` extra: without it, one sentence
-says how to install it.
+says how to install it. The UI reads keys from stdin and draws on stderr (as Textual does):
+where either is not a terminal (``</dev/null``, a pipe, cron) it would hang or die, so the
+command says it needs one and exits 2. A FILE that is a FIFO or a device is refused at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from typing import Any
 
 from .errors import EdgescopeError, UsageError
@@ -42,19 +46,34 @@ def add_parser(sub: Any) -> None:
 
 
 def _open_sources(files: list[str], follow: bool) -> list[Any]:
+    from edgescope_tracing.files import check_input
+    from edgescope_tracing.text import escape
     from edgescope_tui.sources import FileSource
 
     sources = []
     for f in files:
+        shown = escape(f)
         try:
+            check_input(f)
             sources.append(FileSource(f, follow=follow))
         except FileNotFoundError:
-            raise UsageError(f"{f}: no such file") from None
+            raise UsageError(f"{shown}: no such file") from None
         except PermissionError:
-            raise UsageError(f"{f}: permission denied") from None
+            raise UsageError(f"{shown}: permission denied") from None
         except IsADirectoryError:
-            raise UsageError(f"{f} is a directory, not an edgescope trace") from None
+            raise UsageError(f"{shown} is a directory, not an edgescope trace") from None
     return sources
+
+
+def _no_terminal() -> str | None:
+    """Which of the UI's streams is not a terminal, or None when both are."""
+    for name, stream in (("input", sys.__stdin__), ("error output", sys.__stderr__)):
+        try:
+            if stream is None or not stream.isatty():
+                return name
+        except (ValueError, OSError):  # closed
+            return name
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
         targets = cli_targets(getattr(args, "ssh", []), getattr(args, "address", []))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    missing = _no_terminal()
+    if missing is not None:
+        for src in sources:
+            asyncio.run(src.close())
+        hint = " (for a summary without one: edgescope inspect FILE)" if args.files else ""
+        raise UsageError(f"{args.command} needs a terminal, and its {missing} is not one{hint}")
     home = lambda: DevicesScreen.from_config(targets)  # noqa: E731
     EdgescopeApp(sources, compare=args.compare, home=home).run()
     return 0

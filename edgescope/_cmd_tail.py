@@ -4,8 +4,10 @@
 only records newer than the connection. ``--count N`` exits 0 after N records. ``--json`` writes
 one object per record per line (``seq``, ``kind`` and the record's fields; an event's own kind,
 e.g. ``anomaly``, is ``event_kind``), flushed per line so it pipes into ``jq`` live. Non-finite
-numbers are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; bytes are hex. A gap
-(records the collector no longer holds) is said on stderr.
+numbers are the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; bytes are hex; the JSON is
+ASCII. A gap (records the collector no longer holds) is said on stderr. What the stream says
+(names, hosts, keys, messages) is escaped before it reaches the terminal
+(:func:`edgescope_tracing.text.escape`): a collector cannot send control sequences to it.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Any
+
+from edgescope_tracing.text import escape
 
 from .errors import EdgescopeError, UsageError
 
@@ -39,15 +45,21 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=_run)
 
 
-def _int_flag(text: str | None, flag: str, low: int) -> int | None:
+MAX_SEQ = (1 << 64) - 1
+"""The highest sequence number the wire carries (an unsigned 64-bit integer)."""
+
+
+def _int_flag(text: str | None, flag: str, low: int, high: int = MAX_SEQ) -> int | None:
     if text is None:
         return None
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"{flag} must be a whole number, not {text!r}") from None
+        raise UsageError(f"{flag} must be a whole number, not {escape(repr(text))}") from None
     if value < low:
         raise UsageError(f"{flag} must be at least {low}, not {value}")
+    if value > high:
+        raise UsageError(f"{flag} must be at most {high} (2**64 - 1), not {value}")
     return value
 
 
@@ -95,7 +107,7 @@ def record_line(rec: Any) -> str:
         SystemSample,
         ThermalSample,
     )
-    from edgescope_tracing.summary import iso_time, kind_name
+    from edgescope_tracing.summary import exit_words, iso_time, kind_name
 
     t = (iso_time(rec.t_us) or "")[11:23]
     kind = kind_name(rec)
@@ -110,7 +122,7 @@ def record_line(rec: Any) -> str:
     elif isinstance(rec, RunStart):
         gist = f"run {rec.run} {rec.name!r} pid {rec.pid} on {rec.host}"
     elif isinstance(rec, RunEnd):
-        gist = f"run {rec.run} exit {rec.exit_code} dropped {rec.dropped}"
+        gist = f"run {rec.run} ended: {exit_words(rec.exit_code)}, dropped {rec.dropped}"
     elif isinstance(rec, Event):
         gist = f"[{rec.kind}] {rec.message}"
     elif isinstance(rec, Keyframe):
@@ -136,7 +148,7 @@ def record_line(rec: Any) -> str:
         )
     else:
         gist = ""
-    return f"{rec.seq:>9} {t} {kind:<9} {gist}".rstrip()
+    return escape(f"{rec.seq:>9} {t} {kind:<9} {gist}".rstrip())
 
 
 def _num(v: float | None) -> str:
@@ -151,24 +163,30 @@ def _run(args: argparse.Namespace) -> int:
     try:
         host, port = parse_target(args.target)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(escape(str(e))) from None
     since = _int_flag(args.since, "--since", 0)
     count = _int_flag(args.count, "--count", 1)
     token = None
     if args.token_file:
+        from edgescope_tracing.files import file_kind
+
+        shown = escape(args.token_file)
         try:
+            mode = os.stat(args.token_file).st_mode
+            if not stat.S_ISREG(mode):  # a FIFO would block the read: refused, not waited on
+                raise UsageError(f"the token file {shown} is {file_kind(mode)}, not a file")
             token = Path(args.token_file).read_bytes().strip()
         except OSError as e:
             raise UsageError(
-                f"cannot read the token file {args.token_file}: {(e.strerror or str(e)).lower()}"
+                f"cannot read the token file {shown}: {(e.strerror or str(e)).lower()}"
             ) from None
         if not token:
-            raise UsageError(f"the token file {args.token_file} is empty")
+            raise UsageError(f"the token file {shown} is empty")
     out: IO[str] = sys.stdout
     try:
         client = Client.connect(host, port, since=since, token=token)
     except ProtocolError as e:
-        raise EdgescopeError(str(e), 1) from None
+        raise EdgescopeError(escape(str(e)), 1) from None
     n = 0
     floor = client.welcome.next_seq if since is None else 0
     try:
@@ -177,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
                 if isinstance(item, Gap):
                     print(
                         f"edgescope: gap: records {item.first} to {item.last} will not come "
-                        f"({item.reason})",
+                        f"({escape(item.reason)})",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -192,9 +210,9 @@ def _run(args: argparse.Namespace) -> int:
                 n += 1
                 if count is not None and n >= count:
                     return 0
-            end = client.end_message or "the collector ended the stream"
+            end = escape(client.end_message or "the collector ended the stream")
     except ProtocolError as e:
-        raise EdgescopeError(str(e), 1) from None
+        raise EdgescopeError(escape(str(e)), 1) from None
     if count is not None:
         raise EdgescopeError(f"{end} after {n} of {count} records", 1)
     print(f"edgescope: {end}", file=sys.stderr)
@@ -212,6 +230,6 @@ def _run_over_ssh(args: argparse.Namespace) -> int:
     try:
         tunnel = open_tunnel(args.target)
     except SshError as e:
-        raise EdgescopeError(str(e), 1) from None
+        raise EdgescopeError(escape(str(e)), 1) from None
     with tunnel:
         return _run(argparse.Namespace(**{**vars(args), "target": f"{tunnel.host}:{tunnel.port}"}))

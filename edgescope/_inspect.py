@@ -1,19 +1,47 @@
-"""``edgescope inspect FILE [--json]``: what a trace holds, for people and for scripts."""
+"""``edgescope inspect FILE [--json]``: what a trace holds, for people and for scripts.
+
+The summary streams through the file (:mod:`edgescope_tracing.summary`): memory does not grow
+with it. Everything from the trace is escaped before it reaches the terminal
+(:func:`edgescope_tracing.text.escape`); ``--json`` is ASCII, every other character escaped.
+
+A post-mortem reads plainly: how each run ended (a signal by name), where a run that never
+ended stopped (``lost: the process died without finishing (SIGKILL or power loss) at ...``),
+the stored traceback of an exception, the memory peaks, the functions on top of the sampled
+stacks, and events with like ones folded into one line with a count.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
-from edgescope_tracing import TraceReader
-from edgescope_tracing.summary import TraceSummary, summarize_file
+from edgescope_tracing import Event, TraceReader
+from edgescope_tracing.files import check_input
+from edgescope_tracing.summary import (
+    RunSummary,
+    TraceSummary,
+    event_traceback,
+    exit_words,
+    summarize_file,
+)
+from edgescope_tracing.text import escape, escape_block
+
+from .errors import EdgescopeError
 
 SEVERITY = {0: "info", 1: "warning", 2: "error"}
+EVENT_LINES = 20
+"""Lines of events (groups of like events) the human summary shows."""
+TRACEBACK_LINES = 40
+"""Lines of a stored traceback shown (the last ones: the exception is at the end)."""
 
 
 def inspect_file(path: str) -> TraceSummary:
+    check_input(path)
     with TraceReader(path) as reader:
         return summarize_file(reader)
 
@@ -44,6 +72,12 @@ def _size(n: int) -> str:
     return f"{size:.1f} {unit}"
 
 
+def _clock(t_us: int) -> str:
+    """``17:34:35 UTC``: the time of day a run stopped."""
+    when = _when(t_us)
+    return when if when.startswith("t_us=") else when[11:19] + " UTC"
+
+
 def _when(t_us: int) -> str:
     """``2026-11-27 17:34:35.568 UTC``: milliseconds are enough for people."""
     try:
@@ -68,17 +102,90 @@ def _duration(us: int) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def _writing(fn: Callable[..., None]) -> Callable[..., None]:
+    """A failed write to the output (a full disk under ``> out``) is one sentence, exit 1."""
+
+    def wrapped(*args: Any) -> None:
+        try:
+            fn(*args)
+        except BrokenPipeError:
+            raise  # the reader went away (``| head``): main() ends quietly
+        except OSError as e:
+            raise EdgescopeError(f"writing the summary failed: {e.strerror or e}", 1) from None
+
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+@_writing
 def print_json(s: TraceSummary, out: TextIO) -> None:
-    json.dump(s.to_json(), out, indent=2, allow_nan=False)
+    data = s.to_json()
+    for r, j in zip(s.runs, data["runs"], strict=True):
+        if r.end is None:
+            j["state"] = "running" if _alive_here(r) else "lost"
+    json.dump(data, out, indent=2, allow_nan=False)
     out.write("\n")
 
 
+def _alive_here(r: RunSummary) -> bool:
+    """Whether the run's process is still running on this machine: same host name, and a
+    process with its pid that started no later than the run (not a later one with the pid)."""
+    if r.host != socket.gethostname():
+        return False
+    try:
+        with open(f"/proc/{r.pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        with open("/proc/stat", "rb") as f:
+            btime = next(
+                int(line.split()[1])
+                for line in f.read().decode().splitlines()
+                if line.startswith("btime ")
+            )
+    except (OSError, ValueError, StopIteration, IndexError):
+        return False
+    try:
+        start_ticks = int(stat.rpartition(")")[2].split()[19])
+    except (IndexError, ValueError):
+        return False
+    started_us = (btime + start_ticks / os.sysconf("SC_CLK_TCK")) * 1e6
+    return started_us <= r.start + 1_000_000  # the clock tick's and btime's rounding
+
+
+def _where(r: RunSummary) -> str:
+    at = f"at {_clock(r.last_t)}" if r.last_t else "before any record"
+    step = f"last step {r.last_step}" if r.last_step is not None else "no step logged"
+    return f"{at}, {step}"
+
+
+def run_state(r: RunSummary, *, closed: bool) -> str:
+    """How a run ended, in words (``closed``: the file was closed, so no more is coming)."""
+    if r.end is None:
+        if _alive_here(r):
+            return f"still running (pid {r.pid} is alive here), last record {_where(r)}"
+        if closed or r.host == socket.gethostname():
+            return f"lost: the process died without finishing (SIGKILL or power loss) {_where(r)}"
+        return (
+            "lost: the process died without finishing (SIGKILL or power loss) "
+            f"{_where(r)}; or it is still running on {escape(r.host)} and the file still growing"
+        )
+    took = f" after {_duration(r.end - r.start)}"
+    if r.lost_contact is not None:
+        return f"lost contact: {escape(r.lost_contact)}; last record {_where(r)}"
+    if r.exit_code is None:
+        return f"ended{took}; its exit code was not recorded"
+    if r.exit_code == 0:
+        return f"finished{took} (exit code 0)"
+    step = f" (last step {r.last_step})" if r.last_step is not None else ""
+    return f"failed: {exit_words(r.exit_code)}{took}{step}"
+
+
+@_writing
 def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
     def line(label: str, text: str) -> None:
         out.write(f"  {label:<8}{text}".rstrip() + "\n")
 
     out.write(
-        f"{path}: edgescope trace format {s.format_version}, {_size(s.bytes)}, "
+        f"{escape(path)}: edgescope trace format {s.format_version}, {_size(s.bytes)}, "
         f"{s.records} records\n"
     )
     if s.first_t is not None and s.last_t is not None:
@@ -88,22 +195,33 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             f"({_duration(s.last_t - s.first_t)})",
         )
     line("records", ", ".join(f"{k} {n}" for k, n in sorted(s.kinds.items())) or "none")
+    if s.runs_other:
+        line("runs", f"{len(s.runs)} summarized below; {s.runs_other} more not summarized")
     for r in s.runs:
-        if r.end is None:
-            state = "no run end recorded (still running, or it was killed)"
-        else:
-            state = "finished" if r.exit_code is None else f"exit code {r.exit_code}"
-            state += f" after {_duration(r.end - r.start)}"
+        state = run_state(r, closed=s.indexed)
         if r.dropped:
             state += f", {r.dropped} records dropped"
-        line("run", f"{r.name} ({r.id[:12]}) on {r.host}, pid {r.pid}: {state}")
+        line(
+            "run",
+            f"{escape(r.name)} ({escape(r.id[:12])}) on {escape(r.host)}, pid {r.pid}: {state}",
+        )
+        mem = _memory(r)
+        if mem:
+            line("memory", mem)
+    for e in s.crashes:
+        _exception(e, s, out)
+    if s.crashes_total > len(s.crashes):
+        out.write(f"    ... {s.crashes_total - len(s.crashes)} more crashes (tracebacks)\n")
+    for i, (name, peak, total) in sorted(s.gpu_memory.items()):
+        of = f" of {_size(total)}" if total else ""
+        line("gpu mem", f"gpu{i} {escape(name)}: peak {_size(peak)} used{of}")
     if s.metrics:
         line("metrics", "")
         table = [("key", "count", "first", "last", "min", "max", "last step", "")]
         for k, m in sorted(s.metrics.items()):
             table.append(
                 (
-                    k,
+                    escape(k),
                     f"{m.count:,}",
                     _num(m.first),
                     _num(m.last),
@@ -118,15 +236,17 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             cells = [row[0].ljust(widths[0])]
             cells += [c.rjust(w) for c, w in zip(row[1:7], widths[1:], strict=True)]
             out.write(f"    {'  '.join(cells)}  {row[7]}".rstrip() + "\n")
+    if s.metric_values_other:
+        out.write(
+            f"    ... {s.metric_values_other:,} values of further keys not summarized "
+            f"(beyond {len(s.metrics):,} keys)\n"
+        )
     if s.stack_samples:
-        line("stacks", f"{s.stack_samples} samples from {', '.join(sorted(s.stack_backends))}")
-    if s.events:
-        line("events", str(len(s.events)))
-        for e in s.events[:20]:
-            sev = SEVERITY.get(e.severity, str(e.severity))
-            out.write(f"    {_when(e.t_us)}  {e.kind:<8} {sev:<7} {e.message}\n")
-        if len(s.events) > 20:
-            out.write(f"    ... {len(s.events) - 20} more (see --json)\n")
+        backends = ", ".join(escape(b) for b in sorted(s.stack_backends))
+        line("stacks", f"{s.stack_samples} samples from {backends}")
+        _functions(s, out)
+    if s.events_total:
+        _events(s, out, line)
     damaged = [d for d in s.damage if not d.truncated]
     if damaged:
         lost = sum(d.length for d in damaged)
@@ -135,7 +255,7 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             f"{len(damaged)} damaged span(s), {_size(lost)} skipped; every other frame was read",
         )
         for d in damaged[:10]:
-            out.write(f"    at byte {d.offset}, {d.length} bytes: {d.reason}\n")
+            out.write(f"    at byte {d.offset}, {d.length} bytes: {escape(d.reason)}\n")
         if len(damaged) > 10:
             out.write(f"    ... {len(damaged) - 10} more (see --json)\n")
     else:
@@ -149,3 +269,69 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             )
     if not s.indexed:
         line("index", "none (the file was not closed); seeking rebuilds it by a scan")
+
+
+def _memory(r: RunSummary) -> str:
+    m = r.memory
+    parts = []
+    if m.rss_peak is not None:
+        parts.append(f"peak RSS {_size(m.rss_peak)} (VmHWM, pid {m.rss_peak_pid})")
+    if m.cgroup_peak is not None:
+        limit = f" of a {_size(m.cgroup_limit)} limit" if m.cgroup_limit is not None else ""
+        parts.append(f"cgroup peak {_size(m.cgroup_peak)}{limit}")
+    elif m.cgroup_limit is not None:
+        parts.append(f"cgroup limit {_size(m.cgroup_limit)}")
+    if m.oom_kills:
+        parts.append(f"{m.oom_kills} OOM kill(s) in its cgroup")
+    return ", ".join(parts)
+
+
+def _exception(e: Event, s: TraceSummary, out: TextIO) -> None:
+    run = next((r for r in s.runs if r.run == e.run), None)
+    who = f"run {escape(run.name)}" if run is not None else "the device"
+    out.write(f"  {'crash':<8}{who}: {escape(e.message)} at {_clock(e.t_us)}\n")
+    tb = event_traceback(e)
+    if tb is None:
+        out.write("    (no traceback was stored)\n")
+        return
+    lines = escape_block(tb.rstrip()).splitlines()
+    if len(lines) > TRACEBACK_LINES:
+        out.write(f"    ... {len(lines) - TRACEBACK_LINES} lines (see --json)\n")
+        lines = lines[-TRACEBACK_LINES:]
+    for text in lines:
+        out.write(f"    | {text}".rstrip() + "\n")
+
+
+def _functions(s: TraceSummary, out: TextIO) -> None:
+    top = s.top_functions(10)
+    if not top:
+        return
+    total = s.stack_samples
+    out.write(f"    {'self':>6} {'total':>6}  function (share of {total} samples)\n")
+    for name, n_self, n_total in top:
+        out.write(
+            f"    {100 * n_self / total:5.1f}% {100 * n_total / total:5.1f}%  {escape(name)}\n"
+        )
+    if s.functions_other:
+        out.write(f"    ({s.functions_other} samples of further functions not counted)\n")
+
+
+def _events(s: TraceSummary, out: TextIO, line: Callable[[str, str], None]) -> None:
+    kinds = ", ".join(f"{escape(k)} {n}" for k, n in sorted(s.event_kinds.items()))
+    line("events", f"{s.events_total} ({kinds})")
+    groups = list(s.groups.values())
+    shown = groups
+    if len(groups) > EVENT_LINES:
+        half = EVENT_LINES // 2
+        shown = groups[:half] + groups[-half:]
+    for i, g in enumerate(shown):
+        if len(groups) > EVENT_LINES and i == EVENT_LINES // 2:
+            out.write(f"    ... {len(groups) - EVENT_LINES} more lines (see --json)\n")
+        e = g.first
+        sev = SEVERITY.get(e.severity, str(e.severity))
+        more = ""
+        if g.count > 1:
+            more = f"  [x{g.count}: {g.count - 1} more like it, until {_span(e.t_us, g.last_t)}]"
+        out.write(f"    {_when(e.t_us)}  {escape(e.kind):<8} {sev:<7} {escape(e.message)}{more}\n")
+    if s.ungrouped:
+        out.write(f"    ... {s.ungrouped} events of further kinds (see --json)\n")

@@ -12,8 +12,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 from edgescope_collector.samplers import ProcessWatch, Roots
-from edgescope_collector.samplers.process import ProcessSampler, cgroup_memory, read_proc_stat
-from edgescope_tracing.records import ProcessSample
+from edgescope_collector.samplers.process import (
+    PEAK_RESET,
+    PEAK_SAMPLED,
+    ProcessSampler,
+    cgroup_memory,
+    read_proc_stat,
+)
+from edgescope_tracing.records import Event, ProcessSample
 
 S = 1_000_000
 
@@ -24,6 +30,9 @@ if TYPE_CHECKING:
 def samples(sampler: ProcessSampler, t_us: int) -> dict[int, ProcessSample]:
     out = {}
     for r in sampler.sample(t_us):
+        if isinstance(r, Event):  # how each run's cgroup peak is measured, said once
+            assert r.detail["cgroup_peak"] in (PEAK_RESET, PEAK_SAMPLED)
+            continue
         assert isinstance(r, ProcessSample)
         out[r.pid] = r
     return out
@@ -52,7 +61,8 @@ def test_run_process_and_child_with_cgroup_v2(board: Callable[[str], Board]) -> 
     assert main.rss == 1800000 * 1024 and main.rss_peak == 2100000 * 1024
     assert main.threads == 12 and child.threads == 3
     assert main.cgroup_current == 2105540608
-    assert main.cgroup_peak == 2411724800
+    # the run's own peak, not the cgroup's lifetime memory.peak (2411724800) from before it
+    assert main.cgroup_peak == 2105540608
     assert main.cgroup_limit == 3 << 30
     assert main.oom_kills == 0
 
@@ -95,7 +105,7 @@ def test_children_found_without_proc_children_files(board: Callable[[str], Board
     assert set(got) == {31337, 31340}
     # cgroup v2: the scope has no limit, the one that bites is set on user-1000.slice
     assert got[31337].cgroup_limit == 12 << 30
-    assert got[31337].cgroup_peak == 6012954624
+    assert got[31337].cgroup_peak == got[31337].cgroup_current  # not the lifetime 6012954624
 
 
 def test_cgroup_v1_in_a_container_and_oom_kills(board: Callable[[str], Board]) -> None:
@@ -105,7 +115,7 @@ def test_cgroup_v1_in_a_container_and_oom_kills(board: Callable[[str], Board]) -
     sampler = ProcessSampler(b.roots, watch)
     got = samples(sampler, S)[2200]
     assert got.cgroup_current == 3650000896
-    assert got.cgroup_peak == 3900000256
+    assert got.cgroup_peak == 3650000896  # not max_usage_in_bytes, the lifetime 3900000256
     assert got.cgroup_limit == 6 << 30
     assert got.oom_kills == 0
     cg = "sys/fs/cgroup/memory/docker/3f1c"
@@ -185,3 +195,65 @@ def test_live_child_of_registered_process(child_process: subprocess.Popen[bytes]
     assert child.rss_peak >= child.rss + (32 << 20)
     assert child.cpu_percent is not None and child.cpu_percent > 20.0
     assert got[os.getpid()].threads is not None
+
+
+def test_cgroup_peak_is_the_runs_own_and_says_how(board: Callable[[str], Board]) -> None:
+    """Issue #11 post-mortem: the cgroup's lifetime peak (2.78 GB before a 0.69 GB run) must
+    not be reported as the run's; a recorded tree is never written to."""
+    b = board("rpi4")
+    cg = "sys/fs/cgroup/system.slice/train.service"
+    lifetime = b.read(f"{cg}/memory.peak")
+    watch = ProcessWatch()
+    watch.add(3, 1234)
+    sampler = ProcessSampler(b.roots, watch)
+    assert not sampler.reset_peak  # not the kernel's /sys
+    first = sampler.sample(S)
+    (how,) = [r for r in first if isinstance(r, Event)]
+    assert how.run == 3 and how.detail["cgroup_peak"] == PEAK_SAMPLED
+    assert "spikes between samples are missed" in how.message
+    peaks = []
+    for i, current in enumerate((2_500_000_000, 1_000_000_000, 1_200_000_000)):
+        b.write(f"{cg}/memory.current", current)
+        got = sampler.sample((i + 2) * S)
+        assert not any(isinstance(r, Event) for r in got), "said once per run"
+        peaks.append(next(r for r in got if isinstance(r, ProcessSample)).cgroup_peak)
+    assert peaks == [2_500_000_000, 2_500_000_000, 2_500_000_000]
+    assert b.read(f"{cg}/memory.peak") == lifetime
+    watch.remove_run(3)
+    sampler.sample(9 * S)
+    assert sampler._peaks == {}
+
+
+def test_a_peak_file_that_does_not_reset_falls_back_and_says_why(
+    board: Callable[[str], Board],
+) -> None:
+    """Asked to reset where the file is a plain one (no kernel behind it): what is read back
+    after the write is no number, so the run's peak is the max of samples, and it says why."""
+    b = board("rpi4")
+    watch = ProcessWatch()
+    watch.add(3, 1234)
+    sampler = ProcessSampler(b.roots, watch, reset_peak=True)
+    recs = sampler.sample(S)
+    (how,) = [r for r in recs if isinstance(r, Event)]
+    assert how.detail["cgroup_peak"] == PEAK_SAMPLED
+    assert how.detail["why"] == "memory.peak did not read back as a number after the reset"
+    assert next(r for r in recs if isinstance(r, ProcessSample)).cgroup_peak == 2105540608
+    sampler.close()
+
+
+def test_a_zombie_is_skipped_like_an_exited_process() -> None:
+    """A child that exited but is not reaped yet has no memory figures: no sample for it."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            st = read_proc_stat(Path(f"/proc/{proc.pid}/stat"))
+            if st is not None and st.state == "Z":
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        watch = ProcessWatch()
+        watch.add(1, proc.pid)
+        assert samples(ProcessSampler(Roots(), watch), int(time.time() * S)) == {}
+    finally:
+        proc.wait()

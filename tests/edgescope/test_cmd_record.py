@@ -422,3 +422,89 @@ def test_a_deep_tmpdir_does_not_break_the_socket_path(tmp_path: Path) -> None:
     r = _record(tmp_path, "-o", str(out), "--", "true", env=sdk_env(tmp_path, TMPDIR=str(deep)))
     assert r.returncode == 0, r.stderr
     assert of(read(out), RunStart)
+
+
+CRASH = (
+    "import sys\n"
+    "for i in range(80): print(f'noise {i}', file=sys.stderr)\n"
+    "print('epoch 1/3 10%\\repoch 1/3 90%', file=sys.stderr)\n"
+    "def train(): raise ValueError('boom at step 7')\n"
+    "train()\n"
+)
+
+
+def test_a_crash_without_the_sdk_keeps_its_stderr_tail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stderr of a failed CMD passes through, and its last lines land in the trace, where
+    inspect, export --events and the TUI show them (issue #11, post-mortem)."""
+    job = script(tmp_path, CRASH)
+    out = tmp_path / "crash.est"
+    r = _record(tmp_path, "-o", str(out), "--", PYTHON, str(job))
+    assert r.returncode == 1
+    assert "noise 0\n" in r.stderr and "ValueError: boom at step 7" in r.stderr  # passed through
+    recs = read(out)
+    (ev,) = [e for e in of(recs, Event) if e.kind == "stderr"]
+    assert ev.severity == 2
+    assert ev.message.endswith("failed (exit code 1); its stderr ended: ValueError: boom at step 7")
+    tb = ev.detail["traceback"]
+    assert tb.splitlines()[-1] == "ValueError: boom at step 7"
+    assert "Traceback (most recent call last):" in tb and "noise 0" not in tb
+    assert "epoch 1/3 90%" in tb and "10%" not in tb  # a progress bar's last state only
+    assert len(tb.splitlines()) == 50 == ev.detail["lines"]
+
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "  crash   run " in text and "    | ValueError: boom at step 7" in text
+    assert "failed: exit code 1 after" in text
+    assert main(["export", str(out), "--format", "jsonl", "--events"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    (row,) = [x for x in rows if x["series"] == "event" and x["key"] == "stderr"]
+    assert row["text"].endswith("\nValueError: boom at step 7") and row["value"] == 2
+    assert main(["export", str(out), "--format", "csv"]) == 0
+    assert "1 of them with a crash's traceback; --events exports them" in capsys.readouterr().err
+
+
+def test_a_command_killed_by_a_signal_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "killed.est"
+    code = "import os, sys; print('about to die', file=sys.stderr); os.kill(os.getpid(), 9)"
+    r = _record(tmp_path, "-o", str(out), "--", PYTHON, "-c", code)
+    assert r.returncode == 137
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "failed: exit code 137 (killed by SIGKILL) after" in text
+    assert "its stderr ended: about to die" in text
+    assert main(["inspect", str(out), "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    assert run["exit"] == "exit code 137 (killed by SIGKILL)" and run["state"] == "failed"
+
+
+def test_the_output_is_never_a_symlink_fifo_or_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``record -o`` writes a regular file in place, created with O_EXCL (issue #11.3)."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = tmp_path / "link.est"
+    link.symlink_to(victim)
+    fifo = tmp_path / "fifo.est"
+    os.mkfifo(fifo)
+    null = tmp_path / "null.est"
+    null.symlink_to("/dev/null")
+    for path, says in (
+        (link, "is a symbolic link"),
+        (null, "is a symbolic link"),
+        (fifo, "is a FIFO (named pipe); a trace is written to a regular file"),
+    ):
+        assert main(["record", "-o", str(path), "--", sys.executable, "-c", "pass"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1
+    assert victim.read_text() == "precious\n" and link.is_symlink() and null.is_symlink()
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    old = tmp_path / "old.est"
+    old.write_text("an old trace")
+    r = _record(tmp_path, "-o", str(old), "--", sys.executable, "-c", "pass")
+    assert r.returncode == 0, r.stderr
+    assert of(read(old), RunEnd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -139,11 +140,25 @@ def test_errors_are_one_sentence(served: Served, capsys: pytest.CaptureFixture[s
         (["tail", "host:port"], "port must be a number"),
         (["tail", "127.0.0.1", "--count", "0"], "--count must be at least 1"),
         (["tail", "127.0.0.1", "--since", "x"], "--since must be a whole number"),
+        (["tail", "127.0.0.1", "--since", str(1 << 64)], "--since must be at most"),
+        (["tail", "127.0.0.1", "--since", "-1"], "--since must be at least 0"),
+        (["tail", "127.0.0.1", "--count", "9" * 30], "--count must be at most"),
         (["tail", "127.0.0.1", "--token-file", "/nonexistent/t"], "cannot read the token file"),
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert text in err and len(err.splitlines()) == 1
+
+
+def test_a_fifo_token_file_is_refused_not_waited_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    assert main(["tail", "127.0.0.1:1", "--token-file", str(fifo)]) == 2
+    err = capsys.readouterr().err
+    assert f"the token file {fifo} is a FIFO (named pipe), not a file" in err
+    assert err.count("\n") == 1
 
 
 def test_auth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -221,3 +236,38 @@ def test_human_lines_and_json_of_device_records() -> None:
         "hwmon.ina3221.in1": 5.072,
         "hwmon.x.fan1": "NaN",
     }
+
+
+def test_names_and_messages_from_the_stream_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A producer's run name, host, key and message cannot drive the terminal (issue #11.11)."""
+    evil = "\x1b]52;c;cHduZWQ=\x07\x1b[2J\rfake\u202egpj\x9b31m"
+    s = Served(tmp_path / "data")
+    try:
+        s.append(
+            [
+                RunStart(0, "ab12", evil, evil, 7, t_us=1_000_000),
+                Metrics(0, evil, (1,), (1_000_001,), (0.5,)),
+                Event("log", evil, t_us=1_000_002),
+            ]
+        )
+        assert main(["tail", f"127.0.0.1:{s.port}", "--since", "0", "--count", "4"]) == 0
+        human = capsys.readouterr().out
+        assert main(["tail", f"127.0.0.1:{s.port}", "--since", "0", "--count", "4", "--json"]) == 0
+        js = capsys.readouterr().out
+    finally:
+        s.close()
+    for out in (human, js):
+        assert not any(c in out for c in ("\x1b", "\x07", "\r", "\u202e", "\x9b"))
+    assert human.count("\\x1b]52;c;cHduZWQ=\\x07") == 4  # run start (name, host), metric, event
+    assert json.loads(js.splitlines()[-1])["message"] == evil  # JSON keeps every character
+
+
+def test_a_run_end_names_the_signal() -> None:
+    from edgescope_tracing import RunEnd
+
+    from edgescope._cmd_tail import record_line
+
+    line = record_line(RunEnd(4, 137, 2, t_us=1_700_000_000_000_000, seq=9))
+    assert line.endswith("run_end   run 4 ended: exit code 137 (killed by SIGKILL), dropped 2")

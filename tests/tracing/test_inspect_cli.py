@@ -32,6 +32,14 @@ from edgescope._inspect import print_human
 from edgescope.cli import main
 
 T0 = 1_700_000_000_000_000
+NO_MEMORY = {
+    "rss_max": None,
+    "rss_peak": None,
+    "rss_peak_pid": None,
+    "cgroup_peak": None,
+    "cgroup_limit": None,
+    "oom_kills": None,
+}
 
 
 def write_two_runs(path: Path, *, close: bool = True) -> None:
@@ -93,7 +101,13 @@ def test_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "start": "2023-11-14T22:13:20.000000+00:00",
             "end": "2023-11-14T22:13:22.000000+00:00",
             "exit_code": 1,
+            "exit": "exit code 1",
+            "state": "failed",
+            "lost_contact": None,
             "dropped": 3,
+            "last_record": "2023-11-14T22:13:20.060000+00:00",
+            "last_step": 49,
+            "memory": NO_MEMORY,
         },
         {
             "id": "b2" * 16,
@@ -103,7 +117,13 @@ def test_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "start": "2023-11-14T22:13:20.500000+00:00",
             "end": None,
             "exit_code": None,
+            "exit": None,
+            "state": "lost",
+            "lost_contact": None,
             "dropped": 0,
+            "last_record": "2023-11-14T22:13:20.500000+00:00",
+            "last_step": 98,
+            "memory": NO_MEMORY,
         },
     ]
     assert s["metrics"]["loss"] == {
@@ -122,10 +142,26 @@ def test_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "kind": "anomaly",
             "message": "loss is NaN at step 30",
             "severity": 2,
+            "run": 0,
         },
-        {"t": "2023-11-14T22:13:20.040000+00:00", "kind": "mark", "message": "eval", "severity": 0},
+        {
+            "t": "2023-11-14T22:13:20.040000+00:00",
+            "kind": "mark",
+            "message": "eval",
+            "severity": 0,
+            "run": 1,
+        },
     ]
-    assert s["stacks"] == {"samples": 11, "backend": ["perf", "python"]}
+    assert (s["events_total"], s["events_omitted"]) == (2, 0)
+    assert s["event_kinds"] == {"anomaly": 1, "mark": 1}
+    assert (s["crashes"], s["crashes_total"]) == ([], 0)
+    assert s["stacks"] == {
+        "samples": 11,
+        "backend": ["perf", "python"],
+        "top_functions": [{"function": "forward", "self": 9, "total": 9}],
+        "samples_not_counted_by_function": 0,
+    }
+    assert s["gpu_memory"] == []
     assert s["damaged_frames"] == 0
     assert s["damage"] == []
     assert s["truncated"] is False
@@ -186,13 +222,17 @@ def test_human_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     )
     assert lines[1] == "  time    2023-11-14 22:13:20.000 UTC .. 22:13:22.000 UTC (2.0 s)"
     assert (
-        "  run     resnet (a1a1a1a1a1a1) on pi5, pid 100: exit code 1 after 2.0 s, "
-        "3 records dropped" in lines
+        "  run     resnet (a1a1a1a1a1a1) on pi5, pid 100: failed: exit code 1 after 2.0 s "
+        "(last step 49), 3 records dropped" in lines
     )
+    # not closed, and on another host: it may still be running there
     assert (
-        "  run     tiny-llm (b2b2b2b2b2b2) on jetson, pid 101: no run end recorded "
-        "(still running, or it was killed)" in lines
+        "  run     tiny-llm (b2b2b2b2b2b2) on jetson, pid 101: lost: the process died without "
+        "finishing (SIGKILL or power loss) at 22:13:20 UTC, last step 98; or it is still "
+        "running on jetson and the file still growing" in lines
     )
+    assert "  stacks  11 samples from perf, python" in lines
+    assert "     81.8%  81.8%  forward" in lines
     table = lines[lines.index("  metrics") + 1 :][:3]
     assert table == [
         "    key   count  first   last    min    max  last step",

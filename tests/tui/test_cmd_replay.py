@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,71 @@ def test_without_the_tui_extra_it_says_how_to_install_it(trace: Path) -> None:
         "edgescope: edgescope replay needs the terminal UI (edgescope-tui), which is not "
         "installed here: pip install ./tracing ./tui '.[tui]' (from a clone of edgescope)\n"
     )
+
+
+def test_without_a_terminal_it_says_so_and_exits_2(trace: Path, tmp_path: Path) -> None:
+    """``replay FILE </dev/null`` (cron, a pipe) must not start the UI (issue #11.13)."""
+    for command in ("replay", "tui"):
+        r = subprocess.run(
+            [sys.executable, "-m", "edgescope", command, str(trace)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2, r.stderr
+        assert r.stderr == (
+            f"edgescope: {command} needs a terminal, and its input is not one "
+            "(for a summary without one: edgescope inspect FILE)\n"
+        )
+        assert r.stdout == ""
+
+
+def test_a_fifo_is_refused_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "t.est"
+    os.mkfifo(fifo)
+    assert main(["replay", str(fifo)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "is not a regular file (a pipe or a device); save the trace" in err and err.count("\n") == 1
+    )
+
+
+def test_on_a_real_terminal_it_starts_and_quits(trace: Path) -> None:
+    """The same command on a pty draws the UI and ends with exit 0 on ``q``."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS="100", LINES="30")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgescope", "replay", str(trace)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        quit_sent = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:  # the child closed the pty
+                    break
+            if not quit_sent and b"\x1b[" in seen and len(seen) > 2000:
+                os.write(master, b"q")
+                quit_sent = True
+        assert proc.wait(timeout=30) == 0, seen[-2000:]
+        assert quit_sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)

@@ -1,12 +1,23 @@
 """What a trace holds, in one pass: the data behind ``edgescope inspect``.
 
-A pure fold over records plus the reader's damage list; no printing here.
+A pure fold over records plus the reader's damage list; no printing here. The fold streams: it
+keeps counts, extremes and bounded lists (the first and last :data:`EVENTS_KEPT` events, up to
+:data:`EVENT_GROUPS` groups of like events, :data:`CRASHES_KEPT` events with their
+tracebacks, :data:`FUNCTIONS_KEPT` function names), never the records, so its memory does not
+grow with the file. What a bound left out is counted and said.
+
+Per run it keeps what a post-mortem needs: how it ended (:func:`exit_words` names a signal),
+the last record's time and the last step (where a run that never ended stopped), the memory
+peaks (VmHWM, cgroup peak and limit, OOM kills) and, over the trace, the GPUs' memory peaks and
+the functions most often on top of the sampled stacks.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+import re
+import signal
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,8 +27,10 @@ from ._frames import Damage
 from .reader import TraceReader
 from .records import (
     Event,
+    GpuSample,
     Keyframe,
     Metrics,
+    ProcessSample,
     Record,
     RunEnd,
     RunStart,
@@ -25,14 +38,31 @@ from .records import (
 )
 
 __all__ = [
+    "EventGroup",
+    "MemoryPeaks",
     "MetricSummary",
     "RunSummary",
     "TraceSummary",
     "summarize",
     "summarize_file",
+    "exit_words",
+    "event_traceback",
     "iso_time",
     "json_float",
 ]
+
+EVENTS_KEPT = 100
+"""Events kept from the start of the trace, and as many from its end."""
+EVENT_GROUPS = 1000
+"""Groups of like events kept; events of further groups are counted, not grouped."""
+CRASHES_KEPT = 10
+"""Events with a traceback kept whole (the first ones: the first crash is the cause)."""
+RUNS_KEPT = 10_000
+"""Runs summarized; runs beyond are counted (``runs_other``). A device's store over months."""
+METRIC_KEYS_KEPT = 10_000
+"""Metric keys summarized; values of further keys are counted (``metric_values_other``)."""
+FUNCTIONS_KEPT = 50_000
+"""Distinct function names counted for the top functions; samples beyond are counted apart."""
 
 KIND_NAMES: dict[type, str] = {
     RunStart: "run_start",
@@ -98,6 +128,114 @@ class MetricSummary:
             self.max = hi if self.max is None else max(self.max, hi)
 
 
+def exit_words(code: int | None) -> str:
+    """An exit code in words, a signal named: ``exit code 137 (killed by SIGKILL)``.
+
+    A negative code is a return code for a signal (``-9``, as Python's ``subprocess`` gives);
+    128 + N is the shell's convention for death by signal N.
+
+    >>> exit_words(0), exit_words(143), exit_words(-9)
+    ('exit code 0', 'exit code 143 (killed by SIGTERM)', 'killed by SIGKILL')
+    """
+    if code is None:
+        return "exit code not recorded"
+    if code < 0:
+        return f"killed by {_signal_name(-code)}"
+    if 128 < code < 128 + 65:
+        return f"exit code {code} (killed by {_signal_name(code - 128)})"
+    return f"exit code {code}"
+
+
+def _signal_name(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
+def event_traceback(e: Event) -> str | None:
+    """The traceback an exception event carries (``detail["traceback"]``), if any."""
+    tb = e.detail.get("traceback") if isinstance(e.detail, dict) else None
+    return tb if isinstance(tb, str) and tb.strip() else None
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def fold_key(e: Event) -> tuple[Any, ...] | None:
+    """Events with the same key are "like events", folded into one line by ``inspect``.
+
+    Same kind, severity and run, and: the same detector (anomalies); else the same detail
+    fields (``gpu not sampled: ...`` and ``thermal not sampled: ...`` both have ``source`` and
+    ``skipped``); else, for events without detail, the same message up to its numbers. An
+    event with a traceback (a crash) is never folded (None).
+    """
+    if e.kind == "exception" or event_traceback(e) is not None:
+        return None
+    detail = e.detail if isinstance(e.detail, dict) else {}
+    detector = detail.get("detector")
+    if isinstance(detector, str):
+        shape: Any = ("detector", detector)
+    elif detail:
+        shape = ("fields", tuple(sorted(str(k) for k in detail)))
+    else:
+        shape = ("message", _DIGITS.sub("#", e.message)[:200])
+    return (e.kind, e.severity, e.run, shape)
+
+
+@dataclass(slots=True)
+class EventGroup:
+    """Like events (:func:`fold_key`): the first of them, how many, and when the last was."""
+
+    first: Event
+    count: int = 1
+    last_t: int = 0
+
+
+@dataclass(slots=True)
+class MemoryPeaks:
+    """The highest memory figures a run's process samples gave, in bytes (None: never given).
+
+    ``rss_peak`` is the kernel's VmHWM of the run's largest process (``rss_peak_pid``).
+    ``cgroup_peak`` is the highest cgroup peak the samples give: the collector's process sampler
+    reports the run's own peak, not the cgroup's lifetime one
+    (``edgescope_collector.samplers.process``).
+    """
+
+    rss: int | None = None
+    rss_peak: int | None = None
+    rss_peak_pid: int | None = None
+    cgroup_peak: int | None = None
+    cgroup_limit: int | None = None
+    oom_kills: int | None = None
+
+    def add(self, p: ProcessSample) -> None:
+        self.rss = _max(self.rss, p.rss)
+        hwm = p.rss_peak if p.rss_peak is not None else p.rss
+        if hwm is not None and (self.rss_peak is None or hwm > self.rss_peak):
+            self.rss_peak, self.rss_peak_pid = hwm, p.pid
+        self.cgroup_peak = _max(self.cgroup_peak, p.cgroup_peak)
+        if p.cgroup_limit is not None:
+            self.cgroup_limit = p.cgroup_limit
+        self.oom_kills = _max(self.oom_kills, p.oom_kills)
+
+    def to_json(self) -> dict[str, int | None]:
+        return {
+            "rss_max": self.rss,
+            "rss_peak": self.rss_peak,
+            "rss_peak_pid": self.rss_peak_pid,
+            "cgroup_peak": self.cgroup_peak,
+            "cgroup_limit": self.cgroup_limit,
+            "oom_kills": self.oom_kills,
+        }
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    if b is None or not isinstance(b, int):
+        return a
+    return b if a is None or b > a else a
+
+
 @dataclass(slots=True)
 class RunSummary:
     run: int
@@ -110,6 +248,33 @@ class RunSummary:
     exit_code: int | None = None
     dropped: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    last_t: int | None = None
+    """The time of the run's last record (where a run that never ended stopped)."""
+    last_step: int | None = None
+    lost_contact: str | None = None
+    """Why the collector ended the run itself (its producer vanished), from its event."""
+    memory: MemoryPeaks = field(default_factory=MemoryPeaks)
+    _vanished: tuple[int, str] | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.end is not None
+
+    def seen(self, t_us: int) -> None:
+        if t_us and (self.last_t is None or t_us > self.last_t):
+            self.last_t = t_us
+
+    @property
+    def state(self) -> str:
+        """``finished`` (exit 0), ``failed`` (another code), ``ended`` (no code recorded),
+        ``lost contact`` (the collector ended it: its producer vanished), ``lost`` (no end)."""
+        if self.end is None:
+            return "lost"
+        if self.lost_contact is not None:
+            return "lost contact"
+        if self.exit_code is None:
+            return "ended"
+        return "finished" if self.exit_code == 0 else "failed"
 
 
 @dataclass(slots=True)
@@ -120,13 +285,43 @@ class TraceSummary:
     kinds: Counter[str] = field(default_factory=Counter)
     runs: list[RunSummary] = field(default_factory=list)
     metrics: dict[str, MetricSummary] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
+    events_total: int = 0
+    event_kinds: Counter[str] = field(default_factory=Counter)
+    events_head: list[Event] = field(default_factory=list)
+    events_tail: deque[Event] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+    groups: dict[Any, EventGroup] = field(default_factory=dict)
+    """Like events by :func:`fold_key`, in the order of their first event."""
+    ungrouped: int = 0
+    """Events of groups beyond :data:`EVENT_GROUPS` (counted in ``event_kinds`` only)."""
+    crashes: list[Event] = field(default_factory=list)
+    """Events that carry a traceback (an exception the SDK caught, the stderr tail of a command
+    that failed under ``edgescope record``): the first :data:`CRASHES_KEPT`."""
+    crashes_total: int = 0
     stack_samples: int = 0
     stack_backends: set[str] = field(default_factory=set)
+    functions_self: Counter[str] = field(default_factory=Counter)
+    functions_total: Counter[str] = field(default_factory=Counter)
+    functions_other: int = 0
+    runs_other: int = 0
+    """Run starts beyond :data:`RUNS_KEPT` runs, counted only."""
+    metric_values_other: int = 0
+    """Values of metric keys beyond :data:`METRIC_KEYS_KEPT`, counted only."""
+    """Samples whose function did not fit in :data:`FUNCTIONS_KEPT` names."""
+    gpu_memory: dict[int, tuple[str, int, int | None]] = field(default_factory=dict)
+    """GPU index -> (name, peak memory used, memory total), over the trace's GPU samples."""
     damage: list[Damage] = field(default_factory=list)
     first_t: int | None = None
     last_t: int | None = None
     indexed: bool = False
+
+    @property
+    def events(self) -> list[Event]:
+        """The events kept: all of them up to ``2 * EVENTS_KEPT``, else the first and last."""
+        return [*self.events_head, *self.events_tail]
+
+    @property
+    def events_omitted(self) -> int:
+        return self.events_total - len(self.events_head) - len(self.events_tail)
 
     @property
     def damaged_frames(self) -> int:
@@ -135,6 +330,61 @@ class TraceSummary:
     @property
     def truncated(self) -> bool:
         return any(d.truncated for d in self.damage)
+
+    def top_functions(self, limit: int = 10) -> list[tuple[str, int, int]]:
+        """``(function, self samples, total samples)``, most often on top of the stack first."""
+        ranked = sorted(
+            self.functions_total,
+            key=lambda k: (-self.functions_self.get(k, 0), -self.functions_total[k], k),
+        )
+        return [(k, self.functions_self.get(k, 0), self.functions_total[k]) for k in ranked[:limit]]
+
+    def _add_event(self, e: Event) -> None:
+        self.events_total += 1
+        self.event_kinds[e.kind] += 1
+        if len(self.events_head) < EVENTS_KEPT:
+            self.events_head.append(e)
+        else:
+            self.events_tail.append(e)
+        if event_traceback(e) is not None:
+            self.crashes_total += 1
+            if len(self.crashes) < CRASHES_KEPT:
+                self.crashes.append(e)
+        key = fold_key(e)
+        if key is None:
+            key = ("single", self.events_total)
+        g = self.groups.get(key)
+        if g is not None:
+            g.count += 1
+            g.last_t = max(g.last_t, e.t_us)
+        elif len(self.groups) < EVENT_GROUPS:
+            self.groups[key] = EventGroup(e, 1, e.t_us)
+        else:
+            self.ungrouped += 1
+
+    def _add_stacks(self, rec: StackSamples) -> None:
+        for stack, n in rec.samples:
+            self.stack_samples += n
+            if not stack:
+                continue
+            names = {f.function for f in stack}
+            if (
+                any(name not in self.functions_total for name in names)
+                and len(self.functions_total) + len(names) > FUNCTIONS_KEPT
+            ):
+                self.functions_other += n
+                continue
+            self.functions_self[stack[-1].function] += n
+            for name in names:
+                self.functions_total[name] += n
+        self.stack_backends.add(rec.backend)
+
+    def _add_gpu(self, g: GpuSample) -> None:
+        if g.mem_used is None:
+            return
+        old = self.gpu_memory.get(g.index)
+        if old is None or g.mem_used > old[1]:
+            self.gpu_memory[g.index] = (g.name, g.mem_used, g.mem_total)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -151,7 +401,13 @@ class TraceSummary:
                     "start": iso_time(r.start),
                     "end": iso_time(r.end),
                     "exit_code": r.exit_code,
+                    "exit": exit_words(r.exit_code) if r.ended else None,
+                    "state": r.state,
+                    "lost_contact": r.lost_contact,
                     "dropped": r.dropped,
+                    "last_record": iso_time(r.last_t),
+                    "last_step": r.last_step,
+                    "memory": r.memory.to_json(),
                 }
                 for r in self.runs
             ],
@@ -167,16 +423,25 @@ class TraceSummary:
                 }
                 for k, m in sorted(self.metrics.items())
             },
-            "events": [
-                {
-                    "t": iso_time(e.t_us),
-                    "kind": e.kind,
-                    "message": e.message,
-                    "severity": e.severity,
-                }
-                for e in self.events
+            "events": [_event_json(e) for e in self.events],
+            "events_total": self.events_total,
+            "events_omitted": self.events_omitted,
+            "event_kinds": dict(sorted(self.event_kinds.items())),
+            "crashes": [_event_json(e) for e in self.crashes],
+            "crashes_total": self.crashes_total,
+            "stacks": {
+                "samples": self.stack_samples,
+                "backend": sorted(self.stack_backends),
+                "top_functions": [
+                    {"function": f, "self": n_self, "total": n_total}
+                    for f, n_self, n_total in self.top_functions()
+                ],
+                "samples_not_counted_by_function": self.functions_other,
+            },
+            "gpu_memory": [
+                {"index": i, "name": name, "peak_used": peak, "total": total}
+                for i, (name, peak, total) in sorted(self.gpu_memory.items())
             ],
-            "stacks": {"samples": self.stack_samples, "backend": sorted(self.stack_backends)},
             "damaged_frames": self.damaged_frames,
             "truncated": self.truncated,
             "damage": [
@@ -189,9 +454,25 @@ class TraceSummary:
                 for d in self.damage
             ],
             "indexed": self.indexed,
+            "runs_not_summarized": self.runs_other,
+            "metric_values_not_summarized": self.metric_values_other,
             "start": iso_time(self.first_t),
             "end": iso_time(self.last_t),
         }
+
+
+def _event_json(e: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "t": iso_time(e.t_us),
+        "kind": e.kind,
+        "message": e.message,
+        "severity": e.severity,
+        "run": e.run,
+    }
+    tb = event_traceback(e)
+    if tb is not None:
+        out["traceback"] = tb
+    return out
 
 
 def summarize_file(reader: TraceReader) -> TraceSummary:
@@ -216,26 +497,65 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             s.last_t = t if s.last_t is None else max(s.last_t, t)
         if isinstance(rec, Metrics):
             ms = s.metrics.get(rec.key)
-            if ms is None:
+            if ms is None and len(s.metrics) < METRIC_KEYS_KEPT:
                 ms = s.metrics[rec.key] = MetricSummary()
-            ms.add(rec)
+            if ms is not None:
+                ms.add(rec)
+            else:
+                s.metric_values_other += len(rec.values)
             if rec.times_us:
                 s.last_t = max(s.last_t or 0, rec.times_us[-1])
+            rs = by_ref.get(rec.run)
+            if rs is not None and rec.steps:
+                rs.seen(max(rec.times_us))
+                top = max(rec.steps)
+                rs.last_step = top if rs.last_step is None else max(rs.last_step, top)
         elif isinstance(rec, RunStart | Keyframe):
             for r in (rec,) if isinstance(rec, RunStart) else rec.runs:
                 if r.run_id not in runs:
+                    if len(runs) >= RUNS_KEPT:
+                        s.runs_other += isinstance(rec, RunStart)
+                        by_ref.pop(r.run, None)
+                        continue
                     runs[r.run_id] = RunSummary(
                         r.run, r.run_id, r.name, r.host, r.pid, r.t_us, config=r.config
                     )
+                    runs[r.run_id].seen(r.t_us)
                     s.runs.append(runs[r.run_id])
                 by_ref[r.run] = runs[r.run_id]
         elif isinstance(rec, RunEnd):
             rs = by_ref.get(rec.run)
             if rs is not None:
                 rs.end, rs.exit_code, rs.dropped = rec.t_us, rec.exit_code, rec.dropped
+                if rec.exit_code is None and rs._vanished and rs._vanished[0] == rec.t_us:
+                    rs.lost_contact = rs._vanished[1]
         elif isinstance(rec, Event):
-            s.events.append(rec)
+            s._add_event(rec)
+            rs = by_ref.get(rec.run) if rec.run >= 0 else None
+            if rs is not None:
+                _vanished(rs, rec)
+        elif isinstance(rec, ProcessSample):
+            rs = by_ref.get(rec.run)
+            if rs is not None:
+                rs.memory.add(rec)
+                rs.seen(rec.t_us)
         elif isinstance(rec, StackSamples):
-            s.stack_samples += sum(c for _, c in rec.samples)
-            s.stack_backends.add(rec.backend)
+            s._add_stacks(rec)
+            rs = by_ref.get(rec.run)
+            if rs is not None:
+                rs.seen(rec.t_us)
+        elif isinstance(rec, GpuSample):
+            s._add_gpu(rec)
     return s
+
+
+def _vanished(rs: RunSummary, e: Event) -> None:
+    """Note the event a collector's ingest writes, with the same time, just before the
+    ``RunEnd(exit_code=None)`` it gives a run whose producer vanished (its detail holds the
+    producer's ``pid`` and the ``reason``); other events of the run only move its last time."""
+    detail = e.detail if isinstance(e.detail, dict) else {}
+    reason = detail.get("reason")
+    if e.kind == "anomaly" and isinstance(reason, str) and "pid" in detail and rs.end is None:
+        rs._vanished = (e.t_us, reason)
+    else:
+        rs.seen(e.t_us)

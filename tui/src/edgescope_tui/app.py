@@ -4,13 +4,23 @@ The App takes its sources in its constructor (``EdgescopeApp([FileSource(path)])
 more at any time through :meth:`EdgescopeApp.open_source` (a devices screen does that for a
 device it found). Each source is folded by a :class:`~edgescope_tui.feed.Feed` in a worker;
 screens draw the feed's state and redraw when :class:`EdgescopeApp.FeedUpdated` says it grew.
+
+The one file the UI writes is a screenshot (the command palette's "Screenshot", or
+``action_screenshot``): an SVG in the current directory, written through
+:func:`edgescope_tracing.files.open_output`, so a symbolic link planted at its name is refused
+rather than followed, and a FIFO or device is written through, never replaced.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
+from edgescope_tracing import TraceError
+from edgescope_tracing.files import open_output
+from edgescope_tracing.text import escape
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -162,6 +172,42 @@ class EdgescopeApp(App[None]):
         if not isinstance(self.screen, SourcesScreen):
             self.push_screen(self._sources_screen())
 
+    def save_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str:
+        """Save the screen as SVG in ``path`` (default: the current directory); returns the
+        file's path. Raises :class:`~edgescope_tracing.TraceError` with one sentence where the
+        name is a symbolic link, a directory or a device that cannot be written."""
+        name = (
+            filename
+            or f"edgescope_{datetime.now().strftime(time_format or '%Y-%m-%dT%H_%M_%S')}.svg"
+        )
+        dst = os.path.expanduser(os.path.join(path or ".", name))
+        svg = self.export_screenshot()
+        with open_output(dst) as f:
+            f.write(svg)
+        return dst
+
+    def deliver_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str | None:
+        """Save a screenshot (:meth:`save_screenshot`) and say where, or why it was not."""
+        try:
+            dst = self.save_screenshot(filename, path, time_format)
+        except TraceError as e:
+            self.notify(
+                escape(str(e)), title="Screenshot not saved", severity="error", markup=False
+            )
+            return None
+        self.notify(f"Saved to {escape(dst)}", title="Screenshot", markup=False)
+        return dst
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand(
@@ -180,7 +226,7 @@ class EdgescopeApp(App[None]):
         t0 = s.stream.first_us or 0
         for e in s.events.view()[-50:]:
             yield SystemCommand(
-                f"Jump to {e.kind} at {fmt_offset(e.t_us - t0)}",
-                e.message,
+                f"Jump to {escape(e.kind)} at {fmt_offset(e.t_us - t0)}",
+                escape(e.message),
                 lambda t=e.t_us: screen.go_to(t),
             )

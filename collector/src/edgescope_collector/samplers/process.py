@@ -19,7 +19,18 @@ descendant of that pid, one :class:`ProcessSample` per call, read under ``roots.
   no cgroup figures (the root's are the whole machine's, which the system sample already has);
 in a container with its own cgroup namespace, "/" is the container's cgroup and is read.
 
-A pid that has exited is skipped; its run stays registered until the collector removes it.
+``cgroup_peak`` is the run's own peak, never the cgroup's lifetime maximum (a cgroup that ran
+a 2.78 GB job before a 0.69 GB run would otherwise report 2.78 GB at the run's first sample).
+When the sampler first sees a run in a cgroup (v2, on the real ``/sys``), it opens that
+cgroup's ``memory.peak`` and writes to it: Linux 6.12+ then resets the peak *for that file
+descriptor only* (other readers keep theirs), and every later sample reads it through the same
+descriptor. Where that cannot be done (an older kernel, cgroup v1, no permission, a recorded
+tree), the peak is the highest ``memory.current`` of the run's samples, which misses spikes
+between samples. Which of the two a run got is said once in an ``Event`` (kind ``log``,
+``detail["cgroup_peak"]`` ``"memory.peak reset"`` or ``"max of samples"``, with the reason).
+
+A pid that has exited is skipped (a zombie too: it has no memory figures left); its run stays
+registered until the collector removes it.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgescope_tracing.records import ProcessSample, Record
+from edgescope_tracing.records import Event, ProcessSample, Record
 
 from . import ProcessWatch, Roots
 from ._files import read_int, read_kv, read_text
@@ -52,6 +63,8 @@ class ProcStat:
     cpu_ticks: int
     threads: int
     start_ticks: int
+    state: str = "R"
+    """``R``, ``S``, ``D``, ... ``Z`` for a zombie: it has exited, its parent has not reaped it."""
 
 
 def read_proc_stat(path: Path) -> ProcStat | None:
@@ -63,7 +76,7 @@ def read_proc_stat(path: Path) -> ProcStat | None:
     f = rest.split()
     try:
         # after the name: state(0) ppid(1) ... utime(11) stime(12) ... num_threads(17) start(19)
-        return ProcStat(int(f[1]), int(f[11]) + int(f[12]), int(f[17]), int(f[19]))
+        return ProcStat(int(f[1]), int(f[11]) + int(f[12]), int(f[17]), int(f[19]), f[0])
     except (IndexError, ValueError):
         return None
 
@@ -76,8 +89,11 @@ class CgroupMemory:
     version: int
     current: int | None
     peak: int | None
+    """The cgroup's own peak file: its lifetime maximum, not a run's (see :class:`RunPeak`)."""
     limit: int | None
     oom_kills: int | None
+    directory: Path | None = None
+    """Where the cgroup's files are."""
 
 
 def _limit(value: int | None) -> int | None:
@@ -112,6 +128,7 @@ def cgroup_memory(roots: Roots, cgroup_file_text: str) -> CgroupMemory | None:
                     peak=read_int(d / "memory.peak"),
                     limit=min(known) if known else None,
                     oom_kills=read_kv(d / "memory.events").get("oom_kill"),
+                    directory=d,
                 )
     if v1_path is not None:
         mount = base / "memory"
@@ -129,6 +146,7 @@ def cgroup_memory(roots: Roots, cgroup_file_text: str) -> CgroupMemory | None:
                 peak=read_int(d / "memory.max_usage_in_bytes"),
                 limit=limit,
                 oom_kills=read_kv(d / "memory.oom_control").get("oom_kill"),
+                directory=d,
             )
     return None
 
@@ -160,6 +178,74 @@ def _status(text: str) -> dict[str, int]:
     return out
 
 
+PEAK_RESET = "memory.peak reset"
+PEAK_SAMPLED = "max of samples"
+
+
+class RunPeak:
+    """One run's own memory peak in one cgroup: from ``memory.peak`` reset for this reader, or
+    the highest ``memory.current`` seen."""
+
+    def __init__(self, cg: CgroupMemory, *, reset: bool) -> None:
+        self.fd: int | None = None
+        self.seen: int | None = None
+        self.why = "cgroup v1 has no per-reader peak: resetting it would reset it for everyone"
+        if cg.version == 2 and cg.directory is not None:
+            if reset:
+                self._open(cg.directory / "memory.peak")
+            else:
+                self.why = "this is not the kernel's own /sys but a recorded or test tree"
+
+    @property
+    def how(self) -> str:
+        return PEAK_RESET if self.fd is not None else PEAK_SAMPLED
+
+    def _open(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            self.why = (
+                f"memory.peak could not be opened for writing: {e.strerror or e} (a reader "
+                "may reset it from Linux 6.12, with write permission on the cgroup)"
+            )
+            return
+        try:
+            os.write(fd, b"reset\n")
+            value = self._read(fd)
+        except OSError as e:
+            os.close(fd)
+            self.why = f"this kernel cannot reset memory.peak per reader: {e.strerror or e}"
+            return
+        if value is None:
+            os.close(fd)
+            self.why = "memory.peak did not read back as a number after the reset"
+            return
+        self.fd = fd
+
+    @staticmethod
+    def _read(fd: int) -> int | None:
+        text = os.pread(fd, 64, 0).split()
+        return int(text[0]) if text and text[0].isdigit() else None
+
+    def update(self, cg: CgroupMemory) -> int | None:
+        """The run's peak so far, given this sample of its cgroup."""
+        if cg.current is not None and (self.seen is None or cg.current > self.seen):
+            self.seen = cg.current
+        if self.fd is not None:
+            try:
+                value = self._read(self.fd)
+            except OSError:
+                value = None
+            if value is not None:
+                return max(value, self.seen or 0)
+        return self.seen
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class ProcessSampler:
     """CPU, RSS, peak RSS and threads of every run process and its children, with cgroup memory."""
 
@@ -171,8 +257,16 @@ class ProcessSampler:
         watch: ProcessWatch,
         clk_tck: int = _CLK_TCK,
         rescan_every: int = 5,
+        reset_peak: bool | None = None,
     ) -> None:
         self.roots = roots
+        self.reset_peak = (
+            roots.sysfs.resolve() == Path("/sys") if reset_peak is None else reset_peak
+        )
+        """Whether to reset ``memory.peak`` per run: by default only on the kernel's own /sys,
+        never by writing into a recorded tree."""
+        self._peaks: dict[tuple[int, str], RunPeak] = {}
+        """(run, cgroup path) -> the run's own peak there."""
         self.watch = watch
         self.clk_tck = clk_tck
         self.rescan_every = rescan_every
@@ -185,7 +279,32 @@ class ProcessSampler:
         """(pid, start ticks) -> (cpu ticks, t_us) of the previous sample."""
 
     def close(self) -> None:
-        pass
+        for peak in self._peaks.values():
+            peak.close()
+        self._peaks.clear()
+
+    def _run_peak(self, run: int, cg: CgroupMemory, t_us: int, out: list[Record]) -> int | None:
+        key = (run, cg.path)
+        peak = self._peaks.get(key)
+        if peak is None:
+            peak = self._peaks[key] = RunPeak(cg, reset=self.reset_peak)
+            if peak.how == PEAK_RESET:
+                says = "from memory.peak, reset for this run when it was first seen"
+            else:
+                says = (
+                    f"the highest memory.current of its samples, since {peak.why}; spikes "
+                    "between samples are missed"
+                )
+            out.append(
+                Event(
+                    "log",
+                    f"cgroup peak of run {run} in {cg.path}: {says}",
+                    run=run,
+                    detail={"cgroup_peak": peak.how, "cgroup": cg.path, "why": peak.why},
+                    t_us=t_us,
+                )
+            )
+        return peak.update(cg)
 
     def descendants(self, pid: int) -> list[int]:
         """The pid's descendants, breadth first (not the pid itself)."""
@@ -251,8 +370,8 @@ class ProcessSampler:
                 done.add(pid)
                 st = read_proc_stat(proc / str(pid) / "stat")
                 status_text = read_text(proc / str(pid) / "status")
-                if st is None or status_text is None:
-                    continue
+                if st is None or status_text is None or st.state in ("Z", "X"):
+                    continue  # gone, or exited and not yet reaped: no memory left to read
                 status = _status(status_text)
                 key = (pid, st.start_ticks)
                 seen_keys.add(key)
@@ -267,6 +386,7 @@ class ProcessSampler:
                 if cg_text not in cgroups:
                     cgroups[cg_text] = cgroup_memory(self.roots, cg_text)
                 cg = cgroups[cg_text]
+                run_peak = self._run_peak(run, cg, t_us, records) if cg else None
                 records.append(
                     ProcessSample(
                         run=run,
@@ -276,7 +396,7 @@ class ProcessSampler:
                         rss_peak=status.get("VmHWM"),
                         threads=status.get("Threads", st.threads),
                         cgroup_current=cg.current if cg else None,
-                        cgroup_peak=cg.peak if cg else None,
+                        cgroup_peak=run_peak,
                         cgroup_limit=cg.limit if cg else None,
                         oom_kills=cg.oom_kills if cg else None,
                         t_us=t_us,
@@ -285,4 +405,7 @@ class ProcessSampler:
         for key in list(self._prev):
             if key not in seen_keys:
                 del self._prev[key]
+        runs = {run for run, _ in watched}
+        for pk in [pk for pk in self._peaks if pk[0] not in runs]:
+            self._peaks.pop(pk).close()
         return records

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+from edgescope_tracing.summary import event_traceback
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
@@ -265,7 +266,10 @@ class DashboardScreen(Screen[None]):
         self.query_one("#icicle", Icicle).stack = stack_tree(wins)
 
     def _events(self, s: RunState, end: int | None, t0: int) -> None:
-        rows = [EventRow(e.t_us, e.kind, e.severity, e.message) for e in s.events_until(end)]
+        rows = [
+            EventRow(e.t_us, e.kind, e.severity, e.message, event_traceback(e) or "")
+            for e in s.events_until(end)
+        ]
         for g in s.stream.gaps.view():
             if end is None or g.t_us <= end:
                 rows.append(EventRow(g.t_us, "gap", 2, g.reason))

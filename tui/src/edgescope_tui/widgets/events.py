@@ -1,6 +1,10 @@
 """The events list: anomalies, marks, log lines, gaps and throttled periods, in time order.
 
 Enter on a row (or a click) jumps the replay cursor there, through :class:`EventsView.Jump`.
+A crash's row (an event that carries a traceback: the SDK's ``exception``, the ``stderr`` tail of
+a command that failed under ``edgescope record``) is as tall as the last
+:data:`TRACEBACK_LINES` lines of its traceback, shown under the message. Text from the trace is
+escaped (:mod:`edgescope_tracing.text`): it cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from edgescope_tracing.text import escape, escape_block
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -18,6 +23,8 @@ from .timeline import fmt_offset
 __all__ = ["EventsView", "EventRow"]
 
 SEVERITY = (("info", "#87d787"), ("warning", "#ffd75f"), ("error", "#ff5f5f"))
+TRACEBACK_LINES = 12
+"""Lines of a stored traceback shown in its event's row (the last: the exception is there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +35,8 @@ class EventRow:
     kind: str
     severity: int
     message: str
+    traceback: str = ""
+    """The traceback the event carries, if any."""
 
 
 class EventsView(DataTable[Text | str]):
@@ -66,8 +75,18 @@ class EventsView(DataTable[Text | str]):
         for r in rows:
             name, color = SEVERITY[min(max(r.severity, 0), 2)]
             # Text, not str: a DataTable reads str cells as markup, and messages are not.
+            message = Text(escape(r.message))
+            height: int | None = 1
+            if r.traceback.strip():
+                lines = escape_block(r.traceback.rstrip()).splitlines()[-TRACEBACK_LINES:]
+                message.append("\n" + "\n".join(lines), style="dim")
+                height = None  # as tall as the text
             self.add_row(
-                fmt_offset(r.t_us - t0), Text(r.kind), Text(name, style=color), Text(r.message)
+                fmt_offset(r.t_us - t0),
+                Text(escape(r.kind)),
+                Text(name, style=color),
+                message,
+                height=height,
             )
         if rows:
             self.move_cursor(row=min(keep, len(rows) - 1))

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from edgescope_tracing import TraceError
+from edgescope_tracing.text import escape
 
 from ._extras import require
 from .errors import EdgescopeError
@@ -102,10 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.parse_args(argv)  # says which arguments it does not know, and exits 2
         code: int = args.func(args)
     except EdgescopeError as e:
-        print(f"edgescope: {e}", file=sys.stderr)
+        # one line, escaped: a message may hold a file name or a run's name from a trace
+        print(f"edgescope: {escape(str(e))}", file=sys.stderr)
         return e.exit_code
     except TraceError as e:
-        print(f"edgescope: {e}", file=sys.stderr)
+        print(f"edgescope: {escape(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

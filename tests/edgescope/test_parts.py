@@ -109,3 +109,13 @@ def test_every_needed_part_is_a_known_part_and_a_real_command() -> None:
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert set(NEEDS) <= commands
     assert set(NEEDS.values()) <= set(PARTS)
+
+
+def test_error_lines_are_escaped(tmp_path: Path) -> None:
+    """A file name is user input: it reaches the terminal as text, never as an escape."""
+    name = "run\x1b]0;owned\x07\u202e.est"
+    proc = _run((), ["inspect", str(tmp_path / name)], tmp_path)
+    assert proc.returncode == 2
+    assert "\x1b" not in proc.stderr and "\u202e" not in proc.stderr
+    assert "\\x1b]0;owned\\x07\\u202e.est: no such file" in proc.stderr
+    assert proc.stderr.count("\n") == 1

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import sys
-from pathlib import Path
 from typing import IO, Any
 
 from .errors import EdgescopeError, UsageError
@@ -156,14 +155,15 @@ def _run(args: argparse.Namespace) -> int:
     count = _int_flag(args.count, "--count", 1)
     token = None
     if args.token_file:
+        from edgescope_tracing.tokens import TokenError, read_token
+
         try:
-            token = Path(args.token_file).read_bytes().strip()
-        except OSError as e:
-            raise UsageError(
-                f"cannot read the token file {args.token_file}: {(e.strerror or str(e)).lower()}"
-            ) from None
-        if not token:
-            raise UsageError(f"the token file {args.token_file} is empty")
+            read = read_token(args.token_file)
+        except TokenError as e:
+            raise UsageError(str(e)) from None
+        for warning in read.warnings:
+            print(f"edgescope: warning: {warning}", file=sys.stderr)
+        token = read.value
     out: IO[str] = sys.stdout
     try:
         client = Client.connect(host, port, since=since, token=token)

@@ -139,7 +139,7 @@ def test_errors_are_one_sentence(served: Served, capsys: pytest.CaptureFixture[s
         (["tail", "host:port"], "port must be a number"),
         (["tail", "127.0.0.1", "--count", "0"], "--count must be at least 1"),
         (["tail", "127.0.0.1", "--since", "x"], "--since must be a whole number"),
-        (["tail", "127.0.0.1", "--token-file", "/nonexistent/t"], "cannot read the token file"),
+        (["tail", "127.0.0.1", "--token-file", "/nonexistent/t"], "/nonexistent/t does not exist"),
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err

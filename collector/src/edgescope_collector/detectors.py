@@ -9,13 +9,16 @@ tested on their own.
 
 Every event has ``kind="anomaly"``, a message a person can act on, a severity (0 info,
 1 warning, 2 error) and ``detail`` with ``detector`` naming which one spoke and the figures
-it saw (JSON-safe: non-finite numbers are written as strings).
+it saw (JSON-safe: non-finite numbers are written as strings). :class:`Detectors` passes every
+event through a :class:`RateLimit` (5 a minute per detector and run): what it holds back is
+counted and said in the next event, or in a summary event at the run's end.
 
 - :class:`NonFiniteLoss`: a loss metric became NaN or infinite (once until it is finite again).
 - :class:`LossSpike`: a loss value far above its recent values by a robust z-score (median and
   MAD over a trailing window), at most one event per cooldown of steps.
 - :class:`StepTimeRegression`: the median of the last few step times is ``factor`` times the
-  median before them (a sustained slowdown, not one slow step); the event names what
+  median before them, at least 1 ms, for at least 1 s (a sustained slowdown, not one slow step
+  or a burst of a tiny model's microsecond steps); the event names what
   coincides: a throttle counter or flag, a CPU frequency drop, a temperature at a trip point,
   GPU clock-event throttling, memory pressure, swap, CPU contention. Step time is a logged
   ``step_time``-style metric, or else the time between steps of the run's first metric.
@@ -31,7 +34,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgescope_tracing.records import (
     Event,
@@ -55,6 +58,7 @@ from .samplers.thermal import PASSIVE_COOLING
 
 __all__ = [
     "Detectors",
+    "RateLimit",
     "detect",
     "NonFiniteLoss",
     "LossSpike",
@@ -478,9 +482,13 @@ class _StepState:
     baseline: deque[float]
     recent: deque[float]
     recent_t: deque[int]
+    recent_steps: deque[int]
     seen: int = 0
     base_median: float | None = None
     since_median: int = 0
+    slow_since: int | None = None
+    """Time of the first slow step of a slowdown not yet long enough to be an event."""
+    slow_step: int = 0
     regressed_at: int | None = None
     frozen_median: float = 0.0
 
@@ -498,17 +506,32 @@ class _Pending:
 class StepTimeRegression:
     """A sustained step-time slowdown, with the signal that coincides with it.
 
-    Per run: the last ``recent`` step times against the ``window`` before them. After
-    ``warmup`` steps (compilation, caches) and once the baseline holds ``min_baseline``
-    steps, a regression starts when the recent median reaches ``factor`` times the baseline
-    median; the baseline is then frozen until the recent median falls back under
-    ``recover`` times it, which gives an info event.
+    Per run: the median of the last ``recent`` step times against the median of the
+    ``window`` before them. After ``warmup`` steps (compilation, caches) and once the baseline
+    holds ``min_baseline`` steps, a slowdown starts when the recent median reaches ``factor``
+    times the baseline median and is at least ``min_step_s``; it becomes an event once it has
+    lasted ``min_duration_s`` of stream time (a burst of slow steps is not a regression). The
+    baseline is then frozen until the recent median falls back under ``recover`` times it,
+    which gives an info event. The one recent median both decides and is reported: an event
+    says the ratio that raised it.
+
+    Thresholds (defaults):
+
+    - ``factor`` 1.5, ``recover`` 1.2: a third slower is noise on a shared board; half again
+      as slow is not.
+    - ``min_step_s`` 1 ms: below it the step time is the logging call and the clock's
+      microsecond, and a tiny model at 20k steps/s wobbles by multiples from one burst to the
+      next (the GIL, a page fault) without anything being wrong.
+    - ``min_duration_s`` 1 s: the slowdown must hold this long before it is an event.
+    - ``recent`` 10 steps, ``window`` 200 steps, ``warmup`` 20, ``min_baseline`` 50.
 
     Steps of a fast model come many per sampler tick, so a slowdown is seen before the
     samples that explain it arrive: the event waits until the stream has moved ``grace_s``
     past the slowdown (or :meth:`flush`), then looks for coinciding signals from
     ``lookback_s`` before the first slow step to the end of the grace.
     """
+
+    name = "step_time_regression"
 
     def __init__(
         self,
@@ -518,6 +541,8 @@ class StepTimeRegression:
         recover: float = 1.2,
         warmup: int = 20,
         min_baseline: int = 50,
+        min_step_s: float = 1e-3,
+        min_duration_s: float = 1.0,
         context_s: float = 120.0,
         lookback_s: float = 5.0,
         grace_s: float = 2.0,
@@ -528,6 +553,8 @@ class StepTimeRegression:
         self.recover = recover
         self.warmup = warmup
         self.min_baseline = min_baseline
+        self.min_step_s = min_step_s
+        self.min_duration_us = int(min_duration_s * 1e6)
         self.context_us = int(context_s * 1e6)
         self.lookback_us = int(lookback_s * 1e6)
         self.grace_us = int(grace_s * 1e6)
@@ -601,17 +628,19 @@ class StepTimeRegression:
     def _step(self, run: int, step: int, t: int, seconds: float) -> list[Event]:
         st = self._runs.get(run)
         if st is None:
+            n = self.recent
             st = self._runs[run] = _StepState(
-                deque(maxlen=self.window), deque(maxlen=self.recent), deque(maxlen=self.recent)
+                deque(maxlen=self.window), deque(maxlen=n), deque(maxlen=n), deque(maxlen=n)
             )
         st.seen += 1
         if st.seen <= self.warmup:
             return []
-        if len(st.recent) == self.recent and st.regressed_at is None:
+        if len(st.recent) == self.recent and st.regressed_at is None and st.slow_since is None:
             st.baseline.append(st.recent[0])  # the oldest recent step joins the baseline
             st.since_median += 1
         st.recent.append(seconds)
         st.recent_t.append(t)
+        st.recent_steps.append(step)
         if len(st.recent) < self.recent or len(st.baseline) < self.min_baseline:
             return []
         now = median(st.recent)
@@ -620,28 +649,34 @@ class StepTimeRegression:
                 st.base_median = median(st.baseline)
                 st.since_median = 0
             # A zero baseline (steps logged within one microsecond) has no time to regress from.
-            if st.base_median <= 0 or now < self.factor * st.base_median:
+            if st.base_median <= 0 or now < self.factor * st.base_median or now < self.min_step_s:
+                st.slow_since = None
                 return []
-            base = median(st.baseline)  # exact figures for the event
+            if st.slow_since is None:
+                # The median crossed when half the recent steps were slow: the first of those.
+                st.slow_since = st.recent_t[self.recent // 2]
+                st.slow_step = st.recent_steps[self.recent // 2]
+            if t - st.slow_since < self.min_duration_us:
+                return []
+            base = median(st.baseline)  # exact, for the decision and the event alike
             st.base_median = base
             if base <= 0 or now < self.factor * base:
                 return []
-            st.regressed_at = t
+            st.regressed_at = st.slow_since
+            st.slow_since = None
             st.frozen_median = base
-            # The median crossed when half the recent steps were slow: those say how slow.
-            slow = median(list(st.recent)[self.recent // 2 :])
-            first_slow = st.recent_t[self.recent // 2]
-            self._pending.append(_Pending(run, step, t, first_slow - self.lookback_us, base, slow))
+            self._pending.append(
+                _Pending(run, st.slow_step, t, st.regressed_at - self.lookback_us, base, now)
+            )
             return []
         if now <= self.recover * st.frozen_median:
             events = self._settle(lambda p: p.run == run)
             lasted = (t - st.regressed_at) / 1e6
             st.regressed_at = None
             st.base_median = None
-            now = median(list(st.recent)[self.recent // 2 :])
             events.append(
                 _anomaly(
-                    "step_time_regression",
+                    self.name,
                     f"step time back to {now / st.frozen_median:.1f}x median after "
                     f"{_duration(lasted)}",
                     run,
@@ -877,31 +912,117 @@ class OomKill:
 # -------------------------------------------------------------------------------- together
 
 
-class Detectors:
-    """All detectors over one stream: feed every record, collect the events."""
+class RateLimit:
+    """At most ``limit`` events per ``window_s`` of stream time from each detector for each run.
 
-    def __init__(self) -> None:
+    An event over the limit is held back and counted, never dropped silently: the next event
+    that detector raises for that run says how many were held back (``detail["suppressed"]``),
+    and :meth:`summaries` gives one info event per detector and run with a count still unsaid
+    (at the run's end, and at the end of the stream). A recovery whose slowdown was held back
+    is held back with it, so no event answers one that was never raised.
+
+    Defaults: 5 events a minute; a detector that has more to say than that is repeating itself.
+    """
+
+    def __init__(self, limit: int = 5, window_s: float = 60.0) -> None:
+        self.limit = limit
+        self.window_us = int(window_s * 1e6)
+        self._raised: dict[tuple[str, int], deque[int]] = {}
+        self._held: dict[tuple[str, int], tuple[int, int]] = {}
+        """(detector, run) -> (events held back since the last one raised, time of the last)."""
+        self._last_held: set[tuple[str, int]] = set()
+
+    def admit(self, e: Event) -> Event | None:
+        """``e`` (with the count held back before it, if any) or None if it is held back."""
+        key = (str(e.detail.get("detector", "")), e.run)
+        times = self._raised.setdefault(key, deque())
+        while times and times[0] <= e.t_us - self.window_us:
+            times.popleft()
+        follows_held = e.detail.get("recovered") is True and key in self._last_held
+        if len(times) >= self.limit or follows_held:
+            held, _ = self._held.get(key, (0, 0))
+            self._held[key] = (held + 1, e.t_us)
+            self._last_held.add(key)
+            return None
+        times.append(e.t_us)
+        self._last_held.discard(key)
+        held, _ = self._held.pop(key, (0, 0))
+        if not held:
+            return e
+        return replace(
+            e,
+            message=f"{e.message} ({held} similar events held back before this one: "
+            f"{self._rule()})",
+            detail={**e.detail, "suppressed": held},
+        )
+
+    def summaries(self, run: int | None = None) -> list[Event]:
+        """One event per detector (for ``run``, or every run) that has held events unsaid."""
+        out = []
+        for (detector, r), (held, t_us) in sorted(self._held.items()):
+            if run is not None and r != run:
+                continue
+            what = detector.replace("_", " ")
+            out.append(
+                _anomaly(
+                    detector,
+                    f"{held} more {what} events were held back ({self._rule()})",
+                    r,
+                    0,
+                    t_us,
+                    suppressed=held,
+                    summary=True,
+                )
+            )
+        for e in out:
+            del self._held[(str(e.detail["detector"]), e.run)]
+        return out
+
+    def forget(self, run: int) -> None:
+        for d in (self._raised, self._held):
+            for key in [k for k in d if k[1] == run]:
+                del d[key]
+        self._last_held = {k for k in self._last_held if k[1] != run}
+
+    def _rule(self) -> str:
+        return f"at most {self.limit} per {self.window_us / 1e6:g} s"
+
+
+class Detectors:
+    """All detectors over one stream: feed every record, collect the events (rate-limited)."""
+
+    def __init__(self, rate_limit: RateLimit | None = None) -> None:
         self.nonfinite = NonFiniteLoss()
         self.spike = LossSpike()
         self.step_time = StepTimeRegression()
         self.memory = MemoryGrowth()
         self.oom = OomKill()
+        self.limit = rate_limit or RateLimit()
         self._all = (self.nonfinite, self.spike, self.step_time, self.memory, self.oom)
 
     def feed(self, rec: Record) -> list[Event]:
         out: list[Event] = []
         for d in self._all:
             out.extend(d.feed(rec))
+        out = self._admit(out)
         if isinstance(rec, RunEnd):
+            out.extend(self.limit.summaries(rec.run))
             # A collector outlives thousands of runs: what each one needed goes with it.
             for d in self._all:
                 d.forget(rec.run)
+            self.limit.forget(rec.run)
         return out
 
     def flush(self) -> list[Event]:
         """Events held back for context (a step-time regression waits up to ``grace_s`` of
-        stream time for the samples that explain it): call once at the end of a stream."""
-        return self.step_time.flush()
+        stream time for the samples that explain it), and the counts the rate limit still
+        holds: call once at the end of a stream."""
+        return self._admit(self.step_time.flush()) + self.limit.summaries()
+
+    def _admit(self, events: list[Event]) -> list[Event]:
+        if not events:
+            return events
+        return [a for a in map(self.limit.admit, events) if a is not None]
 
 
 def detect(records: Iterable[Record]) -> list[Event]:

@@ -620,3 +620,65 @@ def test_the_rate_limit_counts_what_it_held_back() -> None:
     assert summary is events[-1] and summary.severity == 0
     # Every regression and recovery was either raised or counted: none vanished.
     assert len(raised) + sum(held) == 60 + 59  # 60 slow phases, each but the last recovers
+
+
+# ------------------------------------------------------------------------- the package
+
+
+def test_every_detector_has_the_one_protocol_and_names_its_events(h200: H200) -> None:
+    import edgescope_collector.detectors as package
+    from edgescope_collector.detectors import Detector
+
+    d = Detectors()
+    families = [d.nonfinite, d.spike, d.step_time, d.memory, d.oom]
+    names = {f.name for f in families}
+    assert names == {
+        "nonfinite_loss",
+        "loss_spike",
+        "step_time_regression",
+        "memory_growth",
+        "oom_kill",
+    }
+    for f in families:
+        det: Detector = f  # mypy checks each against the protocol
+        assert det.flush() == [] or det is d.step_time
+    # What other code imported before the split is still there, under the same names.
+    for name in [
+        "Detectors",
+        "detect",
+        "NonFiniteLoss",
+        "LossSpike",
+        "StepTimeRegression",
+        "MemoryGrowth",
+        "OomKill",
+        "Signal",
+        "coinciding_signals",
+        "median",
+        "robust_z",
+        "linear_fit",
+        "is_loss_key",
+        "step_time_unit",
+        "STEP_TIME_KEYS",
+    ]:
+        assert name in package.__all__ and hasattr(package, name)
+    events = detect(merged(metric_batches("step_ns", slowed(h200), lambda r: r["step_ns"])))
+    assert {str(e.detail["detector"]) for e in events} <= names
+
+
+def test_detection_imports_no_sampler() -> None:
+    """Detectors read records; a fact they share with a sampler lives in edgescope_tracing."""
+    import ast
+
+    import edgescope_collector.detectors as package
+
+    folder = Path(package.__file__).parent
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = ("." * node.level) + (node.module or "")
+                assert not target.lstrip(".").startswith(("samplers", "edgescope_collector")), (
+                    path.name,
+                    target,
+                )
+                assert node.level <= 1, (path.name, target)

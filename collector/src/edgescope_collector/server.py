@@ -100,7 +100,8 @@ class _Handshake:
 
 
 class _LogBudget:
-    """At most ``burst`` lines per ``period`` seconds; the rest counted and said with the next."""
+    """At most ``burst`` lines per ``period`` seconds; the rest are counted, and the count is
+    logged when the period ends (or at :meth:`flush`), so none goes unsaid."""
 
     def __init__(self, burst: int = 5, period: float = 10.0) -> None:
         self.burst = burst
@@ -108,23 +109,34 @@ class _LogBudget:
         self._start = 0.0
         self._used = 0
         self._held = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     def line(self, text: str) -> None:
         now = time.monotonic()
         if now - self._start >= self.period:
-            if self._held:
-                log.warning(
-                    "%d more connections were refused or closed in the handshake in the last "
-                    "%g s (not logged one by one)",
-                    self._held,
-                    self.period,
-                )
-            self._start, self._used, self._held = now, 0, 0
+            self.flush()
+            self._start, self._used = now, 0
         if self._used < self.burst:
             self._used += 1
             log.warning("%s", text)
-        else:
-            self._held += 1
+            return
+        self._held += 1
+        if self._timer is None:
+            delay = max(0.0, self._start + self.period - now)
+            self._timer = asyncio.get_running_loop().call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._held:
+            log.warning(
+                "%d more connections were refused or closed in the handshake within %g s "
+                "(not logged one by one)",
+                self._held,
+                self.period,
+            )
+            self._held = 0
 
 
 def _source(peername: object) -> str:
@@ -240,6 +252,7 @@ class StreamServer:
                 await asyncio.wait(pending, timeout=grace)
         if self._server is not None:
             await self._server.wait_closed()
+        self._refusals.flush()
 
     # --- the store's side: new frames for live clients -----------------------------------
 
@@ -340,8 +353,7 @@ class StreamServer:
         """Close the oldest pending connection from ``source`` (its task logs and ends it)."""
         victim = next(h for h in self._pending if h.source == source)
         self._release(victim)
-        self.refused += 1
-        victim.writer.transport.abort()
+        victim.writer.transport.abort()  # its task counts and logs the refusal
 
     def _release(self, shake: _Handshake) -> None:
         if shake in self._pending:
@@ -377,9 +389,10 @@ class StreamServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
     ) -> int | None:
         """The client's ``since`` once it has proved who it is; _Drop if it does not."""
-        deadline = asyncio.get_running_loop().time() + self.limits.handshake_timeout
         if not self.auth.required:
             await self._local_user_check(writer)
+        # The deadline is the client's: it starts once our own checks are done.
+        deadline = asyncio.get_running_loop().time() + self.limits.handshake_timeout
         nonce = self.auth.nonce() if self.auth.required else b""
         hello: dict[str, Any] = {
             "t": "hello",

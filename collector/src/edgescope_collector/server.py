@@ -234,6 +234,11 @@ class StreamServer:
             self._accept, self.host, self._port, reuse_address=True
         )
         self.store.listeners.append(self._on_frames)
+        if not self.auth.required:
+            log.info(
+                "no token: serving loopback clients of this user (uid %d) and root only",
+                self.uid,
+            )
 
     async def close(self, grace: float = 2.0) -> None:
         """Stop accepting; live clients get what is queued and ``end``; then all are closed."""

@@ -274,3 +274,29 @@ def test_with_a_token_another_local_user_reads_by_proving_it(tmp_path: Path) -> 
         shutil.rmtree(home)
     assert code == 0, output
     assert len(output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
+def test_the_socket_table_names_a_loopback_peers_user(host: str) -> None:
+    import socket
+
+    from edgescope_collector.peercred import loopback_peer_uid
+
+    family = socket.AF_INET if "." in host and ":" not in host else socket.AF_INET6
+    listen_on = "::" if host.startswith("::ffff:") else host
+    try:
+        server = socket.socket(family)
+        server.bind((listen_on, 0))
+    except OSError:
+        pytest.skip(f"no {host} on this machine")
+    with server:
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.socket(family) as client:
+            client.connect((host, port))
+            conn, peer = server.accept()
+            with conn:
+                ours = conn.getsockname()
+                assert loopback_peer_uid((ours[0], ours[1]), (peer[0], peer[1])) == os.geteuid()
+                # Not a socket of this machine: nobody to name.
+                assert loopback_peer_uid((ours[0], ours[1]), (peer[0], 1)) is None

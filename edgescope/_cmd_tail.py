@@ -16,10 +16,7 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import stat
 import sys
-from pathlib import Path
 from typing import IO, Any
 
 from edgescope_tracing.text import escape
@@ -168,20 +165,15 @@ def _run(args: argparse.Namespace) -> int:
     count = _int_flag(args.count, "--count", 1)
     token = None
     if args.token_file:
-        from edgescope_tracing.files import file_kind
+        from edgescope_tracing.tokens import TokenError, read_token
 
-        shown = escape(args.token_file)
         try:
-            mode = os.stat(args.token_file).st_mode
-            if not stat.S_ISREG(mode):  # a FIFO would block the read: refused, not waited on
-                raise UsageError(f"the token file {shown} is {file_kind(mode)}, not a file")
-            token = Path(args.token_file).read_bytes().strip()
-        except OSError as e:
-            raise UsageError(
-                f"cannot read the token file {shown}: {(e.strerror or str(e)).lower()}"
-            ) from None
-        if not token:
-            raise UsageError(f"the token file {shown} is empty")
+            read = read_token(args.token_file)
+        except TokenError as e:
+            raise UsageError(str(e)) from None
+        for warning in read.warnings:
+            print(f"edgescope: warning: {warning}", file=sys.stderr)
+        token = read.value
     out: IO[str] = sys.stdout
     try:
         client = Client.connect(host, port, since=since, token=token)

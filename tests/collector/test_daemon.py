@@ -254,6 +254,7 @@ def test_token_protected_collector(tmp_path: Path) -> None:
     token.chmod(0o600)
     wrong = tmp_path / "wrong"
     wrong.write_text("incorrect horse battery staple\n")
+    wrong.chmod(0o600)
     c = Collector(tmp_path, "--token-file", str(token)).start()
     try:
         ok = tail(c.port, "--since", "0", "--count", "1", "--token-file", str(token))

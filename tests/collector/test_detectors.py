@@ -239,7 +239,8 @@ def test_step_time_regression_names_the_cpu_throttle(h200: H200) -> None:
     assert slow.detail["median_s"] == pytest.approx(0.0058, rel=0.05)
     assert back.severity == 0 and back.detail["recovered"] is True
     assert 9000 <= back.detail["step"] <= 9010  # type: ignore[operator]
-    assert back.message.startswith("step time back to 1.0x median after ")
+    # The median that decided the recovery is the one reported (half the window fast again).
+    assert back.message.startswith("step time back to 1.1x median after ")
 
 
 def test_step_time_regression_names_gpu_thermal_slowdown(h200: H200) -> None:
@@ -500,3 +501,184 @@ def test_state_of_ended_runs_is_dropped() -> None:
         d.feed(RunEnd(run, exit_code=0, t_us=2_000_000))
     kept = (d.spike._state, d.step_time._runs, d.step_time._clock, d.memory._runs, d.oom._last)
     assert [len(k) for k in kept] == [0, 0, 0, 0, 0]
+
+
+# ----------------------------------------------------------- step time at 15-20k steps/s
+
+
+def fast_steps(
+    seconds: float,
+    per_s: int,
+    *,
+    seed: int = 7,
+    slow: tuple[float, float, float] | None = None,
+    stall_every_s: float = 0.01,
+) -> list[Metrics]:
+    """A loss logged every step of a tiny model: ``per_s`` steps a second for ``seconds``.
+
+    Step times jitter by +-40 % and are cut to whole microseconds as the SDK's clock gives them
+    (at a million steps a second many share a microsecond); one step in 2000 is a 2 ms hiccup
+    (a GC pause, a page fault), and every ``stall_every_s`` 15 steps take 3x as long (the
+    shipping thread holding the GIL). ``slow=(from_s, to_s, step_s)`` makes every step in that
+    stretch of the run take ``step_s``.
+    """
+    import random
+
+    rng = random.Random(seed)
+    base = 1.0 / per_s
+    t = 1_700_000_000.0
+    start = t
+    steps: list[int] = []
+    times: list[int] = []
+    out: list[Metrics] = []
+    step = 0
+    while t - start < seconds:
+        dt = base * rng.uniform(0.6, 1.4)
+        if rng.random() < 1 / 2000:
+            dt = 0.002
+        if (t - start) % stall_every_s < 15 * base:
+            dt *= 3
+        if slow is not None and slow[0] <= t - start < slow[1]:
+            dt = slow[2] * rng.uniform(0.9, 1.1)
+        t += dt
+        steps.append(step)
+        times.append(int(t * 1e6))
+        step += 1
+        if len(steps) == 256:
+            out.append(Metrics(RUN, "loss", tuple(steps), tuple(times), (1.0,) * 256, times[0]))
+            steps, times = [], []
+    if steps:
+        out.append(Metrics(RUN, "loss", tuple(steps), tuple(times), (1.0,) * len(steps), times[0]))
+    return out
+
+
+def step_events(records: list[Record]) -> list[Event]:
+    return anomalies(detect(records), "step_time_regression")
+
+
+def assert_consistent(e: Event) -> None:
+    """What the message says is what the detail says, and both agree with the trigger."""
+    d = e.detail
+    ratio = float(d["recent_s"]) / float(d["median_s"])  # type: ignore[arg-type]
+    assert f"{ratio:.1f}x median" in e.message
+    if d.get("recovered"):
+        assert ratio <= 1.2
+    else:
+        assert ratio >= 1.5 and float(d["recent_s"]) >= 1e-3  # type: ignore[arg-type]
+        assert f"({float(d['recent_s']) * 1e3:.3g} ms vs " in e.message  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("per_s", "seconds"), [(15_000, 5.0), (20_000, 5.0), (200_000, 2.0)])
+def test_fast_steps_raise_no_flood(per_s: int, seconds: float) -> None:
+    events = step_events(list(fast_steps(seconds, per_s)))
+    assert events == []
+
+
+def test_a_real_slowdown_of_fast_steps_is_one_event_and_one_recovery() -> None:
+    events = step_events(list(fast_steps(8.0, 20_000, slow=(3.0, 5.0, 0.004))))
+    assert [e.severity for e in events] == [1, 0], [e.message for e in events]
+    slow, back = events
+    for e in events:
+        assert_consistent(e)
+    assert slow.message.startswith("step time ")
+    assert float(slow.detail["recent_s"]) == pytest.approx(0.004, rel=0.1)  # type: ignore[arg-type]
+    assert re.fullmatch(r"step time back to 1\.[01]x median after [12] s", back.message)
+
+
+def test_a_slowdown_shorter_than_the_minimum_duration_is_no_event() -> None:
+    assert step_events(list(fast_steps(6.0, 20_000, slow=(3.0, 3.5, 0.004)))) == []
+
+
+def test_the_rate_limit_counts_what_it_held_back() -> None:
+    """A run that keeps flapping between 5 ms and 15 ms steps: 5 events a minute, the rest
+    counted, said in the next event that is raised and in a summary when the run ends."""
+    records: list[Record] = []
+    t = 1_700_000_000_000_000
+    step = 0
+    for minute in range(3):
+        for phase in range(40):  # 40 phases of 1.5 s: slow, fast, slow...
+            dt = 15_000 if phase % 2 else 5_000
+            n = 1_500_000 // dt
+            steps = tuple(range(step, step + n))
+            times = tuple(t + dt * (i + 1) for i in range(n))
+            records.append(Metrics(RUN, "loss", steps, times, (1.0,) * n, times[0]))
+            step += n
+            t = times[-1]
+        del minute
+    records.append(RunEnd(RUN, exit_code=0, t_us=t + 1))
+    events = step_events(records)
+    raised = [e for e in events if not e.detail.get("summary")]
+    minutes = 3 * 60
+    assert len(raised) <= 5 * (minutes // 60 + 1)
+    held = [int(e.detail.get("suppressed", 0)) for e in events]  # type: ignore[arg-type]
+    assert sum(held) > 0
+    for e in raised:
+        assert_consistent(e)
+        if e.detail.get("suppressed"):
+            assert f"{e.detail['suppressed']} similar events held back" in e.message
+    (summary,) = [e for e in events if e.detail.get("summary")]
+    assert summary is events[-1] and summary.severity == 0
+    # Every regression and recovery was either raised or counted: none vanished.
+    assert len(raised) + sum(held) == 60 + 59  # 60 slow phases, each but the last recovers
+
+
+# ------------------------------------------------------------------------- the package
+
+
+def test_every_detector_has_the_one_protocol_and_names_its_events(h200: H200) -> None:
+    import edgescope_collector.detectors as package
+    from edgescope_collector.detectors import Detector
+
+    d = Detectors()
+    families = [d.nonfinite, d.spike, d.step_time, d.memory, d.oom]
+    names = {f.name for f in families}
+    assert names == {
+        "nonfinite_loss",
+        "loss_spike",
+        "step_time_regression",
+        "memory_growth",
+        "oom_kill",
+    }
+    for f in families:
+        det: Detector = f  # mypy checks each against the protocol
+        assert det.flush() == [] or det is d.step_time
+    # What other code imported before the split is still there, under the same names.
+    for name in [
+        "Detectors",
+        "detect",
+        "NonFiniteLoss",
+        "LossSpike",
+        "StepTimeRegression",
+        "MemoryGrowth",
+        "OomKill",
+        "Signal",
+        "coinciding_signals",
+        "median",
+        "robust_z",
+        "linear_fit",
+        "is_loss_key",
+        "step_time_unit",
+        "STEP_TIME_KEYS",
+    ]:
+        assert name in package.__all__ and hasattr(package, name)
+    events = detect(merged(metric_batches("step_ns", slowed(h200), lambda r: r["step_ns"])))
+    assert {str(e.detail["detector"]) for e in events} <= names
+
+
+def test_detection_imports_no_sampler() -> None:
+    """Detectors read records; a fact they share with a sampler lives in edgescope_tracing."""
+    import ast
+
+    import edgescope_collector.detectors as package
+
+    folder = Path(package.__file__).parent
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = ("." * node.level) + (node.module or "")
+                assert not target.lstrip(".").startswith(("samplers", "edgescope_collector")), (
+                    path.name,
+                    target,
+                )
+                assert node.level <= 1, (path.name, target)

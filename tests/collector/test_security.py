@@ -209,3 +209,102 @@ def test_token_files_are_checked(tmp_path: Path) -> None:
     empty.write_text("  \n")
     with pytest.raises(TokenError, match="is empty"):
         load_token(empty)
+
+
+# --- one token file, read the same by the collector, tail, ls and the TUI ------------------
+
+_TOKEN_FILES = [
+    (TOKEN + b"\n", True),
+    (b"  " + TOKEN + b"  \n\n", True),
+    (TOKEN + b"\n# made with openssl rand -hex 32\n", True),
+    (b"# the stream token\n" + TOKEN + b"\n", True),
+    (TOKEN + b"\nsecond-line-of-something\n", False),
+    (TOKEN + b"\n" + TOKEN + b"\n", False),
+    (b"short\n", False),
+    (b"\xff\xfe" + TOKEN + b"\n", False),
+    (b"# only a comment\n", False),
+]
+
+
+def _outcomes(path: Path, port: int, capsys: pytest.CaptureFixture[str]) -> list[object]:
+    """What each reader makes of ``path``: the token it uses, or the error it names."""
+    from edgescope_tui.discovery import TargetError, read_token_file
+
+    from edgescope.cli import main
+
+    out: list[object] = []
+    try:
+        out.append(load_token(path)[0])
+    except TokenError as e:
+        out.append(("refused", str(e)))
+    try:
+        out.append(read_token_file(path, "--token-file").encode())
+    except TargetError as e:
+        out.append(("refused", str(e).removeprefix("--token-file: ")))
+    argv = ["tail", f"127.0.0.1:{port}", "--since", "0", "--count", "1", "--token-file", str(path)]
+    code = main(argv)
+    err = capsys.readouterr().err
+    out.append(TOKEN if code == 0 else ("refused", err.strip().removeprefix("edgescope: ")))
+    argv = ["ls", "--no-mdns", "--json", "--timeout", "5", "--address", f"127.0.0.1:{port}"]
+    code = main([*argv, "--token-file", str(path)])
+    captured = capsys.readouterr()
+    if code == 0:
+        import json
+
+        (device,) = json.loads(captured.out)
+        assert device["state"] == "online", device
+        out.append(TOKEN)
+    else:
+        err = captured.err.strip().removeprefix("edgescope: ").removeprefix("--token-file: ")
+        out.append(("refused", err))
+    return out
+
+
+@pytest.mark.parametrize(("content", "usable"), _TOKEN_FILES)
+def test_a_token_file_means_the_same_to_every_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, usable: bool
+) -> None:
+    from test_server_support import ThreadedServer
+
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    s = ThreadedServer(tmp_path / "data", token=TOKEN)
+    try:
+        s.append([RUN])
+        outcomes = _outcomes(path, s.port, capsys)
+    finally:
+        s.close()
+    assert outcomes[0] == (TOKEN if usable else outcomes[0])
+    assert all(o == outcomes[0] for o in outcomes), outcomes
+    if not usable:
+        kind, message = outcomes[0]  # type: ignore[misc]
+        assert kind == "refused" and "\n" not in message and str(path) in message
+
+
+def test_a_linked_token_file_is_checked_where_it_points(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    target = tmp_path / "secret"
+    target.write_bytes(TOKEN + b"\n")
+    target.chmod(0o600)
+    link = tmp_path / "token"
+    link.symlink_to(target)
+    assert load_token(link) == (TOKEN, None)
+    target.chmod(0o640)
+    warning = load_token(link)[1] or ""
+    assert f"{link} (a link to {target}) is readable by other users" in warning
+    target.chmod(0o620)
+    with pytest.raises(TokenError, match=r"a link to .* can be changed by other users"):
+        load_token(link)
+    target.chmod(0o600)
+    os.chown(target, 65534, 65534)
+    with pytest.raises(TokenError, match=r"belongs to uid 65534, not to this user \(uid 0\)"):
+        load_token(link)
+
+
+def test_a_fifo_in_place_of_the_token_file_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    with pytest.raises(TokenError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        load_token(fifo)

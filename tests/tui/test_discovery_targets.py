@@ -67,7 +67,8 @@ def test_labels_read_like_the_target() -> None:
 
 def test_devices_file(tmp_path: Path) -> None:
     token = tmp_path / "jetson.token"
-    token.write_text("s3cret\n")
+    token.write_text("s3cret-0123456789\n")
+    token.chmod(0o600)
     f = tmp_path / "devices.toml"
     f.write_text(
         f"""
@@ -91,7 +92,7 @@ ssh = "root@box"
     assert loaded.ssh_config_hosts is True
     assert loaded.targets == (
         SshTarget("192.168.1.20", "pi", 2222, 7900, "pi-kitchen"),
-        TcpTarget("10.0.0.5", 7313, "s3cret", "jetson"),
+        TcpTarget("10.0.0.5", 7313, "s3cret-0123456789", "jetson"),
         SshTarget("box", "root"),
     )
 

@@ -20,6 +20,7 @@ from edgescope_tui.ssh import (
     HostKeyError,
     NoCollectorError,
     SshAuthError,
+    SshError,
     SshSettings,
     SshUnreachable,
     connect,
@@ -249,3 +250,39 @@ async def test_keys_from_the_agent(
     finally:
         agent.terminate()
         agent.wait(5)
+
+
+@pytest.mark.asyncio
+async def test_user_known_hosts_file_none_is_refused_not_a_silent_pass(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """asyncssh takes ``UserKnownHostsFile none`` as "check no host key": refused, one line."""
+    config = tmp_path / "ssh_config_none"
+    config.write_text(f"Host 127.0.0.1\n    UserKnownHostsFile none\n    Port {sshd.port}\n")
+    target = SshTarget("127.0.0.1", "root", sshd.port)
+    settings = settings_for(sshd, tmp_path, known_hosts=None, config=str(config))
+    with pytest.raises(SshError) as e:
+        await connect(target, settings)
+    msg = str(e.value)
+    assert msg == (
+        f"ssh://root@127.0.0.1:{sshd.port}: REFUSED: the SSH config sets UserKnownHostsFile "
+        "none for this host, which here would accept any host key unchecked; point it at a "
+        "known_hosts file (e.g. ~/.ssh/known_hosts) or remove that line"
+    )
+    # The same server, the same config but for that line: it connects (the key is known).
+    config.write_text(
+        f"Host 127.0.0.1\n    UserKnownHostsFile {sshd.known_hosts}\n    Port {sshd.port}\n"
+    )
+    async with await connect(target, settings) as dev:
+        assert (await dev.conn.run("echo ok", check=True)).stdout == "ok\n"
+
+
+def test_tail_refuses_user_known_hosts_file_none(
+    ssh_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ssh_home / ".ssh" / "config"
+    config.write_text(config.read_text() + "    UserKnownHostsFile none\n")
+    assert main(["tail", "ssh://testbox", "--count", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgescope: ssh://testbox: REFUSED: the SSH config sets ")
+    assert err.count("\n") == 1

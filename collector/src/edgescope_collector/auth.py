@@ -10,48 +10,18 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-import stat
-from pathlib import Path
 
 from edgescope_tracing.protocol import AUTH_SCHEME, NONCE_SIZE, auth_response
+from edgescope_tracing.tokens import MIN_TOKEN_BYTES, TokenError, read_token
 
 __all__ = ["MIN_TOKEN_BYTES", "TokenError", "Authenticator", "load_token"]
 
-MIN_TOKEN_BYTES = 16
 
-
-class TokenError(Exception):
-    """The token file cannot be used (one sentence)."""
-
-
-def load_token(path: Path) -> tuple[bytes, str | None]:
-    """The token in ``path`` (surrounding whitespace stripped) and a warning, if any.
-
-    Refused: a missing or unreadable file, an empty token, one shorter than 16 bytes. A file that
-    others may read is accepted with a warning, as secrets mounted by orchestrators often are.
-    """
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise TokenError(f"token file {path} is not a regular file")
-        data = path.read_bytes().strip()
-    except FileNotFoundError:
-        raise TokenError(f"token file {path} does not exist") from None
-    except PermissionError:
-        raise TokenError(f"token file {path} cannot be read (permission denied)") from None
-    except OSError as e:
-        raise TokenError(f"token file {path} cannot be read: {e.strerror or e}") from None
-    if not data:
-        raise TokenError(f"token file {path} is empty")
-    if len(data) < MIN_TOKEN_BYTES:
-        raise TokenError(
-            f"the token in {path} is {len(data)} bytes; use at least {MIN_TOKEN_BYTES} "
-            "(e.g. 'openssl rand -hex 32')"
-        )
-    warning = None
-    if st.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        warning = f"token file {path} is readable by other users; chmod 600 it"
-    return data, warning
+def load_token(path: str | os.PathLike[str]) -> tuple[bytes, str | None]:
+    """The token in ``path`` and a warning, if any (:func:`edgescope_tracing.tokens.read_token`:
+    the one reader every client uses too); :class:`TokenError` if it cannot be used."""
+    token = read_token(path)
+    return token.value, "; ".join(token.warnings) or None
 
 
 class Authenticator:

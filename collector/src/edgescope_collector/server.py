@@ -16,16 +16,32 @@ reading altogether is closed after ``stall_timeout``.
 
 Input from clients is only the handshake: it must arrive whole within ``handshake_timeout``,
 control messages are at most 4 KiB, and anything else (garbage, a wrong version, a failed
-authentication, any byte after the handshake) closes that one connection.
+authentication, any byte after the handshake) closes that one connection. Nothing a client
+sends reaches the log unescaped.
+
+Slots: connections still in the handshake (*pending*) are capped apart from the clients that
+completed it, in total (``max_pending``) and per source address (``max_pending_per_source``; an
+IPv6 source is its /64). A new connection over its source's cap closes that source's oldest
+pending one; over the total, the oldest of the source holding the most. A real client's
+handshake takes milliseconds, so the one cut is the one that waits: a peer that opens
+connections and sends nothing holds at most a few pending slots, each for at most
+``handshake_timeout``, and never one of the ``max_clients`` slots of those that authenticated.
+Refusals are logged at most a few at a time, with a count of the rest.
+
+Without a token the collector listens on loopback only, and serves only its own user (and
+root): the client's uid is read from the kernel's socket table (:mod:`.peercred`); any other
+local user is refused and told to use the token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +57,7 @@ from edgescope_tracing.protocol import (
 )
 
 from .auth import Authenticator
+from .peercred import loopback_peer_uid
 from .store import Segment, SegmentStore, frame_span
 
 __all__ = ["ServerLimits", "StreamServer"]
@@ -52,8 +69,8 @@ READ_CHUNK = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    handshake_timeout: float = 5.0
-    """Seconds a client has to complete the handshake (slow-loris guard)."""
+    handshake_timeout: float = 3.0
+    """Seconds a client has to complete the handshake (slow-loris guard); two round trips."""
     client_buffer: int = 4 * 1024 * 1024
     """Bytes queued for one live client before it is sent back to catching up from disk."""
     beat_interval: float = 5.0
@@ -61,10 +78,86 @@ class ServerLimits:
     stall_timeout: float = 60.0
     """A client that takes nothing for this long is closed."""
     max_clients: int = 64
+    """Clients that completed the handshake."""
+    max_pending: int = 32
+    """Connections still in the handshake, from all sources together."""
+    max_pending_per_source: int = 4
+    """Connections still in the handshake from one address (an IPv6 /64)."""
 
 
 class _Drop(Exception):
     """This connection ends; the message says why (logged, never raised further)."""
+
+
+class _Handshake:
+    """A connection in the handshake: where it comes from, and how to cut it short."""
+
+    __slots__ = ("source", "writer")
+
+    def __init__(self, source: str, writer: asyncio.StreamWriter) -> None:
+        self.source = source
+        self.writer = writer
+
+
+class _LogBudget:
+    """At most ``burst`` lines per ``period`` seconds; the rest are counted, and the count is
+    logged when the period ends (or at :meth:`flush`), so none goes unsaid."""
+
+    def __init__(self, burst: int = 5, period: float = 10.0) -> None:
+        self.burst = burst
+        self.period = period
+        self._start = 0.0
+        self._used = 0
+        self._held = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def line(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._start >= self.period:
+            self.flush()
+            self._start, self._used = now, 0
+        if self._used < self.burst:
+            self._used += 1
+            log.warning("%s", text)
+            return
+        self._held += 1
+        if self._timer is None:
+            delay = max(0.0, self._start + self.period - now)
+            self._timer = asyncio.get_running_loop().call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._held:
+            log.warning(
+                "%d more connections were refused or closed in the handshake within %g s "
+                "(not logged one by one)",
+                self._held,
+                self.period,
+            )
+            self._held = 0
+
+
+def _source(peername: object) -> str:
+    """The address a connection's pending cap is counted by (an IPv6 peer by its /64)."""
+    if not isinstance(peername, tuple) or not peername:
+        return str(peername)
+    try:
+        ip = ipaddress.ip_address(str(peername[0]).split("%")[0])
+    except ValueError:
+        return str(peername[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A client-supplied value as it may appear in a log line or an error: escaped, short."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Conn:
@@ -103,9 +196,16 @@ class StreamServer:
         self._server: asyncio.Server | None = None
         self._live: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[_Handshake, None] = {}
+        """Connections in the handshake, oldest first."""
+        self._per_source: dict[str, int] = {}
+        self._authed = 0
         self._stopping = False
+        self._refusals = _LogBudget()
         self.served = 0
         self.refused = 0
+        self.uid = os.geteuid()
+        """Loopback clients of this user (and root) need no token when none is configured."""
 
     @property
     def port(self) -> int:
@@ -116,13 +216,29 @@ class StreamServer:
 
     @property
     def clients(self) -> int:
+        """Open connections, in the handshake or served."""
         return len(self._tasks)
+
+    @property
+    def authenticated(self) -> int:
+        """Clients that completed the handshake and are being served."""
+        return self._authed
+
+    @property
+    def pending(self) -> int:
+        """Connections still in the handshake."""
+        return len(self._pending)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._accept, self.host, self._port, reuse_address=True
         )
         self.store.listeners.append(self._on_frames)
+        if not self.auth.required:
+            log.info(
+                "no token: serving loopback clients of this user (uid %d) and root only",
+                self.uid,
+            )
 
     async def close(self, grace: float = 2.0) -> None:
         """Stop accepting; live clients get what is queued and ``end``; then all are closed."""
@@ -141,6 +257,7 @@ class StreamServer:
                 await asyncio.wait(pending, timeout=grace)
         if self._server is not None:
             await self._server.wait_closed()
+        self._refusals.flush()
 
     # --- the store's side: new frames for live clients -----------------------------------
 
@@ -173,20 +290,40 @@ class StreamServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         conn = _Conn(peer)
         watcher: asyncio.Task[None] | None = None
+        shake: _Handshake | None = None
+        authed = False
         try:
+            shake = self._admit(_source(peername), writer)
             since = await self._handshake(reader, writer, peer)
+            self._release(shake)
+            shake = None
+            if self._authed >= self.limits.max_clients:
+                self.refused += 1
+                writer.write(control_frame({"t": "error", "message": "too many clients"}))
+                raise _Drop("too many clients")
+            self._authed += 1
+            authed = True
+            ok = {"t": "ok", "first_seq": self.store.first_seq, "next_seq": self.store.next_seq}
+            writer.write(control_frame(ok) + header_bytes())
             self.served += 1
             log.info("client %s reads from %s", peer, "the head" if since is None else since)
             watcher = asyncio.create_task(self._watch(reader, conn))
             await self._serve(writer, conn, since)
         except _Drop as e:
-            log.warning("closing connection from %s: %s", peer, e)
+            if authed:
+                log.warning("closing connection from %s: %s", peer, e)
+            else:
+                self._refusals.line(f"closing connection from {peer}: {e}")
         except (ConnectionError, OSError) as e:
             log.info("client %s went away: %s", peer, e.strerror or type(e).__name__)
         except asyncio.CancelledError:
             # Shutdown past its grace period: this task is ours and ends here.
             log.info("client %s closed at shutdown", peer)
         finally:
+            if shake is not None:
+                self._release(shake)
+            if authed:
+                self._authed -= 1
             self._live.discard(conn)
             self._tasks.discard(task)
             if watcher is not None:
@@ -197,13 +334,70 @@ class StreamServer:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    async def _handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> int | None:
-        if self.clients > self.limits.max_clients:
+    def _admit(self, source: str, writer: asyncio.StreamWriter) -> _Handshake:
+        """A pending slot for a new connection (_Drop when the served clients are full)."""
+        limits = self.limits
+        if self._authed >= limits.max_clients:
             self.refused += 1
             writer.write(control_frame({"t": "error", "message": "too many clients"}))
             raise _Drop("too many clients")
+        # A real client's handshake takes milliseconds: a connection that is still pending
+        # when room is needed is the one to cut. First within the source, then the source
+        # that holds the most.
+        if self._per_source.get(source, 0) >= limits.max_pending_per_source:
+            self._evict(source)
+        elif len(self._pending) >= limits.max_pending:
+            most = max(self._per_source.values())
+            self._evict(next(s for s, n in self._per_source.items() if n == most))
+        shake = _Handshake(source, writer)
+        self._pending[shake] = None
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        return shake
+
+    def _evict(self, source: str) -> None:
+        """Close the oldest pending connection from ``source`` (its task logs and ends it)."""
+        victim = next(h for h in self._pending if h.source == source)
+        self._release(victim)
+        victim.writer.transport.abort()  # its task counts and logs the refusal
+
+    def _release(self, shake: _Handshake) -> None:
+        if shake in self._pending:
+            del self._pending[shake]
+            left = self._per_source[shake.source] - 1
+            if left:
+                self._per_source[shake.source] = left
+            else:
+                del self._per_source[shake.source]
+
+    @staticmethod
+    def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+        ours, theirs = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+        if isinstance(ours, tuple) and isinstance(theirs, tuple):
+            return loopback_peer_uid((ours[0], ours[1]), (theirs[0], theirs[1]))
+        return None
+
+    async def _local_user_check(self, writer: asyncio.StreamWriter) -> None:
+        """Without a token, only this user (or root) may read: refuse any other local user."""
+        uid = await asyncio.to_thread(self._peer_uid, writer)
+        if uid is not None and uid in (self.uid, 0):
+            return
+        self.refused += 1
+        who = f"uid {uid}" if uid is not None else "a peer whose user cannot be told"
+        text = (
+            f"this collector has no token and serves only its own user (uid {self.uid}) "
+            f"on loopback, not {who}; run it with --token-file and use that token"
+        )
+        writer.write(control_frame({"t": "error", "code": "auth", "message": text}))
+        raise _Drop(f"refused {who}: no token, and not the collector's user")
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> int | None:
+        """The client's ``since`` once it has proved who it is; _Drop if it does not."""
+        if not self.auth.required:
+            await self._local_user_check(writer)
+        # The deadline is the client's: it starts once our own checks are done.
+        deadline = asyncio.get_running_loop().time() + self.limits.handshake_timeout
         nonce = self.auth.nonce() if self.auth.required else b""
         hello: dict[str, Any] = {
             "t": "hello",
@@ -213,8 +407,9 @@ class StreamServer:
             "nonce": nonce,
         }
         writer.write(control_frame(hello))
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            msg = await asyncio.wait_for(self._read_control(reader), self.limits.handshake_timeout)
+            msg = await asyncio.wait_for(self._read_control(reader), left)
         except TimeoutError:
             self.refused += 1
             raise _Drop(f"no handshake within {self.limits.handshake_timeout:g} s") from None
@@ -226,12 +421,12 @@ class StreamServer:
             raise _Drop(f"bad handshake: {e}") from None
         if msg.get("t") != "start":
             self.refused += 1
-            raise _Drop(f"expected a start message, got {str(msg.get('t'))[:40]!r}")
+            raise _Drop(f"expected a start message, got {_shown(msg.get('t'))}")
         version = msg.get("v")
         if version != PROTOCOL_VERSION:
             self.refused += 1
             text = (
-                f"protocol version {str(version)[:20]} is not supported; "
+                f"protocol version {_shown(version, 20)} is not supported; "
                 f"this collector speaks {PROTOCOL_VERSION}"
             )
             writer.write(control_frame({"t": "error", "code": "version", "message": text}))
@@ -251,8 +446,6 @@ class StreamServer:
                 )
             )
             raise _Drop("malformed since")
-        ok = {"t": "ok", "first_seq": self.store.first_seq, "next_seq": self.store.next_seq}
-        writer.write(control_frame(ok) + header_bytes())
         return since
 
     @staticmethod

@@ -14,12 +14,14 @@ bits mean throttling.
   :data:`PI_THROTTLED_NOW_MASK`: the bits that hold now (the others say "since boot").
 - :data:`STEP_TIME_KEYS`, :func:`step_time_unit`: metric names read as step time, with the
   factor that makes them seconds.
+- :data:`PASSIVE_COOLING`: cooling device types that cool by slowing a processor.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CLOCK_EVENT_REASONS",
+    "PASSIVE_COOLING",
     "GPU_THROTTLE_MASK",
     "PI_THROTTLED_BITS",
     "PI_THROTTLED_NOW_MASK",
@@ -128,3 +130,16 @@ def step_time_unit(key: str) -> float | None:
     (0.001, None)
     """
     return STEP_TIME_KEYS.get(key.lower())
+
+
+PASSIVE_COOLING = (
+    "Processor",
+    "intel_powerclamp",
+    "TCC Offset",
+    "cpufreq",
+    "thermal-cpufreq",
+    "devfreq",
+    "thermal-devfreq",
+)
+"""Cooling device types (prefixes of ``CoolingDevice.name``) that cool by slowing a processor:
+above state 0 is throttling."""

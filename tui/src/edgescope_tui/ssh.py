@@ -3,7 +3,8 @@
 The SSH connection is made with asyncssh using what ``ssh`` itself would use: ``~/.ssh/config``
 (``HostName``, ``User``, ``Port``, ``IdentityFile``...), the keys in ``~/.ssh`` and the agent,
 and ``~/.ssh/known_hosts``. A host key that is not known, or that changed, is refused, never
-accepted silently. The collector is then reached by direct-tcpip forwarding to its loopback
+accepted silently; so is a config with ``UserKnownHostsFile none``, which asyncssh would take as
+"check nothing". The collector is then reached by direct-tcpip forwarding to its loopback
 port on the device: nothing is opened on the device's network.
 
 Errors::
@@ -117,8 +118,9 @@ def _options(target: SshTarget, settings: SshSettings) -> asyncssh.SSHClientConn
         kwargs["client_keys"] = list(settings.identities)
     if not settings.agent:
         kwargs["agent_path"] = None
-    if settings.config is not None:
-        kwargs["config"] = [settings.config]
+    # ``()`` is asyncssh's "~/.ssh/config if readable" (its options' own default is no config
+    # at all; connect() would load it later): the options checked here are those used.
+    kwargs["config"] = [settings.config] if settings.config is not None else ()
     if target.user is not None:
         kwargs["username"] = target.user
     return asyncssh.SSHClientConnectionOptions(
@@ -138,6 +140,14 @@ async def connect(target: SshTarget, settings: SshSettings | None = None) -> Ssh
         options = _options(target, settings)
     except (asyncssh.ConfigParseError, asyncssh.KeyImportError, OSError, ValueError) as e:
         raise SshError(f"{where}: cannot use the SSH settings: {_reason(e)}") from None
+    if options.known_hosts is None:
+        # asyncssh reads ``UserKnownHostsFile none`` as "check no host key at all" (OpenSSH
+        # reads it as "no user file": unknown keys are still refused). Never connect unchecked.
+        raise SshError(
+            f"{where}: REFUSED: the SSH config sets UserKnownHostsFile none for this host, "
+            "which here would accept any host key unchecked; point it at a known_hosts file "
+            "(e.g. ~/.ssh/known_hosts) or remove that line"
+        )
     try:
         conn = await asyncssh.connect(target.host, options=options)
     except asyncssh.HostKeyNotVerifiable:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgescope_tracing.records import CoolingDevice, CpuFreq, Record, ThermalSample, ThermalZone
-from edgescope_tracing.signals import PI_THROTTLED_BITS, pi_throttled_flags
+from edgescope_tracing.signals import PASSIVE_COOLING, PI_THROTTLED_BITS, pi_throttled_flags
 
 from . import Roots
 from ._files import numbered, read_int, read_text
@@ -69,18 +69,6 @@ _HWMON_SENSOR = re.compile(r"^(in|curr|power|fan)(\d+)_input$")
 HWMON_SENSORS = {"in": 1000, "curr": 1000, "power": 1_000_000, "fan": 1}
 """hwmon input types recorded in ``sensors``, each with what its raw reading is divided by to
 give base units: millivolts to volts, milliamperes to amperes, microwatts to watts, RPM."""
-
-PASSIVE_COOLING = (
-    "Processor",
-    "intel_powerclamp",
-    "TCC Offset",
-    "cpufreq",
-    "thermal-cpufreq",
-    "devfreq",
-    "thermal-devfreq",
-)
-"""Cooling device types (prefixes) that cool by slowing a processor: above state 0 is
-throttling."""
 
 
 def parse_vcgencmd_throttled(text: str) -> int | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgescope_tracing.protocol import DEFAULT_PORT
+from edgescope_tracing.tokens import TokenError, read_token
 
 __all__ = [
     "DEFAULT_COLLECTOR_PORT",
@@ -179,18 +181,21 @@ def default_devices_file() -> Path:
     return Path(base) / "edgescope" / "devices.toml"
 
 
+_warned: set[str] = set()
+
+
 def read_token_file(path: str | os.PathLike[str], what: str) -> str:
-    """A token file's first line, stripped; a clear error when it can't be read or is empty."""
-    p = Path(path).expanduser()
+    """The token in a token file, read as every part of edgescope reads it
+    (:func:`edgescope_tracing.tokens.read_token`); TargetError naming ``what`` if unusable."""
     try:
-        token = p.read_text(encoding="utf-8").strip().splitlines()
-    except FileNotFoundError:
-        raise TargetError(f"{what}: token file {str(p)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TargetError(f"{what}: cannot read token file {str(p)!r} ({e})") from None
-    if not token or not token[0].strip():
-        raise TargetError(f"{what}: token file {str(p)!r} is empty")
-    return token[0].strip()
+        token = read_token(path)
+    except TokenError as e:
+        raise TargetError(f"{what}: {e}") from None
+    for warning in token.warnings:
+        if warning not in _warned:  # probes reread the file: say it once
+            _warned.add(warning)
+            print(f"edgescope: warning: {warning}", file=sys.stderr)
+    return token.value.decode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,215 @@
+"""Memory detectors: growth towards the limit, and the OOM killer."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from edgescope_tracing.records import Event, ProcessSample, Record, RunEnd, SystemSample
+
+from .base import MiB, anomaly, duration, mib
+from .stats import linear_fit
+
+__all__ = ["MemoryGrowth", "OomKill"]
+
+
+@dataclass
+class _MemState:
+    points: deque[tuple[int, float]] = field(default_factory=deque)
+    pending_t: int | None = None
+    pending_rss: int = 0
+    pending_cg: int | None = None
+    pending_limit: int | None = None
+    warned: bool = False
+
+
+class MemoryGrowth:
+    """Memory growing towards the limit: a least-squares fit over ``window_s`` projects when
+    the run's cgroup reaches its limit (or, without a limit, when its processes' RSS eats the
+    memory still available); an event when that is within ``horizon_s``.
+
+    A fit needs ``min_points`` samples over at least a third of the window, an r² of at least
+    ``min_r2`` (steady growth, not noise), and growth of at least ``min_growth`` bytes over
+    the window. One event per episode: it re-arms when the projection moves beyond twice the
+    horizon.
+
+    Reads ``ProcessSample`` (and ``SystemSample`` for available memory); emits
+    ``memory_growth``, severity 1 (2 when the limit is less than a fifth of the horizon away).
+    Thresholds (defaults): ``horizon_s`` 600 s, ``window_s`` 60 s, ``min_points`` 10,
+    ``min_r2`` 0.8, ``min_growth`` 16 MiB over the window.
+    """
+
+    name = "memory_growth"
+
+    def __init__(
+        self,
+        horizon_s: float = 600.0,
+        window_s: float = 60.0,
+        min_points: int = 10,
+        min_r2: float = 0.8,
+        min_growth: int = 16 * MiB,
+    ) -> None:
+        self.horizon_s = horizon_s
+        self.window_us = int(window_s * 1e6)
+        self.min_points = min_points
+        self.min_r2 = min_r2
+        self.min_growth = min_growth
+        self._runs: dict[int, _MemState] = {}
+        self._available: int | None = None
+
+    def flush(self) -> list[Event]:
+        """Nothing is held back for context."""
+        return []
+
+    def forget(self, run: int) -> None:
+        """Drop what is kept about a run that ended."""
+        self._runs.pop(run, None)
+
+    def feed(self, rec: Record) -> list[Event]:
+        if isinstance(rec, SystemSample):
+            if rec.mem_available is not None:
+                self._available = rec.mem_available
+            return []
+        if not isinstance(rec, ProcessSample) or rec.run < 0:
+            return []
+        st = self._runs.setdefault(rec.run, _MemState())
+        out: list[Event] = []
+        if st.pending_t is not None and rec.t_us != st.pending_t:
+            ev = self._tick(rec.run, st)
+            if ev is not None:
+                out.append(ev)
+        if st.pending_t != rec.t_us:
+            st.pending_t, st.pending_rss, st.pending_cg, st.pending_limit = rec.t_us, 0, None, None
+        st.pending_rss += rec.rss or 0
+        if rec.cgroup_current is not None:
+            st.pending_cg = max(st.pending_cg or 0, rec.cgroup_current)
+        if rec.cgroup_limit is not None:
+            st.pending_limit = rec.cgroup_limit
+        return out
+
+    def _tick(self, run: int, st: _MemState) -> Event | None:
+        t = st.pending_t
+        assert t is not None
+        limited = st.pending_cg is not None and st.pending_limit is not None
+        usage = st.pending_cg if limited and st.pending_cg is not None else st.pending_rss
+        if limited:
+            assert st.pending_limit is not None
+            headroom = st.pending_limit - usage
+        elif self._available is not None:
+            headroom = self._available
+        else:
+            return None
+        st.points.append((t, float(usage)))
+        while st.points and st.points[0][0] < t - self.window_us:
+            st.points.popleft()
+        if len(st.points) < self.min_points:
+            return None
+        span = st.points[-1][0] - st.points[0][0]
+        if span < self.window_us / 3:
+            return None
+        ts = [(p[0] - st.points[0][0]) / 1e6 for p in st.points]
+        ys = [p[1] for p in st.points]
+        slope, _, r2 = linear_fit(ts, ys)
+        if slope <= 0 or slope * span / 1e6 < self.min_growth:
+            if slope <= 0:
+                st.warned = False
+            return None
+        eta = max(0.0, headroom) / slope
+        if eta > 2 * self.horizon_s:
+            st.warned = False
+        if st.warned or eta > self.horizon_s or r2 < self.min_r2:
+            return None
+        st.warned = True
+        rate = f"{slope / MiB:.1f} MiB/s"
+        if limited:
+            assert st.pending_limit is not None
+            what = f"reaches its {mib(st.pending_limit)} cgroup limit"
+            whose = "cgroup memory"
+        else:
+            what = f"uses up the {mib(headroom)} still available"
+            whose = "processes' memory"
+        return anomaly(
+            "memory_growth",
+            f"run {run}'s {whose} grows {rate}: at this rate it {what} in {duration(eta)}",
+            run,
+            2 if eta < self.horizon_s / 5 else 1,
+            t,
+            usage=int(usage),
+            headroom=int(headroom),
+            limit=st.pending_limit if limited else None,
+            slope_bps=round(slope),
+            eta_s=round(eta, 1),
+            r2=round(r2, 3),
+        )
+
+
+class OomKill:
+    """The OOM killer struck in the run's cgroup, or the run died of SIGKILL at its limit.
+
+    Reads ``ProcessSample`` (``oom_kills``, the cgroup's counter) and ``RunEnd``; emits
+    ``oom_kill``, severity 2. Thresholds: any rise of the counter; a SIGKILL (exit -9 or 137)
+    with the cgroup at 90 % of its limit or more in the last sample.
+    """
+
+    name = "oom_kill"
+
+    def __init__(self) -> None:
+        self._count: dict[int, int] = {}
+        self._last: dict[int, ProcessSample] = {}
+
+    def flush(self) -> list[Event]:
+        """Nothing is held back for context."""
+        return []
+
+    def forget(self, run: int) -> None:
+        """Drop what is kept about a run that ended."""
+        self._count.pop(run, None)
+        self._last.pop(run, None)
+
+    def feed(self, rec: Record) -> list[Event]:
+        if isinstance(rec, ProcessSample) and rec.run >= 0:
+            self._last[rec.run] = rec
+            if rec.oom_kills is None:
+                return []
+            before = self._count.get(rec.run)
+            self._count[rec.run] = rec.oom_kills
+            if before is None or rec.oom_kills <= before:
+                return []
+            n = rec.oom_kills - before
+            usage = ""
+            if rec.cgroup_current and rec.cgroup_limit:
+                usage = f" at {mib(rec.cgroup_current)} of its {mib(rec.cgroup_limit)} limit"
+            return [
+                anomaly(
+                    "oom_kill",
+                    f"the OOM killer killed {n} process{'es' if n > 1 else ''} in run "
+                    f"{rec.run}'s cgroup{usage}",
+                    rec.run,
+                    2,
+                    rec.t_us,
+                    killed=n,
+                    oom_kills=rec.oom_kills,
+                    cgroup_current=rec.cgroup_current,
+                    cgroup_limit=rec.cgroup_limit,
+                )
+            ]
+        if isinstance(rec, RunEnd) and rec.exit_code in (-9, 137):
+            last = self._last.get(rec.run)
+            if last and last.cgroup_current and last.cgroup_limit:
+                share = last.cgroup_current / last.cgroup_limit
+                if share >= 0.9:
+                    return [
+                        anomaly(
+                            "oom_kill",
+                            f"run {rec.run} was killed (SIGKILL) with its cgroup at "
+                            f"{share:.0%} of its {mib(last.cgroup_limit)} limit: most likely "
+                            "the OOM killer",
+                            rec.run,
+                            2,
+                            rec.t_us,
+                            exit_code=rec.exit_code,
+                            cgroup_current=last.cgroup_current,
+                            cgroup_limit=last.cgroup_limit,
+                        )
+                    ]
+        return []

@@ -22,13 +22,13 @@ import socket
 from collections.abc import Awaitable
 from pathlib import Path
 
-from edgescope_tracing.protocol import PROTOCOL_VERSION
+from edgescope_tracing.protocol import MDNS_SERVICE_TYPE, PROTOCOL_VERSION
 
 __all__ = ["SERVICE_TYPE", "Advertiser", "board_model", "txt_record"]
 
 log = logging.getLogger("edgescope.collector.mdns")
 
-SERVICE_TYPE = "_edgescope._tcp.local."
+SERVICE_TYPE = MDNS_SERVICE_TYPE
 
 
 def board_model(procfs: Path = Path("/proc"), sysfs: Path = Path("/sys")) -> str:

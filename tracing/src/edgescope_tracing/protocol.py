@@ -45,6 +45,7 @@ from .records import Record
 __all__ = [
     "PROTOCOL_VERSION",
     "DEFAULT_PORT",
+    "MDNS_SERVICE_TYPE",
     "CONTROL_SYNC",
     "MAX_CONTROL",
     "AUTH_SCHEME",
@@ -67,6 +68,9 @@ __all__ = [
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 7313
 """The collector's TCP port unless ``--listen`` says otherwise."""
+MDNS_SERVICE_TYPE = "_edgescope._tcp.local."
+"""The DNS-SD service type a collector listening on the network advertises, and the TUI
+browses for (``docs/devices.md``)."""
 CONTROL_SYNC = b"\xe5\xc0"
 """Sync mark of a control frame (a trace frame's is ``E5 5C``)."""
 MAX_CONTROL = 4096

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from edgescope_tracing.protocol import PROTOCOL_VERSION
+from edgescope_tracing.protocol import MDNS_SERVICE_TYPE, PROTOCOL_VERSION
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -29,7 +29,7 @@ __all__ = [
     "device_from_info",
 ]
 
-SERVICE_TYPE = "_edgescope._tcp.local."
+SERVICE_TYPE = MDNS_SERVICE_TYPE
 REQUIRED_TXT = ("proto", "host", "auth")
 """TXT keys every advert must carry: protocol version, the device's hostname, whether a token
 is needed. ``board`` is optional."""

@@ -14,9 +14,8 @@ import asyncio
 import sys
 from typing import Any
 
-from .errors import EdgescopeError, UsageError
-
-INSTALL_HINT = "the terminal UI is not installed; install it with: pip install 'edgescope[tui]'"
+from ._extras import require
+from .errors import UsageError
 
 
 def add_parser(sub: Any) -> None:
@@ -77,13 +76,10 @@ def _no_terminal() -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        from edgescope_tui.app import EdgescopeApp
-        from edgescope_tui.screens.devices import DevicesScreen, cli_targets
-    except ImportError as e:
-        if e.name is not None and e.name.split(".")[0] in ("edgescope_tui", "textual"):
-            raise EdgescopeError(INSTALL_HINT, 3) from None
-        raise
+    require("tui", f"edgescope {getattr(args, 'command', 'replay')}")
+    from edgescope_tui.app import EdgescopeApp
+    from edgescope_tui.screens.devices import DevicesScreen, cli_targets
+
     sources = _open_sources(list(args.files), args.follow)
     try:
         targets = cli_targets(getattr(args, "ssh", []), getattr(args, "address", []))

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from edgescope_tracing.text import escape
 
+from ._extras import require
 from .errors import EdgescopeError, UsageError
 
 __all__ = ["add_parser", "record_json", "record_line"]
@@ -213,12 +214,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_over_ssh(args: argparse.Namespace) -> int:
     """``ssh://[user@]host[:port]``: the same, through SSH to the collector's loopback port."""
-    try:
-        from edgescope_tui.ssh import SshError, open_tunnel
-    except ImportError:
-        raise EdgescopeError(
-            "ssh:// targets need the UI part: pip install 'edgescope[tui]'", 1
-        ) from None
+    require("tui", "edgescope tail ssh://")
+    from edgescope_tui.ssh import SshError, open_tunnel
+
     try:
         tunnel = open_tunnel(args.target)
     except SshError as e:

@@ -67,6 +67,7 @@ def _assert_refused(proc: subprocess.CompletedProcess[str], part: str) -> None:
         ["tui"],
         ["replay", "run.est"],
         ["replay", "run.est", "--follow"],
+        ["tail", "ssh://pi@raspberrypi.local"],  # tail itself works everywhere; ssh:// not
     ],
 )
 def test_device_install_refuses_the_ui_commands(argv: list[str], tmp_path: Path) -> None:

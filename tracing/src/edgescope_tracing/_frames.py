@@ -259,6 +259,7 @@ class StreamDecoder:
         self._pos = 0
         self._base = offset
         self._garbage_start: int | None = None
+        """Stream offset (not buffer position: the buffer is compacted) where skipping began."""
         self._garbage_reason = ""
         self._garbage_truncated = False
 
@@ -295,7 +296,7 @@ class StreamDecoder:
 
     def _note_garbage(self, at: int, reason: str, truncated: bool = False) -> None:
         if self._garbage_start is None:
-            self._garbage_start = at
+            self._garbage_start = self._base + at
             self._garbage_reason = reason
             self._garbage_truncated = truncated
 
@@ -309,7 +310,7 @@ class StreamDecoder:
             # A frame that seemed cut short by the end is followed by good frames after all:
             # its length was damaged.
             reason, truncated = "damaged frame length (runs past the next frame)", False
-        self.damage.append(Damage(self._base + start, at - start, reason, truncated))
+        self.damage.append(Damage(start, self._base + at - start, reason, truncated))
 
     def _scan(self, out: list[Record], final: bool = False) -> None:
         buf = self._buf

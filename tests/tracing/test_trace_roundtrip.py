@@ -167,7 +167,7 @@ def test_keyframes_restate_active_runs(tmp_path: Path) -> None:
     with TraceWriter(path, keyframe_bytes=100) as w:
         w.append(RunStart(0, "a" * 32, "first", "pi", 10, config={"lr": 0.1}))
         w.append(RunStart(1, "b" * 32, "second", "pi", 11))
-        for i in range(30):
+        for i in range(60):
             w.append(Event("log", f"line {i}", run=i % 2, t_us=i))
     with TraceReader(path) as reader:
         entries = reader.index()

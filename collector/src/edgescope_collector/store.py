@@ -9,7 +9,9 @@ file name holds its first sequence number (``seg-00000000000000001234.est``); on
 store reads the newest segment's last sequence number and goes on from there, so the numbers
 stay monotonic across restarts too.
 
-Bounded: a new segment starts every ``segment_bytes`` or ``segment_age`` seconds; before
+Bounded: a new segment starts every ``segment_bytes`` (or twice the size of its first
+keyframe, where the active runs make that larger, so that a segment is never only the
+keyframe that restates them) or ``segment_age`` seconds; before
 bytes are written that would take the segments together past ``max_disk``, the oldest closed
 ones are deleted, so the bound holds at every moment. The open segment is never deleted.
 
@@ -206,7 +208,7 @@ class SegmentStore:
             self._pending_since = self.clock()
         if (
             stream.pending >= MAX_PAYLOAD // 2
-            or self.open_segment.data_end + stream.pending >= self.segment_bytes
+            or self.open_segment.data_end + stream.pending >= self._segment_limit()
         ):
             self.flush()  # a full frame, or a full segment: written (and rotated) now
         return seq
@@ -231,12 +233,18 @@ class SegmentStore:
         self._write_pending()
         seg = self.open_segment
         if not self._closed and (
-            seg.data_end >= self.segment_bytes
+            seg.data_end >= self._segment_limit()
             or (self.clock() - seg.created >= self.segment_age and seg.data_end > HEADER_SIZE)
         ):
             self._rotate()
         if self.disk_bytes > self.max_disk:
             self._enforce_limit()
+
+    def _segment_limit(self) -> int:
+        """Bytes after which the open segment is full: ``segment_bytes``, or twice its
+        keyframe where the active runs make that larger (a segment is never just keyframes)."""
+        stream = self._stream
+        return max(self.segment_bytes, 2 * stream.keyframe_size if stream is not None else 0)
 
     def _write_pending(self) -> None:
         stream = self._stream

@@ -126,6 +126,11 @@ class StreamEncoder:
         """Bytes of payload in the open frame."""
         return self._size
 
+    @property
+    def keyframe_size(self) -> int:
+        """Payload bytes of the last keyframe (its parts included); 0 before the first."""
+        return self._keyframe_size
+
     def _pack(self, wire: Wire) -> bytes:
         try:
             data: bytes = self._packer.pack(wire)

@@ -19,6 +19,13 @@ A segment left unclosed by a crash is repaired at start: the incomplete bytes af
 good frame (what the crash was writing) are cut and the index is appended. Good frames are
 never dropped.
 
+An existing file is never truncated or overwritten: segments are created with ``O_EXCL |
+O_NOFOLLOW``, and a file named like a segment that is not one the store can use (unreadable,
+not a regular file: a symlink, a FIFO, a directory; numbers past ``MAX_SEQ``) is moved aside
+as ``NAME.damaged`` (``.damaged.1``, ... if taken), named in a log line, and kept. Every file
+is opened without following symlinks and without blocking, so nothing in the data directory
+can make the collector read or write elsewhere, or hang at start.
+
 Every flushed chunk of frames is also handed to the listeners (the stream server) with its
 segment and offset, so that live clients get exactly the bytes that are on disk.
 """
@@ -26,10 +33,12 @@ segment and offset, so that live clients get exactly the bytes that are on disk.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import re
+import stat
 import time
 import zlib
 from collections.abc import Callable
@@ -38,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
-from edgescope_tracing import IndexEntry, Record, StreamDecoder, StreamEncoder, TraceReader
+from edgescope_tracing import IndexEntry, Record, StreamDecoder, StreamEncoder
 from edgescope_tracing._frames import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
@@ -47,8 +56,10 @@ from edgescope_tracing._frames import (
     POINTER_FRAME_SIZE,
     SYNC,
     decode_index,
+    parse_header,
 )
 from edgescope_tracing.errors import DecodeError, TraceError
+from edgescope_tracing.reader import keyframe_entry
 
 __all__ = ["Segment", "SegmentStore", "StoreError", "segment_name", "frame_span"]
 
@@ -56,6 +67,15 @@ log = logging.getLogger("edgescope.collector.store")
 
 SEGMENT_RE = re.compile(r"^seg-(\d{20})\.est$")
 LOCK_NAME = "collector.lock"
+DAMAGED_SUFFIX = ".damaged"
+MAX_SEQ = (1 << 63) - 1
+"""Sequence numbers of a usable segment stay below this: a name or an index past it (which
+20 digits allow) would leave no room to go on, and the encoder would refuse every record."""
+_OPEN = getattr(os, "O_CLOEXEC", 0) | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+class _Unusable(Exception):
+    """A file named like a segment that the store cannot use; the message says why."""
 
 
 class StoreError(Exception):
@@ -157,9 +177,16 @@ class SegmentStore:
 
     def _lock(self) -> None:
         """One collector per data directory: two writing one ring would corrupt it."""
-        fd = os.open(
-            self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640
-        )
+        path = self.directory / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN, 0o640)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"{path} is a symlink; the collector will not follow it") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(f"{path} is not a regular file; remove it to start the collector")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -301,10 +328,14 @@ class SegmentStore:
     def _start_segment(self, stream: StreamEncoder) -> None:
         first_seq = stream.encoder.next_seq
         path = self.directory / segment_name(first_seq)
+        if self.segments and self.segments[-1].path == path:
+            # The last segment holds no record (it starts where the new one does): nothing in
+            # it to keep, and the new one takes its name.
+            empty = self.segments.pop()
+            with contextlib.suppress(FileNotFoundError):
+                empty.path.unlink()
         try:
-            fd = os.open(
-                path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o640
-            )
+            fd = self._create(path)
         except OSError as e:
             raise StoreError(f"cannot write a segment in {self.directory}: {_reason(e)}") from e
         header = stream.take()
@@ -312,11 +343,28 @@ class SegmentStore:
         _write_all(fd, header)
         self._fd = fd
         self._stream = stream
-        if self.segments and self.segments[-1].path == path:
-            self.segments.pop()  # an empty segment of the same first seq, rewritten
         self.segments.append(
             Segment(path, first_seq, first_seq, len(header), len(header), created=self.clock())
         )
+
+    def _create(self, path: Path) -> int:
+        """A new segment file: never an existing one (that is moved aside and kept)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN
+        try:
+            return os.open(path, flags, 0o640)
+        except FileExistsError:
+            self._move_aside(path, "it was in the way of a new segment")
+            return os.open(path, flags, 0o640)
+
+    def _move_aside(self, path: Path, why: str) -> None:
+        """Rename a file the store cannot use to ``NAME.damaged`` (kept, never deleted)."""
+        target = path.with_name(path.name + DAMAGED_SUFFIX)
+        n = 0
+        while os.path.lexists(target):
+            n += 1
+            target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}.{n}")
+        os.rename(path, target)  # a symlink is renamed itself, never its target
+        log.warning("moved %s aside as %s (%s); it is kept", path, target.name, why)
 
     def _close_segment(self, *, last: bool = False) -> None:
         stream = self._stream
@@ -374,50 +422,86 @@ class SegmentStore:
             )
 
     def _load(self, path: Path) -> Segment | None:
-        """A segment from an earlier life of the collector, repaired if it was left open."""
+        """A segment from an earlier life of the collector, repaired if it was left open.
+
+        One the store cannot use is moved aside (and kept): None.
+        """
+        try:
+            return self._read_segment(path)
+        except _Unusable as e:
+            why = str(e)
+        except TraceError as e:
+            why = str(e).replace(str(path), "it")
+        except OSError as e:
+            why = _reason(e)
+        try:
+            self._move_aside(path, why)
+        except OSError as e:
+            log.warning("ignoring %s (%s); could not move it aside: %s", path, why, _reason(e))
+        return None
+
+    def _read_segment(self, path: Path) -> Segment:
         m = SEGMENT_RE.match(path.name)
         assert m is not None
         first_seq = int(m.group(1))
+        if first_seq > MAX_SEQ:
+            raise _Unusable(f"its first sequence number is past {MAX_SEQ}")
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise _Unusable(f"it is {_file_kind(mode)}, not a segment")
         try:
-            closed = _read_closed(path)
+            fd = os.open(path, os.O_RDWR | _OPEN)
+        except PermissionError:
+            fd = os.open(path, os.O_RDONLY | _OPEN)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the lstat
+                raise _Unusable("it is not a regular file")
+            parse_header(os.pread(fd, HEADER_SIZE, 0), str(path))
+            closed = _read_closed(fd, path)
             if closed is not None:
                 data_end, next_seq, index = closed
-                size = path.stat().st_size
+                if next_seq > MAX_SEQ:
+                    raise _Unusable(f"its index goes past sequence number {MAX_SEQ}")
+                size = os.fstat(fd).st_size
                 return Segment(
                     path, first_seq, max(next_seq, first_seq), data_end, size, index, True
                 )
-            return self._repair(path, first_seq)
-        except TraceError as e:
-            log.warning("ignoring %s: %s", path, e)
-            return None
-        except OSError as e:
-            log.warning("ignoring %s: %s", path, _reason(e))
-            return None
+            return self._repair(fd, path, first_seq)
+        finally:
+            os.close(fd)
 
-    def _repair(self, path: Path, first_seq: int) -> Segment:
-        with TraceReader(path) as reader:
-            index = reader.index()
-        data_end = _last_good_frame_end(path)
+    def _repair(self, fd: int, path: Path, first_seq: int) -> Segment:
+        data = _read_all(fd)
+        data_end = _last_good_frame_end(data)
+        index = _scan_index(data, data_end)
         next_seq = first_seq
-        start = index[-1].offset if index and index[-1].offset < data_end else HEADER_SIZE
+        start = index[-1].offset if index else HEADER_SIZE
         dec = StreamDecoder(header=False, name=str(path), offset=start)
-        with open(path, "rb") as f:
-            f.seek(start)
-            for rec in dec.feed(f.read(data_end - start)):
-                next_seq = max(next_seq, rec.seq + 1)
-        index = [e for e in index if e.offset < data_end]
+        for rec in dec.feed(data[start:data_end]) + dec.close():
+            next_seq = max(next_seq, rec.seq + 1)
+        if next_seq > MAX_SEQ:
+            raise _Unusable(f"its records go past sequence number {MAX_SEQ}")
         tail = StreamEncoder(header=False)
         tail.offset = data_end
         tail.index = index
         tail.encoder.next_seq = next_seq
-        with open(path, "r+b") as f:
-            f.truncate(data_end)
-            f.seek(data_end)
-            f.write(tail.index_bytes())
-            f.flush()
-            os.fsync(f.fileno())
+        closing = tail.index_bytes()
+        try:
+            os.ftruncate(fd, data_end)
+            _pwrite_all(fd, closing, data_end)
+            os.fsync(fd)
+        except OSError as e:
+            # Read-only, or no room for the index: the frames are good as they are (a reader
+            # rebuilds the index by a scan).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, data_end)
+            log.warning(
+                "could not close %s left open by an earlier collector: %s", path, _reason(e)
+            )
+            size = os.fstat(fd).st_size
+            return Segment(path, first_seq, next_seq, data_end, size, index, True)
         log.info("repaired %s, left open by an earlier collector (seq up to %d)", path, next_seq)
-        return Segment(path, first_seq, next_seq, data_end, path.stat().st_size, index, True)
+        return Segment(path, first_seq, next_seq, data_end, data_end + len(closing), index, True)
 
 
 def frame_span(data: bytes | memoryview, start: int = 0) -> tuple[int, int]:
@@ -456,29 +540,28 @@ def _last_keyframe(seg: Segment, since: int | None) -> int:
     return best
 
 
-def _read_closed(path: Path) -> tuple[int, int, list[IndexEntry]] | None:
+def _read_closed(fd: int, path: Path) -> tuple[int, int, list[IndexEntry]] | None:
     """``(data_end, next_seq, index)`` of a cleanly closed segment, else None."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < HEADER_SIZE + POINTER_FRAME_SIZE:
-            return None
-        f.seek(size - POINTER_FRAME_SIZE)
-        tail = f.read(POINTER_FRAME_SIZE)
-        _, length, crc = FRAME_HEAD.unpack_from(tail)
-        payload = tail[FRAME_HEAD_SIZE:]
-        if tail[:2] != SYNC or zlib.crc32(payload) != crc or payload[:4] != b"\x91\x92\x0c\xcf":
-            return None
-        index_offset = int.from_bytes(payload[4:12], "big")
-        if not HEADER_SIZE <= index_offset < size - POINTER_FRAME_SIZE:
-            return None
-        f.seek(index_offset)
-        head = f.read(FRAME_HEAD_SIZE)
-        if len(head) < FRAME_HEAD_SIZE:
-            return None
-        sync, length, crc = FRAME_HEAD.unpack(head)
-        body = f.read(length)
-        if sync != SYNC or len(body) != length or zlib.crc32(body) != crc:
-            return None
+    size = os.fstat(fd).st_size
+    if size < HEADER_SIZE + POINTER_FRAME_SIZE:
+        return None
+    tail = os.pread(fd, POINTER_FRAME_SIZE, size - POINTER_FRAME_SIZE)
+    _, length, crc = FRAME_HEAD.unpack_from(tail)
+    payload = tail[FRAME_HEAD_SIZE:]
+    if tail[:2] != SYNC or zlib.crc32(payload) != crc or payload[:4] != b"\x91\x92\x0c\xcf":
+        return None
+    index_offset = int.from_bytes(payload[4:12], "big")
+    if not HEADER_SIZE <= index_offset < size - POINTER_FRAME_SIZE:
+        return None
+    head = os.pread(fd, FRAME_HEAD_SIZE, index_offset)
+    if len(head) < FRAME_HEAD_SIZE:
+        return None
+    sync, length, crc = FRAME_HEAD.unpack(head)
+    if sync != SYNC or length > MAX_PAYLOAD:
+        return None
+    body = os.pread(fd, length, index_offset + FRAME_HEAD_SIZE)
+    if len(body) != length or zlib.crc32(body) != crc:
+        return None
     try:
         items = msgpack.unpackb(body, raw=False)
         index = decode_index(items)
@@ -491,10 +574,21 @@ def _read_closed(path: Path) -> tuple[int, int, list[IndexEntry]] | None:
     return index_offset, next_seq, index
 
 
-def _last_good_frame_end(path: Path) -> int:
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    parts = []
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, min(1 << 20, size - pos), pos)
+        if not chunk:
+            break
+        parts.append(chunk)
+        pos += len(chunk)
+    return b"".join(parts)
+
+
+def _last_good_frame_end(data: bytes) -> int:
     """The end of the last complete, valid frame (damage in between is passed over)."""
-    with open(path, "rb") as f:
-        data = f.read()
     pos = good = HEADER_SIZE
     while True:
         end, skip = frame_span(data, pos)
@@ -505,6 +599,38 @@ def _last_good_frame_end(path: Path) -> int:
         pos = skip
 
 
+def _scan_index(data: bytes, data_end: int) -> list[IndexEntry]:
+    """The keyframes among the good frames before ``data_end`` (damage passed over)."""
+    out: list[IndexEntry] = []
+    view = memoryview(data)[:data_end]
+    pos = HEADER_SIZE
+    while pos < data_end:
+        end, skip = frame_span(view, pos)
+        while pos < end:
+            length = FRAME_HEAD.unpack_from(data, pos)[1]
+            body = data[pos + FRAME_HEAD_SIZE : pos + FRAME_HEAD_SIZE + length]
+            entry = keyframe_entry(body, pos)
+            if entry is not None:
+                out.append(entry)
+            pos += FRAME_HEAD_SIZE + length
+        if skip <= end:
+            break
+        pos = skip
+    return out
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
 def _fsync_close(fd: int) -> None:
     try:
         os.fsync(fd)
@@ -512,6 +638,14 @@ def _fsync_close(fd: int) -> None:
         log.warning("fsync of a closed segment failed: %s", _reason(e))
     finally:
         os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -497,6 +497,8 @@ class Collector:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             self.store.poll()
+            for ev in self.store.take_notices():  # the disk full, or writing again
+                self.record(ev)
 
 
 def run(cfg: Config, ready: Callable[[Collector], None] | None = None) -> int:

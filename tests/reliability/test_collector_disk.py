@@ -10,14 +10,19 @@ process stays up through it all and stops cleanly.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from edgescope_collector.store import Segment, SegmentStore
 from edgescope_tracing import (
+    Event,
     Keyframe,
     Metrics,
     RunEnd,
@@ -25,6 +30,8 @@ from edgescope_tracing import (
     StreamDecoder,
     TraceReader,
 )
+from edgescope_tracing.protocol import Client, Gap
+from test_daemon import Collector, produce
 
 
 @contextlib.contextmanager
@@ -140,3 +147,111 @@ def test_a_full_disk_is_survived_served_from_memory_and_marked(tmp_path: Path) -
     first = store.segments[0].first_seq
     assert set(stored) | set(keyframes) | unstored == set(range(first, seen[-1] + 1))
     assert not set(stored) & unstored
+
+
+def test_the_collector_stays_up_through_a_full_disk_and_serves_it_live(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        c = Collector(tmp_path, "--max-disk", "8M", "--segment-size", "64K")
+        c.data = disk / "data"
+        c.args[c.args.index("--data-dir") + 1] = str(c.data)
+        c.start()
+        warned = [line for line in c.stderr().splitlines() if "--max-disk is 8.0 MiB" in line]
+        assert len(warned) == 1 and "has room for" in warned[0]
+        got: list[object] = []
+        client = Client.connect("127.0.0.1", c.port, since=0, idle_timeout=30)
+        reader = threading.Thread(target=lambda: got.extend(client), daemon=True)
+        reader.start()
+        try:
+            produce(c.ingest, 40, run_id="before")
+            deadline = time.monotonic() + 60
+            n = 0
+            while "cannot write to" not in c.stderr():
+                fill(disk / "filler")
+                produce(c.ingest, 40, run_id=f"filling-{n}")
+                n += 1
+                time.sleep(0.3)
+                assert time.monotonic() < deadline, c.stderr()
+            produce(c.ingest, 40, run_id="while-full")
+            time.sleep(0.5)
+            (disk / "filler").unlink()  # space returns
+            while "again" not in c.stderr():
+                assert time.monotonic() < deadline, c.stderr()
+                time.sleep(0.1)
+            produce(c.ingest, 40, run_id="after")
+            time.sleep(0.5)
+            assert c.proc is not None and c.proc.poll() is None, "the collector died"
+        finally:
+            assert c.stop() == 0
+            reader.join(20)
+            client.close()
+        log = c.stderr()
+        assert "Traceback" not in log, log
+        assert not c.ingest.exists(), "the ingest socket is removed on exit"
+    # The live client got everything, in order, without a gap: it was served from memory.
+    assert not [g for g in got if isinstance(g, Gap)]
+    seqs = [r.seq for r in got if not isinstance(r, Gap)]  # type: ignore[attr-defined]
+    assert seqs == list(range(len(seqs)))
+    ends = {r.run for r in got if isinstance(r, RunEnd)}
+    starts = {r.run_id: r.run for r in got if isinstance(r, RunStart)}
+    assert {"before", "while-full", "after"} <= set(starts)
+    assert {starts["before"], starts["while-full"], starts["after"]} <= ends
+    events = [r.message for r in got if isinstance(r, Event) and r.kind == "collector"]
+    assert [m for m in events if "cannot write to" in m and "kept in memory" in m]
+    assert [m for m in events if "again" in m]
+    values = sum(len(r.values) for r in got if isinstance(r, Metrics) and r.run >= 0)
+    assert values == (3 + n) * 40 * 50
+
+
+EFBIG_SCRIPT = """
+import json, resource, sys
+from pathlib import Path
+from edgescope_collector.store import SegmentStore
+from edgescope_tracing import Metrics, RunStart, TraceReader
+
+limit = 200 * 1024
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+store = SegmentStore(Path(sys.argv[1]), max_disk=8 << 20, segment_bytes=1 << 20)
+store.open()
+store.append(RunStart(0, "ab" * 16, "job", "pi", 1))
+for b in range(300):
+    steps = tuple(range(b * 200, (b + 1) * 200))
+    times = tuple(10**15 + s for s in steps)
+    store.append(Metrics(0, "loss", steps, times, tuple(1 / (1 + s) for s in steps)))
+    store.poll()
+store.close()
+files = sorted(Path(sys.argv[1]).glob("seg-*.est"))
+seqs = []
+for f in files:
+    with TraceReader(f) as r:
+        seqs += [x.seq for x in r]
+        assert not r.damage, (f, r.damage)
+print(json.dumps({
+    "sizes": [f.stat().st_size for f in files],
+    "segment_bytes": store.segment_bytes,
+    "unstored": store.unstored,
+    "notices": [e.message for e in store.take_notices()],
+    "disk_full": store.disk_full,
+    "seqs": seqs,
+    "next_seq": store.next_seq,
+}))
+"""
+
+
+def test_a_file_size_limit_ends_segments_before_it(tmp_path: Path) -> None:
+    """EFBIG (RLIMIT_FSIZE; no root needed): the segment ends, a new one takes the stream."""
+    done = subprocess.run(
+        [sys.executable, "-c", EFBIG_SCRIPT, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    out = json.loads(done.stdout)
+    assert out["disk_full"] is None
+    assert len(out["sizes"]) >= 3 and max(out["sizes"]) <= 200 * 1024
+    assert out["segment_bytes"] <= 200 * 1024
+    assert len(out["unstored"]) == 1, "one flush met the limit; the rest fit new segments"
+    (a, b) = out["unstored"][0]
+    assert [m for m in out["notices"] if "file size limit" in m and f"{a}-{b}" in m]
+    assert sorted(set(out["seqs"]) | set(range(a, b + 1))) == list(range(out["next_seq"]))

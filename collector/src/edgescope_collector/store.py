@@ -587,12 +587,14 @@ class SegmentStore:
     def _file_size_limit(self, seg: Segment, e: OSError) -> None:
         """A file size limit (RLIMIT_FSIZE): from now on segments end before it."""
         assert self._stream is not None
-        self.segment_bytes = min(self.segment_bytes, seg.data_end)
+        # A flush writes up to two frames past the point where the segment is full: margin.
+        limit = max(seg.data_end // 2, seg.data_end - 2 * MAX_PAYLOAD)
+        self.segment_bytes = min(self.segment_bytes, limit)
         first, last = seg.next_seq, self._stream.encoder.next_seq - 1
         message = (
             f"{seg.path.name} reached the file size limit at {seg.data_end} bytes "
-            f"({_reason(e)}): seq {first}-{last} could not be stored (a gap); segments end at "
-            f"{seg.data_end} bytes from now on"
+            f"({_reason(e)}): seq {first}-{last} could not be stored (a gap); segments end "
+            f"near {self.segment_bytes} bytes from now on"
         )
         log.error("%s", message)
         self.notices.append(

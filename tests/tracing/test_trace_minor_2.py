@@ -247,3 +247,48 @@ def test_a_1_1_reader_reads_the_first_part_and_skips_the_rest() -> None:
     assert len(kfs) == 2 and 0 < len(kfs[1].runs) < 20
     assert old.unknown_kinds >= 1
     assert [r.message for r in got if isinstance(r, Event)] == ["x", "y"]
+
+
+def test_an_event_too_large_for_a_frame_is_cut_not_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A traceback of some thousand frames, or a detector's big detail, still gets through."""
+    tb = "".join(
+        f'  File "train.py", line {i}, in step\n    loss = model(x)\n' for i in range(3000)
+    )
+    detail = {"traceback": tb, "frames": list(range(20_000)), "small": 1}
+    enc = StreamEncoder()
+    with caplog.at_level(logging.WARNING, logger="edgescope.tracing"):
+        for i in range(3):
+            enc.add(Event("crash" * 400, tb, run=0, severity=2, detail=detail, t_us=i))
+    assert enc.encoder.truncated_events == 3
+    assert len(caplog.records) == 2  # the 1st and 2nd: a flood is said, not repeated
+    assert "message" in caplog.messages[0] and "detail" in caplog.messages[0]
+    dec = StreamDecoder()
+    got = [r for r in dec.feed(enc.take()) + dec.close() if isinstance(r, Event)]
+    assert dec.damage == [] and len(got) == 3
+    ev = got[0]
+    assert ev.message.endswith(TRUNCATED_TEXT) and tb.startswith(ev.message[: -len(TRUNCATED_TEXT)])
+    assert ev.kind.endswith(TRUNCATED_TEXT) and ev.severity == 2
+    assert ev.detail["small"] == 1 and ev.detail[TRUNCATED_KEY]["keys"] == 3
+    assert "frames" not in ev.detail or "traceback" not in ev.detail
+
+
+def test_stack_samples_with_too_many_new_frames_are_split_without_a_gap() -> None:
+    from edgescope_tracing import StackFrame, StackSamples
+
+    stacks = tuple(
+        ((StackFrame(f"function_{i}_" + "f" * 60, f"/src/module_{i}.py", i),), 1)
+        for i in range(3000)
+    )
+    enc = StreamEncoder()
+    enc.add(Event("log", "before", t_us=1))
+    last = enc.add(StackSamples(0, "python", 1000, stacks, t_us=2))
+    enc.add(Event("log", "after", t_us=3))
+    dec = StreamDecoder()
+    got = dec.feed(enc.take()) + dec.close()
+    assert dec.damage == [] and dec.decoder.unresolved == 0
+    seqs = [r.seq for r in got]
+    assert seqs == list(range(len(seqs))), "numbered on, without a gap"
+    samples = [s for r in got if isinstance(r, StackSamples) for s in r.samples]
+    assert samples == list(stacks) and last < seqs[-1]

@@ -685,9 +685,7 @@ class SegmentStore:
             self._unstore(held[0])
 
     def _unstore(self, seg: Segment) -> None:
-        """A memory segment that will not reach the disk: its records are a gap."""
-        if seg is self.open_segment and not self._closed:
-            return
+        """A closed memory segment that will not reach the disk: its records are a gap."""
         self.segments.remove(seg)
         self._unstored_range(seg.first_seq, seg.next_seq - 1)
         log.warning(

@@ -18,7 +18,9 @@ import msgpack
 
 from ._fit import (
     CONFIG_LIMIT,
+    DETAIL_LIMIT,
     DEVICE_LIMIT,
+    MESSAGE_LIMIT,
     RUN_ID_LIMIT,
     TRUNCATED_KEY,
     fit_map,
@@ -246,6 +248,8 @@ class Encoder:
         self.keyframes = 0
         self.truncated_runs = 0
         """Run starts whose config (or another field) was cut to fit the format (logged)."""
+        self.truncated_events = 0
+        """Events whose kind, message or detail was cut to fit the format (logged)."""
         # Interned ids are never reused in a stream, though the tables restart at keyframes: a
         # reader that lost a keyframe to damage then finds a reference undefined (and says so)
         # instead of resolving it to a stale string from the interval before.
@@ -317,6 +321,22 @@ class Encoder:
         if len(groups) > 1:
             head.append(len(groups))
         return [head, *([KEYFRAME_PART, seq, t_us, number, g] for g in groups[1:])]
+
+    def _event_cut(self, kind: str, cut_kind: bool, cut_message: bool, cut_detail: bool) -> None:
+        self.truncated_events += 1
+        n = self.truncated_events
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...: said, never a flood
+            cut = [
+                w
+                for w, c in (("kind", cut_kind), ("message", cut_message), ("detail", cut_detail))
+                if c
+            ]
+            log.warning(
+                "an event (%s) had its %s truncated to fit the trace format (%d event(s) so far)",
+                kind[:80],
+                " and ".join(cut),
+                n,
+            )
 
     def _bounded(self, rec: RunStart, seq: int) -> RunStart:
         """The run start as the stream keeps it: every field within its bound (see ``_fit``)."""
@@ -469,15 +489,20 @@ class Encoder:
             ]
             wire = _appended(wire, 17)
         elif isinstance(rec, Event):
+            kind, cut_kind = fit_text(rec.kind)
+            message, cut_message = fit_text(rec.message, MESSAGE_LIMIT)
+            detail, cut_detail = fit_map(rec.detail, DETAIL_LIMIT)
+            if cut_kind or cut_message or cut_detail:
+                self._event_cut(kind, cut_kind, cut_message, cut_detail)
             wire = [
                 Kind.EVENT.value,
                 seq,
                 t,
-                self._sid(rec.kind),
-                rec.message,
+                self._sid(kind),
+                message,
                 rec.run,
                 rec.severity,
-                rec.detail,
+                detail,
             ]
         elif isinstance(rec, Keyframe):
             raise ValueError("keyframes are written by the encoder itself, not appended")

@@ -1,17 +1,19 @@
-"""Bounds that make every run start fit in one frame, whatever the user put in it.
+"""Bounds that make every run start and every event fit in one frame, whatever is in them.
 
 A run start is restated in every keyframe for as long as the run is active, so its size is
 the format's business, not the producer's: the encoder bounds it here before it registers the
-run. Within a bound a field is kept byte for byte; a field past its bound is cut, and says so:
+run. An event (a log line, a traceback, a detector's detail) is bounded the same way. Within
+a bound a field is kept byte for byte; a field past its bound is cut, and says so:
 
-* a map (``config``, ``device``) keeps, in order, every top-level item that still fits, and
-  gains the item ``TRUNCATED_KEY`` = ``{"bytes": N, "keys": K, "kept": k}``: its encoded size
-  and number of items before the cut, and how many were kept;
-* a string (``name``, ``host``) is cut at a character boundary and ends with ``TRUNCATED_TEXT``;
+* a map (``config``, ``device``, an event's ``detail``) keeps, in order, every top-level item
+  that still fits, and gains the item ``TRUNCATED_KEY`` = ``{"bytes": N, "keys": K, "kept":
+  k}``: its encoded size and number of items before the cut, and how many were kept;
+* a string (``name``, ``host``, an event's ``kind`` and ``message``) is cut at a character
+  boundary and ends with ``TRUNCATED_TEXT``;
 * ``tags`` keeps the first tags that fit within ``TAGS_LIMIT`` bytes together.
 
-The bounds add up to less than a frame's payload, so a run start always fits one frame, and a
-keyframe (split into parts that each fit a frame) can restate any number of runs.
+The bounds add up to less than a frame's payload, so a run start or an event always fits one
+frame, and a keyframe (split into parts that each fit a frame) can restate any number of runs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = [
     "TEXT_LIMIT",
     "TAGS_LIMIT",
     "RUN_ID_LIMIT",
+    "MESSAGE_LIMIT",
+    "DETAIL_LIMIT",
     "TRUNCATED_KEY",
     "TRUNCATED_TEXT",
     "fit_map",
@@ -44,6 +48,10 @@ TAGS_LIMIT = 4 * 1024
 """UTF-8 bytes of a run's tags together."""
 RUN_ID_LIMIT = 256
 """Characters of a run id: an identity is never cut, a longer one is refused."""
+MESSAGE_LIMIT = 16 * 1024
+"""UTF-8 bytes of an event's message (a traceback of some hundred frames)."""
+DETAIL_LIMIT = 40 * 1024
+"""Encoded bytes of an event's detail."""
 TRUNCATED_KEY = "edgescope.truncated"
 """The item a cut map gains: ``{"bytes": encoded size before, "keys": items before, "kept": n}``."""
 TRUNCATED_TEXT = "…[truncated]"

@@ -13,15 +13,15 @@ from __future__ import annotations
 import struct
 import typing
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
 
 from ._codec import FRAME_RESERVE, INDEX_POINTER, Decoder, Encoder, Wire, too_large
 from ._codec import MAX_PAYLOAD as MAX_PAYLOAD  # its home is the codec; re-exported here
-from .errors import DecodeError, NotATraceError, UnsupportedVersionError
-from .records import Keyframe, Kind, Record, RunStart
+from .errors import DecodeError, NotATraceError, RecordTooLargeError, UnsupportedVersionError
+from .records import Keyframe, Kind, Record, RunStart, StackSamples
 
 MAGIC = b"\x89EDGSCP\n"
 """First 8 bytes of every trace. The high byte and the newline catch text-mode mangling."""
@@ -153,6 +153,7 @@ class StreamEncoder:
         if self._keyframe_due():
             self._start_keyframe(rec.t_us)
         run_before = self.encoder.runs.get(rec.run) if isinstance(rec, RunStart) else None
+        seq_before = self.encoder.next_seq
         try:
             wires = self.encoder.encode(rec)
             parts = [self._pack(w) for w in wires]
@@ -162,8 +163,17 @@ class StreamEncoder:
                     self._add_packed(p, w)
             else:
                 self._add_packed_group(parts, size, wires[0])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as e:
             self._failed = True
+            split = isinstance(rec, StackSamples) and len(rec.samples) > 1
+            if split and isinstance(e, RecordTooLargeError):
+                # Too many new frames for one frame: the samples go in two records (the first
+                # after a keyframe, which restarts the tables), numbered on, with no gap.
+                assert isinstance(rec, StackSamples)
+                self.encoder.next_seq = seq_before
+                half = len(rec.samples) // 2
+                self.add(replace(rec, samples=rec.samples[:half]))
+                return self.add(replace(rec, samples=rec.samples[half:]))
             if isinstance(rec, RunStart):
                 # The run was registered for restating at keyframes: forget it, or every
                 # later keyframe would fail to encode too.

@@ -173,6 +173,12 @@ def test_the_collector_stays_up_through_a_full_disk_and_serves_it_live(tmp_path:
                 assert time.monotonic() < deadline, c.stderr()
             produce(c.ingest, 40, run_id="while-full")
             time.sleep(0.5)
+            # A client that joins now catches up from the disk, then from memory, then live.
+            late: list[object] = []
+            joined = Client.connect("127.0.0.1", c.port, since=0, idle_timeout=30)
+            late_reader = threading.Thread(target=lambda: late.extend(joined), daemon=True)
+            late_reader.start()
+            time.sleep(0.5)
             (disk / "filler").unlink()  # space returns
             while "again" not in c.stderr():
                 assert time.monotonic() < deadline, c.stderr()
@@ -184,6 +190,8 @@ def test_the_collector_stays_up_through_a_full_disk_and_serves_it_live(tmp_path:
             assert c.stop() == 0
             reader.join(20)
             client.close()
+            late_reader.join(20)
+            joined.close()
         log = c.stderr()
         assert "Traceback" not in log, log
         assert not c.ingest.exists(), "the ingest socket is removed on exit"
@@ -200,6 +208,25 @@ def test_the_collector_stays_up_through_a_full_disk_and_serves_it_live(tmp_path:
     assert [m for m in events if "again" in m]
     values = sum(len(r.values) for r in got if isinstance(r, Metrics) and r.run >= 0)
     assert values == (3 + n) * 40 * 50
+    # The late client: every record from where it started, or a gap that says which are not.
+    covered: set[int] = set()
+    for item in late:
+        if isinstance(item, Gap):
+            covered |= set(range(item.first, item.last + 1))
+        else:
+            assert item.seq not in covered  # type: ignore[attr-defined]
+            covered.add(item.seq)  # type: ignore[attr-defined]
+    assert covered == set(range(min(covered), seqs[-1] + 1))
+    late_runs = {r.run_id: r.run for r in late if isinstance(r, RunStart)}
+    assert "while-full" in late_runs and "after" in late_runs
+    assert (
+        sum(
+            len(r.values)
+            for r in late
+            if isinstance(r, Metrics) and r.run == late_runs["while-full"]
+        )
+        == 40 * 50
+    )
 
 
 EFBIG_SCRIPT = """

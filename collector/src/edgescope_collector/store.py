@@ -623,7 +623,8 @@ class SegmentStore:
         # The disk takes a file again: the memory segments go to disk (where they fit), and
         # the stream goes on in the new file.
         os.close(fd)
-        path.unlink()
+        with contextlib.suppress(OSError):
+            path.unlink()  # the probe; the new segment is made again below, in order
         self._close_segment()
         self._trouble = None
         kept = self._persist_memory()

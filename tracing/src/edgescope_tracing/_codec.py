@@ -362,6 +362,7 @@ class Encoder:
         ]
         if cut:
             self.truncated_runs += 1
+        if cut and _first_warning(rec.run_id):
             detail = ""
             if cut_config:
                 m = config[TRUNCATED_KEY]
@@ -862,6 +863,20 @@ class Decoder:
     def _event(self, w: Wire) -> Event:
         _fields(w, 8)
         return Event(self._s(w[3]), _str(w[4]), _int(w[5]), _int(w[6]), _dict(w[7]), w[2], w[1])
+
+
+_warned: dict[str, None] = {}
+"""Run ids whose run start was said to be cut (the last 1,024): a producer that checks a run
+start with an encoder of its own before it writes one says it once, not twice."""
+
+
+def _first_warning(run_id: str) -> bool:
+    if run_id in _warned:
+        return False
+    _warned[run_id] = None
+    if len(_warned) > 1024:
+        del _warned[next(iter(_warned))]
+    return True
 
 
 def too_large(size: int, limit: int, what: str) -> RecordTooLargeError:

@@ -282,3 +282,50 @@ def test_a_file_size_limit_ends_segments_before_it(tmp_path: Path) -> None:
     (a, b) = out["unstored"][0]
     assert [m for m in out["notices"] if "file size limit" in m and f"{a}-{b}" in m]
     assert sorted(set(out["seqs"]) | set(range(a, b + 1))) == list(range(out["next_seq"]))
+
+
+def test_starting_on_a_full_disk_keeps_a_bounded_memory_and_says_what_it_lost(
+    tmp_path: Path,
+) -> None:
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        (disk / "data").mkdir()
+        fill(disk / "filler")
+        now = [0.0]
+        store = SegmentStore(
+            disk / "data",
+            max_disk=8 << 20,
+            segment_bytes=64 * 1024,
+            memory_bytes=256 * 1024,
+            retry_interval=1.0,
+            clock=lambda: now[0],
+        )
+        store.open()  # no room even for a header: it starts in memory, and says so
+        assert store.disk_full is not None
+        assert store.open_segment.memory is not None
+        step = 0
+        for _ in range(600):  # ~1 MB of metrics: more than the memory holds
+            store.append(batch(0, step))
+            step += 200
+            now[0] += 0.01
+            store.poll()
+            held = sum(s.size for s in store.segments if s.memory is not None)
+            assert held <= 256 * 1024 + 64 * 1024 + 65536  # the bound, and one open segment
+        assert store.unstored, "the oldest memory segments went, and are listed"
+        (disk / "filler").unlink()
+        now[0] += 2
+        store.poll()
+        assert store.disk_full is None
+        notices = store.take_notices()
+        assert [e.severity for e in notices] == [2, 1]
+        assert f"seq {store.unstored[0][0]}-" in notices[1].message
+        store.append(RunEnd(0, exit_code=0))
+        store.close()
+        on_disk: set[int] = set()
+        for path in sorted((disk / "data").glob("seg-*.est")):
+            with TraceReader(path) as r:
+                on_disk |= {rec.seq for rec in r}
+                assert r.damage == [], path
+    unstored = {q for a, b in store.unstored for q in range(a, b + 1)}
+    assert not on_disk & unstored
+    assert on_disk | unstored == set(range(store.next_seq))
+    assert len(on_disk) > 100, "what the memory still held reached the disk"

@@ -245,9 +245,13 @@ class SegmentStore:
             raise StoreError(
                 f"another collector (pid {other}) is using the data directory {self.directory}"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            # The lock holds without it (a full disk): another collector names no pid.
+            log.warning("could not write the pid into %s: %s", path, _reason(e))
 
     # --- appending -----------------------------------------------------------------------
 

@@ -199,7 +199,8 @@ def test_inserted_garbage(
     # The inserted bytes lie somewhere between the latest start and the earliest end that
     # the unchanged prefix and suffix allow (p and q may cross where the insertion repeats
     # its neighbours: an e5 inserted before e5 5c).
-    window = range(min(p, len(damaged) - q - len(garbage)), max(len(damaged) - q, p + len(garbage)))
+    lo = max(0, min(p, len(damaged) - q) - len(garbage))
+    window = range(lo, max(len(damaged) - q, p + len(garbage)))
     assert any(covered(damage, i) for i in window)
     if at_boundary:
         assert damage == [Damage(at, len(garbage), damage[0].reason)]

@@ -11,9 +11,21 @@ stay monotonic across restarts too.
 
 Bounded: a new segment starts every ``segment_bytes`` (or twice the size of its first
 keyframe, where the active runs make that larger, so that a segment is never only the
-keyframe that restates them) or ``segment_age`` seconds; before
-bytes are written that would take the segments together past ``max_disk``, the oldest closed
-ones are deleted, so the bound holds at every moment. The open segment is never deleted.
+keyframe that restates them) or ``segment_age`` seconds; before bytes are written that would
+take the segments together past ``max_disk``, the oldest closed ones are deleted, so the bound
+holds at every moment. The open segment is never deleted.
+
+A full disk (any failed write) never stops the stream. The file is cut back to its last whole
+frame and the oldest closed segments are deleted until the write fits; when none is left, the
+segment is sealed where its stored frames end and the stream goes on in memory segments
+(``Segment.memory``, at most ``memory_bytes``, the oldest dropped first), which the listeners
+and the server's catching-up clients are served from as from files. Every ``retry_interval``
+the store tries a new file; when the disk takes it, the memory segments are written out and the
+stream goes on on disk. What never reached the disk is listed in ``unstored``, is a gap
+between segments for clients, and the store's events (``take_notices``: the disk full, writing
+again with what was lost) say so in the stream. EFBIG, a file size limit, ends segments
+before the limit from then on. At start, one line says when the disk has less room than
+``max_disk``.
 
 A segment left unclosed by a crash is repaired at start: the incomplete bytes after its last
 good frame (what the crash was writing) are cut and the index is appended. Good frames are
@@ -27,7 +39,8 @@ is opened without following symlinks and without blocking, so nothing in the dat
 can make the collector read or write elsewhere, or hang at start.
 
 Every flushed chunk of frames is also handed to the listeners (the stream server) with its
-segment and offset, so that live clients get exactly the bytes that are on disk.
+segment and offset, so that live clients get exactly the bytes that are on disk (or, while
+the disk is full, in memory; and the one chunk whose write failed, which is on neither).
 """
 
 from __future__ import annotations

@@ -347,6 +347,8 @@ class Collector:
                     self._detector_failed(e)
                 for ev in held:
                     self.store.append(ev)
+            for ev in self.store.take_notices():
+                self.store.append(ev)
             self.record(
                 Event(
                     kind="collector",

@@ -398,3 +398,19 @@ def test_sigkill_then_restart_keeps_what_was_written_and_the_sequence(tmp_path: 
             assert r.indexed and [x.seq for x in r] == before
     finally:
         assert again.stop() == 0
+
+
+def test_a_fifo_named_like_a_segment_neither_hangs_the_start_nor_deafens_sigterm(
+    tmp_path: Path,
+) -> None:
+    """Issue #11 item 12: the collector used to block opening it, deaf to SIGTERM."""
+    c = Collector(tmp_path)
+    c.data.mkdir(parents=True)
+    os.mkfifo(c.data / "seg-00000000000000000000.est")
+    c.start()  # within its 20 s: it did not wait for a writer
+    assert "seg-00000000000000000000.est.damaged" in c.stderr()
+    assert "a FIFO" in c.stderr()
+    assert c.stop() == 0
+    assert "Traceback" not in c.stderr()
+    assert not c.ingest.exists()
+    assert (c.data / "seg-00000000000000000000.est.damaged").exists()

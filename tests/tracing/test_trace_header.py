@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -207,3 +208,22 @@ def test_a_pipe_is_refused_with_a_sentence(capsys: pytest.CaptureFixture[str]) -
         f"edgescope: /dev/fd/{r} is not a regular file (a pipe or a device); save the trace "
         "to a file to read it here\n"
     )
+
+
+def test_a_fifo_with_no_writer_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Issue #11 item 12: opening a FIFO blocked until someone wrote to it (a hang)."""
+    fifo = tmp_path / "seg.est"
+    os.mkfifo(fifo)
+    result: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            TraceReader(fifo)
+        except NotATraceError as e:
+            result.append(e)
+
+    t = threading.Thread(target=open_it, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "opening a FIFO blocked"
+    assert len(result) == 1 and "not a regular file" in str(result[0])

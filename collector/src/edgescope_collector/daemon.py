@@ -347,6 +347,8 @@ class Collector:
                     self._detector_failed(e)
                 for ev in held:
                     self.store.append(ev)
+            for ev in self.store.take_notices():
+                self.store.append(ev)
             self.record(
                 Event(
                     kind="collector",
@@ -497,6 +499,8 @@ class Collector:
         while True:
             await asyncio.sleep(POLL_INTERVAL)
             self.store.poll()
+            for ev in self.store.take_notices():  # the disk full, or writing again
+                self.record(ev)
 
 
 def run(cfg: Config, ready: Callable[[Collector], None] | None = None) -> int:

@@ -515,8 +515,9 @@ class StreamServer:
                     if out:
                         await self._send(writer, b"".join(out))
                     continue
-                # Catching up from the segment files.
-                if fd_seg is not seg:
+                # Catching up from the segment files (or from memory, where the store keeps a
+                # segment that the full disk did not take).
+                if fd_seg is not seg and seg.memory is None:
                     if fd >= 0:
                         os.close(fd)
                         fd = -1
@@ -535,7 +536,11 @@ class StreamServer:
                     fd_seg = seg
                 end = seg.data_end
                 if pos < end:
-                    data = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - pos), pos)
+                    n = min(READ_CHUNK, end - pos)
+                    if seg.memory is not None:
+                        data = bytes(seg.memory[pos : pos + n])
+                    else:
+                        data = await asyncio.to_thread(os.pread, fd, n, pos)
                     if not data:
                         raise _Drop(f"segment {seg.path.name} is shorter than recorded")
                     good, skip = frame_span(data)
@@ -555,7 +560,8 @@ class StreamServer:
                     conn.buffered = 0
                     self._live.add(conn)
                     live = True
-                    os.close(fd)
+                    if fd >= 0:
+                        os.close(fd)
                     fd, fd_seg = -1, None
                     continue
                 after, between = store.after(seg)

@@ -9,25 +9,49 @@ file name holds its first sequence number (``seg-00000000000000001234.est``); on
 store reads the newest segment's last sequence number and goes on from there, so the numbers
 stay monotonic across restarts too.
 
-Bounded: a new segment starts every ``segment_bytes`` or ``segment_age`` seconds; before
-bytes are written that would take the segments together past ``max_disk``, the oldest closed
-ones are deleted, so the bound holds at every moment. The open segment is never deleted.
+Bounded: a new segment starts every ``segment_bytes`` (or twice the size of its first
+keyframe, where the active runs make that larger, so that a segment is never only the
+keyframe that restates them) or ``segment_age`` seconds; before bytes are written that would
+take the segments together past ``max_disk``, the oldest closed ones are deleted, so the bound
+holds at every moment. The open segment is never deleted.
+
+A full disk (any failed write) never stops the stream. The file is cut back to its last whole
+frame and the oldest closed segments are deleted until the write fits; when none is left, the
+segment is sealed where its stored frames end and the stream goes on in memory segments
+(``Segment.memory``, at most ``memory_bytes``, the oldest dropped first), which the listeners
+and the server's catching-up clients are served from as from files. Every ``retry_interval``
+the store tries a new file; when the disk takes it, the memory segments are written out and the
+stream goes on on disk. What never reached the disk is listed in ``unstored``, is a gap
+between segments for clients, and the store's events (``take_notices``: the disk full, writing
+again with what was lost) say so in the stream. EFBIG, a file size limit, ends segments
+before the limit from then on. At start, one line says when the disk has less room than
+``max_disk``.
 
 A segment left unclosed by a crash is repaired at start: the incomplete bytes after its last
 good frame (what the crash was writing) are cut and the index is appended. Good frames are
 never dropped.
 
+An existing file is never truncated or overwritten: segments are created with ``O_EXCL |
+O_NOFOLLOW``, and a file named like a segment that is not one the store can use (unreadable,
+not a regular file: a symlink, a FIFO, a directory; numbers past ``MAX_SEQ``) is moved aside
+as ``NAME.damaged`` (``.damaged.1``, ... if taken), named in a log line, and kept. Every file
+is opened without following symlinks and without blocking, so nothing in the data directory
+can make the collector read or write elsewhere, or hang at start.
+
 Every flushed chunk of frames is also handed to the listeners (the stream server) with its
-segment and offset, so that live clients get exactly the bytes that are on disk.
+segment and offset, so that live clients get exactly the bytes that are on disk (or, while
+the disk is full, in memory; and the one chunk whose write failed, which is on neither).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import re
+import stat
 import time
 import zlib
 from collections.abc import Callable
@@ -36,7 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
-from edgescope_tracing import IndexEntry, Record, StreamDecoder, StreamEncoder, TraceReader
+from edgescope_tracing import Event, IndexEntry, Record, StreamDecoder, StreamEncoder
+from edgescope_tracing._codec import Encoder
 from edgescope_tracing._frames import (
     FRAME_HEAD,
     FRAME_HEAD_SIZE,
@@ -45,8 +70,11 @@ from edgescope_tracing._frames import (
     POINTER_FRAME_SIZE,
     SYNC,
     decode_index,
+    header_bytes,
+    parse_header,
 )
 from edgescope_tracing.errors import DecodeError, TraceError
+from edgescope_tracing.reader import keyframe_entry
 
 __all__ = ["Segment", "SegmentStore", "StoreError", "segment_name", "frame_span"]
 
@@ -54,6 +82,17 @@ log = logging.getLogger("edgescope.collector.store")
 
 SEGMENT_RE = re.compile(r"^seg-(\d{20})\.est$")
 LOCK_NAME = "collector.lock"
+DAMAGED_SUFFIX = ".damaged"
+MAX_SEQ = (1 << 63) - 1
+"""Sequence numbers of a usable segment stay below this: a name or an index past it (which
+20 digits allow) would leave no room to go on, and the encoder would refuse every record."""
+_OPEN = getattr(os, "O_CLOEXEC", 0) | os.O_NOFOLLOW | os.O_NONBLOCK
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
+"""Write errors that dropping old segments can cure (EFBIG, a file size limit, needs a new file)."""
+
+
+class _Unusable(Exception):
+    """A file named like a segment that the store cannot use; the message says why."""
 
 
 class StoreError(Exception):
@@ -77,6 +116,9 @@ class Segment:
     index: list[IndexEntry] = field(default_factory=list)
     closed: bool = False
     created: float = 0.0
+    memory: bytearray | None = None
+    """The segment's bytes, where it is kept in memory because the disk could not take it
+    (``path`` is then where it goes once the disk does); None for a segment on disk."""
 
 
 Listener = Callable[[Segment, int, bytes], None]
@@ -94,6 +136,8 @@ class SegmentStore:
         segment_age: float = 600.0,
         keyframe_bytes: int = 256 * 1024,
         flush_interval: float = 0.25,
+        memory_bytes: int = 8 * 1024 * 1024,
+        retry_interval: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
@@ -102,16 +146,28 @@ class SegmentStore:
         self.segment_age = segment_age
         self.keyframe_bytes = min(keyframe_bytes, max(64 * 1024, self.segment_bytes // 2))
         self.flush_interval = flush_interval
+        self.memory_bytes = memory_bytes
+        """While the disk cannot take the stream: the most bytes of it kept in memory."""
+        self.retry_interval = retry_interval
+        """While the disk cannot take the stream: seconds between tries to write it again."""
         self.clock = clock
         self.segments: list[Segment] = []
         self.listeners: list[Listener] = []
         self.dropped_segments = 0
+        self.unstored: list[tuple[int, int]] = []
+        """Sequence ranges that never reached the disk (it was full), oldest first."""
+        self.notices: list[Event] = []
+        """Events about the store itself (the disk full, writing again), for the collector to
+        put in the stream: :meth:`take_notices`."""
         self._stream: StreamEncoder | None = None
         self._fd = -1
         self._pending_since: float | None = None
         self._closed = False
         self._lock_fd = -1
         self._fsyncer: ThreadPoolExecutor | None = None
+        self._trouble: str | None = None
+        """Why the disk cannot take the stream now; None while it can."""
+        self._retry_at = 0.0
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -130,11 +186,12 @@ class SegmentStore:
                 continue
             self.segments.append(seg)
             next_seq = max(next_seq, seg.next_seq)
-        first = StreamEncoder(keyframe_bytes=self.keyframe_bytes)
-        first.encoder.next_seq = next_seq
+        encoder = Encoder()
+        encoder.next_seq = next_seq
         if self.segments:
-            first.encoder.keyframes = len(self.segments[-1].index) + 1
-        self._start_segment(first)
+            encoder.keyframes = len(self.segments[-1].index) + 1
+        self._check_space()
+        self._start_segment(encoder, first=True)
         self._enforce_limit()
 
     def close(self) -> None:
@@ -145,6 +202,17 @@ class SegmentStore:
         try:
             self.flush()
             self._close_segment(last=True)
+            if self._trouble is not None:
+                self._persist_memory()  # a last try; what does not fit is said
+                lost = [s for s in self.segments if s.memory is not None]
+                for s in lost:
+                    self._unstore(s)
+                if lost:
+                    log.warning(
+                        "stopped with the disk still full: seq %d-%d were never stored",
+                        lost[0].first_seq,
+                        lost[-1].next_seq - 1,
+                    )
         finally:
             if self._fsyncer is not None:
                 self._fsyncer.shutdown(wait=True)
@@ -153,11 +221,35 @@ class SegmentStore:
                 os.close(self._lock_fd)  # releases the lock
                 self._lock_fd = -1
 
+    def _check_space(self) -> None:
+        """Say (one line) when the disk has less room than ``max_disk`` allows the ring."""
+        try:
+            st = os.statvfs(self.directory)
+        except OSError as e:
+            log.warning("cannot tell the free space in %s: %s", self.directory, _reason(e))
+            return
+        room = st.f_bavail * st.f_frsize + self.disk_bytes
+        if room < self.max_disk:
+            log.warning(
+                "--max-disk is %s but %s has room for %s (free space and the segments there): "
+                "when the disk fills, the oldest segments are dropped sooner",
+                _size(self.max_disk),
+                self.directory,
+                _size(room),
+            )
+
     def _lock(self) -> None:
         """One collector per data directory: two writing one ring would corrupt it."""
-        fd = os.open(
-            self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640
-        )
+        path = self.directory / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN, 0o640)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise StoreError(f"{path} is a symlink; the collector will not follow it") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreError(f"{path} is not a regular file; remove it to start the collector")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -166,9 +258,13 @@ class SegmentStore:
             raise StoreError(
                 f"another collector (pid {other}) is using the data directory {self.directory}"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            # The lock holds without it (a full disk): another collector names no pid.
+            log.warning("could not write the pid into %s: %s", path, _reason(e))
 
     # --- appending -----------------------------------------------------------------------
 
@@ -178,6 +274,11 @@ class SegmentStore:
         return self._stream is not None and not self._closed
 
     @property
+    def disk_full(self) -> str | None:
+        """Why the disk cannot take the stream now (it is kept in memory); None while it can."""
+        return self._trouble
+
+    @property
     def next_seq(self) -> int:
         """The sequence number the next record gets."""
         assert self._stream is not None
@@ -185,7 +286,7 @@ class SegmentStore:
 
     @property
     def first_seq(self) -> int:
-        """The oldest sequence number still on disk."""
+        """The oldest sequence number still retained (on disk, or in memory)."""
         return self.segments[0].first_seq if self.segments else self.next_seq
 
     @property
@@ -194,7 +295,12 @@ class SegmentStore:
 
     @property
     def disk_bytes(self) -> int:
-        return sum(s.size for s in self.segments)
+        return sum(s.size for s in self.segments if s.memory is None)
+
+    def take_notices(self) -> list[Event]:
+        """The store's events since the last call (the collector records them)."""
+        out, self.notices = self.notices, []
+        return out
 
     def append(self, rec: Record) -> int:
         """Encode a record into the open frame; returns its sequence number."""
@@ -206,20 +312,23 @@ class SegmentStore:
             self._pending_since = self.clock()
         if (
             stream.pending >= MAX_PAYLOAD // 2
-            or self.open_segment.data_end + stream.pending >= self.segment_bytes
+            or self.open_segment.data_end + stream.pending >= self._segment_limit()
         ):
             self.flush()  # a full frame, or a full segment: written (and rotated) now
         return seq
 
     def poll(self) -> None:
-        """Flush if the open frame has waited ``flush_interval``; rotate by age. Call it often."""
+        """Flush if the open frame has waited ``flush_interval``; rotate by age; while the disk
+        is full, try it again every ``retry_interval``. Call it often."""
         now = self.clock()
+        if self._stream is None or self._closed:
+            return
+        if self._trouble is not None and now >= self._retry_at:
+            self._retry_disk()
         if self._pending_since is not None and now - self._pending_since >= self.flush_interval:
             self.flush()
         elif (
-            self._stream is not None
-            and not self._closed
-            and now - self.open_segment.created >= self.segment_age
+            now - self.open_segment.created >= self.segment_age
             and self.open_segment.data_end > HEADER_SIZE
         ):
             self._rotate()
@@ -231,12 +340,22 @@ class SegmentStore:
         self._write_pending()
         seg = self.open_segment
         if not self._closed and (
-            seg.data_end >= self.segment_bytes
+            seg.data_end >= self._segment_limit()
             or (self.clock() - seg.created >= self.segment_age and seg.data_end > HEADER_SIZE)
         ):
             self._rotate()
         if self.disk_bytes > self.max_disk:
             self._enforce_limit()
+
+    def _segment_limit(self) -> int:
+        """Bytes after which the open segment is full: ``segment_bytes`` (in memory, half of
+        ``memory_bytes`` at most), or twice its keyframe where the active runs make that larger
+        (a segment is never just keyframes)."""
+        stream = self._stream
+        limit = self.segment_bytes
+        if self.segments and self.open_segment.memory is not None:
+            limit = min(limit, self.memory_bytes // 2)
+        return max(limit, 2 * stream.keyframe_size if stream is not None else 0)
 
     def _write_pending(self) -> None:
         stream = self._stream
@@ -247,13 +366,43 @@ class SegmentStore:
         data = stream.take()
         if not data:
             return
-        self._make_room(len(data))
-        _write_all(self._fd, data)
-        seg.data_end = seg.size = stream.offset
-        seg.next_seq = stream.encoder.next_seq
-        seg.index = list(stream.index)
+        if seg.memory is not None:
+            seg.memory += data
+            stored = True
+        else:
+            stored = self._write_disk(seg, data)
+        if stored:
+            seg.data_end = seg.size = stream.offset
+            seg.next_seq = stream.encoder.next_seq
+            seg.index = list(stream.index)
         for listener in list(self.listeners):
-            listener(seg, offset, data)
+            listener(seg, offset, data)  # live clients get it, stored or not
+        if not stored:
+            # These records (seg.next_seq on) are not on disk: the segment ends where its
+            # frames on disk do, and the stream goes on in a new segment (in memory if need be).
+            self._unstored_range(seg.next_seq, stream.encoder.next_seq - 1)
+            self._seal(seg)
+            self._start_segment(stream.encoder)
+
+    def _write_disk(self, seg: Segment, data: bytes) -> bool:
+        """Write to the open segment's file; False (the disk full, said) where it cannot."""
+        while True:
+            self._make_room(len(data))
+            try:
+                _write_all(self._fd, data)
+                return True
+            except OSError as e:
+                # A short write leaves part of a frame: cut back to the frames before it.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, seg.data_end)
+                    os.lseek(self._fd, seg.data_end, os.SEEK_SET)
+                if e.errno in _NO_ROOM and self._drop_oldest("the disk is full"):
+                    continue  # room made: try again
+                if e.errno == errno.EFBIG and seg.data_end > HEADER_SIZE:
+                    self._file_size_limit(seg, e)  # a new file takes the stream
+                else:
+                    self._disk_trouble(e)
+                return False
 
     # --- reading support -----------------------------------------------------------------
 
@@ -278,7 +427,8 @@ class SegmentStore:
         return seg, _last_keyframe(seg, since), None
 
     def after(self, seg: Segment) -> tuple[Segment | None, tuple[int, int] | None]:
-        """The segment that follows ``seg`` and the gap between them (deleted segments)."""
+        """The segment that follows ``seg`` and the gap between them (deleted segments, or
+        records the full disk did not take)."""
         for s in self.segments:
             if s.first_seq > seg.first_seq and s is not seg:
                 gap = (seg.next_seq, s.first_seq - 1) if s.first_seq > seg.next_seq else None
@@ -290,39 +440,97 @@ class SegmentStore:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _start_segment(self, stream: StreamEncoder) -> None:
-        first_seq = stream.encoder.next_seq
+    def _start_segment(self, encoder: Encoder, *, first: bool = False) -> None:
+        """A new open segment for the stream: a file, or memory while the disk cannot take it."""
+        stream = StreamEncoder(keyframe_bytes=self.keyframe_bytes, header=False)
+        # The one encoder of the collector's stream: sequence numbers and the active runs go on;
+        # the new segment's first keyframe restates the runs and restarts the tables.
+        stream.encoder = encoder
+        stream.offset = HEADER_SIZE
+        first_seq = encoder.next_seq
         path = self.directory / segment_name(first_seq)
-        try:
-            fd = os.open(
-                path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o640
-            )
-        except OSError as e:
-            raise StoreError(f"cannot write a segment in {self.directory}: {_reason(e)}") from e
-        header = stream.take()
-        self._make_room(len(header))
-        _write_all(fd, header)
+        if self.segments and self.segments[-1].first_seq == first_seq:
+            # The last segment holds no record (it starts where the new one does): nothing in
+            # it to keep, and the new one takes its name.
+            empty = self.segments.pop()
+            if empty.memory is None:
+                with contextlib.suppress(FileNotFoundError):
+                    empty.path.unlink()
+        seg = Segment(path, first_seq, first_seq, HEADER_SIZE, HEADER_SIZE, created=self.clock())
+        fd = -1
+        if self._trouble is None:
+            try:
+                fd = self._new_file(path)
+            except OSError as e:
+                if first and e.errno not in _NO_ROOM:
+                    raise StoreError(
+                        f"cannot write a segment in {self.directory}: {_reason(e)}"
+                    ) from e
+                self._disk_trouble(e)
+        if fd < 0:
+            seg.memory = bytearray(header_bytes())
         self._fd = fd
         self._stream = stream
-        if self.segments and self.segments[-1].path == path:
-            self.segments.pop()  # an empty segment of the same first seq, rewritten
-        self.segments.append(
-            Segment(path, first_seq, first_seq, len(header), len(header), created=self.clock())
-        )
+        self.segments.append(seg)
+
+    def _new_file(self, path: Path) -> int:
+        """A new segment file with its header written; OSError (and no file) where it fails."""
+        self._make_room(HEADER_SIZE)
+        fd = self._create(path)
+        try:
+            _write_all(fd, header_bytes())
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        return fd
+
+    def _create(self, path: Path) -> int:
+        """A new segment file: never an existing one (that is moved aside and kept)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN
+        try:
+            return os.open(path, flags, 0o640)
+        except FileExistsError:
+            self._move_aside(path, "it was in the way of a new segment")
+            return os.open(path, flags, 0o640)
+
+    def _move_aside(self, path: Path, why: str) -> None:
+        """Rename a file the store cannot use to ``NAME.damaged`` (kept, never deleted)."""
+        target = path.with_name(path.name + DAMAGED_SUFFIX)
+        n = 0
+        while os.path.lexists(target):
+            n += 1
+            target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}.{n}")
+        os.rename(path, target)  # a symlink is renamed itself, never its target
+        log.warning("moved %s aside as %s (%s); it is kept", path, target.name, why)
 
     def _close_segment(self, *, last: bool = False) -> None:
         stream = self._stream
-        if stream is None or self._fd < 0:
+        if stream is None:
             return
         seg = self.open_segment
+        if seg.memory is not None:
+            seg.memory += stream.index_bytes()
+            seg.size = len(seg.memory)
+            seg.index = list(stream.index)
+            seg.closed = True
+            return
+        if self._fd < 0:
+            return
         fd, self._fd = self._fd, -1
         try:
             tail = stream.index_bytes()
             self._make_room(len(tail))
             _write_all(fd, tail)
-        except BaseException:
-            os.close(fd)
-            raise
+        except OSError as e:
+            # No room for the index: the frames are whole; readers rebuild the index by a scan.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, seg.data_end)
+            log.warning("could not write the index of %s: %s", seg.path.name, _reason(e))
+            seg.size = seg.data_end
+        else:
+            seg.size = stream.offset
         if last:
             _fsync_close(fd)
         else:
@@ -331,20 +539,209 @@ class SegmentStore:
             if self._fsyncer is None:
                 self._fsyncer = ThreadPoolExecutor(1, thread_name_prefix="edgescope-fsync")
             self._fsyncer.submit(_fsync_close, fd)
-        seg.size = stream.offset
         seg.index = list(stream.index)
+        seg.closed = True
+
+    def _seal(self, seg: Segment) -> None:
+        """Close the open segment where its stored frames end (the rest never reached it)."""
+        fd, self._fd = self._fd, -1
+        seg.index = [e for e in seg.index if e.offset < seg.data_end]
+        tail = StreamEncoder(header=False)
+        tail.offset = seg.data_end
+        tail.index = seg.index
+        tail.encoder.next_seq = seg.next_seq
+        closing = tail.index_bytes()
+        try:
+            _pwrite_all(fd, closing, seg.data_end)
+            seg.size = seg.data_end + len(closing)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, seg.data_end)
+            seg.size = seg.data_end  # no index: readers rebuild it by a scan
+        os.close(fd)
         seg.closed = True
 
     def _rotate(self) -> None:
         old = self._stream
         assert old is not None
         self._write_pending()
+        if self._stream is not old:
+            return  # the write failed and the stream already went on in a new segment
         self._close_segment()
-        new = StreamEncoder(keyframe_bytes=self.keyframe_bytes)
-        # The one encoder of the collector's stream: sequence numbers and the active runs go on;
-        # the new segment's first keyframe restates the runs and restarts the tables.
-        new.encoder = old.encoder
-        self._start_segment(new)
+        self._start_segment(old.encoder)
+        self._bound_memory()
+
+    # --- a full disk ---------------------------------------------------------------------
+
+    def _disk_trouble(self, e: OSError) -> None:
+        """The disk cannot take the stream: say so once, keep it in memory, retry later."""
+        self._retry_at = self.clock() + self.retry_interval
+        if self._trouble is not None:
+            return
+        why = _reason(e)
+        self._trouble = why
+        first = self._stream.encoder.next_seq if self._stream is not None else 0
+        message = (
+            f"cannot write to {self.directory} ({why}): the stream is kept in memory (up to "
+            f"{_size(self.memory_bytes)}) and served live until the disk takes it again"
+        )
+        log.error("%s", message)
+        self.notices.append(
+            Event(
+                kind="collector",
+                message=message,
+                severity=2,
+                detail={
+                    "error": why,
+                    "errno": e.errno,
+                    "seq": first,
+                    "disk_bytes": self.disk_bytes,
+                },
+                t_us=time.time_ns() // 1000,
+            )
+        )
+
+    def _file_size_limit(self, seg: Segment, e: OSError) -> None:
+        """A file size limit (RLIMIT_FSIZE): from now on segments end before it."""
+        assert self._stream is not None
+        # A flush writes up to two frames past the point where the segment is full: margin.
+        limit = max(seg.data_end // 2, seg.data_end - 2 * MAX_PAYLOAD)
+        self.segment_bytes = min(self.segment_bytes, limit)
+        first, last = seg.next_seq, self._stream.encoder.next_seq - 1
+        message = (
+            f"{seg.path.name} reached the file size limit at {seg.data_end} bytes "
+            f"({_reason(e)}): seq {first}-{last} could not be stored (a gap); segments end "
+            f"near {self.segment_bytes} bytes from now on"
+        )
+        log.error("%s", message)
+        self.notices.append(
+            Event(
+                kind="collector",
+                message=message,
+                severity=2,
+                detail={"error": _reason(e), "unstored": [first, last], "limit": seg.data_end},
+                t_us=time.time_ns() // 1000,
+            )
+        )
+
+    def _retry_disk(self) -> None:
+        """While the disk is full: when a new segment file can be written, go back to it."""
+        stream = self._stream
+        assert stream is not None
+        self._write_pending()  # into memory
+        if self.open_segment.memory is None:
+            return
+        path = self.directory / segment_name(stream.encoder.next_seq)
+        try:
+            fd = self._new_file(path)
+        except OSError:
+            self._retry_at = self.clock() + self.retry_interval
+            return
+        # The disk takes a file again: the memory segments go to disk (where they fit), and
+        # the stream goes on in the new file.
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()  # the probe; the new segment is made again below, in order
+        self._close_segment()
+        self._trouble = None
+        kept = self._persist_memory()
+        lost = [s for s in self.segments if s.memory is not None]
+        for s in lost:
+            self._unstore(s)
+        self._start_segment(stream.encoder)
+        if self._trouble is not None:
+            return  # it filled again at once
+        gaps = [f"{a}-{b}" for a, b in self.unstored]
+        message = f"writing to {self.directory} again: " + (
+            f"seq {', '.join(gaps[-5:])} could not be stored (a gap)" if gaps else "nothing lost"
+        )
+        if kept:
+            message += f"; {kept} segment(s) kept in memory meanwhile are on disk"
+        log.warning("%s", message)
+        self.notices.append(
+            Event(
+                kind="collector",
+                message=message,
+                severity=1,
+                detail={"unstored": [list(g) for g in self.unstored[-20:]], "kept_segments": kept},
+                t_us=time.time_ns() // 1000,
+            )
+        )
+
+    def _persist_memory(self) -> int:
+        """Write the closed memory segments to disk, oldest first; how many went."""
+        done = 0
+        for seg in [s for s in self.segments if s.memory is not None and s.closed]:
+            memory = seg.memory
+            assert memory is not None
+            try:
+                fd = self._create_for(seg.path, len(memory))
+                try:
+                    _write_all(fd, bytes(memory))
+                except OSError:
+                    os.close(fd)
+                    seg.path.unlink()
+                    raise
+            except OSError as e:
+                log.warning("could not write %s from memory: %s", seg.path.name, _reason(e))
+                return done
+            _fsync_close(fd)
+            seg.memory = None
+            done += 1
+        return done
+
+    def _create_for(self, path: Path, n: int) -> int:
+        self._make_room(n)
+        return self._create(path)
+
+    def _bound_memory(self) -> None:
+        """Keep the memory segments within ``memory_bytes``: the oldest closed ones go."""
+        while True:
+            held = [s for s in self.segments if s.memory is not None]
+            if sum(s.size for s in held) <= self.memory_bytes or len(held) < 2:
+                return
+            self._unstore(held[0])
+
+    def _unstore(self, seg: Segment) -> None:
+        """A closed memory segment that will not reach the disk: its records are a gap."""
+        self.segments.remove(seg)
+        self._unstored_range(seg.first_seq, seg.next_seq - 1)
+        log.warning(
+            "dropped seq %d-%d kept in memory: the disk did not take them",
+            seg.first_seq,
+            seg.next_seq - 1,
+        )
+
+    def _unstored_range(self, first: int, last: int) -> None:
+        if last < first:
+            return
+        if self.unstored and self.unstored[-1][1] + 1 >= first:
+            self.unstored[-1] = (self.unstored[-1][0], max(last, self.unstored[-1][1]))
+        else:
+            self.unstored.append((first, last))
+        del self.unstored[:-100]
+
+    def _drop_oldest(self, why: str) -> bool:
+        """Delete the oldest closed segment on disk; False if there is none."""
+        for seg in self.segments:
+            if seg.memory is None and seg.closed and seg is not self.open_segment:
+                self.segments.remove(seg)
+                try:
+                    seg.path.unlink()
+                except FileNotFoundError:
+                    pass  # gone already
+                except OSError as e:
+                    log.warning("could not delete %s: %s", seg.path.name, _reason(e))
+                self.dropped_segments += 1
+                log.info(
+                    "dropped segment %s (seq %d-%d): %s",
+                    seg.path.name,
+                    seg.first_seq,
+                    seg.next_seq - 1,
+                    why,
+                )
+                return True
+        return False
 
     def _make_room(self, n: int) -> None:
         """Drop the oldest closed segments so that ``n`` more bytes stay within the bound."""
@@ -352,64 +749,91 @@ class SegmentStore:
             self._enforce_limit(n)
 
     def _enforce_limit(self, reserve: int = 0) -> None:
-        while len(self.segments) > 1 and self.disk_bytes + reserve > self.max_disk:
-            seg = self.segments.pop(0)
-            with contextlib.suppress(FileNotFoundError):
-                seg.path.unlink()
-            self.dropped_segments += 1
-            log.info(
-                "dropped segment %s (seq %d-%d) to stay within %d bytes",
-                seg.path.name,
-                seg.first_seq,
-                seg.next_seq - 1,
-                self.max_disk,
-            )
+        while self.disk_bytes + reserve > self.max_disk:
+            if not self._drop_oldest(f"to stay within {self.max_disk} bytes"):
+                return
 
     def _load(self, path: Path) -> Segment | None:
-        """A segment from an earlier life of the collector, repaired if it was left open."""
+        """A segment from an earlier life of the collector, repaired if it was left open.
+
+        One the store cannot use is moved aside (and kept): None.
+        """
+        try:
+            return self._read_segment(path)
+        except _Unusable as e:
+            why = str(e)
+        except TraceError as e:
+            why = str(e).replace(str(path), "it")
+        except OSError as e:
+            why = _reason(e)
+        try:
+            self._move_aside(path, why)
+        except OSError as e:
+            log.warning("ignoring %s (%s); could not move it aside: %s", path, why, _reason(e))
+        return None
+
+    def _read_segment(self, path: Path) -> Segment:
         m = SEGMENT_RE.match(path.name)
         assert m is not None
         first_seq = int(m.group(1))
+        if first_seq > MAX_SEQ:
+            raise _Unusable(f"its first sequence number is past {MAX_SEQ}")
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise _Unusable(f"it is {_file_kind(mode)}, not a segment")
         try:
-            closed = _read_closed(path)
+            fd = os.open(path, os.O_RDWR | _OPEN)
+        except PermissionError:
+            fd = os.open(path, os.O_RDONLY | _OPEN)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the lstat
+                raise _Unusable("it is not a regular file")
+            parse_header(os.pread(fd, HEADER_SIZE, 0), str(path))
+            closed = _read_closed(fd, path)
             if closed is not None:
                 data_end, next_seq, index = closed
-                size = path.stat().st_size
+                if next_seq > MAX_SEQ:
+                    raise _Unusable(f"its index goes past sequence number {MAX_SEQ}")
+                size = os.fstat(fd).st_size
                 return Segment(
                     path, first_seq, max(next_seq, first_seq), data_end, size, index, True
                 )
-            return self._repair(path, first_seq)
-        except TraceError as e:
-            log.warning("ignoring %s: %s", path, e)
-            return None
-        except OSError as e:
-            log.warning("ignoring %s: %s", path, _reason(e))
-            return None
+            return self._repair(fd, path, first_seq)
+        finally:
+            os.close(fd)
 
-    def _repair(self, path: Path, first_seq: int) -> Segment:
-        with TraceReader(path) as reader:
-            index = reader.index()
-        data_end = _last_good_frame_end(path)
+    def _repair(self, fd: int, path: Path, first_seq: int) -> Segment:
+        data = _read_all(fd)
+        data_end = _last_good_frame_end(data)
+        index = _scan_index(data, data_end)
         next_seq = first_seq
-        start = index[-1].offset if index and index[-1].offset < data_end else HEADER_SIZE
+        start = index[-1].offset if index else HEADER_SIZE
         dec = StreamDecoder(header=False, name=str(path), offset=start)
-        with open(path, "rb") as f:
-            f.seek(start)
-            for rec in dec.feed(f.read(data_end - start)):
-                next_seq = max(next_seq, rec.seq + 1)
-        index = [e for e in index if e.offset < data_end]
+        for rec in dec.feed(data[start:data_end]) + dec.close():
+            next_seq = max(next_seq, rec.seq + 1)
+        if next_seq > MAX_SEQ:
+            raise _Unusable(f"its records go past sequence number {MAX_SEQ}")
         tail = StreamEncoder(header=False)
         tail.offset = data_end
         tail.index = index
         tail.encoder.next_seq = next_seq
-        with open(path, "r+b") as f:
-            f.truncate(data_end)
-            f.seek(data_end)
-            f.write(tail.index_bytes())
-            f.flush()
-            os.fsync(f.fileno())
+        closing = tail.index_bytes()
+        try:
+            os.ftruncate(fd, data_end)
+            _pwrite_all(fd, closing, data_end)
+            os.fsync(fd)
+        except OSError as e:
+            # Read-only, or no room for the index: the frames are good as they are (a reader
+            # rebuilds the index by a scan).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, data_end)
+            log.warning(
+                "could not close %s left open by an earlier collector: %s", path, _reason(e)
+            )
+            size = os.fstat(fd).st_size
+            return Segment(path, first_seq, next_seq, data_end, size, index, True)
         log.info("repaired %s, left open by an earlier collector (seq up to %d)", path, next_seq)
-        return Segment(path, first_seq, next_seq, data_end, path.stat().st_size, index, True)
+        return Segment(path, first_seq, next_seq, data_end, data_end + len(closing), index, True)
 
 
 def frame_span(data: bytes | memoryview, start: int = 0) -> tuple[int, int]:
@@ -448,29 +872,28 @@ def _last_keyframe(seg: Segment, since: int | None) -> int:
     return best
 
 
-def _read_closed(path: Path) -> tuple[int, int, list[IndexEntry]] | None:
+def _read_closed(fd: int, path: Path) -> tuple[int, int, list[IndexEntry]] | None:
     """``(data_end, next_seq, index)`` of a cleanly closed segment, else None."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < HEADER_SIZE + POINTER_FRAME_SIZE:
-            return None
-        f.seek(size - POINTER_FRAME_SIZE)
-        tail = f.read(POINTER_FRAME_SIZE)
-        _, length, crc = FRAME_HEAD.unpack_from(tail)
-        payload = tail[FRAME_HEAD_SIZE:]
-        if tail[:2] != SYNC or zlib.crc32(payload) != crc or payload[:4] != b"\x91\x92\x0c\xcf":
-            return None
-        index_offset = int.from_bytes(payload[4:12], "big")
-        if not HEADER_SIZE <= index_offset < size - POINTER_FRAME_SIZE:
-            return None
-        f.seek(index_offset)
-        head = f.read(FRAME_HEAD_SIZE)
-        if len(head) < FRAME_HEAD_SIZE:
-            return None
-        sync, length, crc = FRAME_HEAD.unpack(head)
-        body = f.read(length)
-        if sync != SYNC or len(body) != length or zlib.crc32(body) != crc:
-            return None
+    size = os.fstat(fd).st_size
+    if size < HEADER_SIZE + POINTER_FRAME_SIZE:
+        return None
+    tail = os.pread(fd, POINTER_FRAME_SIZE, size - POINTER_FRAME_SIZE)
+    _, length, crc = FRAME_HEAD.unpack_from(tail)
+    payload = tail[FRAME_HEAD_SIZE:]
+    if tail[:2] != SYNC or zlib.crc32(payload) != crc or payload[:4] != b"\x91\x92\x0c\xcf":
+        return None
+    index_offset = int.from_bytes(payload[4:12], "big")
+    if not HEADER_SIZE <= index_offset < size - POINTER_FRAME_SIZE:
+        return None
+    head = os.pread(fd, FRAME_HEAD_SIZE, index_offset)
+    if len(head) < FRAME_HEAD_SIZE:
+        return None
+    sync, length, crc = FRAME_HEAD.unpack(head)
+    if sync != SYNC or length > MAX_PAYLOAD:
+        return None
+    body = os.pread(fd, length, index_offset + FRAME_HEAD_SIZE)
+    if len(body) != length or zlib.crc32(body) != crc:
+        return None
     try:
         items = msgpack.unpackb(body, raw=False)
         index = decode_index(items)
@@ -483,10 +906,21 @@ def _read_closed(path: Path) -> tuple[int, int, list[IndexEntry]] | None:
     return index_offset, next_seq, index
 
 
-def _last_good_frame_end(path: Path) -> int:
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    parts = []
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, min(1 << 20, size - pos), pos)
+        if not chunk:
+            break
+        parts.append(chunk)
+        pos += len(chunk)
+    return b"".join(parts)
+
+
+def _last_good_frame_end(data: bytes) -> int:
     """The end of the last complete, valid frame (damage in between is passed over)."""
-    with open(path, "rb") as f:
-        data = f.read()
     pos = good = HEADER_SIZE
     while True:
         end, skip = frame_span(data, pos)
@@ -495,6 +929,38 @@ def _last_good_frame_end(path: Path) -> int:
         if skip <= end:
             return good
         pos = skip
+
+
+def _scan_index(data: bytes, data_end: int) -> list[IndexEntry]:
+    """The keyframes among the good frames before ``data_end`` (damage passed over)."""
+    out: list[IndexEntry] = []
+    view = memoryview(data)[:data_end]
+    pos = HEADER_SIZE
+    while pos < data_end:
+        end, skip = frame_span(view, pos)
+        while pos < end:
+            length = FRAME_HEAD.unpack_from(data, pos)[1]
+            body = data[pos + FRAME_HEAD_SIZE : pos + FRAME_HEAD_SIZE + length]
+            entry = keyframe_entry(body, pos)
+            if entry is not None:
+                out.append(entry)
+            pos += FRAME_HEAD_SIZE + length
+        if skip <= end:
+            break
+        pos = skip
+    return out
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
 
 
 def _fsync_close(fd: int) -> None:
@@ -506,11 +972,26 @@ def _fsync_close(fd: int) -> None:
         os.close(fd)
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def _reason(e: OSError) -> str:

@@ -7,12 +7,26 @@ Both restart their tables at a keyframe, so decoding can begin at any keyframe.
 
 from __future__ import annotations
 
+import logging
 import sys
 from array import array
 from collections.abc import Callable
 from itertools import accumulate, pairwise
 from typing import Any
 
+import msgpack
+
+from ._fit import (
+    CONFIG_LIMIT,
+    DETAIL_LIMIT,
+    DEVICE_LIMIT,
+    MESSAGE_LIMIT,
+    RUN_ID_LIMIT,
+    TRUNCATED_KEY,
+    fit_map,
+    fit_tags,
+    fit_text,
+)
 from .errors import DecodeError, RecordTooLargeError
 from .records import (
     CoolingDevice,
@@ -35,11 +49,21 @@ from .records import (
 
 Wire = list[Any]
 
+log = logging.getLogger("edgescope.tracing")
+
+MAX_PAYLOAD = 64 * 1024
+"""No frame payload is larger: one damaged spot costs at most this much."""
+FRAME_RESERVE = 8
+"""Payload bytes a frame keeps for its array header (and a margin) beside its records."""
+
 METRIC_CHUNK = 2048
 """Values per metric batch on the wire: keeps the worst case (float64, 8-byte deltas) ~50 KiB."""
 
 INDEX_POINTER = 12
 """Kind tag of the fixed-size last frame of a closed file: ``[12, index_offset]``."""
+KEYFRAME_PART = 13
+"""Kind tag (format 1.2) of the continuation of a keyframe whose runs did not fit one frame:
+``[13, seq, t_us, number, [run_start, ...]]``, with the seq and time of its keyframe."""
 
 _LITTLE = sys.byteorder == "little"
 _INT_CODES = (
@@ -222,6 +246,10 @@ class Encoder:
         self.last_t: int | None = None
         """The highest time of any record encoded so far (None before the first)."""
         self.keyframes = 0
+        self.truncated_runs = 0
+        """Run starts whose config (or another field) was cut to fit the format (logged)."""
+        self.truncated_events = 0
+        """Events whose kind, message or detail was cut to fit the format (logged)."""
         # Interned ids are never reused in a stream, though the tables restart at keyframes: a
         # reader that lost a keyframe to damage then finds a reference undefined (and says so)
         # instead of resolving it to a stale string from the interval before.
@@ -260,20 +288,99 @@ class Encoder:
         self.next_seq = seq + 1
         return seq
 
-    def keyframe(self, t_us: int) -> Wire:
+    def keyframe(self, t_us: int) -> list[Wire]:
         """Restart the tables and restate the active runs: reading may begin here.
 
         The keyframe's time is the highest time of the records before it (``t_us``, the time
         of the record about to follow, for the first): no record before a keyframe is later
         than the keyframe, which is what seeking by time relies on.
+
+        Returns the keyframe record and, where the runs do not fit one frame with it, its
+        parts (kind 13, same seq and time), each of which fits a frame; the keyframe then
+        carries the number of records it is made of (format 1.2). A single-part keyframe is
+        the 1.0 record, byte for byte.
         """
         if self.last_t is not None:
             t_us = self.last_t
         self._reset_tables()
         number = self.keyframes
         self.keyframes += 1
-        runs = [self._run_start(r, r.seq) for r in self.runs.values()]
-        return [Kind.KEYFRAME.value, self._take_seq(), t_us, number, self.last_step, runs]
+        seq = self._take_seq()
+        groups: list[list[Wire]] = [[]]
+        room = MAX_PAYLOAD - FRAME_RESERVE - 64  # the record's own fields, at their largest
+        used = 0
+        for r in self.runs.values():
+            w = self._run_start(r, r.seq)
+            n = len(msgpack.packb(w, use_bin_type=True))
+            if groups[-1] and used + n > room:
+                groups.append([])
+                used = 0
+            groups[-1].append(w)
+            used += n
+        head: Wire = [Kind.KEYFRAME.value, seq, t_us, number, self.last_step, groups[0]]
+        if len(groups) > 1:
+            head.append(len(groups))
+        return [head, *([KEYFRAME_PART, seq, t_us, number, g] for g in groups[1:])]
+
+    def _event_cut(self, kind: str, cut_kind: bool, cut_message: bool, cut_detail: bool) -> None:
+        self.truncated_events += 1
+        n = self.truncated_events
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...: said, never a flood
+            cut = [
+                w
+                for w, c in (("kind", cut_kind), ("message", cut_message), ("detail", cut_detail))
+                if c
+            ]
+            log.warning(
+                "an event (%s) had its %s truncated to fit the trace format (%d event(s) so far)",
+                kind[:80],
+                " and ".join(cut),
+                n,
+            )
+
+    def _bounded(self, rec: RunStart, seq: int) -> RunStart:
+        """The run start as the stream keeps it: every field within its bound (see ``_fit``)."""
+        if len(rec.run_id) > RUN_ID_LIMIT:
+            raise RecordTooLargeError(
+                f"run id of {len(rec.run_id)} characters; a run id has at most {RUN_ID_LIMIT}"
+            )
+        config, cut_config = fit_map(rec.config, CONFIG_LIMIT)
+        device, cut_device = fit_map(rec.device, DEVICE_LIMIT)
+        name, cut_name = fit_text(rec.name)
+        host, cut_host = fit_text(rec.host)
+        tags, cut_tags = fit_tags(rec.tags)
+        cut = [
+            what
+            for what, c in (
+                ("config", cut_config),
+                ("device", cut_device),
+                ("name", cut_name),
+                ("host", cut_host),
+                ("tags", cut_tags),
+            )
+            if c
+        ]
+        if cut:
+            self.truncated_runs += 1
+        if cut and _first_warning(rec.run_id):
+            detail = ""
+            if cut_config:
+                m = config[TRUNCATED_KEY]
+                detail = (
+                    f": its config is {m['bytes']} bytes encoded, over the {CONFIG_LIMIT} a run "
+                    f"start keeps; {m['kept']} of its {m['keys']} items kept"
+                )
+            log.warning(
+                "run %d (%s): %s truncated to fit the trace format%s (marked %r)",
+                rec.run,
+                name[:80],
+                ", ".join(cut),
+                detail,
+                TRUNCATED_KEY,
+            )
+        return RunStart(
+            rec.run, rec.run_id, name, host, rec.pid, config, tags, device, rec.t_us, seq
+        )
 
     @staticmethod
     def _run_start(r: RunStart, seq: int) -> Wire:
@@ -303,19 +410,8 @@ class Encoder:
             self.last_t = t
         wire: Wire
         if isinstance(rec, RunStart):
-            self.runs[rec.run] = RunStart(
-                rec.run,
-                rec.run_id,
-                rec.name,
-                rec.host,
-                rec.pid,
-                rec.config,
-                rec.tags,
-                rec.device,
-                rec.t_us,
-                seq,
-            )
-            return [self._run_start(rec, seq)]
+            kept = self.runs[rec.run] = self._bounded(rec, seq)
+            return [self._run_start(kept, seq)]
         if isinstance(rec, RunEnd):
             self.runs.pop(rec.run, None)
             wire = [Kind.RUN_END.value, seq, t, rec.run, rec.exit_code, rec.dropped]
@@ -394,15 +490,20 @@ class Encoder:
             ]
             wire = _appended(wire, 17)
         elif isinstance(rec, Event):
+            kind, cut_kind = fit_text(rec.kind)
+            message, cut_message = fit_text(rec.message, MESSAGE_LIMIT)
+            detail, cut_detail = fit_map(rec.detail, DETAIL_LIMIT)
+            if cut_kind or cut_message or cut_detail:
+                self._event_cut(kind, cut_kind, cut_message, cut_detail)
             wire = [
                 Kind.EVENT.value,
                 seq,
                 t,
-                self._sid(rec.kind),
-                rec.message,
+                self._sid(kind),
+                message,
                 rec.run,
                 rec.severity,
-                rec.detail,
+                detail,
             ]
         elif isinstance(rec, Keyframe):
             raise ValueError("keyframes are written by the encoder itself, not appended")
@@ -497,7 +598,10 @@ class Decoder:
         self.unknown_kinds = 0
         """Records of kinds this version does not know (a newer minor version wrote them)."""
         self.unresolved = 0
-        """References to strings, frames or stacks whose definition was lost to damage."""
+        """References to strings, frames or stacks whose definition was lost to damage (and
+        parts of a keyframe that never came)."""
+        self._pending: tuple[Keyframe, int] | None = None
+        """A keyframe whose parts (kind 13) are still to come, and how many."""
         self._dispatch: dict[int, Callable[[Wire], Record | None]] = {
             Kind.STRINGS: self._strings_rec,
             Kind.KEYFRAME: self._keyframe,
@@ -510,10 +614,16 @@ class Decoder:
             Kind.GPU: self._gpu,
             Kind.STACKS: self._stacks_rec,
             Kind.EVENT: self._event,
+            KEYFRAME_PART: self._keyframe_part,
         }
 
     def decode(self, w: Any) -> Record | None:
-        """One record, or None for format internals (string tables, index) and unknown kinds."""
+        """One record, or None for format internals (string tables, index) and unknown kinds.
+
+        A keyframe in parts is returned whole, with the last of its parts; call
+        :meth:`incomplete` before each record that is not a part, and at the end, for one
+        whose parts were lost.
+        """
         if type(w) is not list or not w or type(w[0]) is not int:
             raise DecodeError("a record is not an array starting with its kind")
         fn = self._dispatch.get(w[0])
@@ -549,15 +659,52 @@ class Decoder:
             self.strings[first + i] = _str(s)
         return None
 
-    def _keyframe(self, w: Wire) -> Keyframe:
+    def incomplete(self, w: Any = None) -> Keyframe | None:
+        """The keyframe still waiting for parts, if ``w`` (the next record) is not one of them.
+
+        Its parts were lost (damage, or the stream ended): it is given with the runs that came,
+        and each missing part is counted in ``unresolved``.
+        """
+        pending = self._pending
+        if pending is None or (type(w) is list and w and w[0] == KEYFRAME_PART):
+            return None
+        self._pending = None
+        self.unresolved += pending[1]
+        return pending[0]
+
+    def _keyframe(self, w: Wire) -> Keyframe | None:
         _fields(w, 6)
         self._reset_tables()
         runs = []
         for rw in _list(w[5]):
             r = self._run_start(_fields(_list(rw), 11))
             runs.append(r)
+        parts = _int(w[6]) if len(w) > 6 else 1  # 1.2: a keyframe in parts
+        if not 1 <= parts <= 1 << 16:
+            raise DecodeError(f"keyframe claims {parts} parts")
         self.runs = {r.run: r for r in runs}
-        return Keyframe(_int(w[3]), _int(w[4]), tuple(runs), w[2], w[1])
+        kf = Keyframe(_int(w[3]), _int(w[4]), tuple(runs), w[2], w[1])
+        if parts > 1:
+            self._pending = (kf, parts - 1)
+            return None
+        return kf
+
+    def _keyframe_part(self, w: Wire) -> Keyframe | None:
+        _fields(w, 5)
+        number = _int(w[3])
+        runs = [self._run_start(_fields(_list(rw), 11)) for rw in _list(w[4])]
+        pending = self._pending
+        if pending is None or pending[0].number != number or pending[0].seq != w[1]:
+            # Its keyframe was lost to damage: the runs are known, the keyframe is not.
+            self.unresolved += 1
+            return None
+        kf, left = pending
+        kf = Keyframe(kf.number, kf.last_step, (*kf.runs, *runs), kf.t_us, kf.seq)
+        if left > 1:
+            self._pending = (kf, left - 1)
+            return None
+        self._pending = None
+        return kf
 
     def _run_start(self, w: Wire) -> RunStart:
         _fields(w, 11)
@@ -716,6 +863,20 @@ class Decoder:
     def _event(self, w: Wire) -> Event:
         _fields(w, 8)
         return Event(self._s(w[3]), _str(w[4]), _int(w[5]), _int(w[6]), _dict(w[7]), w[2], w[1])
+
+
+_warned: dict[str, None] = {}
+"""Run ids whose run start was said to be cut (the last 1,024): a producer that checks a run
+start with an encoder of its own before it writes one says it once, not twice."""
+
+
+def _first_warning(run_id: str) -> bool:
+    if run_id in _warned:
+        return False
+    _warned[run_id] = None
+    if len(_warned) > 1024:
+        del _warned[next(iter(_warned))]
+    return True
 
 
 def too_large(size: int, limit: int, what: str) -> RecordTooLargeError:

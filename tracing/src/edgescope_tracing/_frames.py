@@ -13,27 +13,27 @@ from __future__ import annotations
 import struct
 import typing
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
 
-from ._codec import INDEX_POINTER, Decoder, Encoder, Wire, too_large
-from .errors import DecodeError, NotATraceError, UnsupportedVersionError
-from .records import Keyframe, Kind, Record, RunStart
+from ._codec import FRAME_RESERVE, INDEX_POINTER, Decoder, Encoder, Wire, too_large
+from ._codec import MAX_PAYLOAD as MAX_PAYLOAD  # its home is the codec; re-exported here
+from .errors import DecodeError, NotATraceError, RecordTooLargeError, UnsupportedVersionError
+from .records import Keyframe, Kind, Record, RunStart, StackSamples
 
 MAGIC = b"\x89EDGSCP\n"
 """First 8 bytes of every trace. The high byte and the newline catch text-mode mangling."""
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1
-"""1.1 appended ``processes`` to gpu records and ``sensors`` to thermal records."""
+FORMAT_MINOR = 2
+"""1.1 appended ``processes`` to gpu records and ``sensors`` to thermal records; 1.2 added
+keyframe parts (kind 13) and appended ``parts`` to keyframes."""
 HEADER = struct.Struct("<8sHH")
 HEADER_SIZE = HEADER.size
 SYNC = b"\xe5\x5c"
 FRAME_HEAD = struct.Struct("<2sII")
 FRAME_HEAD_SIZE = FRAME_HEAD.size
-MAX_PAYLOAD = 64 * 1024
-"""No frame payload is larger: one damaged spot costs at most this much."""
 TRUNCATED = "truncated frame at end of stream (an incomplete write)"
 POINTER_PAYLOAD_SIZE = 12
 POINTER_FRAME_SIZE = FRAME_HEAD_SIZE + POINTER_PAYLOAD_SIZE
@@ -118,12 +118,18 @@ class StreamEncoder:
         self._out = bytearray(header_bytes() if header else b"")
         self.offset = 0
         self._since_keyframe: int | None = None
+        self._keyframe_size = 0
         self._failed = False
 
     @property
     def pending(self) -> int:
         """Bytes of payload in the open frame."""
         return self._size
+
+    @property
+    def keyframe_size(self) -> int:
+        """Payload bytes of the last keyframe (its parts included); 0 before the first."""
+        return self._keyframe_size
 
     def _pack(self, wire: Wire) -> bytes:
         try:
@@ -147,17 +153,27 @@ class StreamEncoder:
         if self._keyframe_due():
             self._start_keyframe(rec.t_us)
         run_before = self.encoder.runs.get(rec.run) if isinstance(rec, RunStart) else None
+        seq_before = self.encoder.next_seq
         try:
             wires = self.encoder.encode(rec)
             parts = [self._pack(w) for w in wires]
             size = sum(map(len, parts))
-            if size + 8 > MAX_PAYLOAD and len(parts) > 1:
+            if size + FRAME_RESERVE > MAX_PAYLOAD and len(parts) > 1:
                 for w, p in zip(wires, parts, strict=True):
                     self._add_packed(p, w)
             else:
                 self._add_packed_group(parts, size, wires[0])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as e:
             self._failed = True
+            split = isinstance(rec, StackSamples) and len(rec.samples) > 1
+            if split and isinstance(e, RecordTooLargeError):
+                # Too many new frames for one frame: the samples go in two records (the first
+                # after a keyframe, which restarts the tables), numbered on, with no gap.
+                assert isinstance(rec, StackSamples)
+                self.encoder.next_seq = seq_before
+                half = len(rec.samples) // 2
+                self.add(replace(rec, samples=rec.samples[:half]))
+                return self.add(replace(rec, samples=rec.samples[half:]))
             if isinstance(rec, RunStart):
                 # The run was registered for restating at keyframes: forget it, or every
                 # later keyframe would fail to encode too.
@@ -170,15 +186,20 @@ class StreamEncoder:
     def _keyframe_due(self) -> bool:
         if self._failed or self._since_keyframe is None:
             return True
-        return self._since_keyframe + self._size >= self.keyframe_bytes
+        # A keyframe that restates many runs may be larger than the interval: the next one
+        # waits for at least as many bytes of other records, or every record would be one.
+        due = max(self.keyframe_bytes, 2 * self._keyframe_size)
+        return self._since_keyframe + self._size >= due
 
     def _add_packed(self, part: bytes, wire: Wire) -> None:
         self._add_packed_group([part], len(part), wire)
 
     def _add_packed_group(self, parts: list[bytes], size: int, first: Wire) -> None:
-        if size + 8 > MAX_PAYLOAD:
-            raise too_large(size, MAX_PAYLOAD - 8, f"a record of kind {Kind(first[0]).name}")
-        if self._size + size + 8 > MAX_PAYLOAD:
+        if size + FRAME_RESERVE > MAX_PAYLOAD:
+            raise too_large(
+                size, MAX_PAYLOAD - FRAME_RESERVE, f"a record of kind {Kind(first[0]).name}"
+            )
+        if self._size + size + FRAME_RESERVE > MAX_PAYLOAD:
             # A full frame closes; no keyframe here: this record was encoded against the
             # interning tables as they are, so a keyframe (which resets them) waits for the
             # next record.
@@ -190,12 +211,19 @@ class StreamEncoder:
         self._close_frame()
         self._failed = False
         start = self.offset + len(self._out)
-        wire = self.encoder.keyframe(t_us)
-        self.index.append(IndexEntry(start, wire[1], wire[2], wire[4], wire[3]))
+        wires = self.encoder.keyframe(t_us)
+        head = wires[0]
+        self.index.append(IndexEntry(start, head[1], head[2], head[4], head[3]))
+        size = 0
+        for w in wires:
+            part = self._pack(w)
+            if self._parts and self._size + len(part) + FRAME_RESERVE > MAX_PAYLOAD:
+                self._close_frame()  # each part fits a frame by construction
+            self._parts.append(part)
+            self._size += len(part)
+            size += len(part)
         self._since_keyframe = 0
-        part = self._pack(wire)
-        self._parts.append(part)
-        self._size += len(part)
+        self._keyframe_size = size
 
     def _close_frame(self) -> None:
         if not self._parts:
@@ -259,6 +287,7 @@ class StreamDecoder:
         self._pos = 0
         self._base = offset
         self._garbage_start: int | None = None
+        """Stream offset (not buffer position: the buffer is compacted) where skipping began."""
         self._garbage_reason = ""
         self._garbage_truncated = False
 
@@ -295,7 +324,7 @@ class StreamDecoder:
 
     def _note_garbage(self, at: int, reason: str, truncated: bool = False) -> None:
         if self._garbage_start is None:
-            self._garbage_start = at
+            self._garbage_start = self._base + at
             self._garbage_reason = reason
             self._garbage_truncated = truncated
 
@@ -309,7 +338,7 @@ class StreamDecoder:
             # A frame that seemed cut short by the end is followed by good frames after all:
             # its length was damaged.
             reason, truncated = "damaged frame length (runs past the next frame)", False
-        self.damage.append(Damage(self._base + start, at - start, reason, truncated))
+        self.damage.append(Damage(start, self._base + at - start, reason, truncated))
 
     def _scan(self, out: list[Record], final: bool = False) -> None:
         buf = self._buf
@@ -392,6 +421,9 @@ class StreamDecoder:
             if type(w) is list and len(w) == 2 and w[0] == INDEX_POINTER and type(w[1]) is int:
                 self.index_offset = w[1]
                 continue
+            held = self.decoder.incomplete(w)
+            if held is not None:
+                out.append(held)
             try:
                 rec = self.decoder.decode(w)
             except DecodeError as e:
@@ -412,6 +444,9 @@ class StreamDecoder:
         out: list[Record] = []
         self._scan(out, final=True)
         self._end_garbage(len(self._buf))
+        held = self.decoder.incomplete()
+        if held is not None:
+            out.append(held)
         return out
 
 

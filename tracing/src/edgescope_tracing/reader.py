@@ -28,7 +28,7 @@ from ._frames import (
 from .errors import DecodeError, NotATraceError
 from .records import Keyframe, Metrics, Record, RunEnd, RunStart
 
-__all__ = ["TraceReader"]
+__all__ = ["TraceReader", "keyframe_entry"]
 
 _CONTEXT = (Keyframe, RunStart, RunEnd)
 
@@ -46,7 +46,8 @@ class TraceReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            # Non-blocking: opening a FIFO must not wait for a writer (it is refused below).
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except IsADirectoryError:
             raise NotATraceError(f"{self.path} is a directory, not an edgescope trace") from None
         try:
@@ -166,7 +167,7 @@ class TraceReader:
                     break
                 pos = nxt
                 continue
-            entry = _keyframe_entry(payload, pos)
+            entry = keyframe_entry(payload, pos)
             if entry is not None:
                 entries.append(entry)
             pos += FRAME_HEAD_SIZE + len(payload)
@@ -258,7 +259,8 @@ class TraceReader:
         yield from dec.close()
 
 
-def _keyframe_entry(payload: bytes, offset: int) -> IndexEntry | None:
+def keyframe_entry(payload: bytes, offset: int) -> IndexEntry | None:
+    """The index entry of a frame (its payload, at ``offset``) that starts with a keyframe."""
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(payload)
     try:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import re
 import signal
@@ -422,14 +423,23 @@ def _no_active_run(what: str = "log") -> Run:
     raise RuntimeError(f"edgescope.{what}: no run is active; call edgescope.init() first")
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_float(name: str, default: float, lo: float, hi: float) -> float:
+    """A number of seconds from the environment; a bad one is said on stderr, never raised.
+
+    The setting lives outside the training script, so a typo there must not stop the run:
+    ``init`` warns and uses ``default``.
+    """
     raw = os.environ.get(name)
-    if not raw:
+    if raw is None or not raw.strip():
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
+        value = math.nan
+    if not lo <= value <= hi:  # also NaN
+        notify(f"{name}={raw!r} is not a number from {lo:g} to {hi:g}; using {default:g}")
+        return default
+    return value
 
 
 def _safe_name(name: str) -> str:
@@ -512,7 +522,7 @@ def init(
     if not isinstance(profile_hz, int | float) or not 0 < profile_hz <= 1000:
         raise ValueError(f"edgescope.init: profile_hz must be in (0, 1000], got {profile_hz!r}")
     fi = (
-        _env_float("EDGESCOPE_FLUSH_INTERVAL", DEFAULT_FLUSH_INTERVAL)
+        _env_float("EDGESCOPE_FLUSH_INTERVAL", DEFAULT_FLUSH_INTERVAL, 0.01, 60)
         if flush_interval is None
         else flush_interval
     )
@@ -578,7 +588,7 @@ def _open_run(
     elif env_socket or sock_path.exists():
         sock, why = _connect(sock_path)
         if sock is not None:
-            stall = _env_float("EDGESCOPE_STALL_TIMEOUT", STALL_TIMEOUT)
+            stall = _env_float("EDGESCOPE_STALL_TIMEOUT", STALL_TIMEOUT, 0.1, 3600)
             sink = SocketSink(sock, str(sock_path), stall)
         elif env_socket or sock_path != default_ingest_socket():
             notify(f"no collector at {sock_path} ({why}); writing the run to a file instead")

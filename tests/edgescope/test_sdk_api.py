@@ -272,14 +272,23 @@ def test_mark_checks_its_text(sdk: Path) -> None:
         edgescope.mark("x" * 5000)
 
 
-def test_flush_interval_from_the_environment(sdk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flush_interval_from_the_environment(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("EDGESCOPE_FLUSH_INTERVAL", "0.25")
     run = edgescope.init(name="env")
     assert run._shipper.flush_interval == 0.25
-    monkeypatch.setenv("EDGESCOPE_FLUSH_INTERVAL", "soon")
-    with pytest.raises(ValueError, match="EDGESCOPE_FLUSH_INTERVAL='soon' is not a number"):
-        edgescope.init(name="env2")
-    assert _sdk._active is run or _sdk._active is None
+    capfd.readouterr()
+    # A bad setting outside the script must not stop the training: warn, use the default.
+    for bad in ("abc", "nan", "-1", "1e9"):
+        monkeypatch.setenv("EDGESCOPE_FLUSH_INTERVAL", bad)
+        run = edgescope.init(name="env2")
+        assert run._shipper.flush_interval == _sdk.DEFAULT_FLUSH_INTERVAL
+        err = capfd.readouterr().err
+        assert f"EDGESCOPE_FLUSH_INTERVAL={bad!r} is not a number from 0.01 to 60; using 0.5" in err
+        edgescope.log({"x": 1.0})
+        edgescope.finish()
+        assert values(read(run.path), "x") == [(0, 1.0)]  # type: ignore[arg-type]
 
 
 def test_values_around_marks_in_one_batch_all_arrive(sdk: Path) -> None:

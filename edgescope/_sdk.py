@@ -15,15 +15,26 @@ If the collector hangs up or stops reading for ``STALL_TIMEOUT`` seconds (10, or
 
 The hot path: ``log()`` checks its arguments (a bad value or name is a ``TypeError`` or
 ``ValueError`` right there), appends ``(step, time_ns, name, value)`` (one value) or ``(step,
-time_ns, {name: value})`` (a copy of the dict) to a bounded deque and returns.
-It never blocks and never raises for transport trouble. When the deque is full (a collector
-that does not keep up, a log rate the shipper cannot follow), the call is dropped and counted;
-the count reaches ``RunEnd.dropped``.
+time_ns, {name: value})`` (a copy of the dict) to a bounded deque and returns. It never raises
+for transport trouble.
 
-Memory cap: the deque holds at most ``buffer_size`` calls (default 32,768), the shipper's
-columns at most 65,536 values, and a sink at most 131,072 items waiting to be sent before the
-shipper stops draining the deque. Measured with a collector that never reads and 300,000 calls
-as fast as they go: the process grew by 15 MiB with one-key calls, 18 MiB with ten-key calls.
+Nothing logged is lost while the sink can take it. Policy: **caller-runs**. When ``log()`` (or
+``mark()``, or the stack sampler) finds the deque full, because the loop logs faster than the
+shipper thread can follow under the GIL, the calling thread drains the deque itself: it encodes
+the batch and hands it to the sink, then appends its own item and returns (see
+:mod:`edgescope._sdk_ship`). At ordinary rates the deque never fills and ``log()`` costs an
+append; under overload each ``buffer_size``-th call pays for the batch, and no value is lost.
+With a collector that reads slowly that call also waits for the collector to take bytes; a
+collector that takes nothing for the stall timeout is given up on (the rest goes to a file), so
+no call waits longer than ``STALL_TIMEOUT`` seconds, once per run. Values are dropped (said once
+on stderr, counted in ``RunEnd.dropped``, and marked as a ``gap`` event with its time range)
+only where the sink cannot take them at all: a full disk past the bytes held in memory
+(``MAX_HELD_BYTES``), or no collector and no writable file.
+
+Memory cap: the deque holds at most ``buffer_size`` calls (default 32,768) plus one per thread
+logging at the same moment, the shipper's columns at most ``BATCH_VALUES`` values between
+flushes plus one buffer, a socket sink at most ``MAX_BACKLOG_ITEMS`` (131,072) items unsent
+before the callers wait, a file sink ``MAX_HELD_BYTES`` (8 MiB) while its disk is full.
 
 Durability: ``finish()`` (also at interpreter exit, on an uncaught exception, and on SIGTERM
 when no other handler was installed) drains everything into the trace and writes ``RunEnd``.
@@ -184,15 +195,29 @@ class Run:
         """Record metric values at a step; see :func:`edgescope.log`."""
         _log(metrics, step, self)
 
-    def _overflow(self, metrics: dict[str, float], step: int) -> None:
-        """``log()`` found the deque full, or the run not running (finished, or forked)."""
+    def _overflow(self, item: Any) -> None:
+        """``log()`` found the deque full, or the run not running (finished, or forked).
+
+        Full: caller-runs, this thread ships the deque, then its item goes in.
+        """
         if self._state == "running":
-            self._dropped += len(metrics)
+            self._caller_runs()
+            self._buf.append(item)
             return
         if self._pid != os.getpid():
-            _log(metrics, step, _child_run())
+            metrics = item[2] if len(item) == 3 else {item[2]: item[3]}
+            _log(metrics, item[0], _child_run())
             return
         raise RuntimeError(f"edgescope.log: run {self.name!r} has finished")
+
+    def _caller_runs(self) -> None:
+        shipper = self._shipper
+        try:
+            shipper.caller_runs()
+        finally:
+            signum, shipper.deferred_signal = shipper.deferred_signal, None
+            if signum is not None:
+                _on_sigterm(signum, None)  # arrived while this thread held the shipper's lock
 
     def _push(self, rec: Event, *, force: bool = False) -> None:
         if self._pid != os.getpid():
@@ -200,17 +225,15 @@ class Run:
             return
         if self._state != "running":
             raise RuntimeError(f"edgescope: run {self.name!r} has finished")
-        if force or len(self._buf) < self._cap:
-            self._buf.append(rec)
-        else:
-            self._dropped += 1
+        if not force and len(self._buf) >= self._cap:
+            self._caller_runs()
+        self._buf.append(rec)
 
     def _push_stacks(self, rec: Any) -> None:
-        # From the sampler; at finish the last window is pushed after the cap closed.
-        if len(self._buf) < max(self._cap, 1) or self._state == "finishing":
-            self._buf.append(rec)
-        else:
-            self._dropped += 1
+        # From the sampler's thread; at finish the last window is pushed after the cap closed.
+        if self._state == "running" and len(self._buf) >= self._cap:
+            self._caller_runs()
+        self._buf.append(rec)
 
     def mark(self, text: str) -> None:
         """Record an annotation event (``kind="mark"``) with this text, now."""
@@ -352,7 +375,7 @@ def log(metrics: dict[str, Any], step: int | None = None) -> None:
         buf = run._buf
         if len(buf) < run._cap:
             return buf.append((step, _time_ns(), k, v))
-        return run._overflow({k: v}, step)
+        return run._overflow((step, _time_ns(), k, v))
     # Copy first (the caller may reuse its dict), then check the copy: floats under names
     # seen before pass here; anything else goes through the full checks.
     values = metrics.copy()
@@ -364,7 +387,7 @@ def log(metrics: dict[str, Any], step: int | None = None) -> None:
     buf = run._buf
     if len(buf) < run._cap:
         return buf.append((step, _time_ns(), values))
-    return run._overflow(values, step)
+    return run._overflow((step, _time_ns(), values))
 
 
 def _log(metrics: object, step: object, run: Run) -> None:
@@ -382,7 +405,7 @@ def _log(metrics: object, step: object, run: Run) -> None:
                 buf = run._buf
                 if len(buf) < run._cap:
                     return buf.append((step, _time_ns(), k, v))
-                return run._overflow({k: v}, step)
+                return run._overflow((step, _time_ns(), k, v))
         values = metrics.copy()
         keys = run._keys
         for k in values:
@@ -399,7 +422,7 @@ def _log(metrics: object, step: object, run: Run) -> None:
     if len(buf) < run._cap:
         buf.append((step, _time_ns(), values))
     else:
-        run._overflow(values, step)
+        run._overflow((step, _time_ns(), values))
 
 
 def mark(text: str) -> None:
@@ -595,7 +618,7 @@ def _open_run(
     if sink is None:
         try:
             path = _new_path(run_dir, name, run_id)
-            sink = FileSink(path, flush_interval)
+            sink = FileSink(path, flush_interval, name)
         except OSError as e:
             where = str(e.filename or run_dir)
             sink = NullSink(where, str(e.strerror or e))
@@ -670,6 +693,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     run = _active
     if run is None and _forked_from is not None and _forked_from._state == "finishing":
         run = _forked_from
+    if (
+        run is not None
+        and run._state == "running"
+        and run._pid == os.getpid()
+        and run._shipper.owner == threading.get_ident()
+    ):
+        # This thread was interrupted while it shipped the buffer (caller-runs) and holds the
+        # shipper's lock: finishing now would wait for itself. It finishes when it lets go.
+        run._shipper.deferred_signal = signum
+        return
     if run is not None and run._state == "finishing":
         if run._finisher == threading.get_ident():
             # finish() was interrupted in this (the main) thread: it re-raises when done.

@@ -126,7 +126,7 @@ def test_a_collector_that_goes_away_mid_run_loses_nothing_logged_after(
     assert len(in_file) + end.dropped == 200
 
 
-def test_a_hung_collector_never_blocks_log_and_the_rest_goes_to_a_file(
+def test_a_hung_collector_blocks_log_at_most_the_stall_timeout_then_a_file_takes_the_rest(
     sdk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sock = sdk / "hung.sock"
@@ -149,8 +149,9 @@ def test_a_hung_collector_never_blocks_log_and_the_rest_goes_to_a_file(
             edgescope.log({"loss": float(n), "step_time": 0.01}, step=n)
             n += 1
         edgescope.finish(0)
-        # A blocking send would have held one call for the whole stall; none took that long.
-        assert slowest < 1.0, slowest
+        # The caller waits for a collector that takes nothing (caller-runs), but never past
+        # the stall timeout (1 s here; the margin is the shipper's tick and a loaded machine).
+        assert slowest < 1.0 + 0.5, slowest
         sent = decode(hung.read_all())
     finally:
         hung.close()

@@ -341,13 +341,21 @@ class FileSink:
         self._gap: list[int] = []
         """Dropped while full: [items, first t_us, last t_us]."""
         self._gap_reason = ""
+        self._enc_items = 0
+        """Items encoded into the open frame (not yet in ``held``)."""
+        self._chunks: deque[list[int]] = deque()
+        """[bytes not yet written, items] of each chunk of ``held``, oldest first."""
         self._write()
 
     def add(self, rec: Record) -> None:
         if self._fd is None:
             self.dropped += items_in(rec)
             return
-        if self.full is not None and len(self.held) + self._enc.pending >= MAX_HELD_BYTES:
+        if (
+            self.full is not None
+            and len(self.held) + self._enc.pending >= MAX_HELD_BYTES
+            and items_in(rec)  # a RunStart or RunEnd is always kept: the run must end
+        ):
             self._drop(rec)
             return
         try:
@@ -357,15 +365,14 @@ class FileSink:
             self.dropped += items_in(rec)
             notify(f"a record of run {self.run_name!r} cannot be written ({e}); dropped")
             return
+        self._enc_items += items_in(rec)
         if self._enc.pending >= FRAME_BYTES:
-            self.held += self._enc.take()
+            self._take()
             if self.full is None:
                 self._write()
 
     def _drop(self, rec: Record) -> None:
         n = items_in(rec)
-        if not n:
-            return
         self.dropped += n
         t = rec.t_us
         t_last = rec.times_us[-1] if isinstance(rec, Metrics) and rec.times_us else t
@@ -375,6 +382,20 @@ class FileSink:
         else:
             self._gap = [n, t, t_last]
             self._gap_reason = self.full or ""
+
+    def _take(self, data: bytes | None = None) -> None:
+        """Move the encoder's bytes (or ``data``, which holds them) to ``held``."""
+        if data is None:
+            data = self._enc.take()
+        if data:
+            self.held += data
+            self._chunks.append([len(data), self._enc_items])
+            self._enc_items = 0
+
+    @property
+    def unwritten_items(self) -> int:
+        """Items whose bytes have not all reached the file (at most one chunk too many)."""
+        return self._enc_items + sum(c[1] for c in self._chunks)
 
     def _write(self) -> bool:
         """Write what is held; on failure keep the rest and note why. True when all went."""
@@ -391,6 +412,14 @@ class FileSink:
                 self._stall(e)
                 return False
             del held[:n]
+            chunks = self._chunks
+            while n and chunks:
+                c = chunks[0]
+                k = min(n, c[0])
+                c[0] -= k
+                n -= k
+                if not c[0]:
+                    chunks.popleft()
         if self.full is not None:
             self._resume()
         return True
@@ -434,7 +463,7 @@ class FileSink:
                 return
             self._retry_at = now + RETRY_INTERVAL
         if flush or self.full is not None:
-            self.held += self._enc.take()
+            self._take()
             self._write()
 
     def wait(self, timeout: float) -> None:
@@ -444,13 +473,22 @@ class FileSink:
         fd = self._fd
         if fd is None:
             return
-        self.held += self._enc.index_bytes()
-        while not self._write():
+        self._take()
+        ended = False
+        while True:
+            if self._write():
+                if ended:
+                    break
+                # After a resume the gap event is in the encoder: the index goes after it.
+                self._take(self._enc.index_bytes())
+                ended = True
+                continue
             if time.monotonic() >= deadline:
                 self.broken = self.full
                 notify(
                     f"{self.full}; the last {len(self.held)} bytes of run {self.run_name!r} "
-                    "(its end among them) could not be written"
+                    f"(up to {self.unwritten_items} items, its end among them) could not be "
+                    "written"
                 )
                 break
             time.sleep(0.1)

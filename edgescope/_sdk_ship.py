@@ -71,6 +71,7 @@ from edgescope_tracing import (
     StreamEncoder,
     TraceError,
 )
+from edgescope_tracing.acks import parse_acks
 
 __all__ = [
     "MAX_BACKLOG_ITEMS",
@@ -506,7 +507,15 @@ class FileSink:
 
 
 class SocketSink:
-    """A trace stream to the collector over a connected Unix stream socket."""
+    """A trace stream to the collector over a connected Unix stream socket.
+
+    Every record stays here until the collector acknowledges it (the stream offset up to which
+    it has stored every frame, see :mod:`edgescope_tracing.acks`).
+    ``backlog_items`` counts what is not yet acknowledged: waiting to be encoded, unsent, or
+    sent and unconfirmed. When the connection fails, :meth:`abandon` hands all of it back, in
+    order, for the fallback file: what the collector had stored but not yet confirmed (at most
+    one acknowledgement's worth) is then in both places, and nothing is in neither.
+    """
 
     can_fall_back = True
 
@@ -519,19 +528,26 @@ class SocketSink:
         self.dropped = 0
         self._enc = StreamEncoder()
         self._out = bytearray(self._enc.take())
-        self._out_items = 0
         self._queue: deque[Record] = deque()
         self._queue_items = 0
+        self._sent: deque[tuple[int, int, list[Record]]] = deque()
+        """(stream offset where their frames end, items, records), not yet acknowledged."""
+        self._sent_items = 0
+        self.acked = 0
+        """The stream offset the collector last acknowledged."""
+        self.unconfirmed = 0
+        """Items handed back by :meth:`abandon` that had been sent (the collector may hold them)."""
+        self._acks = bytearray()
         self._last_progress = time.monotonic()
 
     @property
     def backlog_items(self) -> int:
-        return self._queue_items + self._out_items
+        return self._queue_items + self._sent_items
 
     @property
     def idle(self) -> bool:
-        """Everything handed over has been sent."""
-        return not self._queue and not self._out
+        """Everything handed over has been sent and acknowledged."""
+        return not self._queue and not self._out and not self._sent
 
     def add(self, rec: Record) -> None:
         self._queue.append(rec)
@@ -540,6 +556,7 @@ class SocketSink:
     def _encode(self) -> None:
         enc = self._enc
         moved = 0
+        recs: list[Record] = []
         while self._queue and enc.pending < SEND_CHUNK:
             rec = self._queue.popleft()
             n = items_in(rec)
@@ -551,11 +568,16 @@ class SocketSink:
                 notify(f"a record cannot be sent ({e}); dropped")
                 continue
             moved += n
+            recs.append(rec)
         self._out += enc.take()
-        self._out_items += moved
+        if recs:
+            self._sent.append((enc.offset, moved, recs))
+            self._sent_items += moved
 
     def pump(self, now: float, *, flush: bool) -> None:
         if self.broken is not None:
+            return
+        if not self._read_acks(now):
             return
         if flush and not self._out and self._queue:
             self._encode()
@@ -571,60 +593,78 @@ class SocketSink:
                 self.broken = f"closed the connection ({_reason(e)})"
                 return
             if n == 0:
-                if now - self._last_progress > self.stall_timeout:
-                    self.broken = f"took nothing for {self.stall_timeout:g} s"
-                return
+                break
             del self._out[:n]
             self._last_progress = now
-            if not self._out:
-                self._out_items = 0
-                if flush and self._queue:
-                    self._encode()
-        if self._check_closed():
-            self.broken = "closed the connection"
+            if not self._out and flush and self._queue:
+                self._encode()
+        if (self._out or self._sent) and now - self._last_progress > self.stall_timeout:
+            self.broken = f"took nothing for {self.stall_timeout:g} s"
 
-    def _check_closed(self) -> bool:
-        """Whether the collector hung up (it never sends, so readable means EOF or error)."""
+    def _read_acks(self, now: float) -> bool:
+        """Take the collector's acknowledgements; False (and ``broken``) if it hung up."""
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self.broken = f"closed the connection ({_reason(e)})"
+                return False
+            if not data:
+                self.broken = "closed the connection"
+                return False
+            self._acks += data
         try:
-            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
+            acked = parse_acks(self._acks)
+        except ValueError as e:
+            self.broken = f"sent {e}"
             return False
-        except OSError:
-            return True
-        return data == b""
+        if acked is not None and acked > self.acked:
+            self.acked = acked
+            self._last_progress = now
+            sent = self._sent
+            while sent and sent[0][0] <= acked:
+                self._sent_items -= sent.popleft()[1]
+        return True
 
     def wait(self, timeout: float) -> None:
-        if not self._out:
-            return
         wait_ms = max(1, int(min(0.05, timeout) * 1000))
+        events = select.POLLIN | (select.POLLOUT if self._out else 0)
         try:
             poller = select.poll()  # not select(): descriptors above 1023 are fine
-            poller.register(self.sock.fileno(), select.POLLOUT)
+            poller.register(self.sock.fileno(), events)
             poller.poll(wait_ms)
         except (OSError, ValueError):
             time.sleep(wait_ms / 1000)
 
     def close(self, deadline: float) -> None:
+        """Send the rest and wait until the collector has stored it (its RunEnd among it)."""
         while self.broken is None and not self.idle:
             now = time.monotonic()
             if now >= deadline:
-                self.broken = "did not take the end of the run in time"
+                self.broken = "did not confirm the end of the run in time"
                 return
             self.pump(now, flush=True)
-            if self._out and self.broken is None:
+            if self.broken is None and not self.idle:
                 self.wait(deadline - now)
         if self.broken is None:
             self.sock.close()
 
     def abandon(self) -> tuple[list[Record], int]:
-        lost = self._out_items
+        """Close; everything not acknowledged, in order (sent first), and 0 lost in flight."""
+        rest: list[Record] = []
+        for _, _, recs in self._sent:
+            rest.extend(recs)
+        self.unconfirmed = self._sent_items
+        rest.extend(self._queue)
+        self._sent.clear()
+        self._sent_items = 0
         self._out.clear()
-        self._out_items = 0
-        rest = list(self._queue)
         self._queue.clear()
         self._queue_items = 0
         self.sock.close()
-        return rest, lost
+        return rest, 0
 
 
 # --- the shipper ------------------------------------------------------------------------------
@@ -776,6 +816,7 @@ class Shipper:
         old = self.sink
         reason = f"the collector at {old.where} {old.broken}"
         rest, lost = old.abandon()
+        unconfirmed = getattr(old, "unconfirmed", 0)
         self._sink_dropped += old.dropped + lost
         new: Sink
         name = self.start_rec.name
@@ -798,12 +839,12 @@ class Shipper:
                 f"{reason}; the rest of this run was written here",
                 run=0,
                 severity=1,
-                detail={"collector": old.where, "lost_in_flight": lost},
+                detail={"collector": old.where, "lost_in_flight": lost, "replayed": unconfirmed},
                 t_us=time.time_ns() // 1000,
             )
         )
         for rec in rest:
-            if not isinstance(rec, RunEnd):
+            if not isinstance(rec, RunStart | RunEnd):
                 new.add(rec)
         self.sink = new
 

@@ -33,8 +33,9 @@ only where the sink cannot take them at all: a full disk past the bytes held in 
 
 Memory cap: the deque holds at most ``buffer_size`` calls (default 32,768) plus one per thread
 logging at the same moment, the shipper's columns at most ``BATCH_VALUES`` values between
-flushes plus one buffer, a socket sink at most ``MAX_BACKLOG_ITEMS`` (131,072) items unsent
-before the callers wait, a file sink ``MAX_HELD_BYTES`` (8 MiB) while its disk is full.
+flushes plus one buffer, a socket sink at most ``MAX_BACKLOG_ITEMS`` (65,536) items that the
+collector has not confirmed before the callers wait, a file sink ``MAX_HELD_BYTES`` (8 MiB)
+while its disk is full.
 
 Durability: ``finish()`` (also at interpreter exit, on an uncaught exception, and on SIGTERM
 when no other handler was installed) drains everything into the trace and writes ``RunEnd``.

@@ -27,17 +27,19 @@ Sinks:
   that bound items are dropped and counted, and when the file takes bytes again a ``gap`` event
   with the count and the time range goes into the trace, then recording resumes.
 - :class:`SocketSink`: a Unix stream socket to the collector, carrying exactly the bytes of a
-  trace file. It holds at most ``MAX_BACKLOG_ITEMS`` items not yet sent; above that the shipper
+  trace file. It keeps every record until the collector acknowledges that it has stored it
+  (:mod:`edgescope_tracing.acks`), at most ``MAX_BACKLOG_ITEMS`` items; above that the shipper
   waits for the collector (the caller of ``log()`` waits with it): a collector that reads
-  slowly slows the loop down rather than losing values. A collector that takes nothing for the
-  stall timeout, or that hangs up, ends the connection: the rest goes to a file.
+  slowly slows the loop down rather than losing values.
 - :class:`NullSink`: nowhere left to write; everything is counted as dropped.
 
-Fallback: when the collector hangs up or takes nothing for ``stall_timeout`` seconds while bytes
-wait, the socket is closed and the rest of the run is written to a new file under
-``EDGESCOPE_DIR``, starting with the run's ``RunStart`` and an event that says why. That is the
-longest a call of ``log()`` can wait: the stall timeout, once per run. Records that were sent
-but not (wholly) taken are counted as dropped. When no file can be written either, the rest is
+Fallback: when the collector hangs up, or neither takes bytes nor confirms any for
+``stall_timeout`` seconds while records wait, the socket is closed and the rest of the run is
+written to a new file under ``EDGESCOPE_DIR``: the run's ``RunStart``, an event that says why
+(its ``replayed`` counts the items the collector had been sent but had not confirmed), those
+items, then the rest. So nothing is in neither place; only what the collector stored in its
+last moments without confirming it may be in both. That is the longest a call of ``log()``
+can wait: the stall timeout, once per run. When no file can be written either, the rest is
 dropped and counted. Each of these is said once on stderr.
 
 Drops are counted in items: one per metric value (a key of one ``log()`` call), one per event,
@@ -89,8 +91,13 @@ TICK = 0.05
 """Seconds between the shipper thread's looks at the hot buffer."""
 BATCH_VALUES = 16_384
 """Metric values collected in columns before they are emitted early (between flushes)."""
-MAX_BACKLOG_ITEMS = 131_072
-"""Items a socket sink may hold unsent before the shipper (and the caller) waits for it."""
+MAX_BACKLOG_ITEMS = 65_536
+"""Items a socket sink may hold unconfirmed before the shipper (and the caller) waits for it."""
+SOCKET_END_TIMEOUT = 12.0
+"""Seconds ``finish()`` waits for a collector that still confirms to confirm the run's end
+(less than the SDK's finish timeout, 15 s, so that the rest can still go to a file)."""
+FILE_END_TIMEOUT = 2.0
+"""Seconds ``finish()`` retries a file that cannot be written (a full disk)."""
 SEND_CHUNK = 256 * 1024
 """Bytes of frames encoded at a time for the socket; more records wait unencoded."""
 FRAME_BYTES = MAX_PAYLOAD - 16 * 1024
@@ -852,7 +859,8 @@ class Shipper:
         try:
             self._drain()
             self._emit()
-            deadline = time.monotonic() + max(2.0, self.flush_interval)
+            end_timeout = SOCKET_END_TIMEOUT if self.sink.can_fall_back else FILE_END_TIMEOUT
+            deadline = time.monotonic() + max(end_timeout, self.flush_interval)
             self._pump(time.monotonic(), flush=True)
             while True:
                 end = RunEnd(
@@ -868,7 +876,7 @@ class Shipper:
                     # The collector failed us at the end: the rest, with a fresh RunEnd, goes
                     # to a file.
                     self._fall_back()
-                    deadline = time.monotonic() + 2.0
+                    deadline = time.monotonic() + FILE_END_TIMEOUT
                     continue
                 break
         finally:

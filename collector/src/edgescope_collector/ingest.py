@@ -56,7 +56,7 @@ __all__ = ["ACK_BYTES", "ACK_DELAY", "IngestServer"]
 READ_CHUNK = 64 * 1024
 ACK_DELAY = 0.05
 """Seconds an acknowledgement may wait for more records (one flush for many reads)."""
-ACK_BYTES = 256 * 1024
+ACK_BYTES = 64 * 1024
 """Bytes of stream after which an acknowledgement is sent at once."""
 MAX_GAP = MAX_PAYLOAD + 64
 """Bytes a producer may send without completing a frame: more is garbage, not a slow frame."""

@@ -8,10 +8,11 @@ Where a run goes, decided once at ``init``:
 - otherwise to a trace file of its own, ``$EDGESCOPE_DIR/NAME-YYYYmmdd-HHMMSS-ID.est``
   (``EDGESCOPE_DIR`` defaults to ``./edgescope-runs``), whose path ``init`` prints on stderr.
 
-If the collector hangs up or stops reading for ``STALL_TIMEOUT`` seconds (10, or
-``EDGESCOPE_STALL_TIMEOUT``) mid-run, the rest of the run goes to such a file (see
-:mod:`edgescope._sdk_ship`); ``log()`` never notices. A default socket owned by another user
-(not root) is not used: the run goes to a file, and ``init`` says why.
+If the collector hangs up, or neither reads nor confirms for ``STALL_TIMEOUT`` seconds (10, or
+``EDGESCOPE_STALL_TIMEOUT``) mid-run, what it had not confirmed and the rest of the run go to
+such a file (see :mod:`edgescope._sdk_ship`); every 2 s the SDK looks whether the collector is
+back, and then the run goes on there (re-attached, same run id). A default socket owned by
+another user (not root) is not used: the run goes to a file, and ``init`` says why.
 
 The hot path: ``log()`` checks its arguments (a bad value or name is a ``TypeError`` or
 ``ValueError`` right there), appends ``(step, time_ns, name, value)`` (one value) or ``(step,
@@ -126,9 +127,11 @@ class Run:
         "_pid",
         "_profiler",
         "_shipper",
+        "_stall",
         "_start",
         "_state",
         "_step",
+        "_where",
         "collector",
         "name",
         "path",
@@ -167,8 +170,15 @@ class Run:
         """The trace file this process writes, or None while it streams to a collector."""
         self.collector: str | None = sink.where if isinstance(sink, SocketSink) else None
         """The collector's ingest socket the run streams to, or None."""
+        self._where = self.collector
+        self._stall = sink.stall_timeout if isinstance(sink, SocketSink) else STALL_TIMEOUT
         self._shipper = Shipper(
-            start, sink, self._buf, flush_interval=flush_interval, fallback=self._fallback_path
+            start,
+            sink,
+            self._buf,
+            flush_interval=flush_interval,
+            fallback=self._fallback_path,
+            reconnect=self._reconnect if isinstance(sink, SocketSink) else None,
         )
         self._shipper.start()
         self._profiler: Sampler | None = None
@@ -183,6 +193,19 @@ class Run:
     def __repr__(self) -> str:
         where = self.path or self.collector
         return f"<edgescope.Run {self.name!r} {self.run_id[:12]} {self._state} -> {where}>"
+
+    def _reconnect(self) -> Sink | None:
+        """A new connection to the collector this run started with, if it is back."""
+        assert isinstance(self._where, str)
+        path = Path(self._where)
+        if _foreign_owner(path) is not None:
+            return None
+        sock, _why = _connect(path, timeout=0.2)
+        if sock is None:
+            return None
+        self.collector = self._where
+        self.path = None
+        return SocketSink(sock, self._where, self._stall)
 
     def _fallback_path(self) -> Path:
         path = _new_path(self._dir, self.name, self.run_id)
@@ -481,9 +504,9 @@ def _default_name() -> str:
     return Path(argv0).stem or "python"
 
 
-def _connect(path: Path) -> tuple[socket.socket | None, str]:
+def _connect(path: Path, timeout: float = 1.0) -> tuple[socket.socket | None, str]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(1.0)
+    sock.settimeout(timeout)
     try:
         sock.connect(str(path))
     except (OSError, ValueError) as e:

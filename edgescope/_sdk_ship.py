@@ -96,6 +96,8 @@ MAX_BACKLOG_ITEMS = 65_536
 SOCKET_END_TIMEOUT = 12.0
 """Seconds ``finish()`` waits for a collector that still confirms to confirm the run's end
 (less than the SDK's finish timeout, 15 s, so that the rest can still go to a file)."""
+RECONNECT_INTERVAL = 2.0
+"""Seconds between attempts to re-attach a run that fell back to a file to its collector."""
 FILE_END_TIMEOUT = 2.0
 """Seconds ``finish()`` retries a file that cannot be written (a full disk)."""
 SEND_CHUNK = 256 * 1024
@@ -688,8 +690,13 @@ class Shipper:
         *,
         flush_interval: float,
         fallback: Callable[[], Path] | None,
+        reconnect: Callable[[], Sink | None] | None = None,
     ) -> None:
         self.start_rec = start
+        self._reconnect = reconnect
+        """Connects to the collector again (None: not now); only after a fallback from one."""
+        self._reconnect_at: float | None = None
+        """When to try it next; None while the run is not in a fallback file."""
         self.sink = sink
         self.buf = buf
         self.flush_interval = flush_interval
@@ -797,6 +804,7 @@ class Shipper:
                 with self.lock:
                     self.owner = threading.get_ident()
                     try:
+                        self._maybe_reattach()
                         self.ship(flush=bool(waiting))
                     finally:
                         self.owner = None
@@ -839,6 +847,8 @@ class Shipper:
                 notify(f"{reason}, and {e}; the rest of run {name!r} is dropped (counted)")
             else:
                 notify(f"{reason}; writing the rest of run {name!r} to {path}")
+                if self._reconnect is not None:
+                    self._reconnect_at = time.monotonic() + RECONNECT_INTERVAL
         new.add(self.start_rec)
         new.add(
             Event(
@@ -854,6 +864,53 @@ class Shipper:
             if not isinstance(rec, RunStart | RunEnd):
                 new.add(rec)
         self.sink = new
+
+    def _maybe_reattach(self) -> None:
+        """In a fallback file, and the collector may be back: the rest of the run goes there.
+
+        The file ends with an event that names the collector (and no ``RunEnd``: the run goes
+        on); the collector gets the run's ``RunStart`` again (same run id) and an event that
+        names the file holding the part in between.
+        """
+        at = self._reconnect_at
+        if at is None or self._reconnect is None or time.monotonic() < at:
+            return
+        self._reconnect_at = time.monotonic() + RECONNECT_INTERVAL
+        new = self._reconnect()
+        if new is None:
+            return
+        self._reconnect_at = None
+        old = self.sink
+        self._drain()
+        self._emit()
+        now_us = time.time_ns() // 1000
+        name = self.start_rec.name
+        old.add(
+            Event(
+                "log",
+                f"the collector at {new.where} is back; the rest of this run went there",
+                run=0,
+                severity=1,
+                detail={"collector": new.where},
+                t_us=now_us,
+            )
+        )
+        old.close(time.monotonic() + FILE_END_TIMEOUT)
+        self._sink_dropped += old.dropped
+        new.add(self.start_rec)
+        new.add(
+            Event(
+                "log",
+                f"run {name!r} re-attached to the collector; what it logged while the collector "
+                f"was away is in {old.where}",
+                run=0,
+                severity=1,
+                detail={"file": old.where},
+                t_us=now_us,
+            )
+        )
+        self.sink = new
+        notify(f"the collector at {new.where} is back; run {name!r} goes on there")
 
     def _final(self) -> None:
         try:

@@ -188,7 +188,7 @@ class CollectorProcess:
     def __init__(self, tmp: Path) -> None:
         self.data = tmp / "data"
         self.ingest = tmp / "run" / "ingest.sock"
-        self.log = tmp / "collector.log"
+        self.log = tmp / f"collector-{time.monotonic_ns()}.log"
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

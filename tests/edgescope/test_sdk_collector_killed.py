@@ -73,3 +73,60 @@ def test_a_collector_killed_mid_run_loses_no_value(
     if rate == "paced":
         # The collector had stored (and confirmed) part of the run: that part is not repeated.
         assert in_store and len(in_file) < n
+
+
+def test_the_run_is_re_attached_when_the_collector_comes_back(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    first = CollectorProcess(sdk)
+    monkeypatch.setenv("EDGESCOPE_SOCKET", str(first.ingest))
+    step = 0
+
+    def log_for(seconds: float) -> None:
+        nonlocal step
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for _ in range(100):
+                edgescope.log({"loss": float(step)}, step=step)
+                step += 1
+            time.sleep(0.002)
+
+    second = None
+    try:
+        run = edgescope.init(name="comeback", flush_interval=0.05)
+        log_for(0.5)
+        first.kill()
+        log_for(0.5)
+        assert run.path is not None and run.collector is None, "in the fallback file"
+        fallback = run.path
+        second = CollectorProcess(sdk)  # the same data directory and ingest socket
+        deadline = time.monotonic() + 15
+        while run.collector is None:
+            assert time.monotonic() < deadline, "never re-attached"
+            log_for(0.1)
+        log_for(0.3)
+        edgescope.finish(0)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    err = capfd.readouterr().err
+    assert f"the collector at {first.ingest} is back; run 'comeback' goes on there" in err
+    assert run.path is None
+    stored = second.stored()
+    in_store = _of_run(stored, run.run_id)
+    file_recs = read(fallback)
+    in_file = values(file_recs, "loss")
+    everything = [(i, float(i)) for i in range(step)]
+    assert sorted(set(in_store) | set(in_file)) == everything
+    assert not of(file_recs, RunEnd), "the run went on elsewhere"
+    back = [e for e in of(file_recs, Event) if "is back" in e.message]
+    assert back and back[0].detail == {"collector": str(first.ingest)}
+    # The collector holds the run twice (before the kill, and re-attached); the second part
+    # names the file and ends properly.
+    starts = [s for s in of(stored, RunStart) if s.run_id == run.run_id]
+    assert len(starts) == 2
+    note = [e for e in of(stored, Event) if e.run == starts[1].run and "re-attached" in e.message]
+    assert note and note[0].detail == {"file": str(fallback)}
+    ends = [e for e in of(stored, RunEnd) if e.run == starts[1].run]
+    assert ends and ends[0].exit_code == 0 and ends[0].dropped == 0

@@ -295,3 +295,46 @@ def test_the_sdk_imports_neither_numpy_nor_torch_nor_the_collector(tmp_path: Pat
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def test_sigterm_while_the_caller_ships_a_full_buffer_still_ends_the_run(tmp_path: Path) -> None:
+    # A 16-call buffer: the loop spends most of its time shipping (caller-runs, holding the
+    # shipper's lock), so SIGTERM lands there often; it must neither deadlock nor lose values.
+    path = script(
+        tmp_path,
+        """
+        import edgescope
+        edgescope.init(name="term-busy", buffer_size=16)
+        i = 0
+        while True:
+            edgescope.log({"loss": float(i), "lr": 0.1}, step=i)
+            if i == 20_000:
+                print("busy", flush=True)
+            i += 1
+        """,
+    )
+    for attempt in range(3):
+        for f in trace_files(tmp_path):
+            f.unlink()
+        p = subprocess.Popen(
+            [PYTHON, str(path)],
+            env=sdk_env(tmp_path),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert p.stdout is not None and p.stdout.readline() == "busy\n"
+            time.sleep(0.05 * attempt)
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(30) == -signal.SIGTERM
+        finally:
+            p.kill()
+            p.wait()
+            p.stdout.close()  # type: ignore[union-attr]
+        recs = read(_one_file(tmp_path))
+        end = of(recs, RunEnd)[0]
+        assert end.exit_code == 128 + signal.SIGTERM and end.dropped == 0
+        loss = values(recs, "loss")
+        assert loss == [(i, float(i)) for i in range(len(loss))] and len(loss) > 20_000
+        assert len(values(recs, "lr")) == len(loss)

@@ -36,7 +36,9 @@ Memory cap: the deque holds at most ``buffer_size`` calls (default 32,768) plus 
 logging at the same moment, the shipper's columns at most ``BATCH_VALUES`` values between
 flushes plus one buffer, a socket sink at most ``MAX_BACKLOG_ITEMS`` (65,536) items that the
 collector has not confirmed before the callers wait, a file sink ``MAX_HELD_BYTES`` (8 MiB)
-while its disk is full.
+while its disk is full. Measured with 1,000,000 values logged as fast as they go: the peak RSS
+grew by 11 MiB with one-key calls and 33 MiB with ten-key calls (the buffer then holds 32,768
+dicts), the same with a collector that never reads (it is given up on after the stall timeout).
 
 Durability: ``finish()`` (also at interpreter exit, on an uncaught exception, and on SIGTERM
 when no other handler was installed) drains everything into the trace and writes ``RunEnd``.

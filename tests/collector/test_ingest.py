@@ -370,3 +370,32 @@ async def test_a_failed_flush_acknowledges_nothing(tmp_path: Path) -> None:
         await writer.wait_closed()
     finally:
         await srv.close()
+
+
+async def test_a_producer_that_closes_right_after_sending_loses_nothing(tmp_path: Path) -> None:
+    # Acknowledgements to a producer that has gone must not cost what it sent: 2 MB, then
+    # close at once, with an acknowledgement due after every 64 KiB.
+    got = Collected()
+    srv = IngestServer(tmp_path / "ingest.sock", got.sink, on_run_end=got.ends.append)
+    await srv.start()
+    try:
+        n = 400
+        data = _stream(
+            _start(0, "gone"),
+            *(_metrics(0, "loss", 2048, first=b * 2048) for b in range(n)),
+            RunEnd(0, 0, 0, 9_000),
+        )
+        assert len(data) > 2_000_000
+
+        def produce() -> None:  # a blocking producer in its own thread, as a process would be
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(srv.path))
+                s.sendall(data)
+            # closed at once: what the kernel still holds is read after, acknowledgements fail
+
+        await asyncio.to_thread(produce)
+        assert await srv.wait_idle(10)
+    finally:
+        await srv.close()
+    assert sum(len(m.values) for m in got.of(Metrics)) == n * 2048
+    assert got.ends[0].exit_code == 0 and not got.of(Event)

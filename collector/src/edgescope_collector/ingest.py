@@ -105,6 +105,8 @@ class _Connection:
         self.acked = 0
         """The stream offset last acknowledged."""
         self.ack_timer: asyncio.TimerHandle | None = None
+        self.ack_out = bytearray()
+        """Acknowledgement bytes not yet taken by the socket."""
 
 
 class IngestServer:
@@ -285,7 +287,23 @@ class IngestServer:
             except OSError:
                 return  # not stored: the producer keeps what it sent, and tries again later
         conn.acked = offset
-        writer.write(ack_message(offset))
+        conn.ack_out += ack_message(offset)
+        sock = writer.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            # Straight to the socket, never through the transport: a producer that has sent
+            # its stream and closed makes a write fail (EPIPE), and a failed transport write
+            # would discard what it sent and we have not read yet. An acknowledgement that
+            # cannot go now waits for the next (they are cumulative); a part sent is finished
+            # first, so the messages stay whole.
+            n = os.write(sock.fileno(), conn.ack_out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            conn.ack_out.clear()  # the producer is gone; reading what it sent goes on
+            return
+        del conn.ack_out[:n]
 
     def _check_damage(self, conn: _Connection, *, at_end: bool) -> bool:
         dec = conn.decoder

@@ -276,6 +276,7 @@ class Collector:
                 self.record,
                 on_run_start=self._on_run_start,
                 on_run_end=self._on_run_end,
+                flush=self.store.flush,
             )
             try:
                 await ingest.start()

@@ -42,8 +42,12 @@ def test_the_torch_job_is_the_numpy_job_in_torch(one_thread: None) -> None:
     rows: list[dict[str, object]] = []
     marks: list[str] = []
     result = _demo_torch.train(1.5, lambda v, s: rows.append(dict(v)), marks.append, leak_mb=8)
-    got["torch"] = [float(r["loss"].item()) for r in rows[:5]]  # type: ignore[attr-defined]
-    assert got["torch"][:5] == pytest.approx(got["numpy"][:5], rel=1e-9)
+    # the steps a loaded machine gets through in 1.5 s: at least two, up to five compared
+    trained = [r for r in rows if "loss" in r][:5]
+    assert len(trained) >= 2, rows
+    got["torch"] = [float(r["loss"].item()) for r in trained]  # type: ignore[attr-defined]
+    n = len(trained)
+    assert got["torch"] == pytest.approx(got["numpy"][:n], rel=1e-9)
 
     # it logs the same names, with loss, grad_norm and accuracy as torch's 0-d tensors
     assert [m.split(":")[0] for m in marks] == [f"phase {p.name}" for p in _demo_job.PHASES]

@@ -373,6 +373,8 @@ class ProcessSampler:
                 if st is None or status_text is None or st.state in ("Z", "X"):
                     continue  # gone, or exited and not yet reaped: no memory left to read
                 status = _status(status_text)
+                if "VmRSS" not in status:
+                    continue  # exiting (its memory already let go) or a kernel thread
                 key = (pid, st.start_ticks)
                 seen_keys.add(key)
                 cpu = None

@@ -1,26 +1,46 @@
-"""The SDK's background side: drain the hot buffer, encode in batches, ship to a sink.
+"""The SDK's shipping side: drain the hot buffer, encode columnar batches, write or send them.
 
 ``log()`` only appends ``(step, time_ns, name, float)`` or ``(step, time_ns, {name: float})``
-to a bounded deque. The shipper thread wakes every ``TICK`` seconds, moves what the deque holds
-into per-metric columns, and every flush interval turns the columns into columnar
-:class:`Metrics` records and hands them to the sink, which writes a frame to the trace file or
-sends it to the collector.
+to a deque. Two threads move what it holds into the trace, both through
+:meth:`Shipper.ship`, one at a time under the shipper's lock:
+
+- the shipper thread, every ``TICK`` seconds: it drains the deque into per-metric columns and,
+  every flush interval (or once ``BATCH_VALUES`` values wait), turns them into columnar
+  :class:`Metrics` records for the sink;
+- the caller of ``log()`` itself, when it finds the deque full (**caller-runs**): it drains the
+  whole deque, encodes it and hands it to the sink before its value goes in.
+
+Why caller-runs: in CPython the shipper thread shares the GIL with the training loop, so a loop
+that logs as fast as Python goes outruns it, and a bounded buffer must then either drop, grow
+without bound, or make the caller pay. Dropping is what this SDK did before (two thirds of a
+fast loss curve lost, silently); growing breaks the memory bound. So the caller pays: at an
+ordinary rate the deque never fills and ``log()`` is an append; under overload each
+``buffer_size``-th call does the encoding of the batch (a few ms for 32,768 values), which is
+the cost the work has anyway, and nothing is lost. Memory stays bounded: the deque holds at most
+``buffer_size`` calls plus one per thread that logs at the same moment.
 
 Sinks:
 
-- :class:`SocketSink`: a non-blocking Unix stream socket to the collector, carrying exactly the
-  bytes of a trace file. Records wait unencoded while earlier bytes are still unsent, so a
-  collector that is slow costs memory only up to ``MAX_BACKLOG_ITEMS`` (then the thread stops
-  draining the hot buffer and ``log()`` counts what it drops).
-- :class:`FileSink`: a :class:`~edgescope_tracing.TraceWriter`; a frame reaches the file (the
-  page cache: it survives the death of the process) at least every flush interval.
+- :class:`FileSink`: the run's own trace file. A write that fails (disk full, quota, file size
+  limit, an I/O error) is said once on stderr; the bytes that could not be written are held in
+  memory, up to ``MAX_HELD_BYTES``, and written again every ``RETRY_INTERVAL`` seconds; past
+  that bound items are dropped and counted, and when the file takes bytes again a ``gap`` event
+  with the count and the time range goes into the trace, then recording resumes.
+- :class:`SocketSink`: a Unix stream socket to the collector, carrying exactly the bytes of a
+  trace file. It keeps every record until the collector acknowledges that it has stored it
+  (:mod:`edgescope_tracing.acks`), at most ``MAX_BACKLOG_ITEMS`` items; above that the shipper
+  waits for the collector (the caller of ``log()`` waits with it): a collector that reads
+  slowly slows the loop down rather than losing values.
 - :class:`NullSink`: nowhere left to write; everything is counted as dropped.
 
-Fallback: when the collector closes the connection, or takes nothing for ``stall_timeout``
-seconds while bytes wait, the shipper closes the socket and writes the rest of the run to a new
-file under ``EDGESCOPE_DIR``, starting with the run's ``RunStart`` and an event that says why.
-Records that were encoded but not (wholly) sent are counted as dropped. When a file cannot be
-written, the rest is dropped and counted. Each of these is said once on stderr.
+Fallback: when the collector hangs up, or neither takes bytes nor confirms any for
+``stall_timeout`` seconds while records wait, the socket is closed and the rest of the run is
+written to a new file under ``EDGESCOPE_DIR``: the run's ``RunStart``, an event that says why
+(its ``replayed`` counts the items the collector had been sent but had not confirmed), those
+items, then the rest. So nothing is in neither place; only what the collector stored in its
+last moments without confirming it may be in both. That is the longest a call of ``log()``
+can wait: the stall timeout, once per run. When no file can be written either, the rest is
+dropped and counted. Each of these is said once on stderr.
 
 Drops are counted in items: one per metric value (a key of one ``log()`` call), one per event,
 one per stack-sample window. The total goes into the run's ``RunEnd.dropped``.
@@ -29,6 +49,8 @@ one per stack-sample window. The total goes into the run's ``RunEnd.dropped``.
 from __future__ import annotations
 
 import contextlib
+import errno
+import operator
 import os
 import select
 import socket
@@ -36,10 +58,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any, Protocol
 
 from edgescope_tracing import (
+    MAX_PAYLOAD,
     Event,
     Metrics,
     Record,
@@ -48,11 +72,12 @@ from edgescope_tracing import (
     StackSamples,
     StreamEncoder,
     TraceError,
-    TraceWriter,
 )
+from edgescope_tracing.acks import parse_acks
 
 __all__ = [
     "MAX_BACKLOG_ITEMS",
+    "MAX_HELD_BYTES",
     "FileSink",
     "NullSink",
     "Shipper",
@@ -63,15 +88,37 @@ __all__ = [
 ]
 
 TICK = 0.05
-"""Seconds between the shipper's looks at the hot buffer."""
+"""Seconds between the shipper thread's looks at the hot buffer."""
 BATCH_VALUES = 16_384
 """Metric values collected in columns before they are emitted early (between flushes)."""
-MAX_BACKLOG_ITEMS = 131_072
-"""Items a sink may hold unsent before the shipper stops draining the hot buffer."""
+MAX_BACKLOG_ITEMS = 65_536
+"""Items a socket sink may hold unconfirmed before the shipper (and the caller) waits for it."""
+SOCKET_END_TIMEOUT = 12.0
+"""Seconds ``finish()`` waits for a collector that still confirms to confirm the run's end
+(less than the SDK's finish timeout, 15 s, so that the rest can still go to a file)."""
+RECONNECT_INTERVAL = 2.0
+"""Seconds between attempts to re-attach a run that fell back to a file to its collector."""
+FILE_END_TIMEOUT = 2.0
+"""Seconds ``finish()`` retries a file that cannot be written (a full disk)."""
 SEND_CHUNK = 256 * 1024
 """Bytes of frames encoded at a time for the socket; more records wait unencoded."""
+FRAME_BYTES = MAX_PAYLOAD - 16 * 1024
+"""Payload after which the file sink closes its open frame (big frames cost fewer bytes)."""
+MAX_HELD_BYTES = 8 * 1024 * 1024
+"""Encoded bytes the file sink holds in memory while its file cannot be written."""
+RETRY_INTERVAL = 1.0
+"""Seconds between attempts to write to a file that failed."""
+_MANY_KEYS = 8
+"""One-value calls under more distinct names than this in one batch take the per-item path."""
 
 Item = tuple[int, int, dict[str, float]] | tuple[int, int, str, float] | Event | StackSamples
+_call = operator.call
+_floordiv = operator.floordiv
+_get0, _get1, _get2, _get3 = (operator.itemgetter(i) for i in range(4))
+
+
+class _Mixed(Exception):
+    """A batch that the column-at-a-time paths do not take (it goes item by item)."""
 
 
 def items_in(rec: Record) -> int:
@@ -89,6 +136,133 @@ def notify(message: str) -> None:
         os.write(2, f"edgescope: {message}\n".encode(errors="replace"))
 
 
+def take_all(buf: deque[Any]) -> list[Any]:
+    """Pop what the deque holds now, oldest first (appends made meanwhile stay in it)."""
+    return list(map(_call, repeat(buf.popleft, len(buf))))
+
+
+# --- columns --------------------------------------------------------------------------------
+
+
+class Columns:
+    """Metric values by name, as three parallel lists, in the order they were logged."""
+
+    __slots__ = ("cols", "values")
+
+    def __init__(self) -> None:
+        self.cols: dict[str, tuple[list[int], list[int], list[float]]] = {}
+        self.values = 0
+
+    def _col(self, key: str) -> tuple[list[int], list[int], list[float]]:
+        c = self.cols.get(key)
+        if c is None:
+            c = self.cols[key] = ([], [], [])
+        return c
+
+    def add_calls(self, calls: list[Any]) -> None:
+        """Add ``log()`` tuples (no events): whole columns at a time where the batch allows."""
+        if not calls:
+            return
+        try:
+            if len(calls[0]) == 4:
+                self._add_one_value_calls(calls)
+            else:
+                self._add_dict_calls(calls)
+        except _Mixed:
+            self._add_each(calls)
+
+    def _add_one_value_calls(self, calls: list[Any]) -> None:
+        try:
+            vals = list(map(_get3, calls))
+        except IndexError:  # a dict call among them
+            raise _Mixed from None
+        names = list(map(_get2, calls))
+        steps = list(map(_get0, calls))
+        us = list(map(_floordiv, map(_get1, calls), repeat(1000)))
+        name = names[0]
+        if names.count(name) == len(names):
+            c = self._col(name)
+            c[0].extend(steps)
+            c[1].extend(us)
+            c[2].extend(vals)
+        else:
+            distinct = dict.fromkeys(names)  # first seen first
+            if len(distinct) > _MANY_KEYS:
+                raise _Mixed
+            for name in distinct:
+                mask = list(map(name.__eq__, names))
+                c = self._col(name)
+                c[0].extend(compress(steps, mask))
+                c[1].extend(compress(us, mask))
+                c[2].extend(compress(vals, mask))
+        self.values += len(vals)
+
+    def _add_dict_calls(self, calls: list[Any]) -> None:
+        dicts = list(map(_get2, calls))
+        first = dicts[0]
+        if type(first) is not dict or set(map(len, dicts)) != {len(first)}:
+            raise _Mixed
+        try:
+            # All the same size, each with every key of the first: the same keys in each.
+            columns = [(k, list(map(operator.itemgetter(k), dicts))) for k in first]
+        except (KeyError, TypeError, IndexError):  # TypeError, IndexError: a one-value call
+            raise _Mixed from None
+        steps = list(map(_get0, calls))
+        us = list(map(_floordiv, map(_get1, calls), repeat(1000)))
+        for k, column in columns:
+            c = self._col(k)
+            c[0].extend(steps)
+            c[1].extend(us)
+            c[2].extend(column)
+        self.values += len(dicts) * len(first)
+
+    def _add_each(self, calls: list[Any]) -> None:
+        for item in calls:
+            if len(item) == 4:
+                step, t_ns, k, v = item
+                c = self._col(k)
+                c[0].append(step)
+                c[1].append(t_ns // 1000)
+                c[2].append(v)
+                self.values += 1
+                continue
+            step, t_ns, metrics = item
+            t = t_ns // 1000
+            for k, v in metrics.items():
+                c = self._col(k)
+                c[0].append(step)
+                c[1].append(t)
+                c[2].append(v)
+            self.values += len(metrics)
+
+    def take(self) -> list[Metrics]:
+        """The columns as records (one per name), and empty again."""
+        out = [
+            Metrics(0, k, tuple(s), tuple(t), tuple(v), t[0]) for k, (s, t, v) in self.cols.items()
+        ]
+        self.cols = {}
+        self.values = 0
+        return out
+
+
+def split_events(items: list[Any]) -> list[tuple[list[Any], Any]]:
+    """``items`` as runs of ``log()`` tuples, each followed by the event after it (or None)."""
+    types = list(map(type, items))
+    if types.count(tuple) == len(items):
+        return [(items, None)]
+    out: list[tuple[list[Any], Any]] = []
+    lo = 0
+    for i, tp in enumerate(types):
+        if tp is not tuple:
+            out.append((items[lo:i], items[i]))
+            lo = i + 1
+    out.append((items[lo:], None))
+    return out
+
+
+# --- sinks ------------------------------------------------------------------------------------
+
+
 class Sink(Protocol):
     where: str
     """The file path or socket address, for messages."""
@@ -104,6 +278,9 @@ class Sink(Protocol):
 
     def pump(self, now: float, *, flush: bool) -> None:
         """Make progress without blocking; ``flush`` also sends or writes what is batched."""
+
+    def wait(self, timeout: float) -> None:
+        """Block at most ``timeout`` seconds until the sink may make progress."""
 
     def close(self, deadline: float) -> None:
         """Deliver what is left (until ``deadline``, a monotonic time) and release the sink."""
@@ -129,6 +306,9 @@ class NullSink:
     def pump(self, now: float, *, flush: bool) -> None:
         pass
 
+    def wait(self, timeout: float) -> None:
+        pass
+
     def close(self, deadline: float) -> None:
         pass
 
@@ -136,48 +316,199 @@ class NullSink:
         return [], 0
 
 
+def _reason(e: OSError) -> str:
+    return e.strerror or errno.errorcode.get(e.errno or 0, "") or str(e)
+
+
 class FileSink:
-    """The run's own trace file."""
+    """The run's own trace file, written with ``os.write``; a failed write is held and retried.
+
+    ``full`` says why the file takes no bytes now (None while it does). Meanwhile the encoded
+    bytes wait in ``held`` (at most ``MAX_HELD_BYTES``); a record that would go past that bound
+    is dropped and counted, and its time joins the gap that a ``gap`` event reports once the
+    file takes bytes again. Bytes are written in order, so a frame cut by a full disk is
+    completed when space returns; a process that dies meanwhile leaves a truncated last frame,
+    which readers skip as they skip any crash's.
+    """
 
     can_fall_back = False
     backlog_items = 0
 
-    def __init__(self, path: Path, flush_interval: float) -> None:
+    def __init__(self, path: Path, flush_interval: float, run_name: str = "") -> None:
         self.path = path
         self.where = str(path)
-        self.writer = TraceWriter(path, flush_interval=flush_interval, exclusive=True)
+        self.run_name = run_name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd: int | None = os.open(path, flags, 0o644)
+        self._enc = StreamEncoder()
+        self.held = bytearray(self._enc.take())
+        self.flush_interval = flush_interval
         self.broken: str | None = None
+        self.full: str | None = None
         self.dropped = 0
-
-    def _fail(self, e: OSError) -> None:
-        self.broken = f"cannot write {self.path}: {e.strerror or e}"
+        self._warned = False
+        self._retry_at = 0.0
+        self._gap: list[int] = []
+        """Dropped while full: [items, first t_us, last t_us]."""
+        self._gap_reason = ""
+        self._enc_items = 0
+        """Items encoded into the open frame (not yet in ``held``)."""
+        self._chunks: deque[list[int]] = deque()
+        """[bytes not yet written, items] of each chunk of ``held``, oldest first."""
+        self._write()
 
     def add(self, rec: Record) -> None:
-        if self.broken is not None:
+        if self._fd is None:
             self.dropped += items_in(rec)
             return
+        if (
+            self.full is not None
+            and len(self.held) + self._enc.pending >= MAX_HELD_BYTES
+            and items_in(rec)  # a RunStart or RunEnd is always kept: the run must end
+        ):
+            self._drop(rec)
+            return
         try:
-            self.writer.append(rec)
-        except OSError as e:
-            self._fail(e)
-            self.dropped += items_in(rec)
-        except (TraceError, TypeError, ValueError):
+            self._enc.add(rec)
+        except (TraceError, TypeError, ValueError) as e:
             # The SDK checks what it records; a record that still cannot be encoded is counted.
             self.dropped += items_in(rec)
+            notify(f"a record of run {self.run_name!r} cannot be written ({e}); dropped")
+            return
+        self._enc_items += items_in(rec)
+        if self._enc.pending >= FRAME_BYTES:
+            self._take()
+            if self.full is None:
+                self._write()
+
+    def _drop(self, rec: Record) -> None:
+        n = items_in(rec)
+        self.dropped += n
+        t = rec.t_us
+        t_last = rec.times_us[-1] if isinstance(rec, Metrics) and rec.times_us else t
+        if self._gap:
+            self._gap[0] += n
+            self._gap[2] = max(self._gap[2], t_last)
+        else:
+            self._gap = [n, t, t_last]
+            self._gap_reason = self.full or ""
+
+    def _take(self, data: bytes | None = None) -> None:
+        """Move the encoder's bytes (or ``data``, which holds them) to ``held``."""
+        if data is None:
+            data = self._enc.take()
+        if data:
+            self.held += data
+            self._chunks.append([len(data), self._enc_items])
+            self._enc_items = 0
+
+    @property
+    def unwritten_items(self) -> int:
+        """Items whose bytes have not all reached the file (at most one chunk too many)."""
+        return self._enc_items + sum(c[1] for c in self._chunks)
+
+    def _write(self) -> bool:
+        """Write what is held; on failure keep the rest and note why. True when all went."""
+        fd = self._fd
+        if fd is None:
+            return False
+        held = self.held
+        while held:
+            try:
+                n = os.write(fd, held)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self._stall(e)
+                return False
+            del held[:n]
+            chunks = self._chunks
+            while n and chunks:
+                c = chunks[0]
+                k = min(n, c[0])
+                c[0] -= k
+                n -= k
+                if not c[0]:
+                    chunks.popleft()
+        if self.full is not None:
+            self._resume()
+        return True
+
+    def _stall(self, e: OSError) -> None:
+        self.full = f"cannot write {self.path}: {_reason(e)}"
+        self._retry_at = time.monotonic() + RETRY_INTERVAL
+        if not self._warned:
+            self._warned = True
+            notify(
+                f"{self.full}; run {self.run_name!r} keeps up to {MAX_HELD_BYTES >> 20} MiB in "
+                f"memory and retries every {RETRY_INTERVAL:g} s; beyond that, values are "
+                "dropped and counted (RunEnd.dropped, and a gap event in the trace)"
+            )
+
+    def _resume(self) -> None:
+        was, self.full = self.full, None
+        if self._gap:
+            n, t0, t1 = self._gap
+            self._gap = []
+            notify(
+                f"{self.path} takes data again; run {self.run_name!r} goes on "
+                f"({n} items were dropped meanwhile)"
+            )
+            self.add(
+                Event(
+                    "gap",
+                    f"{n} items dropped over {(t1 - t0) / 1e6:.3f} s: {self._gap_reason}",
+                    run=0,
+                    severity=2,
+                    detail={"dropped": n, "from_us": t0, "to_us": t1, "reason": was},
+                    t_us=t0,
+                )
+            )
 
     def pump(self, now: float, *, flush: bool) -> None:
-        if flush and self.broken is None:
-            try:
-                self.writer.flush()
-            except OSError as e:
-                self._fail(e)
+        if self._fd is None:
+            return
+        if self.full is not None:
+            if now < self._retry_at:
+                return
+            self._retry_at = now + RETRY_INTERVAL
+        if flush or self.full is not None:
+            self._take()
+            self._write()
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(min(timeout, 0.05))
 
     def close(self, deadline: float) -> None:
+        fd = self._fd
+        if fd is None:
+            return
+        self._take()
+        ended = False
+        while True:
+            if self._write():
+                if ended:
+                    break
+                # After a resume the gap event is in the encoder: the index goes after it.
+                self._take(self._enc.index_bytes())
+                ended = True
+                continue
+            if time.monotonic() >= deadline:
+                self.broken = self.full
+                notify(
+                    f"{self.full}; the last {len(self.held)} bytes of run {self.run_name!r} "
+                    f"(up to {self.unwritten_items} items, its end among them) could not be "
+                    "written"
+                )
+                break
+            time.sleep(0.1)
+        self._fd = None
         try:
-            self.writer.close()
+            os.fsync(fd)
         except OSError as e:
-            if self.broken is None:
-                self._fail(e)
+            notify(f"cannot sync {self.path}: {_reason(e)}")
+        finally:
+            os.close(fd)
 
     def abandon(self) -> tuple[list[Record], int]:
         self.close(0.0)
@@ -185,7 +516,15 @@ class FileSink:
 
 
 class SocketSink:
-    """A trace stream to the collector over a connected Unix stream socket."""
+    """A trace stream to the collector over a connected Unix stream socket.
+
+    Every record stays here until the collector acknowledges it (the stream offset up to which
+    it has stored every frame, see :mod:`edgescope_tracing.acks`).
+    ``backlog_items`` counts what is not yet acknowledged: waiting to be encoded, unsent, or
+    sent and unconfirmed. When the connection fails, :meth:`abandon` hands all of it back, in
+    order, for the fallback file: what the collector had stored but not yet confirmed (at most
+    one acknowledgement's worth) is then in both places, and nothing is in neither.
+    """
 
     can_fall_back = True
 
@@ -198,19 +537,26 @@ class SocketSink:
         self.dropped = 0
         self._enc = StreamEncoder()
         self._out = bytearray(self._enc.take())
-        self._out_items = 0
         self._queue: deque[Record] = deque()
         self._queue_items = 0
+        self._sent: deque[tuple[int, int, list[Record]]] = deque()
+        """(stream offset where their frames end, items, records), not yet acknowledged."""
+        self._sent_items = 0
+        self.acked = 0
+        """The stream offset the collector last acknowledged."""
+        self.unconfirmed = 0
+        """Items handed back by :meth:`abandon` that had been sent (the collector may hold them)."""
+        self._acks = bytearray()
         self._last_progress = time.monotonic()
 
     @property
     def backlog_items(self) -> int:
-        return self._queue_items + self._out_items
+        return self._queue_items + self._sent_items
 
     @property
     def idle(self) -> bool:
-        """Everything handed over has been sent."""
-        return not self._queue and not self._out
+        """Everything handed over has been sent and acknowledged."""
+        return not self._queue and not self._out and not self._sent
 
     def add(self, rec: Record) -> None:
         self._queue.append(rec)
@@ -219,21 +565,28 @@ class SocketSink:
     def _encode(self) -> None:
         enc = self._enc
         moved = 0
+        recs: list[Record] = []
         while self._queue and enc.pending < SEND_CHUNK:
             rec = self._queue.popleft()
             n = items_in(rec)
             self._queue_items -= n
             try:
                 enc.add(rec)
-            except (TraceError, TypeError, ValueError):
+            except (TraceError, TypeError, ValueError) as e:
                 self.dropped += n
+                notify(f"a record cannot be sent ({e}); dropped")
                 continue
             moved += n
+            recs.append(rec)
         self._out += enc.take()
-        self._out_items += moved
+        if recs:
+            self._sent.append((enc.offset, moved, recs))
+            self._sent_items += moved
 
     def pump(self, now: float, *, flush: bool) -> None:
         if self.broken is not None:
+            return
+        if not self._read_acks(now):
             return
         if flush and not self._out and self._queue:
             self._encode()
@@ -246,62 +599,88 @@ class SocketSink:
             except BlockingIOError:
                 n = 0
             except OSError as e:
-                self.broken = f"closed the connection ({e.strerror or e})"
+                self.broken = f"closed the connection ({_reason(e)})"
                 return
             if n == 0:
-                if now - self._last_progress > self.stall_timeout:
-                    self.broken = f"took nothing for {self.stall_timeout:g} s"
-                return
+                break
             del self._out[:n]
             self._last_progress = now
-            if not self._out:
-                self._out_items = 0
-                if flush and self._queue:
-                    self._encode()
-        if self._check_closed():
-            self.broken = "closed the connection"
+            if not self._out and flush and self._queue:
+                self._encode()
+        if (self._out or self._sent) and now - self._last_progress > self.stall_timeout:
+            self.broken = f"took nothing for {self.stall_timeout:g} s"
 
-    def _check_closed(self) -> bool:
-        """Whether the collector hung up (it never sends, so readable means EOF or error)."""
+    def _read_acks(self, now: float) -> bool:
+        """Take the collector's acknowledgements; False (and ``broken``) if it hung up."""
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self.broken = f"closed the connection ({_reason(e)})"
+                return False
+            if not data:
+                self.broken = "closed the connection"
+                return False
+            self._acks += data
         try:
-            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
+            acked = parse_acks(self._acks)
+        except ValueError as e:
+            self.broken = f"sent {e}"
             return False
-        except OSError:
-            return True
-        return data == b""
+        if acked is not None and acked > self.acked:
+            self.acked = acked
+            self._last_progress = now
+            sent = self._sent
+            while sent and sent[0][0] <= acked:
+                self._sent_items -= sent.popleft()[1]
+        return True
+
+    def wait(self, timeout: float) -> None:
+        wait_ms = max(1, int(min(0.05, timeout) * 1000))
+        events = select.POLLIN | (select.POLLOUT if self._out else 0)
+        try:
+            poller = select.poll()  # not select(): descriptors above 1023 are fine
+            poller.register(self.sock.fileno(), events)
+            poller.poll(wait_ms)
+        except (OSError, ValueError):
+            time.sleep(wait_ms / 1000)
 
     def close(self, deadline: float) -> None:
+        """Send the rest and wait until the collector has stored it (its RunEnd among it)."""
         while self.broken is None and not self.idle:
             now = time.monotonic()
             if now >= deadline:
-                self.broken = "did not take the end of the run in time"
+                self.broken = "did not confirm the end of the run in time"
                 return
             self.pump(now, flush=True)
-            if self._out and self.broken is None:
-                wait_ms = max(1, int(min(0.05, deadline - now) * 1000))
-                try:
-                    poller = select.poll()  # not select(): descriptors above 1023 are fine
-                    poller.register(self.sock.fileno(), select.POLLOUT)
-                    poller.poll(wait_ms)
-                except (OSError, ValueError):
-                    time.sleep(wait_ms / 1000)
+            if self.broken is None and not self.idle:
+                self.wait(deadline - now)
         if self.broken is None:
             self.sock.close()
 
     def abandon(self) -> tuple[list[Record], int]:
-        lost = self._out_items
+        """Close; everything not acknowledged, in order (sent first), and 0 lost in flight."""
+        rest: list[Record] = []
+        for _, _, recs in self._sent:
+            rest.extend(recs)
+        self.unconfirmed = self._sent_items
+        rest.extend(self._queue)
+        self._sent.clear()
+        self._sent_items = 0
         self._out.clear()
-        self._out_items = 0
-        rest = list(self._queue)
         self._queue.clear()
         self._queue_items = 0
         self.sock.close()
-        return rest, lost
+        return rest, 0
+
+
+# --- the shipper ------------------------------------------------------------------------------
 
 
 class Shipper:
-    """The background thread of one run: hot buffer -> columns -> records -> sink."""
+    """One run's way from the hot buffer to the sink: a thread, and the caller when it must."""
 
     def __init__(
         self,
@@ -311,52 +690,124 @@ class Shipper:
         *,
         flush_interval: float,
         fallback: Callable[[], Path] | None,
+        reconnect: Callable[[], Sink | None] | None = None,
     ) -> None:
         self.start_rec = start
+        self._reconnect = reconnect
+        """Connects to the collector again (None: not now); only after a fallback from one."""
+        self._reconnect_at: float | None = None
+        """When to try it next; None while the run is not in a fallback file."""
         self.sink = sink
         self.buf = buf
         self.flush_interval = flush_interval
         self._fallback = fallback
-        self._cols: dict[str, tuple[list[int], list[int], list[float]]] = {}
-        self._col_values = 0
+        self._cols = Columns()
+        self.lock = threading.Lock()
+        """Held while items move from the buffer to the sink (by the thread or a caller)."""
+        self.owner: int | None = None
+        """The thread that holds ``lock`` now (a signal handler must not wait for itself)."""
         self._sink_dropped = 0
         """Drops of sinks given up on (the current sink counts its own)."""
+        self.lost = 0
+        """Items taken from the buffer whose move was interrupted (KeyboardInterrupt)."""
+        self.deferred_signal: int | None = None
+        """A SIGTERM that arrived while a caller held ``lock``: handled when it lets go."""
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._waiters: deque[threading.Event] = deque()
         self._exit_code: int | None = None
         self._hot_dropped: Callable[[], int] = lambda: 0
         self._finished = threading.Event()
+        self._next_flush = time.monotonic() + flush_interval
         self.thread = threading.Thread(target=self._main, name="edgescope-shipper", daemon=True)
         sink.add(start)
 
     @property
     def dropped(self) -> int:
-        return self._sink_dropped + self.sink.dropped
+        return self._sink_dropped + self.sink.dropped + self.lost
 
     def start(self) -> None:
         self.thread.start()
+
+    # --- moving items: always under the lock --------------------------------------------
+
+    def _drain(self) -> None:
+        """Everything in the buffer now into columns; events and stacks to the sink in order."""
+        items = take_all(self.buf)
+        if not items:
+            return
+        try:
+            for calls, event in split_events(items):
+                self._cols.add_calls(calls)
+                if event is not None:
+                    # Keep order: metrics logged before an event or a stack window go first.
+                    self._emit()
+                    self.sink.add(event)
+        except BaseException:
+            # Interrupted mid-batch (KeyboardInterrupt in the caller): what was taken but not
+            # yet placed cannot be told apart from what was; the batch is counted as lost.
+            self.lost += sum(
+                items_in(x) if not isinstance(x, tuple) else (1 if len(x) == 4 else len(x[2]))
+                for x in items
+            )
+            self._cols = Columns()
+            raise
+
+    def _emit(self) -> None:
+        if self._cols.values:
+            for rec in self._cols.take():
+                self.sink.add(rec)
+
+    def _pump(self, now: float, *, flush: bool) -> None:
+        self.sink.pump(now, flush=flush)
+        while self.sink.broken is not None and self.sink.can_fall_back:
+            self._fall_back()
+
+    def _make_room(self) -> None:
+        """Wait (the stall timeout at most, through a fallback) until the sink has room."""
+        while self.sink.backlog_items > MAX_BACKLOG_ITEMS:
+            self.sink.wait(TICK)
+            self._pump(time.monotonic(), flush=True)
+
+    def ship(self, *, flush: bool) -> None:
+        """Move what is buffered towards the sink; the caller holds ``lock``."""
+        now = time.monotonic()
+        self._drain()
+        if flush or now >= self._next_flush or self._cols.values >= BATCH_VALUES:
+            self._emit()
+            self._next_flush = now + self.flush_interval
+            flush = True
+        self._pump(now, flush=flush)
+        self._make_room()
+
+    def caller_runs(self) -> None:
+        """The buffer is full: the calling thread ships it (blocking only on the sink)."""
+        with self.lock:
+            self.owner = threading.get_ident()
+            try:
+                self.ship(flush=True)
+            finally:
+                self.owner = None
 
     # --- the thread ---------------------------------------------------------------------
 
     def _main(self) -> None:
         try:
-            next_flush = time.monotonic() + self.flush_interval
             while True:
                 self._wake.wait(TICK)
                 self._wake.clear()
                 if self._stop.is_set():
                     break
-                now = time.monotonic()
-                self._drain(limited=True)
                 waiting = []
                 while self._waiters:
                     waiting.append(self._waiters.popleft())
-                flush = bool(waiting) or now >= next_flush or self._col_values >= BATCH_VALUES
-                if flush:
-                    self._emit()
-                    next_flush = now + self.flush_interval
-                self._pump(now, flush=flush)
+                with self.lock:
+                    self.owner = threading.get_ident()
+                    try:
+                        self._maybe_reattach()
+                        self.ship(flush=bool(waiting))
+                    finally:
+                        self.owner = None
                 for w in waiting:
                     w.set()
         except Exception as e:  # a bug here must not take the training run down with it
@@ -364,7 +815,8 @@ class Shipper:
             self.sink = NullSink(self.sink.where, "the shipper thread failed")
             self._finished.set()
             return
-        self._final()
+        with self.lock:
+            self._final()
 
     def sync(self, timeout: float) -> bool:
         """Have the thread drain and ship what is buffered now; False if it took too long."""
@@ -375,73 +827,28 @@ class Shipper:
         self._wake.set()
         return done.wait(timeout)
 
-    def _drain(self, *, limited: bool) -> None:
-        buf = self.buf
-        cols = self._cols
-        while buf:
-            if limited and (
-                self._col_values >= 4 * BATCH_VALUES or self.sink.backlog_items >= MAX_BACKLOG_ITEMS
-            ):
-                return
-            item = buf.popleft()
-            if type(item) is tuple:
-                if len(item) == 4:  # one value: (step, time_ns, name, value)
-                    step, t_ns, k, v = item
-                    c = cols.get(k)
-                    if c is None:
-                        c = cols[k] = ([], [], [])
-                    c[0].append(step)
-                    c[1].append(t_ns // 1000)
-                    c[2].append(v)
-                    self._col_values += 1
-                    continue
-                step, t_ns, metrics = item
-                t = t_ns // 1000
-                for k, v in metrics.items():
-                    c = cols.get(k)
-                    if c is None:
-                        c = cols[k] = ([], [], [])
-                    c[0].append(step)
-                    c[1].append(t)
-                    c[2].append(v)
-                self._col_values += len(metrics)
-            else:
-                # Keep order: metrics logged before an event or a stack window go first.
-                self._emit()
-                cols = self._cols  # _emit() started a new dict: values after the event go there
-                self.sink.add(item)
-
-    def _emit(self) -> None:
-        if not self._cols:
-            return
-        for key, (steps, times, values) in self._cols.items():
-            self.sink.add(Metrics(0, key, tuple(steps), tuple(times), tuple(values), times[0]))
-        self._cols = {}
-        self._col_values = 0
-
-    def _pump(self, now: float, *, flush: bool) -> None:
-        self.sink.pump(now, flush=flush)
-        while self.sink.broken is not None and self.sink.can_fall_back:
-            self._fall_back()
-
     def _fall_back(self) -> None:
         old = self.sink
         reason = f"the collector at {old.where} {old.broken}"
         rest, lost = old.abandon()
+        unconfirmed = getattr(old, "unconfirmed", 0)
         self._sink_dropped += old.dropped + lost
         new: Sink
+        name = self.start_rec.name
         if self._fallback is None:
             new = NullSink(old.where, reason)
-            notify(f"{reason}; the rest of run {self.start_rec.name!r} is dropped (counted)")
+            notify(f"{reason}; the rest of run {name!r} is dropped (counted)")
         else:
             try:
                 path = self._fallback()
-                new = FileSink(path, self.flush_interval)
+                new = FileSink(path, self.flush_interval, name)
             except OSError as e:
-                new = NullSink(str(e.filename or ""), str(e.strerror or e))
-                notify(f"{reason}, and {e}; the rest of run {self.start_rec.name!r} is dropped")
+                new = NullSink(str(e.filename or ""), _reason(e))
+                notify(f"{reason}, and {e}; the rest of run {name!r} is dropped (counted)")
             else:
-                notify(f"{reason}; writing the rest of run {self.start_rec.name!r} to {path}")
+                notify(f"{reason}; writing the rest of run {name!r} to {path}")
+                if self._reconnect is not None:
+                    self._reconnect_at = time.monotonic() + RECONNECT_INTERVAL
         new.add(self.start_rec)
         new.add(
             Event(
@@ -449,20 +856,68 @@ class Shipper:
                 f"{reason}; the rest of this run was written here",
                 run=0,
                 severity=1,
-                detail={"collector": old.where, "lost_in_flight": lost},
+                detail={"collector": old.where, "lost_in_flight": lost, "replayed": unconfirmed},
                 t_us=time.time_ns() // 1000,
             )
         )
         for rec in rest:
-            if not isinstance(rec, RunEnd):
+            if not isinstance(rec, RunStart | RunEnd):
                 new.add(rec)
         self.sink = new
 
+    def _maybe_reattach(self) -> None:
+        """In a fallback file, and the collector may be back: the rest of the run goes there.
+
+        The file ends with an event that names the collector (and no ``RunEnd``: the run goes
+        on); the collector gets the run's ``RunStart`` again (same run id) and an event that
+        names the file holding the part in between.
+        """
+        at = self._reconnect_at
+        if at is None or self._reconnect is None or time.monotonic() < at:
+            return
+        self._reconnect_at = time.monotonic() + RECONNECT_INTERVAL
+        new = self._reconnect()
+        if new is None:
+            return
+        self._reconnect_at = None
+        old = self.sink
+        self._drain()
+        self._emit()
+        now_us = time.time_ns() // 1000
+        name = self.start_rec.name
+        old.add(
+            Event(
+                "log",
+                f"the collector at {new.where} is back; the rest of this run went there",
+                run=0,
+                severity=1,
+                detail={"collector": new.where},
+                t_us=now_us,
+            )
+        )
+        old.close(time.monotonic() + FILE_END_TIMEOUT)
+        self._sink_dropped += old.dropped
+        new.add(self.start_rec)
+        new.add(
+            Event(
+                "log",
+                f"run {name!r} re-attached to the collector; what it logged while the collector "
+                f"was away is in {old.where}",
+                run=0,
+                severity=1,
+                detail={"file": old.where},
+                t_us=now_us,
+            )
+        )
+        self.sink = new
+        notify(f"the collector at {new.where} is back; run {name!r} goes on there")
+
     def _final(self) -> None:
         try:
-            self._drain(limited=False)
+            self._drain()
             self._emit()
-            deadline = time.monotonic() + max(2.0, self.flush_interval)
+            end_timeout = SOCKET_END_TIMEOUT if self.sink.can_fall_back else FILE_END_TIMEOUT
+            deadline = time.monotonic() + max(end_timeout, self.flush_interval)
             self._pump(time.monotonic(), flush=True)
             while True:
                 end = RunEnd(
@@ -478,7 +933,7 @@ class Shipper:
                     # The collector failed us at the end: the rest, with a fresh RunEnd, goes
                     # to a file.
                     self._fall_back()
-                    deadline = time.monotonic() + 2.0
+                    deadline = time.monotonic() + FILE_END_TIMEOUT
                     continue
                 break
         finally:
@@ -495,5 +950,6 @@ class Shipper:
             self._wake.set()
             self.thread.join(timeout)
         elif not self._finished.is_set():
-            self._final()
+            with self.lock:
+                self._final()
         return self._finished.is_set()

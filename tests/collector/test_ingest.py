@@ -317,3 +317,85 @@ async def test_a_directory_others_could_swap_the_socket_in_is_refused(
         with pytest.raises(OSError, match=refused):
             await srv.start()
         assert not (d / "ingest.sock").exists()
+
+
+async def test_what_is_stored_is_acknowledged_after_the_flush(tmp_path: Path) -> None:
+    from edgescope_tracing.acks import ACK_SIZE, parse_acks
+
+    got = Collected()
+    flushed_at: list[int] = []
+    srv = IngestServer(
+        tmp_path / "ingest.sock", got.sink, flush=lambda: flushed_at.append(len(got.records))
+    )
+    await srv.start()
+    try:
+        enc = StreamEncoder()
+        enc.add(_start(0, "acked"))
+        enc.add(_metrics(0, "loss", 100))
+        first = enc.take()
+        enc.add(_metrics(0, "loss", 50, first=100))
+        enc.add(RunEnd(0, 0, 0, 3_000))
+        second = enc.take()
+        reader, writer = await asyncio.open_unix_connection(str(srv.path))
+        writer.write(first + second[:5])  # a frame cut short is not acknowledged
+        await writer.drain()
+        buf = bytearray(await asyncio.wait_for(reader.readexactly(ACK_SIZE), 5))
+        assert parse_acks(buf) == len(first) and not buf
+        assert flushed_at == [2], "flushed once the start and the batch were in the sink"
+        writer.write(second[5:])
+        await writer.drain()
+        buf = bytearray(await asyncio.wait_for(reader.readexactly(ACK_SIZE), 5))
+        assert parse_acks(buf) == len(first) + len(second)
+        writer.close()
+        await writer.wait_closed()
+        assert await srv.wait_idle(5)
+    finally:
+        await srv.close()
+    assert len(got.of(Metrics)) == 2 and got.of(RunEnd)[0].exit_code == 0
+
+
+async def test_a_failed_flush_acknowledges_nothing(tmp_path: Path) -> None:
+    def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    srv = IngestServer(tmp_path / "ingest.sock", lambda r: None, flush=full)
+    await srv.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(srv.path))
+        writer.write(_stream(_start(0, "unstored"), _metrics(0, "loss", 10)))
+        await writer.drain()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.5)
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await srv.close()
+
+
+async def test_a_producer_that_closes_right_after_sending_loses_nothing(tmp_path: Path) -> None:
+    # Acknowledgements to a producer that has gone must not cost what it sent: 2 MB, then
+    # close at once, with an acknowledgement due after every 64 KiB.
+    got = Collected()
+    srv = IngestServer(tmp_path / "ingest.sock", got.sink, on_run_end=got.ends.append)
+    await srv.start()
+    try:
+        n = 400
+        data = _stream(
+            _start(0, "gone"),
+            *(_metrics(0, "loss", 2048, first=b * 2048) for b in range(n)),
+            RunEnd(0, 0, 0, 9_000),
+        )
+        assert len(data) > 2_000_000
+
+        def produce() -> None:  # a blocking producer in its own thread, as a process would be
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(srv.path))
+                s.sendall(data)
+            # closed at once: what the kernel still holds is read after, acknowledgements fail
+
+        await asyncio.to_thread(produce)
+        assert await srv.wait_idle(10)
+    finally:
+        await srv.close()
+    assert sum(len(m.values) for m in got.of(Metrics)) == n * 2048
+    assert got.ends[0].exit_code == 0 and not got.of(Event)

@@ -11,13 +11,16 @@ import asyncio
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import Board
 from edgescope_collector.config import Config
 from edgescope_collector.daemon import Collector
 from edgescope_collector.pipeline import FileSink, Pipeline, StoreSink
 from edgescope_tracing import Event, Metrics, ProcessSample, Record, RunStart, StreamEncoder
+
+if TYPE_CHECKING:
+    from conftest import Board
 
 
 class ListSink:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,11 +88,23 @@ def decode(data: bytes) -> list[Record]:
 
 
 @contextmanager
-def ingest_in_thread(path: Path) -> Iterator[tuple[IngestServer, list[Record]]]:
-    """A real :class:`IngestServer` on its own event loop thread; records collect in a list."""
+def ingest_in_thread(
+    path: Path, *, seconds_per_value: float = 0.0
+) -> Iterator[tuple[IngestServer, list[Record]]]:
+    """A real :class:`IngestServer` on its own event loop thread; records collect in a list.
+
+    ``seconds_per_value`` makes it a slow collector: its loop sleeps that long for each metric
+    value it takes, so it reads the socket more slowly than the SDK writes.
+    """
     got: list[Record] = []
     loop = asyncio.new_event_loop()
-    server = IngestServer(path, got.append)
+
+    def sink(rec: Record) -> None:
+        if seconds_per_value and isinstance(rec, Metrics):
+            time.sleep(seconds_per_value * len(rec.values))
+        got.append(rec)
+
+    server = IngestServer(path, sink)
     started = threading.Event()
 
     def main() -> None:
@@ -167,3 +180,46 @@ class HungCollector:
         self.sock.close()
         for c in self.conns:
             c.close()
+
+
+class CollectorProcess:
+    """``python -m edgescope_collector`` as users run it: a real process, its own data dir."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.data = tmp / "data"
+        self.ingest = tmp / "run" / "ingest.sock"
+        self.log = tmp / f"collector-{time.monotonic_ns()}.log"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        args = [PYTHON, "-m", "edgescope_collector", "--listen", f"127.0.0.1:{port}"]
+        args += ["--data-dir", str(self.data), "--ingest", str(self.ingest), "--no-mdns"]
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(args, stderr=err, env={**os.environ})
+        deadline = time.monotonic() + 20
+        while "listening on" not in self.log.read_text():
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or end anything."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stored(self) -> list[Record]:
+        """Every record in the store's segments, oldest first (unclosed ones scanned)."""
+        out: list[Record] = []
+        for seg in sorted(self.data.glob("seg-*.est")):
+            with TraceReader(seg) as r:
+                out.extend(r)
+        return out

@@ -123,10 +123,16 @@ def test_a_collector_that_goes_away_mid_run_loses_nothing_logged_after(
     in_file = values(recs, "loss")
     assert [s for s, _ in in_file] == sorted(s for s, _ in in_file)
     assert in_file[-100:] == [(i, float(i)) for i in range(200, 300)]
-    assert len(in_file) + end.dropped == 200
+    # What the collector had not acknowledged was replayed into the file: every value is in one
+    # place or the other, and only unconfirmed ones may be in both.
+    assert end.dropped == 0
+    assert sorted(set(values(got, "loss")) | set(in_file)) == [(i, float(i)) for i in range(300)]
+    both = set(values(got, "loss")) & set(in_file)
+    assert len(both) <= notice[0].detail["replayed"]  # type: ignore[index]
+    assert len(in_file) == len(set(in_file))
 
 
-def test_a_hung_collector_never_blocks_log_and_the_rest_goes_to_a_file(
+def test_a_hung_collector_blocks_log_at_most_the_stall_timeout_then_a_file_takes_the_rest(
     sdk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sock = sdk / "hung.sock"
@@ -149,17 +155,21 @@ def test_a_hung_collector_never_blocks_log_and_the_rest_goes_to_a_file(
             edgescope.log({"loss": float(n), "step_time": 0.01}, step=n)
             n += 1
         edgescope.finish(0)
-        # A blocking send would have held one call for the whole stall; none took that long.
-        assert slowest < 1.0, slowest
+        # The caller waits for a collector that takes nothing (caller-runs), but never past
+        # the stall timeout (1 s here; the margin is the shipper's tick and a loaded machine).
+        assert slowest < 1.0 + 0.5, slowest
         sent = decode(hung.read_all())
     finally:
         hung.close()
     recs = read(run.path)  # type: ignore[arg-type]
     end = of(recs, RunEnd)[0]
     assert end.exit_code == 0 and end.dropped == run.dropped
-    over_socket, in_file = count_values(sent), count_values(recs)
-    # Nothing twice, nothing silently lost.
-    assert over_socket + in_file <= 2 * n <= over_socket + in_file + end.dropped
+    # The hung collector stored nothing (it confirmed nothing): every value went to the file,
+    # what it had been sent included (replayed), none twice.
+    assert end.dropped == 0
+    assert count_values(recs) == 2 * n
+    assert len(values(recs, "loss")) == len(set(values(recs, "loss"))) == n
+    assert count_values(sent) > 0
     assert values(recs, "loss")[-1] == (n - 1, float(n - 1))
     assert of(sent, RunStart)[0].run_id == of(recs, RunStart)[0].run_id == run.run_id
 

@@ -12,6 +12,7 @@ from sdkutil import (
     PYTHON,
     HungCollector,
     count_values,
+    decode,
     of,
     read,
     run_script,
@@ -139,7 +140,9 @@ def test_sigkill_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
     assert safe and got[-1] >= safe[-1]
 
 
-def test_one_million_calls_with_a_hung_collector_stay_bounded(tmp_path: Path) -> None:
+def test_one_million_calls_with_a_hung_collector_stay_bounded_and_all_are_kept(
+    tmp_path: Path,
+) -> None:
     hung = HungCollector(tmp_path / "hung.sock")
     try:
         r = run_script(
@@ -160,21 +163,25 @@ def test_one_million_calls_with_a_hung_collector_stay_bounded(tmp_path: Path) ->
             edgescope.finish()
             print(peak - base, spent, run.dropped, run.path)
             """,
-            sdk_env(tmp_path, EDGESCOPE_SOCKET=str(hung.path)),
+            sdk_env(tmp_path, EDGESCOPE_SOCKET=str(hung.path), EDGESCOPE_STALL_TIMEOUT="1"),
             timeout=120,
         )
+        sent = decode(hung.read_all())
     finally:
         hung.close()
     assert r.returncode == 0, r.stderr
     grew, _spent, dropped, path = r.stdout.split()
     # A buffer that kept every call would hold ~350 MB; the cap is far below that.
     assert int(grew) < 80 * 2**20, f"RSS grew {int(grew) / 2**20:.0f} MiB"
-    assert int(dropped) > 0
-    # What could not go to the collector went to a file at the end, with the drop count.
+    # The stall ended the connection; everything the collector had not confirmed (all of it:
+    # it never read) was replayed into the file with the rest.
     recs = read(Path(path))
     end = of(recs, RunEnd)[0]
-    assert end.dropped == int(dropped)
-    assert count_values(recs) <= 1_000_000
+    assert end.dropped == int(dropped) == 0
+    notice = next(e for e in of(recs, Event) if e.kind == "log")
+    assert "took nothing for 1 s" in notice.message
+    assert notice.detail["replayed"] > 0  # type: ignore[index]
+    assert count_values(recs) == 1_000_000 and count_values(sent) > 0
 
 
 def test_fork_child_gets_its_own_run_and_the_parent_none_twice(tmp_path: Path) -> None:
@@ -288,3 +295,46 @@ def test_the_sdk_imports_neither_numpy_nor_torch_nor_the_collector(tmp_path: Pat
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def test_sigterm_while_the_caller_ships_a_full_buffer_still_ends_the_run(tmp_path: Path) -> None:
+    # A 16-call buffer: the loop spends most of its time shipping (caller-runs, holding the
+    # shipper's lock), so SIGTERM lands there often; it must neither deadlock nor lose values.
+    path = script(
+        tmp_path,
+        """
+        import edgescope
+        edgescope.init(name="term-busy", buffer_size=16)
+        i = 0
+        while True:
+            edgescope.log({"loss": float(i), "lr": 0.1}, step=i)
+            if i == 20_000:
+                print("busy", flush=True)
+            i += 1
+        """,
+    )
+    for attempt in range(3):
+        for f in trace_files(tmp_path):
+            f.unlink()
+        p = subprocess.Popen(
+            [PYTHON, str(path)],
+            env=sdk_env(tmp_path),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert p.stdout is not None and p.stdout.readline() == "busy\n"
+            time.sleep(0.05 * attempt)
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(30) == -signal.SIGTERM
+        finally:
+            p.kill()
+            p.wait()
+            p.stdout.close()  # type: ignore[union-attr]
+        recs = read(_one_file(tmp_path))
+        end = of(recs, RunEnd)[0]
+        assert end.exit_code == 128 + signal.SIGTERM and end.dropped == 0
+        loss = values(recs, "loss")
+        assert loss == [(i, float(i)) for i in range(len(loss))] and len(loss) > 20_000
+        assert len(values(recs, "lr")) == len(loss)

@@ -13,6 +13,14 @@ a trace (wrong magic, newer version, a damaged frame) close that connection only
 that says why; the server and other connections carry on. ``close()`` ends the runs still open
 in the same way.
 
+Acknowledgements: the collector tells each producer what it has stored, so that a producer
+keeps (and can replay elsewhere) exactly what the collector could still lose. After the records
+of a read are handed to ``sink``, and at most ``ACK_DELAY`` seconds later (at once after
+``ACK_BYTES``), the server calls ``flush`` (the store writes its open frame to the segment file:
+from then on a kill -9 of the collector does not lose it) and writes a 12-byte message back:
+:mod:`edgescope_tracing.acks`: the stream offset up to which every frame is stored (see
+``docs/wire-protocol.md``). A flush that fails sends no acknowledgement.
+
 The socket's directory is created ``0700`` and the socket itself is ``0600``: only the user the
 collector runs as may stream to it.
 """
@@ -41,10 +49,15 @@ from edgescope_tracing import (
     StreamDecoder,
     TraceError,
 )
+from edgescope_tracing.acks import ack_message
 
-__all__ = ["IngestServer"]
+__all__ = ["ACK_BYTES", "ACK_DELAY", "IngestServer"]
 
 READ_CHUNK = 64 * 1024
+ACK_DELAY = 0.05
+"""Seconds an acknowledgement may wait for more records (one flush for many reads)."""
+ACK_BYTES = 64 * 1024
+"""Bytes of stream after which an acknowledgement is sent at once."""
 MAX_GAP = MAX_PAYLOAD + 64
 """Bytes a producer may send without completing a frame: more is garbage, not a slow frame."""
 
@@ -89,6 +102,11 @@ class _Connection:
         self.frames = 0
         self.since_frame = 0
         """Bytes received since the last whole frame."""
+        self.acked = 0
+        """The stream offset last acknowledged."""
+        self.ack_timer: asyncio.TimerHandle | None = None
+        self.ack_out = bytearray()
+        """Acknowledgement bytes not yet taken by the socket."""
 
 
 class IngestServer:
@@ -101,9 +119,11 @@ class IngestServer:
         *,
         on_run_start: Callable[[RunStart], None] | None = None,
         on_run_end: Callable[[RunEnd], None] | None = None,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self._sink = sink
+        self._flush = flush
         self._on_run_start = on_run_start
         self._on_run_end = on_run_end
         self._server: asyncio.base_events.Server | None = None
@@ -210,6 +230,7 @@ class IngestServer:
                     break
                 for rec in conn.decoder.feed(data):
                     self._forward(conn, rec)
+                self._want_ack(conn, writer)
                 if self._check_damage(conn, at_end=False):
                     why = "its producer sent damaged data and was disconnected"
                     break
@@ -233,6 +254,8 @@ class IngestServer:
         except asyncio.CancelledError:
             why = "the collector stopped while the run was still going"
         finally:
+            if conn.ack_timer is not None:
+                conn.ack_timer.cancel()
             self._end_open_runs(conn, why)
             del self._conns[conn.number]
             if not self._conns:
@@ -243,6 +266,44 @@ class IngestServer:
                 await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)
+
+    def _want_ack(self, conn: _Connection, writer: asyncio.StreamWriter) -> None:
+        if conn.decoder.offset <= conn.acked or conn.ack_timer is not None:
+            return
+        if conn.decoder.offset - conn.acked >= ACK_BYTES:
+            self._ack(conn, writer)
+        else:
+            loop = asyncio.get_running_loop()
+            conn.ack_timer = loop.call_later(ACK_DELAY, self._ack, conn, writer)
+
+    def _ack(self, conn: _Connection, writer: asyncio.StreamWriter) -> None:
+        conn.ack_timer = None
+        offset = conn.decoder.offset
+        if offset <= conn.acked or writer.is_closing():
+            return
+        if self._flush is not None:
+            try:
+                self._flush()
+            except OSError:
+                return  # not stored: the producer keeps what it sent, and tries again later
+        conn.acked = offset
+        conn.ack_out += ack_message(offset)
+        sock = writer.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            # Straight to the socket, never through the transport: a producer that has sent
+            # its stream and closed makes a write fail (EPIPE), and a failed transport write
+            # would discard what it sent and we have not read yet. An acknowledgement that
+            # cannot go now waits for the next (they are cumulative); a part sent is finished
+            # first, so the messages stay whole.
+            n = os.write(sock.fileno(), conn.ack_out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            conn.ack_out.clear()  # the producer is gone; reading what it sent goes on
+            return
+        del conn.ack_out[:n]
 
     def _check_damage(self, conn: _Connection, *, at_end: bool) -> bool:
         dec = conn.decoder

@@ -345,6 +345,7 @@ class Pipeline:
             self.record,
             on_run_start=self._run_started,
             on_run_end=self._run_ended,
+            flush=self._flush_sink,
         )
         try:
             await self.ingest.start()
@@ -411,6 +412,13 @@ class Pipeline:
                 self._append(ev)
         for ev in self.sink.poll():
             self._append(ev)
+
+    def _flush_sink(self) -> None:
+        """Before an acknowledgement to a producer: what it sent is written (OSError if not,
+        and no acknowledgement goes out: the producer keeps what it sent)."""
+        self.sink.flush()
+        if not self.sink.writable:
+            raise OSError("the stream's sink takes nothing more")
 
     def close_samplers(self) -> None:
         for s in self.samplers:

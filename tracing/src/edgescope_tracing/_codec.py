@@ -8,10 +8,11 @@ Both restart their tables at a keyframe, so decoding can begin at any keyframe.
 from __future__ import annotations
 
 import logging
+import operator
 import sys
 from array import array
 from collections.abc import Callable
-from itertools import accumulate, pairwise
+from itertools import accumulate
 from typing import Any
 
 import msgpack
@@ -66,6 +67,7 @@ KEYFRAME_PART = 13
 ``[13, seq, t_us, number, [run_start, ...]]``, with the seq and time of its keyframe."""
 
 _LITTLE = sys.byteorder == "little"
+_FLOAT = frozenset({float})
 _INT_CODES = (
     (1, "b", -(1 << 7), (1 << 7) - 1),
     (2, "h", -(1 << 15), (1 << 15) - 1),
@@ -103,7 +105,7 @@ def encode_ints(values: tuple[int, ...] | list[int]) -> Wire:
     first = values[0]
     if n == 1:
         return [first, 0]
-    deltas = [b - a for a, b in pairwise(values)]
+    deltas = list(map(operator.sub, values[1:], values[:-1]))  # C speed: the SDK's hot spot
     lo, hi = min(deltas), max(deltas)
     if lo == hi:
         return [first, lo]
@@ -525,9 +527,10 @@ class Encoder:
         for lo in range(0, max(n, 1), METRIC_CHUNK):
             hi = min(n, lo + METRIC_CHUNK)
             values = rec.values[lo:hi]
-            for v in values:
-                if not isinstance(v, float):
-                    raise TypeError(f"metric {rec.key!r}: value {v!r} is not a float")
+            if not set(map(type, values)) <= _FLOAT:  # the common case at C speed
+                for v in values:
+                    if not isinstance(v, float):
+                        raise TypeError(f"metric {rec.key!r}: value {v!r} is not a float")
             times = rec.times_us[lo:hi]
             width, data = encode_floats(values)
             t = times[0] if times else rec.t_us

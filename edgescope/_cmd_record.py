@@ -50,23 +50,19 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import EdgescopeError, UsageError
 
 if TYPE_CHECKING:
-    from edgescope_collector.detectors import Detectors
-    from edgescope_collector.ingest import IngestServer
-    from edgescope_collector.samplers import ProcessWatch, Sampler
-    from edgescope_collector.stacks import StackBackend
-    from edgescope_tracing import Record, RunEnd, RunStart, TraceWriter
+    from edgescope_collector.pipeline import Pipeline
+    from edgescope_tracing import Record, RunStart, TraceWriter
 
 __all__ = ["add_parser"]
 
 BACKENDS = ("python", "perf", "bpftrace")
 WRITER_FLUSH = 0.5
 """Seconds a frame may wait before it is written: what killing ``record`` can lose, plus a poll."""
-POLL = 0.25
 MAX_SOCKET_PATH = 100
 """Bytes of a Unix socket's path that fit in ``sockaddr_un`` everywhere (108 on Linux)."""
 DRAIN_TIMEOUT = 5.0
@@ -197,27 +193,31 @@ def _terminal_sent(signum: int) -> bool:
 
 
 class _Session:
-    """One ``record``: the ingest socket, the samplers, CMD, and the trace they all go to."""
+    """One ``record``: the collector's pipeline into one trace file, and CMD under it.
+
+    The pipeline (``edgescope_collector.pipeline``) is the daemon's own: ingest of the SDK runs
+    CMD makes, the samplers, the stack backends and the detectors. What ``record`` adds is
+    CMD's own run, its signals, its stderr tail, and the single-file sink.
+    """
 
     def __init__(
         self, writer: TraceWriter, cmd: list[str], *, interval: float, profile: str | None
     ) -> None:
+        from edgescope_collector.pipeline import FileSink
+
         self.writer = writer
         self.cmd = cmd
         self.interval = interval
         self.profile = profile
         self.notes: list[str] = []
-        self.records = 0
         self.sdk_runs = 0
-        self._write_error: str | None = None
+        self.sink = FileSink(writer, self._write_failed)
         self._tmp = Path(tempfile.mkdtemp(prefix="edgescope-record-"))
         if len(str(self._tmp / "ingest.sock").encode()) > MAX_SOCKET_PATH:
             # A deep $TMPDIR would make the socket's path longer than AF_UNIX allows.
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = Path(tempfile.mkdtemp(prefix="edgescope-record-", dir="/tmp"))
-        self._samplers: list[Sampler] = []
-        self._backend: StackBackend | None = None
-        self._detectors: Detectors | None = None
+        self.pipeline: Pipeline | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._pending_signals: list[int] = []
         self._stderr = bytearray()
@@ -228,105 +228,50 @@ class _Session:
 
     # --- the trace ----------------------------------------------------------------------
 
+    def _write_failed(self, why: str) -> None:
+        print(f"edgescope: {why}; CMD keeps running", file=sys.stderr)
+
     def write(self, rec: Record) -> None:
-        """Append to the trace, and the events the detectors find in it."""
-        self._append(rec)
-        if self._detectors is None:
-            return
-        try:
-            events = self._detectors.feed(rec)
-        except Exception as e:  # a detector's bug must not stop recording: said once, then off
-            self._detectors_failed(e)
-            return
-        for ev in events:
-            self._append(ev)
-
-    def _detectors_failed(self, e: Exception) -> None:
-        self._detectors = None
-        why = f"detectors stopped after an error: {type(e).__name__}: {e}"
-        self.notes.append(why)
-        self._append(self._event_rec(why, severity=2))
-
-    def _append(self, rec: Record) -> None:
-        """Append to the trace; a write error is said once and the command carries on."""
-        from dataclasses import replace
-
-        from edgescope_tracing import StackSamples, TraceError
-
-        from ._profiler import chunk_samples
-
-        if self._write_error is not None:
-            return
-        parts: list[Record] = [rec]
-        if isinstance(rec, StackSamples) and len(rec.samples) > 1:
-            parts = [replace(rec, samples=p) for p in chunk_samples(list(rec.samples))]
-        for part in parts:
-            try:
-                self.writer.append(part)
-            except OSError as e:
-                self._write_error = f"writing {self.writer.path} failed: {e.strerror or e}"
-                print(f"edgescope: {self._write_error}; CMD keeps running", file=sys.stderr)
-                return
-            except (TraceError, TypeError, ValueError) as e:
-                self.notes.append(f"a {type(part).__name__} record was left out: {e}")
-                continue
-            self.records += 1
-
-    def _event_rec(
-        self, message: str, *, run: int = -1, severity: int = 0, kind: str = "log", **detail: object
-    ) -> Record:
-        from edgescope_tracing import Event
-
-        return Event(
-            kind,
-            message,
-            run=run,
-            severity=severity,
-            detail=dict(detail),
-            t_us=time.time_ns() // 1000,
-        )
+        """Into the stream: the trace, and the detectors."""
+        assert self.pipeline is not None
+        self.pipeline.record(rec)
 
     def _event(
         self, message: str, *, run: int = -1, severity: int = 0, kind: str = "log", **detail: object
     ) -> None:
-        self.write(self._event_rec(message, run=run, severity=severity, kind=kind, **detail))
+        assert self.pipeline is not None
+        self.pipeline.event(message, kind=kind, severity=severity, run=run, detail=detail)
 
     # --- the run ------------------------------------------------------------------------
 
     async def run(self) -> int:
-        from edgescope_collector.detectors import Detectors
-        from edgescope_collector.ingest import IngestServer
-        from edgescope_collector.samplers import ProcessWatch, Roots, default_samplers
+        from edgescope_collector.errors import CollectorError
+        from edgescope_collector.pipeline import Pipeline
+        from edgescope_collector.samplers import Roots
 
-        self._detectors = Detectors()
         loop = asyncio.get_running_loop()
-        watch = ProcessWatch()
 
         def on_start(rs: RunStart) -> None:
             self.sdk_runs += 1
-            watch.add(rs.run, rs.pid)
 
-        def on_end(re: RunEnd) -> None:
-            watch.remove_run(re.run)
-
-        ingest = IngestServer(
-            self._tmp / "ingest.sock", self.write, on_run_start=on_start, on_run_end=on_end
+        pipeline = self.pipeline = Pipeline(
+            self.sink,
+            ingest_path=self._tmp / "ingest.sock",
+            roots=Roots(),
+            interval=self.interval,
+            profile=self.profile or "python",
+            stacks_per_run=False,  # the backend follows CMD's pid, from its start
+            say=self.notes.append,
+            on_run_start=on_start,
         )
         try:
-            await ingest.start()
-        except OSError as e:
-            raise EdgescopeError(
-                f"cannot open the ingest socket {ingest.path}: {(e.strerror or str(e)).lower()}"
-            ) from None
+            await pipeline.open()
+        except CollectorError as e:
+            raise EdgescopeError(str(e)) from None
+        assert pipeline.ingest is not None
+        ingest = pipeline.ingest
         try:
-            try:
-                self._samplers, skipped = await loop.run_in_executor(
-                    None, default_samplers, Roots(), watch
-                )
-            except (OSError, ImportError) as e:
-                self._samplers, skipped = [], {"all samplers": f"they could not start: {e}"}
-                self.notes.append(f"no system or process samples: {e}")
-            for source, why in sorted(skipped.items()):
+            for source, why in sorted(pipeline.skipped.items()):
                 self._event(f"{source} not sampled: {why}", source=source, skipped=why)
             env = dict(os.environ, EDGESCOPE_SOCKET=str(ingest.path))
             if self.profile == "python":
@@ -352,19 +297,19 @@ class _Session:
                 for pending in self._pending_signals:
                     self._forward(pending)
                 self._start_run(my_run, proc.pid, started)
-                watch.add(my_run, proc.pid)
+                pipeline.watch.add(my_run, proc.pid)
                 if self.profile in ("perf", "bpftrace"):
-                    await self._open_backend(my_run, proc.pid)
-                returncode = await self._sample_until_exit(proc, watch)
+                    await pipeline.attach_stacks(my_run, proc.pid)
+                returncode = await self._sample_until_exit(proc, pipeline.start())
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
             code = _exit_code(returncode)
-            await self._finish(ingest, my_run, code)
-            watch.remove_run(my_run)
+            await self._finish(my_run, code)
+            pipeline.watch.remove_run(my_run)
             return code
         finally:
-            await ingest.close()
+            await pipeline.close()
 
     async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
         """Pass CMD's stderr through as it comes, keeping its last bytes."""
@@ -448,68 +393,29 @@ class _Session:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signum)
 
-    async def _open_backend(self, run: int, pid: int) -> None:
-        from edgescope_collector.stacks import StackBackendError, open_backend
-
-        assert self.profile is not None
-        try:
-            self._backend = await asyncio.get_running_loop().run_in_executor(
-                None, open_backend, self.profile, run, pid
-            )
-        except StackBackendError as e:
-            self._event(f"--profile {self.profile} did not start: {e}", run=run, severity=1)
-            self.notes.append(f"--profile {self.profile} did not start: {e}")
-
-    def _sample_all(self, t_us: int) -> list[Record]:
-        out: list[Record] = []
-        for s in list(self._samplers):
-            try:
-                out.extend(s.sample(t_us))
-            except Exception as e:
-                # A failing sampler is dropped and said; CMD and the other samplers go on.
-                self._samplers.remove(s)
-                why = f"sampler {s.name} failed and was stopped: {type(e).__name__}: {e}"
-                self.notes.append(why)
-                out.append(self._event_rec(why, severity=1))
-        if self._backend is not None:
-            out.extend(self._backend.drain())
-        return out
-
     async def _sample_until_exit(
-        self, proc: asyncio.subprocess.Process, watch: ProcessWatch
+        self, proc: asyncio.subprocess.Process, loops: list[asyncio.Task[None]]
     ) -> int:
-        loop = asyncio.get_running_loop()
+        """Wait for CMD while the pipeline's loops sample; a loop that fails is said, and CMD
+        goes on."""
         exited = asyncio.ensure_future(proc.wait())
-        next_sample = loop.time()
+        watching: set[asyncio.Future[Any]] = {exited, *loops}
         while True:
-            if loop.time() >= next_sample:
-                recs = await loop.run_in_executor(None, self._sample_all, time.time_ns() // 1000)
-                for r in recs:
-                    self.write(r)
-                next_sample += self.interval
-                if next_sample < loop.time():
-                    next_sample = loop.time() + self.interval
-            if self._write_error is None:
-                try:
-                    self.writer.poll()
-                except OSError as e:
-                    self._write_error = f"writing {self.writer.path} failed: {e.strerror or e}"
-            timeout = max(0.0, min(POLL, next_sample - loop.time()))
-            done, _ = await asyncio.wait({exited}, timeout=timeout)
-            if done:
+            done, _ = await asyncio.wait(watching, return_when=asyncio.FIRST_COMPLETED)
+            if exited in done:
                 return exited.result()
+            for t in done:
+                watching.discard(t)
+                if not t.cancelled() and t.exception() is not None:
+                    self.notes.append(f"sampling stopped after an error: {t.exception()}")
 
-    async def _finish(self, ingest: IngestServer, run: int, code: int) -> None:
+    async def _finish(self, run: int, code: int) -> None:
         from edgescope_tracing import RunEnd
 
-        loop = asyncio.get_running_loop()
-        if self._backend is not None:
-            backend, self._backend = self._backend, None
-            error = backend.error()
-            for r in await loop.run_in_executor(None, backend.stop):
-                self.write(r)
-            if error:
-                self._event(f"--profile {self.profile}: {error}", run=run, severity=1)
+        pipeline = self.pipeline
+        assert pipeline is not None and pipeline.ingest is not None
+        await pipeline.detach_stacks(run)
+        ingest = pipeline.ingest
         if not await ingest.wait_idle(DRAIN_TIMEOUT):
             self.notes.append(
                 f"{ingest.connections} process(es) still connected {DRAIN_TIMEOUT:g} s after "
@@ -517,14 +423,6 @@ class _Session:
             )
         await self._stderr_event(run, code)
         self.write(RunEnd(run, code, 0, time.time_ns() // 1000))
-        if self._detectors is not None:
-            try:
-                held = self._detectors.flush()
-            except Exception as e:  # as in write(): said, not raised
-                self._detectors_failed(e)
-            else:
-                for ev in held:
-                    self._append(ev)
         if self.profile == "python" and self.sdk_runs == 0:
             self.notes.append(
                 "--profile python: CMD never called edgescope.init(), so no Python stacks "
@@ -533,11 +431,8 @@ class _Session:
 
     def cleanup(self) -> None:
         """Close the trace (with its index), the samplers and the temporary socket directory."""
-        if self._backend is not None:
-            self._backend.stop()
-        for s in self._samplers:
-            with contextlib.suppress(Exception):  # a sampler's close must not cost the trace
-                s.close()
+        if self.pipeline is not None:
+            self.pipeline.close_samplers()
         try:
             self.writer.close()
         except OSError as e:
@@ -547,6 +442,6 @@ class _Session:
                 # CMD never ran: the file holds nothing worth keeping.
                 with contextlib.suppress(OSError):
                     os.unlink(self.writer.path)
-            elif self._write_error is None:
-                self.notes.append(f"wrote {self.writer.path} ({self.records} records)")
+            elif self.sink.error is None:
+                self.notes.append(f"wrote {self.writer.path} ({self.sink.records} records)")
         shutil.rmtree(self._tmp, ignore_errors=True)

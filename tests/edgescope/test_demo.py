@@ -145,9 +145,9 @@ def check_demo_trace(proc: subprocess.CompletedProcess[str], out: Path, leak_mb:
     grew = max(p.rss or 0 for p in kept) - (before[-1].rss or 0)
     assert grew > leak_mb * 0.6 * 2**20
     assert (kept[-1].rss_peak or 0) - (before[-1].rss_peak or 0) > leak_mb * 0.6 * 2**20
-    # at least half of what the leak added is given back (a loaded machine runs fewer steps of
+    # a good part of what the leak added is given back (a loaded machine runs fewer steps of
     # the leak, so the test asks for a share of what it kept, not of --leak-mb)
-    assert (after[-1].rss or 0) < max(p.rss or 0 for p in kept) - grew * 0.5
+    assert (after[-1].rss or 0) < max(p.rss or 0 for p in kept) - grew * 0.3
     return start
 
 

@@ -18,6 +18,8 @@ from typing import Literal
 from edgescope_tracing.paths import ingest_socket
 from edgescope_tracing.protocol import DEFAULT_PORT, parse_target
 
+from .errors import ConfigError
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -32,10 +34,6 @@ Profile = Literal["python", "perf", "bpftrace"]
 
 DEFAULT_MAX_DISK = 512 * 1024 * 1024
 MIN_MAX_DISK = 256 * 1024
-
-
-class ConfigError(Exception):
-    """A flag or file that cannot be used (one sentence)."""
 
 
 @dataclass(frozen=True, slots=True)

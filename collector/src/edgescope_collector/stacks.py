@@ -40,6 +40,8 @@ from typing import IO
 
 from edgescope_tracing.records import StackFrame, StackSamples
 
+from .errors import StackBackendError
+
 __all__ = [
     "BACKENDS",
     "StackBackend",
@@ -58,10 +60,6 @@ _PERF_FRAME = re.compile(r"^\s*([0-9a-fA-F]+)\s+(.*?)\s+\((.*)\)\s*$")
 _OFFSET = re.compile(r"\+(0x[0-9a-fA-F]+|\d+)$")
 _CAP_PERFMON = 38
 _CAP_BPF = 39
-
-
-class StackBackendError(Exception):
-    """A stack backend could not start or failed; the message is one sentence for a user."""
 
 
 class _Interner:

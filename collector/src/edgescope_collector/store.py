@@ -76,6 +76,8 @@ from edgescope_tracing._frames import (
 from edgescope_tracing.errors import DecodeError, TraceError
 from edgescope_tracing.reader import keyframe_entry
 
+from .errors import StoreError
+
 __all__ = ["Segment", "SegmentStore", "StoreError", "segment_name", "frame_span"]
 
 log = logging.getLogger("edgescope.collector.store")
@@ -93,10 +95,6 @@ _NO_ROOM = {errno.ENOSPC, errno.EDQUOT}
 
 class _Unusable(Exception):
     """A file named like a segment that the store cannot use; the message says why."""
-
-
-class StoreError(Exception):
-    """The data directory cannot be used (one sentence)."""
 
 
 def segment_name(first_seq: int) -> str:

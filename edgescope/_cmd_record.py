@@ -9,9 +9,9 @@ in all of it (non-finite loss, loss spikes, step-time regressions and their caus
 growth towards the limit, OOM kills). A CMD that never imports edgescope still
 gets its process and system record.
 
-``--profile perf|bpftrace`` samples CMD's native stacks from outside; ``--profile python`` turns
-on the SDK's in-process sampler in CMD (``EDGESCOPE_PROFILE=python``), so it needs CMD to call
-``edgescope.init()``.
+``--profile perf|bpftrace`` samples CMD's native stacks from outside; ``--profile python`` runs
+the SDK's in-process sampler in every Python CMD starts, whether it calls ``edgescope.init()``
+or not (see :mod:`edgescope._autoprofile`); when none recorded stacks, an event says why.
 
 Exit code: CMD's (128+N when a signal N ended it). SIGTERM is forwarded to CMD; so is SIGINT,
 except when it came from the terminal, which delivered it to CMD already (they share the
@@ -301,7 +301,9 @@ class _Session:
                 self._event(f"{source} not sampled: {why}", source=source, skipped=why)
             env = dict(os.environ, EDGESCOPE_SOCKET=str(ingest.path))
             if self.profile == "python":
-                env["EDGESCOPE_PROFILE"] = "python"
+                from ._autoprofile import child_env
+
+                child_env(env, self._tmp / "autoprofile")
             my_run = ingest.allocate_run()
             started = time.time_ns() // 1000
             # Handlers first: a signal that arrives while CMD starts is forwarded once it runs.
@@ -433,6 +435,12 @@ class _Session:
                 f"{ingest.connections} process(es) still connected {DRAIN_TIMEOUT:g} s after "
                 "CMD ended; their runs were closed"
             )
+        if self.profile == "python" and self.sdk_runs == 0:
+            from ._autoprofile import no_stacks_reason
+
+            why = no_stacks_reason(self._tmp / "autoprofile")
+            self._event(why, run=run, severity=1, no_stacks=why)
+            self.notes.append(why)
         self.write(RunEnd(run, code, 0, time.time_ns() // 1000))
         if self._detectors is not None:
             try:
@@ -442,11 +450,6 @@ class _Session:
             else:
                 for ev in held:
                     self._append(ev)
-        if self.profile == "python" and self.sdk_runs == 0:
-            self.notes.append(
-                "--profile python: CMD never called edgescope.init(), so no Python stacks "
-                "were recorded"
-            )
 
     def cleanup(self) -> None:
         """Close the trace (with its index), the samplers and the temporary socket directory."""

@@ -120,6 +120,10 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             out.write(f"    {'  '.join(cells)}  {row[7]}".rstrip() + "\n")
     if s.stack_samples:
         line("stacks", f"{s.stack_samples} samples from {', '.join(sorted(s.stack_backends))}")
+    for e in s.events:
+        why = e.detail.get("no_stacks") or e.detail.get("stacks_note")
+        if isinstance(why, str):
+            line("stacks", why)
     if s.events:
         line("events", str(len(s.events)))
         for e in s.events[:20]:

@@ -304,6 +304,10 @@ class _Session:
                 from ._autoprofile import child_env
 
                 child_env(env, self._tmp / "autoprofile")
+            elif self.profile == "perf":
+                from edgescope_collector.stacks import PERF_PYTHON_ENV
+
+                env.update(PERF_PYTHON_ENV)
             my_run = ingest.allocate_run()
             started = time.time_ns() // 1000
             # Handlers first: a signal that arrives while CMD starts is forwarded once it runs.
@@ -430,6 +434,12 @@ class _Session:
                 self.write(r)
             if error:
                 self._event(f"--profile {self.profile}: {error}", run=run, severity=1)
+            if self.profile == "perf":
+                from edgescope_collector.stacks import python_names_note
+
+                note = python_names_note(backend.frames())
+                if note:
+                    self._event(f"--profile perf: {note}", run=run, stacks_note=note)
         if not await ingest.wait_idle(DRAIN_TIMEOUT):
             self.notes.append(
                 f"{ingest.connections} process(es) still connected {DRAIN_TIMEOUT:g} s after "

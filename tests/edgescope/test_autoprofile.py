@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,28 @@ def test_a_python_without_edgescope_is_named(tmp_path: Path) -> None:
     assert " could not start the sampler (ModuleNotFoundError: No module named 'edgescope')" in (
         event.message
     )
+
+
+def test_record_perf_says_python_names_need_3_12(tmp_path: Path) -> None:
+    from edgescope_collector.stacks import backend_problem
+
+    problem = backend_problem("perf")
+    if problem is not None:
+        pytest.skip(f"perf cannot run here: {problem}")
+    out = tmp_path / "trace.est"
+    job = script(tmp_path, PLAIN, "plain.py")
+    argv = ["record", "-o", str(out), "--profile", "perf", "--", PYTHON, str(job)]
+    subprocess.run(
+        [PYTHON, "-m", "edgescope", *argv],
+        env=sdk_env(tmp_path),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    recs = read(out)
+    notes = [e for e in of(recs, Event) if "stacks_note" in e.detail]  # type: ignore[arg-type]
+    assert len(notes) == 1
+    if sys.version_info < (3, 12):
+        assert "perf can name Python functions only from Python 3.12 on" in notes[0].message
+    stacks_lines = [ln for ln in inspect(tmp_path).splitlines() if ln.startswith("  stacks")]
+    assert f"  stacks  {notes[0].detail['stacks_note']}" in stacks_lines

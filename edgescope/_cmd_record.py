@@ -9,9 +9,9 @@ in all of it (non-finite loss, loss spikes, step-time regressions and their caus
 growth towards the limit, OOM kills). A CMD that never imports edgescope still
 gets its process and system record.
 
-``--profile perf|bpftrace`` samples CMD's native stacks from outside; ``--profile python`` turns
-on the SDK's in-process sampler in CMD (``EDGESCOPE_PROFILE=python``), so it needs CMD to call
-``edgescope.init()``.
+``--profile perf|bpftrace`` samples CMD's native stacks from outside; ``--profile python`` runs
+the SDK's in-process sampler in every Python CMD starts, whether it calls ``edgescope.init()``
+or not (see :mod:`edgescope._autoprofile`); when none recorded stacks, an event says why.
 
 CMD's stderr passes through to ``record``'s as it comes, and its last lines are kept: when CMD
 fails (a non-zero exit, a signal), the trace gets a ``stderr`` event whose message is the last
@@ -275,7 +275,13 @@ class _Session:
                 self._event(f"{source} not sampled: {why}", source=source, skipped=why)
             env = dict(os.environ, EDGESCOPE_SOCKET=str(ingest.path))
             if self.profile == "python":
-                env["EDGESCOPE_PROFILE"] = "python"
+                from ._autoprofile import child_env
+
+                child_env(env, self._tmp / "autoprofile")
+            elif self.profile == "perf":
+                from edgescope_collector.stacks import PERF_PYTHON_ENV
+
+                env.update(PERF_PYTHON_ENV)
             my_run = ingest.allocate_run()
             started = time.time_ns() // 1000
             # Handlers first: a signal that arrives while CMD starts is forwarded once it runs.
@@ -414,7 +420,13 @@ class _Session:
 
         pipeline = self.pipeline
         assert pipeline is not None and pipeline.ingest is not None
-        await pipeline.detach_stacks(run)
+        backend = await pipeline.detach_stacks(run)
+        if backend is not None and self.profile == "perf":
+            from edgescope_collector.stacks import python_names_note
+
+            note = python_names_note(backend.frames())
+            if note:
+                self._event(f"--profile perf: {note}", run=run, stacks_note=note)
         ingest = pipeline.ingest
         if not await ingest.wait_idle(DRAIN_TIMEOUT):
             self.notes.append(
@@ -422,12 +434,13 @@ class _Session:
                 "CMD ended; their runs were closed"
             )
         await self._stderr_event(run, code)
-        self.write(RunEnd(run, code, 0, time.time_ns() // 1000))
         if self.profile == "python" and self.sdk_runs == 0:
-            self.notes.append(
-                "--profile python: CMD never called edgescope.init(), so no Python stacks "
-                "were recorded"
-            )
+            from ._autoprofile import no_stacks_reason
+
+            why = no_stacks_reason(self._tmp / "autoprofile")
+            self._event(why, run=run, severity=1, no_stacks=why)
+            self.notes.append(why)
+        self.write(RunEnd(run, code, 0, time.time_ns() // 1000))
 
     def cleanup(self) -> None:
         """Close the trace (with its index), the samplers and the temporary socket directory."""

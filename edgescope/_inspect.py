@@ -245,6 +245,8 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
         backends = ", ".join(escape(b) for b in sorted(s.stack_backends))
         line("stacks", f"{s.stack_samples} samples from {backends}")
         _functions(s, out)
+    for note in s.stack_notes:
+        line("stacks", escape(note))
     if s.events_total:
         _events(s, out, line)
     damaged = [d for d in s.damage if not d.truncated]

@@ -18,8 +18,9 @@ from edgescope_collector.stacks import (
     open_backend,
     parse_bpftrace_stack,
     parse_perf_script,
+    python_names_note,
 )
-from edgescope_tracing.records import StackSamples
+from edgescope_tracing.records import StackFrame, StackSamples
 
 BUSY = (
     "import sys, time\n"
@@ -211,3 +212,32 @@ def test_not_root_is_said_for_bpftrace() -> None:
     assert out.stdout.strip() == (
         "bpftrace needs root (or CAP_BPF and CAP_PERFMON); this is uid 65534"
     )
+
+
+def test_perf_says_whether_its_stacks_name_python_functions() -> None:
+    lib = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"
+    old = [StackFrame("_PyEval_EvalFrameDefault", lib), StackFrame("main", "/usr/bin/python3.11")]
+    note = python_names_note(old)
+    assert note is not None and "CMD's Python is 3.11" in note
+    assert "only from Python 3.12 on" in note and "\n" not in note
+    new = [StackFrame("_PyEval_EvalFrameDefault", "/usr/lib/libpython3.12.so.1.0")]
+    assert "was not started with PYTHONPERFSUPPORT=1" in (python_names_note(new) or "")
+    named = [*new, StackFrame("py::train_step:/job/train.py", "/tmp/perf-77.map")]
+    assert python_names_note(named) == (
+        "perf stacks name Python functions (py::...): CMD's Python is 3.12"
+    )
+    assert python_names_note([StackFrame("main", "/usr/bin/true")]) is None
+
+
+def test_perf_stacks_of_this_python_say_what_they_hold(busy: subprocess.Popen[bytes]) -> None:
+    require("perf")
+    backend = open_backend("perf", run=1, pid=busy.pid, hz=99)
+    try:
+        collect(backend, want=20, within=8.0)
+    finally:
+        backend.stop()
+    note = python_names_note(backend.frames())
+    shown = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert note is not None and f"CMD's Python is {shown}" in note
+    if sys.version_info < (3, 12):
+        assert "perf can name Python functions only from Python 3.12 on" in note

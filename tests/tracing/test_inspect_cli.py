@@ -158,6 +158,7 @@ def test_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert s["stacks"] == {
         "samples": 11,
         "backend": ["perf", "python"],
+        "notes": [],
         "top_functions": [{"function": "forward", "self": 9, "total": 9}],
         "samples_not_counted_by_function": 0,
     }

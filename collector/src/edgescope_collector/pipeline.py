@@ -314,11 +314,13 @@ class Pipeline:
             detail={"backend": name, "hz": backend.hz, "pid": pid},
         )
 
-    async def detach_stacks(self, run: int) -> None:
-        """Stop ``run``'s stack backend now (its last samples go in), if it has one."""
+    async def detach_stacks(self, run: int) -> StackBackend | None:
+        """Stop ``run``'s stack backend now (its last samples go in); the backend it stopped,
+        for what it can still tell (its frames), or None when the run had none."""
         backend = self._stacks.pop(run, None)
         if backend is not None:
             await self._stop_stacks(backend)
+        return backend
 
     async def _stop_stacks(self, backend: StackBackend) -> None:
         error = backend.error()

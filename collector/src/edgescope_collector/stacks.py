@@ -6,7 +6,10 @@ sample native stacks of a run's process with:
 - ``perf``: ``perf record -e cpu-clock -F HZ -g -p PID -o -`` piped into ``perf script``, whose
   text is parsed as it streams. ``cpu-clock`` is a software event, so it works in VMs and on
   boards without a PMU driver. Threads of the process are sampled, and children it forks
-  after the start (perf's counters are inherited).
+  after the start (perf's counters are inherited). Python functions appear in its stacks only
+  from Python 3.12 on, started with ``PYTHONPERFSUPPORT=1`` (:data:`PERF_PYTHON_ENV`); before,
+  a Python process shows the interpreter's own C functions, and :func:`python_names_note`
+  says which of the two a run got.
 - ``bpftrace``: a ``profile:hz:HZ`` probe filtered on the pid that counts ``ustack`` in a map,
   printed and cleared every second as JSON; it ends when the process exits. Needs root (or
   CAP_BPF and CAP_PERFMON); it does not need BTF. Only the process's own threads are sampled.
@@ -44,12 +47,14 @@ from .errors import StackBackendError
 
 __all__ = [
     "BACKENDS",
+    "PERF_PYTHON_ENV",
     "StackBackend",
     "StackBackendError",
     "backend_problem",
     "open_backend",
     "parse_perf_script",
     "parse_bpftrace_stack",
+    "python_names_note",
 ]
 
 BACKENDS = ("python", "perf", "bpftrace")
@@ -62,9 +67,48 @@ _CAP_PERFMON = 38
 _CAP_BPF = 39
 
 
+PERF_PYTHON_ENV = {"PYTHONPERFSUPPORT": "1"}
+"""For the environment of a process perf will sample: Python 3.12 and later then put each Python
+function into perf's stacks (as ``py::function:file``, through ``/tmp/perf-PID.map``); earlier
+Pythons ignore it."""
+_PYTHON_DSO = re.compile(r"python(\d+)\.(\d+)")
+_PERF_NAMES_SINCE = (3, 12)
+
+
+def python_names_note(frames: Iterable[StackFrame]) -> str | None:
+    """One sentence on whether perf's stacks of a Python process name its Python functions,
+    from the frames it took; None when none of them is in a Python interpreter."""
+    version: tuple[int, int] | None = None
+    named = False
+    for f in frames:
+        named = named or f.function.startswith("py::")
+        m = _PYTHON_DSO.search(Path(f.file).name)
+        if m:
+            version = max(version or (0, 0), (int(m.group(1)), int(m.group(2))))
+    if version is None:
+        return None
+    shown = f"{version[0]}.{version[1]}"
+    if named:
+        return f"perf stacks name Python functions (py::...): CMD's Python is {shown}"
+    if version < _PERF_NAMES_SINCE:
+        return (
+            f"perf stacks show the interpreter's C functions, not Python's: CMD's Python is "
+            f"{shown}, and perf can name Python functions only from Python 3.12 on "
+            "(with PYTHONPERFSUPPORT=1, which record sets); use --profile python for them"
+        )
+    return (
+        f"perf stacks show no Python function names although CMD's Python is {shown}: it "
+        "was not started with PYTHONPERFSUPPORT=1 (or -X perf), or perf could not read "
+        "/tmp/perf-PID.map"
+    )
+
+
 class _Interner:
     def __init__(self) -> None:
         self._frames: dict[tuple[str, str], StackFrame] = {}
+
+    def frames(self) -> list[StackFrame]:
+        return list(self._frames.values())
 
     def frame(self, symbol: str, dso: str) -> StackFrame:
         symbol = _OFFSET.sub("", symbol.strip())
@@ -288,6 +332,10 @@ class StackBackend:
                 text = err.read().decode(errors="replace")
                 return f"{self.name} exited with status {code}: {_first_error(text)}"
         return None
+
+    def frames(self) -> list[StackFrame]:
+        """Every distinct frame seen so far."""
+        return self._interner.frames()
 
     def drain(self) -> list[StackSamples]:
         """Stacks seen since the last drain, as at most one record (none if nothing came)."""

@@ -299,6 +299,9 @@ class TraceSummary:
     crashes_total: int = 0
     stack_samples: int = 0
     stack_backends: set[str] = field(default_factory=set)
+    stack_notes: list[str] = field(default_factory=list)
+    """Why there are no stacks, or what they can name (``no_stacks``/``stacks_note`` in an
+    event's detail, as ``record`` writes them): the first :data:`CRASHES_KEPT`, each once."""
     functions_self: Counter[str] = field(default_factory=Counter)
     functions_total: Counter[str] = field(default_factory=Counter)
     functions_other: int = 0
@@ -342,6 +345,11 @@ class TraceSummary:
     def _add_event(self, e: Event) -> None:
         self.events_total += 1
         self.event_kinds[e.kind] += 1
+        detail = e.detail if isinstance(e.detail, dict) else {}
+        note = detail.get("no_stacks") or detail.get("stacks_note")
+        fresh = isinstance(note, str) and note not in self.stack_notes
+        if fresh and isinstance(note, str) and len(self.stack_notes) < CRASHES_KEPT:
+            self.stack_notes.append(note)
         if len(self.events_head) < EVENTS_KEPT:
             self.events_head.append(e)
         else:
@@ -432,6 +440,7 @@ class TraceSummary:
             "stacks": {
                 "samples": self.stack_samples,
                 "backend": sorted(self.stack_backends),
+                "notes": list(self.stack_notes),
                 "top_functions": [
                     {"function": f, "self": n_self, "total": n_total}
                     for f, n_self, n_total in self.top_functions()

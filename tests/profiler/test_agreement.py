@@ -1,0 +1,312 @@
+"""The Python sampler against the truth and against py-spy, on the same run of each workload.
+
+Each workload is a child Python that profiles itself with the SDK's default driver
+(:class:`edgescope._profiler.SignalSampler`, 200 Hz) while ``py-spy record -r 200`` samples it
+from outside, for ~2 s of its CPU time. Self time is the leaf function of each sample. Where the
+workload knows its own split (it times each part with its thread's CPU clock), edgescope's
+shares must be within 5 points of it; elsewhere, within 5 points of py-spy's (py-spy leaves
+idle threads out, as a CPU profile does). Where the split is known, py-spy's own error is of
+the same size as ours (its samples pause the process, and it reads stacks of threads that are
+between two states), so there the truth is the reference and py-spy's shares are in the
+message for comparison. py-spy's samples taken while our handler ran (frames
+of ``_profiler.py``) are our overhead, which edgescope does not record: they are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+TOLERANCE = 5.0
+"""Points of share by which edgescope may differ from the known split and from py-spy."""
+SECONDS = 2.5
+"""CPU seconds of the main thread each workload runs for."""
+HZ = 200
+"""Samples a second, both samplers."""
+MIN_SAMPLES = 200
+"""Samples each sampler must have taken in the workload for its shares to be compared."""
+
+HARNESS = """
+import json, sys, threading, time
+from collections import Counter
+from edgescope._profiler import SignalSampler
+
+truth = Counter()  # seconds of CPU per function, where the workload knows them
+
+def timed(name, fn, *args):
+    t = time.thread_time()
+    r = fn(*args)
+    truth[name] += time.thread_time() - t
+    return r
+
+SECONDS = float(sys.argv[2])
+"""
+
+RUN = """
+records = []
+sampler = SignalSampler(records.append, hz=float(sys.argv[3]), window=1000)
+sampler.start()
+work()
+sampler.stop()
+ours = Counter()
+depth = 0
+for r in records:
+    for stack, n in r.samples:
+        ours[stack[-1].function.rsplit(".", 1)[-1]] += n
+        depth = max(depth, len(stack))
+with open(sys.argv[1], "w") as f:
+    json.dump({"ours": ours, "truth": truth, "depth": depth}, f)
+"""
+
+WORKLOADS = {
+    "busy-python": """
+        def heavy():
+            end = time.thread_time() + 0.004
+            while time.thread_time() < end:
+                pass
+
+        def light():
+            end = time.thread_time() + 0.002
+            while time.thread_time() < end:
+                pass
+
+        def work():
+            end = time.thread_time() + SECONDS
+            while time.thread_time() < end:
+                timed("heavy", heavy)
+                timed("light", light)
+    """,
+    "long-c-call": """
+        N = 1_000_000
+        t = time.thread_time(); sum(range(N)); N = int(N * 0.012 / (time.thread_time() - t))
+
+        def python_part():
+            end = time.thread_time() + 0.012
+            while time.thread_time() < end:
+                pass
+
+        def c_part():
+            return sum(range(N))  # ~12 ms in C, holding the GIL
+
+        def work():
+            end = time.thread_time() + SECONDS
+            while time.thread_time() < end:
+                timed("python_part", python_part)
+                timed("c_part", c_part)
+    """,
+    "idle-threads": """
+        stop = threading.Event()
+
+        def idle_waiter():
+            stop.wait(60)
+
+        def busy():
+            end = time.thread_time() + 0.003
+            while time.thread_time() < end:
+                pass
+
+        def work():
+            waiters = [threading.Thread(target=idle_waiter) for _ in range(6)]
+            for t in waiters:
+                t.start()
+            end = time.thread_time() + SECONDS
+            while time.thread_time() < end:
+                timed("busy", busy)
+            stop.set()
+            for t in waiters:
+                t.join()
+    """,
+    "dataloader": """
+        import queue
+        batches = queue.Queue(maxsize=4)
+        never = queue.Queue()
+        done = threading.Event()
+
+        def make_batch():
+            end = time.thread_time() + 0.003
+            while time.thread_time() < end:
+                pass
+            return 1
+
+        def producer():
+            while not done.is_set():
+                b = timed("make_batch", make_batch)
+                while not done.is_set():
+                    try:
+                        batches.put(b, timeout=0.05)
+                        break
+                    except queue.Full:
+                        pass
+
+        def blocked_worker():
+            try:
+                never.get(timeout=60)
+            except queue.Empty:
+                pass
+
+        def train_step():
+            end = time.thread_time() + 0.003
+            while time.thread_time() < end:
+                pass
+
+        def work():
+            threads = [threading.Thread(target=producer)]
+            threads += [threading.Thread(target=blocked_worker, daemon=True) for _ in range(3)]
+            for t in threads:
+                t.start()
+            end = time.thread_time() + SECONDS / 2
+            while time.thread_time() < end:
+                batches.get()
+                timed("train_step", train_step)
+            done.set()
+            threads[0].join()
+            for _ in range(3):
+                never.put(None)
+    """,
+    "deep-recursion": """
+        def deep_a():
+            end = time.thread_time() + 0.004
+            while time.thread_time() < end:
+                pass
+
+        def deep_b():
+            end = time.thread_time() + 0.002
+            while time.thread_time() < end:
+                pass
+
+        def recurse(n):
+            if n:
+                return recurse(n - 1)
+            timed("deep_a", deep_a)
+            timed("deep_b", deep_b)
+
+        def work():
+            end = time.thread_time() + SECONDS
+            while time.thread_time() < end:
+                recurse(150)
+    """,
+    "many-short-functions": """
+        def _make(i):
+            src = f"def f{i}(x):\\n    for _ in range({10 + 4 * i}):\\n        x = x * 3 % 7\\n"
+            src += "    return x\\n"
+            ns = {}
+            exec(compile(src, f"short_{i}.py", "exec"), ns)
+            return ns[f"f{i}"]
+
+        FUNCS = [_make(i) for i in range(20)]
+
+        def work():
+            end = time.thread_time() + SECONDS
+            while time.thread_time() < end:
+                for f in FUNCS:
+                    f(1)
+    """,
+}
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not os.access(found, os.X_OK):
+        pytest.skip("py-spy is not installed (pip install py-spy; it is in the dev extra)")
+    return found
+
+
+def spy_leaves(raw: str, script: Path) -> Counter[str]:
+    """Leaf functions of ``py-spy record --format raw`` (``frame;frame;... count`` lines, root
+    first, each frame ``function (file:line)``) while the workload ran: stacks through one of
+    the script's functions (not its module code: imports, the harness), less those inside our
+    own sampler (its overhead, which it does not record) and those of a thread waiting in
+    ``threading``/``queue`` (py-spy tells idle threads by their OS state, read while it pauses
+    the process, and counts some waiting ones as running)."""
+    out: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit() or "_profiler.py" in stack:
+            continue
+        frames = [f.strip() for f in stack.split(";")]
+        if not any(f"({script.name}:" in f and not f.startswith("<module>") for f in frames):
+            continue
+        leaf, _, where = frames[-1].partition(" (")
+        if where.split(":")[0].endswith(("threading.py", "queue.py")) and leaf in WAITS:
+            continue
+        out[leaf.rsplit(".", 1)[-1]] += int(count)
+    return out
+
+
+WAITS = {"wait", "get", "put", "join", "_wait_for_tstate_lock", "acquire"}
+
+
+def shares(counts: dict[str, float], among: set[str] | None = None) -> dict[str, float]:
+    keep = {k: v for k, v in counts.items() if among is None or k in among}
+    total = sum(keep.values())
+    return {k: 100.0 * v / total for k, v in keep.items()} if total else {}
+
+
+def run_workload(name: str, tmp: Path) -> tuple[dict[str, float], dict[str, float], Counter[str]]:
+    spy = py_spy()
+    script = tmp / f"{name}.py"
+    script.write_text(HARNESS + textwrap.dedent(WORKLOADS[name]) + RUN)
+    out, raw = tmp / "ours.json", tmp / "spy.txt"
+    child = [sys.executable, str(script), str(out), str(SECONDS), str(HZ)]
+    proc = subprocess.run(
+        [spy, "record", "-r", str(HZ), "-f", "raw", "-o", str(raw), "--", *child],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0 and not out.exists():
+        why = (proc.stderr.strip().splitlines() or ["it failed"])[-1]
+        if "ermission" in why or "ptrace" in why.lower():
+            pytest.skip(f"py-spy cannot sample here: {why}")
+        raise AssertionError(f"{name} failed: {proc.stderr[-2000:]}")
+    got = json.loads(out.read_text())
+    seen = spy_leaves(raw.read_text(), script) if raw.exists() else Counter()
+    return got["ours"], got["truth"], seen
+
+
+def close(a: dict[str, float], b: dict[str, float], label: str) -> list[str]:
+    """Functions whose shares in ``a`` and ``b`` differ by more than :data:`TOLERANCE`."""
+    bad = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k, 0.0), b.get(k, 0.0)
+        if max(x, y) >= 2.0 and abs(x - y) > TOLERANCE:
+            bad.append(f"{k}: edgescope {x:.1f} % vs {label} {y:.1f} %")
+    return bad
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_self_time_shares_agree(name: str, tmp_path: Path) -> None:
+    ours, truth, spy = run_workload(name, tmp_path)
+    if sum(spy.values()) < MIN_SAMPLES:
+        # py-spy pauses the process for each sample and falls behind on a loaded machine:
+        # once more, so that its shares are worth comparing with.
+        ours, truth, spy = run_workload(name, tmp_path)
+    assert sum(ours.values()) >= MIN_SAMPLES, f"too few samples to compare: {ours}"
+    assert sum(spy.values()) >= MIN_SAMPLES, f"py-spy took too few samples: {spy}"
+    report = f"edgescope {dict(ours)}, py-spy {dict(spy)}, truth {truth}"
+    problems = []
+    if truth:  # the known split rules where there is one; py-spy's is printed beside it
+        problems += close(shares(ours, set(truth)), shares(truth), "the known split")
+    else:
+        # Among the short functions themselves: the loop that calls them is not compared.
+        # Its own bytecode between calls is seen by edgescope at the callee's first check for
+        # signals, so edgescope gives the loop less self time than py-spy (~7 % against
+        # ~21 % here), and its callees that much more: a known limit of sampling inside.
+        among = {k for k in spy if k.startswith("f")}
+        problems += close(shares(ours, among), shares(spy, among), "py-spy")
+    assert not problems, f"{'; '.join(problems)} ({report})"
+    # Threads that wait use a little CPU to start, wake and end: nothing more is charged.
+    waiting = {"idle_waiter", "blocked_worker", "wait", "get", "put", "acquire", "join"}
+    idle = sum(v for k, v in shares(ours).items() if k in waiting)
+    assert idle < 5.0, f"blocked threads were charged {idle:.1f} %: {report}"
+    if name == "deep-recursion":
+        assert json.loads((tmp_path / "ours.json").read_text())["depth"] > 150

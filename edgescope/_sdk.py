@@ -551,8 +551,9 @@ def init(
 
     ``name`` defaults to the script's name; ``config`` is a dict (or an argparse.Namespace) of
     hyperparameters; ``tags`` a list of strings; ``profile=True`` samples the Python stacks of
-    every thread ``profile_hz`` times per second of the process's CPU time (wall time when
-    ``init`` runs outside the main thread; see :mod:`edgescope._profiler`);
+    every thread about ``profile_hz`` times a second and charges each thread the CPU time its
+    own clock advanced (a CPU profile: idle threads show nothing; see
+    :mod:`edgescope._profiler`);
     ``EDGESCOPE_PROFILE=python`` turns it on when ``profile`` is not given.
     ``flush_interval`` (seconds, default 0.5 or ``EDGESCOPE_FLUSH_INTERVAL``) bounds what a
     SIGKILL can lose; ``buffer_size`` bounds the calls waiting to be shipped; ``dir`` overrides

@@ -223,3 +223,11 @@ class CollectorProcess:
             with TraceReader(seg) as r:
                 out.extend(r)
         return out
+
+
+def wait_until(cond: object, timeout: float = 20.0) -> None:
+    """Poll ``cond()`` every 10 ms until it is true; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.01)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgescope_tracing import Metrics, RunEnd
-from sdkutil import of, read, sdk_env
+from sdkutil import of, read
 from test_demo import _edgescope, check_demo_trace
 
 torch = pytest.importorskip(
@@ -82,16 +82,6 @@ def test_demo_runs_the_torch_job_when_torch_is_installed(tmp_path: Path) -> None
     assert "torch" in start.tags
     assert start.config["framework"] == f"PyTorch {torch.__version__}"
     assert start.config["device"] == "cpu"
-
-
-@pytest.fixture
-def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """No collector in reach; runs go to tmp_path/runs (as in test_sdk_api.py)."""
-    for k, v in sdk_env(tmp_path).items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("EDGESCOPE_SOCKET", raising=False)
-    yield tmp_path
-    edgescope.finish()
 
 
 def test_log_reads_real_0d_tensors_exactly(sdk: Path) -> None:

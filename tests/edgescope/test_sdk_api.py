@@ -8,26 +8,15 @@ import enum
 import math
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from edgescope_tracing import Event, Metrics, RunEnd, RunStart
-from sdkutil import of, read, sdk_env, trace_files, values
+from sdkutil import of, read, trace_files, values
 
 import edgescope
 from edgescope import _sdk
-
-
-@pytest.fixture
-def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """No collector in reach; runs go to tmp_path/runs; any run left active is finished."""
-    for k, v in sdk_env(tmp_path).items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("EDGESCOPE_SOCKET", raising=False)
-    yield tmp_path
-    edgescope.finish()
 
 
 def test_public_surface_is_what_we_meant() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,25 +20,10 @@ from sdkutil import (
     sdk_env,
     trace_files,
     values,
+    wait_until,
 )
 
 import edgescope
-
-
-@pytest.fixture
-def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for k, v in sdk_env(tmp_path).items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("EDGESCOPE_SOCKET", raising=False)
-    yield tmp_path
-    edgescope.finish()
-
-
-def _wait(cond: object, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < end, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_streams_to_the_collector_named_by_the_environment(
@@ -53,8 +37,8 @@ def test_streams_to_the_collector_named_by_the_environment(
             for i in range(1000):
                 edgescope.log({"loss": float(i)}, step=i)
             edgescope.mark("half")
-            _wait(lambda: sum(len(m.values) for m in of(got, Metrics)) == 1000)
-        _wait(lambda: bool(of(got, RunEnd)))
+            wait_until(lambda: sum(len(m.values) for m in of(got, Metrics)) == 1000)
+        wait_until(lambda: bool(of(got, RunEnd)))
     start = of(got, RunStart)[0]
     assert start.name == "live" and start.run_id == run.run_id
     assert values(got, "loss") == [(i, float(i)) for i in range(1000)]
@@ -70,7 +54,7 @@ def test_finds_the_default_socket_by_itself(sdk: Path) -> None:
         with edgescope.init(name="default") as run:
             edgescope.log({"x": 1.0})
         assert run.collector == str(sock)
-        _wait(lambda: bool(of(got, RunEnd)))
+        wait_until(lambda: bool(of(got, RunEnd)))
     assert values(got, "x") == [(0, 1.0)]
 
 
@@ -100,12 +84,12 @@ def test_a_collector_that_goes_away_mid_run_loses_nothing_logged_after(
         run = edgescope.init(name="orphan", flush_interval=0.05)
         for i in range(100):
             edgescope.log({"loss": float(i)}, step=i)
-        _wait(lambda: len(values(got, "loss")) == 100)
+        wait_until(lambda: len(values(got, "loss")) == 100)
         server.close_now()  # type: ignore[attr-defined]
         for i in range(100, 200):
             edgescope.log({"loss": float(i)}, step=i)
             time.sleep(0.001)
-        _wait(lambda: run.path is not None)
+        wait_until(lambda: run.path is not None)
         for i in range(200, 300):
             edgescope.log({"loss": float(i)}, step=i)
         edgescope.finish(0)
@@ -149,8 +133,8 @@ def test_a_hung_collector_blocks_log_at_most_the_stall_timeout_then_a_file_takes
             edgescope.log({"loss": float(n), "step_time": 0.01}, step=n)
             slowest = max(slowest, time.perf_counter() - t0)
             n += 1
-        _wait(lambda: run.path is not None)  # the stall was noticed: fell back to a file
-        _wait(lambda: not run._buf)  # and the backlog has moved on to the file
+        wait_until(lambda: run.path is not None)  # the stall was noticed: fell back to a file
+        wait_until(lambda: not run._buf)  # and the backlog has moved on to the file
         for _ in range(1000):
             edgescope.log({"loss": float(n), "step_time": 0.01}, step=n)
             n += 1
@@ -210,7 +194,7 @@ def test_a_forked_child_does_not_hold_the_parents_connection_open(sdk: Path) -> 
                 timeout=30,
             )
             assert p.stdout == "parent done\n", p.stderr
-            _wait(lambda: server.connections == 0, timeout=3)  # the child lives 5 s
+            wait_until(lambda: server.connections == 0, timeout=3)  # the child lives 5 s
         finally:
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int((sdk / "child.pid").read_text()), signal.SIGKILL)
@@ -242,7 +226,7 @@ def test_collector_gone_and_no_writable_directory_drops_and_counts(
     with ingest_in_thread(sock) as (server, got):
         run = edgescope.init(name="nowhere", flush_interval=0.05, dir=blocker / "runs")
         edgescope.log({"x": 1.0}, step=0)
-        _wait(lambda: len(values(got, "x")) == 1)
+        wait_until(lambda: len(values(got, "x")) == 1)
         server.close_now()  # type: ignore[attr-defined]
         n = 0
         while "is dropped" not in capfd.readouterr().err:

@@ -8,22 +8,13 @@ only values the collector had not confirmed may be in both.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from edgescope_tracing import Event, Metrics, Record, RunEnd, RunStart
-from sdkutil import CollectorProcess, of, read, sdk_env, values
+from sdkutil import CollectorProcess, of, read, values
 
 import edgescope
-
-
-@pytest.fixture
-def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for k, v in sdk_env(tmp_path).items():
-        monkeypatch.setenv(k, v)
-    yield tmp_path
-    edgescope.finish()
 
 
 def _of_run(stored: list[Record], run_id: str) -> list[tuple[int, float]]:

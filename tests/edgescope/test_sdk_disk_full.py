@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from edgescope_tracing import Event, RunEnd
-from sdkutil import of, read, run_script, sdk_env, trace_files, values
+from sdkutil import of, read, run_script, sdk_env, trace_files, values, wait_until
 
 import edgescope
 from edgescope import _sdk_ship
@@ -53,13 +53,6 @@ def _fill(disk: Path) -> Path:
     finally:
         os.close(fd)
     return filler
-
-
-def _wait(cond: object, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < end, "condition not met in time"
-        time.sleep(0.01)
 
 
 def _warnings(err: str) -> list[str]:
@@ -113,7 +106,7 @@ def test_past_the_memory_bound_values_are_dropped_counted_and_the_gap_is_in_the_
     assert run.dropped > 0
     filler.unlink()
     sink = run._shipper.sink
-    _wait(lambda: sink.full is None)  # type: ignore[attr-defined]  # the next retry took it
+    wait_until(lambda: sink.full is None)  # type: ignore[attr-defined]  # the next retry took it
     for i in range(1000 + n, 2000 + n):
         edgescope.log({"loss": float(i)}, step=i)
     edgescope.finish(0)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,28 +21,13 @@ from sdkutil import (
     sdk_env,
     trace_files,
     values,
+    wait_until,
 )
 
 import edgescope
 
 OVER = 100_000
 """Calls per test: three buffers' worth."""
-
-
-@pytest.fixture
-def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for k, v in sdk_env(tmp_path).items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("EDGESCOPE_SOCKET", raising=False)
-    yield tmp_path
-    edgescope.finish()
-
-
-def _wait(cond: object, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < end, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_one_key_calls_into_a_file_are_all_kept(sdk: Path) -> None:
@@ -155,7 +138,7 @@ def test_into_a_collector_every_value_is_stored(sdk: Path, monkeypatch: pytest.M
         for i in range(OVER):
             edgescope.log({"loss": float(i)}, step=i)
         edgescope.finish(0)
-        _wait(lambda: bool(of(got, RunEnd)))
+        wait_until(lambda: bool(of(got, RunEnd)))
     assert run.collector == str(sock) and run.path is None
     assert values(got, "loss") == [(i, float(i)) for i in range(OVER)]
     assert of(got, RunEnd)[0].dropped == 0
@@ -186,7 +169,7 @@ def test_twenty_runs_at_once_into_one_collector_are_all_stored(
             sdk_env(sdk, EDGESCOPE_SOCKET=str(sock)),
         )
         assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
-        _wait(lambda: len(of(got, RunEnd)) == runs)
+        wait_until(lambda: len(of(got, RunEnd)) == runs)
     starts = {s.run: s.name for s in of(got, RunStart)}
     assert sorted(starts.values()) == sorted(f"run{k}" for k in range(runs))
     per_run: dict[int, list[tuple[int, float]]] = {g: [] for g in starts}
@@ -209,7 +192,7 @@ def test_a_collector_that_reads_slowly_gets_every_value(
         for i in range(n):
             edgescope.log({"loss": float(i), "lr": 0.5}, step=i)
         edgescope.finish(0)
-        _wait(lambda: bool(of(got, RunEnd)))
+        wait_until(lambda: bool(of(got, RunEnd)))
     assert run.path is None, "a collector that reads is never given up on"
     assert values(got, "loss") == [(i, float(i)) for i in range(n)]
     assert values(got, "lr") == [(i, 0.5) for i in range(n)]

@@ -414,3 +414,44 @@ def test_a_fifo_named_like_a_segment_neither_hangs_the_start_nor_deafens_sigterm
     assert "Traceback" not in c.stderr()
     assert not c.ingest.exists()
     assert (c.data / "seg-00000000000000000000.est.damaged").exists()
+
+
+def test_a_run_left_open_by_a_killed_collector_ends_as_lost_contact(tmp_path: Path) -> None:
+    """kill -9 mid-run: the run has no RunEnd. The next collector ends it as lost contact (an
+    anomaly event with the reason, then RunEnd with no exit code) before anything new, and
+    inspect reads it as lost, not running forever."""
+    c = Collector(tmp_path).start()
+    enc = StreamEncoder()
+    now = time.time_ns() // 1000
+    enc.add(RunStart(0, "cafe", "mlp", "testhost", 4242, t_us=now))
+    enc.add(Metrics(0, "loss", (0, 1), (now, now + 1), (1.0, 0.5), t_us=now + 1))
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(c.ingest))
+        s.sendall(enc.take())
+        deadline = time.monotonic() + 10
+        while True:  # the collector has written it (its ack comes after the flush)
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            if s.recv(64):
+                break
+        assert c.proc is not None
+        c.proc.kill()  # while the producer is still connected: nobody ends the run
+        c.proc.wait(10)
+    again = Collector(tmp_path, port=c.port).start()
+    try:
+        assert "run 0 (mlp) lost contact" in again.stderr()
+    finally:
+        assert again.stop() == 0
+    recs = [r for seg in sorted(c.data.glob("seg-*.est")) for r in TraceReader(seg)]
+    ends = [r for r in recs if isinstance(r, RunEnd) and r.run == 0]
+    assert len(ends) == 1 and ends[0].exit_code is None
+    (lost,) = [r for r in recs if isinstance(r, Event) and "lost contact" in r.message]
+    assert lost.detail["run_id"] == "cafe" and lost.t_us == ends[0].t_us
+    out = subprocess.run(
+        [sys.executable, "-m", "edgescope", "inspect", str(sorted(c.data.glob("seg-*.est"))[-1])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "lost contact" in out.stdout

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from edgescope_tracing import Event, ProcessSample, Record
+from edgescope_tracing import Event, ProcessSample, Record, RunEnd
 
 from .auth import Authenticator, TokenError, load_token
 from .config import Config
@@ -161,6 +161,7 @@ class Collector:
             await asyncio.to_thread(self.store.open)
         except StoreError as e:
             raise CollectorError(str(e)) from None
+        self._end_orphans()
         try:
             try:
                 await self.server.start()
@@ -190,6 +191,26 @@ class Collector:
                     raise CollectorError(f"the collector failed: {t.exception()}")
         finally:
             await self._shutdown()
+
+    def _end_orphans(self) -> None:
+        """End the runs the last session left open as lost contact, before anything new comes
+        (an SDK that is still running re-attaches its run under a new number)."""
+        now = time.time_ns() // 1000
+        for rs in self.store.orphans:
+            reason = "the collector stopped without ending it (killed, or the power went)"
+            log.warning("run %d (%s) lost contact: %s", rs.run, rs.name, reason)
+            self.record(
+                Event(
+                    kind="anomaly",
+                    message=f"run {rs.name!r} lost contact: {reason}",
+                    run=rs.run,
+                    severity=2,
+                    detail={"pid": rs.pid, "reason": reason, "run_id": rs.run_id},
+                    t_us=now,
+                )
+            )
+            self.record(RunEnd(rs.run, None, 0, now))
+        self.store.orphans = []
 
     async def _shutdown(self) -> None:
         await self.pipeline.close()

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
-from edgescope_tracing import Event, IndexEntry, Record, StreamDecoder, StreamEncoder
+from edgescope_tracing import Event, IndexEntry, Record, RunStart, StreamDecoder, StreamEncoder
 from edgescope_tracing._codec import Encoder
 from edgescope_tracing._frames import (
     FRAME_HEAD,
@@ -150,6 +150,9 @@ class SegmentStore:
         """While the disk cannot take the stream: seconds between tries to write it again."""
         self.clock = clock
         self.segments: list[Segment] = []
+        self.orphans: list[RunStart] = []
+        """Runs the last session left open (no ``RunEnd``: the collector was killed), found by
+        :meth:`open`; the daemon ends them as lost contact."""
         self.listeners: list[Listener] = []
         self.dropped_segments = 0
         self.unstored: list[tuple[int, int]] = []
@@ -184,6 +187,7 @@ class SegmentStore:
                 continue
             self.segments.append(seg)
             next_seq = max(next_seq, seg.next_seq)
+        self.orphans = self._open_runs_at_end()
         encoder = Encoder()
         encoder.next_seq = next_seq
         if self.segments:
@@ -191,6 +195,30 @@ class SegmentStore:
         self._check_space()
         self._start_segment(encoder, first=True)
         self._enforce_limit()
+
+    def _open_runs_at_end(self) -> list[RunStart]:
+        """The runs still open where the last stored segment ends: a collector that was killed
+        (or lost power) left them without a ``RunEnd``. Read from the segment's last keyframe."""
+        from edgescope_tracing import Keyframe, RunEnd, TraceReader
+
+        if not self.segments or self.segments[-1].memory is not None:
+            return []
+        seg = self.segments[-1]
+        start = seg.index[-1].offset if seg.index else HEADER_SIZE
+        runs: dict[int, RunStart] = {}
+        try:
+            with TraceReader(seg.path) as reader:
+                for rec in reader.records(start):
+                    if isinstance(rec, Keyframe):
+                        runs = {r.run: r for r in rec.runs}
+                    elif isinstance(rec, RunStart):
+                        runs[rec.run] = rec
+                    elif isinstance(rec, RunEnd):
+                        runs.pop(rec.run, None)
+        except (OSError, TraceError) as e:
+            log.warning("could not read the runs left open in %s: %s", seg.path.name, e)
+            return []
+        return list(runs.values())
 
     def close(self) -> None:
         """Write what is pending, close the open segment with its index, fsync it."""

@@ -201,6 +201,8 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
         state = run_state(r, closed=s.indexed)
         if r.dropped:
             state += f", {r.dropped} records dropped"
+        elif r.end is not None and r.exit_code is not None:
+            state += ", nothing dropped"  # the SDK's own count, in its RunEnd
         line(
             "run",
             f"{escape(r.name)} ({escape(r.id[:12])}) on {escape(r.host)}, pid {r.pid}: {state}",

@@ -79,7 +79,7 @@ def test_how_each_run_ended_in_words(tmp_path: Path, capsys: pytest.CaptureFixtu
     lines = text.splitlines()
     assert (
         "  run     crashed (c0c0c0c0c0c0) on pi5, pid 10: failed: exit code 1 after 0.0 s "
-        "(last step 4)" in lines
+        "(last step 4), nothing dropped" in lines
     )
     assert (
         "  run     killed (d1d1d1d1d1d1) on pi5, pid 11: lost: the process died without "
@@ -88,6 +88,8 @@ def test_how_each_run_ended_in_words(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert any("termed" in ln and "exit code 143 (killed by SIGTERM)" in ln for ln in lines)
     assert any("negative" in ln and "failed: killed by SIGKILL" in ln for ln in lines)
     assert any("  run     ok " in ln and "finished after 0.0 s (exit code 0)" in ln for ln in lines)
+    assert any("  run     ok " in ln and ln.endswith(", nothing dropped") for ln in lines)
+    assert ", nothing dropped" not in next(ln for ln in lines if "killed (d1" in ln)
     assert "finished" not in next(ln for ln in lines if "killed (d1" in ln)
     # the stored traceback, in text and JSON
     i = lines.index(

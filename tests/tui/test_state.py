@@ -307,3 +307,18 @@ def test_gpu_memory_of_the_runs_processes() -> None:
     b = StateBuilder(s)
     b.trim(0.5)
     assert len(b.freeze().proc[0].gpu_mem[0]) == 1
+
+
+def test_a_gap_event_of_the_sdk_is_a_gap_over_its_time_range() -> None:
+    gap = Event(
+        "gap",
+        "3 items dropped over 2.000 s: no space left on device",
+        run=0,
+        severity=2,
+        detail={"dropped": 3, "from_us": 1_000_000, "to_us": 3_000_000, "reason": "ENOSPC"},
+        t_us=1_000_000,
+    )
+    s = fold_all([gap, Event("gap", "no range", detail={"dropped": 1}, t_us=5)])
+    (g,) = s.stream.gaps.view()
+    assert (g.t_us, g.end_us) == (1_000_000, 3_000_000) and "3 items dropped" in g.reason
+    assert len(s.events) == 2  # still listed as events too

@@ -737,6 +737,11 @@ def _fold_stacks(b: StateBuilder, x: StackSamples) -> None:
 
 def _fold_event(b: StateBuilder, e: Event) -> None:
     b.events = b.events.append(e)
+    detail = e.detail if isinstance(e.detail, dict) else {}
+    t0, t1 = detail.get("from_us"), detail.get("to_us")
+    if e.kind == "gap" and type(t0) is int and type(t1) is int and t1 >= t0:
+        # values the SDK had to drop (its sink took nothing): a gap over the time it lasted
+        b.gaps = b.gaps.append(Gap(t0, e.message, end_us=t1))
 
 
 _FOLDS: dict[type, Callable[[StateBuilder, Any], None]] = {

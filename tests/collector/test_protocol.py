@@ -48,7 +48,7 @@ def test_parse_target(text: str, want: tuple[str, int]) -> None:
         (":7313", "has no host"),
         ("pi:0", "port must be"),
         ("pi:http", "port must be"),
-        ("[::1", "unclosed"),
+        ("[::1", "missing ']'"),
         ("[::1]x", "expected ':PORT'"),
     ],
 )

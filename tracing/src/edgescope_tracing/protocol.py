@@ -63,6 +63,7 @@ __all__ = [
     "control_frame",
     "parse_control",
     "parse_target",
+    "split_host_port",
 ]
 
 PROTOCOL_VERSION = 1
@@ -175,23 +176,34 @@ def auth_response(token: bytes, nonce: bytes) -> bytes:
     return hmac.new(token, AUTH_CONTEXT + nonce, hashlib.sha256).digest()
 
 
+def split_host_port(text: str) -> tuple[str, str | None]:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address to ``(host, port
+    text or None)``, unchecked beyond the brackets; ValueError (a phrase, without the text) if
+    the brackets are wrong. The one parser of addresses: the collector's ``--listen``, ``tail``
+    and the TUI's targets all go through it."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("missing ']' after an IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"expected ':PORT' after the address, not {rest!r}")
+        return host, rest[1:] if rest else None
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, port
+    return text, None
+
+
 def parse_target(target: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """``HOST[:PORT]`` (``[v6addr]:PORT`` for IPv6) to ``(host, port)``; ValueError if malformed."""
     t = target.strip()
     if not t:
         raise ValueError("the target is empty; give HOST[:PORT]")
-    host, port_s = t, ""
-    if t.startswith("["):
-        end = t.find("]")
-        if end < 0:
-            raise ValueError(f"{target!r}: unclosed '[' in the address")
-        host, rest = t[1:end], t[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{target!r}: expected ':PORT' after the address")
-            port_s = rest[1:]
-    elif t.count(":") == 1:
-        host, port_s = t.split(":")
+    try:
+        host, port_s = split_host_port(t)
+    except ValueError as e:
+        raise ValueError(f"{target!r}: {e}") from None
     if not host:
         raise ValueError(f"{target!r} has no host")
     if not port_s:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgescope_tracing.protocol import DEFAULT_PORT
+from edgescope_tracing.protocol import DEFAULT_PORT, split_host_port
 from edgescope_tracing.tokens import TokenError, read_token
 
 __all__ = [
@@ -104,19 +104,10 @@ def _port(text: str, what: str) -> int:
 
 
 def _split_host_port(text: str, what: str) -> tuple[str, str | None]:
-    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise TargetError(f"{what}: missing ']' after an IPv6 address")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise TargetError(f"{what}: unexpected {rest!r} after ']'")
-        return host, rest[1:] if rest else None
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, port
-    return text, None
+    try:
+        return split_host_port(text)
+    except ValueError as e:
+        raise TargetError(f"{what}: {e}") from None
 
 
 def _check_host(host: str, what: str) -> str:

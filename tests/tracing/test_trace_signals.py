@@ -45,3 +45,15 @@ def test_step_time_units() -> None:
     assert step_time_unit("STEP_NS") == 1e-9
     assert step_time_unit("time/step") == 1.0
     assert step_time_unit("step") is None
+
+
+def test_step_times_are_derived_in_one_place() -> None:
+    from edgescope_tracing.signals import derive_step_times
+
+    points, clock = derive_step_times("loss", [0, 1, 3], [0, 10_000, 50_000], None)
+    assert points == [(1, 10_000, 0.01), (3, 50_000, 0.02)] and clock == ("loss", 3, 50_000)
+    # the next batch goes on from the clock; a step that goes back, or another metric, gives none
+    more, clock = derive_step_times("loss", [2, 4], [60_000, 70_000], clock)
+    assert more == [(4, 70_000, 0.01)] and clock == ("loss", 4, 70_000)
+    assert derive_step_times("acc", [5], [80_000], clock) == ([], clock)
+    assert derive_step_times("loss", [], [], None) == ([], None)

@@ -19,6 +19,8 @@ bits mean throttling.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "CLOCK_EVENT_REASONS",
     "PASSIVE_COOLING",
@@ -26,7 +28,9 @@ __all__ = [
     "PI_THROTTLED_BITS",
     "PI_THROTTLED_NOW_MASK",
     "STEP_TIME_KEYS",
+    "StepClock",
     "clock_event_reason_names",
+    "derive_step_times",
     "gpu_throttled",
     "pi_throttled_flags",
     "step_time_unit",
@@ -130,6 +134,42 @@ def step_time_unit(key: str) -> float | None:
     (0.001, None)
     """
     return STEP_TIME_KEYS.get(key.lower())
+
+
+StepClock = tuple[str, float, float]
+"""What step times are derived from for a run: the metric that times its steps, and that
+metric's last ``(step, t_us)``."""
+
+
+def derive_step_times(
+    key: str,
+    steps: Sequence[float],
+    times_us: Sequence[float],
+    clock: StepClock | None,
+) -> tuple[list[tuple[float, float, float]], StepClock | None]:
+    """Seconds per step from a run's step timestamps, where no step-time metric is logged:
+    ``(step, t_us, seconds)`` for each step after the previous one (time over the steps between
+    them), and the clock to pass with the next batch. The first metric seen times the steps;
+    a batch of another metric gives nothing and leaves the clock as it is. The collector's
+    step-time detector and the TUI's step-time chart both derive them here.
+
+    >>> derive_step_times("loss", [0, 1, 3], [0, 10_000, 50_000], None)
+    ([(1, 10000, 0.01), (3, 50000, 0.02)], ('loss', 3, 50000))
+    """
+    if not steps or (clock is not None and clock[0] != key):
+        return [], clock
+    if clock is None:
+        last_step, last_t = steps[0], times_us[0]
+        pairs = zip(steps[1:], times_us[1:], strict=True)
+    else:
+        _, last_step, last_t = clock
+        pairs = zip(steps, times_us, strict=True)
+    points = []
+    for step, t in pairs:
+        if step > last_step and t >= last_t:
+            points.append((step, t, (t - last_t) / 1e6 / (step - last_step)))
+            last_step, last_t = step, t
+    return points, (key, last_step, last_t)
 
 
 PASSIVE_COOLING = (

@@ -46,6 +46,7 @@ from edgescope_tracing.signals import (
     GPU_THROTTLE_MASK,
     PI_THROTTLED_NOW_MASK,
     clock_event_reason_names,
+    derive_step_times,
     pi_throttled_flags,
     step_time_unit,
 )
@@ -567,25 +568,14 @@ def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
         else:
             step_time[slot] = st.extend(m.steps, m.times_us, values)
         return
-    clock = b.step_clock.get(m.run)
-    if clock is not None and clock[0] != m.key:
+    before = b.step_clock.get(m.run)
+    points, clock = derive_step_times(m.key, m.steps, m.times_us, before)
+    if clock is None or clock is before:
         return
-    xs: list[float] = []
-    ts: list[float] = []
-    ys: list[float] = []
-    if clock is None:
-        last_step, last_t = float(m.steps[0]), float(m.times_us[0])
-        pairs = zip(m.steps[1:], m.times_us[1:], strict=True)
-    else:
-        _, last_step, last_t = clock
-        pairs = zip(m.steps, m.times_us, strict=True)
-    for step, t in pairs:
-        if step > last_step and t >= last_t:
-            xs.append(step)
-            ts.append(t)
-            ys.append((t - last_t) / 1e6 / (step - last_step))
-            last_step, last_t = step, t
-    b.step_clock.w()[m.run] = (m.key, last_step, last_t)
+    b.step_clock.w()[m.run] = clock
+    xs = [p[0] for p in points]
+    ts = [p[1] for p in points]
+    ys = [p[2] for p in points]
     if ys:
         step_time = b.step_time.w()
         st = step_time.get(m.run) or Series.empty()

@@ -17,7 +17,12 @@ from edgescope_tracing.records import (
     SystemSample,
     ThermalSample,
 )
-from edgescope_tracing.signals import STEP_TIME_KEYS, step_time_unit
+from edgescope_tracing.signals import (
+    STEP_TIME_KEYS,
+    StepClock,
+    derive_step_times,
+    step_time_unit,
+)
 
 from .base import anomaly, duration
 from .causes import coinciding_signals
@@ -112,7 +117,7 @@ class StepTimeRegression:
         self.grace_us = int(grace_s * 1e6)
         self._runs: dict[int, _StepState] = {}
         self._explicit: set[int] = set()
-        self._clock: dict[int, tuple[str, int, int]] = {}
+        self._clock: dict[int, StepClock] = {}
         """run -> (metric key whose steps clock the run, last step, its time)."""
         self._pending: list[_Pending] = []
         self.context: deque[Record] = deque()
@@ -160,22 +165,12 @@ class StepTimeRegression:
             ]
         if rec.run in self._explicit:
             return []
-        clock = self._clock.get(rec.run)
-        if clock is not None and clock[0] != rec.key:
-            return []
-        pairs = list(zip(rec.steps, rec.times_us, strict=True))
-        if clock is None:
-            last_step, last_t = pairs[0]
-            pairs = pairs[1:]
-        else:
-            _, last_step, last_t = clock
-        points = []
-        for step, t in pairs:
-            if step > last_step and t >= last_t:
-                points.append((step, t, (t - last_t) / 1e6 / (step - last_step)))
-                last_step, last_t = step, t
-        self._clock[rec.run] = (rec.key, last_step, last_t)
-        return points
+        points, clock = derive_step_times(
+            rec.key, rec.steps, rec.times_us, self._clock.get(rec.run)
+        )
+        if clock is not None:
+            self._clock[rec.run] = clock
+        return [(int(s), int(t), v) for s, t, v in points]
 
     def _step(self, run: int, step: int, t: int, seconds: float) -> list[Event]:
         st = self._runs.get(run)

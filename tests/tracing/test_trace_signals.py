@@ -54,6 +54,6 @@ def test_step_times_are_derived_in_one_place() -> None:
     assert points == [(1, 10_000, 0.01), (3, 50_000, 0.02)] and clock == ("loss", 3, 50_000)
     # the next batch goes on from the clock; a step that goes back, or another metric, gives none
     more, clock = derive_step_times("loss", [2, 4], [60_000, 70_000], clock)
-    assert more == [(4, 70_000, 0.01)] and clock == ("loss", 4, 70_000)
+    assert more == [(4, 70_000, 0.02)] and clock == ("loss", 4, 70_000)  # since step 3
     assert derive_step_times("acc", [5], [80_000], clock) == ([], clock)
     assert derive_step_times("loss", [], [], None) == ([], None)

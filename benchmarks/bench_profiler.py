@@ -12,7 +12,7 @@ Target (issue 3): profile=True costs at most 3 % on such a loop.
 
 Separate pyperf worker processes drift by a few per cent between them on a shared machine,
 so the verdict comes from a paired measurement in one process after the pyperf table: blocks
-of the loop alternate without and with a sampler (each driver of :mod:`edgescope._profiler`),
+of the loop alternate without and with a sampler (each driver of :mod:`edgescope.sdk._profiler`),
 by turns off-on-off and on-off-on so that drift cancels, and the median of the per-pair
 ratios of wall time is the overhead; the quartiles show the noise (rerun on a quiet machine
 when they are wide). CPU time is no better a clock here: this VM accounts it in 4 ms ticks.
@@ -108,7 +108,7 @@ def paired(driver: str, pairs: int = 61, block: float = 0.15) -> tuple[float, fl
     Each pair is three blocks, off-on-off or on-off-on by turns, so that a drift of the
     machine's speed cancels out instead of biasing one side.
     """
-    from edgescope._profiler import SignalSampler, ThreadSampler
+    from edgescope.sdk._profiler import SignalSampler, ThreadSampler
 
     n = max(1, round(block / (_loop(20) / 20)))
     ratios: list[float] = []

@@ -1,6 +1,6 @@
 """What profiling costs a training loop: bare, edgescope ``profile=True``, and py-spy, at 100 Hz.
 
-The loop is the NumPy MLP of ``edgescope._demo_job`` (32 → 128 → 4, SGD with momentum, batches
+The loop is the NumPy MLP of ``edgescope.demo.job`` (32 → 128 → 4, SGD with momentum, batches
 of 256: matrix products in BLAS with the GIL released, and the Python around them), one
 thread of BLAS (``OPENBLAS_NUM_THREADS=1``, so that the machine's other work disturbs it less).
 Each measurement is a fresh process that trains for ``--seconds`` of wall time and reports the
@@ -43,7 +43,7 @@ RERUN = "  .venv/bin/python benchmarks/bench_profiler_training.py"
 WORKER = """
 import json, os, statistics, sys, time
 import numpy as np
-from edgescope._demo_job import NumpyBackend
+from edgescope.demo.job import NumpyBackend
 
 mode, seconds = sys.argv[1], float(sys.argv[2])
 rng = np.random.default_rng(0)

@@ -184,7 +184,7 @@ def _latencies(n: int) -> tuple[float, float, float, int]:
         t0 = clock()
         log({"loss": x}, step=i)
         out[i] = clock() - t0
-    run = edgescope._sdk._active
+    run = edgescope.sdk._run._active
     dropped = run.dropped if run is not None else 0
     edgescope.finish()
     out.sort()

@@ -11,10 +11,10 @@ The SDK, for a training script::
         edgescope.mark("epoch done")
 
 Records go to the device's collector when one runs, else to a trace file under
-``./edgescope-runs/`` (see :mod:`edgescope._sdk`). Importing edgescope has no side effects.
+``./edgescope-runs/`` (see :mod:`edgescope.sdk._run`). Importing edgescope has no side effects.
 """
 
-from ._sdk import Run, finish, init, log, mark
+from edgescope.sdk._run import Run, finish, init, log, mark
 
 __version__ = "0.1.0"
 

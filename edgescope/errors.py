@@ -33,6 +33,6 @@ class UsageError(EdgescopeError):
 class NotInstalled(EdgescopeError):
     """A command, or one of its options, needs an installable part that is not installed.
 
-    Raised by :func:`edgescope._extras.require`, which words the message, once for all."""
+    Raised by :func:`edgescope.cli._extras.require`, which words the message, once for all."""
 
     exit_code = 3

@@ -107,7 +107,7 @@ def test_runs_as_a_command_and_imports_stay_lean() -> None:
     )
     assert out.stdout.startswith("edgescope doctor: ") and out.stderr == ""
     probe = (
-        "import sys, edgescope._cmd_doctor, edgescope_collector.samplers;"
+        "import sys, edgescope.cli.doctor, edgescope_collector.samplers;"
         "print(sorted(m for m in ('psutil', 'edgescope_collector.doctor', 'pynvml')"
         " if m in sys.modules))"
     )

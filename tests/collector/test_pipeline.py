@@ -51,7 +51,7 @@ def test_the_daemon_and_record_both_run_it(tmp_path: Path) -> None:
     c = Collector(Config(data_dir=tmp_path / "data", ingest=tmp_path / "ingest.sock"))
     assert isinstance(c.pipeline, Pipeline) and isinstance(c.pipeline.sink, StoreSink)
     assert c.pipeline.stacks_per_run is False  # --profile python: no outside backend
-    import edgescope._cmd_record as record
+    import edgescope.cli.record as record
 
     assert "Pipeline" in record._Session.run.__code__.co_names
     assert record._Session.__init__.__code__.co_names.count("FileSink") == 1

@@ -203,7 +203,7 @@ def _tail_as(uid: int, argv: list[str]) -> tuple[int, str]:
 
     import edgescope_tracing.tokens  # noqa: F401
 
-    import edgescope._cmd_tail  # noqa: F401
+    import edgescope.cli.tail  # noqa: F401
     from edgescope.cli import main
 
     out_r, out_w = os.pipe()

@@ -218,7 +218,7 @@ def test_tui_finds_the_demo_collector_and_shows_the_run(tmp_path: Path) -> None:
     from edgescope_tui.screens.dashboard import DashboardScreen
     from edgescope_tui.widgets.chart import Chart
 
-    from edgescope._cmd_demo import _Collector, _demo_app, _discover, _Job
+    from edgescope.cli.demo import _Collector, _demo_app, _discover, _Job
 
     collector = _Collector(tmp_path, mdns=True)
     job: _Job | None = None

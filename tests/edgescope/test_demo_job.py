@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgescope_tracing import Event, Metrics, RunEnd, TraceReader
 
-from edgescope._demo_job import PHASES, train
+from edgescope.demo.job import PHASES, train
 
 
 def test_phases_show_in_the_logged_values() -> None:
@@ -60,7 +60,7 @@ def test_the_job_alone_writes_every_step_through_the_sdk(tmp_path: Path) -> None
     env["EDGESCOPE_DIR"] = str(tmp_path / "runs")
     env["OPENBLAS_NUM_THREADS"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-m", "edgescope._demo_job", "--duration", "2", "--leak-mb", "8"],
+        [sys.executable, "-m", "edgescope.demo.job", "--duration", "2", "--leak-mb", "8"],
         capture_output=True,
         text=True,
         timeout=60,

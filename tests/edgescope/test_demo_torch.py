@@ -19,7 +19,8 @@ torch = pytest.importorskip(
 )
 
 import edgescope  # noqa: E402
-from edgescope import _demo_job, _demo_torch  # noqa: E402
+from edgescope.demo import job as _demo_job  # noqa: E402
+from edgescope.demo import torch_job as _demo_torch  # noqa: E402
 
 DURATION = 6.0
 LEAK_MB = 64.0

@@ -253,7 +253,7 @@ def test_every_figure_field_is_one_number() -> None:
     (a tuple, a dict) must be left out of them and given rows of its own."""
     from dataclasses import fields
 
-    from edgescope._cmd_export import _GPU_FIELDS, _PROCESS_FIELDS, _SYSTEM_FIELDS
+    from edgescope.cli.export import _GPU_FIELDS, _PROCESS_FIELDS, _SYSTEM_FIELDS
 
     for cls, names in (
         (GpuSample, _GPU_FIELDS),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edgescope._extras import PARTS
 from edgescope.cli import NEEDS, build_parser
+from edgescope.cli._extras import PARTS
 from edgescope.errors import NotInstalled
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from edgescope_tracing import StackFrame, StackSamples, StreamEncoder
 from sdkutil import of, read
 
 import edgescope
-from edgescope._profiler import (
+from edgescope.sdk._profiler import (
     CHUNK_BYTES,
     SignalSampler,
     ThreadSampler,
@@ -205,7 +205,7 @@ def test_a_local_dies_when_its_function_returns(driver: Sampler) -> None:
 
 HWM = """
 import sys, threading, time
-from edgescope._profiler import SignalSampler, ThreadSampler
+from edgescope.sdk._profiler import SignalSampler, ThreadSampler
 
 def hwm():
     for line in open("/proc/self/status"):

@@ -16,7 +16,7 @@ from edgescope_tracing import Event, Metrics, RunEnd, RunStart
 from sdkutil import of, read, trace_files, values
 
 import edgescope
-from edgescope import _sdk
+from edgescope.sdk import _run as _sdk
 
 
 def test_public_surface_is_what_we_meant() -> None:

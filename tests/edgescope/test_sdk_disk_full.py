@@ -18,7 +18,7 @@ from edgescope_tracing import Event, RunEnd
 from sdkutil import of, read, run_script, sdk_env, trace_files, values, wait_until
 
 import edgescope
-from edgescope import _sdk_ship
+from edgescope.sdk import _ship as _sdk_ship
 
 
 @pytest.fixture

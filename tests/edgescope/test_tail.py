@@ -212,7 +212,7 @@ def test_gap_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_human_lines_and_json_of_device_records() -> None:
     from edgescope_tracing import GpuSample, ThermalSample, ThermalZone
 
-    from edgescope._cmd_tail import record_json, record_line
+    from edgescope.cli.tail import record_json, record_line
 
     t = 1_700_000_000_000_000
     th = ThermalSample(
@@ -267,7 +267,7 @@ def test_names_and_messages_from_the_stream_are_escaped(
 def test_a_run_end_names_the_signal() -> None:
     from edgescope_tracing import RunEnd
 
-    from edgescope._cmd_tail import record_line
+    from edgescope.cli.tail import record_line
 
     line = record_line(RunEnd(4, 137, 2, t_us=1_700_000_000_000_000, seq=9))
     assert line.endswith("run_end   run 4 ended: exit code 137 (killed by SIGKILL), dropped 2")

@@ -1,7 +1,7 @@
 """The Python sampler against the truth and against py-spy, on the same run of each workload.
 
 Each workload is a child Python that profiles itself with the SDK's default driver
-(:class:`edgescope._profiler.SignalSampler`, 200 Hz) while ``py-spy record -r 200`` samples it
+(:class:`edgescope.sdk._profiler.SignalSampler`, 200 Hz) while ``py-spy record -r 200`` samples it
 from outside, for ~2 s of its CPU time. Self time is the leaf function of each sample. Where the
 workload knows its own split (it times each part with its thread's CPU clock), edgescope's
 shares must be within 5 points of it; elsewhere, within 5 points of py-spy's (py-spy leaves
@@ -41,7 +41,7 @@ MIN_SAMPLES = 200
 HARNESS = """
 import json, sys, threading, time
 from collections import Counter
-from edgescope._profiler import SignalSampler
+from edgescope.sdk._profiler import SignalSampler
 
 truth = Counter()  # seconds of CPU per function, where the workload knows them
 

@@ -28,8 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tracegen import any_record
 
-from edgescope._inspect import print_human
 from edgescope.cli import main
+from edgescope.cli.inspect import print_human
 
 T0 = 1_700_000_000_000_000
 NO_MEMORY = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from .errors import NotInstalled
+from edgescope.errors import NotInstalled
 
 __all__ = ["PARTS", "Part", "installed", "require"]
 

@@ -1,8 +1,8 @@
 """``edgescope demo``: the whole product on one machine, with no device and no configuration.
 
 It starts a collector on loopback, runs the demo training job (an MLP with a CPU-heavy phase, a
-memory leak and a learning-rate spike: :mod:`edgescope._demo_torch` in PyTorch where torch is
-installed, else :mod:`edgescope._demo_job` in NumPy; ``--framework`` chooses, and the first line
+memory leak and a learning-rate spike: :mod:`edgescope.demo.torch_job` in PyTorch where torch is
+installed, else :mod:`edgescope.demo.job` in NumPy; ``--framework`` chooses, and the first line
 says which) as a child process that uses the SDK, and opens the TUI on it, found the way a real
 device is found. Everything the collector streams is also saved to a trace file, which
 ``edgescope replay`` shows later.
@@ -34,8 +34,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ._extras import installed, require
-from .errors import EdgescopeError
+from edgescope.cli._extras import installed, require
+from edgescope.errors import EdgescopeError
 
 __all__ = ["add_parser"]
 
@@ -47,7 +47,7 @@ END_TIMEOUT = 10.0
 """How long after the job exits the recorder waits for its run end to come through."""
 SAMPLE_INTERVAL = "0.5"
 """The collector's sampling interval in the demo: twice a second, so short runs show a curve."""
-JOBS = {"numpy": ("NumPy", "edgescope._demo_job"), "torch": ("PyTorch", "edgescope._demo_torch")}
+JOBS = {"numpy": ("NumPy", "edgescope.demo.job"), "torch": ("PyTorch", "edgescope.demo.torch_job")}
 """The training jobs by ``--framework`` name: what to call it, and its module."""
 
 
@@ -390,7 +390,7 @@ def _run(args: argparse.Namespace) -> int:
         raise
     writer.close()
     if plan.headless:
-        from ._inspect import inspect_file, print_human
+        from edgescope.cli.inspect import inspect_file, print_human
 
         print_human(str(plan.output), inspect_file(str(plan.output)), sys.stdout)
     print(f"\nreplay it: edgescope replay {plan.output}", file=sys.stderr)

@@ -21,8 +21,8 @@ from typing import IO, Any
 
 from edgescope_tracing.text import escape
 
-from ._extras import require
-from .errors import EdgescopeError, UsageError
+from edgescope.cli._extras import require
+from edgescope.errors import EdgescopeError, UsageError
 
 __all__ = ["add_parser", "record_json", "record_line"]
 

@@ -10,7 +10,7 @@ Where a run goes, decided once at ``init``:
 
 If the collector hangs up, or neither reads nor confirms for ``STALL_TIMEOUT`` seconds (10, or
 ``EDGESCOPE_STALL_TIMEOUT``) mid-run, what it had not confirmed and the rest of the run go to
-such a file (see :mod:`edgescope._sdk_ship`); every 2 s the SDK looks whether the collector is
+such a file (see :mod:`edgescope.sdk._ship`); every 2 s the SDK looks whether the collector is
 back, and then the run goes on there (re-attached, same run id). A default socket owned by
 another user (not root) is not used: the run goes to a file, and ``init`` says why.
 
@@ -23,7 +23,7 @@ Nothing logged is lost while the sink can take it. Policy: **caller-runs**. When
 ``mark()``, or the stack sampler) finds the deque full, because the loop logs faster than the
 shipper thread can follow under the GIL, the calling thread drains the deque itself: it encodes
 the batch and hands it to the sink, then appends its own item and returns (see
-:mod:`edgescope._sdk_ship`). At ordinary rates the deque never fills and ``log()`` costs an
+:mod:`edgescope.sdk._ship`). At ordinary rates the deque never fills and ``log()`` costs an
 append; under overload each ``buffer_size``-th call pays for the batch, and no value is lost.
 With a collector that reads slowly that call also waits for the collector to take bytes; a
 collector that takes nothing for the stall timeout is given up on (the rest goes to a file), so
@@ -79,10 +79,10 @@ from typing import Any
 from edgescope_tracing import Event, RunStart, StreamEncoder, TraceError
 from edgescope_tracing.paths import default_ingest_socket, ingest_socket
 
-from ._profiler import DEFAULT_HZ, Sampler, start_sampler
-from ._sdk_device import device_facts
-from ._sdk_ship import FileSink, NullSink, Shipper, Sink, SocketSink, notify
-from ._sdk_values import (
+from edgescope.sdk._device import device_facts
+from edgescope.sdk._profiler import DEFAULT_HZ, Sampler, start_sampler
+from edgescope.sdk._ship import FileSink, NullSink, Shipper, Sink, SocketSink, notify
+from edgescope.sdk._values import (
     MAX_MARK_LEN,
     check_step,
     check_tags,
@@ -553,7 +553,7 @@ def init(
     hyperparameters; ``tags`` a list of strings; ``profile=True`` samples the Python stacks of
     every thread about ``profile_hz`` times a second and charges each thread the CPU time its
     own clock advanced (a CPU profile: idle threads show nothing; see
-    :mod:`edgescope._profiler`);
+    :mod:`edgescope.sdk._profiler`);
     ``EDGESCOPE_PROFILE=python`` turns it on when ``profile`` is not given.
     ``flush_interval`` (seconds, default 0.5 or ``EDGESCOPE_FLUSH_INTERVAL``) bounds what a
     SIGKILL can lose; ``buffer_size`` bounds the calls waiting to be shipped; ``dir`` overrides

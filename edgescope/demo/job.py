@@ -16,9 +16,9 @@ recovery       learning rate back, the kept memory freed: the loss comes down ag
 
 Each phase starts with an ``edgescope.mark()``; each step logs ``loss``, ``lr``,
 ``step_time`` (seconds), ``grad_norm`` and ``held_mb`` (memory kept on purpose), and every
-25 steps ``accuracy`` on held-out rows. Run it alone with ``python -m edgescope._demo_job``;
+25 steps ``accuracy`` on held-out rows. Run it alone with ``python -m edgescope.demo.job``;
 the SDK sends its records to a collector when one runs, else writes a trace file itself.
-:mod:`edgescope._demo_torch` is the same job in PyTorch, which the demo runs when torch is
+:mod:`edgescope.demo.torch_job` is the same job in PyTorch, which the demo runs when torch is
 installed.
 
 The training is in :func:`train`, which takes the ``log`` and ``mark`` callables, so it can be
@@ -382,7 +382,7 @@ def run_job(
 def main(argv: Sequence[str] | None = None) -> int:
     args = job_args(
         argv,
-        "python -m edgescope._demo_job",
+        "python -m edgescope.demo.job",
         "The edgescope demo's training job: a NumPy MLP with phases.",
     )
     result = run_job(

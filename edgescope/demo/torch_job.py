@@ -1,10 +1,10 @@
 """The demo's training job in PyTorch: the NumPy job's data, model and phases, in torch.
 
-``edgescope demo`` runs this job instead of :mod:`edgescope._demo_job` when PyTorch is installed
+``edgescope demo`` runs this job instead of :mod:`edgescope.demo.job` when PyTorch is installed
 (``--framework`` chooses). It learns the same generated data set from the same initial weights
 and the same batches (all drawn from one NumPy generator, as there), with the same two-layer
 perceptron built from ``nn.Linear`` layers, ``cross_entropy`` and ``torch.optim.SGD`` with
-momentum, through the same :data:`~edgescope._demo_job.PHASES`; it logs the same metric names
+momentum, through the same :data:`~edgescope.demo.job.PHASES`; it logs the same metric names
 and phase marks, so the TUI's views and the collector's detectors see the same things.
 
 What is PyTorch's own:
@@ -22,7 +22,7 @@ What is PyTorch's own:
   threshold fixed (:data:`MMAP_THRESHOLD`), so that the RSS shows the leak and its release.
 
 torch is imported when the job runs, not with this module: edgescope's modules all import
-without it. Run it alone with ``python -m edgescope._demo_torch``.
+without it. Run it alone with ``python -m edgescope.demo.torch_job``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ._demo_job import (
+from edgescope.demo.job import (
     BASE_LR,
     CLASSES,
     FEATURES,
@@ -181,7 +181,7 @@ def _fix_mmap_threshold() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = job_args(
         argv,
-        "python -m edgescope._demo_torch",
+        "python -m edgescope.demo.torch_job",
         "The edgescope demo's training job in PyTorch: an MLP with phases.",
     )
     import torch  # type: ignore[import-not-found,unused-ignore]

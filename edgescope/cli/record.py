@@ -11,7 +11,7 @@ gets its process and system record.
 
 ``--profile perf|bpftrace`` samples CMD's native stacks from outside; ``--profile python`` runs
 the SDK's in-process sampler in every Python CMD starts, whether it calls ``edgescope.init()``
-or not (see :mod:`edgescope._autoprofile`); when none recorded stacks, an event says why.
+or not (see :mod:`edgescope.sdk._autoprofile`); when none recorded stacks, an event says why.
 
 CMD's stderr passes through to ``record``'s as it comes, and its last lines are kept: when CMD
 fails (a non-zero exit, a signal), the trace gets a ``stderr`` event whose message is the last
@@ -52,7 +52,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import EdgescopeError, UsageError
+from edgescope.errors import EdgescopeError, UsageError
 
 if TYPE_CHECKING:
     from edgescope_collector.pipeline import Pipeline
@@ -275,7 +275,7 @@ class _Session:
                 self._event(f"{source} not sampled: {why}", source=source, skipped=why)
             env = dict(os.environ, EDGESCOPE_SOCKET=str(ingest.path))
             if self.profile == "python":
-                from ._autoprofile import child_env
+                from edgescope.sdk._autoprofile import child_env
 
                 child_env(env, self._tmp / "autoprofile")
             elif self.profile == "perf":
@@ -369,7 +369,7 @@ class _Session:
     def _start_run(self, run: int, pid: int, t_us: int) -> None:
         from edgescope_tracing import RunStart
 
-        from ._sdk_device import device_facts
+        from edgescope.sdk._device import device_facts
 
         shown = shlex.join([Path(self.cmd[0]).name, *self.cmd[1:]])
         self.write(
@@ -435,7 +435,7 @@ class _Session:
             )
         await self._stderr_event(run, code)
         if self.profile == "python" and self.sdk_runs == 0:
-            from ._autoprofile import no_stacks_reason
+            from edgescope.sdk._autoprofile import no_stacks_reason
 
             why = no_stacks_reason(self._tmp / "autoprofile")
             self._event(why, run=run, severity=1, no_stacks=why)

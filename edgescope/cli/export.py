@@ -70,7 +70,7 @@ from edgescope_tracing import (
 )
 from edgescope_tracing.summary import event_traceback
 
-from .errors import EdgescopeError
+from edgescope.errors import EdgescopeError
 
 __all__ = ["COLUMNS", "Row", "add_parser", "rows", "write_csv", "write_jsonl"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._extras import require
-from .errors import EdgescopeError, UsageError
+from edgescope.cli._extras import require
+from edgescope.errors import EdgescopeError, UsageError
 
 __all__ = ["add_parser"]
 

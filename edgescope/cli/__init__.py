@@ -21,21 +21,21 @@ from collections.abc import Sequence
 from edgescope_tracing import TraceError
 from edgescope_tracing.text import escape
 
-from ._extras import require
-from .errors import EdgescopeError
+from edgescope.cli._extras import require
+from edgescope.errors import EdgescopeError
 
 __all__ = ["NEEDS", "main"]
 
 COMMANDS: list[str] = [
-    # one line per command module, e.g. "_cmd_record"
-    "_cmd_export",
-    "_cmd_demo",
-    "_cmd_collector",
-    "_cmd_tail",
-    "_cmd_ls",
-    "_cmd_replay",
-    "_cmd_record",
-    "_cmd_doctor",
+    # one line per command module of this package, e.g. "record" (edgescope/cli/record.py)
+    "export",
+    "demo",
+    "collector",
+    "tail",
+    "ls",
+    "replay",
+    "record",
+    "doctor",
 ]
 
 NEEDS: dict[str, str] = {
@@ -47,12 +47,12 @@ NEEDS: dict[str, str] = {
     "replay": "tui",
     "tui": "tui",
 }
-"""The part (a key of :data:`edgescope._extras.PARTS`) each command needs; other commands need
+"""The part (a key of :data:`edgescope.cli._extras.PARTS`) each command needs; other commands need
 only the trace format, which every install has."""
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from ._inspect import inspect_file, print_human, print_json
+    from edgescope.cli.inspect import inspect_file, print_human, print_json
 
     try:
         summary = inspect_file(args.file)
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
 
     for name in COMMANDS:
-        importlib.import_module(f"edgescope.{name}").add_parser(sub)
+        importlib.import_module(f"edgescope.cli.{name}").add_parser(sub)
     return parser
 
 

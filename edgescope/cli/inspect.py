@@ -31,7 +31,7 @@ from edgescope_tracing.summary import (
 )
 from edgescope_tracing.text import escape, escape_block
 
-from .errors import EdgescopeError
+from edgescope.errors import EdgescopeError
 
 SEVERITY = {0: "info", 1: "warning", 2: "error"}
 EVENT_LINES = 20

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._extras import require
-from .errors import UsageError
+from edgescope.cli._extras import require
+from edgescope.errors import UsageError
 
 __all__ = ["add_parser"]
 

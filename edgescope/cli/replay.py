@@ -14,8 +14,8 @@ import asyncio
 import sys
 from typing import Any
 
-from ._extras import require
-from .errors import UsageError
+from edgescope.cli._extras import require
+from edgescope.errors import UsageError
 
 
 def add_parser(sub: Any) -> None:

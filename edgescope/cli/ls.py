@@ -16,7 +16,7 @@ import sys
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import UsageError
+from edgescope.errors import UsageError
 
 if TYPE_CHECKING:
     from edgescope_tui.discovery import Device, Origin, Target

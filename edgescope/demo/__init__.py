@@ -1,0 +1,3 @@
+"""The demo's training job: a small MLP in NumPy (``job``) or PyTorch (``torch_job``) that goes
+through a CPU-heavy phase, a memory leak and a learning-rate spike. ``edgescope demo``
+(:mod:`edgescope.cli.demo`) runs one under a collector."""

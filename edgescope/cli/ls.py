@@ -185,9 +185,9 @@ def _timed_out(d: Device, timeout: float) -> Device:
 
 
 def _via(d: Device) -> str:
-    return {"mdns": "mdns", "ssh": "ssh", "address": "tcp", "config": "config"}.get(
-        d.origin, "ssh-config"
-    )
+    from edgescope_tui.discovery import DEVICE_COLUMNS, device_row
+
+    return device_row(d)[DEVICE_COLUMNS.index("via")]
 
 
 def _address(d: Device) -> str:
@@ -225,28 +225,22 @@ def device_json(d: Device) -> dict[str, Any]:
     }
 
 
-def _gib(n: int | None) -> str:
-    return "" if n is None else f"{n / 2**30:.1f}"
-
-
 def _cells(d: Device) -> list[str]:
-    mem = f"{_gib(d.mem_used)}/{_gib(d.mem_total)} GiB" if d.mem_total else ""
-    return [
-        d.label,
-        _via(d),
-        d.state,
-        str(len(d.runs)) if d.state == "online" else "",
-        f"{d.temp_c:.0f}°C" if d.temp_c is not None else "",
-        mem,
-        ", ".join(d.throttled) if d.throttled else ("-" if d.state == "online" else ""),
-    ]
+    from edgescope_tui.discovery import device_row
+
+    cells = list(device_row(d))
+    if cells[6] == "ok":
+        cells[6] = "-"  # on a terminal without colour, nothing to flag reads better as a dash
+    return cells
 
 
 def print_table(devices: list[Device], out: IO[str]) -> None:
     """Aligned columns; a device's error (and what to do) on the lines under it."""
     if not devices:
         return
-    head = ["DEVICE", "VIA", "STATE", "RUNS", "TEMP", "MEMORY", "THROTTLE"]
+    from edgescope_tui.discovery import DEVICE_COLUMNS
+
+    head = [c.upper() for c in DEVICE_COLUMNS]
     rows = [_cells(d) for d in devices]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 

@@ -7,7 +7,7 @@ the devices screen). Those two import the SSH and protocol clients, so they are 
 name, not from here.
 """
 
-from ._device import Device, DeviceState, Origin
+from ._device import DEVICE_COLUMNS, Device, DeviceState, Origin, device_row
 from ._mdns import PROTOCOL_VERSION, REQUIRED_TXT, SERVICE_TYPE, MdnsBrowser, device_from_info
 from ._targets import (
     DEFAULT_COLLECTOR_PORT,
@@ -25,6 +25,8 @@ from ._targets import (
 )
 
 __all__ = [
+    "DEVICE_COLUMNS",
+    "device_row",
     "DEFAULT_COLLECTOR_PORT",
     "PROTOCOL_VERSION",
     "REQUIRED_TXT",

@@ -7,7 +7,7 @@ from typing import Literal
 
 from ._targets import Target
 
-__all__ = ["Device", "DeviceState", "Origin"]
+__all__ = ["DEVICE_COLUMNS", "Device", "DeviceState", "Origin", "device_row"]
 
 DeviceState = Literal["found", "checking", "online", "no-collector", "unreachable", "error"]
 """``found``: known, not yet checked; ``no-collector``: reachable, but nothing serves there;
@@ -49,3 +49,28 @@ class Device:
 
     def with_state(self, state: DeviceState, error: str = "", hint: str = "") -> Device:
         return replace(self, state=state, error=error, hint=hint)
+
+
+DEVICE_COLUMNS = ("device", "via", "state", "runs", "temp", "memory", "throttle")
+"""The columns of a devices table, the TUI's and ``edgescope ls``'s."""
+_VIA: dict[str, str] = {"address": "tcp"}
+"""How an origin is shown where its name is not the word for it."""
+
+
+def device_row(d: Device) -> tuple[str, ...]:
+    """One device as the cells of :data:`DEVICE_COLUMNS`, plain text: ``edgescope ls`` prints
+    them, the devices screen styles them. Memory in GiB (binary units everywhere)."""
+    online = d.state == "online"
+    mem = ""
+    if d.mem_total:
+        used = f"{d.mem_used / 2**30:.1f}" if d.mem_used is not None else "?"
+        mem = f"{used}/{d.mem_total / 2**30:.1f} GiB"
+    return (
+        d.label,
+        _VIA.get(d.origin, d.origin),
+        d.state,
+        str(len(d.runs)) if online else "",
+        f"{d.temp_c:.0f}°C" if d.temp_c is not None else "",
+        mem,
+        ", ".join(d.throttled) if d.throttled else ("ok" if online else ""),
+    )

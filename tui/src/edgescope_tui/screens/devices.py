@@ -24,12 +24,14 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from ..discovery import (
+    DEVICE_COLUMNS,
     Device,
     Origin,
     SshTarget,
     Target,
     TargetError,
     default_devices_file,
+    device_row,
     load_devices_file,
     parse_ssh_target,
     parse_tcp_target,
@@ -51,14 +53,7 @@ __all__ = [
     "parse_any_target",
 ]
 
-COLUMNS = ("device", "via", "state", "runs", "temp", "memory", "throttle")
-_VIA: dict[Origin, str] = {
-    "mdns": "mdns",
-    "ssh": "ssh",
-    "address": "tcp",
-    "config": "config",
-    "ssh-config": "ssh-config",
-}
+COLUMNS = DEVICE_COLUMNS
 _STATE_STYLE = {
     "online": "bold green",
     "found": "dim",
@@ -69,30 +64,16 @@ _STATE_STYLE = {
 }
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f}"
-
-
 def device_cells(d: Device) -> tuple[str | Text, ...]:
-    """The row of one device: name, how it was found, state and, when online, its figures."""
-    online = d.state == "online"
-    mem = ""
-    if d.mem_total:
-        used = _gib(d.mem_used) if d.mem_used is not None else "?"
-        mem = f"{used}/{_gib(d.mem_total)} GiB"
+    """The row of one device (:func:`~edgescope_tui.discovery.device_row`), styled: its state
+    coloured, a throttled device's badge."""
+    cells: list[str | Text] = list(device_row(d))
+    cells[2] = Text(d.state, style=_STATE_STYLE.get(d.state, ""))
     if d.throttled:
-        badge = Text("THROTTLED " + ", ".join(d.throttled), style="bold black on yellow")
+        cells[6] = Text("THROTTLED " + ", ".join(d.throttled), style="bold black on yellow")
     else:
-        badge = Text("ok" if online else "", style="green")
-    return (
-        d.label,
-        _VIA[d.origin],
-        Text(d.state, style=_STATE_STYLE.get(d.state, "")),
-        str(len(d.runs)) if online else "",
-        f"{d.temp_c:.0f}°C" if d.temp_c is not None else "",
-        mem,
-        badge,
-    )
+        cells[6] = Text(str(cells[6]), style="green")
+    return tuple(cells)
 
 
 def detail_line(d: Device) -> Text:

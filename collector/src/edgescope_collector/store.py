@@ -59,7 +59,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgpack
 from edgescope_tracing import Event, IndexEntry, Record, RunStart, StreamDecoder, StreamEncoder
 from edgescope_tracing._codec import Encoder
 from edgescope_tracing._frames import (
@@ -67,14 +66,12 @@ from edgescope_tracing._frames import (
     FRAME_HEAD_SIZE,
     HEADER_SIZE,
     MAX_PAYLOAD,
-    POINTER_FRAME_SIZE,
     SYNC,
-    decode_index,
     header_bytes,
     parse_header,
 )
-from edgescope_tracing.errors import DecodeError, TraceError
-from edgescope_tracing.reader import keyframe_entry
+from edgescope_tracing.errors import TraceError
+from edgescope_tracing.reader import keyframe_entry, read_trailer
 
 from .errors import StoreError
 
@@ -900,36 +897,7 @@ def _last_keyframe(seg: Segment, since: int | None) -> int:
 
 def _read_closed(fd: int, path: Path) -> tuple[int, int, list[IndexEntry]] | None:
     """``(data_end, next_seq, index)`` of a cleanly closed segment, else None."""
-    size = os.fstat(fd).st_size
-    if size < HEADER_SIZE + POINTER_FRAME_SIZE:
-        return None
-    tail = os.pread(fd, POINTER_FRAME_SIZE, size - POINTER_FRAME_SIZE)
-    _, length, crc = FRAME_HEAD.unpack_from(tail)
-    payload = tail[FRAME_HEAD_SIZE:]
-    if tail[:2] != SYNC or zlib.crc32(payload) != crc or payload[:4] != b"\x91\x92\x0c\xcf":
-        return None
-    index_offset = int.from_bytes(payload[4:12], "big")
-    if not HEADER_SIZE <= index_offset < size - POINTER_FRAME_SIZE:
-        return None
-    head = os.pread(fd, FRAME_HEAD_SIZE, index_offset)
-    if len(head) < FRAME_HEAD_SIZE:
-        return None
-    sync, length, crc = FRAME_HEAD.unpack(head)
-    if sync != SYNC or length > MAX_PAYLOAD:
-        return None
-    body = os.pread(fd, length, index_offset + FRAME_HEAD_SIZE)
-    if len(body) != length or zlib.crc32(body) != crc:
-        return None
-    try:
-        items = msgpack.unpackb(body, raw=False)
-        index = decode_index(items)
-        next_seq = items[0][1]
-    except (DecodeError, ValueError, TypeError, IndexError, msgpack.ExtraData) as e:
-        log.warning("%s: unreadable index (%s); rebuilding it", path, e)
-        return None
-    if type(next_seq) is not int:
-        return None
-    return index_offset, next_seq, index
+    return read_trailer(fd, os.fstat(fd).st_size)
 
 
 def _read_all(fd: int) -> bytes:

@@ -28,7 +28,7 @@ from ._frames import (
 from .errors import DecodeError, NotATraceError
 from .records import Keyframe, Metrics, Record, RunEnd, RunStart
 
-__all__ = ["TraceReader", "keyframe_entry"]
+__all__ = ["TraceReader", "keyframe_entry", "read_frame", "read_trailer"]
 
 _CONTEXT = (Keyframe, RunStart, RunEnd)
 
@@ -118,41 +118,11 @@ class TraceReader:
         return self._read_index() is not None
 
     def _read_frame(self, offset: int) -> bytes | None:
-        head = os.pread(self._fd, FRAME_HEAD_SIZE, offset)
-        if len(head) < FRAME_HEAD_SIZE:
-            return None
-        sync, length, crc = FRAME_HEAD.unpack(head)
-        if sync != SYNC or length > MAX_PAYLOAD:
-            return None
-        payload = os.pread(self._fd, length, offset + FRAME_HEAD_SIZE)
-        if len(payload) != length or zlib.crc32(payload) != crc:
-            return None
-        return payload
+        return read_frame(self._fd, offset)
 
     def _read_index(self) -> list[IndexEntry] | None:
-        size = self.size
-        if size < HEADER_SIZE + POINTER_FRAME_SIZE:
-            return None
-        payload = self._read_frame(size - POINTER_FRAME_SIZE)
-        if payload is None or payload[:4] != b"\x91\x92\x0c\xcf":
-            return None
-        index_offset = int.from_bytes(payload[4:12], "big")
-        if not HEADER_SIZE <= index_offset < size:
-            return None
-        body = self._read_frame(index_offset)
-        if body is None:
-            return None
-        try:
-            return decode_index(msgpack.unpackb(body, raw=False))
-        except (
-            DecodeError,
-            ValueError,
-            TypeError,
-            msgpack.ExtraData,
-            msgpack.FormatError,
-            msgpack.StackError,
-        ):
-            return None
+        trailer = read_trailer(self._fd, self.size)
+        return None if trailer is None else trailer[2]
 
     def _scan_index(self) -> list[IndexEntry]:
         """Find the keyframes by reading only the first record of each frame."""
@@ -257,6 +227,56 @@ class TraceReader:
             else:
                 time.sleep(poll)
         yield from dec.close()
+
+
+def read_frame(fd: int, offset: int) -> bytes | None:
+    """The payload of the frame at ``offset`` of the file open as ``fd``; None if no whole,
+    valid frame is there (wrong sync mark, a length past the limit, a bad checksum, short)."""
+    head = os.pread(fd, FRAME_HEAD_SIZE, offset)
+    if len(head) < FRAME_HEAD_SIZE:
+        return None
+    sync, length, crc = FRAME_HEAD.unpack(head)
+    if sync != SYNC or length > MAX_PAYLOAD:
+        return None
+    payload = os.pread(fd, length, offset + FRAME_HEAD_SIZE)
+    if len(payload) != length or zlib.crc32(payload) != crc:
+        return None
+    return payload
+
+
+def read_trailer(fd: int, size: int) -> tuple[int, int, list[IndexEntry]] | None:
+    """``(index_offset, next_seq, index)`` of a file closed cleanly (``size`` bytes long), read
+    from its last frame, the pointer, and the index frame it points at; None where either is
+    missing or damaged (scan the frames instead). The one reader of the trailer: the
+    collector's store uses it for its segments."""
+    if size < HEADER_SIZE + POINTER_FRAME_SIZE:
+        return None
+    payload = read_frame(fd, size - POINTER_FRAME_SIZE)
+    if payload is None or payload[:4] != b"\x91\x92\x0c\xcf":
+        return None
+    index_offset = int.from_bytes(payload[4:12], "big")
+    if not HEADER_SIZE <= index_offset < size - POINTER_FRAME_SIZE:
+        return None
+    body = read_frame(fd, index_offset)
+    if body is None:
+        return None
+    try:
+        items = msgpack.unpackb(body, raw=False)
+        index = decode_index(items)
+        next_seq = items[0][1]
+    except (
+        DecodeError,
+        ValueError,
+        TypeError,
+        IndexError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ):
+        return None
+    if type(next_seq) is not int:
+        return None
+    return index_offset, next_seq, index
 
 
 def keyframe_entry(payload: bytes, offset: int) -> IndexEntry | None:

@@ -182,7 +182,7 @@ def test_framework_torch_without_torch_is_one_sentence(tmp_path: Path) -> None:
 
 
 def test_framework_auto_is_torch_where_it_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgescope import _cmd_demo
+    from edgescope.cli import demo as _cmd_demo
 
     for installed in (True, False):
         monkeypatch.setattr(_cmd_demo, "installed", lambda m, i=installed: i or m != "torch")

@@ -18,9 +18,9 @@ import edgescope
 
 
 def _of_run(stored: list[Record], run_id: str) -> list[tuple[int, float]]:
-    """The run's values in the store (none when it was killed before it stored the start)."""
+    """The run's values in the store (none when it was killed before it stored the start), under
+    each number it had there: a run re-attached after a restart gets a new one."""
     runs = {s.run for s in of(stored, RunStart) if s.run_id == run_id}
-    assert len(runs) <= 1
     out: list[tuple[int, float]] = []
     for m in of(stored, Metrics):
         if m.run in runs:
@@ -121,3 +121,8 @@ def test_the_run_is_re_attached_when_the_collector_comes_back(
     assert note and note[0].detail == {"file": str(fallback)}
     ends = [e for e in of(stored, RunEnd) if e.run == starts[1].run]
     assert ends and ends[0].exit_code == 0 and ends[0].dropped == 0
+    # the part before the kill was ended as lost contact when the collector came back, under
+    # its own number (the new session numbers its runs above the old ones)
+    assert starts[0].run != starts[1].run
+    lost = [e for e in of(stored, RunEnd) if e.run == starts[0].run]
+    assert [e.exit_code for e in lost] == [None]

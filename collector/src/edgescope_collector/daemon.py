@@ -162,6 +162,7 @@ class Collector:
         except StoreError as e:
             raise CollectorError(str(e)) from None
         self._end_orphans()
+        self.pipeline.first_run = self.store.next_run
         try:
             try:
                 await self.server.start()

@@ -203,6 +203,11 @@ class IngestServer:
         """Producers connected now."""
         return len(self._conns)
 
+    def runs_from(self, first: int) -> None:
+        """Number the runs of this session from ``first`` on (above those a store already holds,
+        so a run of the last session and one of this never share a number)."""
+        self._next_run = max(self._next_run, first)
+
     def allocate_run(self) -> int:
         """A run number of the collector's stream that no producer's run will get."""
         n = self._next_run

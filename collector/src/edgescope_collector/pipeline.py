@@ -184,6 +184,8 @@ class Pipeline:
         """Where a warning goes: the daemon's log, ``record``'s closing notes."""
         self._on_run_start = on_run_start
         self._on_run_end = on_run_end
+        self.first_run = 0
+        """Where the run numbers of this session start (the daemon: above its store's)."""
         self.detectors: Detectors | None = Detectors()
         self.watch: ProcessWatch = ProcessWatch()
         self.samplers: list[Sampler] = []
@@ -349,6 +351,7 @@ class Pipeline:
             on_run_end=self._run_ended,
             flush=self._flush_sink,
         )
+        self.ingest.runs_from(self.first_run)
         try:
             await self.ingest.start()
         except OSError as e:

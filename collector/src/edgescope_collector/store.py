@@ -148,6 +148,9 @@ class SegmentStore:
         self.clock = clock
         self.segments: list[Segment] = []
         self.orphans: list[RunStart] = []
+        self.next_run = 0
+        """One past the highest run number the last segment knew of (the runs a new session
+        numbers from, so that none of its runs shares a number with the last session's)."""
         """Runs the last session left open (no ``RunEnd``: the collector was killed), found by
         :meth:`open`; the daemon ends them as lost contact."""
         self.listeners: list[Listener] = []
@@ -212,6 +215,10 @@ class SegmentStore:
                         runs[rec.run] = rec
                     elif isinstance(rec, RunEnd):
                         runs.pop(rec.run, None)
+                    else:
+                        continue
+                    numbers = [r.run for r in rec.runs] if isinstance(rec, Keyframe) else [rec.run]
+                    self.next_run = max(self.next_run, *(n + 1 for n in numbers), 0)
         except (OSError, TraceError) as e:
             log.warning("could not read the runs left open in %s: %s", seg.path.name, e)
             return []

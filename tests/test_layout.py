@@ -1,4 +1,4 @@
-"""The dependency direction of the four parts (``../shared/DESIGN.md``, issue 2).
+"""The dependency direction of the four parts (``docs/architecture.md``, issue 2).
 
 A Raspberry Pi installs the SDK and the collector and nothing of the UI stack, so neither may
 import Textual, asyncssh or cryptography; the CLI reaches the UI only lazily, inside the

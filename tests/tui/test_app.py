@@ -25,7 +25,7 @@ from edgescope_tui.widgets.icicle import Icicle
 from h200_trace import write_h200_trace
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import DataTable, TabbedContent
+from textual.widgets import DataTable, Static, TabbedContent
 
 SIZE = (120, 36)
 
@@ -87,6 +87,7 @@ async def test_dashboard_shows_the_run_with_loss_first(h200: Path) -> None:
         d = dashboard(app)
         header = str(d.query_one("#run-header").render())
         assert "h200-mlp on h200" in header and "ended" in header
+        assert header.count("h200") == 2 + header.count("h200.trace")  # run name, host, file
         loss = d.query_one("#chart-loss", Chart).spec
         assert loss is not None and loss.title == "loss" and loss.log
         step = d.query_one("#chart-step", Chart).spec
@@ -238,6 +239,23 @@ async def test_tabs_by_number_and_events_jump(h200: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_run_shown_first_is_the_first_that_logged(tmp_path: Path) -> None:
+    """``record`` of an SDK script: its wrapper run (the command, no metrics) comes first; the
+    dashboard opens on the script's own run."""
+    path = tmp_path / "recorded.est"
+    t0 = 1_700_000_000_000_000
+    with TraceWriter(path, fsync="never") as w:
+        w.append(RunStart(0, "aa" * 8, "python train.py", "pi", 10, tags=("record",), t_us=t0))
+        w.append(RunStart(1, "bb" * 8, "train", "pi", 10, t_us=t0 + 1))
+        w.append(Metrics(1, "loss", (0, 1), (t0 + 2, t0 + 3), (1.0, 0.5), t_us=t0 + 3))
+    async with EdgescopeApp([FileSource(path)]).run_test(size=SIZE) as pilot:
+        app = await loaded(pilot)
+        d = dashboard(app)
+        header = str(d.query_one("#run-header").render())
+        assert "train on pi" in header and "python train.py" not in header
+
+
+@pytest.mark.asyncio
 async def test_stacks_window_keys_and_next_run(two_runs: Path) -> None:
     async with EdgescopeApp([FileSource(two_runs)]).run_test(size=SIZE) as pilot:
         app = await loaded(pilot)
@@ -256,6 +274,8 @@ async def test_stacks_window_keys_and_next_run(two_runs: Path) -> None:
         assert narrow is not None and narrow.count < before
         await pilot.press("right_square_bracket", "right_square_bracket")
         assert d.stack_window_us == 20_000_000
+        title = str(d.query_one("#stack-title", Static).render())
+        assert "[ and ] change the window" in title  # the keys, not eaten as markup
         header = str(d.query_one("#run-header").render())
         assert "baseline" in header and "run 1/2" in header
         await pilot.press("r")

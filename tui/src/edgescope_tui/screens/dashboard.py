@@ -154,7 +154,10 @@ class DashboardScreen(Screen[None]):
         if self.run is not None and (self.run in s.runs or not s.runs):
             return self.run
         if s.runs:
-            return next(iter(s.runs))
+            # the first run that logged something: `record` of an SDK script starts with its
+            # wrapper run (the command's process, no metrics), then the script's own
+            logged = {r for r, _ in s.metrics}
+            return next((r for r in s.runs if r in logged), next(iter(s.runs)))
         keys = [r for r, _ in s.metrics]
         return keys[0] if keys else 0
 
@@ -205,13 +208,15 @@ class DashboardScreen(Screen[None]):
                 parts.append(f"[#ffd75f]{info.dropped} records dropped by the producer[/]")
         else:
             parts.append("[b]no run yet[/b]")
-        parts.append(escape(self.feed.label))
+        if info is None or self.feed.label not in (info.host, f"{info.host}.local"):
+            parts.append(escape(self.feed.label))  # where it comes from, unless just the host
         if len(s.runs) > 1:
             parts.append(f"run {list(s.runs).index(run) + 1}/{len(s.runs)} (r: next)")
         st = s.stream.status
         if st is not None:
             color = {"live": "#87d787", "ended": "#87afd7"}.get(st.state, "#ffd75f")
-            message = f": {escape(st.message)}" if st.message else ""
+            # "live from pi (pi)" says nothing the name, host and label have not said
+            message = f": {escape(st.message)}" if st.message and st.state != "live" else ""
             parts.append(f"[{color}]{st.state}[/]{message}")
         rng = self.feed.time_range()
         if self.feed.window is not None and s is self.feed.window and s.stream.first_us and rng:
@@ -249,7 +254,7 @@ class DashboardScreen(Screen[None]):
         self.query_one("#stack-title", Static).update(
             f"[b]stacks[/b] in the {self.stack_window_us / 1e6:g} s before the cursor: "
             f"{total} samples · backend {', '.join(backends)} · "
-            f"{s.stacks.total} samples in all · [dim][ and ] change the window[/dim]"
+            f"{s.stacks.total} samples in all · [dim]\\[ and ] change the window[/dim]"
         )
         table = self.query_one("#top-functions", DataTable)
         pct = 100 / total if total else 0

@@ -483,6 +483,8 @@ class DashboardScreen(Screen[None]):
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
+        if tab == "events":  # the keys (up, down, Enter) work on the list at once
+            self.query_one("#events-list", EventsView).focus()
 
     def action_jump(self) -> None:
         def done(text: str | None) -> None:

@@ -162,3 +162,24 @@ def test_thermal_spec_shades_throttled_periods_and_memory_shows_limits() -> None
     memory = views.memory_spec(s, 0, None, 1, 3_000_000)
     assert "peak 120 MiB" in memory.subtitle and "cgroup limit 1 GiB" in memory.subtitle
     assert memory.hlines[0][0] == 1 << 30
+
+
+def test_metrics_say_their_units_where_the_name_does() -> None:
+    from edgescope_tracing import Metrics, RunStart
+    from edgescope_tui.state import fold_all
+    from edgescope_tui.widgets.chart import draw
+
+    recs = [
+        RunStart(0, "ab", "r", "h", 1, t_us=1),
+        Metrics(0, "step_time", (0, 1), (10, 20), (0.00583, 0.00601), t_us=20),
+        Metrics(0, "cuda_max_alloc", (0, 1), (10, 20), (2.9e9, 2.9e9), t_us=20),
+        Metrics(0, "accuracy", (0, 1), (10, 20), (0.5, 0.6), t_us=20),
+    ]
+    s = fold_all(recs)
+    step = views.metric_spec(s, 0, "step_time", None)
+    assert step.fmt(step.lines[0].scale * 0.00583) == "5.83 ms"
+    assert "6.01 ms" in draw(step, 60, 8).plain  # the last value, in ms, not 0.00601
+    mem = views.metric_spec(s, 0, "cuda_max_alloc", None)
+    assert mem.fmt(2.9e9) == "2.7 GiB"
+    acc = views.metric_spec(s, 0, "accuracy", None)
+    assert acc.fmt(0.6) == "0.6" and acc.lines[0].scale == 1.0

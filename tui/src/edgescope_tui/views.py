@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from edgescope_tracing.signals import CLOCK_EVENT_REASONS
+from edgescope_tracing.signals import CLOCK_EVENT_REASONS, step_time_unit
 
 from .chartspec import PALETTE, Band, ChartSpec, Line, fmt_bytes, fmt_number, fmt_offset
 from .series import Series
@@ -84,12 +84,28 @@ def metric_spec(s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
     sub = f"{series.non_finite} non-finite" if series.non_finite else ""
     last_step = series.x[n - 1] if n else None
     step = f"step {last_step:.0f}" if last_step is not None else ""
+    # units where the name says them: a step time in ms (whatever unit it was logged in),
+    # byte counts in binary units; other metrics are plain numbers
+    unit = step_time_unit(key)
+    fmt, scale = fmt_number, 1.0
+    if unit is not None:
+        fmt, scale = ms, unit * 1e3
+    elif _is_bytes(key):
+        fmt = fmt_bytes
     return ChartSpec(
         key,
-        (Line(key, series, PALETTE[0], end=n),),
+        (Line(key, series, PALETTE[0], end=n, scale=scale),),
         log=log,
+        fmt=fmt,
         subtitle=" ".join(x for x in (step, sub) if x),
     )
+
+
+def _is_bytes(key: str) -> bool:
+    """A metric that counts bytes, by the names frameworks give them (``cuda_alloc``,
+    ``cuda_max_alloc``, ``mem_bytes``, ``rss``)."""
+    k = key.lower()
+    return k.endswith(("_bytes", "_alloc", "_allocated", "_reserved")) or k in ("rss", "vram")
 
 
 def step_spec(s: RunState, run: int, end: int | None) -> ChartSpec:

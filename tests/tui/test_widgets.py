@@ -183,3 +183,23 @@ def test_metrics_say_their_units_where_the_name_does() -> None:
     assert mem.fmt(2.9e9) == "2.7 GiB"
     acc = views.metric_spec(s, 0, "accuracy", None)
     assert acc.fmt(0.6) == "0.6" and acc.lines[0].scale == 1.0
+
+
+def test_the_memory_chart_gives_peaks_not_minimums() -> None:
+    from edgescope_tracing import ProcessSample, RunStart
+    from edgescope_tui.state import fold_all
+    from edgescope_tui.widgets.chart import draw
+
+    mib = 1 << 20
+    recs = [RunStart(0, "ab", "r", "h", 1, t_us=1)] + [
+        ProcessSample(0, 1, rss=r * mib, rss_peak=900 * mib, t_us=1_000_000 * (i + 1))
+        for i, r in enumerate((100, 800, 300))
+    ]
+    s = fold_all(recs)
+    spec = views.memory_spec(s, 0, None, 0, 4_000_000)
+    assert spec.peak
+    head = draw(spec, 160, 8).plain.splitlines()[0]
+    assert "last 300 MiB peak 800 MiB" in head and "min" not in head
+    assert spec.subtitle.startswith("peak 900 MiB")  # the peaks first, where nothing cuts them
+    loss = views.metric_spec(fold_all([]), 0, "loss", None)
+    assert not loss.peak  # a loss says how low it got

@@ -112,6 +112,9 @@ class ChartSpec:
     slow first step), so the steady state stays readable; clipped columns are drawn red at
     the edge."""
     extra: tuple[str, ...] = field(default_factory=tuple)
+    peak: bool = False
+    """The title gives each line's highest value beside its last (memory: its peak), not its
+    lowest (a loss: how low it got)."""
 
 
 def fmt_offset(us: float) -> str:

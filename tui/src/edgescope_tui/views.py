@@ -178,8 +178,10 @@ def memory_spec(s: RunState, run: int, end: int | None, t0: int, t1: int) -> Cha
         fmt=fmt_bytes,
         x_fmt=time_fmt(t0),
         hlines=tuple(hlines),
-        subtitle=" · ".join(facts),
+        # the peaks first: on a narrow terminal the end of the line is what is cut
+        subtitle=" · ".join(sorted(facts, key=lambda f: "peak" not in f)),
         y_floor=0.0,
+        peak=True,
         empty="no memory samples",
         ticks=ticks(s, end),
     )

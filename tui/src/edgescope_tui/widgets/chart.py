@@ -43,8 +43,9 @@ def _value(line: Line, v: float) -> float:
     return v * line.scale
 
 
-def _line_stats(line: Line) -> tuple[float | None, float | None]:
-    """(last, min) of the visible part of a line, in display units."""
+def _line_stats(line: Line, peak: bool = False) -> tuple[float | None, float | None]:
+    """(last, min) of the visible part of a line, in display units; (last, max) with
+    ``peak``."""
     s = line.series
     end = s.n if line.end is None else min(line.end, s.n)
     if end == 0:
@@ -53,8 +54,8 @@ def _line_stats(line: Line) -> tuple[float | None, float | None]:
     mm = s.minmax(0, end)
     if mm is None:
         return last, None
-    lo = _value(line, mm[1] if line.invert else mm[0])
-    return last, lo
+    use_max = line.invert != peak  # 1/y turns the highest value into the lowest
+    return last, _value(line, mm[1] if use_max else mm[0])
 
 
 Run = tuple[str, Style]
@@ -147,18 +148,18 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
     if width < 12 or height < 4:
         out.append(spec.title[:width], style="bold")
         return out.rows
-    # Title: name, then last and min of each line.
+    # Title: name, then last and min (or peak) of each line.
     title = _Rows()
     title.append(spec.title, style="bold")
     for line in spec.lines:
-        last, lo = _line_stats(line)
+        last, extreme = _line_stats(line, spec.peak)
         if last is None:
             continue
         label = f" {line.label}" if len(spec.lines) > 1 else ""
         title.append(f"  {label.strip()}", style=line.color)
         title.append(f" last {spec.fmt(last)}")
-        if lo is not None:
-            title.append(f" min {spec.fmt(lo)}", style="dim")
+        if extreme is not None:
+            title.append(f" {'peak' if spec.peak else 'min'} {spec.fmt(extreme)}", style="dim")
     if spec.subtitle:
         title.append(f"  {spec.subtitle}", style="dim")
     out.extend(_fit(title, width))

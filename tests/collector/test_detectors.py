@@ -682,3 +682,27 @@ def test_detection_imports_no_sampler() -> None:
                     target,
                 )
                 assert node.level <= 1, (path.name, target)
+
+
+def test_a_small_run_that_leaks_is_flagged_far_from_any_limit() -> None:
+    """The demo's case: 70 MiB growing by 5 MiB/s on a machine with 23 GiB free is hours from
+    exhausting it, but it is a run doubling its memory in a minute: one event, then quiet."""
+    d = MemoryGrowth()
+    d.feed(SystemSample(mem_available=23 * GiB, t_us=0))
+    events: list[Event] = []
+    for i in range(60):
+        rss = 70 * MiB + i * 5 * MiB
+        events += d.feed(ProcessSample(RUN, 4242, rss=rss, t_us=(i + 1) * 1_000_000))
+    (e,) = [e for e in events if e.kind == "anomaly"]
+    assert e.detail["detector"] == "memory_growth" and e.severity == 1
+    assert "grows steadily, 5.0 MiB/s" in e.message and "far from a limit" in e.message
+    assert e.detail["window_start"] < 200 * MiB
+
+
+def test_a_large_run_that_grows_a_little_is_not() -> None:
+    d = MemoryGrowth()
+    d.feed(SystemSample(mem_available=23 * GiB, t_us=0))
+    events: list[Event] = []
+    for i in range(60):  # 4 GiB growing 1 MiB/s: 60 MiB a minute, 1.5 % of it
+        events += d.feed(ProcessSample(RUN, 4242, rss=4 * GiB + i * MiB, t_us=(i + 1) * 1_000_000))
+    assert events == []

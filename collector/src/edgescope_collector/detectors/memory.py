@@ -21,6 +21,7 @@ class _MemState:
     pending_cg: int | None = None
     pending_limit: int | None = None
     warned: bool = False
+    grew_warned: bool = False
 
 
 class MemoryGrowth:
@@ -33,10 +34,16 @@ class MemoryGrowth:
     the window. One event per episode: it re-arms when the projection moves beyond twice the
     horizon.
 
+    A leak on a machine with plenty of memory is hours from the limit, so the same steady fit
+    is also measured against the run itself: an event (severity 1) when its usage grew over the
+    window by at least ``baseline_ratio`` of what it used at the window's start (and by
+    ``min_growth``), once per episode. Growth of a run that is large already (a model loading)
+    is a small share of it; a leak in a small run is not.
+
     Reads ``ProcessSample`` (and ``SystemSample`` for available memory); emits
     ``memory_growth``, severity 1 (2 when the limit is less than a fifth of the horizon away).
     Thresholds (defaults): ``horizon_s`` 600 s, ``window_s`` 60 s, ``min_points`` 10,
-    ``min_r2`` 0.8, ``min_growth`` 16 MiB over the window.
+    ``min_r2`` 0.8, ``min_growth`` 16 MiB over the window, ``baseline_ratio`` 0.5 (+50 %).
     """
 
     name = "memory_growth"
@@ -48,7 +55,9 @@ class MemoryGrowth:
         min_points: int = 10,
         min_r2: float = 0.8,
         min_growth: int = 16 * MiB,
+        baseline_ratio: float = 0.5,
     ) -> None:
+        self.baseline_ratio = baseline_ratio
         self.horizon_s = horizon_s
         self.window_us = int(window_s * 1e6)
         self.min_points = min_points
@@ -94,11 +103,9 @@ class MemoryGrowth:
         usage = st.pending_cg if limited and st.pending_cg is not None else st.pending_rss
         if limited:
             assert st.pending_limit is not None
-            headroom = st.pending_limit - usage
-        elif self._available is not None:
-            headroom = self._available
+            headroom: float | None = st.pending_limit - usage
         else:
-            return None
+            headroom = self._available
         st.points.append((t, float(usage)))
         while st.points and st.points[0][0] < t - self.window_us:
             st.points.popleft()
@@ -112,13 +119,15 @@ class MemoryGrowth:
         slope, _, r2 = linear_fit(ts, ys)
         if slope <= 0 or slope * span / 1e6 < self.min_growth:
             if slope <= 0:
-                st.warned = False
+                st.warned = st.grew_warned = False
             return None
+        if headroom is None:
+            return self._grown(run, st, t, usage, slope, r2)
         eta = max(0.0, headroom) / slope
         if eta > 2 * self.horizon_s:
             st.warned = False
         if st.warned or eta > self.horizon_s or r2 < self.min_r2:
-            return None
+            return None if st.warned else self._grown(run, st, t, usage, slope, r2)
         st.warned = True
         rate = f"{slope / MiB:.1f} MiB/s"
         if limited:
@@ -139,6 +148,33 @@ class MemoryGrowth:
             limit=st.pending_limit if limited else None,
             slope_bps=round(slope),
             eta_s=round(eta, 1),
+            r2=round(r2, 3),
+        )
+
+    def _grown(
+        self, run: int, st: _MemState, t: int, usage: float, slope: float, r2: float
+    ) -> Event | None:
+        """The run's own steady growth over the window, far from any limit: said once per
+        episode."""
+        base = st.points[0][1]
+        grown = slope * (st.points[-1][0] - st.points[0][0]) / 1e6
+        enough = max(self.min_growth, base * self.baseline_ratio)
+        if st.grew_warned or r2 < self.min_r2 or grown < enough:
+            return None
+        st.grew_warned = True
+        span = duration((st.points[-1][0] - st.points[0][0]) / 1e6)
+        share = f" (+{100 * grown / base:.0f} %)" if base > 0 else ""
+        return anomaly(
+            "memory_growth",
+            f"run {run}'s memory grows steadily, {slope / MiB:.1f} MiB/s: up {mib(int(grown))}"
+            f"{share} in {span}, to {mib(int(usage))}; far from a limit yet, but a leak grows "
+            "like this",
+            run,
+            1,
+            t,
+            usage=int(usage),
+            window_start=int(base),
+            slope_bps=round(slope),
             r2=round(r2, 3),
         )
 

@@ -300,12 +300,14 @@ def close(
 @pytest.mark.parametrize("name", list(WORKLOADS))
 def test_self_time_shares_agree(name: str, tmp_path: Path) -> None:
     ours, truth, spy = run_workload(name, tmp_path)
-    if sum(spy.values()) < MIN_SAMPLES:
-        # py-spy pauses the process for each sample and falls behind on a loaded machine:
-        # once more, so that its shares are worth comparing with.
+    if not truth and sum(spy.values()) < MIN_SAMPLES:
+        # py-spy pauses the process for each sample and falls behind (on a deep stack, on a
+        # loaded machine): once more, so that its shares are worth comparing with. Where the
+        # workload knows its split, py-spy is only printed beside it, so its count matters not.
         ours, truth, spy = run_workload(name, tmp_path)
     assert sum(ours.values()) >= MIN_SAMPLES, f"too few samples to compare: {ours}"
-    assert sum(spy.values()) >= MIN_SAMPLES, f"py-spy took too few samples: {spy}"
+    if not truth:
+        assert sum(spy.values()) >= MIN_SAMPLES, f"py-spy took too few samples: {spy}"
     report = f"edgescope {dict(ours)}, py-spy {dict(spy)}, truth {truth}"
     problems = []
     if truth:  # the known split rules where there is one; py-spy's is printed beside it

@@ -327,6 +327,20 @@ class SegmentStore:
     def disk_bytes(self) -> int:
         return sum(s.size for s in self.segments if s.memory is None)
 
+    def _notice(self, message: str, severity: int, detail: dict[str, object]) -> None:
+        """Log ``message`` (an error at severity 2, else a warning) and keep it as a
+        ``collector`` event for the stream (:meth:`take_notices`)."""
+        log.log(logging.ERROR if severity >= 2 else logging.WARNING, "%s", message)
+        self.notices.append(
+            Event(
+                kind="collector",
+                message=message,
+                severity=severity,
+                detail=detail,
+                t_us=time.time_ns() // 1000,
+            )
+        )
+
     def take_notices(self) -> list[Event]:
         """The store's events since the last call (the collector records them)."""
         out, self.notices = self.notices, []
@@ -615,20 +629,10 @@ class SegmentStore:
             f"cannot write to {self.directory} ({why}): the stream is kept in memory (up to "
             f"{_size(self.memory_bytes)}) and served live until the disk takes it again"
         )
-        log.error("%s", message)
-        self.notices.append(
-            Event(
-                kind="collector",
-                message=message,
-                severity=2,
-                detail={
-                    "error": why,
-                    "errno": e.errno,
-                    "seq": first,
-                    "disk_bytes": self.disk_bytes,
-                },
-                t_us=time.time_ns() // 1000,
-            )
+        self._notice(
+            message,
+            2,
+            {"error": why, "errno": e.errno, "seq": first, "disk_bytes": self.disk_bytes},
         )
 
     def _file_size_limit(self, seg: Segment, e: OSError) -> None:
@@ -643,15 +647,8 @@ class SegmentStore:
             f"({_reason(e)}): seq {first}-{last} could not be stored (a gap); segments end "
             f"near {self.segment_bytes} bytes from now on"
         )
-        log.error("%s", message)
-        self.notices.append(
-            Event(
-                kind="collector",
-                message=message,
-                severity=2,
-                detail={"error": _reason(e), "unstored": [first, last], "limit": seg.data_end},
-                t_us=time.time_ns() // 1000,
-            )
+        self._notice(
+            message, 2, {"error": _reason(e), "unstored": [first, last], "limit": seg.data_end}
         )
 
     def _retry_disk(self) -> None:
@@ -687,16 +684,8 @@ class SegmentStore:
         )
         if kept:
             message += f"; {kept} segment(s) kept in memory meanwhile are on disk"
-        log.warning("%s", message)
-        self.notices.append(
-            Event(
-                kind="collector",
-                message=message,
-                severity=1,
-                detail={"unstored": [list(g) for g in self.unstored[-20:]], "kept_segments": kept},
-                t_us=time.time_ns() // 1000,
-            )
-        )
+        unstored = [list(g) for g in self.unstored[-20:]]
+        self._notice(message, 1, {"unstored": unstored, "kept_segments": kept})
 
     def _persist_memory(self) -> int:
         """Write the closed memory segments to disk, oldest first; how many went."""

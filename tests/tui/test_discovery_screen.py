@@ -123,8 +123,9 @@ async def test_devices_live_and_open_a_dashboard(
         await until(pilot, lambda: state(app, "bench") == "online")
         await until(pilot, lambda: state(app, f"127.0.0.1:{nothing}") == "unreachable")
         screen = devices_screen(app)
+        # The table follows the model through a message: wait for what the user sees.
+        await until(pilot, lambda: row_text(screen, "bench")[1:3] == ["config", "online"])
         bench = row_text(screen, "bench")
-        assert bench[1:3] == ["config", "online"]
         # Cells that grew when the device came online widened their columns: nothing is cut.
         await pilot.pause()
         table = screen.query_one(DataTable)
@@ -151,7 +152,7 @@ async def test_devices_live_and_open_a_dashboard(
         # ... and goes away again.
         await publisher.async_unregister_all_services()
         await until(pilot, lambda: state(app, FLAKY) == "absent")
-        assert row_text(screen, FLAKY) == []
+        await until(pilot, lambda: row_text(screen, FLAKY) == [])
 
         # Enter on a device opens its live dashboard through the App.
         select(screen, "bench")

@@ -35,8 +35,9 @@ counted and said in the next event, or in a summary event at the run's end.
   or the run ended by SIGKILL with its memory at the limit.
 """
 
+from edgescope_tracing.causes import Signal, coinciding_signals
+
 from .base import Detector
-from .causes import Signal, coinciding_signals
 from .loss import LossSpike, NonFiniteLoss, is_loss_key
 from .memory import MemoryGrowth, OomKill
 from .ratelimit import RateLimit

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+from edgescope_tracing.causes import MiB, mib
 from edgescope_tracing.records import Event, Record
 
 __all__ = ["Detector", "MiB", "anomaly", "duration", "mib"]
@@ -34,13 +35,6 @@ class Detector(Protocol):
     def flush(self) -> list[Event]: ...
 
     def forget(self, run: int) -> None: ...
-
-
-MiB = 1 << 20
-
-
-def mib(n: float) -> str:
-    return f"{n / (1 << 30):.1f} GiB" if abs(n) >= 1 << 30 else f"{n / MiB:.0f} MiB"
 
 
 def duration(seconds: float) -> str:

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgescope_tracing.causes import coinciding_signals
 from edgescope_tracing.records import (
     Event,
     GpuSample,
@@ -25,7 +26,6 @@ from edgescope_tracing.signals import (
 )
 
 from .base import anomaly, duration
-from .causes import coinciding_signals
 from .stats import median
 
 __all__ = ["StepTimeRegression", "STEP_TIME_KEYS", "step_time_unit"]

@@ -1,22 +1,31 @@
 """What coincides with a slowdown: throttling, frequency caps, trip points, GPU clock events,
-memory pressure, swap, CPU contention; searched in the samples around it."""
+memory pressure, swap, CPU contention; searched in the samples around it.
+
+The one home of the causal wording: the collector's step-time detector names the cause of a slow
+step with it, and every reader of a trace (``inspect``, ``rounds``, the TUI) names the cause of a
+slow round or window with the same phrases."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edgescope_tracing.records import GpuSample, ProcessSample, Record, SystemSample, ThermalSample
-from edgescope_tracing.signals import (
+from .records import GpuSample, ProcessSample, Record, SystemSample, ThermalSample
+from .signals import (
     PASSIVE_COOLING,
     clock_event_reason_names,
     gpu_throttled,
     pi_throttled_flags,
 )
 
-from .base import MiB, mib
+__all__ = ["MiB", "Signal", "coinciding_signals", "mib"]
 
-__all__ = ["Signal", "coinciding_signals"]
+MiB = 1 << 20
+
+
+def mib(n: float) -> str:
+    """Bytes for people, in binary units: ``512 MiB``, ``1.5 GiB``."""
+    return f"{n / (1 << 30):.1f} GiB" if abs(n) >= 1 << 30 else f"{n / MiB:.0f} MiB"
 
 
 @dataclass(frozen=True)

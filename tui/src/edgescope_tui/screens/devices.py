@@ -329,7 +329,9 @@ class DevicesScreen(Screen[None]):
             return
         from ..sources.live import live_source
 
-        source = live_source(device.target, token=self.probe.token, ssh_settings=self.probe.ssh)
+        source = live_source(
+            device.target, token=self.probe.token, ssh_settings=self.probe.ssh, from_start=True
+        )
         self.edgescope.open_source(source)
 
     def action_start_collector(self) -> None:

@@ -1,6 +1,13 @@
 """The live source: a collector's stream over TCP (or through SSH), reconnecting and resuming.
 
-The stream is the collector's from the latest keyframe (or from ``since``), then live. When the
+The stream is the collector's from the latest keyframe (or from ``since``), then live. With
+``from_start`` (what the TUI opens a device with) the current runs are shown from their
+start: the latest keyframe restates the active runs, each with the sequence number of its
+run start, so the source reconnects at the earliest of them and reads the history from there.
+Where the collector's ring no longer holds that start, the run starts it restated are passed
+on (so the run and its time origin are known), then the oldest records the ring holds, with a
+gap between that says ``history from step N: the collector's ring no longer holds the start``.
+When the
 connection drops, the source says so at once (``Status("disconnected")``), reconnects with
 exponential backoff, and resumes from the last sequence number it delivered plus one: records
 the collector still holds arrive with no gap and none twice; records it no longer holds are
@@ -17,11 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from edgescope_tracing import Record
+from edgescope_tracing import Keyframe, Metrics, Record, RunStart
 from edgescope_tracing.protocol import (
     AsyncClient,
     AuthError,
@@ -95,6 +102,7 @@ class LiveSource:
         since: int | None = None,
         backoff: Backoff | None = None,
         idle_timeout: float = 15.0,
+        from_start: bool = False,
     ) -> None:
         self.opener = opener
         self.label = label or opener.label
@@ -102,11 +110,16 @@ class LiveSource:
         """The resume cursor: the sequence number after the last record delivered."""
         self.backoff = backoff or Backoff()
         self.idle_timeout = idle_timeout
+        self.from_start = from_start and since is None
+        """Read the runs active on joining from their start (see the module's docstring)."""
         self.welcome_host: str | None = None
+        """The hostname the collector gave in its last handshake."""
         self.head_on_connect: int | None = None
         """The collector's head (its next sequence number) when the last connection opened:
         the stream is ``history`` until the records before it are read, then ``live``."""
-        """The hostname the collector gave in its last handshake."""
+        self._cut: tuple[int, int] | None = None
+        """Records (first, last) before the oldest the ring holds, of runs that started there:
+        said as a gap before the first record read after them."""
         self._closed = asyncio.Event()
         self._client: AsyncClient | None = None
 
@@ -129,8 +142,14 @@ class LiveSource:
     async def stream(self) -> AsyncIterator[Record | Status]:
         attempt = 0
         was_live = False
+        looking = self.from_start
+        """Still to learn where the current runs start (from the first keyframe read)."""
+        again = False
+        """Connecting again where the runs start (no drop: nothing to say)."""
         while not self.closed:
-            yield Status("connecting", f"connecting to {self.label}")
+            if not again:
+                yield Status("connecting", f"connecting to {self.label}")
+            again = False
             try:
                 client = await self.opener.open(self.next_seq)
             except (FatalSourceError, AuthError, RefusedError) as e:
@@ -171,19 +190,67 @@ class LiveSource:
             start = welcome.first_seq if self.next_seq is None else self.next_seq
             head = self.head_on_connect = welcome.next_seq
             if start >= head:
+                looking = False  # nothing stored yet: every run starts in what comes
                 yield live
             else:
                 yield Status(
                     "history",
                     f"reading what {self.label} holds, up to record {head - 1:,}",
                 )
-            async for item in self._relay(client):
-                yield item
-                if head and self.next_seq is not None and self.next_seq >= head:
-                    head = 0  # read up to the head as it was on connecting: live from here
-                    yield live
+            restart: list[RunStart] | None = None
+            async with contextlib.aclosing(self._relay(client)) as items:
+                async for item in items:
+                    if looking and not isinstance(item, Status):
+                        looking = False
+                        restart = self._history_start(item, welcome.first_seq)
+                        if restart is not None:
+                            break  # reconnect where the runs start: this one is closed
+                    if self._cut is not None and not isinstance(item, Status):
+                        yield self._cut_status(item)
+                    yield item
+                    if head and self.next_seq is not None and self.next_seq >= head:
+                        head = 0  # read up to the head as it was on connecting: live from here
+                        yield live
+            if restart is not None:
+                again = True
+                for run_start in restart:  # the ring lost them: their start as restated
+                    yield run_start
 
-    async def _relay(self, client: AsyncClient) -> AsyncIterator[Record | Status]:
+    def _history_start(self, item: Record, first_seq: int) -> list[RunStart] | None:
+        """Where the runs active on joining start, from the keyframe the stream opened with:
+        sets the resume cursor there and returns the run starts the ring no longer holds
+        (to be passed on as restated); None where the stream already reads from there."""
+        if not isinstance(item, Keyframe) or not item.runs:
+            return None
+        earliest = min(r.seq for r in item.runs)
+        if earliest >= item.seq:
+            return None
+        lost = sorted((r for r in item.runs if r.seq < first_seq), key=lambda r: r.seq)
+        if lost:
+            self._cut = (lost[-1].seq + 1, first_seq - 1)
+            self.next_seq = first_seq
+        else:
+            self.next_seq = earliest
+        return lost
+
+    def _cut_status(self, item: Record) -> Status:
+        """The gap between the restated run starts and the oldest record the ring holds."""
+        assert self._cut is not None
+        first, last = self._cut
+        self._cut = None
+        if isinstance(item, Keyframe) and item.last_step >= 0:
+            where = f"step {item.last_step + 1:,}"
+        elif isinstance(item, Metrics) and item.steps:
+            where = f"step {item.steps[0]:,}"
+        else:
+            where = f"record {item.seq:,}"
+        return Status(
+            "gap",
+            f"history from {where}: the collector's ring no longer holds the start",
+            gap=(first, last) if last >= first else None,
+        )
+
+    async def _relay(self, client: AsyncClient) -> AsyncGenerator[Record | Status, None]:
         """Yield from one connection until it ends; then the disconnect status."""
         it = aiter(client)
         message = ""
@@ -247,11 +314,13 @@ def live_source(
     ssh_settings: SshSettings | None = None,
     backoff: Backoff | None = None,
     idle_timeout: float = 15.0,
+    from_start: bool = False,
 ) -> LiveSource:
     """The live source for a target: TCP for a :class:`TcpTarget`, SSH for an :class:`SshTarget`.
 
     ``token`` overrides the target's own. ``ssh_settings`` is an
-    :class:`edgescope_tui.ssh.SshSettings` (``None``: as OpenSSH would).
+    :class:`edgescope_tui.ssh.SshSettings` (``None``: as OpenSSH would). ``from_start``: the
+    runs active on joining from their start (:class:`LiveSource`).
     """
     opener: Opener
     if isinstance(target, TcpTarget):
@@ -263,5 +332,10 @@ def live_source(
 
         opener = SshOpener(target, settings=ssh_settings, token=token)
     return LiveSource(
-        opener, label=target.label, since=since, backoff=backoff, idle_timeout=idle_timeout
+        opener,
+        label=target.label,
+        since=since,
+        backoff=backoff,
+        idle_timeout=idle_timeout,
+        from_start=from_start,
     )

@@ -222,6 +222,7 @@ def device_json(d: Device) -> dict[str, Any]:
         "mem_total": d.mem_total,
         "throttled": list(d.throttled),
         "head_seq": d.head_seq,
+        "duplicate_of": d.duplicate_of or None,
     }
 
 
@@ -254,3 +255,5 @@ def print_table(devices: list[Device], out: IO[str]) -> None:
             out.write(f"    {d.error}\n")
         if d.hint and d.hint not in d.error:
             out.write(f"    run: {d.hint}\n")
+        if d.duplicate_of:
+            out.write(f"    the same address as {d.duplicate_of}: both are listed and checked\n")

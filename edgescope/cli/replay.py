@@ -41,6 +41,11 @@ def add_parser(sub: Any) -> None:
                 ("--address", "HOST:PORT", "a collector on the network"),
             ):
                 p.add_argument(flag, metavar=meta, action="append", default=[], help=what)
+            p.add_argument(
+                "--token-file",
+                metavar="FILE",
+                help="token for collectors that want one (a device's own token_file wins)",
+            )
         p.set_defaults(func=run)
 
 
@@ -78,11 +83,14 @@ def _no_terminal() -> str | None:
 def run(args: argparse.Namespace) -> int:
     require("tui", f"edgescope {getattr(args, 'command', 'replay')}")
     from edgescope_tui.app import EdgescopeApp
+    from edgescope_tui.discovery import read_token_file
     from edgescope_tui.screens.devices import DevicesScreen, cli_targets
 
     sources = _open_sources(list(args.files), args.follow)
     try:
         targets = cli_targets(getattr(args, "ssh", []), getattr(args, "address", []))
+        token_file = getattr(args, "token_file", None)
+        token = read_token_file(token_file, "--token-file").encode() if token_file else None
     except ValueError as e:
         raise UsageError(str(e)) from None
     missing = _no_terminal()
@@ -91,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(src.close())
         hint = " (for a summary without one: edgescope inspect FILE)" if args.files else ""
         raise UsageError(f"{args.command} needs a terminal, and its {missing} is not one{hint}")
-    home = lambda: DevicesScreen.from_config(targets)  # noqa: E731
+    home = lambda: DevicesScreen.from_config(targets, token=token)  # noqa: E731
     EdgescopeApp(sources, compare=args.compare, home=home).run()
     return 0

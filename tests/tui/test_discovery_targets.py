@@ -92,7 +92,7 @@ ssh = "root@box"
     assert loaded.ssh_config_hosts is True
     assert loaded.targets == (
         SshTarget("192.168.1.20", "pi", 2222, 7900, "pi-kitchen"),
-        TcpTarget("10.0.0.5", 7313, "s3cret-0123456789", "jetson"),
+        TcpTarget("10.0.0.5", 7313, "s3cret-0123456789", "jetson", str(token)),
         SshTarget("box", "root"),
     )
 

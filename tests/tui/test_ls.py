@@ -191,3 +191,28 @@ def test_ls_ssh_config_hosts(ssh_home: Path, capsys: pytest.CaptureFixture[str])
         "no-collector",
     )
     assert f"no collector on port {port}" in device["error"]
+
+
+def test_ls_lists_both_entries_for_one_address(
+    collector: Collector, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two entries of the devices file for one address are both listed, the second saying
+    so: neither vanishes."""
+    f = tmp_path / "devices.toml"
+    address = f"127.0.0.1:{collector.port}"
+    f.write_text(
+        f'[[device]]\nname = "bench"\naddress = "{address}"\n\n'
+        f'[[device]]\nname = "bench-again"\naddress = "{address}"\n'
+    )
+    argv = ["ls", "--no-mdns", "--timeout", "3", "--devices", str(f)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].startswith("bench ")
+    assert out.splitlines()[2].startswith("bench-again ")
+    assert "    the same address as bench: both are listed and checked" in out
+    assert main([*argv, "--json"]) == 0
+    devices = json.loads(capsys.readouterr().out)
+    assert [(d["name"], d["state"], d["duplicate_of"]) for d in devices] == [
+        ("bench", "online", None),
+        ("bench-again", "online", "bench"),
+    ]

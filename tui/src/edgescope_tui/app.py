@@ -49,6 +49,8 @@ class EdgescopeApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("c", "compare", "Compare"),
         Binding("s", "sources", "Sources"),
+        Binding("d", "switch_feed(1)", "Next device"),
+        Binding("D", "switch_feed(-1)", "Previous device", show=False),
     ]
 
     class FeedUpdated(Message):
@@ -90,6 +92,11 @@ class EdgescopeApp(App[None]):
     def open_source(self, source: Source, *, show: bool = True) -> Feed:
         """Start folding ``source`` and, with ``show``, open its run dashboard."""
         feed = Feed(source, max_points=self._max_points)
+        # A live source of the same name that stopped (a refused token, since fixed) is
+        # replaced by this one, not listed beside it.
+        self.feeds = [
+            f for f in self.feeds if not (f.label == source.label and f.complete and not f.seekable)
+        ]
         self.feeds.append(feed)
 
         def notify() -> None:
@@ -138,6 +145,8 @@ class EdgescopeApp(App[None]):
     # --- actions and commands ----------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "switch_feed":  # on a dashboard, with another source open
+            return isinstance(self._top(), DashboardScreen) and len(self.feeds) > 1
         if action == "leave":  # shown (and taken) only where there is somewhere to go back to
             return len(self.screen_stack) > 2 or isinstance(
                 self._top(), DashboardScreen | CompareScreen
@@ -158,7 +167,27 @@ class EdgescopeApp(App[None]):
     def action_help(self) -> None:
         top = self._top()
         if top is not None and not isinstance(top, HelpScreen):
-            self.push_screen(HelpScreen(top, can_leave=bool(self.check_action("leave", ()))))
+            off = frozenset(
+                b.action
+                for b in type(self).BINDINGS
+                if isinstance(b, Binding) and self.check_action(b.action.split("(")[0], ()) is False
+            )
+            leave = bool(self.check_action("leave", ()))
+            self.push_screen(HelpScreen(top, can_leave=leave, off=off))
+
+    def action_switch_feed(self, delta: int) -> None:
+        """``d`` (``D``): the dashboard of the next (previous) open source, in the order they
+        were opened, in place of this one: Escape still goes back to where it was opened."""
+        top = self._top()
+        if not isinstance(top, DashboardScreen) or len(self.feeds) < 2:
+            return
+        i = self.feeds.index(top.feed) if top.feed in self.feeds else 0
+        feed = self.feeds[(i + delta) % len(self.feeds)]
+        self.switch_screen(DashboardScreen(feed))
+        n = self.feeds.index(feed) + 1
+        self.notify(
+            f"{escape(feed.label)}: source {n} of {len(self.feeds)} (d: next)", markup=False
+        )
 
     def action_compare(self) -> None:
         if isinstance(self.screen, CompareScreen):

@@ -7,6 +7,7 @@ the devices screen). Those two import the SSH and protocol clients, so they are 
 name, not from here.
 """
 
+from ._devfile import entry_text, save_device
 from ._device import DEVICE_COLUMNS, Device, DeviceState, Origin, device_row
 from ._mdns import PROTOCOL_VERSION, REQUIRED_TXT, SERVICE_TYPE, MdnsBrowser, device_from_info
 from ._targets import (
@@ -42,9 +43,11 @@ __all__ = [
     "TcpTarget",
     "default_devices_file",
     "device_from_info",
+    "entry_text",
     "load_devices_file",
     "parse_ssh_target",
     "parse_tcp_target",
     "read_token_file",
+    "save_device",
     "ssh_config_hosts",
 ]

@@ -46,6 +46,9 @@ class Device:
     throttled: tuple[str, ...] = field(default_factory=tuple)
     """Throttle signals active now (e.g. ``gpu: hw thermal``, ``pi: under-voltage``); empty when
     none, and empty too before the first thermal sample."""
+    duplicate_of: str = ""
+    """The device listed before it for the same address (another entry of the devices file, a
+    ``--address`` given twice): both are listed and checked, and this one says so."""
 
     def with_state(self, state: DeviceState, error: str = "", hint: str = "") -> Device:
         return replace(self, state=state, error=error, hint=hint)

@@ -79,11 +79,18 @@ class TcpTarget:
     port: int
     token: str | None = None
     name: str | None = None
+    token_file: str | None = None
+    """Where ``token`` was read from, when it came from a file (kept to edit and save it)."""
 
     @property
     def label(self) -> str:
         if self.name:
             return self.name
+        return self.address
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (``[v6]:port``), as the devices file and ``--address`` take it."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
@@ -272,7 +279,7 @@ def _device_entry(entry: Any, i: int, path: Path) -> Target:
     except TargetError as e:
         raise TargetError(f"{what}: {e}") from None
     token = read_token_file(token_file, what) if token_file else None
-    return TcpTarget(tcp.host, tcp.port, token, tcp.name)
+    return TcpTarget(tcp.host, tcp.port, token, tcp.name, token_file)
 
 
 def ssh_config_hosts(path: str | os.PathLike[str] | None = None) -> list[SshTarget]:

@@ -49,7 +49,8 @@ class Discovery:
     ) -> None:
         self.devices: dict[str, Device] = {}
         for target, origin in targets:
-            self.devices.setdefault(target.key, device_for(target, origin))
+            device = self._keyed(device_for(target, origin))
+            self.devices[device.key] = device
         self.prober = Prober(probe)
         self.on_change = on_change
         self.recheck = recheck
@@ -122,12 +123,61 @@ class Discovery:
         self._checking[key] = self._spawn(self._run(key, self.prober.probe, device))
         self._update_settled()
 
+    def _keyed(self, device: Device, key: str | None = None) -> Device:
+        """``device`` under ``key`` (default its own), or, where another device has that key
+        (one address listed twice), under the next free ``KEY#2``, ``KEY#3``, ... and marked as
+        the other's duplicate: both are listed and checked, neither is dropped."""
+        key = key or device.key
+        first = self.devices.get(key)
+        if first is None:
+            return replace(device, key=key)
+        n = 2
+        while f"{key}#{n}" in self.devices:
+            n += 1
+        return replace(device, key=f"{key}#{n}", duplicate_of=first.label)
+
     def add(self, target: Target, origin: Origin = "address") -> Device:
-        """Add a target while running (the devices screen's "connect to..."), and check it."""
-        device = self.devices.get(target.key) or device_for(target, origin)
+        """Add a target while running (the devices screen's ``a``), and check it. A target
+        for an address already listed replaces that device's target (a new token file, a
+        name), keeping where it came from."""
+        current = self.devices.get(target.key)
+        if current is None:
+            device = device_for(target, origin)
+        else:
+            device = replace(
+                device_for(target, current.origin),
+                key=current.key,
+                duplicate_of=current.duplicate_of,
+            )
         self._set(device)
         self.check(device.key)
         return device
+
+    def edit(self, key: str, target: Target) -> Device:
+        """Give the device under ``key`` a new target (a token file, a name, an address), and
+        check it again. Another address is another key: the old row goes, the new one comes
+        (as a duplicate where that address is listed already)."""
+        current = self.devices.get(key)
+        origin: Origin = current.origin if current is not None else "address"
+        if current is not None and current.target is not None and current.target.key == target.key:
+            device = replace(device_for(target, origin), key=key, duplicate_of=current.duplicate_of)
+            self._set(device)
+            self.check(key)
+            return device
+        self.remove(key)
+        device = self._keyed(device_for(target, origin))
+        self._set(device)
+        self.check(device.key)
+        return device
+
+    def remove(self, key: str) -> None:
+        """Take a device off the list (its check, if one runs, is let go)."""
+        task = self._checking.pop(key, None)
+        if task is not None:
+            task.cancel()
+            self._update_settled()
+        if self.devices.pop(key, None) is not None and self.on_change is not None:
+            self.on_change(key, None)
 
     def start_collector(self, key: str) -> None:
         """Start the collector over SSH on a device that has it installed but not running."""
@@ -144,7 +194,8 @@ class Discovery:
         try:
             result = await action(device)
         finally:
-            self._checking.pop(key, None)
+            if self._checking.get(key) is asyncio.current_task():  # not a later check's
+                del self._checking[key]
             self._update_settled()
         current = self.devices.get(key)
         if current is None:
@@ -167,12 +218,7 @@ class Discovery:
 
     def _on_mdns(self, key: str, device: Device | None) -> None:
         if device is None:
-            task = self._checking.pop(key, None)
-            if task is not None:
-                task.cancel()
-                self._update_settled()
-            if self.devices.pop(key, None) is not None and self.on_change is not None:
-                self.on_change(key, None)
+            self.remove(key)
             return
         # A collector advertised on an address we already know by configuration is one device.
         for other in self.devices.values():

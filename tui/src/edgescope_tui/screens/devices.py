@@ -4,13 +4,18 @@ Rows come from :class:`~edgescope_tui.discovery.watch.Discovery` (mDNS adverts, 
 address targets, the devices file) and change live: a device that appears, goes away, fails
 or recovers changes its own row only. The line under the table says what is wrong with the
 selected device and what to do about it. Enter opens the device's live run dashboard through
-``EdgescopeApp.open_source``; ``x`` starts the collector over SSH where it is installed but not
-running; ``a`` adds an address or SSH target; ``r`` checks every device again.
+``EdgescopeApp.open_source`` (several can be open at once: the ``open`` column says which, and
+``d`` on a dashboard goes to the next); space marks devices and ``c`` compares the marked
+devices' runs live; ``x`` starts the collector over SSH where it is installed but not
+running; ``a`` adds an address or SSH target; ``e`` edits the selected device (its address,
+name, token file) and can save it to the devices file; ``r`` checks every device again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -21,21 +26,24 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import Checkbox, DataTable, Footer, Input, Label, Static
 
 from ..discovery import (
+    DEFAULT_COLLECTOR_PORT,
     DEVICE_COLUMNS,
     Device,
     Origin,
     SshTarget,
     Target,
     TargetError,
+    TcpTarget,
     default_devices_file,
     device_row,
     load_devices_file,
     parse_ssh_target,
     parse_tcp_target,
     read_token_file,
+    save_device,
     ssh_config_hosts,
 )
 from ..discovery.probe import ProbeSettings
@@ -43,17 +51,21 @@ from ..discovery.watch import Discovery
 
 if TYPE_CHECKING:
     from ..app import EdgescopeApp
+    from ..feed import Feed
     from ..ssh import SshSettings
 
 __all__ = [
     "AddDeviceScreen",
+    "DeviceEdit",
     "DevicesScreen",
     "cli_targets",
     "device_cells",
     "parse_any_target",
 ]
 
-COLUMNS = DEVICE_COLUMNS
+COLUMNS = ("open", *DEVICE_COLUMNS)
+"""The screen's own first column, then the devices table's: ``▶`` a device whose stream is
+open (its dashboard a ``d`` away), ``✓`` marked for compare."""
 _STATE_STYLE = {
     "online": "bold green",
     "found": "dim",
@@ -78,30 +90,53 @@ def device_cells(d: Device) -> tuple[str | Text, ...]:
 
 def detail_line(d: Device) -> Text:
     """What the line under the table says about the selected device."""
+    text = _state_line(d)
+    if d.duplicate_of:
+        text.append(f"  (the same address as {d.duplicate_of}; e edits it)", style="yellow")
+    return text
+
+
+def _state_line(d: Device) -> Text:
     if d.state == "online":
         runs = ", ".join(d.runs) if d.runs else "no run active"
         where = f"{d.hostname}" + (f" ({d.board})" if d.board else "")
         return Text.assemble((f"{d.label}: ", "bold"), f"online on {where}; {runs}")
     if d.state in ("found", "checking"):
         return Text(f"{d.label}: {d.hint or 'checking...'}", style="yellow")
-    text = Text(d.error or d.state, style="red" if d.state != "no-collector" else "yellow")
+    error = d.error.replace(" (--token-file)", "")  # the flag of the headless commands
+    text = Text(error or d.state, style="red" if d.state != "no-collector" else "yellow")
     if d.can_start_collector:
         text.append("  press x to start it", style="bold")
     elif d.hint and d.hint not in d.error:
         text.append(f"  ({d.hint})")
+    elif "token" in d.error:
+        text.append("  press e to give its token file", style="bold")
     return text
 
 
-def parse_any_target(text: str, token_file: str = "") -> Target:
-    """``HOST:PORT`` (a collector on the network) or ``[ssh://]user@host[:port]`` (SSH)."""
+def parse_any_target(text: str, token_file: str = "", name: str = "") -> Target:
+    """``HOST:PORT`` (a collector on the network) or ``[ssh://]user@host[:port]`` (SSH), with
+    a token file and a name where given."""
     text = text.strip()
+    token_file = token_file.strip()
+    label = name.strip() or None
     if text.startswith("ssh://") or "@" in text:
-        t = parse_ssh_target(text)
-        if token_file:
-            t = SshTarget(t.host, t.user, t.port, t.collector_port, t.name, token_file)
-        return t
+        t = parse_ssh_target(text, name=label)
+        return SshTarget(t.host, t.user, t.port, t.collector_port, t.name, token_file or None)
     token = read_token_file(token_file, text) if token_file else None
-    return parse_tcp_target(text, default_port=None, token=token)
+    tcp = parse_tcp_target(text, default_port=None, token=token, name=label)
+    return TcpTarget(tcp.host, tcp.port, tcp.token, tcp.name, token_file or None)
+
+
+def target_text(t: Target) -> str:
+    """A target as the address field of the add and edit forms takes it back."""
+    if isinstance(t, TcpTarget):
+        return t.address
+    host = f"[{t.host}]" if ":" in t.host else t.host
+    user = f"{t.user}@" if t.user else ""
+    port = f":{t.port}" if t.port is not None else ""
+    cport = f"/{t.collector_port}" if t.collector_port != DEFAULT_COLLECTOR_PORT else ""
+    return f"ssh://{user}{host}{port}{cport}"
 
 
 def cli_targets(
@@ -113,37 +148,81 @@ def cli_targets(
     return out
 
 
-class AddDeviceScreen(ModalScreen[Target | None]):
-    """Ask for a target: an address with an optional token file, or an SSH login."""
+@dataclass(frozen=True, slots=True)
+class DeviceEdit:
+    """What the add or edit form gave: the target, and whether to save it to the devices file."""
+
+    target: Target
+    save: bool = False
+
+
+class AddDeviceScreen(ModalScreen[DeviceEdit | None]):
+    """Ask for a target: an address with an optional token file, or an SSH login, and a name.
+
+    With ``editing``, the form starts from that target (the devices screen's ``e``); with a
+    ``devices_file``, a checkbox saves the result there.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     DEFAULT_CSS = """
     AddDeviceScreen { align: center middle; }
     AddDeviceScreen > Vertical {
-        width: 72; height: auto; padding: 1 2; border: thick $accent; background: $surface;
+        width: 72; max-width: 100%; height: auto; max-height: 100%;
+        padding: 0 1; border: thick $accent; background: $surface;
     }
+    AddDeviceScreen Input { margin: 0; }
     AddDeviceScreen #add-error { color: $error; height: auto; }
     """
 
+    def __init__(
+        self,
+        editing: Target | None = None,
+        *,
+        devices_file: Path | None = None,
+        save: bool = False,
+    ) -> None:
+        super().__init__()
+        self.editing = editing
+        self.devices_file = devices_file
+        self.save = save
+
     def compose(self) -> ComposeResult:
+        t = self.editing
         with Vertical():
-            yield Label("Add a device: HOST:PORT, or user@host / ssh://user@host[:port]")
-            yield Input(placeholder="192.168.1.20:7313 or pi@raspberrypi.local", id="add-target")
+            what = f"Edit {t.label}" if t is not None else "Add a device"
+            yield Label(f"{what}: HOST:PORT, or user@host / ssh://user@host[:port]")
+            yield Input(
+                target_text(t) if t is not None else "",
+                placeholder="192.168.1.20:7313 or pi@raspberrypi.local",
+                id="add-target",
+            )
+            yield Label("Name (optional)")
+            yield Input((t.name or "") if t is not None else "", placeholder="pi", id="add-name")
             yield Label("Token file (only for collectors that want one)")
-            yield Input(placeholder="~/.config/edgescope/pi.token", id="add-token")
+            yield Input(
+                (t.token_file or "") if t is not None else "",
+                placeholder="~/.config/edgescope/pi.token",
+                id="add-token",
+            )
+            if self.devices_file is not None:
+                yield Checkbox(f"Save to {self.devices_file}", self.save, id="add-save")
             yield Static("", id="add-error")
 
     @on(Input.Submitted)
     def submit(self) -> None:
-        target_text = self.query_one("#add-target", Input).value
-        token_file = self.query_one("#add-token", Input).value.strip()
+        target_text_ = self.query_one("#add-target", Input).value
+        name = self.query_one("#add-name", Input).value
+        token_file = self.query_one("#add-token", Input).value
         try:
-            target = parse_any_target(target_text, token_file)
+            target = parse_any_target(target_text_, token_file, name)
         except TargetError as e:
-            self.query_one("#add-error", Static).update(str(e))
+            self.query_one("#add-error", Static).update(Text(str(e)))
             return
-        self.dismiss(target)
+        save = False
+        if self.devices_file is not None:
+            save = self.query_one("#add-save", Checkbox).value
+        self.dismiss(DeviceEdit(target, save))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -154,8 +233,11 @@ class DevicesScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare marked"),
+        Binding("e", "edit", "Edit"),
+        Binding("a", "add", "Add"),
         Binding("x", "start_collector", "Start collector"),
-        Binding("a", "add", "Add device"),
         Binding("r", "recheck", "Check again"),
     ]
 
@@ -184,8 +266,13 @@ class DevicesScreen(Screen[None]):
         mdns_interfaces: Sequence[str] | None = None,
         probe: ProbeSettings | None = None,
         recheck: float = 10.0,
+        devices_file: Path | None = None,
     ) -> None:
+        """``devices_file``: where ``e`` can save a device (None: nowhere)."""
         super().__init__()
+        self.devices_file = devices_file
+        self.marked: set[str] = set()
+        """Keys of the devices marked (space) for compare."""
         self.probe = probe or ProbeSettings()
         self.discovery = Discovery(
             targets,
@@ -198,10 +285,15 @@ class DevicesScreen(Screen[None]):
 
     @classmethod
     def from_config(
-        cls, targets: Sequence[tuple[Target, Origin]] = (), *, ssh_config: bool = False
+        cls,
+        targets: Sequence[tuple[Target, Origin]] = (),
+        *,
+        ssh_config: bool = False,
+        token: bytes | None = None,
     ) -> DevicesScreen:
         """``targets`` (from the command line), the devices file (and, if asked or set there,
-        ``~/.ssh/config``), plus mDNS.
+        ``~/.ssh/config``), plus mDNS; ``token`` for collectors that want one and whose entry
+        names no token file (``edgescope tui --token-file``). ``e`` saves to that file.
 
         A devices file that can't be read is said on the screen; the rest still works.
         """
@@ -214,7 +306,7 @@ class DevicesScreen(Screen[None]):
                 targets.extend((t, "ssh-config") for t in ssh_config_hosts())
         except TargetError as e:
             problem = str(e)
-        screen = cls(targets)
+        screen = cls(targets, probe=ProbeSettings(token=token), devices_file=default_devices_file())
         screen.config_problem = problem
         return screen
 
@@ -232,11 +324,22 @@ class DevicesScreen(Screen[None]):
         assert isinstance(self.app, EdgescopeApp)
         return self.app
 
-    def compose(self) -> ComposeResult:
-        title = f"[b]devices[/b] · mDNS, SSH and {default_devices_file()}"
+    def _title(self) -> Text:
+        """The line above the table: where devices come from (or what is wrong there), and
+        how many are marked."""
+        title = Text.assemble(("devices", "bold"), " · ")
         if self.config_problem:
-            title = f"[b]devices[/b] · [red]{self.config_problem}[/red]"
-        yield Static(title, id="devices-title")
+            title.append(self.config_problem, style="red")
+        elif self.discovery.mdns_error:
+            title.append(self.discovery.mdns_error, style="yellow")
+        else:
+            title.append(f"mDNS, SSH and {self.devices_file or default_devices_file()}")
+        if self.marked:
+            title.append(f" · {len(self.marked)} marked: c compares them live", style="bold cyan")
+        return title
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._title(), id="devices-title")
         yield DataTable(id="devices-table", cursor_type="row")
         yield Static("", id="device-detail")
         yield Footer()
@@ -244,13 +347,11 @@ class DevicesScreen(Screen[None]):
     async def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for name in COLUMNS:
-            table.add_column(name, key=name)
+            table.add_column("" if name == "open" else name, key=name)
         for key, device in self.discovery.devices.items():
             self._show(key, device)
         await self.discovery.start()
-        if self.discovery.mdns_error:
-            title = f"[b]devices[/b] · [yellow]{self.discovery.mdns_error}[/yellow]"
-            self.query_one("#devices-title", Static).update(title)
+        self.query_one("#devices-title", Static).update(self._title())
         self._update_detail()
 
     async def on_unmount(self) -> None:
@@ -265,6 +366,9 @@ class DevicesScreen(Screen[None]):
     def on_devices_screen_device_changed(self, message: DeviceChanged) -> None:
         try:
             self._show(message.key, message.device)
+            if message.device is None and message.key in self.marked:
+                self.marked.discard(message.key)
+                self.query_one("#devices-title", Static).update(self._title())
             self._update_detail()
         except NoMatches:  # a change that arrives while the screen is taken down
             return
@@ -276,12 +380,36 @@ class DevicesScreen(Screen[None]):
             if present:
                 table.remove_row(key)
             return
-        cells = device_cells(device)
+        cells = (self._open_cell(device), *device_cells(device))
         if not present:
             table.add_row(*cells, key=key)
             return
         for column, value in zip(COLUMNS, cells, strict=True):
             table.update_cell(key, column, value, update_width=True)  # cells size to content
+
+    def _open_cell(self, device: Device) -> Text:
+        opened = "▶" if self._feed(device) is not None else " "
+        marked = "✓" if device.key in self.marked else " "
+        return Text(opened + marked, style="bold cyan")
+
+    def _feed(self, device: Device) -> Feed | None:
+        """The open feed that reads this device, if there is one."""
+        if device.target is None:
+            return None
+        return self.edgescope.feed_for(device.target.label)
+
+    def _refresh_marks(self) -> None:
+        table = self.query_one(DataTable)
+        for key, device in self.discovery.devices.items():
+            if key in table.rows:
+                table.update_cell(key, "open", self._open_cell(device), update_width=True)
+
+    def on_screen_resume(self) -> None:
+        # Back from a dashboard or the compare screen: which devices are open changed.
+        try:
+            self._refresh_marks()
+        except NoMatches:
+            return
 
     def selected(self) -> Device | None:
         table = self.query_one(DataTable)
@@ -323,16 +451,47 @@ class DevicesScreen(Screen[None]):
             hint = "press x to start it" if device.can_start_collector else device.hint
             self.notify(f"no collector runs on {device.label}: {hint}", severity="warning")
             return
+        self.edgescope.show_feed(self._open_feed(device))
+
+    def _open_feed(self, device: Device) -> Feed:
+        """The device's feed: the open one (its stream went on meanwhile), or a new one,
+        read from the start of its current runs."""
+        assert device.target is not None
         feed = self.edgescope.feed_for(device.target.label)
-        if feed is not None:  # opened before: its stream went on meanwhile
-            self.edgescope.show_feed(feed)
-            return
+        if feed is not None:
+            return feed
         from ..sources.live import live_source
 
-        source = live_source(
-            device.target, token=self.probe.token, ssh_settings=self.probe.ssh, from_start=True
-        )
-        self.edgescope.open_source(source)
+        t = device.target
+        own = t.token if isinstance(t, TcpTarget) else t.token_file
+        token = None if own else self.probe.token  # the device's own token wins
+        source = live_source(t, token=token, ssh_settings=self.probe.ssh, from_start=True)
+        return self.edgescope.open_source(source, show=False)
+
+    def action_mark(self) -> None:
+        """Space: mark the selected device for compare, or unmark it."""
+        device = self.selected()
+        if device is None:
+            return
+        self.marked ^= {device.key}
+        self._refresh_marks()
+        self.query_one("#devices-title", Static).update(self._title())
+
+    def action_compare(self) -> None:
+        """``c``: the marked devices' runs on the compare screen, live (their dashboards'
+        streams, or new ones)."""
+        devices = [d for k, d in self.discovery.devices.items() if k in self.marked]
+        usable = [d for d in devices if d.target is not None and d.state != "no-collector"]
+        if not usable:
+            self.notify("mark devices with space first, then c compares their runs")
+            return
+        skipped = [d.label for d in devices if d not in usable]
+        if skipped:
+            self.notify(f"not compared (no collector there): {', '.join(skipped)}")
+        from .compare import CompareScreen
+
+        feeds = [self._open_feed(d) for d in usable]
+        self.app.push_screen(CompareScreen(feeds))
 
     def action_start_collector(self) -> None:
         device = self.selected()
@@ -351,8 +510,47 @@ class DevicesScreen(Screen[None]):
             self.discovery.check(key)
 
     def action_add(self) -> None:
-        def added(target: Target | None) -> None:
-            if target is not None:
-                self.discovery.add(target, "ssh" if isinstance(target, SshTarget) else "address")
+        def added(edit: DeviceEdit | None) -> None:
+            if edit is None:
+                return
+            t = edit.target
+            known = self.discovery.devices.get(t.key)  # the same address: that device, anew
+            self.discovery.add(t, "ssh" if isinstance(t, SshTarget) else "address")
+            if edit.save:
+                in_file = known is not None and known.origin == "config"
+                self._save(t, known.target if known is not None and in_file else None)
 
-        self.app.push_screen(AddDeviceScreen(), added)
+        self.app.push_screen(AddDeviceScreen(devices_file=self.devices_file), added)
+
+    def action_edit(self) -> None:
+        """``e``: change the selected device's address, name or token file; optionally save
+        it to the devices file (its own entry there, or a new one)."""
+        device = self.selected()
+        if device is None:
+            return
+        if device.target is None:
+            self.notify(device.error or "this device has no address to edit", severity="error")
+            return
+        old = device.target
+
+        def edited(edit: DeviceEdit | None) -> None:
+            if edit is None:
+                return
+            self.marked.discard(device.key)
+            self.discovery.edit(device.key, edit.target)
+            if edit.save:
+                self._save(edit.target, old if device.origin == "config" else None)
+
+        form = AddDeviceScreen(old, devices_file=self.devices_file, save=device.origin == "config")
+        self.app.push_screen(form, edited)
+
+    def _save(self, target: Target, old: Target | None) -> None:
+        assert self.devices_file is not None
+        try:
+            n = save_device(self.devices_file, target, old)
+        except TargetError as e:
+            self.notify(str(e), title="Not saved", severity="error", markup=False)
+            return
+        self.notify(
+            f"{target.label}: device {n} of {self.devices_file}", title="Saved", markup=False
+        )

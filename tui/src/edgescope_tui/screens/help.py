@@ -51,10 +51,13 @@ def _key_label(key: str) -> str:
     return "+".join(names.get(p, p.capitalize() if len(p) > 1 else p) for p in parts)
 
 
-def key_rows(screen: Screen[Any], *, can_leave: bool = True) -> list[tuple[str, str]]:
+def key_rows(
+    screen: Screen[Any], *, can_leave: bool = True, off: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
     """``(keys, what they do)`` for the bindings active on ``screen``, its own first, one row
     per action (with all its keys), in the order they were declared; ``can_leave``: whether
-    Escape goes back from there (the App's ``check_action``)."""
+    Escape goes back from there, ``off``: actions that do nothing there (the App's
+    ``check_action``, asked before the help covers the screen)."""
     rows: dict[str, tuple[list[str], str]] = {}
     app = screen.app
     sources: list[list[BindingType]] = [list(type(screen).BINDINGS), list(type(app).BINDINGS)]
@@ -62,7 +65,7 @@ def key_rows(screen: Screen[Any], *, can_leave: bool = True) -> list[tuple[str, 
         for b in bindings:
             if not isinstance(b, Binding) or not b.description:
                 continue
-            if b.action == "leave" and not can_leave:
+            if (b.action == "leave" and not can_leave) or b.action in off:
                 continue
             keys = [_key_label(k.strip()) for k in b.key.split(",")]
             if b.action in rows:  # another key for the same action: one row for both
@@ -94,11 +97,15 @@ class HelpScreen(ModalScreen[None]):
     }
     """
 
-    def __init__(self, under: Screen[Any], *, can_leave: bool = True) -> None:
+    def __init__(
+        self, under: Screen[Any], *, can_leave: bool = True, off: frozenset[str] = frozenset()
+    ) -> None:
         super().__init__()
         self.under = under
         """The screen whose keys are listed."""
         self.can_leave = can_leave
+        self.off = off
+        """Actions that do nothing on that screen now: not listed."""
         self.rows: list[tuple[str, str]] = []
         """What it lists: ``(keys, what they do)``."""
 
@@ -107,7 +114,7 @@ class HelpScreen(ModalScreen[None]):
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
-        self.rows = key_rows(self.under, can_leave=self.can_leave)
+        self.rows = key_rows(self.under, can_leave=self.can_leave, off=self.off)
         for keys, what in self.rows:
             table.add_row(escape(keys), escape(what))
         mouse = MOUSE.get(name, ())

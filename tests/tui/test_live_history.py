@@ -37,8 +37,15 @@ def produce(collector: Collector, steps: int = STEPS) -> None:
         xs = tuple(range(first, first + 500))
         times = tuple(T0 + x * 1_000 for x in xs)
         enc.add(Metrics(0, "loss", xs, times, tuple(1 / (1 + x) for x in xs)))
+    deadline = time.monotonic() + 10
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(collector.ingest))
+        while True:  # the collector listens on TCP a moment before its ingest socket is there
+            try:
+                s.connect(str(collector.ingest))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                assert time.monotonic() < deadline, "no ingest socket"
+                time.sleep(0.05)
         s.sendall(enc.take())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

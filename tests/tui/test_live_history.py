@@ -15,9 +15,13 @@ from pathlib import Path
 import pytest
 from edgescope_tracing import Metrics, Record, RunStart, StreamEncoder
 from edgescope_tracing.protocol import Client
+from edgescope_tui.app import EdgescopeApp
+from edgescope_tui.screens.dashboard import DashboardScreen
 from edgescope_tui.sources import Status
+from edgescope_tui.sources.base import RING_LOST
 from edgescope_tui.sources.live import Backoff, LiveSource, TcpOpener
 from edgescope_tui.state import fold_all
+from edgescope_tui.widgets.timeline import ReplayBar
 from sshd.collector import Collector
 
 pytestmark = pytest.mark.asyncio
@@ -151,3 +155,19 @@ async def test_a_run_whose_start_the_ring_lost_says_so(small_ring: Collector) ->
     gap = s.stream.gaps[0]
     assert gap.t_us == T0 and gap.end_us is not None and gap.end_us > T0
     assert gap.reason == gaps[0].message
+
+    # The dashboard says so in its header, and its time axis starts at the run's start.
+    app = EdgescopeApp(
+        [LiveSource(TcpOpener("127.0.0.1", small_ring.port), backoff=FAST, from_start=True)]
+    )
+    async with app.run_test(size=(160, 30)) as pilot:
+        d = app.screen
+        assert isinstance(d, DashboardScreen)
+        for _ in range(400):
+            if "● LIVE" in d.query_one("#replay", ReplayBar).render().plain:  # type: ignore[union-attr]
+                break
+            await pilot.pause(0.05)
+        header = str(d.query_one("#run-header").render())
+        assert "history from step" in header and RING_LOST in header
+        assert "gap(s)" not in header  # that gap is the one said, not counted again
+        assert d.feed.time_range() is not None and d.feed.time_range()[0] == T0  # type: ignore[index]

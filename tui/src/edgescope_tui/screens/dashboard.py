@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import views
 from ..feed import Feed
+from ..sources.base import RING_LOST
 from ..state import RunState, stack_tree, top_functions
 from ..widgets.chart import Chart
 from ..widgets.events import EventRow, EventsView
@@ -224,8 +225,12 @@ class DashboardScreen(Screen[None]):
                 f"[#ffd75f]past what is loaded: read from the keyframe before "
                 f"{fmt_offset(s.stream.first_us - rng[0])}[/]"
             )
-        if s.stream.gaps:
-            parts.append(f"[#ff5f5f]{len(s.stream.gaps)} gap(s) or damaged span(s)[/]")
+        gaps = s.stream.gaps.view()
+        if gaps and gaps[0].reason.endswith(RING_LOST):  # opened after the ring let go of it
+            parts.append(f"[#ffd75f]{escape(gaps[0].reason)}[/]")
+            gaps = gaps[1:]
+        if gaps:
+            parts.append(f"[#ff5f5f]{len(gaps)} gap(s) or damaged span(s)[/]")
         if s.stream.trimmed_us is not None and rng:
             parts.append(
                 f"[dim]history before {fmt_offset(s.stream.trimmed_us - rng[0])} let go[/]"

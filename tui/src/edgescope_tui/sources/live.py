@@ -39,12 +39,20 @@ from edgescope_tracing.protocol import (
 )
 
 from ..discovery import SshTarget, Target, TcpTarget
-from .base import FatalSourceError, Status
+from .base import RING_LOST, FatalSourceError, Status
 
 if TYPE_CHECKING:
     from ..ssh import SshSettings
 
-__all__ = ["Backoff", "FatalSourceError", "LiveSource", "Opener", "TcpOpener", "live_source"]
+__all__ = [
+    "RING_LOST",
+    "Backoff",
+    "FatalSourceError",
+    "LiveSource",
+    "Opener",
+    "TcpOpener",
+    "live_source",
+]
 
 
 class Opener(Protocol):
@@ -246,7 +254,7 @@ class LiveSource:
             where = f"record {item.seq:,}"
         return Status(
             "gap",
-            f"history from {where}: the collector's ring no longer holds the start",
+            f"history from {where}: {RING_LOST}",
             gap=(first, last) if last >= first else None,
         )
 

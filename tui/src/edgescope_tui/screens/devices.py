@@ -189,7 +189,8 @@ class AddDeviceScreen(ModalScreen[DeviceEdit | None]):
 
     def compose(self) -> ComposeResult:
         t = self.editing
-        with Vertical():
+        with Vertical() as box:
+            box.border_subtitle = "Enter applies · Esc cancels"
             what = f"Edit {t.label}" if t is not None else "Add a device"
             yield Label(f"{what}: HOST:PORT, or user@host / ssh://user@host[:port]")
             yield Input(
@@ -234,10 +235,11 @@ class DevicesScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open"),
         Binding("space", "mark", "Mark"),
-        Binding("c", "compare", "Compare marked"),
+        Binding("c", "compare", "Compare"),
         Binding("e", "edit", "Edit"),
         Binding("a", "add", "Add"),
-        Binding("x", "start_collector", "Start collector"),
+        # said on the device's line where it applies ("press x to start it")
+        Binding("x", "start_collector", "Start collector", show=False),
         Binding("r", "recheck", "Check again"),
     ]
 

@@ -248,3 +248,54 @@ async def test_a_missing_token_is_fixed_with_e_and_saved(
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
         await until(pilot, lambda: "● LIVE" in bar(app))
+
+
+async def test_a_device_added_then_edited_is_one_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``a`` with save adds an entry; ``e`` on it, and ``a`` of the same address with a token
+    file, rewrite that entry: one row, one entry, never a second copy."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    f = tmp_path / "devices.toml"
+    secret = tmp_path / "lab.token"
+    secret.write_text("0123456789abcdef0123\n")
+    secret.chmod(0o600)
+    screen = DevicesScreen(
+        mdns=False, probe=ProbeSettings(timeout=2, listen=0.2), recheck=0, devices_file=f
+    )
+    app = EdgescopeApp(home=lambda: screen)
+    address = "127.0.0.1:1"  # nothing listens there: the device is listed, unreachable
+
+    async def form(fields: dict[str, str], save: bool | None = None) -> None:
+        dialog = app.screen
+        assert isinstance(dialog, AddDeviceScreen)
+        for name, value in fields.items():
+            dialog.query_one(f"#add-{name}", Input).value = value
+        if save is not None:
+            dialog.query_one("#add-save", Checkbox).value = save
+        dialog.query_one("#add-target", Input).focus()
+        await pilot.press("enter")
+        assert app.screen is screen
+
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("a")
+        assert app.screen.query_one("#add-save", Checkbox).value is False  # asked, not assumed
+        await form({"target": address}, save=True)
+        await until(pilot, lambda: row_text(screen, address)[2:3] == ["unreachable"])
+        assert load_devices_file(f).targets == (TcpTarget("127.0.0.1", 1),)
+
+        select(screen, address)
+        await pilot.press("e")
+        assert app.screen.query_one("#add-save", Checkbox).value is True  # it is in the file now
+        await form({"name": "lab"})
+        await until(pilot, lambda: row_text(screen, "lab")[2:3] == ["unreachable"])
+        assert load_devices_file(f).targets == (TcpTarget("127.0.0.1", 1, name="lab"),)
+
+        await pilot.press("a")
+        await form({"target": address, "name": "lab", "token": str(secret)}, save=True)
+        await until(pilot, lambda: row_text(screen, "lab")[2:3] == ["unreachable"])
+        assert len(screen.discovery.devices) == 1
+        [entry] = load_devices_file(f).targets
+        assert isinstance(entry, TcpTarget) and entry.token_file == str(secret)
+        assert entry.token == "0123456789abcdef0123"
+        assert f.read_text().count("[[device]]") == 1

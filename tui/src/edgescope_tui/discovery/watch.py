@@ -170,6 +170,12 @@ class Discovery:
         self.check(device.key)
         return device
 
+    def saved(self, key: str) -> None:
+        """The device was written to the devices file: it is listed from there now."""
+        current = self.devices.get(key)
+        if current is not None and current.origin != "config":
+            self._set(replace(current, origin="config"))
+
     def remove(self, key: str) -> None:
         """Take a device off the list (its check, if one runs, is let go)."""
         task = self._checking.pop(key, None)
@@ -204,7 +210,8 @@ class Discovery:
         if current.target != device.target:
             self.check(key)
             return
-        self._set(result)
+        # Where it is listed from may have changed meanwhile (saved to the devices file).
+        self._set(replace(result, origin=current.origin, duplicate_of=current.duplicate_of))
 
     def _update_settled(self) -> None:
         if not self._checking:

@@ -517,10 +517,12 @@ class DevicesScreen(Screen[None]):
                 return
             t = edit.target
             known = self.discovery.devices.get(t.key)  # the same address: that device, anew
-            self.discovery.add(t, "ssh" if isinstance(t, SshTarget) else "address")
+            device = self.discovery.add(t, "ssh" if isinstance(t, SshTarget) else "address")
             if edit.save:
                 in_file = known is not None and known.origin == "config"
-                self._save(t, known.target if known is not None and in_file else None)
+                old = known.target if known is not None and in_file else None
+                if self._save(t, old):
+                    self.discovery.saved(device.key)
 
         self.app.push_screen(AddDeviceScreen(devices_file=self.devices_file), added)
 
@@ -539,20 +541,22 @@ class DevicesScreen(Screen[None]):
             if edit is None:
                 return
             self.marked.discard(device.key)
-            self.discovery.edit(device.key, edit.target)
-            if edit.save:
-                self._save(edit.target, old if device.origin == "config" else None)
+            now = self.discovery.edit(device.key, edit.target)
+            if edit.save and self._save(edit.target, old if device.origin == "config" else None):
+                self.discovery.saved(now.key)
 
         form = AddDeviceScreen(old, devices_file=self.devices_file, save=device.origin == "config")
         self.app.push_screen(form, edited)
 
-    def _save(self, target: Target, old: Target | None) -> None:
+    def _save(self, target: Target, old: Target | None) -> bool:
+        """Write ``target`` to the devices file (in place of ``old``'s entry); says how it went."""
         assert self.devices_file is not None
         try:
             n = save_device(self.devices_file, target, old)
         except TargetError as e:
             self.notify(str(e), title="Not saved", severity="error", markup=False)
-            return
+            return False
         self.notify(
             f"{target.label}: device {n} of {self.devices_file}", title="Saved", markup=False
         )
+        return True

@@ -21,12 +21,13 @@ from edgescope_tui.discovery.probe import ProbeSettings
 from edgescope_tui.screens.compare import CompareScreen
 from edgescope_tui.screens.dashboard import DashboardScreen
 from edgescope_tui.screens.devices import AddDeviceScreen, DevicesScreen
+from edgescope_tui.screens.sources import SourcesScreen
 from edgescope_tui.widgets.chart import Chart
 from edgescope_tui.widgets.timeline import ReplayBar
 from sshd.collector import Collector
 from test_discovery_screen import marks, row_text, select
 from textual.pilot import Pilot
-from textual.widgets import Checkbox, Input, Static
+from textual.widgets import Checkbox, DataTable, Input, Static
 
 pytestmark = pytest.mark.asyncio
 SIZE = (80, 24)
@@ -144,6 +145,19 @@ async def test_devices_dashboards_back_and_forth_and_compare(
             pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.feed is alpha
         )
         assert len(app.screen_stack) == depth
+
+        def showing(feed: object) -> bool:
+            return isinstance(app.screen, DashboardScreen) and app.screen.feed is feed
+
+        # The list of open sources (s) does the same: Enter on beta, in place of alpha.
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, SourcesScreen))
+        app.screen.query_one(DataTable).move_cursor(row=1)
+        await pilot.press("enter")
+        await until(pilot, lambda: showing(beta))
+        assert len(app.screen_stack) == depth
+        await pilot.press("D")
+        await until(pilot, lambda: showing(alpha))
         await pilot.press("escape")
         assert app.screen is screen
         await until(pilot, lambda: marks(screen, "beta") == "▶")

@@ -113,7 +113,19 @@ class EdgescopeApp(App[None]):
         return feed
 
     def _sources_screen(self) -> SourcesScreen:
-        return SourcesScreen(lambda: self.feeds, self.show_feed)
+        return SourcesScreen(lambda: self.feeds, self._show_listed)
+
+    def _show_listed(self, feed: Feed) -> None:
+        """Enter on the sources list: over a dashboard (``s`` from there), that feed's
+        dashboard takes the place of the one under the list, as ``d`` does; elsewhere it opens
+        on top."""
+        stack = self.screen_stack
+        if len(stack) > 2 and isinstance(stack[-2], DashboardScreen):
+            self.pop_screen()
+            if stack[-2].feed is not feed:
+                self.switch_screen(DashboardScreen(feed))
+            return
+        self.show_feed(feed)
 
     def feed_for(self, label: str) -> Feed | None:
         """The open feed of the source called ``label`` that still reads, if there is one: a

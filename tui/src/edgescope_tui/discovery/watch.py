@@ -237,8 +237,14 @@ class Discovery:
             ):
                 return
         current = self.devices.get(key)
-        if current is not None and device.target is not None and current.target == device.target:
-            # The same collector re-announced: keep what we know, take the advert's new facts.
+        if (
+            current is not None
+            and current.target is not None
+            and device.target is not None
+            and current.target.key == device.target.key
+        ):
+            # The same collector re-announced: keep what we know (a token file given with e),
+            # take the advert's new facts.
             device = replace(
                 current,
                 hostname=device.hostname,

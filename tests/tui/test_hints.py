@@ -66,3 +66,13 @@ def test_the_token_hint_is_a_flag_of_each_command_that_connects(command: str) ->
     target = {"tail": ["127.0.0.1:7313"]}.get(command, [])
     args = build_parser().parse_args([command, *target, "--token-file", "t"])
     assert args.token_file == "t"
+
+
+def test_tui_token_file_that_cannot_be_used_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgescope.cli import main
+
+    assert main(["tui", "--token-file", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"edgescope: --token-file: token file {tmp_path / 'nope'} does not exist\n"

@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgescope_tracing import Metrics, RunStart, StreamEncoder
@@ -25,11 +26,10 @@ from edgescope_tui.screens.sources import SourcesScreen
 from edgescope_tui.widgets.chart import Chart
 from edgescope_tui.widgets.timeline import ReplayBar
 from sshd.collector import Collector
-from test_discovery_screen import marks, row_text, select
+from test_discovery_screen import SNAPSHOT_DEVICES, marks, row_text, select
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, DataTable, Input, Static
 
-pytestmark = pytest.mark.asyncio
 SIZE = (80, 24)
 T0 = 1_795_800_000_000_000
 
@@ -86,6 +86,7 @@ def bar(app: EdgescopeApp) -> str:
     return dashboard(app).query_one("#replay", ReplayBar).render().plain  # type: ignore[union-attr]
 
 
+@pytest.mark.asyncio
 async def test_devices_dashboards_back_and_forth_and_compare(
     two: tuple[Collector, Collector], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +202,7 @@ def guarded(tmp_path: Path) -> Iterator[tuple[Collector, Path]]:
         c.stop()
 
 
+@pytest.mark.asyncio
 async def test_a_missing_token_is_fixed_with_e_and_saved(
     guarded: tuple[Collector, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,6 +266,7 @@ async def test_a_missing_token_is_fixed_with_e_and_saved(
         await until(pilot, lambda: "● LIVE" in bar(app))
 
 
+@pytest.mark.asyncio
 async def test_a_device_added_then_edited_is_one_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -313,3 +316,29 @@ async def test_a_device_added_then_edited_is_one_entry(
         assert isinstance(entry, TcpTarget) and entry.token_file == str(secret)
         assert entry.token == "0123456789abcdef0123"
         assert f.read_text().count("[[device]]") == 1
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_edit_dialog_snapshot(
+    snap_compare: Any, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``e`` on a device from the devices file, one other device marked: the form filled in,
+    saving ticked; it fits 80x24 and 60x20."""
+    monkeypatch.setattr(time, "time", lambda: 1_795_800_900.0)
+    devices_file = Path("/home/me/.config/edgescope/devices.toml")
+    app = EdgescopeApp(home=lambda: DevicesScreen(mdns=False, recheck=0, devices_file=devices_file))
+
+    async def show(pilot: Pilot[Any]) -> None:
+        screen = app.screen
+        assert isinstance(screen, DevicesScreen)
+        for d in SNAPSHOT_DEVICES:
+            screen.discovery.devices[d.key] = d
+            screen.post_message(DevicesScreen.DeviceChanged(d.key, d))
+        await pilot.pause()
+        select(screen, "pi-kitchen")
+        await pilot.press("space")
+        select(screen, "jetson")
+        await pilot.press("e")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=show)

@@ -301,12 +301,20 @@ async def test_a_device_added_then_edited_is_one_entry(
         await until(pilot, lambda: row_text(screen, address)[2:3] == ["unreachable"])
         assert load_devices_file(f).targets == (TcpTarget("127.0.0.1", 1),)
 
+        # Opened (its stream retrying), then edited: the stream of the old settings is closed.
         select(screen, address)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        stale = dashboard(app).feed
+        await pilot.press("escape")
+        await until(pilot, lambda: marks(screen, address) == "▶")
         await pilot.press("e")
         assert app.screen.query_one("#add-save", Checkbox).value is True  # it is in the file now
         await form({"name": "lab"})
         await until(pilot, lambda: row_text(screen, "lab")[2:3] == ["unreachable"])
         assert load_devices_file(f).targets == (TcpTarget("127.0.0.1", 1, name="lab"),)
+        assert app.feeds == [] and marks(screen, "lab") == ""
+        await until(pilot, lambda: stale.complete)
 
         await pilot.press("a")
         await form({"target": address, "name": "lab", "token": str(secret)}, save=True)

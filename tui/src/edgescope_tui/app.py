@@ -112,6 +112,13 @@ class EdgescopeApp(App[None]):
             self.show_feed(feed)
         return feed
 
+    def close_feed(self, feed: Feed) -> None:
+        """Stop reading ``feed``'s source and forget it (a device edited to a new address or
+        token: its next dashboard reads a new stream)."""
+        if feed in self.feeds:
+            self.feeds.remove(feed)
+        self.run_worker(feed.close(), name=f"close {feed.label}", exit_on_error=False)
+
     def _sources_screen(self) -> SourcesScreen:
         return SourcesScreen(lambda: self.feeds, self._show_listed)
 

@@ -103,7 +103,7 @@ def _state_line(d: Device) -> Text:
         return Text.assemble((f"{d.label}: ", "bold"), f"online on {where}; {runs}")
     if d.state in ("found", "checking"):
         return Text(f"{d.label}: {d.hint or 'checking...'}", style="yellow")
-    error = d.error.replace(" (--token-file)", "")  # the flag of the headless commands
+    error = d.error.replace(" (--token-file)", "")  # here, e is the way: said below
     text = Text(error or d.state, style="red" if d.state != "no-collector" else "yellow")
     if d.can_start_collector:
         text.append("  press x to start it", style="bold")
@@ -541,6 +541,9 @@ class DevicesScreen(Screen[None]):
             if edit is None:
                 return
             self.marked.discard(device.key)
+            stale = self._feed(device)
+            if stale is not None:  # read with the old address or token: the next is new
+                self.edgescope.close_feed(stale)
             now = self.discovery.edit(device.key, edit.target)
             if edit.save and self._save(edit.target, old if device.origin == "config" else None):
                 self.discovery.saved(now.key)

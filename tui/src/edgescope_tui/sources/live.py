@@ -7,8 +7,8 @@ run start, so the source reconnects at the earliest of them and reads the histor
 Where the collector's ring no longer holds that start, the run starts it restated are passed
 on (so the run and its time origin are known), then the oldest records the ring holds, with a
 gap between that says ``history from step N: the collector's ring no longer holds the start``.
-When the
-connection drops, the source says so at once (``Status("disconnected")``), reconnects with
+
+When the connection drops, the source says so at once (``Status("disconnected")``), reconnects with
 exponential backoff, and resumes from the last sequence number it delivered plus one: records
 the collector still holds arrive with no gap and none twice; records it no longer holds are
 announced as ``Status("gap", gap=(first, last))``. A collector that goes silent (no record and
@@ -150,10 +150,8 @@ class LiveSource:
     async def stream(self) -> AsyncIterator[Record | Status]:
         attempt = 0
         was_live = False
-        looking = self.from_start
-        """Still to learn where the current runs start (from the first keyframe read)."""
-        again = False
-        """Connecting again where the runs start (no drop: nothing to say)."""
+        looking = self.from_start  # still to learn where the runs start (the first keyframe)
+        again = False  # connecting again where the runs start: no drop, nothing to say
         while not self.closed:
             if not again:
                 yield Status("connecting", f"connecting to {self.label}")

@@ -127,9 +127,10 @@ class EdgescopeApp(App[None]):
         dashboard takes the place of the one under the list, as ``d`` does; elsewhere it opens
         on top."""
         stack = self.screen_stack
-        if len(stack) > 2 and isinstance(stack[-2], DashboardScreen):
+        under = stack[-2] if len(stack) > 2 else None
+        if isinstance(under, DashboardScreen):
             self.pop_screen()
-            if stack[-2].feed is not feed:
+            if under.feed is not feed:
                 self.switch_screen(DashboardScreen(feed))
             return
         self.show_feed(feed)

@@ -105,3 +105,30 @@ def test_one_address_twice_is_two_devices() -> None:
         ("jetson-2", "jetson"),
     ]
     assert list(d.devices) == ["tcp:10.0.0.5:7313", "tcp:10.0.0.5:7313#2"]
+
+
+@pytest.mark.asyncio
+async def test_editing_to_another_address_moves_the_row() -> None:
+    """Another address is another key: the old row goes, the new one comes, as the listed
+    address's duplicate where it is listed already; every change is said to the screen."""
+    seen: list[tuple[str, str | None]] = []
+    a = TcpTarget("127.0.0.1", 1, name="a")
+    b = TcpTarget("127.0.0.1", 2, name="b")
+    d = Discovery(
+        [(a, "config"), (b, "config")],
+        mdns=False,
+        recheck=0,
+        on_change=lambda key, dev: seen.append((key, dev.label if dev else None)),
+    )
+    await d.start()
+    try:
+        moved = d.edit("tcp:127.0.0.1:1", TcpTarget("127.0.0.1", 3, name="a3"))
+        assert moved.key == "tcp:127.0.0.1:3" and moved.origin == "config"
+        assert ("tcp:127.0.0.1:1", None) in seen
+        onto = d.edit(moved.key, TcpTarget("127.0.0.1", 2, name="b-too"))
+        assert (onto.key, onto.duplicate_of) == ("tcp:127.0.0.1:2#2", "b")
+        assert [x.label for x in d.devices.values()] == ["b", "b-too"]
+        await d.settle(5)
+        assert {x.state for x in d.devices.values()} == {"unreachable"}
+    finally:
+        await d.close()

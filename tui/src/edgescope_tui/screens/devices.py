@@ -330,14 +330,15 @@ class DevicesScreen(Screen[None]):
         """The line above the table: where devices come from (or what is wrong there), and
         how many are marked."""
         title = Text.assemble(("devices", "bold"), " · ")
+        if self.marked:  # first: a long devices-file path would cut it off at 80 columns
+            title.append(f"{len(self.marked)} marked: c compares them live", style="bold cyan")
+            title.append(" · ")
         if self.config_problem:
             title.append(self.config_problem, style="red")
         elif self.discovery.mdns_error:
             title.append(self.discovery.mdns_error, style="yellow")
         else:
             title.append(f"mDNS, SSH and {self.devices_file or default_devices_file()}")
-        if self.marked:
-            title.append(f" · {len(self.marked)} marked: c compares them live", style="bold cyan")
         return title
 
     def compose(self) -> ComposeResult:

@@ -26,7 +26,7 @@ from .records import Keyframe, Kind, Record, RunStart, StackSamples
 MAGIC = b"\x89EDGSCP\n"
 """First 8 bytes of every trace. The high byte and the newline catch text-mode mangling."""
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2
+FORMAT_MINOR = 3
 """1.1 appended ``processes`` to gpu records and ``sensors`` to thermal records; 1.2 added
 keyframe parts (kind 13) and appended ``parts`` to keyframes."""
 HEADER = struct.Struct("<8sHH")

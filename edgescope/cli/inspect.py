@@ -210,6 +210,14 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
         mem = _memory(r)
         if mem:
             line("memory", mem)
+        line("energy", _energy(r, s))
+        if r.energy is not None and r.energy.marks:
+            marks = r.energy.marks
+            shown = marks if len(marks) <= EVENT_LINES else marks[: EVENT_LINES - 1] + marks[-1:]
+            for i, (text, t, j) in enumerate(shown):
+                if len(marks) > EVENT_LINES and i == EVENT_LINES - 1:
+                    out.write(f"    ... {len(marks) - EVENT_LINES} more marks (see --json)\n")
+                out.write(f"    {_clock(t)}  {_joules(j):>10}  up to {escape(text)}\n")
     for e in s.crashes:
         _exception(e, s, out)
     if s.crashes_total > len(s.crashes):
@@ -273,6 +281,29 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             )
     if not s.indexed:
         line("index", "none (the file was not closed); seeking rebuilds it by a scan")
+
+
+def _joules(j: float) -> str:
+    if j >= 36_000:
+        return f"{j / 3.6e6:.3g} kWh" if j >= 3.6e6 else f"{j / 3600:.3g} Wh"
+    return f"{j:.3g} J"
+
+
+def _energy(r: RunSummary, s: TraceSummary) -> str:
+    """The run's energy in words, or why there is none."""
+    e = r.energy
+    if e is None:
+        if s.energy_sources:
+            return "no power record covers the run's time"
+        return "no energy source in the trace (no power records)"
+    parts = [f"{e.total_j:.4g} J ({e.wh:.4g} Wh)"]
+    if e.mean_w is not None:
+        parts.append(f"mean {e.mean_w:.3g} W over {_duration(e.covered_us)}")
+    if e.per_step_j is not None:
+        parts.append(f"{e.per_step_j:.3g} J/step over {e.steps:,} steps")
+    if len(e.joules) > 1:
+        parts.append(", ".join(f"{escape(k)} {j:.4g} J" for k, j in sorted(e.joules.items())))
+    return "; ".join(parts)
 
 
 def _memory(r: RunSummary) -> str:

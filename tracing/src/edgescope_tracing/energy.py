@@ -21,15 +21,20 @@ import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
-from .records import GpuSample, PowerReading, PowerSample
+from .records import CpuFreq, GpuSample, PowerReading, PowerSample, ThermalSample
 
 __all__ = [
     "BOARD",
     "HISTORY",
     "EnergyMeter",
     "EnergyPoint",
+    "AT_LIMIT",
+    "GPU_POWER_CAP_MASK",
+    "BoardPowerCap",
     "Probe",
+    "board_power_cap",
     "counter_delta",
+    "gpu_power_capped",
     "source_power_w",
 ]
 
@@ -53,6 +58,62 @@ def counter_delta(prev: int, now: int, range_uj: int | None) -> tuple[int, str |
     if range_uj and prev <= range_uj:
         return now + range_uj - prev, "wrap"
     return now, "reset"
+
+
+AT_LIMIT = 0.95
+"""A reading at this share of its power limit or more is at its limit."""
+GPU_POWER_CAP_MASK = 0x4 | 0x80
+"""NVML clock-event reasons that mean the power limit holds the clocks down: ``sw_power_cap``
+and ``hw_power_brake_slowdown`` (:data:`edgescope_tracing.signals.CLOCK_EVENT_REASONS`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BoardPowerCap:
+    """A board's power limit holding its CPU clocks down: a RAPL reading at its limit while a
+    CPU runs well below its maximum frequency (or its ``scaling_max`` is lowered)."""
+
+    reading: str
+    power_uw: int
+    limit_uw: int
+    cpu: int
+    khz: int
+    max_khz: int
+
+
+def _capped_cpu(f: CpuFreq) -> tuple[float, int, int] | None:
+    now = f.hw_khz or f.cur_khz
+    top = f.max_khz
+    if not now or not top:
+        return None
+    lowered = f.scaling_max_khz is not None and f.scaling_max_khz < 0.9 * top
+    if now < 0.85 * top or lowered:
+        return now / top, now, top
+    return None
+
+
+def board_power_cap(power: PowerSample, thermal: ThermalSample) -> BoardPowerCap | None:
+    """Whether, at this pair of samples, a power limit holds the CPU clocks down."""
+    at_limit = [
+        (r.power_uw / r.limit_uw, r)
+        for r in power.readings
+        if r.source == "rapl" and r.power_uw is not None and r.limit_uw
+        if r.power_uw >= AT_LIMIT * r.limit_uw
+    ]
+    if not at_limit:
+        return None
+    capped = [(c, f.cpu) for f in thermal.freqs if (c := _capped_cpu(f)) is not None]
+    if not capped:
+        return None
+    (_, now, top), cpu = min(capped)
+    _, r = max(at_limit, key=lambda x: x[0])
+    assert r.power_uw is not None and r.limit_uw is not None
+    return BoardPowerCap(r.name, r.power_uw, r.limit_uw, cpu, now, top)
+
+
+def gpu_power_capped(g: GpuSample) -> bool:
+    """Whether NVML says the GPU's power limit holds its clocks down (and it is not idle)."""
+    reasons = g.clock_event_reasons or 0
+    return bool(reasons & GPU_POWER_CAP_MASK) and not reasons & 0x1
 
 
 def source_power_w(p: PowerSample) -> dict[str, float]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .records import CpuFreq, GpuSample, PowerReading, PowerSample, ThermalSample
@@ -34,7 +35,9 @@ __all__ = [
     "Probe",
     "board_power_cap",
     "counter_delta",
+    "device_total",
     "gpu_power_capped",
+    "reading_joules",
     "source_power_w",
 ]
 
@@ -116,6 +119,13 @@ def gpu_power_capped(g: GpuSample) -> bool:
     return bool(reasons & GPU_POWER_CAP_MASK) and not reasons & 0x1
 
 
+def device_total(joules: Mapping[str, float]) -> float:
+    """The device's energy from per-source joules: the :data:`BOARD` source's where there is
+    one (a meter of the whole machine), else the sum over the sources."""
+    board = joules.get(BOARD)
+    return board if board is not None else sum(joules.values())
+
+
 def source_power_w(p: PowerSample) -> dict[str, float]:
     """Watts now per source: the sum of its ``total`` readings that give a power figure."""
     out: dict[str, float] = {}
@@ -123,6 +133,26 @@ def source_power_w(p: PowerSample) -> dict[str, float]:
         if r.total and r.power_uw is not None:
             out[r.source] = out.get(r.source, 0.0) + r.power_uw / 1e6
     return out
+
+
+def reading_joules(
+    prev: tuple[int, int | None, int | None] | None, r: PowerReading, t_us: int
+) -> tuple[float, str | None] | None:
+    """Joules of one reading since its previous one ``(t_us, energy_uj, power_uw)``, and
+    ``"wrap"``/``"reset"`` where its counter went back; None where there is nothing to add
+    from (no previous reading, or neither figure on both sides). The counter where both
+    readings have it, else the trapezoid of the power (the previous power, where absent, taken
+    as the current)."""
+    if prev is None or t_us <= prev[0]:
+        return None
+    prev_t, prev_e, prev_p = prev
+    if r.energy_uj is not None and prev_e is not None:
+        delta, what = counter_delta(prev_e, r.energy_uj, r.range_uj)
+        return delta / 1e6, what
+    if r.power_uw is not None:
+        p0 = prev_p if prev_p is not None else r.power_uw
+        return (p0 + r.power_uw) / 2e6 * (t_us - prev_t) / 1e6, None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +167,8 @@ class EnergyPoint:
 
     @property
     def total(self) -> float:
-        """The device's energy: the :data:`BOARD` source's where there is one, else the sum."""
-        board = self.joules.get(BOARD)
-        return board if board is not None else sum(self.joules.values())
+        """The device's energy (:func:`device_total`)."""
+        return device_total(self.joules)
 
     def minus(self, other: EnergyPoint) -> EnergyPoint:
         """The energy between ``other`` and this point (per source, never below 0)."""
@@ -157,13 +186,6 @@ class Probe:
 
 
 @dataclass(slots=True)
-class _Prev:
-    t_us: int
-    energy_uj: int | None
-    power_uw: int | None
-
-
-@dataclass(slots=True)
 class EnergyMeter:
     """Cumulative energy per source over a stream of power records (see the module)."""
 
@@ -173,7 +195,7 @@ class EnergyMeter:
     """Counters that went back without a range to wrap at (restarted)."""
     sources: set[str] = field(default_factory=set)
     """Sources that gave a figure that counts (a counter or a power reading)."""
-    _prev: dict[tuple[str, str], _Prev] = field(default_factory=dict)
+    _prev: dict[tuple[str, str], tuple[int, int | None, int | None]] = field(default_factory=dict)
     _cum: dict[str, float] = field(default_factory=dict)
     _covered: int = 0
     _last_t: int | None = None
@@ -232,26 +254,21 @@ class EnergyMeter:
         """Add the reading's energy since its previous one; whether it had one to add from."""
         key = (r.source, r.name)
         prev = self._prev.get(key)
-        if prev is not None and t <= prev.t_us:
+        if prev is not None and t <= prev[0]:
             return False
-        self._prev[key] = _Prev(t, r.energy_uj, r.power_uw)
+        self._prev[key] = (t, r.energy_uj, r.power_uw)
         self.sources.add(r.source)
         self._cum.setdefault(r.source, 0.0)
-        if prev is None:
+        got = reading_joules(prev, r, t)
+        if got is None:
             return False
-        if r.energy_uj is not None and prev.energy_uj is not None:
-            delta, what = counter_delta(prev.energy_uj, r.energy_uj, r.range_uj)
-            if what == "wrap":
-                self.wraps += 1
-            elif what == "reset":
-                self.resets += 1
-            self._cum[r.source] += delta / 1e6
-            return True
-        if r.power_uw is not None:
-            p0 = prev.power_uw if prev.power_uw is not None else r.power_uw
-            self._cum[r.source] += (p0 + r.power_uw) / 2e6 * (t - prev.t_us) / 1e6
-            return True
-        return False
+        joules, what = got
+        if what == "wrap":
+            self.wraps += 1
+        elif what == "reset":
+            self.resets += 1
+        self._cum[r.source] += joules
+        return True
 
     def probe(self, t_us: int) -> Probe:
         """The cumulative energy at ``t_us``, now if samples past it are in, else later."""

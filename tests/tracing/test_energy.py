@@ -196,3 +196,18 @@ def test_inspect_says_the_energy_or_why_there_is_none(
     assert main(["inspect", "--json", str(path)]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert runs[0]["energy_j"] == pytest.approx(60.0) and "energy_j" not in runs[1]
+
+
+def test_a_logged_epoch_splits_the_energy_like_a_mark() -> None:
+    """10 W; the run logs ``epoch`` 0 for 4 s, then 1 for 6 s."""
+    recs: list[object] = [RunStart(0, "ee" * 16, "train", "h", 1, t_us=T0)]
+    for i in range(11):
+        recs.append(rapl(T0 + i * S, i * 10_000_000))
+        recs.append(Metrics(0, "epoch", (i,), (T0 + i * S,), (0.0 if i < 4 else 1.0,)))
+    recs.append(RunEnd(0, exit_code=0, t_us=T0 + 10 * S))
+    e = summarize(recs, format_version="1.3", size=0).runs[0].energy  # type: ignore[arg-type]
+    assert e is not None
+    assert [(m, t - T0, round(j, 6)) for m, t, j in e.marks] == [
+        ("epoch 0", 4 * S, 40.0),
+        ("epoch 1 (to the end)", 10 * S, 60.0),
+    ]

@@ -64,6 +64,8 @@ RUNS_KEPT = 10_000
 """Runs summarized; runs beyond are counted (``runs_other``). A device's store over months."""
 METRIC_KEYS_KEPT = 10_000
 """Metric keys summarized; values of further keys are counted (``metric_values_other``)."""
+EPOCH_KEYS = frozenset({"epoch", "train/epoch", "trainer/epoch"})
+"""Metric keys read as the epoch number: where it changes, an epoch ended."""
 MARKS_KEPT = 1000
 """Marks of a run whose energy is given (the first ones); further marks are counted."""
 FUNCTIONS_KEPT = 50_000
@@ -253,8 +255,10 @@ class RunEnergy:
     steps: int | None
     """Steps of the run (last logged step - first + 1), None where it logged none."""
     marks: tuple[tuple[str, int, float], ...] = ()
-    """``(text, t_us, joules)`` of each mark: the energy since the previous mark (or the run's
-    start) up to it; the last item, ``("end", t_us, joules)``, the rest of the run."""
+    """``(text, t_us, joules)`` of each mark (a ``mark`` event, or a logged ``epoch`` that
+    changed, as ``epoch N``): the energy since the previous mark (or the run's start) up to it;
+    the last item, ``("end", t_us, joules)``, the rest of the run (``epoch N (to the end)``
+    where epochs are logged)."""
     marks_other: int = 0
 
     @property
@@ -313,6 +317,14 @@ class RunSummary:
     _e_end: Probe | None = None
     _e_marks: list[tuple[str, Probe]] = field(default_factory=list)
     _e_marks_other: int = 0
+    _epoch: float | None = None
+
+    def mark_energy(self, text: str, probe: Probe) -> None:
+        """A point the run's energy is split at (a mark, the end of a logged epoch)."""
+        if len(self._e_marks) < MARKS_KEPT:
+            self._e_marks.append((text, probe))
+        else:
+            self._e_marks_other += 1
 
     @property
     def ended(self) -> bool:
@@ -595,6 +607,8 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
                 top, low = max(rec.steps), min(rec.steps)
                 rs.last_step = top if rs.last_step is None else max(rs.last_step, top)
                 rs.first_step = low if rs.first_step is None else min(rs.first_step, low)
+                if rec.key in EPOCH_KEYS:
+                    _epochs(rs, rec, meter)
         elif isinstance(rec, RunStart | Keyframe):
             for r in (rec,) if isinstance(rec, RunStart) else rec.runs:
                 if r.run_id not in runs:
@@ -622,10 +636,7 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             if rs is not None:
                 _vanished(rs, rec)
                 if rec.kind == "mark" and rs.end is None:
-                    if len(rs._e_marks) < MARKS_KEPT:
-                        rs._e_marks.append((rec.message, meter.probe(rec.t_us)))
-                    else:
-                        rs._e_marks_other += 1
+                    rs.mark_energy(rec.message, meter.probe(rec.t_us))
         elif isinstance(rec, ProcessSample):
             rs = by_ref.get(rec.run)
             if rs is not None:
@@ -643,6 +654,17 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             meter.add(rec)
     _settle_energy(s, meter)
     return s
+
+
+def _epochs(rs: RunSummary, m: Metrics, meter: EnergyMeter) -> None:
+    """A logged epoch number that changes ends the epoch before it: the run's energy is split
+    there, as at a mark, and the span is named ``epoch N``."""
+    for t, v in zip(m.times_us, m.values, strict=True):
+        if not math.isfinite(v):
+            continue
+        if rs._epoch is not None and v != rs._epoch:
+            rs.mark_energy(f"epoch {rs._epoch:g}", meter.probe(t))
+        rs._epoch = v
 
 
 def _settle_energy(s: TraceSummary, meter: EnergyMeter) -> None:
@@ -670,7 +692,8 @@ def _settle_energy(s: TraceSummary, meter: EnergyMeter) -> None:
             marks.append((text, pr.point.t_us, pr.point.minus(prev).total))
             prev = pr.point
         if marks:
-            marks.append(("end", end.t_us, end.minus(prev).total))
+            last = "end" if rs._epoch is None else f"epoch {rs._epoch:g} (to the end)"
+            marks.append((last, end.t_us, end.minus(prev).total))
         steps = (
             rs.last_step - rs.first_step + 1
             if rs.last_step is not None and rs.first_step is not None

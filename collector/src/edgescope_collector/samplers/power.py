@@ -261,7 +261,8 @@ class PowerSampler:
                 power = raw * c.power_scale if raw is not None and raw >= 0 else None
             if power is None and c.volts is not None and c.amps is not None:
                 mv, ma = read_int(c.volts), read_int(c.amps)
-                power = mv * ma if mv is not None and ma is not None and mv >= 0 <= ma else None
+                if mv is not None and ma is not None and mv >= 0 and ma >= 0:
+                    power = mv * ma
             if energy is not None and energy < 0:
                 energy = None
             if energy is not None and power is None:

@@ -222,6 +222,11 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
         _exception(e, s, out)
     if s.crashes_total > len(s.crashes):
         out.write(f"    ... {s.crashes_total - len(s.crashes)} more crashes (tracebacks)\n")
+    if s.energy_sources:
+        said = [f"{s.energy_wraps} counter wrap(s)"] if s.energy_wraps else []
+        said += [f"{s.energy_resets} counter restart(s)"] if s.energy_resets else []
+        more = f" ({', '.join(said)})" if said else ""
+        line("power", f"energy sources {', '.join(map(escape, s.energy_sources))}{more}")
     for i, (name, peak, total) in sorted(s.gpu_memory.items()):
         of = f" of {_size(total)}" if total else ""
         line("gpu mem", f"gpu{i} {escape(name)}: peak {_size(peak)} used{of}")
@@ -284,9 +289,8 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
 
 
 def _joules(j: float) -> str:
-    if j >= 36_000:
-        return f"{j / 3.6e6:.3g} kWh" if j >= 3.6e6 else f"{j / 3600:.3g} Wh"
-    return f"{j:.3g} J"
+    """``46,747 J``, ``2.57 J``: whole joules with separators from 100 J up."""
+    return f"{j:,.0f} J" if j >= 100 else f"{j:.3g} J"
 
 
 def _energy(r: RunSummary, s: TraceSummary) -> str:
@@ -296,13 +300,13 @@ def _energy(r: RunSummary, s: TraceSummary) -> str:
         if s.energy_sources:
             return "no power record covers the run's time"
         return "no energy source in the trace (no power records)"
-    parts = [f"{e.total_j:.4g} J ({e.wh:.4g} Wh)"]
+    parts = [f"{_joules(e.total_j)} ({e.wh:.4g} Wh)"]
     if e.mean_w is not None:
         parts.append(f"mean {e.mean_w:.3g} W over {_duration(e.covered_us)}")
     if e.per_step_j is not None:
         parts.append(f"{e.per_step_j:.3g} J/step over {e.steps:,} steps")
     if len(e.joules) > 1:
-        parts.append(", ".join(f"{escape(k)} {j:.4g} J" for k, j in sorted(e.joules.items())))
+        parts.append(", ".join(f"{escape(k)} {_joules(j)}" for k, j in sorted(e.joules.items())))
     return "; ".join(parts)
 
 

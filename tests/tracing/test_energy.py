@@ -193,6 +193,7 @@ def test_inspect_says_the_energy_or_why_there_is_none(
     out = capsys.readouterr().out
     assert "energy  60 J (0.01667 Wh); mean 6 W over 10.0 s; 6 J/step over 10 steps" in out
     assert "energy  no power record covers the run's time" in out
+    assert "  power   energy sources ina3221\n" in out
     assert main(["inspect", "--json", str(path)]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert runs[0]["energy_j"] == pytest.approx(60.0) and "energy_j" not in runs[1]

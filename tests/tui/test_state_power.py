@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 from edgescope_tracing import (
+    CpuFreq,
     Metrics,
     PowerReading,
     PowerSample,
     RunEnd,
     RunStart,
+    ThermalSample,
     TraceReader,
 )
 from edgescope_tracing.summary import summarize
@@ -93,3 +95,30 @@ def test_the_h200_example_gives_the_same_j_per_step_as_inspect() -> None:
     assert energy is not None and energy.per_step_j is not None
     assert state.joules_per_step(run) == pytest.approx(energy.per_step_j, rel=1e-9)
     assert 3.0 < energy.per_step_j < 5.0
+
+
+def test_a_power_limit_holding_the_clocks_is_a_board_throttled_period() -> None:
+    """Seconds 3-6: the package at 14.9 W of its 15 W limit, the CPUs at 1.2 of 4.7 GHz."""
+    recs: list[object] = []
+    for i in range(10):
+        t = T0 + i * S
+        capped = 3 <= i <= 6
+        recs.append(
+            ThermalSample(
+                freqs=tuple(
+                    CpuFreq(c, 1_200_000 if capped else 4_500_000, max_khz=4_700_000)
+                    for c in range(4)
+                ),
+                t_us=t,
+            )
+        )
+        watts = 14_900_000 if capped else 6_000_000
+        pkg = PowerReading("rapl", "package-0", i * watts, watts, 1 << 38, 15_000_000)
+        recs.append(PowerSample((pkg,), t_us=t))
+    state = fold_all(recs)  # type: ignore[arg-type]
+    spans = [s for s in state.spans() if s.source == "board"]
+    assert [(s.start_us - T0, s.end_us - T0, s.reasons) for s in spans] == [
+        (3 * S, 7 * S, ("power_cap",))
+    ]
+    clocks = system_specs(state, 0, None, T0, T0 + 10 * S)["clocks"]
+    assert [(b.x0 - T0, b.label) for b in clocks.bands] == [(3 * S, "board")]

@@ -13,7 +13,8 @@ What is derived on the way:
   the time between consecutive steps of the run's first metric; throughput is its inverse.
 - throttled periods as spans: NVML clock-event reasons that slow the GPU (power cap, thermal,
   hardware slowdown, power brake, board limit, reliability), a Raspberry Pi's current
-  throttled flags, or x86 ``*throttle_count`` counters that went up since the previous sample.
+  throttled flags, x86 ``*throttle_count`` counters that went up since the previous sample,
+  or a board's RAPL power limit holding its CPU clocks down (``board``, ``power_cap``).
   Reasons and flags are named as :mod:`edgescope_tracing.signals` names them (``sw_power_cap``,
   ``under_voltage``), the names the collector's anomaly messages use.
 - power and energy: watts per source (:func:`edgescope_tracing.energy.source_power_w`) and
@@ -48,7 +49,12 @@ from edgescope_tracing import (
     SystemSample,
     ThermalSample,
 )
-from edgescope_tracing.energy import device_total, reading_joules, source_power_w
+from edgescope_tracing.energy import (
+    board_power_cap,
+    device_total,
+    reading_joules,
+    source_power_w,
+)
 from edgescope_tracing.signals import (
     GPU_THROTTLE_MASK,
     PI_THROTTLED_NOW_MASK,
@@ -222,6 +228,9 @@ class PowerState:
     """Each reading's last ``(t_us, energy_uj, power_uw)``, to add the next one from."""
     nvml_records: bool = False
     """Power records of NVML came: GPU samples' power no longer counts for energy."""
+    instant: tuple[int, PowerSample | None, ThermalSample | None] = (0, None, None)
+    """The power and thermal records of the latest instant, to tell whether a power limit
+    held the CPU clocks down then (a ``board`` throttled period)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,6 +442,7 @@ class StateBuilder:
         self.joules = _Cow(pw.joules)
         self.power_last = _Cow(pw.last)
         self.nvml_records: bool = pw.nvml_records
+        self.power_instant = pw.instant
         self.windows: Log[StackWindow] = st.windows
         self.stack_total: int = st.total
         self.self_counts = _Cow(st.self_counts)
@@ -481,6 +491,7 @@ class StateBuilder:
                     self.joules.freeze(),
                     self.power_last.freeze(),
                     self.nvml_records,
+                    self.power_instant,
                 ),
                 stacks=StackState(self.windows, self.stack_total, self.self_counts.freeze()),
                 events=self.events,
@@ -790,6 +801,8 @@ def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
         if any(n.startswith("pi") for n in x.throttle):
             _throttle(b, "pi", x.t_us, tuple(pi_reasons))
         b.counters.w().update(x.throttle)
+    if b.power_instant[1] is not None:  # a board with RAPL: is its power limit holding it?
+        _board_cap(b, None, x)
 
 
 def _fold_power(b: StateBuilder, p: PowerSample) -> None:
@@ -803,6 +816,21 @@ def _fold_power(b: StateBuilder, p: PowerSample) -> None:
     if limits:
         b.power_limits.w().update(limits)
     _fold_energy(b, p.readings, p.t_us)
+    if any(r.source == "rapl" for r in p.readings):
+        _board_cap(b, p, None)
+
+
+def _board_cap(b: StateBuilder, power: PowerSample | None, thermal: ThermalSample | None) -> None:
+    """A ``board`` throttled period while a power limit holds the CPU clocks down
+    (:func:`edgescope_tracing.energy.board_power_cap`), once both records of an instant came."""
+    t = power.t_us if power is not None else thermal.t_us if thermal is not None else 0
+    at, p, th = b.power_instant
+    if at != t:
+        p, th = None, None
+    p, th = power or p, thermal or th
+    b.power_instant = (t, p, th)
+    if p is not None and th is not None:
+        _throttle(b, "board", t, ("power_cap",) if board_power_cap(p, th) else ())
 
 
 def _fold_energy(b: StateBuilder, readings: Iterable[PowerReading], t_us: int) -> None:

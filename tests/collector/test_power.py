@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from edgescope_collector.doctor import diagnose
 from edgescope_collector.samplers import ProcessWatch, default_samplers
+from edgescope_collector.samplers import power as power_module
 from edgescope_collector.samplers.nvml import NvmlSampler, power_reading_from_readings
 from edgescope_collector.samplers.power import PowerSampler
 from edgescope_tracing.energy import EnergyMeter
@@ -197,3 +198,20 @@ def test_nvml_total_energy_becomes_a_power_reading() -> None:
         meter.add(power)
         meter.add_gpu(gpu)  # ignored: the counter is there
     assert meter.latest is not None and meter.latest.joules == {"nvml": pytest.approx(600.0)}
+
+
+def test_rapl_readable_by_root_only_is_said(
+    board: Callable[[str], Board], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Since Linux 5.10 ``energy_uj`` is 0400 root (CVE-2020-8694). The tests run as root, who
+    reads every file, so the permission check is made to answer as for another user."""
+    b = board("x86-laptop")
+    real = power_module.os.access
+    monkeypatch.setattr(
+        power_module.os,
+        "access",
+        lambda p, m: False if str(p).endswith("energy_uj") else real(p, m),
+    )
+    s = PowerSampler(b.roots)
+    assert "rapl" not in s.sources
+    assert "CVE-2020-8694" in s.skipped["rapl"] and "root" in s.skipped["rapl"]

@@ -29,6 +29,8 @@ EXPECTED = {
     "CpuFreq",
     "CoolingDevice",
     "GpuSample",
+    "PowerSample",
+    "PowerReading",
     "StackSamples",
     "StackFrame",
     "Event",

@@ -3,7 +3,7 @@
 The output is *long*: one row per value, so every metric and every device figure fits the same
 columns and pandas, DuckDB or a spreadsheet can pivot it as they like::
 
-    series   metric, or with --system: system, process, thermal, gpu
+    series   metric, or with --system: system, process, thermal, gpu, power
     run      the run's name ("" for device-wide figures)
     run_id   the run's unique id ("" for device-wide figures)
     key      the metric's key (``loss``), or the figure's dotted name (``gpu0.temp_c``)
@@ -32,8 +32,11 @@ Device figures keep their source in the key: ``system.cpu_percent``, ``system.cp
 ``system.psi.memory.some.avg10``, ``process.<pid>.rss``, ``thermal.<zone>.temp_c``,
 ``cpufreq.cpu<n>.cur_khz``, ``cooling.<name>.cur_state``, ``throttle.<counter>``,
 ``sensors.<name>`` (e.g. ``sensors.hwmon.ina3221.in1``, in V, A, W or RPM),
-``gpu<index>.power_mw``, ``gpu<index>.process.<pid>.mem_used`` (bytes). Figures a source did not
-have are left out, not written as empty.
+``gpu<index>.power_mw``, ``gpu<index>.process.<pid>.mem_used`` (bytes),
+``power.<source>.<reading>.power_uw`` (µW), ``.energy_uj`` (µJ, the raw counter: it wraps at
+``.range_uj``), ``.limit_uw`` (e.g. ``power.rapl.package-0.energy_uj``,
+``power.ina3221.ina3221/VDD_IN.power_uw``). Figures a source did not have are left out, not
+written as empty.
 
 Text cells (run names, keys, messages) are the trace writer's: CSV writes their control
 characters as visible escapes (``\\x1b``) and puts ``'`` before a cell that a spreadsheet would
@@ -62,6 +65,8 @@ from edgescope_tracing import (
     GpuSample,
     Keyframe,
     Metrics,
+    PowerReading,
+    PowerSample,
     ProcessSample,
     Record,
     RunStart,
@@ -80,7 +85,7 @@ COLUMNS = ("series", "run", "run_id", "key", "step", "time", "t_us", "value")
 EVENT_COLUMNS = (*COLUMNS, "text")
 """The columns with ``--events``."""
 
-Series = Literal["metric", "system", "process", "thermal", "gpu", "event"]
+Series = Literal["metric", "system", "process", "thermal", "gpu", "power", "event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +129,8 @@ _GPU_FIELDS = _record_fields(GpuSample, "index", "name", "processes")
 # per_cpu_percent and psi are not one figure each: rows of their own in _device_rows.
 _SYSTEM_FIELDS = _record_fields(SystemSample, "per_cpu_percent", "psi")
 _PROCESS_FIELDS = _record_fields(ProcessSample, "run", "pid")
+# source and name are in the key; total says how readers sum, not a figure.
+_POWER_FIELDS = _record_fields(PowerReading, "source", "name", "total")
 
 
 def _fields(rec: Any, names: Iterable[str], prefix: str) -> Iterator[tuple[str, float]]:
@@ -169,6 +176,9 @@ def _device_rows(rec: Record) -> Iterator[tuple[Series, int, Iterator[tuple[str,
         figures.extend((f"throttle.{k}", v) for k, v in rec.throttle.items())
         figures.extend((f"sensors.{k}", v) for k, v in rec.sensors.items())
         yield "thermal", -1, iter(figures)
+    elif isinstance(rec, PowerSample):
+        for r in rec.readings:
+            yield "power", -1, _fields(r, _POWER_FIELDS, f"power.{r.source}.{r.name}.")
 
 
 def _run_names(runs: dict[int, RunStart], run: int) -> tuple[str, str]:
@@ -366,7 +376,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--system",
         action="store_true",
-        help="also the system, process, thermal and GPU series",
+        help="also the system, process, thermal, GPU and power series",
     )
     p.add_argument(
         "--events",

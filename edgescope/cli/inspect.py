@@ -210,10 +210,23 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
         mem = _memory(r)
         if mem:
             line("memory", mem)
+        line("energy", _energy(r, s))
+        if r.energy is not None and r.energy.marks:
+            marks = r.energy.marks
+            shown = marks if len(marks) <= EVENT_LINES else marks[: EVENT_LINES - 1] + marks[-1:]
+            for i, (text, t, j) in enumerate(shown):
+                if len(marks) > EVENT_LINES and i == EVENT_LINES - 1:
+                    out.write(f"    ... {len(marks) - EVENT_LINES} more marks (see --json)\n")
+                out.write(f"    {_clock(t)}  {_joules(j):>10}  up to {escape(text)}\n")
     for e in s.crashes:
         _exception(e, s, out)
     if s.crashes_total > len(s.crashes):
         out.write(f"    ... {s.crashes_total - len(s.crashes)} more crashes (tracebacks)\n")
+    if s.energy_sources:
+        said = [f"{s.energy_wraps} counter wrap(s)"] if s.energy_wraps else []
+        said += [f"{s.energy_resets} counter restart(s)"] if s.energy_resets else []
+        more = f" ({', '.join(said)})" if said else ""
+        line("power", f"energy sources {', '.join(map(escape, s.energy_sources))}{more}")
     for i, (name, peak, total) in sorted(s.gpu_memory.items()):
         of = f" of {_size(total)}" if total else ""
         line("gpu mem", f"gpu{i} {escape(name)}: peak {_size(peak)} used{of}")
@@ -273,6 +286,28 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
             )
     if not s.indexed:
         line("index", "none (the file was not closed); seeking rebuilds it by a scan")
+
+
+def _joules(j: float) -> str:
+    """``46,747 J``, ``2.57 J``: whole joules with separators from 100 J up."""
+    return f"{j:,.0f} J" if j >= 100 else f"{j:.3g} J"
+
+
+def _energy(r: RunSummary, s: TraceSummary) -> str:
+    """The run's energy in words, or why there is none."""
+    e = r.energy
+    if e is None:
+        if s.energy_sources:
+            return "no power record covers the run's time"
+        return "no energy source in the trace (no power records)"
+    parts = [f"{_joules(e.total_j)} ({e.wh:.4g} Wh)"]
+    if e.mean_w is not None:
+        parts.append(f"mean {e.mean_w:.3g} W over {_duration(e.covered_us)}")
+    if e.per_step_j is not None:
+        parts.append(f"{e.per_step_j:.3g} J/step over {e.steps:,} steps")
+    if len(e.joules) > 1:
+        parts.append(", ".join(f"{escape(k)} {_joules(j)}" for k, j in sorted(e.joules.items())))
+    return "; ".join(parts)
 
 
 def _memory(r: RunSummary) -> str:

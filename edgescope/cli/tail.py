@@ -98,6 +98,7 @@ def record_line(rec: Any) -> str:
         GpuSample,
         Keyframe,
         Metrics,
+        PowerSample,
         ProcessSample,
         RunEnd,
         RunStart,
@@ -105,6 +106,7 @@ def record_line(rec: Any) -> str:
         SystemSample,
         ThermalSample,
     )
+    from edgescope_tracing.energy import source_power_w
     from edgescope_tracing.summary import exit_words, iso_time, kind_name
 
     t = (iso_time(rec.t_us) or "")[11:23]
@@ -144,6 +146,10 @@ def record_line(rec: Any) -> str:
             f"gpu{rec.index} {rec.name} {_num(rec.temp_c)}°C util {_num(rec.util_gpu)}% "
             f"power {_num(None if rec.power_mw is None else rec.power_mw / 1000)} W"
         )
+    elif isinstance(rec, PowerSample):
+        watts = source_power_w(rec)
+        gist = " ".join(f"{k} {v:.4g} W" for k, v in sorted(watts.items()))
+        gist = gist or f"{len(rec.readings)} counter(s)"
     else:
         gist = ""
     return escape(f"{rec.seq:>9} {t} {kind:<9} {gist}".rstrip())

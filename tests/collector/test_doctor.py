@@ -22,7 +22,7 @@ def test_json_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
     d = json.loads(capsys.readouterr().out)
     samplers = {s["name"]: s for s in d["samplers"]}
     assert list(samplers)[:2] == ["system", "process"]
-    assert set(samplers) == {"system", "process", "thermal", "jetson_gpu", "nvml"}
+    assert set(samplers) == {"system", "process", "thermal", "power", "jetson_gpu", "nvml"}
     assert samplers["system"]["ok"] and samplers["system"]["records"] == 1
     # The doctor's own process stands in for a run.
     assert samplers["process"]["ok"] and samplers["process"]["records"] >= 1

@@ -232,6 +232,7 @@ def test_read_asks_for_compute_and_graphics_processes() -> None:
         "nvmlDeviceGetPowerUsage",
         "nvmlDeviceGetEnforcedPowerLimit",
         "nvmlDeviceGetClockInfo",
+        "nvmlDeviceGetTotalEnergyConsumption",
         "nvmlShutdown",
     ):
         setattr(nvml, name, fail)

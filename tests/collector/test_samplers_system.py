@@ -171,7 +171,7 @@ def test_default_samplers_on_live_and_on_trees(board: Callable[[str], Board]) ->
     b = board("jetson-orin")
     samplers, skipped = default_samplers(b.roots, watch)
     names = [s.name for s in samplers]
-    assert names[:4] == ["system", "process", "thermal", "jetson_gpu"]
+    assert names[:5] == ["system", "process", "thermal", "power", "jetson_gpu"]
     assert ("nvml" in names) is ("nvml" not in skipped)  # NVML asks the driver, not the tree
     for s in samplers:
         s.close()

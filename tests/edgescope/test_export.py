@@ -19,6 +19,8 @@ from edgescope_tracing import (
     Event,
     GpuSample,
     Metrics,
+    PowerReading,
+    PowerSample,
     ProcessSample,
     RunEnd,
     RunStart,
@@ -157,6 +159,25 @@ def test_jsonl_with_system_series(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert keys.index("system.cpu_percent") < len(keys) - 1 and keys[-1] == "loss"
 
 
+def test_the_power_series_are_exported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "p.est"
+    rapl = PowerReading(
+        "rapl", "package-0", 262_143_000_000, 15_250_000, 262_143_328_850, 28_000_000
+    )
+    rail = PowerReading("ina3221", "ina3221/VDD_IN", power_uw=6_167_552)
+    _write(trace, [PowerSample((rapl, rail), t_us=T0), PowerSample((rail,), t_us=T0 + 1)])
+    assert main(["export", str(trace), "--format", "csv", "--system"]) == 0
+    got = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["series"], r["key"], r["value"], r["t_us"]) for r in got] == [
+        ("power", "power.rapl.package-0.energy_uj", "262143000000", str(T0)),
+        ("power", "power.rapl.package-0.power_uw", "15250000", str(T0)),
+        ("power", "power.rapl.package-0.range_uj", "262143328850", str(T0)),
+        ("power", "power.rapl.package-0.limit_uw", "28000000", str(T0)),
+        ("power", "power.ina3221.ina3221/VDD_IN.power_uw", "6167552", str(T0)),
+        ("power", "power.ina3221.ina3221/VDD_IN.power_uw", "6167552", str(T0 + 1)),
+    ]
+
+
 def test_pandas_reads_the_h200_example(tmp_path: Path) -> None:
     csv_out, jsonl_out = tmp_path / "h.csv", tmp_path / "h.jsonl"
     assert main(["export", str(EXAMPLE), "--format", "csv", "--system", "-o", str(csv_out)]) == 0
@@ -253,9 +274,11 @@ def test_every_figure_field_is_one_number() -> None:
     (a tuple, a dict) must be left out of them and given rows of its own."""
     from dataclasses import fields
 
-    from edgescope.cli.export import _GPU_FIELDS, _PROCESS_FIELDS, _SYSTEM_FIELDS
+    from edgescope.cli.export import _GPU_FIELDS, _POWER_FIELDS, _PROCESS_FIELDS, _SYSTEM_FIELDS
 
+    assert _POWER_FIELDS == ("energy_uj", "power_uw", "range_uj", "limit_uw")
     for cls, names in (
+        (PowerReading, _POWER_FIELDS),
         (GpuSample, _GPU_FIELDS),
         (SystemSample, _SYSTEM_FIELDS),
         (ProcessSample, _PROCESS_FIELDS),

@@ -54,7 +54,7 @@ def frames_of(data: bytes) -> list[Frame]:
         (length,) = struct.unpack_from("<I", data, pos + 2)
         end = pos + FRAME_HEAD_SIZE + length
         items = msgpack.unpackb(data[pos + FRAME_HEAD_SIZE : end], raw=False)
-        seqs = [w[1] for w in items if w[0] not in (0, 11, 12)]
+        seqs = [w[1] for w in items if w[0] not in (0, 11) and not (w[0] == 12 and len(w) == 2)]
         out.append(Frame(pos, end, seqs))
         pos = end
     assert pos == len(data)

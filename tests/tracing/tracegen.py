@@ -20,6 +20,8 @@ from edgescope_tracing import (
     GpuSample,
     Keyframe,
     Metrics,
+    PowerReading,
+    PowerSample,
     ProcessSample,
     Record,
     RunEnd,
@@ -208,6 +210,23 @@ gpu_samples = st.builds(
     processes=st.lists(st.tuples(I64, NAT), max_size=4).map(tuple),
     t_us=TIME,
 )
+power_samples = st.builds(
+    PowerSample,
+    readings=st.lists(
+        st.builds(
+            PowerReading,
+            source=st.sampled_from(["rapl", "hwmon", "ina3221", "nvml", "pmic"]),
+            name=NAMES,
+            energy_uj=opt(NAT),
+            power_uw=opt(NAT),
+            range_uj=opt(NAT),
+            limit_uw=opt(NAT),
+            total=st.booleans(),
+        ),
+        max_size=6,
+    ).map(tuple),
+    t_us=TIME,
+)
 frames = st.builds(StackFrame, function=NAMES, file=NAMES, line=st.integers(0, 1 << 31))
 stack_samples = st.builds(
     StackSamples,
@@ -239,6 +258,7 @@ any_record: st.SearchStrategy[Record] = st.one_of(
     gpu_samples,
     stack_samples,
     events,
+    power_samples,
 )
 record_lists = st.lists(any_record, min_size=1, max_size=60)
 

@@ -96,6 +96,7 @@ _SOURCES = {
         "pi_throttled",
         "hwmon",
     ),
+    "power": ("rapl", "hwmon_power", "ina3221"),
 }
 
 
@@ -136,6 +137,24 @@ def _cgroup_note(roots: Roots) -> str:
     return f"no cgroup memory controller under {base}: runs get no cgroup figures"
 
 
+ENERGY_SOURCES = ("rapl", "hwmon_power", "ina3221", "pi_pmic")
+"""The power sampler's sources (:mod:`.samplers.power`); NVML's energy is the nvml sampler's."""
+
+
+def _energy_note(checks: list[SamplerCheck], skipped: dict[str, str]) -> str:
+    """Which energy sources this machine has, and which were looked for and are absent."""
+    have = [s for s in ENERGY_SOURCES if s not in skipped]
+    if any(c.name == "nvml" and c.ok for c in checks):
+        have.append("nvml (GPU total energy and power)")
+    absent = [s for s in ENERGY_SOURCES if s in skipped]
+    if "nvml" in skipped:
+        absent.append("nvml")
+    found = ", ".join(have) if have else "none: runs get no energy figures"
+    return f"energy sources: {found}" + (
+        f"; looked for, absent: {', '.join(absent)}" if absent else ""
+    )
+
+
 def diagnose(roots: Roots | None = None, backends: bool = True) -> Diagnosis:
     """Check every sampler and stack backend here (``backends=False`` skips the latter)."""
     roots = roots or Roots()
@@ -165,7 +184,7 @@ def diagnose(roots: Roots | None = None, backends: bool = True) -> Diagnosis:
         for s in samplers:
             s.close()
     names = {c.name for c in checks}
-    for name in ("thermal", "jetson_gpu", "nvml"):
+    for name in ("thermal", "power", "jetson_gpu", "nvml"):
         if name not in names:
             why = skipped.get(name) or "none of its sources is present (see below)"
             checks.append(SamplerCheck(name, False, error=why))
@@ -177,7 +196,7 @@ def diagnose(roots: Roots | None = None, backends: bool = True) -> Diagnosis:
             version = None if name == "python" or problem else _version(name)
             backend_checks.append(BackendCheck(name, problem is None, problem, version))
 
-    notes = [_cgroup_note(roots)]
+    notes = [_cgroup_note(roots), _energy_note(checks, skipped)]
     if roots.is_live:
         btf = Path("/sys/kernel/btf/vmlinux")
         notes.append(

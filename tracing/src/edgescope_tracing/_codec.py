@@ -37,6 +37,8 @@ from .records import (
     Keyframe,
     Kind,
     Metrics,
+    PowerReading,
+    PowerSample,
     ProcessSample,
     Record,
     RunEnd,
@@ -61,7 +63,9 @@ METRIC_CHUNK = 2048
 """Values per metric batch on the wire: keeps the worst case (float64, 8-byte deltas) ~50 KiB."""
 
 INDEX_POINTER = 12
-"""Kind tag of the fixed-size last frame of a closed file: ``[12, index_offset]``."""
+"""Kind tag of the fixed-size last frame of a closed file: ``[12, index_offset]``, exactly two
+items. Format 1.3 gives the tag to power records too (:attr:`Kind.POWER`), which always have
+more than two: the number of items tells the two apart."""
 KEYFRAME_PART = 13
 """Kind tag (format 1.2) of the continuation of a keyframe whose runs did not fit one frame:
 ``[13, seq, t_us, number, [run_start, ...]]``, with the seq and time of its keyframe."""
@@ -229,6 +233,23 @@ def _checked_sensors(sensors: dict[str, float]) -> Any:
         if not isinstance(v, float | int):
             raise TypeError(f"thermal sensor {k!r}: {v!r} is not a number")
     return sensors.items()
+
+
+def _checked_uint(v: int | None) -> int | None:
+    """A power reading's figure, refused (TypeError) unless None or an integer >= 0 that
+    msgpack holds: what a reader would otherwise refuse as damage."""
+    if v is None:
+        return None
+    if type(v) is not int or not 0 <= v < 1 << 64:
+        raise TypeError(f"power reading: {v!r} is not an integer between 0 and 2**64")
+    return v
+
+
+def _fields_of(w: Wire, n: int, what: str) -> Wire:
+    """An item of a record (a power reading) with at least ``n`` fields."""
+    if len(w) < n:
+        raise DecodeError(f"{what} has {len(w)} fields, expected at least {n}")
+    return w
 
 
 def _fields(w: Wire, n: int) -> Wire:
@@ -491,6 +512,24 @@ class Encoder:
                 [x for pid, used in _checked_processes(rec.processes) for x in (pid, used)],
             ]
             wire = _appended(wire, 17)
+        elif isinstance(rec, PowerSample):
+            wire = [
+                Kind.POWER.value,
+                seq,
+                t,
+                [
+                    [
+                        self._sid(r.source),
+                        self._sid(r.name),
+                        _checked_uint(r.energy_uj),
+                        _checked_uint(r.power_uw),
+                        _checked_uint(r.range_uj),
+                        _checked_uint(r.limit_uw),
+                        bool(r.total),
+                    ]
+                    for r in rec.readings
+                ],
+            ]
         elif isinstance(rec, Event):
             kind, cut_kind = fit_text(rec.kind)
             message, cut_message = fit_text(rec.message, MESSAGE_LIMIT)
@@ -617,6 +656,7 @@ class Decoder:
             Kind.GPU: self._gpu,
             Kind.STACKS: self._stacks_rec,
             Kind.EVENT: self._event,
+            Kind.POWER: self._power,
             KEYFRAME_PART: self._keyframe_part,
         }
 
@@ -630,6 +670,8 @@ class Decoder:
         if type(w) is not list or not w or type(w[0]) is not int:
             raise DecodeError("a record is not an array starting with its kind")
         fn = self._dispatch.get(w[0])
+        if w[0] == INDEX_POINTER and len(w) == 2:
+            return None  # the pointer frame's record, not a power record (1.3)
         if fn is None:
             if w[0] not in (Kind.INDEX, INDEX_POINTER):
                 self.unknown_kinds += 1
@@ -862,6 +904,24 @@ class Decoder:
                 st = (StackFrame("<lost stack>"),)
             samples.append((st, _int(flat[i + 1])))
         return StackSamples(_int(w[3]), self._s(w[4]), _int(w[5]), tuple(samples), w[2], w[1])
+
+    def _power(self, w: Wire) -> PowerSample:
+        _fields(w, 4)
+        readings = []
+        for r in map(_list, _list(w[3])):
+            _fields_of(r, 7, "power reading")
+            readings.append(
+                PowerReading(
+                    self._s(r[0]),
+                    self._s(r[1]),
+                    _oint(r[2]),
+                    _oint(r[3]),
+                    _oint(r[4]),
+                    _oint(r[5]),
+                    bool(r[6]),
+                )
+            )
+        return PowerSample(tuple(readings), w[2], w[1])
 
     def _event(self, w: Wire) -> Event:
         _fields(w, 8)

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .records import GpuSample, ProcessSample, Record, SystemSample, ThermalSample
+from .energy import BoardPowerCap, board_power_cap
+from .records import (
+    GpuSample,
+    PowerSample,
+    ProcessSample,
+    Record,
+    SystemSample,
+    ThermalSample,
+)
 from .signals import (
     PASSIVE_COOLING,
     clock_event_reason_names,
@@ -18,7 +26,7 @@ from .signals import (
     pi_throttled_flags,
 )
 
-__all__ = ["MiB", "Signal", "coinciding_signals", "mib"]
+__all__ = ["MiB", "Signal", "coinciding_signals", "mib", "power_cap_text"]
 
 MiB = 1 << 20
 
@@ -38,6 +46,14 @@ class Signal:
 
     def to_json(self) -> dict[str, object]:
         return {"kind": self.kind, "text": self.text, **self.detail}
+
+
+def power_cap_text(cap: BoardPowerCap) -> str:
+    """``package-0 at 15.0 W of its 15 W limit (RAPL), cpu0 at 1200 MHz of 4700 MHz``."""
+    return (
+        f"{cap.reading} at {cap.power_uw / 1e6:.1f} W of its {cap.limit_uw / 1e6:.3g} W limit "
+        f"(RAPL), cpu{cap.cpu} at {cap.khz / 1000:.0f} MHz of {cap.max_khz / 1000:.0f} MHz"
+    )
 
 
 def _hottest(th: ThermalSample) -> float | None:
@@ -67,7 +83,18 @@ def coinciding_signals(
     system = [r for r in inside if isinstance(r, SystemSample)]
     gpus = [r for r in inside if isinstance(r, GpuSample)]
     procs = [r for r in inside if isinstance(r, ProcessSample)]
+    power = [r for r in inside if isinstance(r, PowerSample)]
     out: list[Signal] = []
+
+    cap = _power_cap(power, thermal)
+    if cap is not None:
+        out.append(
+            Signal(
+                "power_cap",
+                f"power-capped: {power_cap_text(cap)}",
+                {"reading": cap.reading, "power_uw": cap.power_uw, "limit_uw": cap.limit_uw},
+            )
+        )
 
     if thermal:
         last = thermal[-1]
@@ -207,7 +234,20 @@ def coinciding_signals(
                     {"current": p.cgroup_current, "limit": p.cgroup_limit},
                 )
             )
+    if cap is not None:  # the power cap already names the CPU's frequency
+        out = [s for s in out if s.kind != "frequency"]
     return out
+
+
+def _power_cap(power: list[PowerSample], thermal: list[ThermalSample]) -> BoardPowerCap | None:
+    """The board's power cap at a power sample and the thermal sample of the same instant."""
+    by_time = {th.t_us: th for th in thermal}
+    for p in reversed(power):
+        th = by_time.get(p.t_us)
+        cap = board_power_cap(p, th) if th is not None else None
+        if cap is not None:
+            return cap
+    return None
 
 
 def _natural(name: str) -> tuple[str, int]:

@@ -29,6 +29,8 @@ __all__ = [
     "CoolingDevice",
     "ThermalSample",
     "GpuSample",
+    "PowerReading",
+    "PowerSample",
     "StackFrame",
     "StackSamples",
     "Event",
@@ -56,6 +58,9 @@ class Kind(enum.IntEnum):
     STACKS = 9
     EVENT = 10
     INDEX = 11
+    POWER = 12
+    """Format 1.3. The tag is shared with the index pointer (``[12, offset]``, two items, a
+    format internal): a power record always has more than two items."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +250,42 @@ class GpuSample:
 
 
 @dataclass(frozen=True, slots=True)
+class PowerReading:
+    """One energy or power figure of one source at one instant (format 1.3).
+
+    ``energy_uj`` is the source's cumulative counter as the hardware gives it, in microjoules:
+    it wraps at ``range_uj`` where that is known (RAPL's ``max_energy_range_uj``) and may
+    restart from 0 (a driver reload); readers take differences
+    (:mod:`edgescope_tracing.energy`). ``power_uw`` is the power now in microwatts: as the
+    source reads it, or the sampler's rate of the counter since its previous sample.
+    ``limit_uw`` is the power limit in force (RAPL's long-term constraint, NVML's enforced
+    limit). ``total``: the reading counts toward its source's total; a part of another reading
+    (a RAPL subzone such as ``core``, a Jetson rail measured inside ``VDD_IN``) does not.
+    """
+
+    source: str
+    """``rapl``, ``hwmon``, ``ina3221``, ``nvml``, ``pmic``: what :mod:`.energy` sums per."""
+    name: str
+    """The reading within its source, stable across samples: ``package-0``,
+    ``package-0/core``, ``ina3221.0/VDD_IN``, ``gpu0``."""
+    energy_uj: int | None = None
+    power_uw: int | None = None
+    range_uj: int | None = None
+    limit_uw: int | None = None
+    total: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSample:
+    """The device's energy counters and power readings at one instant (format 1.3)."""
+
+    KIND: ClassVar[Kind] = Kind.POWER
+    readings: tuple[PowerReading, ...] = ()
+    t_us: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class StackFrame:
     """One frame of a stack: function, file and line (0 where unknown)."""
 
@@ -312,5 +353,6 @@ Record = Union[  # noqa: UP007 (a runtime alias: isinstance() takes it)
     StackSamples,
     Event,
     Keyframe,
+    PowerSample,
 ]
 """Every record a reader yields (string tables and the index are internals, never yielded)."""

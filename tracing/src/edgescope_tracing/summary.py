@@ -24,12 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._frames import Damage
+from .energy import EnergyMeter, EnergyPoint, Probe
 from .reader import TraceReader
 from .records import (
     Event,
     GpuSample,
     Keyframe,
     Metrics,
+    PowerSample,
     ProcessSample,
     Record,
     RunEnd,
@@ -41,6 +43,7 @@ __all__ = [
     "EventGroup",
     "MemoryPeaks",
     "MetricSummary",
+    "RunEnergy",
     "RunSummary",
     "TraceSummary",
     "summarize",
@@ -61,6 +64,10 @@ RUNS_KEPT = 10_000
 """Runs summarized; runs beyond are counted (``runs_other``). A device's store over months."""
 METRIC_KEYS_KEPT = 10_000
 """Metric keys summarized; values of further keys are counted (``metric_values_other``)."""
+EPOCH_KEYS = frozenset({"epoch", "train/epoch", "trainer/epoch"})
+"""Metric keys read as the epoch number: where it changes, an epoch ended."""
+MARKS_KEPT = 1000
+"""Marks of a run whose energy is given (the first ones); further marks are counted."""
 FUNCTIONS_KEPT = 50_000
 """Distinct function names counted for the top functions; samples beyond are counted apart."""
 
@@ -236,6 +243,54 @@ def _max(a: int | None, b: int | None) -> int | None:
     return b if a is None or b > a else a
 
 
+@dataclass(frozen=True, slots=True)
+class RunEnergy:
+    """The device's energy over a run's time window, from its power records
+    (:mod:`edgescope_tracing.energy`): per source, and per mark (epoch)."""
+
+    joules: dict[str, float]
+    """Per source (``rapl``, ``nvml``, ...)."""
+    covered_us: int
+    """Time of the window with power data."""
+    steps: int | None
+    """Steps of the run (last logged step - first + 1), None where it logged none."""
+    marks: tuple[tuple[str, int, float], ...] = ()
+    """``(text, t_us, joules)`` of each mark (a ``mark`` event, or a logged ``epoch`` that
+    changed, as ``epoch N``): the energy since the previous mark (or the run's start) up to it;
+    the last item, ``("end", t_us, joules)``, the rest of the run (``epoch N (to the end)``
+    where epochs are logged)."""
+    marks_other: int = 0
+
+    @property
+    def total_j(self) -> float:
+        return sum(self.joules.values())
+
+    @property
+    def wh(self) -> float:
+        return self.total_j / 3600
+
+    @property
+    def mean_w(self) -> float | None:
+        return self.total_j / (self.covered_us / 1e6) if self.covered_us > 0 else None
+
+    @property
+    def per_step_j(self) -> float | None:
+        return self.total_j / self.steps if self.steps else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "energy_j": self.total_j,
+            "energy_wh": self.wh,
+            "mean_power_w": self.mean_w,
+            "covered_s": self.covered_us / 1e6,
+            "steps": self.steps,
+            "energy_j_per_step": self.per_step_j,
+            "by_source_j": dict(sorted(self.joules.items())),
+            "marks": [{"mark": text, "t": iso_time(t), "energy_j": j} for text, t, j in self.marks],
+            "marks_not_given": self.marks_other,
+        }
+
+
 @dataclass(slots=True)
 class RunSummary:
     run: int
@@ -254,7 +309,22 @@ class RunSummary:
     lost_contact: str | None = None
     """Why the collector ended the run itself (its producer vanished), from its event."""
     memory: MemoryPeaks = field(default_factory=MemoryPeaks)
+    first_step: int | None = None
+    energy: RunEnergy | None = None
+    """None where no power source covered the run's time window."""
     _vanished: tuple[int, str] | None = None
+    _e_start: Probe | None = None
+    _e_end: Probe | None = None
+    _e_marks: list[tuple[str, Probe]] = field(default_factory=list)
+    _e_marks_other: int = 0
+    _epoch: float | None = None
+
+    def mark_energy(self, text: str, probe: Probe) -> None:
+        """A point the run's energy is split at (a mark, the end of a logged epoch)."""
+        if len(self._e_marks) < MARKS_KEPT:
+            self._e_marks.append((text, probe))
+        else:
+            self._e_marks_other += 1
 
     @property
     def ended(self) -> bool:
@@ -312,6 +382,10 @@ class TraceSummary:
     """Samples whose function did not fit in :data:`FUNCTIONS_KEPT` names."""
     gpu_memory: dict[int, tuple[str, int, int | None]] = field(default_factory=dict)
     """GPU index -> (name, peak memory used, memory total), over the trace's GPU samples."""
+    energy_sources: list[str] = field(default_factory=list)
+    """Sources of the trace's power records that gave a figure (``rapl``, ``nvml``, ...)."""
+    energy_wraps: int = 0
+    energy_resets: int = 0
     damage: list[Damage] = field(default_factory=list)
     first_t: int | None = None
     last_t: int | None = None
@@ -416,9 +490,21 @@ class TraceSummary:
                     "last_record": iso_time(r.last_t),
                     "last_step": r.last_step,
                     "memory": r.memory.to_json(),
+                    **(
+                        {
+                            "energy_j": r.energy.total_j,
+                            "energy_j_per_step": r.energy.per_step_j,
+                            "energy": r.energy.to_json(),
+                        }
+                        if r.energy is not None
+                        else {}
+                    ),
                 }
                 for r in self.runs
             ],
+            "energy_sources": list(self.energy_sources),
+            "energy_counter_wraps": self.energy_wraps,
+            "energy_counter_resets": self.energy_resets,
             "metrics": {
                 k: {
                     "count": m.count,
@@ -495,6 +581,7 @@ def summarize_file(reader: TraceReader) -> TraceSummary:
 def summarize(records: Iterable[Record], *, format_version: str, size: int) -> TraceSummary:
     """Fold records into a summary (damage is the caller's to add)."""
     s = TraceSummary(format_version=format_version, bytes=size)
+    meter = EnergyMeter()
     runs: dict[str, RunSummary] = {}
     by_ref: dict[int, RunSummary] = {}
     for rec in records:
@@ -517,8 +604,11 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             rs = by_ref.get(rec.run)
             if rs is not None and rec.steps:
                 rs.seen(max(rec.times_us))
-                top = max(rec.steps)
+                top, low = max(rec.steps), min(rec.steps)
                 rs.last_step = top if rs.last_step is None else max(rs.last_step, top)
+                rs.first_step = low if rs.first_step is None else min(rs.first_step, low)
+                if rec.key in EPOCH_KEYS:
+                    _epochs(rs, rec, meter)
         elif isinstance(rec, RunStart | Keyframe):
             for r in (rec,) if isinstance(rec, RunStart) else rec.runs:
                 if r.run_id not in runs:
@@ -530,12 +620,14 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
                         r.run, r.run_id, r.name, r.host, r.pid, r.t_us, config=r.config
                     )
                     runs[r.run_id].seen(r.t_us)
+                    runs[r.run_id]._e_start = meter.probe(r.t_us)
                     s.runs.append(runs[r.run_id])
                 by_ref[r.run] = runs[r.run_id]
         elif isinstance(rec, RunEnd):
             rs = by_ref.get(rec.run)
             if rs is not None:
                 rs.end, rs.exit_code, rs.dropped = rec.t_us, rec.exit_code, rec.dropped
+                rs._e_end = meter.probe(rec.t_us)
                 if rec.exit_code is None and rs._vanished and rs._vanished[0] == rec.t_us:
                     rs.lost_contact = rs._vanished[1]
         elif isinstance(rec, Event):
@@ -543,6 +635,8 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             rs = by_ref.get(rec.run) if rec.run >= 0 else None
             if rs is not None:
                 _vanished(rs, rec)
+                if rec.kind == "mark" and rs.end is None:
+                    rs.mark_energy(rec.message, meter.probe(rec.t_us))
         elif isinstance(rec, ProcessSample):
             rs = by_ref.get(rec.run)
             if rs is not None:
@@ -555,7 +649,57 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
                 rs.seen(rec.t_us)
         elif isinstance(rec, GpuSample):
             s._add_gpu(rec)
+            meter.add_gpu(rec)
+        elif isinstance(rec, PowerSample):
+            meter.add(rec)
+    _settle_energy(s, meter)
     return s
+
+
+def _epochs(rs: RunSummary, m: Metrics, meter: EnergyMeter) -> None:
+    """A logged epoch number that changes ends the epoch before it: the run's energy is split
+    there, as at a mark, and the span is named ``epoch N``."""
+    for t, v in zip(m.times_us, m.values, strict=True):
+        if not math.isfinite(v):
+            continue
+        if rs._epoch is not None and v != rs._epoch:
+            rs.mark_energy(f"epoch {rs._epoch:g}", meter.probe(t))
+        rs._epoch = v
+
+
+def _settle_energy(s: TraceSummary, meter: EnergyMeter) -> None:
+    """Each run's energy over its window: from its start to its end (or, for a run that never
+    ended, to its last record), where some power source covered the window."""
+    for rs in s.runs:
+        if rs._e_end is None:
+            rs._e_end = meter.probe(rs.last_t if rs.last_t is not None else rs.start)
+    meter.finish()
+    s.energy_sources = sorted(meter.sources)
+    s.energy_wraps, s.energy_resets = meter.wraps, meter.resets
+    for rs in s.runs:
+        start = rs._e_start.point if rs._e_start is not None else None
+        end = rs._e_end.point if rs._e_end is not None else None
+        if start is None or end is None:
+            continue
+        span = end.minus(start)
+        if span.covered_us <= 0:
+            continue
+        marks = []
+        prev: EnergyPoint = start
+        for text, pr in rs._e_marks:
+            if pr.point is None or pr.point.t_us > end.t_us:
+                continue
+            marks.append((text, pr.point.t_us, pr.point.minus(prev).total))
+            prev = pr.point
+        if marks:
+            last = "end" if rs._epoch is None else f"epoch {rs._epoch:g} (to the end)"
+            marks.append((last, end.t_us, end.minus(prev).total))
+        steps = (
+            rs.last_step - rs.first_step + 1
+            if rs.last_step is not None and rs.first_step is not None
+            else None
+        )
+        rs.energy = RunEnergy(span.joules, span.covered_us, steps, tuple(marks), rs._e_marks_other)
 
 
 def _vanished(rs: RunSummary, e: Event) -> None:

@@ -13,9 +13,14 @@ What is derived on the way:
   the time between consecutive steps of the run's first metric; throughput is its inverse.
 - throttled periods as spans: NVML clock-event reasons that slow the GPU (power cap, thermal,
   hardware slowdown, power brake, board limit, reliability), a Raspberry Pi's current
-  throttled flags, or x86 ``*throttle_count`` counters that went up since the previous sample.
+  throttled flags, x86 ``*throttle_count`` counters that went up since the previous sample,
+  or a board's RAPL power limit holding its CPU clocks down (``board``, ``power_cap``).
   Reasons and flags are named as :mod:`edgescope_tracing.signals` names them (``sw_power_cap``,
   ``under_voltage``), the names the collector's anomaly messages use.
+- power and energy: watts per source (:func:`edgescope_tracing.energy.source_power_w`) and
+  the device's cumulative energy in joules, from power records (or, in traces without NVML
+  power records, from the GPU samples' power), by the rules of :mod:`edgescope_tracing.energy`;
+  :meth:`RunState.joules_per_step` is a run's energy per step so far.
 - gaps: a jump in sequence numbers (records lost or no longer retained) or damage a source
   reported, placed in time between the records around it.
 """
@@ -33,6 +38,8 @@ from edgescope_tracing import (
     GpuSample,
     Keyframe,
     Metrics,
+    PowerReading,
+    PowerSample,
     ProcessSample,
     Record,
     RunEnd,
@@ -41,6 +48,12 @@ from edgescope_tracing import (
     StackSamples,
     SystemSample,
     ThermalSample,
+)
+from edgescope_tracing.energy import (
+    board_power_cap,
+    device_total,
+    reading_joules,
+    source_power_w,
 )
 from edgescope_tracing.signals import (
     GPU_THROTTLE_MASK,
@@ -65,6 +78,7 @@ __all__ = [
     "RunState",
     "SystemState",
     "ThermalState",
+    "PowerState",
     "StackState",
     "StreamState",
     "StateBuilder",
@@ -199,6 +213,27 @@ class ThermalState:
 
 
 @dataclass(frozen=True, slots=True)
+class PowerState:
+    """Power per source and the device's energy over time (see the module)."""
+
+    sources: Mapping[str, Series] = field(default_factory=dict)
+    """Watts per source (``rapl``, ``ina3221``, ``nvml``, ...) over time."""
+    limits: Mapping[str, float] = field(default_factory=dict)
+    """Power limits in watts by reading (``rapl package-0``), as last sampled."""
+    energy_j: Series = field(default_factory=Series.empty)
+    """The device's cumulative energy (J) since the first power figure, over time."""
+    joules: Mapping[str, float] = field(default_factory=dict)
+    """Cumulative joules per source, now."""
+    last: Mapping[tuple[str, str], tuple[int, int | None, int | None]] = field(default_factory=dict)
+    """Each reading's last ``(t_us, energy_uj, power_uw)``, to add the next one from."""
+    nvml_records: bool = False
+    """Power records of NVML came: GPU samples' power no longer counts for energy."""
+    instant: tuple[int, PowerSample | None, ThermalSample | None] = (0, None, None)
+    """The power and thermal records of the latest instant, to tell whether a power limit
+    held the CPU clocks down then (a ``board`` throttled period)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StackState:
     """Stack samples: the windows in time order, and counts over the whole trace."""
 
@@ -242,6 +277,7 @@ class RunState:
     gpus: Mapping[int, GpuState] = field(default_factory=dict)
     system: SystemState = field(default_factory=SystemState)
     thermal: ThermalState = field(default_factory=ThermalState)
+    power: PowerState = field(default_factory=PowerState)
     stacks: StackState = field(default_factory=StackState)
     events: Log[Event] = field(default_factory=Log.empty)
     stream: StreamState = field(default_factory=StreamState)
@@ -259,6 +295,25 @@ class RunState:
     def step_seconds(self, run: int) -> Series | None:
         """Seconds per step for ``run``: the logged metric when there is one, else derived."""
         return self.step_time.get(-1 - run) or self.step_time.get(run)
+
+    def joules_per_step(self, run: int, until: int | None = None) -> float | None:
+        """The device's energy per step of ``run`` from its start to ``until`` (µs; the last
+        sample for None) or its end, over its steps so far; None without energy or steps."""
+        info = self.runs.get(run)
+        st = self.step_seconds(run)
+        e = self.power.energy_j
+        if info is None or st is None or len(e) < 2:
+            return None
+        if info.end_us is not None and (until is None or until > info.end_us):
+            until = info.end_us
+        n = st.count_until(until)
+        k = e.count_until(until)
+        if n == 0 or k < 2 or e.t[k - 1] <= info.start_us:
+            return None
+        steps = st.x[n - 1] - st.x[0] + 1
+        t1 = e.t[k - 1] if until is None else float(until)
+        joules = _energy_at(e, t1) - _energy_at(e, float(info.start_us))
+        return joules / steps if steps > 0 and joules > 0 else None
 
     def spans(self, until: int | None = None) -> list[Span]:
         """Throttled periods up to ``until`` (µs), open ones ending at the last sample."""
@@ -281,6 +336,17 @@ class RunState:
         i = 0 if t0 is None else bisect_left(times, t0)
         j = len(wins) if t1 is None else bisect_right(times, t1)
         return wins[i:j]
+
+
+def _energy_at(e: Series, t: float) -> float:
+    """The cumulative energy at ``t``, linear between samples (the first or last beyond)."""
+    i = bisect_left(e.t, t, 0, e.n)
+    if i == 0:
+        return e.y[0]
+    if i >= e.n:
+        return e.y[e.n - 1]
+    t0, t1 = e.t[i - 1], e.t[i]
+    return e.y[i - 1] + (e.y[i] - e.y[i - 1]) * (t - t0) / (t1 - t0)
 
 
 def _span_t(rec: Record) -> tuple[int, int]:
@@ -369,6 +435,14 @@ class StateBuilder:
         self.throttle: Log[Span] = th.throttle
         self.throttle_open = _Cow(th.throttle_open)
         self.counters = _Cow(th.counters)
+        pw = base.power
+        self.power_sources = _Cow(pw.sources)
+        self.power_limits = _Cow(pw.limits)
+        self.energy_j: Series = pw.energy_j
+        self.joules = _Cow(pw.joules)
+        self.power_last = _Cow(pw.last)
+        self.nvml_records: bool = pw.nvml_records
+        self.power_instant = pw.instant
         self.windows: Log[StackWindow] = st.windows
         self.stack_total: int = st.total
         self.self_counts = _Cow(st.self_counts)
@@ -410,6 +484,15 @@ class StateBuilder:
                     self.throttle_open.freeze(),
                     self.counters.freeze(),
                 ),
+                power=PowerState(
+                    self.power_sources.freeze(),
+                    self.power_limits.freeze(),
+                    self.energy_j,
+                    self.joules.freeze(),
+                    self.power_last.freeze(),
+                    self.nvml_records,
+                    self.power_instant,
+                ),
                 stacks=StackState(self.windows, self.stack_total, self.self_counts.freeze()),
                 events=self.events,
                 stream=StreamState(
@@ -449,6 +532,10 @@ class StateBuilder:
             zones[zk] = cut(zs)
         self.mem_used = cut(self.mem_used)
         self.cpu_percent = cut(self.cpu_percent)
+        self.energy_j = cut(self.energy_j)
+        sources = self.power_sources.w()
+        for pk, ps in sources.items():
+            sources[pk] = cut(ps)
         self.cpu_mhz = cut(self.cpu_mhz)
         proc = self.proc.w()
         for k, p in proc.items():
@@ -471,6 +558,7 @@ class StateBuilder:
     def _all_series(self) -> list[Series]:
         out = [*self.metrics.view().values(), *self.step_time.view().values()]
         out += [*self.zones.view().values(), self.mem_used, self.cpu_percent, self.cpu_mhz]
+        out += [*self.power_sources.view().values(), self.energy_j]
         for p in self.proc.view().values():
             out += [p.rss, p.cgroup, *p.gpu_mem.values()]
         for g in self.gpus.view().values():
@@ -658,6 +746,9 @@ def _fold_gpu(b: StateBuilder, g: GpuSample) -> None:
         slow = clock_event_reason_names(g.clock_event_reasons & GPU_THROTTLE_MASK)
         _throttle(b, f"gpu{g.index}", g.t_us, slow)
     gpus[g.index] = _evolve(gs, **gc)
+    if g.power_mw is not None and g.power_mw >= 0 and not b.nvml_records:
+        reading = PowerReading("nvml", f"gpu{g.index}", power_uw=g.power_mw * 1000)
+        _fold_energy(b, (reading,), g.t_us)
     if g.processes:
         _fold_gpu_processes(b, g, t)
 
@@ -710,6 +801,64 @@ def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
         if any(n.startswith("pi") for n in x.throttle):
             _throttle(b, "pi", x.t_us, tuple(pi_reasons))
         b.counters.w().update(x.throttle)
+    if b.power_instant[1] is not None:  # a board with RAPL: is its power limit holding it?
+        _board_cap(b, None, x)
+
+
+def _fold_power(b: StateBuilder, p: PowerSample) -> None:
+    t = float(p.t_us)
+    if any(r.source == "nvml" for r in p.readings):
+        b.nvml_records = True
+    sources = b.power_sources.w()
+    for source, watts in source_power_w(p).items():
+        sources[source] = (sources.get(source) or Series.empty()).append(t, t, watts)
+    limits = {f"{r.source} {r.name}": r.limit_uw / 1e6 for r in p.readings if r.limit_uw}
+    if limits:
+        b.power_limits.w().update(limits)
+    _fold_energy(b, p.readings, p.t_us)
+    if any(r.source == "rapl" for r in p.readings):
+        _board_cap(b, p, None)
+
+
+def _board_cap(b: StateBuilder, power: PowerSample | None, thermal: ThermalSample | None) -> None:
+    """A ``board`` throttled period while a power limit holds the CPU clocks down
+    (:func:`edgescope_tracing.energy.board_power_cap`), once both records of an instant came."""
+    t = power.t_us if power is not None else thermal.t_us if thermal is not None else 0
+    at, p, th = b.power_instant
+    if at != t:
+        p, th = None, None
+    p, th = power or p, thermal or th
+    b.power_instant = (t, p, th)
+    if p is not None and th is not None:
+        _throttle(b, "board", t, ("power_cap",) if board_power_cap(p, th) else ())
+
+
+def _fold_energy(b: StateBuilder, readings: Iterable[PowerReading], t_us: int) -> None:
+    """Add the readings' energy since their previous ones to the cumulative energy."""
+    last = b.power_last.w()
+    joules = b.joules.w()
+    added = False
+    for r in readings:
+        if not r.total or (r.energy_uj is None and r.power_uw is None):
+            continue
+        key = (r.source, r.name)
+        prev = last.get(key)
+        if prev is not None and t_us <= prev[0]:
+            continue
+        last[key] = (t_us, r.energy_uj, r.power_uw)
+        got = reading_joules(prev, r, t_us)
+        joules.setdefault(r.source, 0.0)
+        if got is not None:
+            joules[r.source] += got[0]
+            added = True
+    if not added and len(b.energy_j):
+        return
+    total = device_total(joules)
+    e = b.energy_j
+    t = float(t_us)
+    if len(e) and e.t[e.n - 1] >= t:
+        return  # another sampler's record of the same instant: its energy shows at the next
+    b.energy_j = e.append(t, t, total)
 
 
 def _fold_stacks(b: StateBuilder, x: StackSamples) -> None:
@@ -743,6 +892,7 @@ _FOLDS: dict[type, Callable[[StateBuilder, Any], None]] = {
     SystemSample: _fold_system,
     GpuSample: _fold_gpu,
     ThermalSample: _fold_thermal,
+    PowerSample: _fold_power,
     StackSamples: _fold_stacks,
     Event: _fold_event,
 }

@@ -120,6 +120,9 @@ def step_spec(s: RunState, run: int, end: int | None) -> ChartSpec:
         batch = batch_size(s, run)
         if batch:
             sub += f" · {fmt_number(batch / mean)} samples/s"
+    per_step = s.joules_per_step(run, end)
+    if per_step is not None:  # first: beside the step time, before what may be cut
+        sub = f"{fmt_number(per_step)} J/step" + (f" · {sub}" if sub else "")
     return ChartSpec(
         "step time",
         (Line("step", st, PALETTE[1], end=n, scale=1000),),
@@ -252,6 +255,17 @@ def system_specs(s: RunState, run: int, end: int | None, t0: int, t1: int) -> di
             power.append(Line(f"gpu{idx}", g.power_w, PALETTE[(idx + 1) % 7], end=n))
         if g.power_limit_w:
             hl.append((g.power_limit_w, f"limit {g.power_limit_w:.0f} W", "red"))
+    # Power records' sources; NVML's is drawn per GPU above from the same figures.
+    for i, (source, series) in enumerate(sorted(s.power.sources.items())):
+        if source != "nvml" and len(series):
+            color = PALETTE[(i + 3) % 7]
+            power.append(Line(source, series, color, end=series.count_until(end)))
+    for name, watts in sorted(s.power.limits.items()):
+        if name.startswith("rapl "):
+            hl.append((watts, f"{name.removeprefix('rapl ')} limit {watts:.3g} W", "red"))
+    energy = s.power.energy_j
+    k = energy.count_until(end)
+    power_sub = f"energy {fmt_number(energy.y[k - 1])} J" if k else ""
     if len(s.thermal.cpu_mhz):
         clocks.append(
             Line("CPU", s.thermal.cpu_mhz, PALETTE[4], end=s.thermal.cpu_mhz.count_until(end))
@@ -272,6 +286,7 @@ def system_specs(s: RunState, run: int, end: int | None, t0: int, t1: int) -> di
         "power W",
         tuple(power),
         hlines=tuple(hl),
+        subtitle=power_sub,
         empty="no power samples",
         y_floor=0.0,
         x0=t0,

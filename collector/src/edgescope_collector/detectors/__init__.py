@@ -31,6 +31,9 @@ counted and said in the next event, or in a summary event at the run's end.
 - :class:`MemoryGrowth`: the run's memory (cgroup, else the RSS of its processes) grows so
   that, at the fitted rate, it reaches the cgroup limit (else exhausts available memory)
   within a horizon.
+- :class:`PowerCap`: a power limit holds the clocks down: a board's RAPL reading at its limit
+  while a CPU runs well below its maximum frequency, or a GPU's NVML ``sw_power_cap`` /
+  ``hw_power_brake_slowdown`` reasons, for 3 samples in a row (device-wide events).
 - :class:`OomKill`: the OOM killer killed a process in the run's cgroup (``oom_kill`` rose),
   or the run ended by SIGKILL with its memory at the limit.
 """
@@ -40,6 +43,7 @@ from edgescope_tracing.causes import Signal, coinciding_signals
 from .base import Detector
 from .loss import LossSpike, NonFiniteLoss, is_loss_key
 from .memory import MemoryGrowth, OomKill
+from .power import PowerCap
 from .ratelimit import RateLimit
 from .runner import Detectors, detect
 from .stats import linear_fit, median, robust_z
@@ -55,6 +59,7 @@ __all__ = [
     "StepTimeRegression",
     "MemoryGrowth",
     "OomKill",
+    "PowerCap",
     "Signal",
     "coinciding_signals",
     "median",

@@ -9,6 +9,7 @@ from edgescope_tracing.records import Event, Record, RunEnd
 from .base import Detector
 from .loss import LossSpike, NonFiniteLoss
 from .memory import MemoryGrowth, OomKill
+from .power import PowerCap
 from .ratelimit import RateLimit
 from .step_time import StepTimeRegression
 
@@ -24,6 +25,7 @@ class Detectors:
         self.step_time = StepTimeRegression()
         self.memory = MemoryGrowth()
         self.oom = OomKill()
+        self.power_cap = PowerCap()
         self.limit = rate_limit or RateLimit()
         self._all: tuple[Detector, ...] = (
             self.nonfinite,
@@ -31,6 +33,7 @@ class Detectors:
             self.step_time,
             self.memory,
             self.oom,
+            self.power_cap,
         )
 
     def feed(self, rec: Record) -> list[Event]:

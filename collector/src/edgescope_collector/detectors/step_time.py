@@ -12,6 +12,7 @@ from edgescope_tracing.records import (
     Event,
     GpuSample,
     Metrics,
+    PowerSample,
     ProcessSample,
     Record,
     RunEnd,
@@ -121,7 +122,7 @@ class StepTimeRegression:
         """run -> (metric key whose steps clock the run, last step, its time)."""
         self._pending: list[_Pending] = []
         self.context: deque[Record] = deque()
-        """Recent samples (thermal, system, GPU, process) to find causes in."""
+        """Recent samples (thermal, system, GPU, process, power) to find causes in."""
 
     def forget(self, run: int) -> None:
         """Drop what is kept about a run that ended (after its pending events settled)."""
@@ -137,7 +138,7 @@ class StepTimeRegression:
 
     def feed(self, rec: Record) -> list[Event]:
         out: list[Event] = []
-        if isinstance(rec, ThermalSample | SystemSample | GpuSample | ProcessSample):
+        if isinstance(rec, ThermalSample | SystemSample | GpuSample | ProcessSample | PowerSample):
             self._keep(rec)
         elif isinstance(rec, Metrics) and rec.values:
             for step, t, seconds in self._step_times(rec):

@@ -25,6 +25,8 @@ Sources (module, sampler name, what it reads):
   VmHWM peak, threads) and the run's cgroup memory (current, peak, limit, OOM kills).
 - :mod:`.thermal` ``thermal``: thermal zones with trip points, cooling devices, cpufreq, x86
   thermal_throttle counters, Raspberry Pi throttled flags, hwmon inputs.
+- :mod:`.power` ``power``: energy counters and power readings: RAPL (powercap), hwmon
+  ``energyN``/``powerN`` inputs, the Jetson INA3221 rails (hwmon or iio).
 - :mod:`.jetson` ``jetson_gpu``: the Jetson integrated GPU's load and clock from sysfs.
 - :mod:`.nvml` ``nvml``: NVIDIA GPUs through NVML (``nvidia-ml-py``).
 
@@ -118,6 +120,7 @@ def default_samplers(roots: Roots, watch: ProcessWatch) -> tuple[list[Sampler], 
     """
     from .jetson import JetsonGpuSampler
     from .nvml import NvmlSampler
+    from .power import PowerSampler
     from .process import ProcessSampler
     from .system import SystemSampler
     from .thermal import ThermalSampler
@@ -134,6 +137,11 @@ def default_samplers(roots: Roots, watch: ProcessWatch) -> tuple[list[Sampler], 
     skipped.update(thermal.skipped)
     if thermal.sources:
         samplers.append(thermal)
+
+    power = PowerSampler(roots)
+    skipped.update(power.skipped)
+    if power.sources:
+        samplers.append(power)
 
     jetson = JetsonGpuSampler.open(roots)
     if isinstance(jetson, str):

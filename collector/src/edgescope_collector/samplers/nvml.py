@@ -8,6 +8,11 @@ to a collector in a container). A figure the GPU does not support is ``None``; a
 memory figure the driver does not give (``NVML_VALUE_NOT_AVAILABLE``, as under Windows WDDM) is
 left out.
 
+Beside the GPU samples, one :class:`PowerSample` per call gives each GPU's energy (source
+``nvml``, reading ``gpu<index>``): ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver
+loaded, Volta and later) as the counter, the power draw and the enforced limit. A GPU without
+the energy counter gives its power alone (readers integrate it).
+
 The reasons bitmask is decoded by :func:`clock_event_reason_names` (``0x4`` ->
 ``sw_power_cap``, ``0x40`` -> ``hw_thermal_slowdown``, ...); :data:`THROTTLE_REASONS` are the
 bits that mean the clock is held down against the workload's wish (power or thermal), as
@@ -27,7 +32,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from edgescope_tracing.records import GpuSample, Record
+from edgescope_tracing.records import GpuSample, PowerReading, PowerSample, Record
 from edgescope_tracing.signals import (
     CLOCK_EVENT_REASONS,
     GPU_THROTTLE_MASK,
@@ -43,6 +48,7 @@ __all__ = [
     "clock_event_reason_names",
     "gpu_processes",
     "gpu_sample_from_readings",
+    "power_reading_from_readings",
     "is_throttled",
 ]
 
@@ -113,6 +119,20 @@ def gpu_sample_from_readings(
         processes=gpu_processes(readings.get("processes") or ()),
         t_us=t_us,
     )
+
+
+def power_reading_from_readings(index: int, readings: Mapping[str, Any]) -> PowerReading | None:
+    """The GPU's :class:`PowerReading` from NVML readings (``energy_mj``, ``power_mw``,
+    ``power_limit_mw``), or None where it gives neither energy nor power."""
+
+    def micro(key: str) -> int | None:
+        v = readings.get(key)
+        return None if v is None or int(v) < 0 else int(v) * 1000
+
+    energy, power = micro("energy_mj"), micro("power_mw")
+    if energy is None and power is None:
+        return None
+    return PowerReading("nvml", f"gpu{index}", energy, power, None, micro("power_limit_mw"))
 
 
 class NvmlSampler:
@@ -206,12 +226,21 @@ class NvmlSampler:
             "mem_used": mem.used if mem is not None else None,
             "mem_total": mem.total if mem is not None else None,
             "processes": processes,
+            "energy_mj": get(nvml.nvmlDeviceGetTotalEnergyConsumption),
         }
 
     def sample(self, t_us: int) -> list[Record]:
-        return [
-            gpu_sample_from_readings(i, name, self.read(i, h), t_us) for i, name, h in self._handles
-        ]
+        gpus: list[Record] = []
+        power = []
+        for i, name, h in self._handles:
+            readings = self.read(i, h)
+            gpus.append(gpu_sample_from_readings(i, name, readings, t_us))
+            reading = power_reading_from_readings(i, readings)
+            if reading is not None:
+                power.append(reading)
+        # The power record first: a reader then never takes the GPU samples' power for the
+        # energy (it does so only in traces without NVML power records).
+        return [PowerSample(tuple(power), t_us=t_us), *gpus] if power else gpus
 
     def close(self) -> None:
         if not self._closed:

@@ -1,4 +1,4 @@
-"""Format 1.3: the power record (kind 12), beside the index pointer that shares its tag.
+"""Format 1.3: the power record (kind 14), beside the index pointer and the keyframe part.
 
 A 1.3 reader reads power records, still finds a closed file's index pointer, and reads 1.2
 files; a 1.2 reader skips power records; damage in a power record is damage, and a writer
@@ -42,7 +42,7 @@ POWER = PowerSample(
 
 def test_the_writer_says_1_3() -> None:
     assert (FORMAT_MAJOR, FORMAT_MINOR) == (1, 3)
-    assert Kind.POWER == 12 == INDEX_POINTER
+    assert Kind.POWER == 14 and INDEX_POINTER == 12
 
 
 def test_power_records_round_trip_through_a_closed_file(tmp_path: Path) -> None:
@@ -54,14 +54,14 @@ def test_power_records_round_trip_through_a_closed_file(tmp_path: Path) -> None:
         got = [x for x in r if isinstance(x, PowerSample)]
         assert r.damage == [] and r.unknown_kinds == 0
         entries = r.index()
-        assert r.indexed, "the pointer frame [12, offset] is still found beside power records"
+        assert r.indexed, "the pointer frame is still found beside power records"
         assert len(entries) >= 2
         tail = list(r.seek(t_us=POWER.t_us + 40))
     assert [g.readings for g in got] == [POWER.readings] * 50
     assert isinstance(tail[-1], PowerSample) and tail[-1].t_us == POWER.t_us + 49
 
 
-def test_the_pointer_is_not_read_as_a_power_record() -> None:
+def test_the_pointer_and_power_records_both_read() -> None:
     assert Decoder().decode([INDEX_POINTER, 4096]) is None
     enc = StreamEncoder()
     enc.add(POWER)
@@ -77,7 +77,7 @@ def test_a_1_2_reader_skips_power_records() -> None:
     old = Decoder()
     del old._dispatch[Kind.POWER]  # what a 1.2 decoder knows
     assert [old.decode(w) for w in wires] == [None] * len(wires)
-    assert old.unresolved == 0
+    assert old.unresolved == 0 and old.unknown_kinds == 1
 
 
 def test_a_1_2_file_still_reads(tmp_path: Path) -> None:
@@ -103,9 +103,9 @@ def test_damage_in_a_power_record_is_damage(reading: list[object], why: str) -> 
     dec = Decoder()
     dec.decode([0, 0, 0, 0, ["rapl"]])
     with pytest.raises(DecodeError, match=why):
-        dec.decode([12, 1, 0, [reading]])
+        dec.decode([14, 1, 0, [reading]])
     with pytest.raises(DecodeError, match="expected an array"):
-        dec.decode([12, 1, 0, {"rapl": 1}])
+        dec.decode([14, 1, 0, {"rapl": 1}])
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, 1 << 64, "3"])

@@ -63,9 +63,7 @@ METRIC_CHUNK = 2048
 """Values per metric batch on the wire: keeps the worst case (float64, 8-byte deltas) ~50 KiB."""
 
 INDEX_POINTER = 12
-"""Kind tag of the fixed-size last frame of a closed file: ``[12, index_offset]``, exactly two
-items. Format 1.3 gives the tag to power records too (:attr:`Kind.POWER`), which always have
-more than two: the number of items tells the two apart."""
+"""Kind tag of the fixed-size last frame of a closed file: ``[12, index_offset]``."""
 KEYFRAME_PART = 13
 """Kind tag (format 1.2) of the continuation of a keyframe whose runs did not fit one frame:
 ``[13, seq, t_us, number, [run_start, ...]]``, with the seq and time of its keyframe."""
@@ -670,8 +668,6 @@ class Decoder:
         if type(w) is not list or not w or type(w[0]) is not int:
             raise DecodeError("a record is not an array starting with its kind")
         fn = self._dispatch.get(w[0])
-        if w[0] == INDEX_POINTER and len(w) == 2:
-            return None  # the pointer frame's record, not a power record (1.3)
         if fn is None:
             if w[0] not in (Kind.INDEX, INDEX_POINTER):
                 self.unknown_kinds += 1

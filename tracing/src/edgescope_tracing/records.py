@@ -58,9 +58,9 @@ class Kind(enum.IntEnum):
     STACKS = 9
     EVENT = 10
     INDEX = 11
-    POWER = 12
-    """Format 1.3. The tag is shared with the index pointer (``[12, offset]``, two items, a
-    format internal): a power record always has more than two items."""
+    # 12 and 13 are format internals (the index pointer, the keyframe part): never records.
+    POWER = 14
+    """Format 1.3."""
 
 
 @dataclass(frozen=True, slots=True)

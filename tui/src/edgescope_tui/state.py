@@ -60,6 +60,7 @@ __all__ = [
     "Span",
     "GpuState",
     "ProcState",
+    "PidState",
     "StackWindow",
     "StackNode",
     "RunState",
@@ -152,6 +153,31 @@ class ProcState:
 
 
 @dataclass(frozen=True, slots=True)
+class PidState:
+    """One process of a run over time, from its process samples: what a process table shows at
+    the cursor. Each series holds the samples that had the figure (x and t: the time)."""
+
+    run: int
+    pid: int
+    ppid: int | None = None
+    command: str | None = None
+    seen: Series = field(default_factory=Series.empty)
+    """When it was sampled (y: the time as well)."""
+    cpu: Series = field(default_factory=Series.empty)
+    """CPU % (100 = one core)."""
+    rss: Series = field(default_factory=Series.empty)
+    rss_peak: Series = field(default_factory=Series.empty)
+    threads: Series = field(default_factory=Series.empty)
+    states: Log[tuple[int, str]] = field(default_factory=Log.empty)
+    """``(t_us, state)`` each time the kernel's state letter changed."""
+    gpu_mem: Mapping[int, Series] = field(default_factory=dict)
+    """Per GPU index: the GPU memory it uses there (bytes), where the driver says."""
+
+    def series(self) -> list[Series]:
+        return [self.seen, self.cpu, self.rss, self.rss_peak, self.threads, *self.gpu_mem.values()]
+
+
+@dataclass(frozen=True, slots=True)
 class StackWindow:
     """One batch of stack samples."""
 
@@ -239,6 +265,8 @@ class RunState:
     proc: Mapping[int, ProcState] = field(default_factory=dict)
     pid_runs: Mapping[int, int] = field(default_factory=dict)
     """The run of each pid seen: a run's own pid and those of its process samples."""
+    procs: Mapping[tuple[int, int], PidState] = field(default_factory=dict)
+    """Per (run, pid): that process's history, for the process table."""
     gpus: Mapping[int, GpuState] = field(default_factory=dict)
     system: SystemState = field(default_factory=SystemState)
     thermal: ThermalState = field(default_factory=ThermalState)
@@ -357,6 +385,7 @@ class StateBuilder:
         self.step_clock = _Cow(base.step_clock)
         self.proc = _Cow(base.proc)
         self.pid_runs = _Cow(base.pid_runs)
+        self.procs = _Cow(base.procs)
         self.gpus = _Cow(base.gpus)
         sy, th, st, sm = base.system, base.thermal, base.stacks, base.stream
         self.mem_used: Series = sy.mem_used
@@ -399,6 +428,7 @@ class StateBuilder:
                 step_clock=self.step_clock.freeze(),
                 proc=self.proc.freeze(),
                 pid_runs=self.pid_runs.freeze(),
+                procs=self.procs.freeze(),
                 gpus=self.gpus.freeze(),
                 system=SystemState(self.mem_used, self.mem_total, self.cpu_percent),
                 thermal=ThermalState(
@@ -454,6 +484,28 @@ class StateBuilder:
         for k, p in proc.items():
             gpu_mem = {i: cut(g) for i, g in p.gpu_mem.items()}
             proc[k] = _evolve(p, rss=cut(p.rss), cgroup=cut(p.cgroup), gpu_mem=gpu_mem)
+        procs = self.procs.w()
+        for pk, ps in list(procs.items()):
+            seen = cut(ps.seen)
+            if not seen.n:  # nothing of it left in the kept history
+                del procs[pk]
+                continue
+            gm = {i: cut(g) for i, g in ps.gpu_mem.items()}
+            states = ps.states.view()
+            first = seen.t[0]
+            # the state in force at the first kept sample, and every change after it
+            i = max(0, bisect_right([t for t, _ in states], first) - 1)
+            kept_states = states[i:]
+            procs[pk] = _evolve(
+                ps,
+                seen=seen,
+                cpu=cut(ps.cpu),
+                rss=cut(ps.rss),
+                rss_peak=cut(ps.rss_peak),
+                threads=cut(ps.threads),
+                states=Log(kept_states, len(kept_states)),
+                gpu_mem=gm,
+            )
         gpus = self.gpus.w()
         for k, g in gpus.items():
             series = ("temp_c", "power_w", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "mem_used")
@@ -473,6 +525,8 @@ class StateBuilder:
         out += [*self.zones.view().values(), self.mem_used, self.cpu_percent, self.cpu_mhz]
         for p in self.proc.view().values():
             out += [p.rss, p.cgroup, *p.gpu_mem.values()]
+        for ps in self.procs.view().values():
+            out += ps.series()
         for g in self.gpus.view().values():
             out += [g.temp_c, g.power_w, g.sm_clock_mhz, g.mem_clock_mhz, g.util_gpu, g.mem_used]
         return out
@@ -603,6 +657,30 @@ def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
     if p.cpu_percent is not None:
         changes["cpu_percent"] = p.cpu_percent
     proc[p.run] = _evolve(ps, **changes)
+    _fold_pid(b, p, t)
+
+
+def _fold_pid(b: StateBuilder, p: ProcessSample, t: float) -> None:
+    """The sample into its process's own history (the process table)."""
+    key = (p.run, p.pid)
+    procs = b.procs.w()
+    old = procs.get(key) or PidState(p.run, p.pid)
+    pc: dict[str, Any] = {"seen": old.seen.append(t, t, t)}
+    if p.ppid is not None and p.ppid != old.ppid:
+        pc["ppid"] = p.ppid
+    if p.command is not None and p.command != old.command:
+        pc["command"] = p.command
+    if p.cpu_percent is not None:
+        pc["cpu"] = old.cpu.append(t, t, p.cpu_percent)
+    if p.rss is not None:
+        pc["rss"] = old.rss.append(t, t, float(p.rss))
+    if p.rss_peak is not None:
+        pc["rss_peak"] = old.rss_peak.append(t, t, float(p.rss_peak))
+    if p.threads is not None:
+        pc["threads"] = old.threads.append(t, t, float(p.threads))
+    if p.state is not None and (not old.states or old.states[-1][1] != p.state):
+        pc["states"] = old.states.append((p.t_us, p.state))
+    procs[key] = _evolve(old, **pc)
 
 
 def _fold_system(b: StateBuilder, x: SystemSample) -> None:
@@ -670,6 +748,16 @@ def _fold_gpu_processes(b: StateBuilder, g: GpuSample, t: float) -> None:
         run = pid_runs.get(pid)
         if run is not None:
             per_run[run] = per_run.get(run, 0) + used
+    procs = b.procs.view()
+    if any((pid_runs.get(pid), pid) in procs for pid, _ in g.processes):
+        w = b.procs.w()
+        for pid, used in g.processes:
+            key = (pid_runs.get(pid, -2), pid)
+            pstate = w.get(key)
+            if pstate is not None:
+                ser = pstate.gpu_mem.get(g.index) or Series.empty()
+                gm = {**pstate.gpu_mem, g.index: ser.append(t, t, float(used))}
+                w[key] = _evolve(pstate, gpu_mem=gm)
     if not per_run:
         return
     proc = b.proc.w()

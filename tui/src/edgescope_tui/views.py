@@ -26,6 +26,8 @@ __all__ = [
     "thermal_spec",
     "system_specs",
     "overview_specs",
+    "filter_keys",
+    "metric_format",
 ]
 
 THROTTLE_BG = "#5f1f1f"
@@ -61,6 +63,12 @@ def ticks(s: RunState, end: int | None) -> tuple[tuple[float, str], ...]:
     )
 
 
+def filter_keys(keys: list[str], text: str) -> list[str]:
+    """The metric keys whose name holds every word of ``text`` (any case); all for none."""
+    words = text.lower().split()
+    return [k for k in keys if all(w in k.lower() for w in words)]
+
+
 def batch_size(s: RunState, run: int) -> float | None:
     info = s.runs.get(run)
     if info is None:
@@ -84,14 +92,7 @@ def metric_spec(s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
     sub = f"{series.non_finite} non-finite" if series.non_finite else ""
     last_step = series.x[n - 1] if n else None
     step = f"step {last_step:.0f}" if last_step is not None else ""
-    # units where the name says them: a step time in ms (whatever unit it was logged in),
-    # byte counts in binary units; other metrics are plain numbers
-    unit = step_time_unit(key)
-    fmt, scale = fmt_number, 1.0
-    if unit is not None:
-        fmt, scale = ms, unit * 1e3
-    elif _is_bytes(key):
-        fmt = fmt_bytes
+    fmt, scale = metric_format(key)
     return ChartSpec(
         key,
         (Line(key, series, PALETTE[0], end=n, scale=scale),),
@@ -99,6 +100,18 @@ def metric_spec(s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
         fmt=fmt,
         subtitle=" ".join(x for x in (step, sub) if x),
     )
+
+
+def metric_format(key: str) -> tuple[Callable[[float], str], float]:
+    """How a metric's values read, and the factor from its logged unit to that: units where
+    the name says them (a step time in ms, whatever unit it was logged in; byte counts in
+    binary units); other metrics are plain numbers."""
+    unit = step_time_unit(key)
+    if unit is not None:
+        return ms, unit * 1e3
+    if _is_bytes(key):
+        return fmt_bytes, 1.0
+    return fmt_number, 1.0
 
 
 def _is_bytes(key: str) -> bool:

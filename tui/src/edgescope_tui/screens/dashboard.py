@@ -26,17 +26,21 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import views
 from ..feed import Feed
+from ..processes import process_rows
+from ..runinfo import run_overview
 from ..state import RunState, stack_tree, top_functions
 from ..widgets.chart import Chart
 from ..widgets.events import EventRow, EventsView
+from ..widgets.filter import FilterBar
 from ..widgets.icicle import Icicle
+from ..widgets.processes import ProcessTable
 from ..widgets.timeline import ReplayBar, TimelineSpec, fmt_offset
 from .jump import JumpScreen
 
 __all__ = ["DashboardScreen", "SPEEDS", "parse_jump"]
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-TABS = ("overview", "metrics", "system", "stacks", "events")
+TABS = ("overview", "metrics", "system", "stacks", "events", "processes", "run")
 
 
 def parse_jump(text: str, t0: int) -> tuple[str, int] | None:
@@ -89,6 +93,9 @@ class DashboardScreen(Screen[None]):
         Binding("3", "tab('system')", "System", show=False),
         Binding("4", "tab('stacks')", "Stacks", show=False),
         Binding("5", "tab('events')", "Events", show=False),
+        Binding("6", "tab('processes')", "Processes", show=False),
+        Binding("7", "tab('run')", "Run", show=False),
+        Binding("slash", "filter", "Filter (Metrics, Processes)"),
     ]
 
     cursor: reactive[int | None] = reactive(None)
@@ -121,6 +128,7 @@ class DashboardScreen(Screen[None]):
                 yield Chart(id="chart-memory")
                 yield Chart(id="chart-thermal")
             with TabPane("Metrics", id="metrics"):
+                yield FilterBar("filter metrics by name", then="#metric-list", id="metric-filter")
                 yield VerticalScroll(id="metric-list")
             with TabPane("System", id="system"), Grid(id="system-grid"):
                 yield Chart(id="chart-throughput")
@@ -134,6 +142,12 @@ class DashboardScreen(Screen[None]):
                     yield Icicle(id="icicle")
             with TabPane("Events", id="events"):
                 yield EventsView(id="events-list")
+            with TabPane("Processes", id="processes"):
+                yield Static(id="proc-title")
+                yield FilterBar("command, state or pid", then="#proc-table", id="proc-filter")
+                yield ProcessTable(id="proc-table")
+            with TabPane("Run", id="run"), VerticalScroll(id="run-body"):
+                yield Static(id="run-facts")
         yield ReplayBar(id="replay")
         yield Footer()
 
@@ -191,6 +205,10 @@ class DashboardScreen(Screen[None]):
                 self._stacks(s, end)
             elif tab == "events":
                 self._events(s, end, t0)
+            elif tab == "processes":
+                self._processes(s, run, end, t0)
+            elif tab == "run":
+                self.query_one("#run-facts", Static).update(run_overview(s, run))
         except NoMatches:
             # A feed update that arrives while the screen is being taken down (the App
             # quitting): its widgets are gone and there is nothing left to draw.
@@ -238,12 +256,44 @@ class DashboardScreen(Screen[None]):
 
     def _metrics_tab(self, s: RunState, run: int, end: int | None) -> None:
         box = self.query_one("#metric-list", VerticalScroll)
-        for key in s.metric_keys(run):
+        text = self.query_one("#metric-filter", FilterBar).value
+        keys = s.metric_keys(run)
+        shown = set(views.filter_keys(keys, text))
+        for key in keys:
             chart = self._metric_charts.get(key)
             if chart is None:
                 chart = self._metric_charts[key] = Chart(classes="metric-chart")
                 box.mount(chart)
-            chart.spec = views.metric_spec(s, run, key, end)
+            chart.display = key in shown
+            if key in shown:
+                chart.spec = views.metric_spec(s, run, key, end)
+
+    def _processes(self, s: RunState, run: int, end: int | None, t0: int) -> None:
+        table = self.query_one("#proc-table", ProcessTable)
+        text = self.query_one("#proc-filter", FilterBar).value
+        rows = process_rows(
+            s,
+            run,
+            end,
+            sort=table.sort_by,
+            descending=table.descending,
+            text=text,
+            tree=table.as_tree,
+        )
+        table.show(rows)
+        alive = sum(r.alive for r in rows)
+        at = "" if end is None else f" at {fmt_offset(end - t0)}"
+        what = f"{alive} running, {len(rows) - alive} exited" if rows else "no process samples"
+        match = f" matching [b]{escape(text)}[/b]" if text else ""
+        self.query_one("#proc-title", Static).update(
+            f"[b]processes[/b]{at}{match}: {what} · {table.describe()} · "
+            "[dim]o/O sort, t tree, / filter[/dim]"
+        )
+
+    @on(ProcessTable.Changed)
+    @on(FilterBar.Filtered)
+    def _list_settings_changed(self) -> None:
+        self.refresh_view()
 
     def _stacks(self, s: RunState, end: int | None) -> None:
         t1 = end if end is not None else s.stream.last_us
@@ -481,10 +531,19 @@ class DashboardScreen(Screen[None]):
     def action_window(self, factor: float) -> None:
         self.stack_window_us = int(min(max(self.stack_window_us * factor, 250_000), 3600e6))
 
+    def action_filter(self) -> None:
+        tab = self.query_one("#tabs", TabbedContent).active
+        if tab not in ("metrics", "processes"):
+            self.notify("/ filters the Metrics (2) and Processes (6) tabs")
+            return
+        self.query_one("#metric-filter" if tab == "metrics" else "#proc-filter", FilterBar).open()
+
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
         if tab == "events":  # the keys (up, down, Enter) work on the list at once
             self.query_one("#events-list", EventsView).focus()
+        elif tab == "processes":
+            self.query_one("#proc-table", ProcessTable).focus()
 
     def action_jump(self) -> None:
         def done(text: str | None) -> None:

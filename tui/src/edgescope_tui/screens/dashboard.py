@@ -9,6 +9,7 @@ same view with the cursor at the head of the stream.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from typing import ClassVar
 
 from edgescope_tracing.summary import event_traceback
@@ -25,9 +26,11 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import views
+from ..chartspec import ChartSpec, smoothed, zoomed
 from ..feed import Feed
 from ..processes import process_rows
 from ..runinfo import run_overview
+from ..series import EMA_WEIGHTS
 from ..state import RunState, stack_tree, top_functions
 from ..widgets.chart import Chart
 from ..widgets.events import EventRow, EventsView
@@ -65,8 +68,9 @@ class DashboardScreen(Screen[None]):
 
     Keys: space play/pause · ←/→ 1 s, shift 10 s · ,/. previous/next step · p/n previous/next
     event · -/+ speed 0.25x-64x · home/end start, end (live) · g go to a time or step · r next
-    run · [/] stack window · 1-5 tabs. Mouse: click or drag the replay bar, click a chart or
-    an event.
+    run · [/] stack window · 1-7 tabs · / filter (Metrics, Processes) · z/Z zoom in, out · e
+    smoothing (EMA 0, 0.6, 0.9, 0.99). Mouse: click or drag the replay bar, click a chart or
+    an event (one click), drag across a chart to zoom into that range.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -96,6 +100,9 @@ class DashboardScreen(Screen[None]):
         Binding("6", "tab('processes')", "Processes", show=False),
         Binding("7", "tab('run')", "Run", show=False),
         Binding("slash", "filter", "Filter (Metrics, Processes)"),
+        Binding("z", "zoom(0.5)", "Zoom in"),
+        Binding("Z", "zoom(2)", "Zoom out"),
+        Binding("e", "smooth", "Smoothing (EMA)"),
     ]
 
     cursor: reactive[int | None] = reactive(None)
@@ -108,6 +115,10 @@ class DashboardScreen(Screen[None]):
     """The run shown (its number in the stream); None picks the first."""
     stack_window_us: reactive[int] = reactive(10_000_000)
     """Width of the stack window ending at the cursor."""
+    zoom: reactive[tuple[float, float] | None] = reactive(None)
+    """The share of each chart's x range shown, ``(from, to)`` in [0, 1]; None: all."""
+    smoothing: reactive[float] = reactive(0.0)
+    """The EMA weight of step charts (0: raw values)."""
 
     def __init__(self, feed: Feed, *, run: int | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
@@ -200,7 +211,7 @@ class DashboardScreen(Screen[None]):
                 self._metrics_tab(s, run, end)
             elif tab == "system":
                 for name, spec in views.system_specs(s, run, end, t0, t_end).items():
-                    self.query_one(f"#chart-{name}", Chart).spec = spec
+                    self._draw(self.query_one(f"#chart-{name}", Chart), spec)
             elif tab == "stacks":
                 self._stacks(s, end)
             elif tab == "events":
@@ -252,7 +263,11 @@ class DashboardScreen(Screen[None]):
 
     def _overview(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:
         for name, spec in views.overview_specs(s, run, end, t0, t1).items():
-            self.query_one(f"#chart-{name}", Chart).spec = spec
+            self._draw(self.query_one(f"#chart-{name}", Chart), spec)
+
+    def _draw(self, chart: Chart, spec: ChartSpec) -> None:
+        """A chart's spec as the zoom and smoothing settings have it."""
+        chart.spec = zoomed(smoothed(spec, self.smoothing), self.zoom)
 
     def _metrics_tab(self, s: RunState, run: int, end: int | None) -> None:
         box = self.query_one("#metric-list", VerticalScroll)
@@ -266,7 +281,7 @@ class DashboardScreen(Screen[None]):
                 box.mount(chart)
             chart.display = key in shown
             if key in shown:
-                chart.spec = views.metric_spec(s, run, key, end)
+                self._draw(chart, views.metric_spec(s, run, key, end))
 
     def _processes(self, s: RunState, run: int, end: int | None, t0: int) -> None:
         table = self.query_one("#proc-table", ProcessTable)
@@ -321,14 +336,14 @@ class DashboardScreen(Screen[None]):
         self.query_one("#icicle", Icicle).stack = stack_tree(wins)
 
     def _events(self, s: RunState, end: int | None, t0: int) -> None:
+        # every event whatever the cursor; the one at the cursor is marked
         rows = [
             EventRow(e.t_us, e.kind, e.severity, e.message, event_traceback(e) or "")
-            for e in s.events_until(end)
+            for e in s.events.view()
         ]
         for g in s.stream.gaps.view():
-            if end is None or g.t_us <= end:
-                rows.append(EventRow(g.t_us, "gap", 2, g.reason))
-        for sp in s.spans(end):
+            rows.append(EventRow(g.t_us, "gap", 2, g.reason))
+        for sp in s.spans():
             rows.append(
                 EventRow(
                     sp.start_us,
@@ -339,7 +354,9 @@ class DashboardScreen(Screen[None]):
                 )
             )
         rows.sort(key=lambda r: r.t_us)
-        self.query_one("#events-list", EventsView).show(tuple(rows), t0)
+        at = len(rows) if end is None else bisect_right([r.t_us for r in rows], end)
+        current = at - 1 if at else None
+        self.query_one("#events-list", EventsView).show(tuple(rows), t0, current)
 
     def _timeline(self, s: RunState, run: int, rng: tuple[int, int] | None) -> None:
         bar = self.query_one("#replay", ReplayBar)
@@ -530,6 +547,38 @@ class DashboardScreen(Screen[None]):
 
     def action_window(self, factor: float) -> None:
         self.stack_window_us = int(min(max(self.stack_window_us * factor, 250_000), 3600e6))
+
+    def watch_zoom(self) -> None:
+        self.refresh_view()
+
+    def watch_smoothing(self) -> None:
+        self.refresh_view()
+
+    def action_zoom(self, factor: float) -> None:
+        """Narrow (factor < 1) or widen the x range of every chart, about the cursor (or
+        keeping the newest part in view, live or at the end)."""
+        f0, f1 = self.zoom or (0.0, 1.0)
+        width = min(1.0, max((f1 - f0) * factor, 1 / 1024))
+        if width >= 1.0:
+            self.zoom = None
+            return
+        rng = self.feed.time_range()
+        if self.cursor is None or rng is None or rng[1] <= rng[0]:
+            a = max(0.0, f1 - width)  # the right edge stays: the newest values
+        else:
+            centre = (self.cursor - rng[0]) / (rng[1] - rng[0])
+            a = min(max(centre - width / 2, 0.0), 1.0 - width)
+        self.zoom = (a, a + width)
+
+    def action_smooth(self) -> None:
+        i = min(range(len(EMA_WEIGHTS)), key=lambda k: abs(EMA_WEIGHTS[k] - self.smoothing))
+        self.smoothing = EMA_WEIGHTS[(i + 1) % len(EMA_WEIGHTS)]
+        self.notify(f"smoothing: EMA {self.smoothing:g}" if self.smoothing else "smoothing off")
+
+    @on(Chart.Dragged)
+    def _dragged(self, event: Chart.Dragged) -> None:
+        f0, f1 = self.zoom or (0.0, 1.0)
+        self.zoom = (f0 + event.a * (f1 - f0), f0 + event.b * (f1 - f0))
 
     def action_filter(self) -> None:
         tab = self.query_one("#tabs", TabbedContent).active

@@ -24,6 +24,8 @@ MOUSE: dict[str, tuple[str, ...]] = {
         "click or drag on the timeline: move the cursor there",
         "click a tab: show it",
         "click an event (Events tab): go to it",
+        "click a chart: go to that step or time; drag across it: zoom into that range",
+        "click a column heading (Processes tab): sort by it, again: reverse",
     ),
     "CompareScreen": (),
     "DevicesScreen": ("click a device: select it; click again: open it",),
@@ -46,6 +48,7 @@ def _key_label(key: str) -> str:
         "question_mark": "?",
         "space": "Space",
         "enter": "Enter",
+        "slash": "/",
     }
     parts = key.split("+")
     return "+".join(names.get(p, p.capitalize() if len(p) > 1 else p) for p in parts)

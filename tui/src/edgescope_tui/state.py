@@ -50,6 +50,7 @@ from edgescope_tracing.signals import (
     pi_throttled_flags,
     step_time_unit,
 )
+from edgescope_tracing.thresholds import TRIP_KINDS
 
 from .series import Log, Series
 from .sources.base import Status
@@ -222,6 +223,8 @@ class ThermalState:
     throttle_open: Mapping[str, Span] = field(default_factory=dict)
     counters: Mapping[str, int] = field(default_factory=dict)
     """Last throttle counters and flags as sampled."""
+    zone_hyst: Mapping[str, float] = field(default_factory=dict)
+    """The hysteresis of each zone's trip in ``zone_trips``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +401,7 @@ class StateBuilder:
         self.throttle: Log[Span] = th.throttle
         self.throttle_open = _Cow(th.throttle_open)
         self.counters = _Cow(th.counters)
+        self.zone_hyst = _Cow(th.zone_hyst)
         self.windows: Log[StackWindow] = st.windows
         self.stack_total: int = st.total
         self.self_counts = _Cow(st.self_counts)
@@ -439,6 +443,7 @@ class StateBuilder:
                     self.throttle,
                     self.throttle_open.freeze(),
                     self.counters.freeze(),
+                    self.zone_hyst.freeze(),
                 ),
                 stacks=StackState(self.windows, self.stack_total, self.self_counts.freeze()),
                 events=self.events,
@@ -775,9 +780,12 @@ def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
         trips = b.zone_trips.w()
         for z in x.zones:
             zones[z.name] = (zones.get(z.name) or Series.empty()).append(t, t, z.temp_c)
-            limits = [temp for kind, temp, _ in z.trips if kind in ("passive", "hot", "critical")]
+            limits = [(temp, hyst) for kind, temp, hyst in z.trips if kind in TRIP_KINDS]
             if limits:
-                trips[z.name] = min(limits)
+                trip, hyst = min(limits)
+                trips[z.name] = trip
+                if b.zone_hyst.get(z.name) != hyst:
+                    b.zone_hyst.w()[z.name] = hyst
     cur = [fr.cur_khz for fr in x.freqs if fr.cur_khz is not None]
     if cur:
         b.cpu_mhz = b.cpu_mhz.append(t, t, sum(cur) / len(cur) / 1000)

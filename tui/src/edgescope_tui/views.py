@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 from edgescope_tracing.signals import CLOCK_EVENT_REASONS, step_time_unit
+from edgescope_tracing.thresholds import memory_level, temperature_level
 
 from .chartspec import PALETTE, Band, ChartSpec, Line, fmt_bytes, fmt_number, fmt_offset
 from .series import Series
@@ -33,6 +34,8 @@ __all__ = [
 THROTTLE_BG = "#5f1f1f"
 GAP_BG = "#5f0000"
 EVENT_COLORS = ("#87d787", "#ffd75f", "#ff5f5f")
+LEVEL_COLORS = EVENT_COLORS
+"""A value's colour by its level against a detector's threshold: fine, warning, at the limit."""
 
 
 def time_fmt(t0: int) -> Callable[[float], str]:
@@ -156,9 +159,16 @@ def memory_spec(s: RunState, run: int, end: int | None, t0: int, t1: int) -> Cha
             facts.append(f"peak {fmt_bytes(p.rss_peak)}")
     if p is not None and len(p.cgroup):
         lines.append(Line("cgroup", p.cgroup, PALETTE[2], end=p.cgroup.count_until(end)))
+    alerts: list[tuple[str, str]] = []
     if p is not None and p.cgroup_limit:
         hlines.append((float(p.cgroup_limit), f"limit {fmt_bytes(p.cgroup_limit)}", "red"))
         facts.append(f"cgroup limit {fmt_bytes(p.cgroup_limit)}")
+        n = p.cgroup.count_until(end)
+        if n:
+            used = p.cgroup.y[n - 1]
+            level = memory_level(used, p.cgroup_limit)
+            share = used / p.cgroup_limit
+            alerts.append((f"cgroup at {share:.0%} of its limit", LEVEL_COLORS[level]))
     for i, g in sorted(p.gpu_mem.items()) if p is not None else ():
         n = g.count_until(end)
         lines.append(Line(f"GPU{i}", g, PALETTE[5 + i % 2], end=n))
@@ -193,11 +203,31 @@ def memory_spec(s: RunState, run: int, end: int | None, t0: int, t1: int) -> Cha
         hlines=tuple(hlines),
         # the peaks first: on a narrow terminal the end of the line is what is cut
         subtitle=" · ".join(sorted(facts, key=lambda f: "peak" not in f)),
+        alerts=tuple(alerts),
         y_floor=0.0,
         peak=True,
         empty="no memory samples",
         ticks=ticks(s, end),
     )
+
+
+def trip_alerts(s: RunState, end: int | None) -> tuple[tuple[str, str], ...]:
+    """The zone nearest its trip point at ``end``, coloured as the detectors judge it
+    (:func:`edgescope_tracing.thresholds.temperature_level`); nothing without trip points."""
+    worst: tuple[float, str, float, float] | None = None
+    for name, trip in s.thermal.zone_trips.items():
+        z = s.thermal.zones.get(name)
+        n = z.count_until(end) if z is not None else 0
+        if z is None or not n:
+            continue
+        temp = z.y[n - 1]
+        if worst is None or temp - trip > worst[0]:
+            worst = (temp - trip, name, temp, trip)
+    if worst is None:
+        return ()
+    _, name, temp, trip = worst
+    level = temperature_level(temp, trip, s.thermal.zone_hyst.get(name, 0.0))
+    return ((f"{name} {temp:.1f}°C of {trip:.0f}°C trip", LEVEL_COLORS[level]),)
 
 
 def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
@@ -215,6 +245,7 @@ def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
         lines.append(Line(name, z, next(colors), end=z.count_until(end)))
     spans = s.spans(end)
     facts.append(f"throttled: {len(spans)} period(s)" if spans else "not throttled")
+    alerts = trip_alerts(s, end)
     hlines = tuple(
         (trip, f"{name} trip {trip:.0f}°C", "red")
         for name, trip in list(s.thermal.zone_trips.items())[:1]
@@ -229,6 +260,7 @@ def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
         bands=bands(s, end),
         ticks=ticks(s, end),
         subtitle=" · ".join(facts),
+        alerts=alerts,
         hlines=hlines,
         empty="no thermal samples",
     )

@@ -13,6 +13,7 @@ from bisect import bisect_right
 from typing import ClassVar
 
 from edgescope_tracing.summary import event_traceback
+from edgescope_tracing.text import escape as escape_text
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
@@ -26,6 +27,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import views
+from ..alerts import TOASTS, AlertTracker
 from ..chartspec import ChartSpec, smoothed, zoomed
 from ..feed import Feed
 from ..processes import process_rows
@@ -127,6 +129,7 @@ class DashboardScreen(Screen[None]):
         self._play_timer: Timer | None = None
         self._metric_charts: dict[str, Chart] = {}
         self._top_rows: list[tuple[str, str, str]] = []
+        self._alerts = AlertTracker()
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -205,6 +208,7 @@ class DashboardScreen(Screen[None]):
             self._timeline(s, run, rng)
             # Only the tab on show is rebuilt; the others are when they are shown.
             tab = self.query_one("#tabs", TabbedContent).active
+            self._alert(tab)
             if tab == "overview":
                 self._overview(s, run, end, t0, t_end)
             elif tab == "metrics":
@@ -260,6 +264,30 @@ class DashboardScreen(Screen[None]):
                 f"[dim]history before {fmt_offset(s.stream.trimmed_us - rng[0])} let go[/]"
             )
         self.query_one("#run-header", Static).update(" · ".join(parts))
+
+    def _alert(self, tab: str) -> None:
+        """Toasts for warnings that just arrived live, and the unread count on the Events
+        tab's title (cleared while it is on show)."""
+        full = self.feed.state
+        status = full.stream.status
+        live = not self.feed.seekable and status is not None and status.state == "live"
+        before = self._alerts.unread
+        new = self._alerts.update(full.events, live=live, viewing=tab == "events")
+        if tab == "events":
+            self._alerts.read()
+        for e in new[:TOASTS]:
+            self.notify(
+                escape_text(e.message),
+                title=f"{e.kind}: {'error' if e.severity >= 2 else 'warning'}",
+                severity="error" if e.severity >= 2 else "warning",
+                markup=False,
+            )
+        if len(new) > TOASTS:
+            self.notify(f"{len(new) - TOASTS} more warnings: 5 shows the Events tab")
+        if self._alerts.unread != before or (tab == "events" and before):
+            n = self._alerts.unread
+            label = f"Events ({n})" if n else "Events"
+            self.query_one("#tabs", TabbedContent).get_tab("events").label = label
 
     def _overview(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:
         for name, spec in views.overview_specs(s, run, end, t0, t1).items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from pathlib import Path
 from typing import ClassVar
 
 from edgescope_tracing.summary import event_traceback
@@ -32,7 +33,9 @@ from ..chartspec import ChartSpec, smoothed, zoomed
 from ..feed import Feed
 from ..processes import process_rows
 from ..runinfo import run_overview
+from ..save import SaveError, SaveRequest, save
 from ..series import EMA_WEIGHTS
+from ..sources.file import FileSource
 from ..state import RunState, stack_tree, top_functions
 from ..widgets.chart import Chart
 from ..widgets.events import EventRow, EventsView
@@ -41,6 +44,7 @@ from ..widgets.icicle import Icicle
 from ..widgets.processes import ProcessTable
 from ..widgets.timeline import ReplayBar, TimelineSpec, fmt_offset
 from .jump import JumpScreen
+from .save import SaveChoice, SaveScreen
 
 __all__ = ["DashboardScreen", "SPEEDS", "parse_jump"]
 
@@ -105,6 +109,7 @@ class DashboardScreen(Screen[None]):
         Binding("z", "zoom(0.5)", "Zoom in"),
         Binding("Z", "zoom(2)", "Zoom out"),
         Binding("e", "smooth", "Smoothing (EMA)"),
+        Binding("w", "save", "Save run"),
     ]
 
     cursor: reactive[int | None] = reactive(None)
@@ -607,6 +612,64 @@ class DashboardScreen(Screen[None]):
     def _dragged(self, event: Chart.Dragged) -> None:
         f0, f1 = self.zoom or (0.0, 1.0)
         self.zoom = (f0 + event.a * (f1 - f0), f0 + event.b * (f1 - f0))
+
+    def _window(self) -> tuple[int, int] | None:
+        """The time range the charts show, when it is less than all: the zoom, up to the
+        cursor."""
+        rng = self.feed.time_range()
+        if rng is None or (self.zoom is None and self.cursor is None):
+            return None
+        f0, f1 = self.zoom or (0.0, 1.0)
+        a = rng[0] + int(f0 * (rng[1] - rng[0]))
+        b = rng[0] + int(f1 * (rng[1] - rng[0]))
+        if self.cursor is not None:
+            b = min(b, self.cursor)
+        return (a, max(a, b))
+
+    def action_save(self) -> None:
+        source = self.feed.source
+        if not isinstance(source, FileSource):
+            self.notify(
+                "saving is there for a trace file: the TUI keeps a live stream's figures, not "
+                "its records, so it cannot write them out",
+                severity="warning",
+            )
+            return
+        s = self.shown
+        run = self._run(s)
+        info = s.runs.get(run)
+        rng = self.feed.time_range() or (0, 0)
+        window = self._window()
+        words = None
+        if window is not None:
+            words = f"{fmt_offset(window[0] - rng[0])}-{fmt_offset(window[1] - rng[0])}"
+
+        def done(choice: SaveChoice | None) -> None:
+            if choice is None:
+                return
+            t0, t1 = window if choice.window and window is not None else (None, None)
+            path = Path(choice.path).expanduser()
+            self._write(SaveRequest(source.path, run, path, choice.fmt, t0, t1))
+
+        self.app.push_screen(SaveScreen(info.name if info else "run", run, words), done)
+
+    @work(thread=True, group="save")
+    def _write(self, req: SaveRequest) -> None:
+        try:
+            result = save(req)
+        except SaveError as e:
+            self.app.call_from_thread(
+                self.notify, str(e), title="Not saved", severity="error", markup=False
+            )
+            return
+        what = "records" if req.fmt == "est" else "rows"
+        damaged = f" ({result.damaged} damaged spans skipped)" if result.damaged else ""
+        self.app.call_from_thread(
+            self.notify,
+            f"{result.written:,} {what} to {escape_text(str(result.path))}{damaged}",
+            title="Saved",
+            markup=False,
+        )
 
     def action_filter(self) -> None:
         tab = self.query_one("#tabs", TabbedContent).active

@@ -24,13 +24,13 @@ class FilterBar(Input):
     ]
 
     DEFAULT_CSS = """
-    FilterBar {
+    FilterBar, FilterBar:focus {
         display: none;
         height: 1;
         border: none;
         padding: 0 1;
     }
-    FilterBar.shown {
+    FilterBar.shown, FilterBar.shown:focus {
         display: block;
     }
     """

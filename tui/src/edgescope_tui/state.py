@@ -139,7 +139,8 @@ class GpuState:
 
 @dataclass(frozen=True, slots=True)
 class ProcState:
-    """A run's process memory: RSS over time, its peak (VmHWM), the cgroup's figures."""
+    """A run's process memory: its main process's RSS over time and peak (VmHWM; each
+    child's are in ``RunState.procs``), the cgroup's figures."""
 
     rss: Series = field(default_factory=Series.empty)
     rss_peak: int | None = None
@@ -148,6 +149,8 @@ class ProcState:
     cgroup_limit: int | None = None
     oom_kills: int | None = None
     cpu_percent: float | None = None
+    main_pid: int | None = None
+    """The process whose RSS ``rss`` is: the first of the run's that was sampled."""
     gpu_mem: Mapping[int, Series] = field(default_factory=dict)
     """Per GPU index: the GPU memory the run's processes use there (bytes, summed over them),
     from gpu records' ``processes`` (format 1.1; NVML only)."""
@@ -647,9 +650,16 @@ def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
     ps = proc.get(p.run) or ProcState()
     t = float(p.t_us)
     changes: dict[str, Any] = {}
-    if p.rss is not None:
+    # The run's RSS line is one process's, the first sampled (the collector samples a run's
+    # own process first in each sweep): its children (each in the process table) would
+    # otherwise take turns in one series and draw as a band between their values.
+    main_pid = ps.main_pid
+    if main_pid is None:
+        changes["main_pid"] = main_pid = p.pid
+    main = main_pid == p.pid
+    if p.rss is not None and main:
         changes["rss"] = ps.rss.append(t, t, float(p.rss))
-    if p.rss_peak is not None:
+    if p.rss_peak is not None and main:
         changes["rss_peak"] = max(p.rss_peak, ps.rss_peak or 0)
     if p.cgroup_current is not None:
         changes["cgroup"] = ps.cgroup.append(t, t, float(p.cgroup_current))

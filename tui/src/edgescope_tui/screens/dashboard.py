@@ -334,8 +334,8 @@ class DashboardScreen(Screen[None]):
         what = f"{alive} running, {len(rows) - alive} exited" if rows else "no process samples"
         match = f" matching [b]{escape(text)}[/b]" if text else ""
         self.query_one("#proc-title", Static).update(
-            f"[b]processes[/b]{at}{match}: {what} · {table.describe()} · "
-            "[dim]o/O sort, t tree, / filter[/dim]"
+            f"[b]processes[/b]{at}{match}: {what} · sorted by {table.describe()} "
+            "[dim](/ filters)[/dim]"
         )
 
     @on(ProcessTable.Changed)

@@ -158,6 +158,9 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
     # Title: name, then last and min (or peak) of each line.
     title = _Rows()
     title.append(spec.title, style="bold")
+    # values against a threshold first: a narrow chart cuts the end of its title
+    for text, alert_color in spec.alerts:
+        title.append(f"  {text}", style=f"bold {alert_color}")
     named = [line for line in spec.lines if not line.faint]
     for line in named:
         last, extreme = _line_stats(line, spec.peak)
@@ -170,8 +173,6 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
             title.append(f" {'peak' if spec.peak else 'min'} {spec.fmt(extreme)}", style="dim")
     if spec.subtitle:
         title.append(f"  {spec.subtitle}", style="dim")
-    for text, alert_color in spec.alerts:
-        title.append(f"  {text}", style=f"bold {alert_color}")
     out.extend(_fit(title, width))
     out.append("\n")
     plot_h = height - 3

@@ -24,15 +24,16 @@ __all__ = ["ProcessTable", "COLUMNS"]
 
 COLUMNS: tuple[tuple[str, str | None], ...] = (
     ("PID", "pid"),
-    ("command", "command"),
     ("CPU %", "cpu"),
     ("RSS", "rss"),
     ("peak", "peak"),
     ("GPU mem", "gpu"),
     ("threads", "threads"),
     ("state", None),
+    ("command", "command"),
 )
-"""Each column's heading and the sort it stands for."""
+"""Each column's heading and the sort it stands for. The command comes last, as in top and
+htop: a long one runs off the edge, not the figures."""
 
 
 def _cell(v: float | None, fmt: str) -> Text:
@@ -87,13 +88,13 @@ class ProcessTable(DataTable[Text]):
             dim = "" if r.alive else "dim"
             self.add_row(
                 Text(str(r.pid), style=dim, justify="right"),
-                Text(r.prefix + r.command, style=dim),  # Text: a command is not markup
                 _cell(r.cpu, "num"),
                 _cell(r.rss, "bytes"),
                 _cell(r.rss_peak, "bytes"),
                 _cell(r.gpu_mem, "bytes"),
                 _cell(None if r.threads is None else float(r.threads), "int"),
                 Text(r.state, style=dim),
+                Text(r.prefix + r.command, style=dim),  # Text: a command is not markup
             )
         if new:
             self.move_cursor(row=min(keep, len(new) - 1))
@@ -103,9 +104,9 @@ class ProcessTable(DataTable[Text]):
         return self._rows or ()
 
     def describe(self) -> str:
-        """The order in words: ``cpu ↓``, and ``tree`` when it is one."""
+        """The order in words: ``cpu ↓``, and ``, tree`` when it is one."""
         arrow = "↓" if self.descending else "↑"
-        return f"sorted by {self.sort_by} {arrow}" + (" · tree" if self.as_tree else "")
+        return f"{self.sort_by} {arrow}" + (", tree" if self.as_tree else "")
 
     def watch_sort_by(self) -> None:
         self.post_message(self.Changed())

@@ -54,7 +54,11 @@ def device_records(work: Path) -> list[Record]:
         SystemSampler(roots),
     ]
     config = {"model": "resnet18", "batch_size": 64, "optim": {"name": "sgd", "lr": 0.1}}
+    # board, CPU and memory from the tree; what the SDK reads of the machine it runs on (the
+    # kernel, Python, the CPU count) as the Pi's, so that every machine writes the same trace
     facts = device_facts(procfs=root / "proc", sysfs=root / "sys")
+    facts.update(os="Linux", kernel="6.6.31+rpt-rpi-v8", machine="aarch64", python="3.11.2")
+    facts["cpus"] = 4
     out: list[Record] = [
         RunStart(0, "9e0000000001", "pi-train", "rpi4", 1234, config, (), facts, t_us=T0)
     ]

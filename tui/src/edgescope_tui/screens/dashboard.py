@@ -605,8 +605,7 @@ class DashboardScreen(Screen[None]):
 
     def action_smooth(self) -> None:
         i = min(range(len(EMA_WEIGHTS)), key=lambda k: abs(EMA_WEIGHTS[k] - self.smoothing))
-        self.smoothing = EMA_WEIGHTS[(i + 1) % len(EMA_WEIGHTS)]
-        self.notify(f"smoothing: EMA {self.smoothing:g}" if self.smoothing else "smoothing off")
+        self.smoothing = EMA_WEIGHTS[(i + 1) % len(EMA_WEIGHTS)]  # the titles say it
 
     @on(Chart.Dragged)
     def _dragged(self, event: Chart.Dragged) -> None:

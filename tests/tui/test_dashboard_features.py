@@ -306,3 +306,19 @@ async def test_a_live_warning_toasts_and_counts_unread_on_the_events_tab(tmp_pat
     finally:
         producer.close()
         c.stop()
+
+
+async def test_help_lists_the_keys_of_the_list_in_focus(pi: Path) -> None:
+    from edgescope_tui.screens.help import HelpScreen
+
+    async with EdgescopeApp([FileSource(pi)]).run_test(size=SIZE) as pilot:
+        await opened(pilot)
+        await pilot.press("6", "question_mark")
+        await pilot.pause()
+        help_screen = pilot.app.screen
+        assert isinstance(help_screen, HelpScreen)
+        rows = dict(help_screen.rows)
+        assert rows["o"] == "Sort by next column" and rows["t"] == "Tree / flat"
+        for keys in ("6", "7", "/", "z", "Z", "e", "w"):
+            assert keys in rows, keys
+        assert rows["g"] == "Go to"  # the screen's own, apart from any widget's

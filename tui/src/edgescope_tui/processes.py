@@ -10,12 +10,11 @@ process tree (children under their parent, siblings in the sort order).
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from .series import Series
-from .state import PidState, RunState
+from .state import PidState, RunState, log_at
 
 __all__ = ["ProcRow", "SORTS", "STATE_NAMES", "process_rows", "matches"]
 
@@ -65,26 +64,24 @@ def _at(s: Series, n_end: float | None) -> float | None:
 
 
 def _row(p: PidState, end: int | None, sweep: float | None) -> ProcRow | None:
-    n = p.seen.count_until(end)
+    n = p.seen_until(end)
     if n == 0:
         return None  # not sampled yet at the cursor
-    last = p.seen.t[n - 1]
+    last = p.seen.items[n - 1]
     alive = sweep is None or last >= sweep
-    states = p.states.view()
-    i = bisect_right([t for t, _ in states], end if end is not None else float("inf"))
-    letter = states[i - 1][1] if i else ""
+    letter = log_at(p.states, end) or ""
     state = STATE_NAMES.get(letter, letter or "?") if alive else "exited"
     gpu = [v for v in (_at(g, end) for g in p.gpu_mem.values()) if v is not None]
-    threads = _at(p.threads, end)
+    peak = log_at(p.rss_peak, end)
     return ProcRow(
         pid=p.pid,
         ppid=p.ppid,
         command=p.command or "?",
         cpu=_at(p.cpu, end),
         rss=_at(p.rss, end),
-        rss_peak=_at(p.rss_peak, end),
+        rss_peak=None if peak is None else float(peak),
         gpu_mem=sum(gpu) if gpu else None,
-        threads=None if threads is None else int(threads),
+        threads=log_at(p.threads, end),
         state=state,
         alive=alive,
     )
@@ -125,7 +122,7 @@ def process_rows(
     process under its parent.
     """
     procs = [p for (r, _), p in s.procs.items() if r == run]
-    lasts = [p.seen.t[n - 1] for p in procs if (n := p.seen.count_until(end))]
+    lasts = [p.seen.items[n - 1] for p in procs if (n := p.seen_until(end))]
     sweep = max(lasts) if lasts else None
     rows = [r for r in (_row(p, end, sweep) for p in procs) if r is not None]
     # numbers read best highest first; names (and pids) A to Z

@@ -62,6 +62,7 @@ __all__ = [
     "GpuState",
     "ProcState",
     "PidState",
+    "log_at",
     "StackWindow",
     "StackNode",
     "RunState",
@@ -159,26 +160,65 @@ class ProcState:
 @dataclass(frozen=True, slots=True)
 class PidState:
     """One process of a run over time, from its process samples: what a process table shows at
-    the cursor. Each series holds the samples that had the figure (x and t: the time)."""
+    the cursor. Figures that change every sample are series (x and t: the time); those that
+    seldom change are logs of ``(t_us, value)`` with an entry only when the value changed."""
 
     run: int
     pid: int
     ppid: int | None = None
     command: str | None = None
-    seen: Series = field(default_factory=Series.empty)
-    """When it was sampled (y: the time as well)."""
+    seen: Log[int] = field(default_factory=Log.empty)
+    """When it was sampled (µs), in order."""
     cpu: Series = field(default_factory=Series.empty)
     """CPU % (100 = one core)."""
     rss: Series = field(default_factory=Series.empty)
-    rss_peak: Series = field(default_factory=Series.empty)
-    threads: Series = field(default_factory=Series.empty)
+    rss_peak: Log[tuple[int, int]] = field(default_factory=Log.empty)
+    threads: Log[tuple[int, int]] = field(default_factory=Log.empty)
     states: Log[tuple[int, str]] = field(default_factory=Log.empty)
-    """``(t_us, state)`` each time the kernel's state letter changed."""
+    """The kernel's state letter."""
     gpu_mem: Mapping[int, Series] = field(default_factory=dict)
     """Per GPU index: the GPU memory it uses there (bytes), where the driver says."""
 
     def series(self) -> list[Series]:
-        return [self.seen, self.cpu, self.rss, self.rss_peak, self.threads, *self.gpu_mem.values()]
+        return [self.cpu, self.rss, *self.gpu_mem.values()]
+
+    def seen_until(self, t_us: int | None) -> int:
+        """How many samples were taken at or before ``t_us`` (all for None)."""
+        if t_us is None:
+            return self.seen.n
+        return bisect_right(self.seen.items, t_us, 0, self.seen.n)
+
+
+_LT = TypeVar("_LT")
+
+
+def log_at(log: Log[tuple[int, _LT]], t_us: int | None) -> _LT | None:
+    """The value of a change log in force at ``t_us`` (the newest for None)."""
+    n = log.n
+    if t_us is not None:
+        n = bisect_right(log.items, (t_us, _MAX), 0, n)
+    return log.items[n - 1][1] if n else None
+
+
+class _Max:
+    """Greater than any value: ``(t, _MAX)`` sorts after every ``(t, value)``."""
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __gt__(self, other: object) -> bool:
+        return True
+
+
+_MAX: Any = _Max()
+
+
+def _log_from(log: Log[tuple[int, _LT]], t_us: float) -> Log[tuple[int, _LT]]:
+    """The entries from the one in force at ``t_us`` on (history before it let go)."""
+    items = log.view()
+    i = max(0, bisect_right([t for t, _ in items], t_us) - 1)
+    kept = items[i:]
+    return Log(kept, len(kept))
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,25 +534,22 @@ class StateBuilder:
             proc[k] = _evolve(p, rss=cut(p.rss), cgroup=cut(p.cgroup), gpu_mem=gpu_mem)
         procs = self.procs.w()
         for pk, ps in list(procs.items()):
-            seen = cut(ps.seen)
-            if not seen.n:  # nothing of it left in the kept history
+            times = ps.seen.view()
+            times = times[len(times) - int(len(times) * keep) :]
+            if not times:  # nothing of it left in the kept history
                 del procs[pk]
                 continue
-            gm = {i: cut(g) for i, g in ps.gpu_mem.items()}
-            states = ps.states.view()
-            first = seen.t[0]
-            # the state in force at the first kept sample, and every change after it
-            i = max(0, bisect_right([t for t, _ in states], first) - 1)
-            kept_states = states[i:]
+            first = times[0]
+            # the values in force at the first kept sample, and every change after it
             procs[pk] = _evolve(
                 ps,
-                seen=seen,
+                seen=Log(times, len(times)),
                 cpu=cut(ps.cpu),
                 rss=cut(ps.rss),
-                rss_peak=cut(ps.rss_peak),
-                threads=cut(ps.threads),
-                states=Log(kept_states, len(kept_states)),
-                gpu_mem=gm,
+                rss_peak=_log_from(ps.rss_peak, first),
+                threads=_log_from(ps.threads, first),
+                states=_log_from(ps.states, first),
+                gpu_mem={i: cut(g) for i, g in ps.gpu_mem.items()},
             )
         gpus = self.gpus.w()
         for k, g in gpus.items():
@@ -680,7 +717,7 @@ def _fold_pid(b: StateBuilder, p: ProcessSample, t: float) -> None:
     key = (p.run, p.pid)
     procs = b.procs.w()
     old = procs.get(key) or PidState(p.run, p.pid)
-    pc: dict[str, Any] = {"seen": old.seen.append(t, t, t)}
+    pc: dict[str, Any] = {"seen": old.seen.append(p.t_us)}
     if p.ppid is not None and p.ppid != old.ppid:
         pc["ppid"] = p.ppid
     if p.command is not None and p.command != old.command:
@@ -689,12 +726,11 @@ def _fold_pid(b: StateBuilder, p: ProcessSample, t: float) -> None:
         pc["cpu"] = old.cpu.append(t, t, p.cpu_percent)
     if p.rss is not None:
         pc["rss"] = old.rss.append(t, t, float(p.rss))
-    if p.rss_peak is not None:
-        pc["rss_peak"] = old.rss_peak.append(t, t, float(p.rss_peak))
-    if p.threads is not None:
-        pc["threads"] = old.threads.append(t, t, float(p.threads))
-    if p.state is not None and (not old.states or old.states[-1][1] != p.state):
-        pc["states"] = old.states.append((p.t_us, p.state))
+    # seldom-changing figures: an entry only when the value changes
+    for name, value in (("rss_peak", p.rss_peak), ("threads", p.threads), ("states", p.state)):
+        log = getattr(old, name)
+        if value is not None and (not log.n or log.items[log.n - 1][1] != value):
+            pc[name] = log.append((p.t_us, value))
     procs[key] = _evolve(old, **pc)
 
 

@@ -131,8 +131,13 @@ def big_chart(n: int) -> tuple[StateBuilder, int]:
     return b, n
 
 
+_BIG: dict[float, tuple[StateBuilder, int]] = {}
+
+
 def redraw(loops: int, weight: float) -> float:
-    b, n = big_chart(1_000_000)
+    if weight not in _BIG:  # built once per process: a million steps take a while to fold
+        _BIG[weight] = big_chart(1_000_000)
+    b, n = _BIG[weight]
     spec = views.metric_spec(b.freeze(), 0, "loss", None)
     draw_rows(smoothed(spec, weight), 76, 21)  # the first smoothing of the whole series
     total = 0.0
@@ -143,6 +148,7 @@ def redraw(loops: int, weight: float) -> float:
         t = time.perf_counter()
         draw_rows(smoothed(views.metric_spec(s, 0, "loss", None), weight), 76, 21)
         total += time.perf_counter() - t
+    _BIG[weight] = (b, n + loops * 100)
     return total
 
 

@@ -1,9 +1,11 @@
 """The run dashboard: one run of one source, at the replay cursor.
 
 Tabs: an overview (loss, step time, memory, thermal), every metric, system (throughput, clocks,
-power, CPU), stacks (top functions and an icicle of the window before the cursor) and events
-(with jump-to). The replay bar at the bottom scrubs, plays and pauses; a live source is the
-same view with the cursor at the head of the stream.
+power, CPU), stacks (top functions and an icicle of the window before the cursor), events
+(with jump-to), the run's processes and the run itself (config, summary, device facts). The
+models live in UI-free modules (``views``, ``processes``, ``runinfo``, ``alerts``, ``save``);
+this screen hands their output to its widgets. The replay bar at the bottom scrubs, plays and
+pauses; a live source is the same view with the cursor at the head of the stream.
 """
 
 from __future__ import annotations

@@ -120,6 +120,10 @@ async def test_metrics_filter_smoothing_and_threshold_colours(pi: Path) -> None:
         await pilot.press("slash", *"ACC")  # any case
         await pilot.pause()
         assert shown() == ["val_acc"]
+        await pilot.press("left", "left", "home", *"val", "space", "end", "right")
+        await pilot.pause()  # the text's keys while typing, not the replay's
+        assert d.query_one("#metric-filter", FilterBar).value == "val ACC" and not d.playing
+        assert shown() == ["val_acc"]
         await pilot.press("escape")  # clears it; Escape does not leave the dashboard here
         await pilot.pause()
         assert pilot.app.screen is d and shown() == ["loss", "val_acc"]

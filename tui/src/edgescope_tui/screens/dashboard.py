@@ -51,6 +51,8 @@ from .save import SaveChoice, SaveScreen
 __all__ = ["DashboardScreen", "SPEEDS", "parse_jump"]
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+TEXT_KEYS = ("toggle_play", "nudge", "start", "end")
+"""The actions of priority keys that a filter being typed into takes as text instead."""
 TABS = ("overview", "metrics", "system", "stacks", "events", "processes", "run")
 
 
@@ -177,6 +179,11 @@ class DashboardScreen(Screen[None]):
         table.add_columns("function", "self", "total")
         self._play_timer = self.set_interval(1 / 20, self._tick, pause=True)
         self.refresh_view()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Space, the arrows, Home and End are the replay's even over a list; in a filter being
+        # typed they are the text's.
+        return not (action in TEXT_KEYS and isinstance(self.focused, FilterBar))
 
     # --- what to show -------------------------------------------------------------------------
 

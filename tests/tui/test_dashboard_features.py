@@ -5,6 +5,7 @@ events list and save dialog, on a minute of a run sampled from the recorded Pi t
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -258,10 +259,23 @@ async def test_w_saves_the_window_as_a_trace_or_csv_and_overwrites_nothing(
         assert dialog.fmt == "csv"
 
 
+async def until(pilot: Pilot[None], cond: Callable[[], bool]) -> None:
+    for _ in range(400):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("timed out")
+
+
+def is_live(d: DashboardScreen) -> bool:
+    st = d.feed.state.stream.status
+    return st is not None and st.state == "live" and 0 in d.feed.state.runs
+
+
 async def test_a_live_warning_toasts_and_counts_unread_on_the_events_tab(tmp_path: Path) -> None:
     """A real collector; a warning that comes while the dashboard is live is a toast and an
-    unread count on the Events tab's title, cleared when the tab is shown. The history read on
-    connecting raises none."""
+    unread count on the Events tab's title, cleared when the tab is shown. Opened again, the
+    same warning is history (the collector's store, read on connecting): no alert."""
     import socket
 
     from edgescope_tracing import Event, StreamEncoder
@@ -275,38 +289,33 @@ async def test_a_live_warning_toasts_and_counts_unread_on_the_events_tab(tmp_pat
         producer.connect(str(c.ingest))
         enc = StreamEncoder()
         enc.add(RunStart(0, "a1e47", "live", "pi5", 77, t_us=T0))
-        enc.add(Event("anomaly", "from before we looked", run=0, severity=1, t_us=T0 + 1))
         producer.sendall(enc.take())
         app = EdgescopeApp([live_source(TcpTarget("127.0.0.1", c.port))])
         async with app.run_test(size=SIZE) as pilot:
             d = app.screen
             assert isinstance(d, DashboardScreen)
             tab = d.query_one("#tabs", TabbedContent).get_tab("events")
-
-            async def until(cond: object) -> None:
-                assert callable(cond)
-                for _ in range(400):
-                    if cond():
-                        return
-                    await pilot.pause(0.05)
-                raise AssertionError("timed out")
-
-            def status() -> str:
-                st = d.feed.state.stream.status
-                return "" if st is None else st.state
-
-            await until(lambda: status() == "live" and len(d.feed.state.events) >= 1)
-            await pilot.pause(0.3)
-            assert tab.label_text == "Events" and not app._notifications  # history: no alert
+            await until(pilot, lambda: is_live(d))
             enc.add(Event("anomaly", "step time up 40%", run=0, severity=1, t_us=T0 + 2))
             enc.add(Event("mark", "checkpoint", run=0, severity=0, t_us=T0 + 3))
             producer.sendall(enc.take())
-            await until(lambda: tab.label_text == "Events (1)")
+            await until(pilot, lambda: tab.label_text == "Events (1)")
             (toast,) = list(app._notifications)
             assert toast.message == "step time up 40%" and toast.severity == "warning"
             await pilot.press("5")
             await pilot.pause()
             assert tab.label_text == "Events"
+        again = EdgescopeApp([live_source(TcpTarget("127.0.0.1", c.port))])
+        async with again.run_test(size=SIZE) as pilot:
+            d = again.screen
+            assert isinstance(d, DashboardScreen)
+            tab = d.query_one("#tabs", TabbedContent).get_tab("events")
+            await until(
+                pilot,
+                lambda: is_live(d) and any(e.severity == 1 for e in d.feed.state.events.view()),
+            )
+            await pilot.pause(0.3)
+            assert tab.label_text == "Events" and not again._notifications
     finally:
         producer.close()
         c.stop()

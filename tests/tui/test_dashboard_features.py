@@ -335,3 +335,25 @@ async def test_help_lists_the_keys_of_the_list_in_focus(pi: Path) -> None:
         for keys in ("6", "7", "/", "z", "Z", "e", "w"):
             assert keys in rows, keys
         assert rows["g"] == "Go to"  # the screen's own, apart from any widget's
+
+
+async def test_the_gpu_memory_column_is_there_when_a_process_has_a_figure() -> None:
+    from edgescope_tui.processes import ProcRow
+    from textual.app import App, ComposeResult
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ProcessTable(id="t")
+
+    def row(pid: int, gpu: float | None) -> ProcRow:
+        return ProcRow(pid, 1, "python3 train.py", 90.0, 1e9, 2e9, gpu, 8, "running", True)
+
+    async with One().run_test(size=SIZE) as pilot:
+        table = pilot.app.query_one(ProcessTable)
+        table.show([row(1, None)])
+        headings = [str(c.label) for c in table.ordered_columns]
+        assert "GPU mem" not in headings and headings[-1] == "command"
+        table.show([row(1, None), row(2, float(3 << 30))])
+        await pilot.pause()
+        headings = [str(c.label) for c in table.ordered_columns]
+        assert headings[4] == "GPU mem" and table.get_row_at(1)[4].plain == "3 GiB"

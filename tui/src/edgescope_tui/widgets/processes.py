@@ -71,9 +71,20 @@ class ProcessTable(DataTable[Text]):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._rows: tuple[ProcRow, ...] | None = None
+        self._columns: tuple[tuple[str, str | None], ...] = ()
 
     def on_mount(self) -> None:
-        for heading, _ in COLUMNS:
+        self._set_columns(gpu=False)
+
+    def _set_columns(self, *, gpu: bool) -> None:
+        """The columns, with GPU memory only where some process has a figure for it (most
+        devices have none: its column would only narrow the command's)."""
+        columns = tuple(c for c in COLUMNS if gpu or c[1] != "gpu")
+        if columns == self._columns:
+            return
+        self._columns = columns
+        self.clear(columns=True)
+        for heading, _ in columns:
             self.add_column(heading, key=heading)
 
     def show(self, rows: list[ProcRow]) -> None:
@@ -83,10 +94,12 @@ class ProcessTable(DataTable[Text]):
             return
         keep = self.cursor_row
         self._rows = new
+        gpu = any(r.gpu_mem is not None for r in new)
         self.clear()
+        self._set_columns(gpu=gpu)
         for r in new:
             dim = "" if r.alive else "dim"
-            self.add_row(
+            cells = [
                 Text(str(r.pid), style=dim, justify="right"),
                 _cell(r.cpu, "num"),
                 _cell(r.rss, "bytes"),
@@ -95,7 +108,10 @@ class ProcessTable(DataTable[Text]):
                 _cell(None if r.threads is None else float(r.threads), "int"),
                 Text(r.state, style=dim),
                 Text(r.prefix + r.command, style=dim),  # Text: a command is not markup
-            )
+            ]
+            if not gpu:
+                del cells[4]
+            self.add_row(*cells)
         if new:
             self.move_cursor(row=min(keep, len(new) - 1))
 
@@ -128,7 +144,7 @@ class ProcessTable(DataTable[Text]):
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         event.stop()
-        sort = COLUMNS[event.column_index][1]
+        sort = self._columns[event.column_index][1]
         if sort is None:
             return
         if sort == self.sort_by:

@@ -49,6 +49,9 @@ async def opened(pilot: Pilot[None]) -> DashboardScreen:
 async def test_processes_tab_and_run_tab(pi: Path) -> None:
     async with EdgescopeApp([FileSource(pi)]).run_test(size=SIZE) as pilot:
         d = await opened(pilot)
+        # a file's warnings are history: no toast, no unread count
+        assert not pilot.app._notifications
+        assert d.query_one("#tabs", TabbedContent).get_tab("events").label_text == "Events"
         await pilot.press("6")
         await pilot.pause()
         table = d.query_one("#proc-table", ProcessTable)

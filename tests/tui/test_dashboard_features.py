@@ -308,6 +308,23 @@ async def test_a_live_warning_toasts_and_counts_unread_on_the_events_tab(tmp_pat
             await pilot.press("5")
             await pilot.pause()
             assert tab.label_text == "Events"
+            # w saves it: the collector is asked for what it holds, on a connection of its own
+            await pilot.press("w")
+            await pilot.pause()
+            dialog = app.screen
+            assert isinstance(dialog, SaveScreen)
+            field = dialog.query_one("#save-path", Input)
+            field.value = str(tmp_path / "live.est")
+            field.focus()
+            await pilot.press("enter")
+            (said,) = await notified(pilot, "Saved")
+            assert "live.est" in said and is_live(d)  # the dashboard's own stream goes on
+            with TraceReader(tmp_path / "live.est") as r:
+                saved = [rec for rec in r if not isinstance(rec, Keyframe)]
+            assert isinstance(saved[0], RunStart) and saved[0].name == "live"
+            assert [e.message for e in saved if isinstance(e, Event) and e.severity] == [
+                "step time up 40%"
+            ]
         again = EdgescopeApp([live_source(TcpTarget("127.0.0.1", c.port))])
         async with again.run_test(size=SIZE) as pilot:
             d = again.screen

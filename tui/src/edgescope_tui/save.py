@@ -2,8 +2,10 @@
 
 A :class:`SaveRequest` names the run, the time window (None: all of the run), the format and
 the path. :func:`save` reads the trace file again from the disk (the state the views draw keeps
-folded figures, not records), keeps the records of that run and the device's own records
-(system, thermal, GPU samples, device events) inside the window, and writes them:
+folded figures, not records), or takes the records it is given (a live dashboard asks the
+collector for its history again, see :meth:`DashboardScreen.action_save`), keeps the records of
+that run and the device's own records (system, thermal, GPU samples, device events) inside the
+window, and writes them:
 
 - ``est``: an edgescope trace (a new file, keyframes and index of its own); the run's start
   is always written first, so the saved window is a trace that opens on its own;
@@ -16,6 +18,7 @@ failure is removed. Errors are :class:`SaveError`, one sentence each.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -51,8 +54,8 @@ class SaveError(TraceError):
 class SaveRequest:
     """What to save, and where."""
 
-    source: Path
-    """The trace file the run is read from."""
+    source: Path | None
+    """The trace file the run is read from (None: the records are given to :func:`save`)."""
     run: int
     path: Path
     fmt: Format = "est"
@@ -117,17 +120,22 @@ def _why(e: OSError) -> str:
     return (e.strerror or str(e)).lower()
 
 
-def save(req: SaveRequest) -> SaveResult:
-    """Write what ``req`` asks for; blocking (run it in a thread)."""
+def save(req: SaveRequest, given: Iterable[Record] | None = None) -> SaveResult:
+    """Write what ``req`` asks for, from its trace file or from the records ``given``;
+    blocking (run it in a thread)."""
     shown = escape(str(req.path))
-    try:
-        reader = TraceReader(req.source)
-    except OSError as e:
-        raise SaveError(f"cannot read {escape(str(req.source))} again: {_why(e)}") from None
+    reader: TraceReader | None = None
+    if given is None:
+        if req.source is None:
+            raise SaveError("nothing to save from: no trace file and no records")
+        try:
+            reader = TraceReader(req.source)
+        except OSError as e:
+            raise SaveError(f"cannot read {escape(str(req.source))} again: {_why(e)}") from None
     made = False
     try:
-        with reader:
-            records = select(reader, req.run, req.t0, req.t1)
+        with reader if reader is not None else contextlib.nullcontext():
+            records = select(reader if reader is not None else given or (), req.run, req.t0, req.t1)
             if req.fmt == "est":
                 try:
                     writer = TraceWriter(req.path, exclusive=True)
@@ -148,7 +156,7 @@ def save(req: SaveRequest) -> SaveResult:
                 write = write_csv if req.fmt == "csv" else write_jsonl
                 with open(fd, "w", encoding="utf-8", newline="") as out:
                     n = write(out, rows(records, system=True, events=True), events=True)
-            damaged = len(reader.damage)
+            damaged = len(reader.damage) if reader is not None else 0
     except SaveError:
         raise
     except (OSError, TraceError) as e:

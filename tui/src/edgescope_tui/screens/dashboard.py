@@ -10,11 +10,15 @@ pauses; a live source is the same view with the cursor at the head of the stream
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import re
 from bisect import bisect_right
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
+from edgescope_tracing import Record
 from edgescope_tracing.summary import event_traceback
 from edgescope_tracing.text import escape as escape_text
 from rich.markup import escape
@@ -35,9 +39,11 @@ from ..chartspec import ChartSpec, smoothed, zoomed
 from ..feed import Feed
 from ..processes import process_rows
 from ..runinfo import run_overview
-from ..save import SaveError, SaveRequest, save
+from ..save import SaveError, SaveRequest, SaveResult, save
 from ..series import EMA_WEIGHTS
+from ..sources.base import Status
 from ..sources.file import FileSource
+from ..sources.live import LiveSource, TcpOpener
 from ..state import RunState, stack_tree, top_functions
 from ..widgets.chart import Chart
 from ..widgets.events import EventRow, EventsView
@@ -635,11 +641,15 @@ class DashboardScreen(Screen[None]):
         return (a, max(a, b))
 
     def action_save(self) -> None:
+        """A trace file is read again; a collector over TCP is asked for what it holds again
+        (from its oldest record, up to its head), since the view keeps folded figures, not
+        records. Over SSH that is not there yet."""
         source = self.feed.source
-        if not isinstance(source, FileSource):
+        opener = source.opener if isinstance(source, LiveSource) else None
+        if not isinstance(source, FileSource) and not isinstance(opener, TcpOpener):
             self.notify(
-                "saving is there for a trace file: the TUI keeps a live stream's figures, not "
-                "its records, so it cannot write them out",
+                "saving is there for a trace file and a collector over TCP; over SSH it is not "
+                "there yet (the view keeps figures, not the records)",
                 severity="warning",
             )
             return
@@ -657,7 +667,10 @@ class DashboardScreen(Screen[None]):
                 return
             t0, t1 = window if choice.window and window is not None else (None, None)
             path = Path(choice.path).expanduser()
-            self._write(SaveRequest(source.path, run, path, choice.fmt, t0, t1))
+            if isinstance(source, FileSource):
+                self._write(SaveRequest(source.path, run, path, choice.fmt, t0, t1))
+            elif isinstance(opener, TcpOpener):
+                self._save_live(opener, SaveRequest(None, run, path, choice.fmt, t0, t1))
 
         self.app.push_screen(SaveScreen(info.name if info else "run", run, words), done)
 
@@ -670,14 +683,72 @@ class DashboardScreen(Screen[None]):
                 self.notify, str(e), title="Not saved", severity="error", markup=False
             )
             return
+        self.app.call_from_thread(self._saved, req, result, "")
+
+    def _saved(self, req: SaveRequest, result: SaveResult, note: str) -> None:
         what = "records" if req.fmt == "est" else "rows"
         damaged = f" ({result.damaged} damaged spans skipped)" if result.damaged else ""
-        self.app.call_from_thread(
-            self.notify,
-            f"{result.written:,} {what} to {escape_text(str(result.path))}{damaged}",
+        self.notify(
+            f"{result.written:,} {what} to {escape_text(str(result.path))}{damaged}{note}",
             title="Saved",
             markup=False,
         )
+
+    @work(group="save")
+    async def _save_live(self, opener: TcpOpener, req: SaveRequest) -> None:
+        """Read the collector's history again on a connection of its own (from its oldest
+        record up to its head as it was), handing the records to :func:`save` in a thread."""
+        fresh = LiveSource(
+            TcpOpener(opener.host, opener.port, token=opener.token, timeout=opener.timeout),
+            since=0,
+        )
+        batches: queue.Queue[list[Record] | None] = queue.Queue(maxsize=8)
+
+        def given() -> Iterator[Record]:
+            while (batch := batches.get()) is not None:
+                yield from batch
+
+        writing = asyncio.get_running_loop().run_in_executor(None, save, req, given())
+
+        async def put(batch: list[Record] | None) -> bool:
+            while not writing.done():  # the writer may have stopped (the path exists)
+                try:
+                    batches.put_nowait(batch)
+                    return True
+                except queue.Full:
+                    await asyncio.sleep(0.01)
+            return False
+
+        notes: list[str] = []
+        batch: list[Record] = []
+        try:
+            async for item in fresh.stream():
+                if isinstance(item, Status):
+                    if item.state == "live":
+                        break  # all it held when this connection opened
+                    if item.state == "gap":
+                        notes.append(item.message or "records missing")
+                    elif item.state in ("disconnected", "error"):
+                        notes.append(f"stopped early: {item.message}")
+                        break
+                    continue
+                batch.append(item)
+                if len(batch) >= 1000:
+                    if not await put(batch):
+                        break
+                    batch = []
+        finally:
+            await fresh.close()
+            if batch:
+                await put(batch)
+            await put(None)
+        try:
+            result = await writing
+        except SaveError as e:
+            self.notify(str(e), title="Not saved", severity="error", markup=False)
+            return
+        note = "".join(f"; {escape_text(n)}" for n in notes)
+        self._saved(req, result, note)
 
     def action_filter(self) -> None:
         tab = self.query_one("#tabs", TabbedContent).active

@@ -8,7 +8,7 @@ that run and the device's own records (system, thermal, GPU samples, device even
 window, and writes them:
 
 - ``est``: an edgescope trace (a new file, keyframes and index of its own); the run's start
-  is always written first, so the saved window is a trace that opens on its own;
+  is always written, whatever the window, so a saved window is a trace that opens on its own;
 - ``csv`` and ``jsonl``: the rows of ``edgescope export --system --events``, through the same
   writers (:mod:`edgescope_tracing.export`).
 

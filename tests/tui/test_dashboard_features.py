@@ -21,6 +21,8 @@ from edgescope_tui.widgets.chart import Chart
 from edgescope_tui.widgets.events import EventsView
 from edgescope_tui.widgets.filter import FilterBar
 from edgescope_tui.widgets.processes import ProcessTable
+from sshd import Sshd
+from sshd.fixtures import sshd_fixture  # noqa: F401 (registers the fixture)
 from textual.pilot import Pilot
 from textual.widgets import Input, Static, TabbedContent
 
@@ -280,15 +282,20 @@ def is_live(d: DashboardScreen) -> bool:
     return st is not None and st.state == "live" and 0 in d.feed.state.runs
 
 
-async def test_a_live_warning_toasts_and_counts_unread_on_the_events_tab(tmp_path: Path) -> None:
+async def test_a_live_warning_toasts_and_counts_unread_on_the_events_tab(
+    tmp_path: Path, sshd: Sshd
+) -> None:
     """A real collector; a warning that comes while the dashboard is live is a toast and an
-    unread count on the Events tab's title, cleared when the tab is shown. Opened again, the
-    same warning is history (the collector's store, read on connecting): no alert."""
+    unread count on the Events tab's title, cleared when the tab is shown; w saves what the
+    collector holds. Opened again through a real sshd, the same warning is history (the
+    collector's store, read on connecting): no alert; w saves through SSH too."""
+    import json
     import socket
 
     from edgescope_tracing import Event, StreamEncoder
-    from edgescope_tui.discovery import TcpTarget
+    from edgescope_tui.discovery import SshTarget, TcpTarget
     from edgescope_tui.sources.live import live_source
+    from edgescope_tui.ssh import SshSettings
     from sshd.collector import Collector
 
     c = Collector(tmp_path / "collector", interval=0.2).start()
@@ -330,7 +337,15 @@ async def test_a_live_warning_toasts_and_counts_unread_on_the_events_tab(tmp_pat
                 saved = list(r)
             assert [x.name for x in saved if isinstance(x, RunStart)] == ["live"]
             assert "step time up 40%" in [e.message for e in saved if isinstance(e, Event)]
-        again = EdgescopeApp([live_source(TcpTarget("127.0.0.1", c.port))])
+        (tmp_path / "ssh_config").touch()
+        settings = SshSettings(
+            known_hosts=str(sshd.known_hosts),
+            identities=(str(sshd.user_key),),
+            agent=False,
+            config=str(tmp_path / "ssh_config"),
+        )
+        target = SshTarget("127.0.0.1", "root", sshd.port, collector_port=c.port)
+        again = EdgescopeApp([live_source(target, ssh_settings=settings)])
         async with again.run_test(size=SIZE) as pilot:
             d = again.screen
             assert isinstance(d, DashboardScreen)
@@ -344,6 +359,21 @@ async def test_a_live_warning_toasts_and_counts_unread_on_the_events_tab(tmp_pat
             )
             await pilot.pause(0.3)
             assert not any(n.message == "step time up 40%" for n in toasts(again))
+            await pilot.press("w")
+            await pilot.pause()
+            dialog = again.screen
+            assert isinstance(dialog, SaveScreen)
+            dialog.query_one("#save-format").focus()
+            await pilot.press("down", "down", "enter")  # JSON lines
+            field = dialog.query_one("#save-path", Input)
+            field.value = str(tmp_path / "ssh.jsonl")
+            field.focus()
+            await pilot.press("enter")
+            await notified(pilot, "Saved")
+            lines = [json.loads(x) for x in (tmp_path / "ssh.jsonl").read_text().splitlines()]
+            assert {"series": "event", "text": "step time up 40%"}.items() <= next(
+                x for x in lines if x.get("text") == "step time up 40%"
+            ).items()
     finally:
         producer.close()
         c.stop()

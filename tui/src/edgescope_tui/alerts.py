@@ -1,8 +1,9 @@
 """Live alerts: which warning events are new since the last look, and how many are unread.
 
-A dashboard asks :meth:`AlertTracker.update` each time its feed grows. Events that arrive
-while the source is live (past the history read on connecting) with severity 1 or more are
-returned, to be shown as toasts, and counted as unread unless the Events tab is on show;
+A dashboard asks :meth:`AlertTracker.update` each time its feed grows. Events folded after
+the source said it was live (``StreamState.live_from_event``: past the history read on
+connecting, however many records one redraw takes in) with severity 1 or more are returned, to
+be shown as toasts, and counted as unread unless the Events tab is on show;
 :meth:`AlertTracker.read` clears the count when it is. History (a file, a collector's store
 read on connecting) raises no alert: it did not just happen. UI-free.
 """
@@ -30,14 +31,16 @@ class AlertTracker:
     unread: int = 0
     """Warnings (and errors) that arrived live while the Events tab was not on show."""
 
-    def update(self, events: Log[Event], *, live: bool, viewing: bool) -> list[Event]:
-        """The warnings among the events after :attr:`seen` when ``live`` (none otherwise);
-        ``viewing``: the Events tab is on show, so they are read at once."""
+    def update(self, events: Log[Event], *, live_from: int | None, viewing: bool) -> list[Event]:
+        """The warnings among the events after :attr:`seen` that came live, from index
+        ``live_from`` on (None: none did); ``viewing``: the Events tab is on show, so they are
+        read at once."""
         n = len(events)
-        new = [events[i] for i in range(min(self.seen, n), n)]
+        start = min(self.seen, n)
         self.seen = n
-        if not live:
+        if live_from is None:
             return []
+        new = [events[i] for i in range(max(start, live_from), n)]
         warnings = [e for e in new if e.severity >= 1]
         if not viewing:
             self.unread += len(warnings)

@@ -39,7 +39,18 @@ from edgescope_tracing import (
 from edgescope_tracing.export import rows, write_csv, write_jsonl
 from edgescope_tracing.text import escape
 
-__all__ = ["FORMATS", "SaveError", "SaveRequest", "SaveResult", "default_name", "save", "select"]
+from .sources.live import Opener, TcpOpener
+
+__all__ = [
+    "FORMATS",
+    "SaveError",
+    "SaveRequest",
+    "SaveResult",
+    "default_name",
+    "fresh_opener",
+    "save",
+    "select",
+]
 
 Format = Literal["est", "csv", "jsonl"]
 FORMATS: tuple[Format, ...] = ("est", "csv", "jsonl")
@@ -114,6 +125,21 @@ def select(records: Iterable[Record], run: int, t0: int | None, t1: int | None) 
             continue
         if _inside(rec.t_us, t0, t1):
             yield rec
+
+
+def fresh_opener(opener: Opener) -> Opener | None:
+    """An opener of its own to the same collector, TCP or SSH (None for another kind): a
+    save reads the collector's history again without touching the dashboard's connection,
+    and closes only its own (over SSH: its own login)."""
+    if isinstance(opener, TcpOpener):
+        return TcpOpener(opener.host, opener.port, token=opener.token, timeout=opener.timeout)
+    from .sources.ssh import SshOpener
+
+    if isinstance(opener, SshOpener):
+        return SshOpener(
+            opener.target, settings=opener.settings, token=opener.token, timeout=opener.timeout
+        )
+    return None
 
 
 def _why(e: OSError) -> str:

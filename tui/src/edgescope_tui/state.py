@@ -293,6 +293,9 @@ class StreamState:
     """The source's last word on itself (live, disconnected, ended...)."""
     trimmed_us: int | None = None
     """History before this time was let go to bound memory (a long live session)."""
+    live_from_event: int | None = None
+    """How many events had been folded when the source last said it was live: the events
+    after them arrived live (the alerts' line between history and news); None: never live."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +459,7 @@ class StateBuilder:
         self.gaps: Log[Gap] = sm.gaps
         self.status: Status | None = sm.status
         self.trimmed_us: int | None = sm.trimmed_us
+        self.live_from_event: int | None = sm.live_from_event
         self._frozen: RunState | None = base
         self._points = sum(s.n for s in self._all_series())
 
@@ -498,6 +502,7 @@ class StateBuilder:
                     self.gaps,
                     self.status,
                     self.trimmed_us,
+                    self.live_from_event,
                 ),
             )
         return self._frozen
@@ -613,6 +618,8 @@ class StateBuilder:
         self.records += 1
 
     def _status(self, st: Status) -> None:
+        if st.state == "live":
+            self.live_from_event = len(self.events)
         if st.state != "gap":
             self.status = st
             return

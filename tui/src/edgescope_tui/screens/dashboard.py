@@ -39,11 +39,11 @@ from ..chartspec import ChartSpec, smoothed, zoomed
 from ..feed import Feed
 from ..processes import process_rows
 from ..runinfo import run_overview
-from ..save import SaveError, SaveRequest, SaveResult, save
+from ..save import SaveError, SaveRequest, SaveResult, fresh_opener, save
 from ..series import EMA_WEIGHTS
 from ..sources.base import Status
 from ..sources.file import FileSource
-from ..sources.live import LiveSource, TcpOpener
+from ..sources.live import LiveSource, Opener
 from ..state import RunState, stack_tree, top_functions
 from ..widgets.chart import Chart
 from ..widgets.events import EventRow, EventsView
@@ -289,10 +289,9 @@ class DashboardScreen(Screen[None]):
         """Toasts for warnings that just arrived live, and the unread count on the Events
         tab's title (cleared while it is on show)."""
         full = self.feed.state
-        status = full.stream.status
-        live = not self.feed.seekable and status is not None and status.state == "live"
+        live_from = None if self.feed.seekable else full.stream.live_from_event
         before = self._alerts.unread
-        new = self._alerts.update(full.events, live=live, viewing=tab == "events")
+        new = self._alerts.update(full.events, live_from=live_from, viewing=tab == "events")
         if tab == "events":
             self._alerts.read()
         for e in new[:TOASTS]:
@@ -641,16 +640,17 @@ class DashboardScreen(Screen[None]):
         return (a, max(a, b))
 
     def action_save(self) -> None:
-        """A trace file is read again; a collector over TCP is asked for what it holds again
-        (from its oldest record, up to its head), since the view keeps folded figures, not
-        records. Over SSH that is not there yet."""
+        """A trace file is read again; a collector (over TCP or SSH) is asked for what it holds
+        again, on a connection of its own (from its oldest record, up to its head), since the
+        view keeps folded figures, not records."""
         source = self.feed.source
-        opener = source.opener if isinstance(source, LiveSource) else None
-        if not isinstance(source, FileSource) and not isinstance(opener, TcpOpener):
+        opener = fresh_opener(source.opener) if isinstance(source, LiveSource) else None
+        if not isinstance(source, FileSource) and opener is None:
             self.notify(
-                "saving is there for a trace file and a collector over TCP; over SSH it is not "
-                "there yet (the view keeps figures, not the records)",
+                f"{escape_text(self.feed.label)} is not a trace file or a collector: nothing "
+                "to read its records from again",
                 severity="warning",
+                markup=False,
             )
             return
         s = self.shown
@@ -669,7 +669,7 @@ class DashboardScreen(Screen[None]):
             path = Path(choice.path).expanduser()
             if isinstance(source, FileSource):
                 self._write(SaveRequest(source.path, run, path, choice.fmt, t0, t1))
-            elif isinstance(opener, TcpOpener):
+            elif opener is not None:
                 self._save_live(opener, SaveRequest(None, run, path, choice.fmt, t0, t1))
 
         self.app.push_screen(SaveScreen(info.name if info else "run", run, words), done)
@@ -695,13 +695,11 @@ class DashboardScreen(Screen[None]):
         )
 
     @work(group="save")
-    async def _save_live(self, opener: TcpOpener, req: SaveRequest) -> None:
-        """Read the collector's history again on a connection of its own (from its oldest
-        record up to its head as it was), handing the records to :func:`save` in a thread."""
-        fresh = LiveSource(
-            TcpOpener(opener.host, opener.port, token=opener.token, timeout=opener.timeout),
-            since=0,
-        )
+    async def _save_live(self, opener: Opener, req: SaveRequest) -> None:
+        """Read the collector's history again on a connection of its own (``opener``, from
+        its oldest record up to its head as it was), handing the records to :func:`save` in a
+        thread."""
+        fresh = LiveSource(opener, since=0)
         batches: queue.Queue[list[Record] | None] = queue.Queue(maxsize=8)
 
         def given() -> Iterator[Record]:

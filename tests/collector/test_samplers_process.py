@@ -257,3 +257,22 @@ def test_a_zombie_is_skipped_like_an_exited_process() -> None:
         assert samples(ProcessSampler(Roots(), watch), int(time.time() * S)) == {}
     finally:
         proc.wait()
+
+
+def test_parent_state_and_command_of_each_process(board: Callable[[str], Board]) -> None:
+    """The process tree, each process's state and its command line (format 1.3): the command
+    from ``cmdline``, or ``[comm]`` where there is none; read once per process."""
+    b = board("rpi4")
+    watch = ProcessWatch()
+    watch.add(3, 1234)
+    sampler = ProcessSampler(b.roots, watch, clk_tck=100)
+    first = samples(sampler, 5 * S)
+    main, child = first[1234], first[1240]
+    assert (main.ppid, main.state, main.command) == (1, "S", "python3 train.py --epochs 003")
+    assert (child.ppid, child.state, child.command) == (1234, "S", "[pt_data_worker]")
+    b.write("proc/1234/cmdline", "python3\0other.py")  # not read again for the same process
+    text = b.read("proc/1240/stat").replace(") S ", ") D ")
+    b.write("proc/1240/stat", text.strip())
+    second = samples(sampler, 6 * S)
+    assert second[1234].command == "python3 train.py --epochs 003"
+    assert second[1240].state == "D"

@@ -274,7 +274,12 @@ def test_every_figure_field_is_one_number() -> None:
     (a tuple, a dict) must be left out of them and given rows of its own."""
     from dataclasses import fields
 
-    from edgescope.cli.export import _GPU_FIELDS, _POWER_FIELDS, _PROCESS_FIELDS, _SYSTEM_FIELDS
+    from edgescope_tracing.export import (
+        _GPU_FIELDS,
+        _POWER_FIELDS,
+        _PROCESS_FIELDS,
+        _SYSTEM_FIELDS,
+    )
 
     assert _POWER_FIELDS == ("energy_uj", "power_uw", "range_uj", "limit_uw")
     for cls, names in (

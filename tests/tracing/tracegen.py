@@ -159,6 +159,9 @@ process_samples = st.builds(
     cgroup_peak=opt(NAT),
     cgroup_limit=opt(NAT),
     oom_kills=opt(NAT),
+    ppid=opt(SMALL),
+    state=opt(st.sampled_from("RSDTZI")),
+    command=opt(NAMES),
     t_us=TIME,
 )
 thermal_samples = st.builds(

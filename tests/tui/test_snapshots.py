@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from device_trace import T0, write_device_trace
 from edgescope_tui.app import EdgescopeApp
 from edgescope_tui.sources import FileSource
 from h200_trace import write_h200_trace
@@ -87,3 +88,41 @@ def test_events_tab(snap_compare: Any, traces: tuple[Path, Path]) -> None:
 def test_help_over_the_dashboard_at_80x24(snap_compare: Any, traces: tuple[Path, Path]) -> None:
     app = EdgescopeApp([FileSource(traces[0])])
     assert snap_compare(app, terminal_size=(80, 24), run_before=loaded("question_mark"))
+
+
+@pytest.fixture(scope="module")
+def pi(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pi")
+    return write_device_trace(d / "pi.est", d)
+
+
+def at(t_us: int, *keys: str) -> Callable[[Pilot[Any]], Any]:
+    """Loaded, the cursor at ``t_us``, then ``keys``."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await loaded()(pilot)
+        screen = pilot.app.screen
+        screen.go_to(t_us)  # type: ignore[attr-defined]
+        await pilot.pause()
+        if keys:
+            await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
+
+
+# The dashboard's own tabs and keys at 80x24, on a minute of a run on the recorded Pi.
+PI_VIEWS = {
+    "overview_smoothed_and_zoomed": at(T0 + 40_000_000, "e", "e", "z"),
+    "processes_tree": at(T0 + 40_000_000, "6", "t"),
+    "run_tab": loaded("7"),
+    "metrics_filtered": loaded("2", "slash", *"acc"),
+    "events_after_a_jump": at(T0 + 30_000_000, "5"),
+    "save_dialog": at(T0 + 30_000_000, "w"),
+}
+
+
+@pytest.mark.parametrize("view", list(PI_VIEWS))
+def test_pi_dashboard_at_80x24(snap_compare: Any, pi: Path, view: str) -> None:
+    app = EdgescopeApp([FileSource(pi)])
+    assert snap_compare(app, terminal_size=(80, 24), run_before=PI_VIEWS[view])

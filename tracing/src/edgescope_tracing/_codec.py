@@ -187,6 +187,10 @@ def _str(x: Any) -> str:
     return x
 
 
+def _ostr(x: Any) -> str | None:
+    return None if x is None else _str(x)
+
+
 def _list(x: Any) -> list[Any]:
     if type(x) is not list:
         raise DecodeError(f"expected an array, got {type(x).__name__}")
@@ -473,7 +477,13 @@ class Encoder:
                 rec.cgroup_peak,
                 rec.cgroup_limit,
                 rec.oom_kills,
+                # 1.3: the process tree, state and command (interned: it repeats every sample)
+                rec.ppid,
+                rec.state,
+                None if rec.command is None else self._sid(rec.command),
             ]
+            while len(wire) > 13 and wire[-1] is None:  # absent: the 1.2 record, byte for byte
+                wire.pop()
         elif isinstance(rec, ThermalSample):
             zones = [
                 [self._sid(z.name), z.temp_c, [[self._sid(ty), tc, hy] for ty, tc, hy in z.trips]]
@@ -824,8 +834,12 @@ class Decoder:
             _oint(w[10]),
             _oint(w[11]),
             _oint(w[12]),
-            w[2],
-            w[1],
+            # 1.3: parent, state, command; absent from older records
+            ppid=_oint(w[13]) if len(w) > 13 else None,
+            state=_ostr(w[14]) if len(w) > 14 else None,
+            command=None if len(w) <= 15 or w[15] is None else self._s(w[15]),
+            t_us=w[2],
+            seq=w[1],
         )
 
     def _thermal(self, w: Wire) -> ThermalSample:

@@ -25,6 +25,7 @@ from .signals import (
     gpu_throttled,
     pi_throttled_flags,
 )
+from .thresholds import CGROUP_NEAR_LIMIT, TRIP_KINDS, trip_reached
 
 __all__ = ["MiB", "Signal", "coinciding_signals", "mib", "power_cap_text"]
 
@@ -170,7 +171,7 @@ def coinciding_signals(
         trips = []
         for z in last.zones:
             for kind, trip_c, hyst_c in z.trips:
-                if kind in ("passive", "hot", "critical") and z.temp_c >= trip_c - hyst_c:
+                if kind in TRIP_KINDS and trip_reached(z.temp_c, trip_c, hyst_c):
                     trips.append((z.temp_c - trip_c, z.name, z.temp_c, kind, trip_c))
         if trips:
             _, zone, temp, kind, trip_c = max(trips)
@@ -225,7 +226,11 @@ def coinciding_signals(
                 )
             )
     for p in procs[-1:]:
-        if p.cgroup_current and p.cgroup_limit and p.cgroup_current >= 0.95 * p.cgroup_limit:
+        if (
+            p.cgroup_current
+            and p.cgroup_limit
+            and p.cgroup_current >= CGROUP_NEAR_LIMIT * p.cgroup_limit
+        ):
             share = p.cgroup_current / p.cgroup_limit
             out.append(
                 Signal(

@@ -152,7 +152,8 @@ class SystemSample:
 
 @dataclass(frozen=True, slots=True)
 class ProcessSample:
-    """One process of a run: CPU, RSS and its peak (VmHWM), threads, cgroup memory."""
+    """One process of a run: CPU, RSS and its peak (VmHWM), threads, cgroup memory, and (from
+    format 1.3) its parent, state and command."""
 
     KIND: ClassVar[Kind] = Kind.PROCESS
     run: int
@@ -165,6 +166,14 @@ class ProcessSample:
     cgroup_peak: int | None = None
     cgroup_limit: int | None = None
     oom_kills: int | None = None
+    ppid: int | None = None
+    """The parent's pid: the run's process tree (format 1.3; None in older traces)."""
+    state: str | None = None
+    """The kernel's one-letter state from ``/proc/PID/stat``: ``R`` running, ``S`` sleeping,
+    ``D`` waiting on I/O, ``T`` stopped... (format 1.3)."""
+    command: str | None = None
+    """The command line (``/proc/PID/cmdline``, arguments joined by spaces), or ``[name]``
+    where it is empty (a kernel thread, a process whose memory is gone) (format 1.3)."""
     t_us: int = 0
     seq: int = 0
 

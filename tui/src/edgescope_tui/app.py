@@ -29,7 +29,7 @@ from textual.screen import Screen
 from .chartspec import fmt_offset
 from .feed import MAX_POINTS, Feed
 from .screens.compare import CompareScreen
-from .screens.dashboard import DashboardScreen
+from .screens.dashboard import TABS, DashboardScreen
 from .screens.help import HelpScreen
 from .screens.sources import SourcesScreen
 from .sources.base import Source
@@ -267,7 +267,7 @@ class EdgescopeApp(App[None]):
             return
         yield SystemCommand("Play / pause", "Replay from the cursor", screen.action_toggle_play)
         yield SystemCommand("Go to time or step", "Jump the cursor", screen.action_jump)
-        for tab in ("overview", "metrics", "system", "stacks", "events"):
+        for tab in TABS:
             yield SystemCommand(
                 f"Show {tab}", f"The {tab} tab", lambda tab=tab: screen.action_tab(tab)
             )

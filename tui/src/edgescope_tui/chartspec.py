@@ -8,10 +8,11 @@ Textual, so the model is tested without an App.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .series import Series
+from .series import Series, ema
 
 __all__ = [
     "CLIPPED",
@@ -22,6 +23,10 @@ __all__ = [
     "fmt_bytes",
     "fmt_number",
     "fmt_offset",
+    "x_extent",
+    "visible",
+    "zoomed",
+    "smoothed",
 ]
 
 CLIPPED = "#ff5f5f"
@@ -73,6 +78,9 @@ class Line:
     """Multiply values by this (after ``invert``)."""
     offset: float = 0.0
     """Subtracted from this line's x (a run's start time, to compare runs from their starts)."""
+    faint: bool = False
+    """Drawn dim under the others and left out of the title: the raw values under a smoothed
+    line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,8 @@ class ChartSpec:
     peak: bool = False
     """The title gives each line's highest value beside its last (memory: its peak), not its
     lowest (a loss: how low it got)."""
+    alerts: tuple[tuple[str, str], ...] = ()
+    """``(text, color)`` after the subtitle: a value coloured against its threshold."""
 
 
 def fmt_offset(us: float) -> str:
@@ -127,3 +137,63 @@ def fmt_offset(us: float) -> str:
         return f"{sign}{h}:{mins:02d}:{secs:02d}"
     m, sec = divmod(s, 60)
     return f"{sign}{int(m):02d}:{sec:04.1f}"
+
+
+def visible(spec: ChartSpec) -> list[tuple[Line, int]]:
+    """Each line with the number of its points shown, lines with none left out."""
+    xs = [
+        (line, line.series.n if line.end is None else min(line.end, line.series.n))
+        for line in spec.lines
+    ]
+    return [(line, end) for line, end in xs if end > 0]
+
+
+def x_extent(spec: ChartSpec) -> tuple[float, float] | None:
+    """The x range a chart spans (step, or time in µs), None when it has nothing to show."""
+    xs = visible(spec)
+    if not xs:
+        return None
+
+    def col(s: Series) -> array[float]:
+        return s.t if spec.by_time else s.x
+
+    x0 = (
+        spec.x0 if spec.x0 is not None else min(col(line.series)[0] - line.offset for line, _ in xs)
+    )
+    x1 = (
+        spec.x1
+        if spec.x1 is not None
+        else max(col(line.series)[end - 1] - line.offset for line, end in xs)
+    )
+    return (x0, x1) if x1 > x0 else (x0, x0 + 1)
+
+
+def zoomed(spec: ChartSpec, zoom: tuple[float, float] | None) -> ChartSpec:
+    """The spec narrowed to a share of its x range: ``zoom`` is ``(from, to)`` in [0, 1] of
+    the whole (None: all of it); the title says how far in."""
+    if zoom is None or zoom == (0.0, 1.0):
+        return spec
+    extent = x_extent(spec)
+    if extent is None:
+        return spec
+    a, b = extent
+    f0, f1 = zoom
+    factor = 1 / max(f1 - f0, 1e-9)
+    return replace(
+        spec,
+        x0=a + f0 * (b - a),
+        x1=a + f1 * (b - a),
+        subtitle=" · ".join(x for x in (spec.subtitle, f"zoom {factor:.3g}x") if x),
+    )
+
+
+def smoothed(spec: ChartSpec, weight: float) -> ChartSpec:
+    """Each line of a step chart smoothed by TensorBoard's debiased EMA with ``weight``
+    (:func:`edgescope_tui.series.ema`), the raw values faint beneath it, the setting in the
+    title. Charts against time (device samples) are left as they are, and so is ``weight`` 0.
+    """
+    if weight <= 0 or spec.by_time or not spec.lines:
+        return spec
+    raw = tuple(replace(line, faint=True) for line in spec.lines)
+    smooth = tuple(replace(line, series=ema(line.series, weight)) for line in spec.lines)
+    return replace(spec, lines=raw + smooth, title=f"{spec.title} (EMA {weight:g})")

@@ -15,13 +15,14 @@ spans a thousand points or a hundred million.
 from __future__ import annotations
 
 import math
+import weakref
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Series", "Log", "BLOCK", "FAN"]
+__all__ = ["Series", "Log", "BLOCK", "FAN", "EMA_WEIGHTS", "ema"]
 
 BLOCK = 64
 """Points per block of the first level of the min/max summary."""
@@ -275,3 +276,43 @@ class Log(Generic[T]):
         items = self.items[: self.n - 1]
         items.append(item)
         return Log(items, self.n)
+
+
+_EMA_CACHE: dict[tuple[int, float], tuple[weakref.ref[array[float]], int, float, int, Series]] = {}
+"""(id of a series' value column, weight) -> (that column, points smoothed, running value,
+finite points, the smoothed series): a live series grows by a few points per redraw, and
+only those are smoothed again."""
+EMA_WEIGHTS = (0.0, 0.6, 0.9, 0.99)
+"""The smoothing weights a key cycles through (0: off), as TensorBoard offers them."""
+
+
+def ema(s: Series, weight: float) -> Series:
+    """TensorBoard's debiased exponential moving average of ``s`` with ``weight`` in [0, 1).
+
+    ``last = last * weight + (1 - weight) * y`` over the finite values, divided by
+    ``1 - weight ** count`` so the first points are not pulled towards 0; a non-finite value
+    stays non-finite and leaves the average as it was. Same x and t as ``s``.
+    """
+    if weight <= 0 or not s.n:
+        return s
+    key = (id(s.y), weight)
+    cached = _EMA_CACHE.get(key)
+    start, last, count, out = 0, 0.0, 0, Series.empty()
+    if cached is not None and cached[0]() is s.y and cached[1] <= s.n and cached[4].n == cached[1]:
+        _, start, last, count, out = cached
+    if start == s.n:
+        return out
+    ys: list[float] = []
+    for v in s.y[start : s.n]:
+        if math.isfinite(v):
+            last = last * weight + (1 - weight) * v
+            count += 1
+            ys.append(last / (1 - weight**count))
+        else:
+            ys.append(v)
+    out = out.extend(s.x[start : s.n], s.t[start : s.n], ys)
+    if len(_EMA_CACHE) > 256:  # columns of series no longer drawn
+        for k in [k for k, c in _EMA_CACHE.items() if c[0]() is None]:
+            del _EMA_CACHE[k]
+    _EMA_CACHE[key] = (weakref.ref(s.y), s.n, last, count, out)
+    return out

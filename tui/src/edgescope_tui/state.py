@@ -63,6 +63,7 @@ from edgescope_tracing.signals import (
     pi_throttled_flags,
     step_time_unit,
 )
+from edgescope_tracing.thresholds import TRIP_KINDS
 
 from .series import Log, Series
 from .sources.base import Status
@@ -73,6 +74,8 @@ __all__ = [
     "Span",
     "GpuState",
     "ProcState",
+    "PidState",
+    "log_at",
     "StackWindow",
     "StackNode",
     "RunState",
@@ -151,7 +154,8 @@ class GpuState:
 
 @dataclass(frozen=True, slots=True)
 class ProcState:
-    """A run's process memory: RSS over time, its peak (VmHWM), the cgroup's figures."""
+    """A run's process memory: its main process's RSS over time and peak (VmHWM; each
+    child's are in ``RunState.procs``), the cgroup's figures."""
 
     rss: Series = field(default_factory=Series.empty)
     rss_peak: int | None = None
@@ -160,9 +164,75 @@ class ProcState:
     cgroup_limit: int | None = None
     oom_kills: int | None = None
     cpu_percent: float | None = None
+    main_pid: int | None = None
+    """The process whose RSS ``rss`` is: the first of the run's that was sampled."""
     gpu_mem: Mapping[int, Series] = field(default_factory=dict)
     """Per GPU index: the GPU memory the run's processes use there (bytes, summed over them),
     from gpu records' ``processes`` (format 1.1; NVML only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PidState:
+    """One process of a run over time, from its process samples: what a process table shows at
+    the cursor. Figures that change every sample are series (x and t: the time); those that
+    seldom change are logs of ``(t_us, value)`` with an entry only when the value changed."""
+
+    run: int
+    pid: int
+    ppid: int | None = None
+    command: str | None = None
+    seen: Log[int] = field(default_factory=Log.empty)
+    """When it was sampled (µs), in order."""
+    cpu: Series = field(default_factory=Series.empty)
+    """CPU % (100 = one core)."""
+    rss: Series = field(default_factory=Series.empty)
+    rss_peak: Log[tuple[int, int]] = field(default_factory=Log.empty)
+    threads: Log[tuple[int, int]] = field(default_factory=Log.empty)
+    states: Log[tuple[int, str]] = field(default_factory=Log.empty)
+    """The kernel's state letter."""
+    gpu_mem: Mapping[int, Series] = field(default_factory=dict)
+    """Per GPU index: the GPU memory it uses there (bytes), where the driver says."""
+
+    def series(self) -> list[Series]:
+        return [self.cpu, self.rss, *self.gpu_mem.values()]
+
+    def seen_until(self, t_us: int | None) -> int:
+        """How many samples were taken at or before ``t_us`` (all for None)."""
+        if t_us is None:
+            return self.seen.n
+        return bisect_right(self.seen.items, t_us, 0, self.seen.n)
+
+
+_LT = TypeVar("_LT")
+
+
+def log_at(log: Log[tuple[int, _LT]], t_us: int | None) -> _LT | None:
+    """The value of a change log in force at ``t_us`` (the newest for None)."""
+    n = log.n
+    if t_us is not None:
+        n = bisect_right(log.items, (t_us, _MAX), 0, n)
+    return log.items[n - 1][1] if n else None
+
+
+class _Max:
+    """Greater than any value: ``(t, _MAX)`` sorts after every ``(t, value)``."""
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    def __gt__(self, other: object) -> bool:
+        return True
+
+
+_MAX: Any = _Max()
+
+
+def _log_from(log: Log[tuple[int, _LT]], t_us: float) -> Log[tuple[int, _LT]]:
+    """The entries from the one in force at ``t_us`` on (history before it let go)."""
+    items = log.view()
+    i = max(0, bisect_right([t for t, _ in items], t_us) - 1)
+    kept = items[i:]
+    return Log(kept, len(kept))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +280,8 @@ class ThermalState:
     throttle_open: Mapping[str, Span] = field(default_factory=dict)
     counters: Mapping[str, int] = field(default_factory=dict)
     """Last throttle counters and flags as sampled."""
+    zone_hyst: Mapping[str, float] = field(default_factory=dict)
+    """The hysteresis of each zone's trip in ``zone_trips``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +328,9 @@ class StreamState:
     """The source's last word on itself (live, disconnected, ended...)."""
     trimmed_us: int | None = None
     """History before this time was let go to bound memory (a long live session)."""
+    live_from_event: int | None = None
+    """How many events had been folded when the source last said it was live: the events
+    after them arrived live (the alerts' line between history and news); None: never live."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +349,8 @@ class RunState:
     proc: Mapping[int, ProcState] = field(default_factory=dict)
     pid_runs: Mapping[int, int] = field(default_factory=dict)
     """The run of each pid seen: a run's own pid and those of its process samples."""
+    procs: Mapping[tuple[int, int], PidState] = field(default_factory=dict)
+    """Per (run, pid): that process's history, for the process table."""
     gpus: Mapping[int, GpuState] = field(default_factory=dict)
     system: SystemState = field(default_factory=SystemState)
     thermal: ThermalState = field(default_factory=ThermalState)
@@ -423,6 +500,7 @@ class StateBuilder:
         self.step_clock = _Cow(base.step_clock)
         self.proc = _Cow(base.proc)
         self.pid_runs = _Cow(base.pid_runs)
+        self.procs = _Cow(base.procs)
         self.gpus = _Cow(base.gpus)
         sy, th, st, sm = base.system, base.thermal, base.stacks, base.stream
         self.mem_used: Series = sy.mem_used
@@ -443,6 +521,7 @@ class StateBuilder:
         self.power_last = _Cow(pw.last)
         self.nvml_records: bool = pw.nvml_records
         self.power_instant = pw.instant
+        self.zone_hyst = _Cow(th.zone_hyst)
         self.windows: Log[StackWindow] = st.windows
         self.stack_total: int = st.total
         self.self_counts = _Cow(st.self_counts)
@@ -454,6 +533,7 @@ class StateBuilder:
         self.gaps: Log[Gap] = sm.gaps
         self.status: Status | None = sm.status
         self.trimmed_us: int | None = sm.trimmed_us
+        self.live_from_event: int | None = sm.live_from_event
         self._frozen: RunState | None = base
         self._points = sum(s.n for s in self._all_series())
 
@@ -473,6 +553,7 @@ class StateBuilder:
                 step_clock=self.step_clock.freeze(),
                 proc=self.proc.freeze(),
                 pid_runs=self.pid_runs.freeze(),
+                procs=self.procs.freeze(),
                 gpus=self.gpus.freeze(),
                 system=SystemState(self.mem_used, self.mem_total, self.cpu_percent),
                 thermal=ThermalState(
@@ -483,6 +564,7 @@ class StateBuilder:
                     self.throttle,
                     self.throttle_open.freeze(),
                     self.counters.freeze(),
+                    self.zone_hyst.freeze(),
                 ),
                 power=PowerState(
                     self.power_sources.freeze(),
@@ -503,6 +585,7 @@ class StateBuilder:
                     self.gaps,
                     self.status,
                     self.trimmed_us,
+                    self.live_from_event,
                 ),
             )
         return self._frozen
@@ -534,13 +617,32 @@ class StateBuilder:
         self.cpu_percent = cut(self.cpu_percent)
         self.energy_j = cut(self.energy_j)
         sources = self.power_sources.w()
-        for pk, ps in sources.items():
-            sources[pk] = cut(ps)
+        for wk, ws in sources.items():
+            sources[wk] = cut(ws)
         self.cpu_mhz = cut(self.cpu_mhz)
         proc = self.proc.w()
         for k, p in proc.items():
             gpu_mem = {i: cut(g) for i, g in p.gpu_mem.items()}
             proc[k] = _evolve(p, rss=cut(p.rss), cgroup=cut(p.cgroup), gpu_mem=gpu_mem)
+        procs = self.procs.w()
+        for pk, ps in list(procs.items()):
+            times = ps.seen.view()
+            times = times[len(times) - int(len(times) * keep) :]
+            if not times:  # nothing of it left in the kept history
+                del procs[pk]
+                continue
+            first = times[0]
+            # the values in force at the first kept sample, and every change after it
+            procs[pk] = _evolve(
+                ps,
+                seen=Log(times, len(times)),
+                cpu=cut(ps.cpu),
+                rss=cut(ps.rss),
+                rss_peak=_log_from(ps.rss_peak, first),
+                threads=_log_from(ps.threads, first),
+                states=_log_from(ps.states, first),
+                gpu_mem={i: cut(g) for i, g in ps.gpu_mem.items()},
+            )
         gpus = self.gpus.w()
         for k, g in gpus.items():
             series = ("temp_c", "power_w", "sm_clock_mhz", "mem_clock_mhz", "util_gpu", "mem_used")
@@ -561,6 +663,8 @@ class StateBuilder:
         out += [*self.power_sources.view().values(), self.energy_j]
         for p in self.proc.view().values():
             out += [p.rss, p.cgroup, *p.gpu_mem.values()]
+        for ps in self.procs.view().values():
+            out += ps.series()
         for g in self.gpus.view().values():
             out += [g.temp_c, g.power_w, g.sm_clock_mhz, g.mem_clock_mhz, g.util_gpu, g.mem_used]
         return out
@@ -602,6 +706,8 @@ class StateBuilder:
         self.records += 1
 
     def _status(self, st: Status) -> None:
+        if st.state == "live":
+            self.live_from_event = len(self.events)
         if st.state != "gap":
             self.status = st
             return
@@ -676,9 +782,16 @@ def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
     ps = proc.get(p.run) or ProcState()
     t = float(p.t_us)
     changes: dict[str, Any] = {}
-    if p.rss is not None:
+    # The run's RSS line is one process's, the first sampled (the collector samples a run's
+    # own process first in each sweep): its children (each in the process table) would
+    # otherwise take turns in one series and draw as a band between their values.
+    main_pid = ps.main_pid
+    if main_pid is None:
+        changes["main_pid"] = main_pid = p.pid
+    main = main_pid == p.pid
+    if p.rss is not None and main:
         changes["rss"] = ps.rss.append(t, t, float(p.rss))
-    if p.rss_peak is not None:
+    if p.rss_peak is not None and main:
         changes["rss_peak"] = max(p.rss_peak, ps.rss_peak or 0)
     if p.cgroup_current is not None:
         changes["cgroup"] = ps.cgroup.append(t, t, float(p.cgroup_current))
@@ -691,6 +804,29 @@ def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
     if p.cpu_percent is not None:
         changes["cpu_percent"] = p.cpu_percent
     proc[p.run] = _evolve(ps, **changes)
+    _fold_pid(b, p, t)
+
+
+def _fold_pid(b: StateBuilder, p: ProcessSample, t: float) -> None:
+    """The sample into its process's own history (the process table)."""
+    key = (p.run, p.pid)
+    procs = b.procs.w()
+    old = procs.get(key) or PidState(p.run, p.pid)
+    pc: dict[str, Any] = {"seen": old.seen.append(p.t_us)}
+    if p.ppid is not None and p.ppid != old.ppid:
+        pc["ppid"] = p.ppid
+    if p.command is not None and p.command != old.command:
+        pc["command"] = p.command
+    if p.cpu_percent is not None:
+        pc["cpu"] = old.cpu.append(t, t, p.cpu_percent)
+    if p.rss is not None:
+        pc["rss"] = old.rss.append(t, t, float(p.rss))
+    # seldom-changing figures: an entry only when the value changes
+    for name, value in (("rss_peak", p.rss_peak), ("threads", p.threads), ("states", p.state)):
+        log = getattr(old, name)
+        if value is not None and (not log.n or log.items[log.n - 1][1] != value):
+            pc[name] = log.append((p.t_us, value))
+    procs[key] = _evolve(old, **pc)
 
 
 def _fold_system(b: StateBuilder, x: SystemSample) -> None:
@@ -761,6 +897,16 @@ def _fold_gpu_processes(b: StateBuilder, g: GpuSample, t: float) -> None:
         run = pid_runs.get(pid)
         if run is not None:
             per_run[run] = per_run.get(run, 0) + used
+    procs = b.procs.view()
+    if any((pid_runs.get(pid), pid) in procs for pid, _ in g.processes):
+        w = b.procs.w()
+        for pid, used in g.processes:
+            key = (pid_runs.get(pid, -2), pid)
+            pstate = w.get(key)
+            if pstate is not None:
+                ser = pstate.gpu_mem.get(g.index) or Series.empty()
+                gm = {**pstate.gpu_mem, g.index: ser.append(t, t, float(used))}
+                w[key] = _evolve(pstate, gpu_mem=gm)
     if not per_run:
         return
     proc = b.proc.w()
@@ -778,9 +924,12 @@ def _fold_thermal(b: StateBuilder, x: ThermalSample) -> None:
         trips = b.zone_trips.w()
         for z in x.zones:
             zones[z.name] = (zones.get(z.name) or Series.empty()).append(t, t, z.temp_c)
-            limits = [temp for kind, temp, _ in z.trips if kind in ("passive", "hot", "critical")]
+            limits = [(temp, hyst) for kind, temp, hyst in z.trips if kind in TRIP_KINDS]
             if limits:
-                trips[z.name] = min(limits)
+                trip, hyst = min(limits)
+                trips[z.name] = trip
+                if b.zone_hyst.get(z.name) != hyst:
+                    b.zone_hyst.w()[z.name] = hyst
     cur = [fr.cur_khz for fr in x.freqs if fr.cur_khz is not None]
     if cur:
         b.cpu_mhz = b.cpu_mhz.append(t, t, sum(cur) / len(cur) / 1000)

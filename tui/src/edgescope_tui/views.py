@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 from edgescope_tracing.signals import CLOCK_EVENT_REASONS, step_time_unit
+from edgescope_tracing.thresholds import memory_level, temperature_level
 
 from .chartspec import PALETTE, Band, ChartSpec, Line, fmt_bytes, fmt_number, fmt_offset
 from .series import Series
@@ -26,11 +27,15 @@ __all__ = [
     "thermal_spec",
     "system_specs",
     "overview_specs",
+    "filter_keys",
+    "metric_format",
 ]
 
 THROTTLE_BG = "#5f1f1f"
 GAP_BG = "#5f0000"
 EVENT_COLORS = ("#87d787", "#ffd75f", "#ff5f5f")
+LEVEL_COLORS = EVENT_COLORS
+"""A value's colour by its level against a detector's threshold: fine, warning, at the limit."""
 
 
 def time_fmt(t0: int) -> Callable[[float], str]:
@@ -61,6 +66,12 @@ def ticks(s: RunState, end: int | None) -> tuple[tuple[float, str], ...]:
     )
 
 
+def filter_keys(keys: list[str], text: str) -> list[str]:
+    """The metric keys whose name holds every word of ``text`` (any case); all for none."""
+    words = text.lower().split()
+    return [k for k in keys if all(w in k.lower() for w in words)]
+
+
 def batch_size(s: RunState, run: int) -> float | None:
     info = s.runs.get(run)
     if info is None:
@@ -84,14 +95,7 @@ def metric_spec(s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
     sub = f"{series.non_finite} non-finite" if series.non_finite else ""
     last_step = series.x[n - 1] if n else None
     step = f"step {last_step:.0f}" if last_step is not None else ""
-    # units where the name says them: a step time in ms (whatever unit it was logged in),
-    # byte counts in binary units; other metrics are plain numbers
-    unit = step_time_unit(key)
-    fmt, scale = fmt_number, 1.0
-    if unit is not None:
-        fmt, scale = ms, unit * 1e3
-    elif _is_bytes(key):
-        fmt = fmt_bytes
+    fmt, scale = metric_format(key)
     return ChartSpec(
         key,
         (Line(key, series, PALETTE[0], end=n, scale=scale),),
@@ -99,6 +103,18 @@ def metric_spec(s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
         fmt=fmt,
         subtitle=" ".join(x for x in (step, sub) if x),
     )
+
+
+def metric_format(key: str) -> tuple[Callable[[float], str], float]:
+    """How a metric's values read, and the factor from its logged unit to that: units where
+    the name says them (a step time in ms, whatever unit it was logged in; byte counts in
+    binary units); other metrics are plain numbers."""
+    unit = step_time_unit(key)
+    if unit is not None:
+        return ms, unit * 1e3
+    if _is_bytes(key):
+        return fmt_bytes, 1.0
+    return fmt_number, 1.0
 
 
 def _is_bytes(key: str) -> bool:
@@ -146,9 +162,16 @@ def memory_spec(s: RunState, run: int, end: int | None, t0: int, t1: int) -> Cha
             facts.append(f"peak {fmt_bytes(p.rss_peak)}")
     if p is not None and len(p.cgroup):
         lines.append(Line("cgroup", p.cgroup, PALETTE[2], end=p.cgroup.count_until(end)))
+    alerts: list[tuple[str, str]] = []
     if p is not None and p.cgroup_limit:
         hlines.append((float(p.cgroup_limit), f"limit {fmt_bytes(p.cgroup_limit)}", "red"))
         facts.append(f"cgroup limit {fmt_bytes(p.cgroup_limit)}")
+        n = p.cgroup.count_until(end)
+        if n:
+            used = p.cgroup.y[n - 1]
+            level = memory_level(used, p.cgroup_limit)
+            share = used / p.cgroup_limit
+            alerts.append((f"cgroup at {share:.0%} of its limit", LEVEL_COLORS[level]))
     for i, g in sorted(p.gpu_mem.items()) if p is not None else ():
         n = g.count_until(end)
         lines.append(Line(f"GPU{i}", g, PALETTE[5 + i % 2], end=n))
@@ -183,11 +206,31 @@ def memory_spec(s: RunState, run: int, end: int | None, t0: int, t1: int) -> Cha
         hlines=tuple(hlines),
         # the peaks first: on a narrow terminal the end of the line is what is cut
         subtitle=" · ".join(sorted(facts, key=lambda f: "peak" not in f)),
+        alerts=tuple(alerts),
         y_floor=0.0,
         peak=True,
         empty="no memory samples",
         ticks=ticks(s, end),
     )
+
+
+def trip_alerts(s: RunState, end: int | None) -> tuple[tuple[str, str], ...]:
+    """The zone nearest its trip point at ``end``, coloured as the detectors judge it
+    (:func:`edgescope_tracing.thresholds.temperature_level`); nothing without trip points."""
+    worst: tuple[float, str, float, float] | None = None
+    for name, trip in s.thermal.zone_trips.items():
+        z = s.thermal.zones.get(name)
+        n = z.count_until(end) if z is not None else 0
+        if z is None or not n:
+            continue
+        temp = z.y[n - 1]
+        if worst is None or temp - trip > worst[0]:
+            worst = (temp - trip, name, temp, trip)
+    if worst is None:
+        return ()
+    _, name, temp, trip = worst
+    level = temperature_level(temp, trip, s.thermal.zone_hyst.get(name, 0.0))
+    return ((f"{name} {temp:.1f}°C of {trip:.0f}°C trip", LEVEL_COLORS[level]),)
 
 
 def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
@@ -205,6 +248,7 @@ def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
         lines.append(Line(name, z, next(colors), end=z.count_until(end)))
     spans = s.spans(end)
     facts.append(f"throttled: {len(spans)} period(s)" if spans else "not throttled")
+    alerts = trip_alerts(s, end)
     hlines = tuple(
         (trip, f"{name} trip {trip:.0f}°C", "red")
         for name, trip in list(s.thermal.zone_trips.items())[:1]
@@ -219,6 +263,7 @@ def thermal_spec(s: RunState, end: int | None, t0: int, t1: int) -> ChartSpec:
         bands=bands(s, end),
         ticks=ticks(s, end),
         subtitle=" · ".join(facts),
+        alerts=alerts,
         hlines=hlines,
         empty="no thermal samples",
     )

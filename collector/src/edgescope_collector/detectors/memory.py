@@ -6,6 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from edgescope_tracing.records import Event, ProcessSample, Record, RunEnd, SystemSample
+from edgescope_tracing.thresholds import OOM_LIKELY_SHARE
 
 from .base import MiB, anomaly, duration, mib
 from .stats import linear_fit
@@ -233,7 +234,7 @@ class OomKill:
             last = self._last.get(rec.run)
             if last and last.cgroup_current and last.cgroup_limit:
                 share = last.cgroup_current / last.cgroup_limit
-                if share >= 0.9:
+                if share >= OOM_LIKELY_SHARE:
                     return [
                         anomaly(
                             "oom_kill",

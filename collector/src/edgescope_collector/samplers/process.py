@@ -3,8 +3,10 @@
 For every ``(run, pid)`` in the :class:`~edgescope_collector.samplers.ProcessWatch` and every
 descendant of that pid, one :class:`ProcessSample` per call, read under ``roots.procfs``:
 
-- ``PID/stat``: CPU % (utime + stime deltas over the interval, 100 % = one core) and the start
-  time, so that a reused pid is never mixed up with the process that had it before;
+- ``PID/stat``: CPU % (utime + stime deltas over the interval, 100 % = one core), the start
+  time, so that a reused pid is never mixed up with the process that had it before, the
+  parent pid and the state (``R``, ``S``, ``D``...);
+- ``PID/cmdline``: the command line, read once per process (``[comm]`` where it is empty);
 - ``PID/status``: ``VmRSS`` (RSS), ``VmHWM`` (the kernel's RSS high-water mark: the peak that a
   1 Hz sampler would miss), ``Threads``;
 - descendants from ``PID/task/*/children`` (``CONFIG_PROC_CHILDREN``), or else from the parent
@@ -44,7 +46,13 @@ from edgescope_tracing.records import Event, ProcessSample, Record
 from . import ProcessWatch, Roots
 from ._files import read_int, read_kv, read_text
 
-__all__ = ["ProcessSampler", "CgroupMemory", "cgroup_memory", "read_proc_stat"]
+__all__ = [
+    "ProcessSampler",
+    "CgroupMemory",
+    "cgroup_memory",
+    "read_command",
+    "read_proc_stat",
+]
 
 UNLIMITED = 1 << 62
 """cgroup v1 reports "no limit" as a huge page-rounded number; anything above this is none."""
@@ -65,6 +73,8 @@ class ProcStat:
     start_ticks: int
     state: str = "R"
     """``R``, ``S``, ``D``, ... ``Z`` for a zombie: it has exited, its parent has not reaped it."""
+    name: str = ""
+    """The kernel's short command name (``comm``, at most 15 characters)."""
 
 
 def read_proc_stat(path: Path) -> ProcStat | None:
@@ -72,13 +82,30 @@ def read_proc_stat(path: Path) -> ProcStat | None:
     text = read_text(path)
     if not text:
         return None
-    _, _, rest = text.rpartition(")")
+    head, _, rest = text.rpartition(")")
+    name = head.partition("(")[2]
     f = rest.split()
     try:
         # after the name: state(0) ppid(1) ... utime(11) stime(12) ... num_threads(17) start(19)
-        return ProcStat(int(f[1]), int(f[11]) + int(f[12]), int(f[17]), int(f[19]), f[0])
+        return ProcStat(int(f[1]), int(f[11]) + int(f[12]), int(f[17]), int(f[19]), f[0], name)
     except (IndexError, ValueError):
         return None
+
+
+COMMAND_LIMIT = 256
+"""Characters of a command line kept (``docs/trace-format.md``, process ``command``)."""
+
+
+def read_command(proc_pid: Path, name: str) -> str:
+    """The command line of the process at ``proc_pid`` (``/proc/PID``), arguments joined by
+    spaces and cut to :data:`COMMAND_LIMIT`; ``[name]`` where it is empty or unreadable."""
+    try:
+        raw = (proc_pid / "cmdline").read_bytes()[: COMMAND_LIMIT * 4]
+    except OSError:
+        raw = b""
+    args = [a for a in raw.split(b"\0") if a]
+    text = " ".join(a.decode("utf-8", "replace") for a in args)
+    return text[:COMMAND_LIMIT] if text else f"[{name}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +304,9 @@ class ProcessSampler:
         self._descendants: dict[int, list[int]] = {}
         self._prev: dict[tuple[int, int], tuple[int, int]] = {}
         """(pid, start ticks) -> (cpu ticks, t_us) of the previous sample."""
+        self._commands: dict[tuple[int, int], str] = {}
+        """(pid, start ticks) -> its command line, read once (it seldom changes, and reading it
+        every second for every process would cost more than the rest of its sample)."""
 
     def close(self) -> None:
         for peak in self._peaks.values():
@@ -384,6 +414,9 @@ class ProcessSampler:
                     cpu = round(100.0 * (st.cpu_ticks - prev[0]) / self.clk_tck / seconds, 2)
                     cpu = max(0.0, cpu)
                 self._prev[key] = (st.cpu_ticks, t_us)
+                command = self._commands.get(key)
+                if command is None:
+                    command = self._commands[key] = read_command(proc / str(pid), st.name)
                 cg_text = read_text(proc / str(pid) / "cgroup") or ""
                 if cg_text not in cgroups:
                     cgroups[cg_text] = cgroup_memory(self.roots, cg_text)
@@ -401,12 +434,16 @@ class ProcessSampler:
                         cgroup_peak=run_peak,
                         cgroup_limit=cg.limit if cg else None,
                         oom_kills=cg.oom_kills if cg else None,
+                        ppid=st.ppid,
+                        state=st.state,
+                        command=command,
                         t_us=t_us,
                     )
                 )
         for key in list(self._prev):
             if key not in seen_keys:
                 del self._prev[key]
+                self._commands.pop(key, None)
         runs = {run for run, _ in watched}
         for pk in [pk for pk in self._peaks if pk[0] not in runs]:
             self._peaks.pop(pk).close()

@@ -1,17 +1,26 @@
 """The run dashboard: one run of one source, at the replay cursor.
 
 Tabs: an overview (loss, step time, memory, thermal), every metric, system (throughput, clocks,
-power, CPU), stacks (top functions and an icicle of the window before the cursor) and events
-(with jump-to). The replay bar at the bottom scrubs, plays and pauses; a live source is the
-same view with the cursor at the head of the stream.
+power, CPU), stacks (top functions and an icicle of the window before the cursor), events
+(with jump-to), the run's processes and the run itself (config, summary, device facts). The
+models live in UI-free modules (``views``, ``processes``, ``runinfo``, ``alerts``, ``save``);
+this screen hands their output to its widgets. The replay bar at the bottom scrubs, plays and
+pauses; a live source is the same view with the cursor at the head of the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import re
+from bisect import bisect_right
+from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar
 
+from edgescope_tracing import Record
 from edgescope_tracing.summary import event_traceback
+from edgescope_tracing.text import escape as escape_text
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
@@ -25,19 +34,32 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from .. import views
+from ..alerts import TOASTS, AlertTracker
+from ..chartspec import ChartSpec, smoothed, zoomed
 from ..feed import Feed
-from ..sources.base import RING_LOST
+from ..processes import process_rows
+from ..runinfo import run_overview
+from ..save import SaveError, SaveRequest, SaveResult, fresh_opener, save
+from ..series import EMA_WEIGHTS
+from ..sources.base import RING_LOST, Status
+from ..sources.file import FileSource
+from ..sources.live import LiveSource, Opener
 from ..state import RunState, stack_tree, top_functions
 from ..widgets.chart import Chart
 from ..widgets.events import EventRow, EventsView
+from ..widgets.filter import FilterBar
 from ..widgets.icicle import Icicle
+from ..widgets.processes import ProcessTable
 from ..widgets.timeline import ReplayBar, TimelineSpec, fmt_offset
 from .jump import JumpScreen
+from .save import SaveChoice, SaveScreen
 
 __all__ = ["DashboardScreen", "SPEEDS", "parse_jump"]
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-TABS = ("overview", "metrics", "system", "stacks", "events")
+TEXT_KEYS = ("toggle_play", "nudge", "start", "end")
+"""The actions of priority keys that a filter being typed into takes as text instead."""
+TABS = ("overview", "metrics", "system", "stacks", "events", "processes", "run")
 
 
 def parse_jump(text: str, t0: int) -> tuple[str, int] | None:
@@ -62,8 +84,9 @@ class DashboardScreen(Screen[None]):
 
     Keys: space play/pause · ←/→ 1 s, shift 10 s · ,/. previous/next step · p/n previous/next
     event · -/+ speed 0.25x-64x · home/end start, end (live) · g go to a time or step · r next
-    run · [/] stack window · 1-5 tabs. Mouse: click or drag the replay bar, click a chart or
-    an event.
+    run · [/] stack window · 1-7 tabs · / filter (Metrics, Processes) · z/Z zoom in, out · e
+    smoothing (EMA 0, 0.6, 0.9, 0.99). Mouse: click or drag the replay bar, click a chart or
+    an event (one click), drag across a chart to zoom into that range.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -90,6 +113,13 @@ class DashboardScreen(Screen[None]):
         Binding("3", "tab('system')", "System", show=False),
         Binding("4", "tab('stacks')", "Stacks", show=False),
         Binding("5", "tab('events')", "Events", show=False),
+        Binding("6", "tab('processes')", "Processes", show=False),
+        Binding("7", "tab('run')", "Run", show=False),
+        Binding("slash", "filter", "Filter (Metrics, Processes)"),
+        Binding("z", "zoom(0.5)", "Zoom in"),
+        Binding("Z", "zoom(2)", "Zoom out"),
+        Binding("e", "smooth", "Smoothing (EMA)"),
+        Binding("w", "save", "Save run"),
     ]
 
     cursor: reactive[int | None] = reactive(None)
@@ -102,6 +132,10 @@ class DashboardScreen(Screen[None]):
     """The run shown (its number in the stream); None picks the first."""
     stack_window_us: reactive[int] = reactive(10_000_000)
     """Width of the stack window ending at the cursor."""
+    zoom: reactive[tuple[float, float] | None] = reactive(None)
+    """The share of each chart's x range shown, ``(from, to)`` in [0, 1]; None: all."""
+    smoothing: reactive[float] = reactive(0.0)
+    """The EMA weight of step charts; 0 draws the raw values."""
 
     def __init__(self, feed: Feed, *, run: int | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
@@ -110,6 +144,7 @@ class DashboardScreen(Screen[None]):
         self._play_timer: Timer | None = None
         self._metric_charts: dict[str, Chart] = {}
         self._top_rows: list[tuple[str, str, str]] = []
+        self._alerts = AlertTracker()
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -122,6 +157,7 @@ class DashboardScreen(Screen[None]):
                 yield Chart(id="chart-memory")
                 yield Chart(id="chart-thermal")
             with TabPane("Metrics", id="metrics"):
+                yield FilterBar("filter metrics by name", then="#metric-list", id="metric-filter")
                 yield VerticalScroll(id="metric-list")
             with TabPane("System", id="system"), Grid(id="system-grid"):
                 yield Chart(id="chart-throughput")
@@ -135,6 +171,12 @@ class DashboardScreen(Screen[None]):
                     yield Icicle(id="icicle")
             with TabPane("Events", id="events"):
                 yield EventsView(id="events-list")
+            with TabPane("Processes", id="processes"):
+                yield Static(id="proc-title")
+                yield FilterBar("command, state or pid", then="#proc-table", id="proc-filter")
+                yield ProcessTable(id="proc-table")
+            with TabPane("Run", id="run"), VerticalScroll(id="run-body"):
+                yield Static(id="run-facts")
         yield ReplayBar(id="replay")
         yield Footer()
 
@@ -143,6 +185,11 @@ class DashboardScreen(Screen[None]):
         table.add_columns("function", "self", "total")
         self._play_timer = self.set_interval(1 / 20, self._tick, pause=True)
         self.refresh_view()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Space, the arrows, Home and End are the replay's even over a list; in a filter being
+        # typed they are the text's.
+        return not (action in TEXT_KEYS and isinstance(self.focused, FilterBar))
 
     # --- what to show -------------------------------------------------------------------------
 
@@ -181,17 +228,22 @@ class DashboardScreen(Screen[None]):
             self._timeline(s, run, rng)
             # Only the tab on show is rebuilt; the others are when they are shown.
             tab = self.query_one("#tabs", TabbedContent).active
+            self._alert(tab)
             if tab == "overview":
                 self._overview(s, run, end, t0, t_end)
             elif tab == "metrics":
                 self._metrics_tab(s, run, end)
             elif tab == "system":
                 for name, spec in views.system_specs(s, run, end, t0, t_end).items():
-                    self.query_one(f"#chart-{name}", Chart).spec = spec
+                    self._draw(self.query_one(f"#chart-{name}", Chart), spec)
             elif tab == "stacks":
                 self._stacks(s, end)
             elif tab == "events":
                 self._events(s, end, t0)
+            elif tab == "processes":
+                self._processes(s, run, end, t0)
+            elif tab == "run":
+                self.query_one("#run-facts", Static).update(run_overview(s, run))
         except NoMatches:
             # A feed update that arrives while the screen is being taken down (the App
             # quitting): its widgets are gone and there is nothing left to draw.
@@ -237,18 +289,77 @@ class DashboardScreen(Screen[None]):
             )
         self.query_one("#run-header", Static).update(" · ".join(parts))
 
+    def _alert(self, tab: str) -> None:
+        """Toasts for warnings that just arrived live, and the unread count on the Events
+        tab's title (cleared while it is on show)."""
+        full = self.feed.state
+        live_from = None if self.feed.seekable else full.stream.live_from_event
+        before = self._alerts.unread
+        new = self._alerts.update(full.events, live_from=live_from, viewing=tab == "events")
+        if tab == "events":
+            self._alerts.read()
+        for e in new[:TOASTS]:
+            self.notify(
+                escape_text(e.message),
+                title=f"{e.kind}: {'error' if e.severity >= 2 else 'warning'}",
+                severity="error" if e.severity >= 2 else "warning",
+                markup=False,
+            )
+        if len(new) > TOASTS:
+            self.notify(f"{len(new) - TOASTS} more warnings: 5 shows the Events tab")
+        if self._alerts.unread != before or (tab == "events" and before):
+            n = self._alerts.unread
+            label = f"Events ({n})" if n else "Events"
+            self.query_one("#tabs", TabbedContent).get_tab("events").label = label
+
     def _overview(self, s: RunState, run: int, end: int | None, t0: int, t1: int) -> None:
         for name, spec in views.overview_specs(s, run, end, t0, t1).items():
-            self.query_one(f"#chart-{name}", Chart).spec = spec
+            self._draw(self.query_one(f"#chart-{name}", Chart), spec)
+
+    def _draw(self, chart: Chart, spec: ChartSpec) -> None:
+        """A chart's spec as the zoom and smoothing settings have it."""
+        chart.spec = zoomed(smoothed(spec, self.smoothing), self.zoom)
 
     def _metrics_tab(self, s: RunState, run: int, end: int | None) -> None:
         box = self.query_one("#metric-list", VerticalScroll)
-        for key in s.metric_keys(run):
+        text = self.query_one("#metric-filter", FilterBar).value
+        keys = s.metric_keys(run)
+        shown = set(views.filter_keys(keys, text))
+        for key in keys:
             chart = self._metric_charts.get(key)
             if chart is None:
                 chart = self._metric_charts[key] = Chart(classes="metric-chart")
                 box.mount(chart)
-            chart.spec = views.metric_spec(s, run, key, end)
+            chart.display = key in shown
+            if key in shown:
+                self._draw(chart, views.metric_spec(s, run, key, end))
+
+    def _processes(self, s: RunState, run: int, end: int | None, t0: int) -> None:
+        table = self.query_one("#proc-table", ProcessTable)
+        text = self.query_one("#proc-filter", FilterBar).value
+        rows = process_rows(
+            s,
+            run,
+            end,
+            sort=table.sort_by,
+            descending=table.descending,
+            text=text,
+            tree=table.as_tree,
+        )
+        table.show(rows)
+        alive = sum(r.alive for r in rows)
+        at = "" if end is None else f" at {fmt_offset(end - t0)}"
+        what = f"{alive} running, {len(rows) - alive} exited" if rows else "no process samples"
+        match = f" matching [b]{escape(text)}[/b]" if text else ""
+        self.query_one("#proc-title", Static).update(
+            f"[b]processes[/b]{at}{match}: {what} · sorted by {table.describe()} "
+            "[dim](/ filters)[/dim]"
+        )
+
+    @on(ProcessTable.Changed)
+    @on(FilterBar.Filtered)
+    def _list_settings_changed(self) -> None:
+        self.refresh_view()
 
     def _stacks(self, s: RunState, end: int | None) -> None:
         t1 = end if end is not None else s.stream.last_us
@@ -276,14 +387,14 @@ class DashboardScreen(Screen[None]):
         self.query_one("#icicle", Icicle).stack = stack_tree(wins)
 
     def _events(self, s: RunState, end: int | None, t0: int) -> None:
+        # every event whatever the cursor; the one at the cursor is marked
         rows = [
             EventRow(e.t_us, e.kind, e.severity, e.message, event_traceback(e) or "")
-            for e in s.events_until(end)
+            for e in s.events.view()
         ]
         for g in s.stream.gaps.view():
-            if end is None or g.t_us <= end:
-                rows.append(EventRow(g.t_us, "gap", 2, g.reason))
-        for sp in s.spans(end):
+            rows.append(EventRow(g.t_us, "gap", 2, g.reason))
+        for sp in s.spans():
             rows.append(
                 EventRow(
                     sp.start_us,
@@ -294,7 +405,9 @@ class DashboardScreen(Screen[None]):
                 )
             )
         rows.sort(key=lambda r: r.t_us)
-        self.query_one("#events-list", EventsView).show(tuple(rows), t0)
+        at = len(rows) if end is None else bisect_right([r.t_us for r in rows], end)
+        current = at - 1 if at else None
+        self.query_one("#events-list", EventsView).show(tuple(rows), t0, current)
 
     def _timeline(self, s: RunState, run: int, rng: tuple[int, int] | None) -> None:
         bar = self.query_one("#replay", ReplayBar)
@@ -486,10 +599,172 @@ class DashboardScreen(Screen[None]):
     def action_window(self, factor: float) -> None:
         self.stack_window_us = int(min(max(self.stack_window_us * factor, 250_000), 3600e6))
 
+    def watch_zoom(self) -> None:
+        self.refresh_view()
+
+    def watch_smoothing(self) -> None:
+        self.refresh_view()
+
+    def action_zoom(self, factor: float) -> None:
+        """Narrow (factor < 1) or widen the x range of every chart, about the cursor (or
+        keeping the newest part in view, live or at the end)."""
+        f0, f1 = self.zoom or (0.0, 1.0)
+        width = min(1.0, max((f1 - f0) * factor, 1 / 1024))
+        if width >= 1.0:
+            self.zoom = None
+            return
+        rng = self.feed.time_range()
+        if self.cursor is None or rng is None or rng[1] <= rng[0]:
+            a = max(0.0, f1 - width)  # the right edge stays: the newest values
+        else:
+            centre = (self.cursor - rng[0]) / (rng[1] - rng[0])
+            a = min(max(centre - width / 2, 0.0), 1.0 - width)
+        self.zoom = (a, a + width)
+
+    def action_smooth(self) -> None:
+        i = min(range(len(EMA_WEIGHTS)), key=lambda k: abs(EMA_WEIGHTS[k] - self.smoothing))
+        self.smoothing = EMA_WEIGHTS[(i + 1) % len(EMA_WEIGHTS)]  # the titles say it
+
+    @on(Chart.Dragged)
+    def _dragged(self, event: Chart.Dragged) -> None:
+        f0, f1 = self.zoom or (0.0, 1.0)
+        self.zoom = (f0 + event.a * (f1 - f0), f0 + event.b * (f1 - f0))
+
+    def _window(self) -> tuple[int, int] | None:
+        """The time range the charts show, when it is less than all: the zoom, up to the
+        cursor."""
+        rng = self.feed.time_range()
+        if rng is None or (self.zoom is None and self.cursor is None):
+            return None
+        f0, f1 = self.zoom or (0.0, 1.0)
+        a = rng[0] + int(f0 * (rng[1] - rng[0]))
+        b = rng[0] + int(f1 * (rng[1] - rng[0]))
+        if self.cursor is not None:
+            b = min(b, self.cursor)
+        return (a, max(a, b))
+
+    def action_save(self) -> None:
+        """A trace file is read again; a collector (over TCP or SSH) is asked for what it holds
+        again, on a connection of its own (from its oldest record, up to its head), since the
+        view keeps folded figures, not records."""
+        source = self.feed.source
+        opener = fresh_opener(source.opener) if isinstance(source, LiveSource) else None
+        if not isinstance(source, FileSource) and opener is None:
+            self.notify(
+                f"{escape_text(self.feed.label)} is not a trace file or a collector: nothing "
+                "to read its records from again",
+                severity="warning",
+                markup=False,
+            )
+            return
+        s = self.shown
+        run = self._run(s)
+        info = s.runs.get(run)
+        rng = self.feed.time_range() or (0, 0)
+        window = self._window()
+        words = None
+        if window is not None:
+            words = f"{fmt_offset(window[0] - rng[0])}-{fmt_offset(window[1] - rng[0])}"
+
+        def done(choice: SaveChoice | None) -> None:
+            if choice is None:
+                return
+            t0, t1 = window if choice.window and window is not None else (None, None)
+            path = Path(choice.path).expanduser()
+            if isinstance(source, FileSource):
+                self._write(SaveRequest(source.path, run, path, choice.fmt, t0, t1))
+            elif opener is not None:
+                self._save_live(opener, SaveRequest(None, run, path, choice.fmt, t0, t1))
+
+        self.app.push_screen(SaveScreen(info.name if info else "run", run, words), done)
+
+    @work(thread=True, group="save")
+    def _write(self, req: SaveRequest) -> None:
+        try:
+            result = save(req)
+        except SaveError as e:
+            self.app.call_from_thread(
+                self.notify, str(e), title="Not saved", severity="error", markup=False
+            )
+            return
+        self.app.call_from_thread(self._saved, req, result, "")
+
+    def _saved(self, req: SaveRequest, result: SaveResult, note: str) -> None:
+        what = "records" if req.fmt == "est" else "rows"
+        damaged = f" ({result.damaged} damaged spans skipped)" if result.damaged else ""
+        self.notify(
+            f"{result.written:,} {what} to {escape_text(str(result.path))}{damaged}{note}",
+            title="Saved",
+            markup=False,
+        )
+
+    @work(group="save")
+    async def _save_live(self, opener: Opener, req: SaveRequest) -> None:
+        """Read the collector's history again on a connection of its own (``opener``, from
+        its oldest record up to its head as it was), handing the records to :func:`save` in a
+        thread."""
+        fresh = LiveSource(opener, since=0)
+        batches: queue.Queue[list[Record] | None] = queue.Queue(maxsize=8)
+
+        def given() -> Iterator[Record]:
+            while (batch := batches.get()) is not None:
+                yield from batch
+
+        writing = asyncio.get_running_loop().run_in_executor(None, save, req, given())
+
+        async def put(batch: list[Record] | None) -> bool:
+            while not writing.done():  # the writer may have stopped (the path exists)
+                try:
+                    batches.put_nowait(batch)
+                    return True
+                except queue.Full:
+                    await asyncio.sleep(0.01)
+            return False
+
+        notes: list[str] = []
+        batch: list[Record] = []
+        try:
+            async for item in fresh.stream():
+                if isinstance(item, Status):
+                    if item.state == "live":
+                        break  # all it held when this connection opened
+                    if item.state == "gap":
+                        notes.append(item.message or "records missing")
+                    elif item.state in ("disconnected", "error"):
+                        notes.append(f"stopped early: {item.message}")
+                        break
+                    continue
+                batch.append(item)
+                if len(batch) >= 1000:
+                    if not await put(batch):
+                        break
+                    batch = []
+        finally:
+            await fresh.close()
+            if batch:
+                await put(batch)
+            await put(None)
+        try:
+            result = await writing
+        except SaveError as e:
+            self.notify(str(e), title="Not saved", severity="error", markup=False)
+            return
+        note = "".join(f"; {escape_text(n)}" for n in notes)
+        self._saved(req, result, note)
+
+    def action_filter(self) -> None:
+        tab = self.query_one("#tabs", TabbedContent).active
+        if tab not in ("metrics", "processes"):
+            self.notify("/ filters the Metrics (2) and Processes (6) tabs")
+            return
+        self.query_one("#metric-filter" if tab == "metrics" else "#proc-filter", FilterBar).open()
+
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
         if tab == "events":  # the keys (up, down, Enter) work on the list at once
             self.query_one("#events-list", EventsView).focus()
+        elif tab == "processes":
+            self.query_one("#proc-table", ProcessTable).focus()
 
     def action_jump(self) -> None:
         def done(text: str | None) -> None:

@@ -24,6 +24,8 @@ MOUSE: dict[str, tuple[str, ...]] = {
         "click or drag on the timeline: move the cursor there",
         "click a tab: show it",
         "click an event (Events tab): go to it",
+        "click a chart: go to that step or time; drag across it: zoom into that range",
+        "click a column heading (Processes tab): sort by it, again: reverse",
     ),
     "CompareScreen": (),
     "DevicesScreen": ("click a device: select it; click again: open it",),
@@ -46,6 +48,7 @@ def _key_label(key: str) -> str:
         "question_mark": "?",
         "space": "Space",
         "enter": "Enter",
+        "slash": "/",
     }
     parts = key.split("+")
     return "+".join(names.get(p, p.capitalize() if len(p) > 1 else p) for p in parts)
@@ -54,24 +57,35 @@ def _key_label(key: str) -> str:
 def key_rows(
     screen: Screen[Any], *, can_leave: bool = True, off: frozenset[str] = frozenset()
 ) -> list[tuple[str, str]]:
-    """``(keys, what they do)`` for the bindings active on ``screen``, its own first, one row
-    per action (with all its keys), in the order they were declared; ``can_leave``: whether
-    Escape goes back from there, ``off``: actions that do nothing there (the App's
-    ``check_action``, asked before the help covers the screen)."""
-    rows: dict[str, tuple[list[str], str]] = {}
+    """``(keys, what they do)`` for the bindings active on ``screen``: those of the widget in
+    focus there (ours, not Textual's cursor keys), the screen's, the App's; one row per action
+    (with all its keys), in the order they were declared; ``can_leave``: whether Escape goes
+    back from there, ``off``: actions that do nothing there (the App's ``check_action``, asked
+    before the help covers the screen)."""
+    rows: dict[tuple[int, str], tuple[list[str], str]] = {}
     app = screen.app
-    sources: list[list[BindingType]] = [list(type(screen).BINDINGS), list(type(app).BINDINGS)]
-    for bindings in sources:
+    # the keys of the list in focus first (the process table's sort keys, a filter's Escape),
+    # those our widgets declare: not Textual's own cursor keys
+    own: list[BindingType] = []
+    focused = screen.focused
+    for cls in type(focused).__mro__ if focused is not None else ():
+        if cls.__module__.startswith("edgescope_tui."):
+            own += list(cls.__dict__.get("BINDINGS", ()))
+    sources: list[list[BindingType]] = [own, list(type(screen).BINDINGS), list(type(app).BINDINGS)]
+    for level, bindings in enumerate(sources):
         for b in bindings:
             if not isinstance(b, Binding) or not b.description:
                 continue
             if (b.action == "leave" and not can_leave) or b.action in off:
                 continue
             keys = [_key_label(k.strip()) for k in b.key.split(",")]
-            if b.action in rows:  # another key for the same action: one row for both
-                rows[b.action][0].extend(k for k in keys if k not in rows[b.action][0])
+            # another key for the same action of the same widget: one row for both (a widget's
+            # "jump" is not the screen's)
+            key = (level, b.action)
+            if key in rows:
+                rows[key][0].extend(k for k in keys if k not in rows[key][0])
                 continue
-            rows[b.action] = (keys, b.description)
+            rows[key] = (keys, b.description)
     return [(" / ".join(keys), what) for keys, what in rows.values()]
 
 

@@ -9,8 +9,8 @@ length of the history.
 
 from __future__ import annotations
 
+import itertools
 import math
-from array import array
 from functools import lru_cache
 
 from rich.segment import Segment
@@ -22,8 +22,16 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..chartspec import CLIPPED, Band, ChartSpec, Line, fmt_bytes, fmt_number
-from ..series import Series
+from ..chartspec import (
+    CLIPPED,
+    Band,
+    ChartSpec,
+    Line,
+    fmt_bytes,
+    fmt_number,
+    visible,
+    x_extent,
+)
 
 # ChartSpec, Line, Band and the formatters live in edgescope_tui.chartspec (UI-free)
 __all__ = ["Chart", "ChartSpec", "Line", "Band", "draw", "fmt_number", "fmt_bytes"]
@@ -98,37 +106,36 @@ def _fit(runs: _Rows, width: int) -> list[Run]:
     return out
 
 
+FAINT = "#585858"
+"""The colour of a faint line (the raw values under a smoothed one)."""
+SPARSE = 6
+"""A line with samples in at most one dot column in this many is sparse: drawn joined and
+marked."""
+
+
+def _bridged(
+    conv: list[tuple[float, float] | None], sampled: list[int]
+) -> list[tuple[float, float] | None]:
+    """Columns without a sample between two that have one, filled in on the straight line
+    between them, so that a series sampled more sparsely than the plot's columns reads as a
+    line."""
+    if len(sampled) < 2 or len(sampled) == sampled[-1] - sampled[0] + 1:
+        return conv
+    out = list(conv)
+    for a, b in itertools.pairwise(sampled):
+        if b - a < 2:
+            continue
+        ca, cb = conv[a], conv[b]
+        assert ca is not None and cb is not None
+        ya, yb = (ca[0] + ca[1]) / 2, (cb[0] + cb[1]) / 2
+        for dx in range(a + 1, b):
+            y = ya + (yb - ya) * (dx - a) / (b - a)
+            out[dx] = (y, y)
+    return out
+
+
 LABEL_W = 8
 """Cells left of the plot for the y labels (then one for the axis)."""
-
-
-def _visible(spec: ChartSpec) -> list[tuple[Line, int]]:
-    """Each line with the number of its points shown, lines with none left out."""
-    xs = [
-        (line, line.series.n if line.end is None else min(line.end, line.series.n))
-        for line in spec.lines
-    ]
-    return [(line, end) for line, end in xs if end > 0]
-
-
-def x_extent(spec: ChartSpec) -> tuple[float, float] | None:
-    """The x range a chart spans (step, or time in µs), None when it has nothing to show."""
-    xs = _visible(spec)
-    if not xs:
-        return None
-
-    def col(s: Series) -> array[float]:
-        return s.t if spec.by_time else s.x
-
-    x0 = (
-        spec.x0 if spec.x0 is not None else min(col(line.series)[0] - line.offset for line, _ in xs)
-    )
-    x1 = (
-        spec.x1
-        if spec.x1 is not None
-        else max(col(line.series)[end - 1] - line.offset for line, end in xs)
-    )
-    return (x0, x1) if x1 > x0 else (x0, x0 + 1)
 
 
 def draw(spec: ChartSpec, width: int, height: int) -> Text:
@@ -151,11 +158,15 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
     # Title: name, then last and min (or peak) of each line.
     title = _Rows()
     title.append(spec.title, style="bold")
-    for line in spec.lines:
+    # values against a threshold first: a narrow chart cuts the end of its title
+    for text, alert_color in spec.alerts:
+        title.append(f"  {text}", style=f"bold {alert_color}")
+    named = [line for line in spec.lines if not line.faint]
+    for line in named:
         last, extreme = _line_stats(line, spec.peak)
         if last is None:
             continue
-        label = f" {line.label}" if len(spec.lines) > 1 else ""
+        label = f" {line.label}" if len(named) > 1 else ""
         title.append(f"  {label.strip()}", style=line.color)
         title.append(f" last {spec.fmt(last)}")
         if extreme is not None:
@@ -165,7 +176,7 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
     out.extend(_fit(title, width))
     out.append("\n")
     plot_h = height - 3
-    xs = _visible(spec)
+    xs = visible(spec)
     x_range = x_extent(spec)
     if x_range is None or plot_h < 1:
         for i in range(height - 1):
@@ -230,7 +241,20 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
 
     bits = [[0] * plot_w for _ in range(plot_h)]
     owner: list[list[str | None]] = [[None] * plot_w for _ in range(plot_h)]
-    for line, conv in per_line:
+    markers: dict[tuple[int, int], str] = {}
+    # faint lines (raw values under a smoothed one) first: the others draw over them
+    for line, conv in sorted(per_line, key=lambda lc: not lc[0].faint):
+        ink = FAINT if line.faint else line.color
+        sampled = [dx for dx, mm in enumerate(conv) if mm is not None]
+        # A sparse line (a few samples across the plot) is drawn as a line between its
+        # samples, each marked, rather than as scattered dots.
+        sparse = 0 < len(sampled) <= max(2, dots_w // SPARSE)
+        if sparse and not line.faint:
+            for dx in sampled:
+                mm = conv[dx]
+                assert mm is not None
+                markers[(row_of((mm[0] + mm[1]) / 2) // 4, dx // 2)] = line.color
+        conv = _bridged(conv, sampled)
         prev: tuple[int, int] | None = None
         for dx, mm in enumerate(conv):
             if mm is None:
@@ -248,7 +272,7 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
             for r in range(top, bot + 1):
                 cy, sr = divmod(r, 4)
                 bits[cy][cx] |= _DOTS[sub][sr]
-                owner[cy][cx] = CLIPPED if out_of_range else line.color
+                owner[cy][cx] = CLIPPED if out_of_range else ink
     rules: dict[int, tuple[str, str]] = {}
     for y, label, rule_color in spec.hlines:
         yy = math.log10(y) if spec.log and y > 0 else y
@@ -277,7 +301,10 @@ def draw_rows(spec: ChartSpec, width: int, height: int) -> list[list[Run]]:
         for cx in range(plot_w):
             b = bits[cy][cx]
             color: str | None = None
-            if b:
+            marker = markers.get((cy, cx))
+            if marker is not None:
+                ch, color = "•", marker
+            elif b:
                 ch, color = chr(0x2800 + b), owner[cy][cx]
             elif rule is not None:
                 ch, color = "╌", rule[1]
@@ -343,10 +370,46 @@ class Chart(Widget):
             self.x = x
             self.by_time = by_time
 
+    class Dragged(Message):
+        """The plot was dragged across from ``a`` to ``b``: shares of its width (0 left, 1
+        right), ``a < b``; the dashboard zooms into that range."""
+
+        def __init__(self, chart: Chart, a: float, b: float) -> None:
+            super().__init__()
+            self.chart = chart
+            self.a = a
+            self.b = b
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._strips: list[Strip] = []
         self._drawn: tuple[ChartSpec | None, int, int] | None = None
+        self._press: int | None = None
+        """The plot column a mouse button went down on."""
+        self._dragged = False
+
+    def _column(self, event: events.MouseEvent) -> int | None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return None
+        return offset.x - LABEL_W - 1
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        self._press = self._column(event)
+        self._dragged = False
+        if self._press is not None:
+            self.capture_mouse()
+
+    def on_mouse_up(self, event: events.MouseUp) -> None:
+        self.release_mouse()
+        start, self._press = self._press, None
+        end = self._column(event)
+        plot_w = self.size.width - LABEL_W - 1
+        if start is None or end is None or plot_w < 1 or abs(end - start) < 2:
+            return
+        self._dragged = True  # the click that follows is not a jump
+        a, b = sorted(min(max(c, 0), plot_w) / plot_w for c in (start, end + 1))
+        self.post_message(self.Dragged(self, a, b))
 
     def render_line(self, y: int) -> Strip:
         # Runs of segments straight to strips: no markup or text layout on the way.
@@ -365,6 +428,9 @@ class Chart(Widget):
         return Strip.blank(width, self.visual_style.rich_style)
 
     def on_click(self, event: events.Click) -> None:
+        if self._dragged:
+            self._dragged = False
+            return
         spec = self.spec
         offset = event.get_content_offset(self)
         if spec is None or offset is None:

@@ -205,11 +205,12 @@ def _pairs(x: Any) -> list[tuple[Any, Any]]:
     return list(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _appended(wire: Wire, n: int) -> Wire:
+def _appended(wire: Wire, n: int, *, nil: bool = False) -> Wire:
     """Leave out trailing fields beyond the first ``n`` (fields that a minor version appended)
-    while they are empty, their default: a reader of any 1.x takes an absent field as its
-    default, and a record without the new figures stays as short as a 1.0 writer made it."""
-    while len(wire) > n and wire[-1] == []:
+    while they hold their default, an empty array (``nil`` with ``nil=True``: the 1.3 figures):
+    a reader of any 1.x takes an absent field as its default, and a record without the new
+    figures stays as short as a 1.0 writer made it."""
+    while len(wire) > n and (wire[-1] == [] or (nil and wire[-1] is None)):
         wire.pop()
     return wire
 
@@ -416,7 +417,12 @@ class Encoder:
             return [self._run_start(kept, seq)]
         if isinstance(rec, RunEnd):
             self.runs.pop(rec.run, None)
-            wire = [Kind.RUN_END.value, seq, t, rec.run, rec.exit_code, rec.dropped]
+            cause = None if rec.cause is None else fit_text(rec.cause)[0]
+            wire = _appended(
+                [Kind.RUN_END.value, seq, t, rec.run, rec.exit_code, rec.dropped, cause],
+                6,
+                nil=True,
+            )
         elif isinstance(rec, SystemSample):
             psi = [x for k, v in rec.psi.items() for x in (self._sid(k), v)]
             wire = [
@@ -454,7 +460,20 @@ class Encoder:
                 rec.cgroup_peak,
                 rec.cgroup_limit,
                 rec.oom_kills,
+                None if rec.cgroup is None else self._sid(rec.cgroup),
+                rec.cgroup_version,
+                rec.cpu_quota_us,
+                rec.cpu_period_us,
+                rec.cpu_periods,
+                rec.cpu_throttled,
+                rec.cpu_throttled_us,
+                rec.memory_high,
+                rec.memory_high_events,
+                rec.memory_max_events,
+                rec.oom_events,
+                rec.swap_current,
             ]
+            wire = _appended(wire, 13, nil=True)
         elif isinstance(rec, ThermalSample):
             zones = [
                 [self._sid(z.name), z.temp_c, [[self._sid(ty), tc, hy] for ty, tc, hy in z.trips]]
@@ -729,7 +748,10 @@ class Decoder:
     def _run_end(self, w: Wire) -> RunEnd:
         _fields(w, 6)
         self.runs.pop(_int(w[3]), None)
-        return RunEnd(w[3], _oint(w[4]), _int(w[5]), w[2], w[1])
+        cause = w[6] if len(w) > 6 else None  # 1.3: why the run ended; absent before
+        return RunEnd(
+            w[3], _oint(w[4]), _int(w[5]), w[2], w[1], None if cause is None else _str(cause)
+        )
 
     def _metrics(self, w: Wire) -> Metrics:
         _fields(w, 10)
@@ -775,6 +797,9 @@ class Decoder:
 
     def _process(self, w: Wire) -> ProcessSample:
         _fields(w, 13)
+        # 1.3: cgroup path, CPU quota and throttling, memory.high, events, swap (absent: nil)
+        more = [*w[13:25], *[None] * (25 - len(w))]
+        cgroup = None if more[0] is None else self._s(more[0])
         return ProcessSample(
             _int(w[3]),
             _int(w[4]),
@@ -788,6 +813,8 @@ class Decoder:
             _oint(w[12]),
             w[2],
             w[1],
+            cgroup,
+            *(_oint(x) for x in more[1:]),
         )
 
     def _thermal(self, w: Wire) -> ThermalSample:

@@ -26,9 +26,11 @@ from .records import Keyframe, Kind, Record, RunStart, StackSamples
 MAGIC = b"\x89EDGSCP\n"
 """First 8 bytes of every trace. The high byte and the newline catch text-mode mangling."""
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2
+FORMAT_MINOR = 3
 """1.1 appended ``processes`` to gpu records and ``sensors`` to thermal records; 1.2 added
-keyframe parts (kind 13) and appended ``parts`` to keyframes."""
+keyframe parts (kind 13) and appended ``parts`` to keyframes; 1.3 appended the cgroup's
+path, CPU quota and throttling, memory.high, events and swap to process records, and
+``cause`` to run ends."""
 HEADER = struct.Struct("<8sHH")
 HEADER_SIZE = HEADER.size
 SYNC = b"\xe5\x5c"

@@ -370,9 +370,25 @@ def test_oom_kill_counter_and_sigkill_at_the_limit() -> None:
         f"the OOM killer killed 1 process in run {RUN}'s cgroup at 3.0 GiB of its 3.0 GiB limit"
     )
     assert d.feed(replace(base, pid=4243, oom_kills=1, t_us=2)) == []  # same kill, other pid
-    (end,) = d.feed(RunEnd(RUN, exit_code=137, t_us=3))
+    # The counter said it: the run end's cause names the kill, and no guess is added.
+    assert d.end_cause(RunEnd(RUN, exit_code=137, t_us=3)) == (
+        "killed by the kernel OOM killer: cgroup memory limit 3.0 GiB reached"
+    )
+    assert d.end_cause(RunEnd(RUN, exit_code=1, t_us=3)) == (
+        "failed after the kernel OOM killer killed a process of the run: cgroup memory limit "
+        "3.0 GiB reached"
+    )
+    assert d.end_cause(RunEnd(RUN, exit_code=0, t_us=3)) is None  # it finished regardless
+    assert d.feed(RunEnd(RUN, exit_code=137, t_us=3)) == []
+    # No counter (an old kernel's v1 cgroup): a SIGKILL at the limit is most likely the killer.
+    d.feed(replace(base, run=RUN + 2, t_us=1))
+    assert d.end_cause(RunEnd(RUN + 2, exit_code=-9, t_us=3)) == (
+        "most likely killed by the kernel OOM killer: cgroup memory limit 3.0 GiB reached"
+    )
+    (end,) = d.feed(RunEnd(RUN + 2, exit_code=137, t_us=3))
     assert "killed (SIGKILL) with its cgroup at 100% of its 3.0 GiB limit" in end.message
     assert d.feed(RunEnd(RUN + 1, exit_code=137, t_us=3)) == []  # no memory figures: no claim
+    assert d.end_cause(RunEnd(RUN + 1, exit_code=137, t_us=3)) is None
 
 
 # ---------------------------------------------------------------------- coinciding signals
@@ -497,10 +513,19 @@ def test_state_of_ended_runs_is_dropped() -> None:
         times = tuple(1_000 * s for s in steps)
         d.feed(Metrics(run, "loss", steps, times, tuple(1.0 / (s + 1) for s in steps)))
         d.feed(ProcessSample(run, 10 + run, rss=MiB, oom_kills=0, t_us=50_000))
-        d.feed(ProcessSample(run, 10 + run, rss=MiB, oom_kills=0, t_us=1_050_000))
+        d.feed(
+            ProcessSample(run, 10 + run, rss=MiB, oom_kills=0, t_us=1_050_000, memory_high_events=0)
+        )
         d.feed(RunEnd(run, exit_code=0, t_us=2_000_000))
-    kept = (d.spike._state, d.step_time._runs, d.step_time._clock, d.memory._runs, d.oom._last)
-    assert [len(k) for k in kept] == [0, 0, 0, 0, 0]
+    kept = (
+        d.spike._state,
+        d.step_time._runs,
+        d.step_time._clock,
+        d.memory._runs,
+        d.oom._runs,
+        d.memory_high._runs,
+    )
+    assert [len(k) for k in kept] == [0, 0, 0, 0, 0, 0]
 
 
 # ----------------------------------------------------------- step time at 15-20k steps/s

@@ -68,19 +68,23 @@ def cpu_quota_text(quota_us: int, period_us: int, version: int | None) -> str:
 
 def memory_limit_file(version: int | None) -> str:
     """The file that holds a cgroup's hard memory limit: ``memory.max`` (v2),
-    ``memory.limit_in_bytes`` (v1)."""
-    return "memory.limit_in_bytes" if version == 1 else "memory.max"
+    ``memory.limit_in_bytes`` (v1), ``memory limit`` where the trace does not say (before 1.3)."""
+    return {1: "memory.limit_in_bytes", 2: "memory.max"}.get(version or 0, "memory limit")
 
 
-def oom_kill_cause(limit: int | None, version: int | None, *, likely: bool = False) -> str:
+def oom_kill_cause(
+    limit: int | None, version: int | None, *, likely: bool = False, survived: bool = False
+) -> str:
     """Why a run ended when the kernel's OOM killer ended it (``RunEnd.cause``): ``killed by the
     kernel OOM killer: cgroup memory.max 512 MiB reached``. ``likely``: no OOM-kill counter
-    said so (an old kernel's v1 cgroup), only a SIGKILL at the limit."""
-    head = (
-        "most likely killed by the kernel OOM killer"
-        if likely
-        else ("killed by the kernel OOM killer")
-    )
+    said so (an old kernel's v1 cgroup), only a SIGKILL at the limit. ``survived``: the run's
+    first process was not the one killed, and ended (failed) after a process of the run was."""
+    if survived:
+        head = "failed after the kernel OOM killer killed a process of the run"
+    elif likely:
+        head = "most likely killed by the kernel OOM killer"
+    else:
+        head = "killed by the kernel OOM killer"
     if limit is None:
         return head
     return f"{head}: cgroup {memory_limit_file(version)} {mib(limit)} reached"

@@ -281,7 +281,10 @@ class Steps:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            i, t, secs = line.split()
+            parts = line.split()
+            if len(parts) != 3:
+                continue  # cut short by the kill at the end
+            i, t, secs = parts
             self.metrics.append(Metrics(0, "step_time", (int(i),), (int(t),), (float(secs),)))
 
     def count(self) -> int:
@@ -318,10 +321,11 @@ def regressions(records: list[Record]) -> list[Event]:
 def test_a_real_process_whose_step_time_follows_the_recorded_throttling(
     board: Callable[[str], Board],
 ) -> None:
-    """The tree's quota drops to 0.3 CPU mid-run (``docker update --cpus 0.3``) and its
+    """The tree's quota drops to 0.1 CPU mid-run (``docker update --cpus 0.1``) and its
     throttling counters rise period by period; the real process is held to the same quota
-    the way CFS holds a throttled cgroup (run 6 ms of each 20 ms period, then stopped), so its
-    step time follows the recording. The step-time detector names the quota."""
+    the way CFS holds a throttled cgroup (run 2 ms of each 20 ms period, then stopped), so its
+    step time follows the recording. The step-time detector names the quota. (A tenth of a CPU
+    slows the steps even on a board whose other work leaves the run half a core.)"""
     b = board("docker-v2")
     s = sampler(b.roots, 0, 4242)
     samples: list[Record] = []
@@ -330,18 +334,18 @@ def test_a_real_process_whose_step_time_follows_the_recorded_throttling(
     try:
         steps.wait_steps(40)  # the baseline, unthrottled
         samples += s.sample(time.time_ns() // 1000)
-        b.write(f"{SCOPE}/cpu.max", "6000 20000")
+        b.write(f"{SCOPE}/cpu.max", "2000 20000")
         periods, throttled = 1203, 12
 
         def cfs() -> None:
             nonlocal periods, throttled
             while not stop.is_set():
                 os.kill(steps.proc.pid, signal.SIGCONT)
-                time.sleep(0.006)
+                time.sleep(0.002)
                 os.kill(steps.proc.pid, signal.SIGSTOP)
-                time.sleep(0.014)
+                time.sleep(0.018)
                 periods, throttled = periods + 1, throttled + 1
-                b.write(f"{SCOPE}/cpu.stat", cpu_stat_v2(periods, throttled, throttled * 14_000))
+                b.write(f"{SCOPE}/cpu.stat", cpu_stat_v2(periods, throttled, throttled * 18_000))
 
         quota = threading.Thread(target=cfs, daemon=True)
         quota.start()
@@ -358,12 +362,12 @@ def test_a_real_process_whose_step_time_follows_the_recorded_throttling(
             os.kill(steps.proc.pid, signal.SIGCONT)
         steps.close()
     slow = [m.values[0] for m in steps.metrics[45:]]
-    assert slow and sorted(slow)[len(slow) // 2] > 0.02  # it did follow the quota
+    assert slow and sorted(slow)[len(slow) // 2] > 0.05  # it did follow the quota
     events = regressions([*steps.metrics, *samples])
     assert events, "no step-time regression"
     message = events[0].message
     assert "while the run's cgroup was CPU-throttled" in message
-    assert "(cpu.max 0.3 CPU)" in message
+    assert "(cpu.max 0.1 CPU)" in message
     assert events[0].detail["signals"][0]["kind"] == "cpu_quota"
 
 
@@ -438,10 +442,10 @@ def test_a_real_cgroup_quota_set_mid_run_is_named_by_the_step_time_detector(
         samples: list[Record] = list(s.sample(time.time_ns() // 1000))
         assert procs(samples)[0].cgroup_version in (version, 1, 2)
         if version == 2:
-            (d / "cpu.max").write_text("6000 20000")
+            (d / "cpu.max").write_text("2000 20000")
         else:
             (d / "cpu.cfs_period_us").write_text("20000")
-            (d / "cpu.cfs_quota_us").write_text("6000")
+            (d / "cpu.cfs_quota_us").write_text("2000")
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             time.sleep(0.2)
@@ -449,10 +453,10 @@ def test_a_real_cgroup_quota_set_mid_run_is_named_by_the_step_time_detector(
     finally:
         steps.close()
     last = procs(samples)[-1]
-    assert (last.cpu_quota_us, last.cpu_period_us) == (6000, 20000)
+    assert (last.cpu_quota_us, last.cpu_period_us) == (2000, 20000)
     assert last.cpu_throttled and last.cpu_throttled > 0
     events = regressions([*steps.metrics, *samples])
     assert events, "no step-time regression"
     file = "cpu.max" if version == 2 else "cpu.cfs_quota_us"
     assert "while the run's cgroup was CPU-throttled" in events[0].message
-    assert f"({file} 0.3 CPU)" in events[0].message
+    assert f"({file} 0.1 CPU)" in events[0].message

@@ -270,6 +270,9 @@ class _OomState:
     count: int | None = None
     last: ProcessSample | None = None
     """The last sample with cgroup memory figures."""
+    live: ProcessSample | None = None
+    """The last of those taken while the process lived (the collector's last read at the
+    run's end comes after the kill has let the memory go)."""
 
 
 class OomKill:
@@ -306,15 +309,19 @@ class OomKill:
         if killed:
             survived = end.exit_code is not None and end.exit_code not in SIGKILL_CODES
             return oom_kill_cause(last.cgroup_limit, last.cgroup_version, survived=survived)
-        if end.exit_code in SIGKILL_CODES and _share(last) >= 0.9:
-            return oom_kill_cause(last.cgroup_limit, last.cgroup_version, likely=True)
+        live = st.live or last
+        if end.exit_code in SIGKILL_CODES and _share(live) >= 0.9:
+            return oom_kill_cause(live.cgroup_limit, live.cgroup_version, likely=True)
         return None
 
     def feed(self, rec: Record) -> list[Event]:
         if isinstance(rec, ProcessSample) and rec.run >= 0:
             st = self._runs.setdefault(rec.run, _OomState())
+            alive = st.live
             if rec.cgroup_current is not None or rec.cgroup_limit is not None:
                 st.last = rec
+                if rec.rss is not None:
+                    st.live = rec
             if rec.oom_kills is None:
                 return []
             before = st.count
@@ -327,9 +334,12 @@ class OomKill:
                 return []
             n = rec.oom_kills - before
             usage = ""
-            if rec.cgroup_current and rec.cgroup_limit:
+            # What the cgroup used when it was killed: the kill lets memory go at once, so the
+            # sample before it may say more than this one.
+            current = max(rec.cgroup_current or 0, alive.cgroup_current or 0 if alive else 0)
+            if current and rec.cgroup_limit:
                 file = memory_limit_file(rec.cgroup_version).replace("memory limit", "limit")
-                usage = f" at {mib(rec.cgroup_current)} of its {mib(rec.cgroup_limit)} {file}"
+                usage = f" at {mib(current)} of its {mib(rec.cgroup_limit)} {file}"
             return [
                 anomaly(
                     "oom_kill",
@@ -340,14 +350,14 @@ class OomKill:
                     rec.t_us,
                     killed=n,
                     oom_kills=rec.oom_kills,
-                    cgroup_current=rec.cgroup_current,
+                    cgroup_current=current or None,
                     cgroup_limit=rec.cgroup_limit,
                     cgroup=rec.cgroup,
                 )
             ]
         if isinstance(rec, RunEnd) and rec.exit_code in SIGKILL_CODES:
             known = self._runs.get(rec.run)
-            last = known.last if known is not None else None
+            last = (known.live or known.last) if known is not None else None
             killed = (
                 known is not None and known.first is not None and (known.count or 0) > known.first
             )

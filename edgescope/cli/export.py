@@ -123,7 +123,8 @@ def _record_fields(cls: type, *skip: str) -> tuple[str, ...]:
 _GPU_FIELDS = _record_fields(GpuSample, "index", "name", "processes")
 # per_cpu_percent and psi are not one figure each: rows of their own in _device_rows.
 _SYSTEM_FIELDS = _record_fields(SystemSample, "per_cpu_percent", "psi")
-_PROCESS_FIELDS = _record_fields(ProcessSample, "run", "pid")
+# cgroup is the cgroup's path (text, format 1.3), not a figure: the run's container, not a row.
+_PROCESS_FIELDS = _record_fields(ProcessSample, "run", "pid", "cgroup")
 
 
 def _fields(rec: Any, names: Iterable[str], prefix: str) -> Iterator[tuple[str, float]]:

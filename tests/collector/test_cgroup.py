@@ -460,3 +460,14 @@ def test_a_real_cgroup_quota_set_mid_run_is_named_by_the_step_time_detector(
     file = "cpu.max" if version == 2 else "cpu.cfs_quota_us"
     assert "while the run's cgroup was CPU-throttled" in events[0].message
     assert f"({file} 0.1 CPU)" in events[0].message
+
+
+def test_doctor_says_which_hierarchy_and_controllers_the_figures_come_from(
+    board: Callable[[str], Board],
+) -> None:
+    from edgescope_collector.doctor import diagnose
+
+    notes = diagnose(board("docker-v2").roots, backends=False).notes
+    assert "cgroup v2 (unified hierarchy), controllers for runs: cpu, memory" in notes
+    notes = diagnose(board("k8s-v1").roots, backends=False).notes
+    assert "cgroup v1 memory and cpu controllers with a v2 hierarchy beside it (hybrid)" in notes

@@ -145,6 +145,14 @@ def test_the_quota_that_bites_is_the_lowest_on_the_way_up_with_its_counters(
         900,
         300,
     )
+    # The scope without the cpu controller (app.slice does not enable it for its children):
+    # its processes are app.slice's, quota and counters.
+    b.remove(f"{scope}/cpu.max")
+    b.remove(f"{scope}/cpu.stat")
+    p = procs(sampler(b.roots, 0, 31337).sample(S))[0]
+    assert (p.cpu_quota_us, p.cpu_periods, p.cpu_throttled) == (50_000, 900, 300)
+    b.write(f"{scope}/cpu.max", "max 100000")
+    b.write(f"{scope}/cpu.stat", cpu_stat_v2(0, 0, 0))
     # No quota anywhere: no quota, and the cgroup's own counters.
     b.write(f"{app}/cpu.max", "max 100000")
     p = procs(sampler(b.roots, 0, 31337).sample(S))[0]

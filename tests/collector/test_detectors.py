@@ -731,3 +731,20 @@ def test_a_large_run_that_grows_a_little_is_not() -> None:
     for i in range(60):  # 4 GiB growing 1 MiB/s: 60 MiB a minute, 1.5 % of it
         events += d.feed(ProcessSample(RUN, 4242, rss=4 * GiB + i * MiB, t_us=(i + 1) * 1_000_000))
     assert events == []
+
+
+def test_oom_kills_and_memory_high_are_followed_per_cgroup() -> None:
+    """A run whose processes are in two cgroups (a worker moved into its own): two counters,
+    neither mistaken for the other's rise."""
+    d = Detectors()
+    a = ProcessSample(RUN, 1, rss=MiB, cgroup_current=MiB, oom_kills=5, cgroup="/a")
+    b = ProcessSample(RUN, 2, rss=MiB, cgroup_current=MiB, oom_kills=0, cgroup="/b")
+    out: list[Event] = []
+    for t in range(1, 6):
+        out += d.feed(replace(a, t_us=t, memory_high_events=9))
+        out += d.feed(replace(b, t_us=t, memory_high_events=0))
+    assert out == []
+    assert d.end_cause(RunEnd(RUN, exit_code=137, t_us=7)) is None
+    (kill,) = d.feed(replace(b, oom_kills=1, t_us=6))
+    assert kill.detail["cgroup"] == "/b"
+    assert d.end_cause(RunEnd(RUN, exit_code=137, t_us=7)) == "killed by the kernel OOM killer"

@@ -209,7 +209,8 @@ class MemoryHigh:
 
     def __init__(self, quiet_s: float = 30.0) -> None:
         self.quiet_us = int(quiet_s * 1e6)
-        self._runs: dict[int, _HighState] = {}
+        self._runs: dict[tuple[int, str | None], _HighState] = {}
+        """(run, cgroup path) -> its counter: a run's processes may be in several cgroups."""
 
     def flush(self) -> list[Event]:
         """Nothing is held back for context."""
@@ -217,17 +218,18 @@ class MemoryHigh:
 
     def forget(self, run: int) -> None:
         """Drop what is kept about a run that ended."""
-        self._runs.pop(run, None)
+        for key in [k for k in self._runs if k[0] == run]:
+            del self._runs[key]
 
     def feed(self, rec: Record) -> list[Event]:
         if not isinstance(rec, ProcessSample) or rec.run < 0 or rec.memory_high_events is None:
             return []
         n = rec.memory_high_events
-        st = self._runs.get(rec.run)
+        st = self._runs.get((rec.run, rec.cgroup))
         if st is None:
-            self._runs[rec.run] = _HighState(n, n)
+            self._runs[(rec.run, rec.cgroup)] = _HighState(n, n)
             return []
-        if n < st.last:  # another cgroup (the run moved), or the counter restarted
+        if n < st.last:  # the counter restarted (the cgroup was made anew)
             st.first = st.last = n
             return []
         t = rec.t_us
@@ -264,10 +266,12 @@ class MemoryHigh:
 
 @dataclass
 class _OomState:
-    first: int | None = None
-    """The cgroup's ``oom_kill`` counter at the run's first sample: kills before it are not
-    the run's."""
-    count: int | None = None
+    counts: dict[str | None, int] = field(default_factory=dict)
+    """Cgroup path -> its ``oom_kill`` counter at the last sample: a run's processes may be in
+    several cgroups, each with its own counter; kills before the run's first sample there are
+    not the run's."""
+    killed: ProcessSample | None = None
+    """The sample in which a kill was counted (its limit is the one that was reached)."""
     last: ProcessSample | None = None
     """The last sample with cgroup memory figures."""
     live: ProcessSample | None = None
@@ -278,9 +282,9 @@ class _OomState:
 class OomKill:
     """The OOM killer struck in the run's cgroup, or the run died of SIGKILL at its limit.
 
-    Reads ``ProcessSample`` (``oom_kills``, the cgroup's counter) and ``RunEnd``; emits
-    ``oom_kill``, severity 2. Thresholds: any rise of the counter; a SIGKILL (exit -9 or 137)
-    with the cgroup at 90 % of its limit or more in the last sample.
+    Reads ``ProcessSample`` (``oom_kills``, the cgroup's counter, followed per cgroup) and
+    ``RunEnd``; emits ``oom_kill``, severity 2. Thresholds: any rise of the counter; a SIGKILL
+    (exit -9 or 137) with the cgroup at 90 % of its limit or more in the last sample.
 
     :meth:`end_cause` gives the words for the run's ``RunEnd.cause`` from the same state.
     """
@@ -304,64 +308,24 @@ class OomKill:
         st = self._runs.get(end.run)
         if st is None or end.exit_code == 0 or st.last is None:
             return None
-        last = st.last
-        killed = st.first is not None and st.count is not None and st.count > st.first
-        if killed:
+        if st.killed is not None:
+            k = st.killed
             survived = end.exit_code is not None and end.exit_code not in SIGKILL_CODES
-            return oom_kill_cause(last.cgroup_limit, last.cgroup_version, survived=survived)
-        live = st.live or last
+            return oom_kill_cause(k.cgroup_limit, k.cgroup_version, survived=survived)
+        live = st.live or st.last
         if end.exit_code in SIGKILL_CODES and _share(live) >= 0.9:
             return oom_kill_cause(live.cgroup_limit, live.cgroup_version, likely=True)
         return None
 
     def feed(self, rec: Record) -> list[Event]:
         if isinstance(rec, ProcessSample) and rec.run >= 0:
-            st = self._runs.setdefault(rec.run, _OomState())
-            alive = st.live
-            if rec.cgroup_current is not None or rec.cgroup_limit is not None:
-                st.last = rec
-                if rec.rss is not None:
-                    st.live = rec
-            if rec.oom_kills is None:
-                return []
-            before = st.count
-            st.count = rec.oom_kills
-            if st.first is None:
-                st.first = rec.oom_kills
-            if before is None or rec.oom_kills <= before:
-                if before is not None and rec.oom_kills < before:
-                    st.first = rec.oom_kills  # another cgroup: count from here
-                return []
-            n = rec.oom_kills - before
-            usage = ""
-            # What the cgroup used when it was killed: the kill lets memory go at once, so the
-            # sample before it may say more than this one.
-            current = max(rec.cgroup_current or 0, alive.cgroup_current or 0 if alive else 0)
-            if current and rec.cgroup_limit:
-                file = memory_limit_file(rec.cgroup_version).replace("memory limit", "limit")
-                usage = f" at {mib(current)} of its {mib(rec.cgroup_limit)} {file}"
-            return [
-                anomaly(
-                    "oom_kill",
-                    f"the OOM killer killed {n} process{'es' if n > 1 else ''} in run "
-                    f"{rec.run}'s cgroup{usage}",
-                    rec.run,
-                    2,
-                    rec.t_us,
-                    killed=n,
-                    oom_kills=rec.oom_kills,
-                    cgroup_current=current or None,
-                    cgroup_limit=rec.cgroup_limit,
-                    cgroup=rec.cgroup,
-                )
-            ]
+            return self._sample(rec)
         if isinstance(rec, RunEnd) and rec.exit_code in SIGKILL_CODES:
             known = self._runs.get(rec.run)
-            last = (known.live or known.last) if known is not None else None
-            killed = (
-                known is not None and known.first is not None and (known.count or 0) > known.first
-            )
-            if last and last.cgroup_current and last.cgroup_limit and not killed:
+            if known is None or known.killed is not None:
+                return []  # no figures to go on, or the counter said it already
+            last = known.live or known.last
+            if last and last.cgroup_current and last.cgroup_limit:
                 share = _share(last)
                 if share >= 0.9:
                     return [
@@ -379,6 +343,44 @@ class OomKill:
                         )
                     ]
         return []
+
+    def _sample(self, rec: ProcessSample) -> list[Event]:
+        st = self._runs.setdefault(rec.run, _OomState())
+        alive = st.live
+        if rec.cgroup_current is not None or rec.cgroup_limit is not None:
+            st.last = rec
+            if rec.rss is not None:
+                st.live = rec
+        if rec.oom_kills is None:
+            return []
+        before = st.counts.get(rec.cgroup)
+        st.counts[rec.cgroup] = rec.oom_kills
+        if before is None or rec.oom_kills <= before:
+            return []  # the first sample there, the same count, or a counter that restarted
+        n = rec.oom_kills - before
+        st.killed = rec
+        usage = ""
+        # What the cgroup used when it was killed: the kill lets memory go at once, so the
+        # sample before it may say more than this one.
+        current = max(rec.cgroup_current or 0, alive.cgroup_current or 0 if alive else 0)
+        if current and rec.cgroup_limit:
+            file = memory_limit_file(rec.cgroup_version).replace("memory limit", "limit")
+            usage = f" at {mib(current)} of its {mib(rec.cgroup_limit)} {file}"
+        return [
+            anomaly(
+                "oom_kill",
+                f"the OOM killer killed {n} process{'es' if n > 1 else ''} in run "
+                f"{rec.run}'s cgroup{usage}",
+                rec.run,
+                2,
+                rec.t_us,
+                killed=n,
+                oom_kills=rec.oom_kills,
+                cgroup_current=current or None,
+                cgroup_limit=rec.cgroup_limit,
+                cgroup=rec.cgroup,
+            )
+        ]
 
 
 def _share(p: ProcessSample) -> float:

@@ -154,16 +154,19 @@ class _Cpu:
 
 
 def _cpu_v2(mount: Path, d: Path) -> _Cpu | None:
-    if not (d / "cpu.max").exists():
-        return None  # the cpu controller is not enabled for this cgroup
+    # A cgroup without cpu.max is one whose parent does not enable the cpu controller for its
+    # children: its processes are then the nearest ancestor's that has it, quota and all.
+    up = [p for p in _up_to(mount, d) if (p / "cpu.max").exists()]
+    if not up:
+        return None  # the cpu controller is not enabled on the way up
     best: tuple[float, int, int, Path] | None = None
-    for p in _up_to(mount, d):
+    for p in up:
         parts = (read_text(p / "cpu.max") or "").split()
         if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[1]) > 0:
             quota, period = int(parts[0]), int(parts[1])
             if best is None or quota / period < best[0]:
                 best = (quota / period, quota, period, p)
-    where = best[3] if best is not None else d
+    where = best[3] if best is not None else up[0]
     stat = read_kv(where / "cpu.stat")
     return _Cpu(
         best[1] if best else None,

@@ -29,9 +29,9 @@ between samples. Which of the two a run got is said once in an ``Event`` (kind `
 ``detail["cgroup_peak"]`` ``"memory.peak reset"`` or ``"max of samples"``, with the reason).
 
 A pid that has exited is skipped (a zombie too: it has no memory figures left); its run stays
-registered until the collector removes it. When a run ends with its first process gone (killed,
-perhaps by the OOM killer), :meth:`ProcessSampler.final_sample` reads the cgroup that process
-was last seen in once more: the kill is counted there after the last regular sample.
+registered until the collector removes it. When a run ends with its first process gone,
+:meth:`ProcessSampler.final_sample` reads the cgroup that process was last seen in once more:
+an OOM kill is counted there after the last regular sample, and only then is the read kept.
 """
 
 from __future__ import annotations
@@ -180,8 +180,9 @@ class ProcessSampler:
         """Whether to reset ``memory.peak`` per run: by default only on the kernel's own /sys,
         never by writing into a recorded tree."""
         self._peaks: dict[tuple[int, str], RunPeak] = {}
-        self._last_cgroup: dict[int, tuple[int, str]] = {}
-        """run -> (its first process, the ``/proc/PID/cgroup`` text it was last seen with)."""
+        self._last_cgroup: dict[int, tuple[int, str, int | None]] = {}
+        """run -> (its first process, the ``/proc/PID/cgroup`` text it was last seen with, and
+        the cgroup's OOM-kill counter then)."""
         """(run, cgroup path) -> the run's own peak there."""
         self.watch = watch
         self.clk_tck = clk_tck
@@ -305,7 +306,7 @@ class ProcessSampler:
                     cgroups[cg_text] = read_cgroup(self.roots, cg_text)
                 cg = cgroups[cg_text]
                 if pid == root_pid and cg is not None:
-                    self._last_cgroup[run] = (pid, cg_text)
+                    self._last_cgroup[run] = (pid, cg_text, cg.oom_kills)
                 run_peak = None
                 if cg is not None and cg.current is not None:
                     run_peak = self._run_peak(run, cg, t_us, records)
@@ -331,8 +332,9 @@ class ProcessSampler:
         return records
 
     def final_sample(self, run: int, t_us: int) -> ProcessSample | None:
-        """The run's cgroup once more, as the run ends, if its first process has gone: a
-        sample with only the cgroup figures (the process's are gone with it), or None.
+        """The run's cgroup once more, as the run ends, if its first process has gone and the
+        cgroup counted an OOM kill since the last sample: a sample with only the cgroup
+        figures (the process's are gone with it), or None.
 
         A process the OOM killer ends is counted in its cgroup's ``oom_kill`` after the last
         regular sample saw it alive; this read is what lets the run's end say so. Called on
@@ -341,13 +343,13 @@ class ProcessSampler:
         last = self._last_cgroup.get(run)
         if last is None:
             return None
-        pid, cg_text = last
+        pid, cg_text, kills = last
         st = read_proc_stat(self.roots.procfs / str(pid) / "stat")
         if st is not None and st.state not in ("Z", "X"):
             return None  # still running: the run ended itself, its samples said the rest
         cg = read_cgroup(self.roots, cg_text)
-        if cg is None:
-            return None
+        if cg is None or cg.oom_kills is None or cg.oom_kills == kills:
+            return None  # nothing new: the run's samples said all there is
         peak = self._peaks.get((run, cg.path))
         run_peak = peak.update(cg) if peak is not None else None
         return _sample(cg, ProcessSample(run, pid, cgroup_peak=run_peak, t_us=t_us))

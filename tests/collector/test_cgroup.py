@@ -200,10 +200,11 @@ def test_memory_high_then_an_oom_kill_on_a_recorded_tree(board: Callable[[str], 
     assert "at 511 MiB of its 512 MiB memory.max" in out[1].message
     # A run whose process is still there when it ends gets no last read; nor one whose
     # process has gone without a kill counted.
-    assert sampler(board("rpi4").roots, 1, 1234).final_sample(1, S) is None
     quiet = board("rpi4")
     s = sampler(quiet.roots, 1, 1234)
+    assert s.final_sample(1, S) is None  # never sampled
     s.sample(S)
+    assert s.final_sample(1, S) is None  # alive
     quiet.remove("proc/1234")
     assert s.final_sample(1, 2 * S) is None
 

@@ -3,6 +3,7 @@ CPU quota and memory.high did to it, and why it ended."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def test_inspect_names_the_container_the_quota_s_throttling_and_the_cause(
         w.append(RunStart(0, "ab" * 16, "train", "edge1", 4242, t_us=1_000_000))
         w.append(sample(1_000_000, 1203, 12, 0, 300 * MiB))
         w.append(sample(6_000_000, 1253, 40, 5, 460 * MiB))
+        # A child in a cgroup of its own does not move the run there.
+        child = sample(6_000_001, 9, 9, 9, MiB)
+        w.append(dataclasses.replace(child, pid=4250, cgroup="/system.slice/other.scope"))
         w.append(sample(11_000_000, 1303, 74, 37, 511 * MiB))
         w.append(RunEnd(0, None, 0, 11_500_000, cause=cause))
     assert main(["inspect", str(p)]) == 0

@@ -255,8 +255,10 @@ class CgroupSummary:
     max_events: tuple[int, int] | None = None
     swap_peak: int | None = None
 
-    def add(self, p: ProcessSample) -> None:
-        if p.cgroup is None:
+    def add(self, p: ProcessSample, own: bool = True) -> None:
+        """Fold a sample of the run; ``own``: of the run's first process, whose cgroup is the
+        run's (a child in a cgroup of its own does not move the run there)."""
+        if p.cgroup is None or (not own and self.path not in (None, p.cgroup)):
             return
         if p.cgroup != self.path:
             self.path, self.version = p.cgroup, p.cgroup_version
@@ -641,7 +643,7 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             rs = by_ref.get(rec.run)
             if rs is not None:
                 rs.memory.add(rec)
-                rs.cgroup.add(rec)
+                rs.cgroup.add(rec, own=rec.pid == rs.pid)
                 rs.seen(rec.t_us)
         elif isinstance(rec, StackSamples):
             s._add_stacks(rec)

@@ -32,6 +32,10 @@ def test_the_place_of_a_run_is_its_container_else_its_cgroup() -> None:
     s = fold_all(records(DOCKER))
     assert views.run_place(s, 0) == "Docker container 4f2a1b3c9d0e"
     assert s.runs[0].cause == CAUSE
+    child = ProcessSample(0, 43, rss=1, t_us=3_000_000, cgroup="/system.slice/other.scope")
+    assert (
+        views.run_place(fold_all([*records(DOCKER), child]), 0) == "Docker container 4f2a1b3c9d0e"
+    )
     s = fold_all(records("/system.slice/train.service"))
     assert views.run_place(s, 0) == "cgroup /system.slice/train.service"
     assert views.run_place(fold_all(records("/")), 0) is None

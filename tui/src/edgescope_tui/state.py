@@ -609,7 +609,9 @@ def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
     if p.cpu_percent is not None:
         changes["cpu_percent"] = p.cpu_percent
     if p.cgroup is not None and p.cgroup != ps.cgroup_path:
-        changes["cgroup_path"] = p.cgroup
+        info = b.runs.get(p.run)  # the run's first process says where the run is
+        if ps.cgroup_path is None or info is None or info.pid == p.pid:
+            changes["cgroup_path"] = p.cgroup
     proc[p.run] = _evolve(ps, **changes)
 
 

@@ -80,3 +80,26 @@ def test_inspect_names_the_container_the_quota_s_throttling_and_the_cause(
         "memory_max_events": 0,
         "swap_peak": 0,
     }
+
+
+def test_a_run_the_sdk_wrote_alone_is_placed_by_its_device_facts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No collector sampled it: the SDK's own ``device["cgroup"]`` (from /proc/self/cgroup)."""
+    from edgescope.sdk._device import device_facts
+
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text(
+        f"12:memory:/docker/{ID}\n4:cpu,cpuacct:/docker/{ID}\n0::/\n"
+    )
+    facts = device_facts(procfs=proc, sysfs=tmp_path / "sys")
+    assert facts["cgroup"] == f"/docker/{ID}"
+    (proc / "self" / "cgroup").write_text("0::/\n")  # a cgroup namespace shows only "/"
+    assert "cgroup" not in device_facts(procfs=proc, sysfs=tmp_path / "sys")
+    p = tmp_path / "alone.est"
+    with TraceWriter(p) as w:
+        w.append(RunStart(0, "cd" * 16, "train", "edge1", 7, device=facts, t_us=1_000_000))
+        w.append(RunEnd(0, 0, 0, 2_000_000))
+    assert main(["inspect", str(p)]) == 0
+    assert f"  cgroup  Docker container 4f2a1b3c9d0e (/docker/{ID})\n" in capsys.readouterr().out

@@ -60,3 +60,8 @@ async def test_the_header_says_where_the_run_ran_and_why_it_ended(tmp_path: Path
         header = str(screen.query_one("#run-header").render())
         assert "train on jetson · in Docker container 4f2a1b3c9d0e · finished" in header
         assert CAUSE in header
+
+
+def test_without_samples_the_sdk_s_own_word_places_the_run() -> None:
+    start = RunStart(0, "aa", "train", "pi", 42, device={"cgroup": f"/docker/{'ab' * 32}"})
+    assert views.run_place(fold_all([start]), 0) == "Docker container abababababab"

@@ -1,4 +1,6 @@
-"""The container a cgroup path names: Docker, containerd, CRI-O, Podman, Kubernetes pods.
+"""Where a run is: the cgroup a ``/proc/PID/cgroup`` text names (:func:`cgroup_paths`, the one
+parser of that file, for the collector's sampler and the SDK's device facts alike), and the
+container a cgroup path names: Docker, containerd, CRI-O, Podman, Kubernetes pods.
 
 A run's process samples carry its cgroup path (process ``cgroup``, format 1.3) as
 ``/proc/PID/cgroup`` gives it; which container that is, is read from the path here, once, for
@@ -24,7 +26,48 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Container", "container_of"]
+__all__ = ["CgroupPaths", "Container", "cgroup_paths", "container_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupPaths:
+    """What ``/proc/PID/cgroup`` says: the v2 path, and each v1 controller's path."""
+
+    v2: str | None
+    v1: dict[str, str]
+    """Controller name (``memory``, ``cpu``, ...) -> path."""
+    v1_mounts: dict[str, str]
+    """Controller name -> the hierarchy's controller list as written (``cpu,cpuacct``): the
+    name its mount point conventionally has."""
+
+    @property
+    def name(self) -> str | None:
+        """The path a run's cgroup is known by: v2's, else v1 memory's, else v1 cpu's."""
+        for p in (self.v2, self.v1.get("memory"), self.v1.get("cpu")):
+            if p is not None and p != "/":
+                return p
+        return self.v2 or self.v1.get("memory")
+
+
+def cgroup_paths(cgroup_file_text: str) -> CgroupPaths:
+    """Parse a ``/proc/PID/cgroup`` text (``hierarchy-id:controllers:path`` lines)."""
+    v2 = None
+    v1: dict[str, str] = {}
+    mounts: dict[str, str] = {}
+    for line in cgroup_file_text.splitlines():
+        hid, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if not path:
+            continue
+        if hid == "0" and controllers == "":
+            v2 = path
+            continue
+        for c in controllers.split(","):
+            if c:
+                v1[c] = path
+                mounts[c] = controllers
+    return CgroupPaths(v2, v1, mounts)
+
 
 _ID = r"[0-9a-f]{64}"
 _SCOPE = re.compile(rf"(?:^|/)(docker|cri-containerd|crio|libpod)-({_ID})\.scope(?:/|$)")

@@ -624,6 +624,9 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
                     runs[r.run_id] = RunSummary(
                         r.run, r.run_id, r.name, r.host, r.pid, r.t_us, config=r.config
                     )
+                    where = r.device.get("cgroup") if isinstance(r.device, dict) else None
+                    if isinstance(where, str):
+                        runs[r.run_id].cgroup.path = where  # until a sample says more
                     runs[r.run_id].seen(r.t_us)
                     s.runs.append(runs[r.run_id])
                 by_ref[r.run] = runs[r.run_id]

@@ -40,6 +40,9 @@ def run_place(s: RunState, run: int) -> str | None:
     else its cgroup (``cgroup /system.slice/train.service``); None where no sample said."""
     ps = s.proc.get(run)
     path = ps.cgroup_path if ps is not None else None
+    if path is None and (info := s.runs.get(run)) is not None:
+        where = info.device.get("cgroup")  # the SDK's own word, where no sample said
+        path = where if isinstance(where, str) else None
     if not path or path == "/":
         return None
     box = container_of(path)

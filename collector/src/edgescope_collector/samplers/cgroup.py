@@ -40,10 +40,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgescope_tracing.containers import CgroupPaths, cgroup_paths
+
 from . import Roots
 from ._files import read_int, read_kv, read_text
 
-__all__ = ["Cgroup", "CgroupPaths", "UNLIMITED", "cgroup_paths", "read_cgroup"]
+__all__ = ["Cgroup", "UNLIMITED", "read_cgroup"]
 
 UNLIMITED = 1 << 62
 """cgroup v1 reports "no limit" as a huge page-rounded number; anything above this is none."""
@@ -73,46 +75,6 @@ class Cgroup:
     cpu_periods: int | None = None
     cpu_throttled: int | None = None
     cpu_throttled_us: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CgroupPaths:
-    """What ``/proc/PID/cgroup`` says: the v2 path, and each v1 controller's path."""
-
-    v2: str | None
-    v1: dict[str, str]
-    """Controller name (``memory``, ``cpu``, ...) -> path."""
-    v1_mounts: dict[str, str]
-    """Controller name -> the hierarchy's controller list as written (``cpu,cpuacct``): the
-    name its mount point conventionally has."""
-
-    @property
-    def name(self) -> str | None:
-        """The path a run's cgroup is known by: v2's, else v1 memory's, else v1 cpu's."""
-        for p in (self.v2, self.v1.get("memory"), self.v1.get("cpu")):
-            if p is not None and p != "/":
-                return p
-        return self.v2 or self.v1.get("memory")
-
-
-def cgroup_paths(cgroup_file_text: str) -> CgroupPaths:
-    """Parse a ``/proc/PID/cgroup`` text (``hierarchy-id:controllers:path`` lines)."""
-    v2 = None
-    v1: dict[str, str] = {}
-    mounts: dict[str, str] = {}
-    for line in cgroup_file_text.splitlines():
-        hid, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if not path:
-            continue
-        if hid == "0" and controllers == "":
-            v2 = path
-            continue
-        for c in controllers.split(","):
-            if c:
-                v1[c] = path
-                mounts[c] = controllers
-    return CgroupPaths(v2, v1, mounts)
 
 
 def _limit(value: int | None) -> int | None:

@@ -4,10 +4,11 @@ The summary streams through the file (:mod:`edgescope_tracing.summary`): memory 
 with it. Everything from the trace is escaped before it reaches the terminal
 (:func:`edgescope_tracing.text.escape`); ``--json`` is ASCII, every other character escaped.
 
-A post-mortem reads plainly: how each run ended (a signal by name), where a run that never
-ended stopped (``lost: the process died without finishing (SIGKILL or power loss) at ...``),
-the stored traceback of an exception, the memory peaks, the functions on top of the sampled
-stacks, and events with like ones folded into one line with a count.
+A post-mortem reads plainly: how each run ended (a signal by name, the OOM killer and the limit
+it enforced), the container and cgroup it ran in with its CPU quota's throttling, where a run
+that never ended stopped (``lost: the process died without finishing (SIGKILL or power loss)
+at ...``), the stored traceback of an exception, the memory peaks, the functions on top of the
+sampled stacks, and events with like ones folded into one line with a count.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from edgescope_tracing import Event, TraceReader
+from edgescope_tracing.causes import cpu_quota_text
 from edgescope_tracing.files import check_input
 from edgescope_tracing.summary import (
     RunSummary,
@@ -169,6 +171,10 @@ def run_state(r: RunSummary, *, closed: bool) -> str:
             f"{_where(r)}; or it is still running on {escape(r.host)} and the file still growing"
         )
     took = f" after {_duration(r.end - r.start)}"
+    if r.cause is not None:
+        code = f" ({exit_words(r.exit_code)})" if r.exit_code is not None else ""
+        step = f" (last step {r.last_step})" if r.last_step is not None else ""
+        return f"failed: {escape(r.cause)}{code}{took}{step}"
     if r.lost_contact is not None:
         return f"lost contact: {escape(r.lost_contact)}; last record {_where(r)}"
     if r.exit_code is None:
@@ -218,6 +224,9 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
                 if len(marks) > EVENT_LINES and i == EVENT_LINES - 1:
                     out.write(f"    ... {len(marks) - EVENT_LINES} more marks (see --json)\n")
                 out.write(f"    {_clock(t)}  {_joules(j):>10}  up to {escape(text)}\n")
+        cg = _cgroup(r)
+        if cg:
+            line("cgroup", cg)
     for e in s.crashes:
         _exception(e, s, out)
     if s.crashes_total > len(s.crashes):
@@ -322,6 +331,35 @@ def _memory(r: RunSummary) -> str:
         parts.append(f"cgroup limit {_size(m.cgroup_limit)}")
     if m.oom_kills:
         parts.append(f"{m.oom_kills} OOM kill(s) in its cgroup")
+    return ", ".join(parts)
+
+
+def _cgroup(r: RunSummary) -> str:
+    """Where the run ran (its container, its cgroup) and what its cgroup's limits did to it."""
+    c = r.cgroup
+    if c.path is None:
+        return ""
+    box = c.container
+    parts = [f"{escape(box.text)} ({escape(c.path)})" if box is not None else escape(c.path)]
+    if c.quota_us is not None and c.period_us:
+        quota = cpu_quota_text(c.quota_us, c.period_us, c.version)
+        share, periods = c.throttled_share, c.rise(c.periods)
+        if share is not None and periods:
+            waited = c.rise(c.throttled_us)
+            spent = f", {waited / 1e6:.1f} s throttled" if waited else ""
+            quota += f": throttled in {share:.0%} of {periods:,} periods{spent}"
+        parts.append(quota)
+    if c.memory_high is not None:
+        high = f"memory.high {_size(c.memory_high)}"
+        over = c.rise(c.high_events)
+        if over:
+            high += f": over it {over:,} time(s), reclaim-throttled"
+        parts.append(high)
+    hit = c.rise(c.max_events)
+    if hit:
+        parts.append(f"hit its memory limit {hit:,} time(s)")
+    if c.swap_peak:
+        parts.append(f"swap up to {_size(c.swap_peak)}")
     return ", ".join(parts)
 
 

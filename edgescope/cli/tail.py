@@ -122,7 +122,8 @@ def record_line(rec: Any) -> str:
     elif isinstance(rec, RunStart):
         gist = f"run {rec.run} {rec.name!r} pid {rec.pid} on {rec.host}"
     elif isinstance(rec, RunEnd):
-        gist = f"run {rec.run} ended: {exit_words(rec.exit_code)}, dropped {rec.dropped}"
+        why = f": {rec.cause}" if rec.cause else ""
+        gist = f"run {rec.run} ended: {exit_words(rec.exit_code)}{why}, dropped {rec.dropped}"
     elif isinstance(rec, Event):
         gist = f"[{rec.kind}] {rec.message}"
     elif isinstance(rec, Keyframe):

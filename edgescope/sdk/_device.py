@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from edgescope_tracing.containers import cgroup_paths
+
 __all__ = ["device_facts"]
 
 
@@ -51,8 +53,17 @@ def _mem_total(procfs: Path) -> int | None:
     return None
 
 
+def _cgroup(procfs: Path) -> str | None:
+    """This process's cgroup (the container it is in, where the path shows one); None in the
+    root cgroup, or in a container whose cgroup namespace shows only "/"."""
+    name = cgroup_paths(_read(procfs / "self" / "cgroup") or "").name
+    return name if name and name != "/" else None
+
+
 def device_facts(procfs: Path = Path("/proc"), sysfs: Path = Path("/sys")) -> dict[str, Any]:
-    """Board model, CPU, memory, kernel and Python of this machine; absent facts are left out."""
+    """Board model, CPU, memory, kernel and Python of this machine, and the cgroup this process
+    is in (``cgroup``: readers name its container from it where no collector sampled the run);
+    absent facts are left out."""
     facts: dict[str, Any] = {
         "os": platform.system(),
         "kernel": platform.release(),
@@ -64,6 +75,7 @@ def device_facts(procfs: Path = Path("/proc"), sysfs: Path = Path("/sys")) -> di
         ("board", _board(sysfs, procfs)),
         ("cpu", _cpu_model(procfs)),
         ("mem_total", _mem_total(procfs)),
+        ("cgroup", _cgroup(procfs)),
     ):
         if value is not None:
             facts[name] = value

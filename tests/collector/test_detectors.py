@@ -370,9 +370,25 @@ def test_oom_kill_counter_and_sigkill_at_the_limit() -> None:
         f"the OOM killer killed 1 process in run {RUN}'s cgroup at 3.0 GiB of its 3.0 GiB limit"
     )
     assert d.feed(replace(base, pid=4243, oom_kills=1, t_us=2)) == []  # same kill, other pid
-    (end,) = d.feed(RunEnd(RUN, exit_code=137, t_us=3))
+    # The counter said it: the run end's cause names the kill, and no guess is added.
+    assert d.end_cause(RunEnd(RUN, exit_code=137, t_us=3)) == (
+        "killed by the kernel OOM killer: cgroup memory limit 3.0 GiB reached"
+    )
+    assert d.end_cause(RunEnd(RUN, exit_code=1, t_us=3)) == (
+        "failed after the kernel OOM killer killed a process of the run: cgroup memory limit "
+        "3.0 GiB reached"
+    )
+    assert d.end_cause(RunEnd(RUN, exit_code=0, t_us=3)) is None  # it finished regardless
+    assert d.feed(RunEnd(RUN, exit_code=137, t_us=3)) == []
+    # No counter (an old kernel's v1 cgroup): a SIGKILL at the limit is most likely the killer.
+    d.feed(replace(base, run=RUN + 2, t_us=1))
+    assert d.end_cause(RunEnd(RUN + 2, exit_code=-9, t_us=3)) == (
+        "most likely killed by the kernel OOM killer: cgroup memory limit 3.0 GiB reached"
+    )
+    (end,) = d.feed(RunEnd(RUN + 2, exit_code=137, t_us=3))
     assert "killed (SIGKILL) with its cgroup at 100% of its 3.0 GiB limit" in end.message
     assert d.feed(RunEnd(RUN + 1, exit_code=137, t_us=3)) == []  # no memory figures: no claim
+    assert d.end_cause(RunEnd(RUN + 1, exit_code=137, t_us=3)) is None
 
 
 # ---------------------------------------------------------------------- coinciding signals
@@ -497,10 +513,19 @@ def test_state_of_ended_runs_is_dropped() -> None:
         times = tuple(1_000 * s for s in steps)
         d.feed(Metrics(run, "loss", steps, times, tuple(1.0 / (s + 1) for s in steps)))
         d.feed(ProcessSample(run, 10 + run, rss=MiB, oom_kills=0, t_us=50_000))
-        d.feed(ProcessSample(run, 10 + run, rss=MiB, oom_kills=0, t_us=1_050_000))
+        d.feed(
+            ProcessSample(run, 10 + run, rss=MiB, oom_kills=0, t_us=1_050_000, memory_high_events=0)
+        )
         d.feed(RunEnd(run, exit_code=0, t_us=2_000_000))
-    kept = (d.spike._state, d.step_time._runs, d.step_time._clock, d.memory._runs, d.oom._last)
-    assert [len(k) for k in kept] == [0, 0, 0, 0, 0]
+    kept = (
+        d.spike._state,
+        d.step_time._runs,
+        d.step_time._clock,
+        d.memory._runs,
+        d.oom._runs,
+        d.memory_high._runs,
+    )
+    assert [len(k) for k in kept] == [0, 0, 0, 0, 0, 0]
 
 
 # ----------------------------------------------------------- step time at 15-20k steps/s
@@ -706,3 +731,20 @@ def test_a_large_run_that_grows_a_little_is_not() -> None:
     for i in range(60):  # 4 GiB growing 1 MiB/s: 60 MiB a minute, 1.5 % of it
         events += d.feed(ProcessSample(RUN, 4242, rss=4 * GiB + i * MiB, t_us=(i + 1) * 1_000_000))
     assert events == []
+
+
+def test_oom_kills_and_memory_high_are_followed_per_cgroup() -> None:
+    """A run whose processes are in two cgroups (a worker moved into its own): two counters,
+    neither mistaken for the other's rise."""
+    d = Detectors()
+    a = ProcessSample(RUN, 1, rss=MiB, cgroup_current=MiB, oom_kills=5, cgroup="/a")
+    b = ProcessSample(RUN, 2, rss=MiB, cgroup_current=MiB, oom_kills=0, cgroup="/b")
+    out: list[Event] = []
+    for t in range(1, 6):
+        out += d.feed(replace(a, t_us=t, memory_high_events=9))
+        out += d.feed(replace(b, t_us=t, memory_high_events=0))
+    assert out == []
+    assert d.end_cause(RunEnd(RUN, exit_code=137, t_us=7)) is None
+    (kill,) = d.feed(replace(b, oom_kills=1, t_us=6))
+    assert kill.detail["cgroup"] == "/b"
+    assert d.end_cause(RunEnd(RUN, exit_code=137, t_us=7)) == "killed by the kernel OOM killer"

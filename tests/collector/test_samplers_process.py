@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 from edgescope_collector.samplers import ProcessWatch, Roots
+from edgescope_collector.samplers.cgroup import read_cgroup
 from edgescope_collector.samplers.process import (
     PEAK_RESET,
     PEAK_SAMPLED,
     ProcessSampler,
-    cgroup_memory,
     read_proc_stat,
 )
 from edgescope_tracing.records import Event, ProcessSample
@@ -129,22 +129,22 @@ def test_cgroup_v1_in_a_container_and_oom_kills(board: Callable[[str], Board]) -
 def test_cgroup_memory_edges(board: Callable[[str], Board]) -> None:
     b = board("rpi4")
     roots = b.roots
-    assert cgroup_memory(roots, "0::/") is None  # the root cgroup: the machine, not a run
-    assert cgroup_memory(roots, "0::/no/such.scope") is None
-    assert cgroup_memory(roots, "") is None
+    assert read_cgroup(roots, "0::/") is None  # the root cgroup: the machine, not a run
+    assert read_cgroup(roots, "0::/no/such.scope") is None
+    assert read_cgroup(roots, "") is None
     cg = "sys/fs/cgroup/system.slice/train.service"
     b.write(f"{cg}/memory.max", "max")
     b.remove(f"{cg}/memory.peak")  # before Linux 5.19
-    m = cgroup_memory(roots, "0::/system.slice/train.service")
+    m = read_cgroup(roots, "0::/system.slice/train.service")
     assert m is not None and m.version == 2
     assert m.limit is None and m.peak is None and m.current == 2105540608
     b.write(f"{cg}/memory.events", "low 0\nhigh 3\nmax 7\noom 2\noom_kill 2\noom_group_kill 0")
-    m = cgroup_memory(roots, "0::/system.slice/train.service")
+    m = read_cgroup(roots, "0::/system.slice/train.service")
     assert m is not None and m.oom_kills == 2
 
     j = board("jetson-orin").roots
     # v1 root with no limit is the machine; a namespaced container root with a limit is not
-    assert cgroup_memory(j, "12:memory:/") is None
+    assert read_cgroup(j, "12:memory:/") is None
 
 
 def test_read_proc_stat_with_awkward_names(tmp_path: Path) -> None:

@@ -291,3 +291,4 @@ def test_every_figure_field_is_one_number() -> None:
         for f in fields(cls):
             if f.name in names:
                 assert f.default is None, (cls.__name__, f.name)
+                assert "str" not in str(f.type), (cls.__name__, f.name)  # a path is no figure

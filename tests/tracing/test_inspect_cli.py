@@ -108,6 +108,8 @@ def test_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "last_record": "2023-11-14T22:13:20.060000+00:00",
             "last_step": 49,
             "memory": NO_MEMORY,
+            "cause": None,
+            "cgroup": None,
         },
         {
             "id": "b2" * 16,
@@ -124,6 +126,8 @@ def test_json_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "last_record": "2023-11-14T22:13:20.500000+00:00",
             "last_step": 98,
             "memory": NO_MEMORY,
+            "cause": None,
+            "cgroup": None,
         },
     ]
     assert s["metrics"]["loss"] == {

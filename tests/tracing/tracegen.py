@@ -73,7 +73,14 @@ run_starts = st.builds(
     device=st.dictionaries(st.text(max_size=10), JSON, max_size=5),
     t_us=TIME,
 )
-run_ends = st.builds(RunEnd, run=SMALL, exit_code=opt(SMALL), dropped=NAT, t_us=TIME)
+run_ends = st.builds(
+    RunEnd,
+    run=SMALL,
+    exit_code=opt(SMALL),
+    dropped=NAT,
+    t_us=TIME,
+    cause=opt(st.text(max_size=100)),
+)
 
 
 @st.composite
@@ -163,6 +170,18 @@ process_samples = st.builds(
     state=opt(st.sampled_from("RSDTZI")),
     command=opt(NAMES),
     t_us=TIME,
+    cgroup=opt(NAMES),
+    cgroup_version=opt(st.sampled_from([1, 2])),
+    cpu_quota_us=opt(NAT),
+    cpu_period_us=opt(NAT),
+    cpu_periods=opt(NAT),
+    cpu_throttled=opt(NAT),
+    cpu_throttled_us=opt(NAT),
+    memory_high=opt(NAT),
+    memory_high_events=opt(NAT),
+    memory_max_events=opt(NAT),
+    oom_events=opt(NAT),
+    swap_current=opt(NAT),
 )
 thermal_samples = st.builds(
     ThermalSample,

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from edgescope_tracing.records import ProcessSample, Record
+
 from .samplers import ProcessWatch, Roots, default_samplers
 from .samplers._files import read_text
 from .stacks import BACKENDS, backend_problem
@@ -127,14 +129,34 @@ def _version(tool: str) -> str | None:
 
 
 def _cgroup_note(roots: Roots) -> str:
+    """Which cgroup hierarchy the runs' cgroup figures come from, with the controllers that
+    give them (memory: limits and OOM kills; cpu: the quota and its throttling)."""
     base = roots.sysfs / "fs" / "cgroup"
     if (base / "cgroup.controllers").exists():
-        return "cgroup v2 (unified hierarchy)"
-    if (base / "memory").is_dir():
-        return "cgroup v1 memory controller" + (
+        have = (read_text(base / "cgroup.controllers") or "").split()
+        wanted = [c for c in ("cpu", "memory") if c in have]
+        return f"cgroup v2 (unified hierarchy), controllers for runs: {', '.join(wanted) or 'none'}"
+    cpu = (base / "cpu").is_dir() or (base / "cpu,cpuacct").is_dir()
+    v1 = [c for c, there in (("memory", (base / "memory").is_dir()), ("cpu", cpu)) if there]
+    if v1:
+        names = " and ".join(v1)
+        return f"cgroup v1 {names} controller{'s' if len(v1) > 1 else ''}" + (
             " with a v2 hierarchy beside it (hybrid)" if (base / "unified").is_dir() else ""
         )
-    return f"no cgroup memory controller under {base}: runs get no cgroup figures"
+    return f"no cgroup memory or cpu controller under {base}: runs get no cgroup figures"
+
+
+def _cgroup_sources(records: list[Record]) -> tuple[str, ...]:
+    """What the doctor's own process sample got of its cgroup."""
+    procs = [r for r in records if isinstance(r, ProcessSample)]
+    out = []
+    if any(p.cgroup_current is not None for p in procs):
+        out.append("cgroup memory")
+    if any(p.memory_high_events is not None or p.memory_max_events is not None for p in procs):
+        out.append("memory events")
+    if any(p.cpu_periods is not None for p in procs):
+        out.append("CPU quota")
+    return tuple(out)
 
 
 ENERGY_SOURCES = ("rapl", "hwmon_power", "ina3221", "pi_pmic")
@@ -175,8 +197,7 @@ def diagnose(roots: Roots | None = None, backends: bool = True) -> Diagnosis:
                 continue
             sources = tuple(x for x in _SOURCES.get(s.name, ()) if x not in skipped)
             if s.name == "process":
-                with_cgroup = any(getattr(r, "cgroup_current", None) is not None for r in records)
-                sources = ("processes", "VmHWM") + (("cgroup memory",) if with_cgroup else ())
+                sources = ("processes", "VmHWM", *_cgroup_sources(records))
             checks.append(
                 SamplerCheck(s.name, True, len(records), round((t2 - t1) * 1e3, 3), None, sources)
             )

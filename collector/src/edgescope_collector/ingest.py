@@ -4,8 +4,10 @@ Each connection carries one trace stream, exactly the bytes of a trace file (hea
 frames), decoded here with :class:`~edgescope_tracing.StreamDecoder`. Run numbers are the
 producer's own (the SDK's is 0); each run gets a number that is unique in the collector's
 stream, and every record of the connection is rewritten to it (``RunStart``, ``RunEnd``,
-metrics, stacks, events, process samples). The producer's keyframes are dropped: the sink's
-writer makes its own. Records then go to ``sink``, on the event loop.
+metrics, stacks, events, process samples). A run start's pid is the producer's as this
+collector sees it: an SDK in a container's pid namespace says its pid there, and the socket's
+peer credentials say which process that is here (:func:`_pid_here`). The producer's keyframes
+are dropped: the sink's writer makes its own. Records then go to ``sink``, on the event loop.
 
 A connection that ends (EOF, error, damaged bytes) with runs still open gets, for each, an
 :class:`Event` saying the producer vanished and a ``RunEnd(exit_code=None)``. Bytes that are not
@@ -84,6 +86,31 @@ def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
     except OSError:
         return None
     return int.from_bytes(creds[:4], "little", signed=True) or None
+
+
+def _pid_here(peer_pid: int | None, sdk_pid: int) -> int:
+    """The producer's pid as this collector sees it.
+
+    An SDK in a container with its own pid namespace says its own pid there (often 1); the
+    kernel gives the socket's peer pid in the collector's namespace. Where the peer's
+    ``NSpid`` (its pid in each namespace, outermost first) ends with the pid the SDK said, the
+    peer pid is the same process, seen from here: the one to sample. Otherwise the SDK's pid
+    stands (a producer that speaks for another process, or a peer we cannot see).
+    """
+    if peer_pid is None or peer_pid == sdk_pid:
+        return sdk_pid
+    try:
+        with open(f"/proc/{peer_pid}/status", "rb") as f:
+            status = f.read().decode("ascii", "replace")
+    except OSError:
+        return sdk_pid
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            ns = [int(x) for x in line.split()[1:] if x.isdigit()]
+            if len(ns) > 1 and ns[0] == peer_pid and ns[-1] == sdk_pid:
+                return peer_pid
+            break
+    return sdk_pid
 
 
 class _Connection:
@@ -334,7 +361,7 @@ class IngestServer:
     def _start_run(self, conn: _Connection, rec: RunStart) -> None:
         g = self.allocate_run()
         conn.runs[rec.run] = g
-        start = dataclasses.replace(rec, run=g)
+        start = dataclasses.replace(rec, run=g, pid=_pid_here(conn.peer_pid, rec.pid))
         conn.open[g] = start
         self._sink(start)
         if self._on_run_start is not None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -206,6 +207,8 @@ class Pipeline:
         """Everything enters the stream here, on the event loop."""
         from edgescope_tracing import TraceError
 
+        if isinstance(rec, RunEnd) and rec.cause is None:
+            rec = self._end_cause(rec)
         try:
             self.sink.append(rec)
         except (TypeError, ValueError, TraceError) as e:
@@ -224,6 +227,22 @@ class Pipeline:
             return
         for ev in events:
             self._append(ev)
+
+    def _end_cause(self, end: RunEnd) -> RunEnd:
+        """The run end, with why the run ended where the run's cgroup says (the OOM killer):
+        first the cgroup's last figures, if the run's process has gone (see
+        ``ProcessSampler.final_sample``), then the detectors' verdict."""
+        from .samplers.process import ProcessSampler
+
+        for sampler in self.samplers:
+            if isinstance(sampler, ProcessSampler):
+                last = sampler.final_sample(end.run, end.t_us)
+                if last is not None:
+                    self.record(last)
+        if self.detectors is None:
+            return end
+        cause = self.detectors.end_cause(end)
+        return end if cause is None else dataclasses.replace(end, cause=cause)
 
     def _append(self, rec: Record) -> None:
         """Into the sink without the detectors (their own events, the sink's notices)."""

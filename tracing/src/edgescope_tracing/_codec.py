@@ -62,6 +62,21 @@ FRAME_RESERVE = 8
 METRIC_CHUNK = 2048
 """Values per metric batch on the wire: keeps the worst case (float64, 8-byte deltas) ~50 KiB."""
 
+_PROCESS_CGROUP_FIGURES = (
+    "cgroup_version",
+    "cpu_quota_us",
+    "cpu_period_us",
+    "cpu_periods",
+    "cpu_throttled",
+    "cpu_throttled_us",
+    "memory_high",
+    "memory_high_events",
+    "memory_max_events",
+    "oom_events",
+    "swap_current",
+)
+"""The process record's 1.3 cgroup figures after its path, in wire order."""
+
 INDEX_POINTER = 12
 """Kind tag of the fixed-size last frame of a closed file: ``[12, index_offset]``."""
 KEYFRAME_PART = 13
@@ -211,11 +226,12 @@ def _pairs(x: Any) -> list[tuple[Any, Any]]:
     return list(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _appended(wire: Wire, n: int) -> Wire:
+def _appended(wire: Wire, n: int, *, nil: bool = False) -> Wire:
     """Leave out trailing fields beyond the first ``n`` (fields that a minor version appended)
-    while they are empty, their default: a reader of any 1.x takes an absent field as its
-    default, and a record without the new figures stays as short as a 1.0 writer made it."""
-    while len(wire) > n and wire[-1] == []:
+    while they hold their default, an empty array (``nil`` with ``nil=True``: the 1.3 figures):
+    a reader of any 1.x takes an absent field as its default, and a record without the new
+    figures stays as short as a 1.0 writer made it."""
+    while len(wire) > n and (wire[-1] == [] or (nil and wire[-1] is None)):
         wire.pop()
     return wire
 
@@ -439,7 +455,12 @@ class Encoder:
             return [self._run_start(kept, seq)]
         if isinstance(rec, RunEnd):
             self.runs.pop(rec.run, None)
-            wire = [Kind.RUN_END.value, seq, t, rec.run, rec.exit_code, rec.dropped]
+            cause = None if rec.cause is None else fit_text(rec.cause)[0]
+            wire = _appended(
+                [Kind.RUN_END.value, seq, t, rec.run, rec.exit_code, rec.dropped, cause],
+                6,
+                nil=True,
+            )
         elif isinstance(rec, SystemSample):
             psi = [x for k, v in rec.psi.items() for x in (self._sid(k), v)]
             wire = [
@@ -481,9 +502,21 @@ class Encoder:
                 rec.ppid,
                 rec.state,
                 None if rec.command is None else self._sid(rec.command),
+                # 1.3: the run's cgroup, its CPU quota and throttling, memory.high, events, swap
+                None if rec.cgroup is None else self._sid(rec.cgroup),
+                rec.cgroup_version,
+                rec.cpu_quota_us,
+                rec.cpu_period_us,
+                rec.cpu_periods,
+                rec.cpu_throttled,
+                rec.cpu_throttled_us,
+                rec.memory_high,
+                rec.memory_high_events,
+                rec.memory_max_events,
+                rec.oom_events,
+                rec.swap_current,
             ]
-            while len(wire) > 13 and wire[-1] is None:  # absent: the 1.2 record, byte for byte
-                wire.pop()
+            wire = _appended(wire, 13, nil=True)  # absent: the 1.2 record, byte for byte
         elif isinstance(rec, ThermalSample):
             zones = [
                 [self._sid(z.name), z.temp_c, [[self._sid(ty), tc, hy] for ty, tc, hy in z.trips]]
@@ -777,7 +810,10 @@ class Decoder:
     def _run_end(self, w: Wire) -> RunEnd:
         _fields(w, 6)
         self.runs.pop(_int(w[3]), None)
-        return RunEnd(w[3], _oint(w[4]), _int(w[5]), w[2], w[1])
+        cause = w[6] if len(w) > 6 else None  # 1.3: why the run ended; absent before
+        return RunEnd(
+            w[3], _oint(w[4]), _int(w[5]), w[2], w[1], None if cause is None else _str(cause)
+        )
 
     def _metrics(self, w: Wire) -> Metrics:
         _fields(w, 10)
@@ -823,6 +859,10 @@ class Decoder:
 
     def _process(self, w: Wire) -> ProcessSample:
         _fields(w, 13)
+        # 1.3: parent, state, command, then the cgroup path, CPU quota and throttling,
+        # memory.high, events, swap (absent: nil)
+        more = [*w[13:28], *[None] * (28 - len(w))]
+        cgroup = None if more[3] is None else self._s(more[3])
         return ProcessSample(
             _int(w[3]),
             _int(w[4]),
@@ -835,11 +875,13 @@ class Decoder:
             _oint(w[11]),
             _oint(w[12]),
             # 1.3: parent, state, command; absent from older records
-            ppid=_oint(w[13]) if len(w) > 13 else None,
-            state=_ostr(w[14]) if len(w) > 14 else None,
-            command=None if len(w) <= 15 or w[15] is None else self._s(w[15]),
+            ppid=_oint(more[0]),
+            state=None if more[1] is None else _str(more[1]),
+            command=None if more[2] is None else self._s(more[2]),
             t_us=w[2],
             seq=w[1],
+            cgroup=cgroup,
+            **dict(zip(_PROCESS_CGROUP_FIGURES, (_oint(x) for x in more[4:]), strict=True)),
         )
 
     def _thermal(self, w: Wire) -> ThermalSample:

@@ -29,7 +29,8 @@ FORMAT_MAJOR = 1
 FORMAT_MINOR = 3
 """1.1 appended ``processes`` to gpu records and ``sensors`` to thermal records; 1.2 added
 keyframe parts (kind 13) and appended ``parts`` to keyframes; 1.3 added power records (kind
-12, beside the two-item index pointer)."""
+14), appended the parent, state and command and the cgroup's path, CPU quota and throttling,
+memory.high, events and swap to process records, and ``cause`` to run ends."""
 HEADER = struct.Struct("<8sHH")
 HEADER_SIZE = HEADER.size
 SYNC = b"\xe5\x5c"

@@ -1,5 +1,6 @@
-"""What coincides with a slowdown: throttling, frequency caps, trip points, GPU clock events,
-memory pressure, swap, CPU contention; searched in the samples around it.
+"""What coincides with a slowdown: the run's cgroup CPU quota and memory.high, throttling,
+frequency caps, trip points, GPU clock events, memory pressure, swap, CPU contention; searched
+in the samples around it.
 
 The one home of the causal wording: the collector's step-time detector names the cause of a slow
 step with it, and every reader of a trace (``inspect``, ``rounds``, the TUI) names the cause of a
@@ -27,9 +28,26 @@ from .signals import (
 )
 from .thresholds import CGROUP_NEAR_LIMIT, TRIP_KINDS, trip_reached
 
-__all__ = ["MiB", "Signal", "coinciding_signals", "mib", "power_cap_text"]
+__all__ = [
+    "MiB",
+    "Signal",
+    "coinciding_signals",
+    "cpu_quota_text",
+    "memory_limit_file",
+    "mib",
+    "oom_kill_cause",
+    "power_cap_text",
+]
 
 MiB = 1 << 20
+
+QUOTA_SHARE = 0.2
+"""A slowdown is put down to the CPU quota when the run's cgroup was throttled in at least this
+share of its enforcement periods meanwhile: a fifth of the periods cut short is a fifth of the
+time the run could not run at all, more than the noise of a shared board."""
+QUOTA_MIN_PERIODS = 5
+"""Periods that must have passed (half a second at the default 100 ms) for a share to mean
+anything."""
 
 
 def mib(n: float) -> str:
@@ -55,6 +73,96 @@ def power_cap_text(cap: BoardPowerCap) -> str:
         f"{cap.reading} at {cap.power_uw / 1e6:.1f} W of its {cap.limit_uw / 1e6:.3g} W limit "
         f"(RAPL), cpu{cap.cpu} at {cap.khz / 1000:.0f} MHz of {cap.max_khz / 1000:.0f} MHz"
     )
+
+
+def cpu_quota_text(quota_us: int, period_us: int, version: int | None) -> str:
+    """A CPU quota in words, with the file it comes from: ``cpu.max 1 CPU``,
+    ``cpu.cfs_quota_us 0.5 CPU``, ``cpu.max 2 CPUs``."""
+    cpus = quota_us / period_us if period_us > 0 else 0.0
+    n = f"{cpus:.0f}" if abs(cpus - round(cpus)) < 0.005 else f"{cpus:.2g}"
+    file = "cpu.cfs_quota_us" if version == 1 else "cpu.max"
+    return f"{file} {n} CPU{'s' if cpus >= 1.5 else ''}"
+
+
+def memory_limit_file(version: int | None) -> str:
+    """The file that holds a cgroup's hard memory limit: ``memory.max`` (v2),
+    ``memory.limit_in_bytes`` (v1), ``memory limit`` where the trace does not say (before 1.3)."""
+    return {1: "memory.limit_in_bytes", 2: "memory.max"}.get(version or 0, "memory limit")
+
+
+def oom_kill_cause(
+    limit: int | None, version: int | None, *, likely: bool = False, survived: bool = False
+) -> str:
+    """Why a run ended when the kernel's OOM killer ended it (``RunEnd.cause``): ``killed by the
+    kernel OOM killer: cgroup memory.max 512 MiB reached``. ``likely``: no OOM-kill counter
+    said so (an old kernel's v1 cgroup), only a SIGKILL at the limit. ``survived``: the run's
+    first process was not the one killed, and ended (failed) after a process of the run was."""
+    if survived:
+        head = "failed after the kernel OOM killer killed a process of the run"
+    elif likely:
+        head = "most likely killed by the kernel OOM killer"
+    else:
+        head = "killed by the kernel OOM killer"
+    if limit is None:
+        return head
+    return f"{head}: cgroup {memory_limit_file(version)} {mib(limit)} reached"
+
+
+def _cgroup_signals(procs: list[ProcessSample], base: ProcessSample | None) -> list[Signal]:
+    """CPU-quota throttling and memory.high reclaim of the run's cgroup over the window: the
+    rise of its counters from the last sample before (else the first inside) to the last."""
+    out: list[Signal] = []
+    with_cpu = [p for p in procs if p.cpu_periods is not None and p.cpu_throttled is not None]
+    if with_cpu:
+        last = with_cpu[-1]
+        b = base if base is not None and base.cgroup == last.cgroup else None
+        if b is None or b.cpu_periods is None or b.cpu_throttled is None:
+            b = with_cpu[0]
+        assert b.cpu_periods is not None and b.cpu_throttled is not None
+        assert last.cpu_periods is not None and last.cpu_throttled is not None
+        periods = last.cpu_periods - b.cpu_periods
+        throttled = last.cpu_throttled - b.cpu_throttled
+        if periods >= QUOTA_MIN_PERIODS and throttled > 0 and throttled / periods >= QUOTA_SHARE:
+            share = throttled / periods
+            quota = ""
+            if last.cpu_quota_us is not None and last.cpu_period_us:
+                words = cpu_quota_text(last.cpu_quota_us, last.cpu_period_us, last.cgroup_version)
+                quota = f" ({words})"
+            waited = None
+            if last.cpu_throttled_us is not None and b.cpu_throttled_us is not None:
+                waited = last.cpu_throttled_us - b.cpu_throttled_us
+            out.append(
+                Signal(
+                    "cpu_quota",
+                    f"the run's cgroup was CPU-throttled {share:.0%} of periods{quota}",
+                    {
+                        "share": round(share, 3),
+                        "periods": periods,
+                        "throttled": throttled,
+                        "throttled_us": waited,
+                        "quota_us": last.cpu_quota_us,
+                        "period_us": last.cpu_period_us,
+                        "cgroup": last.cgroup,
+                    },
+                )
+            )
+    with_high = [p for p in procs if p.memory_high_events is not None]
+    if with_high:
+        last = with_high[-1]
+        b = base if base is not None and base.memory_high_events is not None else with_high[0]
+        assert b.memory_high_events is not None and last.memory_high_events is not None
+        rose = last.memory_high_events - b.memory_high_events
+        if rose > 0:
+            high = f" {mib(last.memory_high)}" if last.memory_high is not None else ""
+            out.append(
+                Signal(
+                    "memory_high",
+                    f"the run's cgroup over its memory.high{high}, reclaim-throttled {rose} "
+                    f"time{'s' if rose > 1 else ''}",
+                    {"high_events": rose, "memory_high": last.memory_high},
+                )
+            )
+    return out
 
 
 def _hottest(th: ThermalSample) -> float | None:
@@ -85,7 +193,11 @@ def coinciding_signals(
     gpus = [r for r in inside if isinstance(r, GpuSample)]
     procs = [r for r in inside if isinstance(r, ProcessSample)]
     power = [r for r in inside if isinstance(r, PowerSample)]
-    out: list[Signal] = []
+    base_proc = before.get(ProcessSample)
+    # The run's own cgroup first: a quota that throttles it is the cause, whatever else shows.
+    out: list[Signal] = _cgroup_signals(
+        procs, base_proc if isinstance(base_proc, ProcessSample) else None
+    )
 
     cap = _power_cap(power, thermal)
     if cap is not None:

@@ -129,8 +129,9 @@ def _record_fields(cls: type, *skip: str) -> tuple[str, ...]:
 _GPU_FIELDS = _record_fields(GpuSample, "index", "name", "processes")
 # per_cpu_percent and psi are not one figure each: rows of their own in _device_rows.
 _SYSTEM_FIELDS = _record_fields(SystemSample, "per_cpu_percent", "psi")
-# the parent, state and command say which process it is, not how it is doing: no rows
-_PROCESS_FIELDS = _record_fields(ProcessSample, "run", "pid", "ppid", "state", "command")
+# the parent, state and command say which process it is, not how it is doing, and cgroup is the
+# cgroup's path (the run's container): text, not figures, so no rows
+_PROCESS_FIELDS = _record_fields(ProcessSample, "run", "pid", "ppid", "state", "command", "cgroup")
 # source and name are in the key; total says how readers sum, not a figure.
 _POWER_FIELDS = _record_fields(PowerReading, "source", "name", "total")
 

@@ -93,6 +93,10 @@ class RunEnd:
     dropped: int = 0
     t_us: int = 0
     seq: int = 0
+    cause: str | None = None
+    """Why the run ended, in words, where something other than the run itself ended it, e.g.
+    ``"killed by the kernel OOM killer: cgroup memory.max 512 MiB reached"`` (the collector
+    writes it from the run's cgroup). Added in format 1.3 (None when read from older traces)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,37 @@ class ProcessSample:
     where it is empty (a kernel thread, a process whose memory is gone) (format 1.3)."""
     t_us: int = 0
     seq: int = 0
+    # Format 1.3: the run's cgroup, its CPU quota and throttling, its memory.high and events.
+    # None where the source lacks the figure (and when read from older traces).
+    cgroup: str | None = None
+    """The process's cgroup path as ``/proc/PID/cgroup`` names it (the v2 path, else the v1
+    memory controller's), e.g. ``/system.slice/docker-4f2a....scope``; the container it names
+    is found by :func:`edgescope_tracing.containers.container_of`."""
+    cgroup_version: int | None = None
+    """1 or 2: which cgroup hierarchy the figures come from (which files they name)."""
+    cpu_quota_us: int | None = None
+    """CPU time the cgroup may use per period (``cpu.max``'s first figure, v1
+    ``cpu.cfs_quota_us``); None: no quota. The lowest quota (in CPUs) on the way up to the
+    root, the one that bites; the counters below are that cgroup's."""
+    cpu_period_us: int | None = None
+    cpu_periods: int | None = None
+    """``cpu.stat`` ``nr_periods``: enforcement periods so far (a counter)."""
+    cpu_throttled: int | None = None
+    """``cpu.stat`` ``nr_throttled``: periods in which the quota ran out (a counter)."""
+    cpu_throttled_us: int | None = None
+    """``cpu.stat`` ``throttled_usec`` (v1 ``throttled_time`` ns / 1000): time spent
+    throttled (a counter)."""
+    memory_high: int | None = None
+    """``memory.high``, bytes, the lowest on the way up (v2 only); None: none."""
+    memory_high_events: int | None = None
+    """``memory.events`` ``high``: times the cgroup's processes were throttled into reclaim
+    because usage went over ``memory.high`` (a counter)."""
+    memory_max_events: int | None = None
+    """``memory.events`` ``max`` (v1: ``memory.failcnt``): times usage hit the limit."""
+    oom_events: int | None = None
+    """``memory.events`` ``oom`` (v1: none): times the limit was hit and reclaim failed."""
+    swap_current: int | None = None
+    """``memory.swap.current`` (v1: ``memory.memsw.usage_in_bytes`` minus usage), bytes."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ tracebacks, :data:`FUNCTIONS_KEPT` function names), never the records, so its me
 grow with the file. What a bound left out is counted and said.
 
 Per run it keeps what a post-mortem needs: how it ended (:func:`exit_words` names a signal),
-the last record's time and the last step (where a run that never ended stopped), the memory
-peaks (VmHWM, cgroup peak and limit, OOM kills) and, over the trace, the GPUs' memory peaks and
-the functions most often on top of the sampled stacks.
+the last record's time and the last step (where a run that never ended stopped), why it ended
+where its run end says (the OOM killer), the memory peaks (VmHWM, cgroup peak and limit, OOM
+kills), its cgroup and container with the CPU quota's throttling and memory.high and, over
+the trace, the GPUs' memory peaks and the functions most often on top of the sampled stacks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._frames import Damage
+from .containers import Container, container_of
 from .energy import EnergyMeter, EnergyPoint, Probe
 from .reader import TraceReader
 from .records import (
@@ -40,6 +42,7 @@ from .records import (
 )
 
 __all__ = [
+    "CgroupSummary",
     "EventGroup",
     "MemoryPeaks",
     "MetricSummary",
@@ -237,6 +240,90 @@ class MemoryPeaks:
         }
 
 
+@dataclass(slots=True)
+class CgroupSummary:
+    """The run's cgroup over the run (format 1.3 process figures): where it ran, its CPU quota
+    and how often that throttled it, its memory.high and how often it went over it.
+
+    Counters are taken as their rise from the run's first sample to its last, in the same
+    cgroup (a run that moves starts over in the new one).
+    """
+
+    path: str | None = None
+    version: int | None = None
+    quota_us: int | None = None
+    period_us: int | None = None
+    periods: tuple[int, int] | None = None
+    """``nr_periods`` at the first and the last sample."""
+    throttled: tuple[int, int] | None = None
+    throttled_us: tuple[int, int] | None = None
+    memory_high: int | None = None
+    high_events: tuple[int, int] | None = None
+    max_events: tuple[int, int] | None = None
+    swap_peak: int | None = None
+
+    def add(self, p: ProcessSample, own: bool = True) -> None:
+        """Fold a sample of the run; ``own``: of the run's first process, whose cgroup is the
+        run's (a child in a cgroup of its own does not move the run there)."""
+        if p.cgroup is None or (not own and self.path not in (None, p.cgroup)):
+            return
+        if p.cgroup != self.path:
+            self.path, self.version = p.cgroup, p.cgroup_version
+            self.periods = self.throttled = self.throttled_us = None
+            self.high_events = self.max_events = None
+        self.quota_us, self.period_us = p.cpu_quota_us, p.cpu_period_us
+        self.memory_high = p.memory_high
+        self.periods = _span_of(self.periods, p.cpu_periods)
+        self.throttled = _span_of(self.throttled, p.cpu_throttled)
+        self.throttled_us = _span_of(self.throttled_us, p.cpu_throttled_us)
+        self.high_events = _span_of(self.high_events, p.memory_high_events)
+        self.max_events = _span_of(self.max_events, p.memory_max_events)
+        self.swap_peak = _max(self.swap_peak, p.swap_current)
+
+    @property
+    def container(self) -> Container | None:
+        return container_of(self.path)
+
+    @staticmethod
+    def rise(span: tuple[int, int] | None) -> int | None:
+        return None if span is None else max(0, span[1] - span[0])
+
+    @property
+    def throttled_share(self) -> float | None:
+        """The share of the run's enforcement periods in which its quota ran out."""
+        periods, throttled = self.rise(self.periods), self.rise(self.throttled)
+        if not periods or throttled is None:
+            return None
+        return throttled / periods
+
+    def to_json(self) -> dict[str, Any] | None:
+        if self.path is None:
+            return None
+        c = self.container
+        share = self.throttled_share
+        return {
+            "path": self.path,
+            "version": self.version,
+            "container": c.to_json() if c is not None else None,
+            "cpu_quota_us": self.quota_us,
+            "cpu_period_us": self.period_us,
+            "cpu_periods": self.rise(self.periods),
+            "cpu_throttled": self.rise(self.throttled),
+            "cpu_throttled_share": None if share is None else round(share, 4),
+            "cpu_throttled_us": self.rise(self.throttled_us),
+            "memory_high": self.memory_high,
+            "memory_high_events": self.rise(self.high_events),
+            "memory_max_events": self.rise(self.max_events),
+            "swap_peak": self.swap_peak,
+        }
+
+
+def _span_of(span: tuple[int, int] | None, v: int | None) -> tuple[int, int] | None:
+    if v is None or not isinstance(v, int):
+        return span
+    return (v, v) if span is None else (span[0], v)
+
+
 def _max(a: int | None, b: int | None) -> int | None:
     if b is None or not isinstance(b, int):
         return a
@@ -312,6 +399,9 @@ class RunSummary:
     first_step: int | None = None
     energy: RunEnergy | None = None
     """None where no power source covered the run's time window."""
+    cgroup: CgroupSummary = field(default_factory=CgroupSummary)
+    cause: str | None = None
+    """Why the run ended, where its run end says (format 1.3): the OOM killer, for one."""
     _vanished: tuple[int, str] | None = None
     _e_start: Probe | None = None
     _e_end: Probe | None = None
@@ -336,10 +426,13 @@ class RunSummary:
 
     @property
     def state(self) -> str:
-        """``finished`` (exit 0), ``failed`` (another code), ``ended`` (no code recorded),
+        """``finished`` (exit 0), ``failed`` (another code, or a ``cause`` such as the OOM
+        killer), ``ended`` (no code recorded),
         ``lost contact`` (the collector ended it: its producer vanished), ``lost`` (no end)."""
         if self.end is None:
             return "lost"
+        if self.cause is not None:
+            return "failed"
         if self.lost_contact is not None:
             return "lost contact"
         if self.exit_code is None:
@@ -499,6 +592,8 @@ class TraceSummary:
                         if r.energy is not None
                         else {}
                     ),
+                    "cause": r.cause,
+                    "cgroup": r.cgroup.to_json(),
                 }
                 for r in self.runs
             ],
@@ -619,6 +714,9 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
                     runs[r.run_id] = RunSummary(
                         r.run, r.run_id, r.name, r.host, r.pid, r.t_us, config=r.config
                     )
+                    where = r.device.get("cgroup") if isinstance(r.device, dict) else None
+                    if isinstance(where, str):
+                        runs[r.run_id].cgroup.path = where  # until a sample says more
                     runs[r.run_id].seen(r.t_us)
                     runs[r.run_id]._e_start = meter.probe(r.t_us)
                     s.runs.append(runs[r.run_id])
@@ -628,6 +726,7 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             if rs is not None:
                 rs.end, rs.exit_code, rs.dropped = rec.t_us, rec.exit_code, rec.dropped
                 rs._e_end = meter.probe(rec.t_us)
+                rs.cause = rec.cause
                 if rec.exit_code is None and rs._vanished and rs._vanished[0] == rec.t_us:
                     rs.lost_contact = rs._vanished[1]
         elif isinstance(rec, Event):
@@ -641,6 +740,7 @@ def summarize(records: Iterable[Record], *, format_version: str, size: int) -> T
             rs = by_ref.get(rec.run)
             if rs is not None:
                 rs.memory.add(rec)
+                rs.cgroup.add(rec, own=rec.pid == rs.pid)
                 rs.seen(rec.t_us)
         elif isinstance(rec, StackSamples):
             s._add_stacks(rec)

@@ -107,6 +107,8 @@ class RunInfo:
     dropped: int = 0
     config: Mapping[str, Any] = field(default_factory=dict)
     device: Mapping[str, Any] = field(default_factory=dict)
+    cause: str | None = None
+    """Why the run ended, where its run end says (the OOM killer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,8 @@ class ProcState:
     cpu_percent: float | None = None
     main_pid: int | None = None
     """The process whose RSS ``rss`` is: the first of the run's that was sampled."""
+    cgroup_path: str | None = None
+    """The run's cgroup, as its process samples name it (format 1.3): its container."""
     gpu_mem: Mapping[int, Series] = field(default_factory=dict)
     """Per GPU index: the GPU memory the run's processes use there (bytes, summed over them),
     from gpu records' ``processes`` (format 1.1; NVML only)."""
@@ -737,7 +741,9 @@ def _fold_keyframe(b: StateBuilder, k: Keyframe) -> None:
 def _fold_run_end(b: StateBuilder, e: RunEnd) -> None:
     info = b.runs.get(e.run)
     if info is not None:
-        b.runs.w()[e.run] = _evolve(info, end_us=e.t_us, exit_code=e.exit_code, dropped=e.dropped)
+        b.runs.w()[e.run] = _evolve(
+            info, end_us=e.t_us, exit_code=e.exit_code, dropped=e.dropped, cause=e.cause
+        )
 
 
 def _fold_metrics(b: StateBuilder, m: Metrics) -> None:
@@ -803,6 +809,10 @@ def _fold_process(b: StateBuilder, p: ProcessSample) -> None:
         changes["oom_kills"] = p.oom_kills
     if p.cpu_percent is not None:
         changes["cpu_percent"] = p.cpu_percent
+    if p.cgroup is not None and p.cgroup != ps.cgroup_path:
+        info = b.runs.get(p.run)  # the run's first process says where the run is
+        if ps.cgroup_path is None or info is None or info.pid == p.pid:
+            changes["cgroup_path"] = p.cgroup
     proc[p.run] = _evolve(ps, **changes)
     _fold_pid(b, p, t)
 

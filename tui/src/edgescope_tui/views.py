@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from edgescope_tracing.containers import container_of
 from edgescope_tracing.signals import CLOCK_EVENT_REASONS, step_time_unit
 from edgescope_tracing.thresholds import memory_level, temperature_level
 
@@ -29,6 +30,7 @@ __all__ = [
     "overview_specs",
     "filter_keys",
     "metric_format",
+    "run_place",
 ]
 
 THROTTLE_BG = "#5f1f1f"
@@ -36,6 +38,20 @@ GAP_BG = "#5f0000"
 EVENT_COLORS = ("#87d787", "#ffd75f", "#ff5f5f")
 LEVEL_COLORS = EVENT_COLORS
 """A value's colour by its level against a detector's threshold: fine, warning, at the limit."""
+
+
+def run_place(s: RunState, run: int) -> str | None:
+    """Where the run runs, for the header: its container (``Docker container 4f2a1b3c9d0e``),
+    else its cgroup (``cgroup /system.slice/train.service``); None where no sample said."""
+    ps = s.proc.get(run)
+    path = ps.cgroup_path if ps is not None else None
+    if path is None and (info := s.runs.get(run)) is not None:
+        where = info.device.get("cgroup")  # the SDK's own word, where no sample said
+        path = where if isinstance(where, str) else None
+    if not path or path == "/":
+        return None
+    box = container_of(path)
+    return box.text if box is not None else f"cgroup {path}"
 
 
 def time_fmt(t0: int) -> Callable[[float], str]:

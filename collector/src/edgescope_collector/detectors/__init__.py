@@ -5,9 +5,9 @@ Each detector is a small fold with one protocol (:class:`Detector`, in ``base``)
 deterministic, no I/O, no clock (times come from the records). One module per family, each
 with its thresholds documented on its class: ``loss`` (:class:`NonFiniteLoss`,
 :class:`LossSpike`), ``step_time`` (:class:`StepTimeRegression`, with the cause search in
-``causes``), ``memory`` (:class:`MemoryGrowth`, :class:`OomKill`); ``stats`` holds the
-statistics, ``ratelimit`` the :class:`RateLimit`, ``runner`` :class:`Detectors` and
-:func:`detect`. :class:`Detectors` runs all of them over one stream and
+``causes``), ``memory`` (:class:`MemoryGrowth`, :class:`MemoryHigh`, :class:`OomKill`);
+``stats`` holds the statistics, ``ratelimit`` the :class:`RateLimit`, ``runner``
+:class:`Detectors` and :func:`detect`. :class:`Detectors` runs all of them over one stream and
 :func:`detect` runs a fresh set over a sequence of records, a pure function of it. The
 statistics they stand on (:func:`median`, :func:`robust_z`, :func:`linear_fit`) and the
 search for a coinciding cause (:func:`coinciding_signals`) are pure functions, public and
@@ -26,7 +26,8 @@ counted and said in the next event, or in a summary event at the run's end.
   median before them, at least 1 ms, for at least 1 s (a sustained slowdown, not one slow step
   or a burst of a tiny model's microsecond steps); the event names what
   coincides: a throttle counter or flag, a CPU frequency drop, a temperature at a trip point,
-  GPU clock-event throttling, memory pressure, swap, CPU contention. Step time is a logged
+  GPU clock-event throttling, memory pressure, swap, CPU contention, and first the run's own
+  cgroup: throttled by its CPU quota, or over its ``memory.high``. Step time is a logged
   ``step_time``-style metric, or else the time between steps of the run's first metric.
 - :class:`MemoryGrowth`: the run's memory (cgroup, else the RSS of its processes) grows so
   that, at the fitted rate, it reaches the cgroup limit (else exhausts available memory)
@@ -34,15 +35,18 @@ counted and said in the next event, or in a summary event at the run's end.
 - :class:`PowerCap`: a power limit holds the clocks down: a board's RAPL reading at its limit
   while a CPU runs well below its maximum frequency, or a GPU's NVML ``sw_power_cap`` /
   ``hw_power_brake_slowdown`` reasons, for 3 samples in a row (device-wide events).
+- :class:`MemoryHigh`: the run's cgroup went over its ``memory.high`` (the ``high`` counter of
+  ``memory.events`` rose): the kernel throttles it into reclaim; once per episode.
 - :class:`OomKill`: the OOM killer killed a process in the run's cgroup (``oom_kill`` rose),
-  or the run ended by SIGKILL with its memory at the limit.
+  or the run ended by SIGKILL with its memory at the limit; it also gives the run's
+  ``RunEnd.cause`` (:meth:`Detectors.end_cause`).
 """
 
 from edgescope_tracing.causes import Signal, coinciding_signals
 
 from .base import Detector
 from .loss import LossSpike, NonFiniteLoss, is_loss_key
-from .memory import MemoryGrowth, OomKill
+from .memory import MemoryGrowth, MemoryHigh, OomKill
 from .power import PowerCap
 from .ratelimit import RateLimit
 from .runner import Detectors, detect
@@ -58,6 +62,7 @@ __all__ = [
     "LossSpike",
     "StepTimeRegression",
     "MemoryGrowth",
+    "MemoryHigh",
     "OomKill",
     "PowerCap",
     "Signal",

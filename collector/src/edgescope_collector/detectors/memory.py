@@ -1,17 +1,22 @@
-"""Memory detectors: growth towards the limit, and the OOM killer."""
+"""Memory detectors: growth towards the limit, reclaim throttling at memory.high, and the OOM
+killer (which also says why a run it ended ended: :meth:`OomKill.end_cause`)."""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
 
+from edgescope_tracing.causes import memory_limit_file, oom_kill_cause
 from edgescope_tracing.records import Event, ProcessSample, Record, RunEnd, SystemSample
 from edgescope_tracing.thresholds import OOM_LIKELY_SHARE
 
 from .base import MiB, anomaly, duration, mib
 from .stats import linear_fit
 
-__all__ = ["MemoryGrowth", "OomKill"]
+__all__ = ["MemoryGrowth", "MemoryHigh", "OomKill"]
+
+SIGKILL_CODES = (-9, 137)
+"""How a SIGKILL shows in ``RunEnd.exit_code``: a return code (-9), or 128 + 9."""
 
 
 @dataclass
@@ -180,19 +185,33 @@ class MemoryGrowth:
         )
 
 
-class OomKill:
-    """The OOM killer struck in the run's cgroup, or the run died of SIGKILL at its limit.
+@dataclass
+class _HighState:
+    first: int
+    """The counter when the episode began (or at the run's first sample)."""
+    last: int
+    last_rise_t: int | None = None
+    episode_t: int | None = None
+    """When the current episode's event was given (None: no episode)."""
 
-    Reads ``ProcessSample`` (``oom_kills``, the cgroup's counter) and ``RunEnd``; emits
-    ``oom_kill``, severity 2. Thresholds: any rise of the counter; a SIGKILL (exit -9 or 137)
-    with the cgroup at 90 % of its limit or more in the last sample.
+
+class MemoryHigh:
+    """The run's cgroup went over its ``memory.high``: the kernel throttles its processes and
+    makes them reclaim memory on every allocation beyond it, which slows them down without
+    killing anything (cgroup v2).
+
+    Reads ``ProcessSample`` (``memory_high_events``, the ``high`` counter of ``memory.events``);
+    emits ``memory_high``, severity 1, at the first rise of the counter in an episode; the
+    episode ends when the counter has not risen for ``quiet_s`` (30 s), and the next rise is a
+    new event.
     """
 
-    name = "oom_kill"
+    name = "memory_high"
 
-    def __init__(self) -> None:
-        self._count: dict[int, int] = {}
-        self._last: dict[int, ProcessSample] = {}
+    def __init__(self, quiet_s: float = 30.0) -> None:
+        self.quiet_us = int(quiet_s * 1e6)
+        self._runs: dict[tuple[int, str | None], _HighState] = {}
+        """(run, cgroup path) -> its counter: a run's processes may be in several cgroups."""
 
     def flush(self) -> list[Event]:
         """Nothing is held back for context."""
@@ -200,40 +219,115 @@ class OomKill:
 
     def forget(self, run: int) -> None:
         """Drop what is kept about a run that ended."""
-        self._count.pop(run, None)
-        self._last.pop(run, None)
+        for key in [k for k in self._runs if k[0] == run]:
+            del self._runs[key]
+
+    def feed(self, rec: Record) -> list[Event]:
+        if not isinstance(rec, ProcessSample) or rec.run < 0 or rec.memory_high_events is None:
+            return []
+        n = rec.memory_high_events
+        st = self._runs.get((rec.run, rec.cgroup))
+        if st is None:
+            self._runs[(rec.run, rec.cgroup)] = _HighState(n, n)
+            return []
+        if n < st.last:  # the counter restarted (the cgroup was made anew)
+            st.first = st.last = n
+            return []
+        t = rec.t_us
+        if n == st.last:
+            quiet = st.last_rise_t is not None and t - st.last_rise_t >= self.quiet_us
+            if st.episode_t is not None and quiet:
+                st.episode_t = None  # the episode is over: the next rise is a new one
+                st.first = n
+            return []
+        st.last, st.last_rise_t = n, t
+        if st.episode_t is not None:
+            return []
+        st.episode_t = t
+        rose = n - st.first
+        high = f" ({mib(rec.memory_high)})" if rec.memory_high is not None else ""
+        usage = f" at {mib(rec.cgroup_current)}" if rec.cgroup_current is not None else ""
+        return [
+            anomaly(
+                self.name,
+                f"run {rec.run}'s cgroup is over its memory.high{high}{usage}: the kernel "
+                f"throttled it into reclaim {rose} time{'s' if rose > 1 else ''}, which slows "
+                "every allocation",
+                rec.run,
+                1,
+                t,
+                high_events=n,
+                rose=rose,
+                memory_high=rec.memory_high,
+                cgroup_current=rec.cgroup_current,
+                cgroup=rec.cgroup,
+            )
+        ]
+
+
+@dataclass
+class _OomState:
+    counts: dict[str | None, int] = field(default_factory=dict)
+    """Cgroup path -> its ``oom_kill`` counter at the last sample: a run's processes may be in
+    several cgroups, each with its own counter; kills before the run's first sample there are
+    not the run's."""
+    killed: ProcessSample | None = None
+    """The sample in which a kill was counted (its limit is the one that was reached)."""
+    last: ProcessSample | None = None
+    """The last sample with cgroup memory figures."""
+    live: ProcessSample | None = None
+    """The last of those taken while the process lived (the collector's last read at the
+    run's end comes after the kill has let the memory go)."""
+
+
+class OomKill:
+    """The OOM killer struck in the run's cgroup, or the run died of SIGKILL at its limit.
+
+    Reads ``ProcessSample`` (``oom_kills``, the cgroup's counter, followed per cgroup) and
+    ``RunEnd``; emits ``oom_kill``, severity 2. Thresholds: any rise of the counter; a SIGKILL
+    (exit -9 or 137) with the cgroup at 90 % of its limit or more in the last sample.
+
+    :meth:`end_cause` gives the words for the run's ``RunEnd.cause`` from the same state.
+    """
+
+    name = "oom_kill"
+
+    def __init__(self) -> None:
+        self._runs: dict[int, _OomState] = {}
+
+    def flush(self) -> list[Event]:
+        """Nothing is held back for context."""
+        return []
+
+    def forget(self, run: int) -> None:
+        """Drop what is kept about a run that ended."""
+        self._runs.pop(run, None)
+
+    def end_cause(self, end: RunEnd) -> str | None:
+        """Why the run ended, where the OOM killer ended it (None: it did not, or the run ended
+        itself with exit code 0). Call before the run end is fed."""
+        st = self._runs.get(end.run)
+        if st is None or end.exit_code == 0 or st.last is None:
+            return None
+        if st.killed is not None:
+            k = st.killed
+            survived = end.exit_code is not None and end.exit_code not in SIGKILL_CODES
+            return oom_kill_cause(k.cgroup_limit, k.cgroup_version, survived=survived)
+        live = st.live or st.last
+        if end.exit_code in SIGKILL_CODES and _share(live) >= 0.9:
+            return oom_kill_cause(live.cgroup_limit, live.cgroup_version, likely=True)
+        return None
 
     def feed(self, rec: Record) -> list[Event]:
         if isinstance(rec, ProcessSample) and rec.run >= 0:
-            self._last[rec.run] = rec
-            if rec.oom_kills is None:
-                return []
-            before = self._count.get(rec.run)
-            self._count[rec.run] = rec.oom_kills
-            if before is None or rec.oom_kills <= before:
-                return []
-            n = rec.oom_kills - before
-            usage = ""
-            if rec.cgroup_current and rec.cgroup_limit:
-                usage = f" at {mib(rec.cgroup_current)} of its {mib(rec.cgroup_limit)} limit"
-            return [
-                anomaly(
-                    "oom_kill",
-                    f"the OOM killer killed {n} process{'es' if n > 1 else ''} in run "
-                    f"{rec.run}'s cgroup{usage}",
-                    rec.run,
-                    2,
-                    rec.t_us,
-                    killed=n,
-                    oom_kills=rec.oom_kills,
-                    cgroup_current=rec.cgroup_current,
-                    cgroup_limit=rec.cgroup_limit,
-                )
-            ]
-        if isinstance(rec, RunEnd) and rec.exit_code in (-9, 137):
-            last = self._last.get(rec.run)
+            return self._sample(rec)
+        if isinstance(rec, RunEnd) and rec.exit_code in SIGKILL_CODES:
+            known = self._runs.get(rec.run)
+            if known is None or known.killed is not None:
+                return []  # no figures to go on, or the counter said it already
+            last = known.live or known.last
             if last and last.cgroup_current and last.cgroup_limit:
-                share = last.cgroup_current / last.cgroup_limit
+                share = _share(last)
                 if share >= OOM_LIKELY_SHARE:
                     return [
                         anomaly(
@@ -250,3 +344,47 @@ class OomKill:
                         )
                     ]
         return []
+
+    def _sample(self, rec: ProcessSample) -> list[Event]:
+        st = self._runs.setdefault(rec.run, _OomState())
+        alive = st.live
+        if rec.cgroup_current is not None or rec.cgroup_limit is not None:
+            st.last = rec
+            if rec.rss is not None:
+                st.live = rec
+        if rec.oom_kills is None:
+            return []
+        before = st.counts.get(rec.cgroup)
+        st.counts[rec.cgroup] = rec.oom_kills
+        if before is None or rec.oom_kills <= before:
+            return []  # the first sample there, the same count, or a counter that restarted
+        n = rec.oom_kills - before
+        st.killed = rec
+        usage = ""
+        # What the cgroup used when it was killed: the kill lets memory go at once, so the
+        # sample before it may say more than this one.
+        current = max(rec.cgroup_current or 0, alive.cgroup_current or 0 if alive else 0)
+        if current and rec.cgroup_limit:
+            file = memory_limit_file(rec.cgroup_version).replace("memory limit", "limit")
+            usage = f" at {mib(current)} of its {mib(rec.cgroup_limit)} {file}"
+        return [
+            anomaly(
+                "oom_kill",
+                f"the OOM killer killed {n} process{'es' if n > 1 else ''} in run "
+                f"{rec.run}'s cgroup{usage}",
+                rec.run,
+                2,
+                rec.t_us,
+                killed=n,
+                oom_kills=rec.oom_kills,
+                cgroup_current=current or None,
+                cgroup_limit=rec.cgroup_limit,
+                cgroup=rec.cgroup,
+            )
+        ]
+
+
+def _share(p: ProcessSample) -> float:
+    if not p.cgroup_current or not p.cgroup_limit:
+        return 0.0
+    return p.cgroup_current / p.cgroup_limit

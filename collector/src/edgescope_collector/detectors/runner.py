@@ -8,7 +8,7 @@ from edgescope_tracing.records import Event, Record, RunEnd
 
 from .base import Detector
 from .loss import LossSpike, NonFiniteLoss
-from .memory import MemoryGrowth, OomKill
+from .memory import MemoryGrowth, MemoryHigh, OomKill
 from .power import PowerCap
 from .ratelimit import RateLimit
 from .step_time import StepTimeRegression
@@ -26,6 +26,7 @@ class Detectors:
         self.memory = MemoryGrowth()
         self.oom = OomKill()
         self.power_cap = PowerCap()
+        self.memory_high = MemoryHigh()
         self.limit = rate_limit or RateLimit()
         self._all: tuple[Detector, ...] = (
             self.nonfinite,
@@ -34,6 +35,7 @@ class Detectors:
             self.memory,
             self.oom,
             self.power_cap,
+            self.memory_high,
         )
 
     def feed(self, rec: Record) -> list[Event]:
@@ -48,6 +50,11 @@ class Detectors:
                 d.forget(rec.run)
             self.limit.forget(rec.run)
         return out
+
+    def end_cause(self, end: RunEnd) -> str | None:
+        """Why a run ended, where something other than the run ended it (the OOM killer), for
+        its ``RunEnd.cause``: ask before the run end is fed (feeding it forgets the run)."""
+        return self.oom.end_cause(end)
 
     def flush(self) -> list[Event]:
         """Events held back for context (a step-time regression waits up to ``grace_s`` of

@@ -1,4 +1,4 @@
-"""The processes of each run and their descendants, and the run's cgroup memory.
+"""The processes of each run and their descendants, and the run's cgroup.
 
 For every ``(run, pid)`` in the :class:`~edgescope_collector.samplers.ProcessWatch` and every
 descendant of that pid, one :class:`ProcessSample` per call, read under ``roots.procfs``:
@@ -12,14 +12,13 @@ descendant of that pid, one :class:`ProcessSample` per call, read under ``roots.
 - descendants from ``PID/task/*/children`` (``CONFIG_PROC_CHILDREN``), or else from the parent
   pid of every process in procfs; looked up every ``rescan_every`` samples (5), so a new
   child is seen within a few seconds and an exited one is dropped at once.
-- ``PID/cgroup`` names the process's cgroup; its memory files are read under
-  ``roots.sysfs/fs/cgroup``. cgroup v2: ``memory.current``, ``memory.peak`` (kernel 5.19+),
-  ``memory.max`` (the lowest limit on the way up to the root is the one that bites),
-  ``memory.events`` ``oom_kill``. cgroup v1: ``memory.usage_in_bytes``,
-  ``memory.max_usage_in_bytes``, ``memory.limit_in_bytes`` (or ``hierarchical_memory_limit``
-  from ``memory.stat``), ``memory.oom_control`` ``oom_kill``. A process in the root cgroup has
-  no cgroup figures (the root's are the whole machine's, which the system sample already has);
-in a container with its own cgroup namespace, "/" is the container's cgroup and is read.
+- ``PID/cgroup`` names the process's cgroup; its figures are read under
+  ``roots.sysfs/fs/cgroup`` by :func:`.cgroup.read_cgroup` (the one home of that logic: v2 and
+  v1, memory current, peak, ``memory.max``, ``memory.high``, ``memory.events``, swap, and the
+  CPU quota with its throttling counters, each from the cgroup whose limit bites). A process in
+  the root cgroup has no cgroup figures (the root's are the whole machine's, which the system
+  sample already has); in a container with its own cgroup namespace, "/" is the container's
+  cgroup and is read.
 
 ``cgroup_peak`` is the run's own peak, never the cgroup's lifetime maximum (a cgroup that ran
 a 2.78 GB job before a 0.69 GB run would otherwise report 2.78 GB at the run's first sample).
@@ -32,11 +31,14 @@ between samples. Which of the two a run got is said once in an ``Event`` (kind `
 ``detail["cgroup_peak"]`` ``"memory.peak reset"`` or ``"max of samples"``, with the reason).
 
 A pid that has exited is skipped (a zombie too: it has no memory figures left); its run stays
-registered until the collector removes it.
+registered until the collector removes it. When a run ends with its first process gone,
+:meth:`ProcessSampler.final_sample` reads the cgroup that process was last seen in once more:
+an OOM kill is counted there after the last regular sample, and only then is the read kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,18 +46,10 @@ from pathlib import Path
 from edgescope_tracing.records import Event, ProcessSample, Record
 
 from . import ProcessWatch, Roots
-from ._files import read_int, read_kv, read_text
+from ._files import read_text
+from .cgroup import Cgroup, read_cgroup
 
-__all__ = [
-    "ProcessSampler",
-    "CgroupMemory",
-    "cgroup_memory",
-    "read_command",
-    "read_proc_stat",
-]
-
-UNLIMITED = 1 << 62
-"""cgroup v1 reports "no limit" as a huge page-rounded number; anything above this is none."""
+__all__ = ["ProcessSampler", "read_command", "read_proc_stat"]
 
 try:
     _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -108,92 +102,6 @@ def read_command(proc_pid: Path, name: str) -> str:
     return text[:COMMAND_LIMIT] if text else f"[{name}]"
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupMemory:
-    """A cgroup's memory figures in bytes (``None`` where the kernel lacks the file)."""
-
-    path: str
-    version: int
-    current: int | None
-    peak: int | None
-    """The cgroup's own peak file: its lifetime maximum, not a run's (see :class:`RunPeak`)."""
-    limit: int | None
-    oom_kills: int | None
-    directory: Path | None = None
-    """Where the cgroup's files are."""
-
-
-def _limit(value: int | None) -> int | None:
-    return value if value is not None and value < UNLIMITED else None
-
-
-def cgroup_memory(roots: Roots, cgroup_file_text: str) -> CgroupMemory | None:
-    """The memory figures of the cgroup named by a ``/proc/PID/cgroup`` text, or None.
-
-    None for the root cgroup and where no memory controller is mounted under
-    ``roots.sysfs/fs/cgroup``.
-    """
-    v1_path = v2_path = None
-    for line in cgroup_file_text.splitlines():
-        hid, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hid == "0" and controllers == "":
-            v2_path = path
-        elif "memory" in controllers.split(","):
-            v1_path = path
-    base = roots.sysfs / "fs" / "cgroup"
-    if v2_path is not None:
-        for mount in (base, base / "unified"):
-            d = _cgroup_dir(mount, v2_path)
-            if d is not None and (d / "memory.current").exists():
-                limits = [_limit(read_int(p / "memory.max")) for p in _up_to(mount, d)]
-                known = [x for x in limits if x is not None]
-                return CgroupMemory(
-                    path=v2_path,
-                    version=2,
-                    current=read_int(d / "memory.current"),
-                    peak=read_int(d / "memory.peak"),
-                    limit=min(known) if known else None,
-                    oom_kills=read_kv(d / "memory.events").get("oom_kill"),
-                    directory=d,
-                )
-    if v1_path is not None:
-        mount = base / "memory"
-        d = _cgroup_dir(mount, v1_path)
-        if d is not None and (d / "memory.usage_in_bytes").exists():
-            limit = _limit(read_kv(d / "memory.stat").get("hierarchical_memory_limit"))
-            if limit is None:
-                limit = _limit(read_int(d / "memory.limit_in_bytes"))
-            if v1_path == "/" and limit is None:
-                return None  # the true root: the whole machine, not a run's cgroup
-            return CgroupMemory(
-                path=v1_path,
-                version=1,
-                current=read_int(d / "memory.usage_in_bytes"),
-                peak=read_int(d / "memory.max_usage_in_bytes"),
-                limit=limit,
-                oom_kills=read_kv(d / "memory.oom_control").get("oom_kill"),
-                directory=d,
-            )
-    return None
-
-
-def _cgroup_dir(mount: Path, path: str) -> Path | None:
-    # In a container with its own cgroup namespace the path is "/" and the mount's root is the
-    # container's cgroup; the host's v2 root has no memory.current, so it is never mistaken.
-    d = mount / path.lstrip("/")
-    return d if d.is_dir() else None
-
-
-def _up_to(mount: Path, d: Path) -> list[Path]:
-    out = [d]
-    while d != mount and mount in d.parents:
-        d = d.parent
-        if d != mount:
-            out.append(d)
-    return out
-
-
 def _status(text: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for line in text.splitlines():
@@ -213,7 +121,7 @@ class RunPeak:
     """One run's own memory peak in one cgroup: from ``memory.peak`` reset for this reader, or
     the highest ``memory.current`` seen."""
 
-    def __init__(self, cg: CgroupMemory, *, reset: bool) -> None:
+    def __init__(self, cg: Cgroup, *, reset: bool) -> None:
         self.fd: int | None = None
         self.seen: int | None = None
         self.why = "cgroup v1 has no per-reader peak: resetting it would reset it for everyone"
@@ -254,7 +162,7 @@ class RunPeak:
         text = os.pread(fd, 64, 0).split()
         return int(text[0]) if text and text[0].isdigit() else None
 
-    def update(self, cg: CgroupMemory) -> int | None:
+    def update(self, cg: Cgroup) -> int | None:
         """The run's peak so far, given this sample of its cgroup."""
         if cg.current is not None and (self.seen is None or cg.current > self.seen):
             self.seen = cg.current
@@ -293,6 +201,9 @@ class ProcessSampler:
         """Whether to reset ``memory.peak`` per run: by default only on the kernel's own /sys,
         never by writing into a recorded tree."""
         self._peaks: dict[tuple[int, str], RunPeak] = {}
+        self._last_cgroup: dict[int, tuple[int, str, int | None]] = {}
+        """run -> (its first process, the ``/proc/PID/cgroup`` text it was last seen with, and
+        the cgroup's OOM-kill counter then)."""
         """(run, cgroup path) -> the run's own peak there."""
         self.watch = watch
         self.clk_tck = clk_tck
@@ -313,7 +224,7 @@ class ProcessSampler:
             peak.close()
         self._peaks.clear()
 
-    def _run_peak(self, run: int, cg: CgroupMemory, t_us: int, out: list[Record]) -> int | None:
+    def _run_peak(self, run: int, cg: Cgroup, t_us: int, out: list[Record]) -> int | None:
         key = (run, cg.path)
         peak = self._peaks.get(key)
         if peak is None:
@@ -383,7 +294,7 @@ class ProcessSampler:
         proc = self.roots.procfs
         records: list[Record] = []
         seen_keys: set[tuple[int, int]] = set()
-        cgroups: dict[str, CgroupMemory | None] = {}
+        cgroups: dict[str, Cgroup | None] = {}
         done: set[int] = set()
         watched = self.watch.items()
         rescan = self._ticks % self.rescan_every == 0
@@ -419,27 +330,27 @@ class ProcessSampler:
                     command = self._commands[key] = read_command(proc / str(pid), st.name)
                 cg_text = read_text(proc / str(pid) / "cgroup") or ""
                 if cg_text not in cgroups:
-                    cgroups[cg_text] = cgroup_memory(self.roots, cg_text)
+                    cgroups[cg_text] = read_cgroup(self.roots, cg_text)
                 cg = cgroups[cg_text]
-                run_peak = self._run_peak(run, cg, t_us, records) if cg else None
-                records.append(
-                    ProcessSample(
-                        run=run,
-                        pid=pid,
-                        cpu_percent=cpu,
-                        rss=status.get("VmRSS"),
-                        rss_peak=status.get("VmHWM"),
-                        threads=status.get("Threads", st.threads),
-                        cgroup_current=cg.current if cg else None,
-                        cgroup_peak=run_peak,
-                        cgroup_limit=cg.limit if cg else None,
-                        oom_kills=cg.oom_kills if cg else None,
-                        ppid=st.ppid,
-                        state=st.state,
-                        command=command,
-                        t_us=t_us,
-                    )
+                if pid == root_pid and cg is not None:
+                    self._last_cgroup[run] = (pid, cg_text, cg.oom_kills)
+                run_peak = None
+                if cg is not None and cg.current is not None:
+                    run_peak = self._run_peak(run, cg, t_us, records)
+                sample = ProcessSample(
+                    run=run,
+                    pid=pid,
+                    cpu_percent=cpu,
+                    rss=status.get("VmRSS"),
+                    rss_peak=status.get("VmHWM"),
+                    threads=status.get("Threads", st.threads),
+                    cgroup_peak=run_peak,
+                    ppid=st.ppid,
+                    state=st.state,
+                    command=command,
+                    t_us=t_us,
                 )
+                records.append(_sample(cg, sample))
         for key in list(self._prev):
             if key not in seen_keys:
                 del self._prev[key]
@@ -447,4 +358,53 @@ class ProcessSampler:
         runs = {run for run, _ in watched}
         for pk in [pk for pk in self._peaks if pk[0] not in runs]:
             self._peaks.pop(pk).close()
+        for gone in [r for r in self._last_cgroup if r not in runs]:
+            del self._last_cgroup[gone]
         return records
+
+    def final_sample(self, run: int, t_us: int) -> ProcessSample | None:
+        """The run's cgroup once more, as the run ends, if its first process has gone and the
+        cgroup counted an OOM kill since the last sample: a sample with only the cgroup
+        figures (the process's are gone with it), or None.
+
+        A process the OOM killer ends is counted in its cgroup's ``oom_kill`` after the last
+        regular sample saw it alive; this read is what lets the run's end say so. Called on
+        the collector's event loop: a handful of small sysfs reads, once per run.
+        """
+        last = self._last_cgroup.get(run)
+        if last is None:
+            return None
+        pid, cg_text, kills = last
+        st = read_proc_stat(self.roots.procfs / str(pid) / "stat")
+        if st is not None and st.state not in ("Z", "X"):
+            return None  # still running: the run ended itself, its samples said the rest
+        cg = read_cgroup(self.roots, cg_text)
+        if cg is None or cg.oom_kills is None or cg.oom_kills == kills:
+            return None  # nothing new: the run's samples said all there is
+        peak = self._peaks.get((run, cg.path))
+        run_peak = peak.update(cg) if peak is not None else None
+        return _sample(cg, ProcessSample(run, pid, cgroup_peak=run_peak, t_us=t_us))
+
+
+def _sample(cg: Cgroup | None, p: ProcessSample) -> ProcessSample:
+    """The process sample with the figures of the process's cgroup (None: none)."""
+    if cg is None:
+        return p
+    return dataclasses.replace(
+        p,
+        cgroup_current=cg.current,
+        cgroup_limit=cg.limit,
+        oom_kills=cg.oom_kills,
+        cgroup=cg.path,
+        cgroup_version=cg.version,
+        cpu_quota_us=cg.cpu_quota_us,
+        cpu_period_us=cg.cpu_period_us,
+        cpu_periods=cg.cpu_periods,
+        cpu_throttled=cg.cpu_throttled,
+        cpu_throttled_us=cg.cpu_throttled_us,
+        memory_high=cg.memory_high,
+        memory_high_events=cg.high_events,
+        memory_max_events=cg.max_events,
+        oom_events=cg.oom_events,
+        swap_current=cg.swap,
+    )

@@ -254,9 +254,14 @@ class DashboardScreen(Screen[None]):
         parts = []
         if info is not None:
             parts.append(f"[b]{escape(info.name)}[/b] on {escape(info.host)}")
+            place = views.run_place(s, run)
+            if place is not None:
+                parts.append(f"in {escape(place)}")
             if info.end_us is not None:
                 code = "" if info.exit_code is None else f" (exit {info.exit_code})"
                 parts.append(f"finished{code}")
+                if info.cause is not None:
+                    parts.append(f"[#ff5f5f]{escape(info.cause)}[/]")
             if info.dropped:
                 parts.append(f"[#ffd75f]{info.dropped} records dropped by the producer[/]")
         else:

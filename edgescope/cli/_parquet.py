@@ -29,7 +29,9 @@ import contextlib
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import islice
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,94 +57,75 @@ def is_directory_target(out: str) -> bool:
     return not out.lower().endswith(".parquet")
 
 
-def _schemas(events: bool) -> dict[str, pa.Schema]:
+_LAYOUT: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "metrics": (
+        ("run", "run", "string"),
+        ("run_id", "run_id", "string"),
+        ("key", "key", "string"),
+        ("step", "step", "int64"),
+        ("time", "t_us", "time"),
+        ("value", "value", "float64"),
+    ),
+    "system": (
+        ("series", "series", "string"),
+        ("run", "run", "string"),
+        ("run_id", "run_id", "string"),
+        ("key", "key", "string"),
+        ("time", "t_us", "time"),
+        ("value", "value", "float64"),
+    ),
+    "events": (
+        ("run", "run", "string"),
+        ("run_id", "run_id", "string"),
+        ("kind", "key", "string"),
+        ("time", "t_us", "time"),
+        ("severity", "value", "int8"),
+        ("message", "text", "string"),
+    ),
+    "long": (
+        ("series", "series", "string"),
+        ("run", "run", "string"),
+        ("run_id", "run_id", "string"),
+        ("key", "key", "string"),
+        ("step", "step", "int64"),
+        ("time", "t_us", "time"),
+        ("value", "value", "float64"),
+    ),
+}
+"""Each table's columns: ``(column, the Row field it holds, its type)``, in order (the one
+place a :class:`Row` becomes Parquet columns). ``long`` with ``--events`` adds ``text``."""
+
+
+def _layout(table: str, events: bool) -> tuple[tuple[str, str, str], ...]:
+    cols = _LAYOUT[table]
+    return (*cols, ("text", "text", "string")) if table == "long" and events else cols
+
+
+def _schema(layout: tuple[tuple[str, str, str], ...]) -> pa.Schema:
     import pyarrow as pa
 
-    ts = pa.timestamp("us", tz="UTC")
-    s = pa.string()
-    return {
-        "metrics": pa.schema(
-            [
-                ("run", s),
-                ("run_id", s),
-                ("key", s),
-                ("step", pa.int64()),
-                ("time", ts),
-                ("value", pa.float64()),
-            ]
-        ),
-        "system": pa.schema(
-            [
-                ("series", s),
-                ("run", s),
-                ("run_id", s),
-                ("key", s),
-                ("time", ts),
-                ("value", pa.float64()),
-            ]
-        ),
-        "events": pa.schema(
-            [
-                ("run", s),
-                ("run_id", s),
-                ("kind", s),
-                ("time", ts),
-                ("severity", pa.int8()),
-                ("message", s),
-            ]
-        ),
-        "long": pa.schema(
-            [
-                ("series", s),
-                ("run", s),
-                ("run_id", s),
-                ("key", s),
-                ("step", pa.int64()),
-                ("time", ts),
-                ("value", pa.float64()),
-                *([("text", s)] if events else []),
-            ]
-        ),
+    types = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "int8": pa.int8(),
+        "float64": pa.float64(),
+        "time": pa.timestamp("us", tz="UTC"),
     }
+    return pa.schema([(name, types[kind]) for name, _, kind in layout])
 
 
-def _columns(table: str, rows: list[Row]) -> dict[str, list[Any]]:
-    """The columns of ``table`` from its rows (the one place a Row becomes Parquet columns)."""
-    base: dict[str, list[Any]] = {
-        "run": [r.run for r in rows],
-        "run_id": [r.run_id for r in rows],
-    }
-    time = [r.t_us for r in rows]
-    if table == "events":
-        return {
-            **base,
-            "kind": [r.key for r in rows],
-            "time": time,
-            "severity": [r.value for r in rows],
-            "message": [r.text for r in rows],
-        }
-    cols = {"series": [r.series for r in rows], **base, "key": [r.key for r in rows]}
-    if table != "system":
-        cols["step"] = [r.step for r in rows]
-    cols["time"] = time
-    cols["value"] = [r.value for r in rows]
-    if table == "long":
-        cols["text"] = [r.text for r in rows]
-    return cols
-
-
-@dataclass(slots=True)
 class _Table:
     """One Parquet file being written, a row group at a time."""
 
-    name: str
-    schema: pa.Schema
-    writer: Any
-    pending: list[Row] = field(default_factory=list)
-    rows: int = 0
+    def __init__(self, layout: tuple[tuple[str, str, str], ...], writer: Any) -> None:
+        self.schema = _schema(layout)
+        self.get = attrgetter(*(attr for _, attr, _ in layout))
+        self.writer = writer
+        self.pending: list[Row] = []
+        self.rows = 0
 
-    def add(self, row: Row) -> None:
-        self.pending.append(row)
+    def extend(self, rows: list[Row]) -> None:
+        self.pending.extend(rows)
         if len(self.pending) >= BATCH_ROWS:
             self.flush()
 
@@ -151,8 +134,8 @@ class _Table:
 
         if not self.pending:
             return
-        cols = _columns(self.name, self.pending)
-        arrays = [pa.array(cols[f.name], type=f.type) for f in self.schema]
+        columns = zip(*map(self.get, self.pending), strict=True)
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
         self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.rows += len(self.pending)
         self.pending = []
@@ -169,10 +152,10 @@ class Written:
         return sum(n for _, n in self.files)
 
 
-def _table_for(row: Row) -> str:
-    if row.series == "metric":
-        return "metrics"
-    return "events" if row.series == "event" else "system"
+def _chunks(data: Iterable[Row]) -> Iterator[list[Row]]:
+    it = iter(data)
+    while chunk := list(islice(it, BATCH_ROWS)):
+        yield chunk
 
 
 def write_parquet(
@@ -181,25 +164,25 @@ def write_parquet(
     """Write ``data`` to ``out`` (a directory or a ``.parquet`` file, see the module); each
     file goes through :func:`~edgescope_tracing.files.open_binary_output`, so a failed export
     leaves what was there before. :class:`OutputError` for a path that cannot be written."""
-    schemas = _schemas(events)
     if not is_directory_target(out):
         path = Path(out)
-        with _writing([("long", path, schemas["long"])], not_same_as) as tables:
-            (table,) = tables.values()
-            for row in data:
-                table.add(row)
+        with _writing([("long", path, _layout("long", events))], not_same_as) as tables:
+            for chunk in _chunks(data):
+                tables["long"].extend(chunk)
         return Written(((path, tables["long"].rows),))
     folder = _directory(Path(out))
-    specs = [(name, folder / f"{name}.parquet", schemas[name]) for name in TABLES]
+    specs = [(name, folder / f"{name}.parquet", _LAYOUT[name]) for name in TABLES]
     with _writing(specs, not_same_as) as tables:
-        for row in data:
-            tables[_table_for(row)].add(row)
+        for chunk in _chunks(data):
+            tables["metrics"].extend([r for r in chunk if r.series == "metric"])
+            tables["events"].extend([r for r in chunk if r.series == "event"])
+            tables["system"].extend([r for r in chunk if r.series not in ("metric", "event")])
     return Written(tuple((path, tables[name].rows) for name, path, _ in specs))
 
 
 @contextlib.contextmanager
 def _writing(
-    specs: list[tuple[str, Path, pa.Schema]], not_same_as: Path | None
+    specs: list[tuple[str, Path, tuple[tuple[str, str, str], ...]]], not_same_as: Path | None
 ) -> Iterator[dict[str, _Table]]:
     """Open every file of ``specs`` and yield its tables; the last row groups and the footers
     are written, and the files put in place, when the block ends without an error."""
@@ -207,10 +190,11 @@ def _writing(
 
     with contextlib.ExitStack() as stack:
         tables: dict[str, _Table] = {}
-        for name, path, schema in specs:
+        for name, path, layout in specs:
             f = stack.enter_context(open_binary_output(path, not_same_as=not_same_as))
+            schema = _schema(layout)
             writer = pq.ParquetWriter(f, schema, compression="zstd", use_dictionary=True)
-            tables[name] = _Table(name, schema, writer)
+            tables[name] = _Table(layout, writer)
         yield tables
         for t in tables.values():
             t.flush()

@@ -5,17 +5,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["Row", "Series"]
 
 Series = Literal["metric", "system", "process", "thermal", "gpu", "event"]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One exported value."""
+class Row(NamedTuple):
+    """One exported value. A named tuple, not a dataclass: an export makes one per value (some
+    100,000 per trace MB), and a tuple is made three times as fast as a frozen dataclass."""
 
     series: Series
     run: str

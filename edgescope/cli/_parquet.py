@@ -31,7 +31,6 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +118,7 @@ class _Table:
 
     def __init__(self, layout: tuple[tuple[str, str, str], ...], writer: Any) -> None:
         self.schema = _schema(layout)
-        self.get = attrgetter(*(attr for _, attr, _ in layout))
+        self.picks = [Row._fields.index(attr) for _, attr, _ in layout]
         self.writer = writer
         self.pending: list[Row] = []
         self.rows = 0
@@ -134,8 +133,10 @@ class _Table:
 
         if not self.pending:
             return
-        columns = zip(*map(self.get, self.pending), strict=True)
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, self.schema, strict=True)]
+        columns = list(zip(*self.pending, strict=True))  # a Row is a tuple: its fields' columns
+        arrays = [
+            pa.array(columns[i], type=f.type) for i, f in zip(self.picks, self.schema, strict=True)
+        ]
         self.writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.rows += len(self.pending)
         self.pending = []

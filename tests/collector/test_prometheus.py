@@ -291,6 +291,11 @@ def test_the_token_is_required_as_a_bearer_token(scraped: tuple[Collector, int])
     assert _get(url)[0] == 401
     assert _get(url, "not-the-token-at-all-0123456789")[0] == 401
     assert _get(url, TOKEN + "x")[0] == 401
+    assert _get(url, TOKEN[:-1])[0] == 401
+    req = urllib.request.Request(url, headers={"Authorization": f"Basic {TOKEN}"})
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(req, timeout=10).close()
+    assert _get(url.replace("/metrics", "/metrics/"), TOKEN)[0] == 200
     status, _, text = _get(url, TOKEN)
     assert status == 200 and 'edgescope_events_total{kind="collector"' in text
     assert _get(f"http://127.0.0.1:{mport}/other", TOKEN)[0] == 404

@@ -618,24 +618,30 @@ class _Quiet(WSGIRequestHandler):
 
 def _guarded(app: WSGIApplication, token: bytes | None) -> WSGIApplication:
     """``app`` on ``/metrics`` only, behind the bearer token when there is one."""
-    expected = b"Bearer " + token if token is not None else None
+
+    def authorized(header: str) -> bool:
+        if token is None:
+            return True
+        scheme, _, given = header.strip().partition(" ")
+        # The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+        # WSGI hands headers over decoded as latin-1: encoding back gives the bytes sent.
+        ok = hmac.compare_digest(given.strip().encode("latin-1", "replace"), token)
+        return scheme.lower() == "bearer" and ok
 
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") not in ("/metrics", "/metrics/"):
             body = b"not found: edgescope serves /metrics\n"
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [body]
-        if expected is not None:
-            given = str(environ.get("HTTP_AUTHORIZATION", "")).encode("latin-1", "replace")
-            if not hmac.compare_digest(given, expected):
-                start_response(
-                    "401 Unauthorized",
-                    [
-                        ("Content-Type", "text/plain"),
-                        ("WWW-Authenticate", 'Bearer realm="edgescope"'),
-                    ],
-                )
-                return [b"unauthorized: send the collector's token as a bearer token\n"]
+        if not authorized(str(environ.get("HTTP_AUTHORIZATION", ""))):
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("Content-Type", "text/plain"),
+                    ("WWW-Authenticate", 'Bearer realm="edgescope"'),
+                ],
+            )
+            return [b"unauthorized: send the collector's token as a bearer token\n"]
         return app(environ, start_response)
 
     return guarded

@@ -374,3 +374,31 @@ def test_without_prometheus_client_the_command_names_the_extra(tmp_path: Path) -
     assert p.returncode == 3, p.stderr
     assert "pip install './collector[prometheus]'" in p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_the_pipeline_shows_observers_what_the_sink_took(tmp_path: Path) -> None:
+    from edgescope_collector.pipeline import Pipeline
+    from test_pipeline import ListSink
+
+    sink = ListSink(refuse=lambda r: isinstance(r, Metrics) and r.key == "unencodable")
+    said: list[str] = []
+    p = Pipeline(
+        sink,
+        ingest_path=tmp_path / "i.sock",
+        roots=Roots(procfs=TREES / "rpi4" / "proc", sysfs=TREES / "rpi4" / "sys"),
+        interval=1.0,
+        say=said.append,
+    )
+    seen: list[object] = []
+
+    def broken(rec: object) -> None:
+        raise RuntimeError("observer bug")
+
+    p.observers += [seen.append, broken]
+    p.record(RunStart(0, "id0", "mlp", "host", 1, t_us=1))
+    p.record(Metrics(0, "unencodable", (1,), (1,), (1.0,)))
+    p.record(Metrics(0, "loss", (1,), (1,), (1.0,)))
+    assert seen == [r for r in sink.records]  # what the sink took, the refused one not
+    assert [type(r).__name__ for r in seen] == ["RunStart", "Metrics"]
+    assert p.observers == [seen.append]  # the broken one: removed, said once
+    assert sum("observer bug" in line for line in said) == 1

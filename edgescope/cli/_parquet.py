@@ -26,6 +26,7 @@ the CSV's integer copy of ``time``, is not repeated: the timestamp is exact.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -159,6 +160,21 @@ def _chunks(data: Iterable[Row]) -> Iterator[list[Row]]:
         yield chunk
 
 
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while row groups are held: a row group is some
+    100,000 live tuples of strings and numbers, which hold no cycles, yet each collection walks
+    them all; that was three fifths of an export's time (a 16 MB trace: 4.9 s with it, 1.9 s
+    without). Reference counting frees everything as usual."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def write_parquet(
     data: Iterable[Row], out: str, *, events: bool = False, not_same_as: Path | None = None
 ) -> Written:
@@ -167,13 +183,16 @@ def write_parquet(
     leaves what was there before. :class:`OutputError` for a path that cannot be written."""
     if not is_directory_target(out):
         path = Path(out)
-        with _writing([("long", path, _layout("long", events))], not_same_as) as tables:
+        with (
+            _no_cyclic_gc(),
+            _writing([("long", path, _layout("long", events))], not_same_as) as tables,
+        ):
             for chunk in _chunks(data):
                 tables["long"].extend(chunk)
         return Written(((path, tables["long"].rows),))
     folder = _directory(Path(out))
     specs = [(name, folder / f"{name}.parquet", _LAYOUT[name]) for name in TABLES]
-    with _writing(specs, not_same_as) as tables:
+    with _no_cyclic_gc(), _writing(specs, not_same_as) as tables:
         for chunk in _chunks(data):
             tables["metrics"].extend([r for r in chunk if r.series == "metric"])
             tables["events"].extend([r for r in chunk if r.series == "event"])

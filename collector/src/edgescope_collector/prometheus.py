@@ -83,7 +83,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -169,7 +169,8 @@ class _Snapshot:
     system: SystemSample | None
     thermal: ThermalSample | None
     gpus: tuple[GpuSample, ...]
-    runs: tuple[tuple[_Run, dict[str, float], tuple[ProcessSample, ...]], ...]
+    runs: tuple[_Run, ...]
+    """Copies: the scrape reads them while the event loop goes on folding."""
     psi_seconds: dict[str, float]
     transitions: dict[str, int]
     events: dict[tuple[str, int], int]
@@ -253,8 +254,10 @@ class MetricsState:
         if run is None or not rec.values:
             return
         key = rec.key
+        exposed = True
         if key not in run.metrics:
             if self._series >= self.max_series:
+                exposed = False
                 if key not in run.left_out:
                     run.left_out.add(key)
                     self._left_out += 1
@@ -267,10 +270,9 @@ class MetricsState:
                             self.max_series,
                             key,
                         )
-                key = ""
             else:
                 self._series += 1
-        if key:
+        if exposed:
             run.metrics[key] = rec.values[-1]
         last = max(rec.steps)
         run.step = last if run.step is None else max(run.step, last)
@@ -299,7 +301,8 @@ class MetricsState:
                 thermal=self._thermal,
                 gpus=tuple(self._gpus[i] for i in sorted(self._gpus)),
                 runs=tuple(
-                    (r, dict(r.metrics), tuple(r.processes.values())) for r in self._runs.values()
+                    replace(r, metrics=dict(r.metrics), processes=dict(r.processes), left_out=set())
+                    for r in self._runs.values()
                 ),
                 psi_seconds=dict(self._psi_seconds),
                 transitions=dict(self._transitions),
@@ -509,7 +512,7 @@ def _runs(f: _Families, snap: _Snapshot) -> None:
         "edgescope_run_metric_series_left_out",
         "Run metrics not exposed because of the series limit (one per run and metric).",
     ).add_metric([], snap.left_out)
-    for run, metrics, procs in snap.runs:
+    for run in snap.runs:
         labels = [run.run_id, run.name]
         f.gauge("edgescope_run_running", "1 while the run runs, 0 once it ended.", rl).add_metric(
             labels, int(run.running)
@@ -523,13 +526,13 @@ def _runs(f: _Families, snap: _Snapshot) -> None:
             "The last value of each metric the run logged.",
             (*rl, "metric"),
         )
-        for key, v in metrics.items():
+        for key, v in run.metrics.items():
             fam.add_metric([*labels, key], v)
         if run.step_time is not None:
             f.gauge(
                 "edgescope_run_step_time_seconds", "The run's last step time.", rl, "seconds"
             ).add_metric(labels, run.step_time)
-        _memory(f, labels, run, procs)
+        _memory(f, labels, run, tuple(run.processes.values()))
 
 
 def _memory(f: _Families, labels: list[str], run: _Run, procs: tuple[ProcessSample, ...]) -> None:

@@ -250,12 +250,16 @@ def test_a_real_prometheus_scrapes_thermal_and_run_metrics(
         deadline = time.monotonic() + 30
         thermal: list[dict[str, object]] = []
         loss: list[dict[str, object]] = []
-        while not (thermal and loss):
+        step_time: list[dict[str, object]] = []
+        rss: list[dict[str, object]] = []
+        while not (thermal and loss and step_time and rss):
             assert time.monotonic() < deadline, (tmp_path / "prom.log").read_text()[-2000:]
             assert prom.poll() is None, (tmp_path / "prom.log").read_text()[-2000:]
             time.sleep(0.5)
             thermal = query('edgescope_thermal_zone_temp_celsius{zone="TCPU",type="TCPU"}')
             loss = query('edgescope_run_metric{name="promrun",metric="loss"}')
+            step_time = query('edgescope_run_step_time_seconds{name="promrun"} > 0')
+            rss = query('edgescope_run_memory_rss_bytes{name="promrun"} > 1e6')
         assert thermal[0]["value"][1] == "61"  # type: ignore[index]
         assert loss[0]["value"][1] == "0.5"  # type: ignore[index]
         up = query('up{job="edgescope"}')

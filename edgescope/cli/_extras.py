@@ -41,6 +41,9 @@ PARTS: dict[str, Part] = {
     ),
     "demo": Part("NumPy", "numpy", "pip install numpy (or '.[demo]' from a clone of edgescope)"),
     "torch": Part("PyTorch", "torch", "pip install torch"),
+    "parquet": Part(
+        "pyarrow", "pyarrow", "pip install pyarrow (or '.[parquet]' from a clone of edgescope)"
+    ),
 }
 """The extras a command can need, by the name of the pip extra (or package)."""
 

@@ -32,6 +32,9 @@ __all__ = [
 
 Profile = Literal["python", "perf", "bpftrace"]
 
+DEFAULT_PROMETHEUS_PORT = 9464
+"""``--prometheus HOST`` without a port (the OpenTelemetry Prometheus exporter's port)."""
+
 DEFAULT_MAX_DISK = 512 * 1024 * 1024
 MIN_MAX_DISK = 256 * 1024
 
@@ -54,6 +57,8 @@ class Config:
     mdns: bool = False
     profile: Profile = "python"
     log_level: str = "info"
+    prometheus: tuple[str, int] | None = None
+    """Where ``/metrics`` is served (``--prometheus HOST:PORT``), or None."""
 
     @property
     def loopback(self) -> bool:
@@ -163,6 +168,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stack sampler for the runs: python (the SDK's own, default), perf or bpftrace",
     )
     p.add_argument(
+        "--prometheus",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9464; any "
+        "other than loopback needs --token-file, sent as a bearer token; needs "
+        "edgescope-collector[prometheus])",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         metavar="LEVEL",
@@ -180,28 +192,41 @@ def _seconds(text: str, flag: str, low: float, high: float) -> float:
     return value
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The checked configuration, or ConfigError with one sentence."""
-    listen = str(args.listen)
-    if listen.isdigit():
-        listen = f"127.0.0.1:{listen}"
+def _address(text: str, flag: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT`` (or a bare port, on loopback) of a listening flag, checked."""
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
     try:
-        host, port = parse_target(listen)
+        host, port = parse_target(text, default_port)
     except ValueError as e:
-        raise ConfigError(f"--listen: {e}") from None
+        raise ConfigError(f"{flag}: {e}") from None
     if host not in ("localhost", "0.0.0.0", "::"):
         try:
             ipaddress.ip_address(host)
         except ValueError:
             raise ConfigError(
-                f"--listen: {host!r} is not an IP address (use e.g. 0.0.0.0 or 192.168.1.20)"
+                f"{flag}: {host!r} is not an IP address (use e.g. 0.0.0.0 or 192.168.1.20)"
             ) from None
+    return host, port
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The checked configuration, or ConfigError with one sentence."""
+    host, port = _address(str(args.listen), "--listen", DEFAULT_PORT)
     token_file = Path(args.token_file) if args.token_file else None
     if not is_loopback(host) and token_file is None:
         raise ConfigError(
             f"refusing to listen on {host} without --token-file: beyond loopback, clients "
             "must authenticate (or use --listen 127.0.0.1 and reach it over SSH)"
         )
+    prometheus = None
+    if getattr(args, "prometheus", None):
+        prometheus = _address(str(args.prometheus), "--prometheus", DEFAULT_PROMETHEUS_PORT)
+        if not is_loopback(prometheus[0]) and token_file is None:
+            raise ConfigError(
+                f"refusing to serve --prometheus on {prometheus[0]} without --token-file: "
+                "beyond loopback, scrapers must send the token (as a bearer token)"
+            )
     try:
         max_disk = parse_size(args.max_disk)
     except ValueError as e:
@@ -249,4 +274,5 @@ def config_from_args(args: argparse.Namespace) -> Config:
         mdns=mdns,
         profile=profile,
         log_level=level,
+        prometheus=prometheus,
     )

@@ -46,6 +46,7 @@ from .store import SegmentStore, StoreError
 
 if TYPE_CHECKING:
     from .mdns import Advertiser
+    from .prometheus import PrometheusExporter
 
 __all__ = ["Collector", "CollectorError", "run"]
 
@@ -139,6 +140,10 @@ class Collector:
             self_sample=self.monitor.sample,
         )
         self._advertiser: Advertiser | None = None
+        self.exporter: PrometheusExporter | None = None
+        if cfg.prometheus is not None:
+            self.exporter = _exporter(cfg.prometheus, self.token)
+            self.pipeline.observers.append(self.exporter.observe)
 
     def record(self, rec: Record) -> None:
         """Everything enters the stream here, on the event loop (see :class:`.Pipeline`)."""
@@ -170,6 +175,8 @@ class Collector:
                 raise CollectorError(
                     f"cannot listen on {cfg.host}:{cfg.port}: {(e.strerror or str(e)).lower()}"
                 ) from None
+            if self.exporter is not None:
+                self.exporter.start()
             await self.pipeline.open()
             if cfg.mdns:
                 await self._advertise()
@@ -181,6 +188,12 @@ class Collector:
                 cfg.ingest,
                 cfg.data_dir,
             )
+            if self.exporter is not None:
+                log.info(
+                    "prometheus metrics on http://%s:%d/metrics",
+                    self.exporter.host,
+                    self.exporter.port,
+                )
             if ready is not None:
                 ready(self)
             tasks = self.pipeline.start()
@@ -227,6 +240,8 @@ class Collector:
             )
             self.store.flush()
         await self.server.close()
+        if self.exporter is not None:
+            await asyncio.to_thread(self.exporter.close)
         if self._advertiser is not None:
             try:
                 await self._advertiser.close()
@@ -272,10 +287,28 @@ class Collector:
                     "skipped": dict(p.skipped),
                     "profile": cfg.profile,
                     "mdns": self._advertiser is not None,
+                    "prometheus": None
+                    if self.exporter is None
+                    else f"{self.exporter.host}:{self.exporter.port}",
                 },
                 t_us=time.time_ns() // 1000,
             )
         )
+
+
+def _exporter(where: tuple[str, int], token: bytes | None) -> PrometheusExporter:
+    """The Prometheus exporter, or CollectorError (exit 3) where prometheus_client is absent."""
+    try:
+        from .prometheus import PrometheusExporter
+    except ImportError as e:
+        if e.name is None or not e.name.startswith("prometheus_client"):
+            raise
+        raise CollectorError(
+            "--prometheus needs prometheus_client, which is not installed here: "
+            "pip install './collector[prometheus]' (from a clone of edgescope)",
+            3,
+        ) from None
+    return PrometheusExporter(where[0], where[1], token)
 
 
 def run(cfg: Config, ready: Callable[[Collector], None] | None = None) -> int:

@@ -8,11 +8,12 @@
                                                └──▶ detectors ────┘ (anomaly events)
 
 What enters the stream enters it through :meth:`Pipeline.record`, on the event loop: into the
-sink, then through the detectors, whose events go into the sink too. A record the sink cannot
-encode is refused alone (counted, said once per thousand); a detector that raises is turned off
-and said, and storing goes on; a sampler that raises is said once per message and goes on being
-asked. Samplers run in worker threads, grouped by interval; each tick that starts late, or whose
-sampling outlasts the interval, is said in a ``collector_lag`` event.
+sink, then through the detectors, whose events go into the sink too; each record the sink took
+is also shown to the pipeline's ``observers`` (the daemon's Prometheus exporter). A record the
+sink cannot encode is refused alone (counted, said once per thousand); a detector or an observer
+that raises is turned off and said, and storing goes on; a sampler that raises is said once per
+message and goes on being asked. Samplers run in worker threads, grouped by interval; each tick
+that starts late, or whose sampling outlasts the interval, is said in a ``collector_lag`` event.
 
 The daemon (:mod:`.daemon`) puts a :class:`StoreSink` under it and adds the stream server, the
 mDNS advert and its own process samples; ``edgescope record`` puts a single trace file under it
@@ -198,6 +199,9 @@ class Pipeline:
         self._sampler_errors: set[tuple[str, str]] = set()
         self._stacks: dict[int, StackBackend] = {}
         """External stack samplers (--profile perf|bpftrace), by run."""
+        self.observers: list[Callable[[Record], None]] = []
+        """Called with each record the sink took (the Prometheus exporter); one that raises
+        is said once and removed, and storing goes on."""
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
 
@@ -218,6 +222,8 @@ class Pipeline:
                 self.say(f"a {type(rec).__name__} record was refused ({self.rejected} so far): {e}")
             return
         self.records_in += 1
+        if self.observers:
+            self._observe(rec)
         if self.detectors is None:
             return
         try:
@@ -253,6 +259,19 @@ class Pipeline:
         except (TypeError, ValueError, TraceError) as e:
             self.rejected += 1
             self.say(f"a {type(rec).__name__} record was refused: {e}")
+            return
+        if self.observers:
+            self._observe(rec)
+
+    def _observe(self, rec: Record) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(rec)
+            except Exception as e:  # an observer's bug must not stop storing: said, then off
+                self.observers.remove(observer)
+                why = f"{getattr(observer, '__qualname__', observer)} stopped: {e!r}"
+                log.error("%s", why)
+                self.say(why)
 
     def event(
         self,

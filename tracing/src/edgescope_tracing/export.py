@@ -52,7 +52,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 from .records import (
     Event,
@@ -89,9 +89,10 @@ EVENT_COLUMNS = (*COLUMNS, "text")
 Series = Literal["metric", "system", "process", "thermal", "gpu", "power", "event"]
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One exported value."""
+class Row(NamedTuple):
+    """One exported value, the row every export format writes (CSV, JSON lines, Parquet). A
+    named tuple, not a dataclass: an export makes one per value (some 100,000 per trace MB),
+    and a tuple is made three times as fast as a frozen dataclass."""
 
     series: Series
     run: str

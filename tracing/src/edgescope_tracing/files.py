@@ -11,7 +11,7 @@ Every command that opens a path from a user (or a directory listing) goes throug
   one sentence, with the temporary removed. A FIFO or a character device (``/dev/null``, a terminal,
   ``/dev/stdout``) is written *through*, never replaced; a FIFO with no reader is refused rather
   than waited for. A symbolic link to a regular file, a directory, a block device or a socket
-  is refused.
+  is refused. :func:`open_binary_output` is the same for bytes (``export --format parquet``).
 - :func:`make_way`: before a file is created with ``O_EXCL`` that must be written in place
   (``record -o``, whose trace must survive a kill): refuses what :func:`open_output` refuses
   and FIFOs and devices too (a trace file is a regular file), and removes an old regular file.
@@ -29,12 +29,19 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import IO, Any, BinaryIO, TextIO, cast
 
 from .errors import NotATraceError, TraceError
 from .text import escape
 
-__all__ = ["OutputError", "check_input", "file_kind", "make_way", "open_output"]
+__all__ = [
+    "OutputError",
+    "check_input",
+    "file_kind",
+    "make_way",
+    "open_binary_output",
+    "open_output",
+]
 
 
 class OutputError(TraceError):
@@ -79,7 +86,13 @@ def _why(e: OSError) -> str:
     return (e.strerror or str(e)).lower()
 
 
-def _open_through(path: Path) -> TextIO:
+def _fdopen(fd: int, binary: bool) -> IO[Any]:
+    if binary:
+        return os.fdopen(fd, "wb")
+    return os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+
+def _open_through(path: Path, binary: bool) -> IO[Any]:
     """Open a FIFO or character device for writing, without blocking and without creating."""
     flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
@@ -95,7 +108,7 @@ def _open_through(path: Path) -> TextIO:
         os.close(fd)
         raise OutputError(f"{_show(path)} changed while it was being opened; try again")
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    return os.fdopen(fd, "w", encoding="utf-8", newline="")
+    return _fdopen(fd, binary)
 
 
 def _refuse(path: Path, mode: int, link: bool) -> OutputError:
@@ -116,6 +129,23 @@ def open_output(
 ) -> Iterator[TextIO]:
     """A text file to write ``path`` with (see the module's docstring for what each kind of
     path gets). ``not_same_as``: refuse when ``path`` is that file (an input)."""
+    with _output(path, not_same_as, binary=False) as f:
+        yield cast(TextIO, f)
+
+
+@contextlib.contextmanager
+def open_binary_output(
+    path: str | os.PathLike[str], *, not_same_as: Path | None = None
+) -> Iterator[BinaryIO]:
+    """:func:`open_output` for bytes."""
+    with _output(path, not_same_as, binary=True) as f:
+        yield cast(BinaryIO, f)
+
+
+@contextlib.contextmanager
+def _output(
+    path: str | os.PathLike[str], not_same_as: Path | None, binary: bool
+) -> Iterator[IO[Any]]:
     dst = Path(path)
     try:
         st: os.stat_result | None = os.lstat(dst)
@@ -136,7 +166,7 @@ def open_output(
                 if os.path.samefile(dst, not_same_as):
                     raise OutputError(f"{_show(dst)}: refusing to write over the input file")
         if stat.S_ISFIFO(target.st_mode) or stat.S_ISCHR(target.st_mode):
-            f = _open_through(dst)
+            f = _open_through(dst, binary)
             try:
                 with f:
                     yield f
@@ -145,10 +175,10 @@ def open_output(
             return
         if link or not stat.S_ISREG(target.st_mode):
             raise _refuse(dst, target.st_mode, link)
-    yield from _replace(dst, st)
+    yield from _replace(dst, st, binary)
 
 
-def _replace(dst: Path, old: os.stat_result | None) -> Iterator[TextIO]:
+def _replace(dst: Path, old: os.stat_result | None, binary: bool) -> Iterator[IO[Any]]:
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     mode = stat.S_IMODE(old.st_mode) if old is not None else 0o666
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -168,7 +198,7 @@ def _replace(dst: Path, old: os.stat_result | None) -> Iterator[TextIO]:
         try:
             if old is not None:
                 os.fchmod(fd, mode)  # the umask narrowed it at creation
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            with _fdopen(fd, binary) as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())  # before the rename: a power cut leaves old or new, whole

@@ -39,7 +39,9 @@ the run after that. ``version`` is the run's id once it has started (None before
 finishes that run, and hyperparameters go to it as a ``config`` event. Without ``run=`` the
 logger calls ``edgescope.init()``, which finishes any run active in the process first (under
 ``edgescope record --profile python`` that is the start-up run of the profiler, and the
-logger's own run is profiled from there on).
+logger's own run is profiled from there on). A copy of the logger in another process (the
+Trainer is pickled to the workers of ``strategy="ddp_spawn"``) records into a run of its own:
+a run lives in the process that started it.
 """
 
 from __future__ import annotations
@@ -175,6 +177,19 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
         """Finish the run this logger started (a run given as ``run=`` is left to its owner)."""
         if self._run is not None and self._own:
             self._run.finish()
+
+    # --- processes -------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawn-based strategies (ddp_spawn) pickle the Trainer with its loggers. A run lives in
+        # one process, so a copy in another process starts a run of its own when it records.
+        state = self.__dict__.copy()
+        state.update(_run=None, _own=True, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     # --- the run ---------------------------------------------------------------------------
 

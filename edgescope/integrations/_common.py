@@ -6,6 +6,7 @@ Nothing here imports a framework: each hook module imports its own and calls the
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,11 +23,24 @@ CONFIG_EVENT = "config"
 """The event kind that carries hyperparameters given after the run's start was recorded."""
 
 
-def missing(hook: str, library: str, extra: str, cause: ImportError) -> ImportError:
-    """The error raised by importing ``edgescope.integrations.HOOK`` where ``library`` is absent."""
+def missing(
+    hook: str, library: str, extra: str, cause: ImportError, module: str, hint: str = ""
+) -> ImportError:
+    """The error raised by importing ``edgescope.integrations.HOOK`` where ``library`` (whose
+    top-level module is ``module``) cannot be imported: not installed, or installed but broken
+    (``hint`` then says what it needs)."""
+    try:
+        installed = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        installed = False
+    if installed:
+        return ImportError(
+            f"edgescope.integrations.{hook} needs {library}, which is installed but cannot be "
+            f"imported here ({cause}){'; ' + hint if hint else ''}"
+        )
     return ImportError(
-        f"edgescope.integrations.{hook} needs {library}, which cannot be imported here "
-        f"({cause}): pip install 'edgescope[{extra}]'"
+        f"edgescope.integrations.{hook} needs {library}, which is not installed here: "
+        f"pip install 'edgescope[{extra}]'"
     )
 
 

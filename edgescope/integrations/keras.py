@@ -45,7 +45,15 @@ try:
 except ImportError as _e:
     from edgescope.integrations._common import missing
 
-    raise missing("keras", "Keras 3", "keras", _e) from _e
+    raise missing(
+        "keras",
+        "Keras 3",
+        "keras",
+        _e,
+        "keras",
+        "Keras runs on the backend that KERAS_BACKEND names (tensorflow by default, jax or "
+        "torch), which must be installed too",
+    ) from _e
 
 import edgescope
 from edgescope.integrations._common import Numbers, record_config

@@ -57,7 +57,7 @@ try:
 except ImportError as _e:
     from edgescope.integrations._common import missing
 
-    raise missing("lightning", "PyTorch Lightning", "lightning", _e) from _e
+    raise missing("lightning", "PyTorch Lightning", "lightning", _e, "lightning") from _e
 
 import edgescope
 from edgescope.integrations._common import Numbers, record_config

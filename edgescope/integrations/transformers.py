@@ -39,7 +39,9 @@ try:
 except ImportError as _e:
     from edgescope.integrations._common import missing
 
-    raise missing("transformers", "Hugging Face Transformers", "transformers", _e) from _e
+    raise missing(
+        "transformers", "Hugging Face Transformers", "transformers", _e, "transformers"
+    ) from _e
 
 import edgescope
 from edgescope.integrations._common import Numbers, record_config

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgescope_tracing import Event, RunEnd, RunStart
@@ -110,6 +111,22 @@ def test_a_run_of_ones_own_is_recorded_into_and_left_open(sdk: Path) -> None:
     assert event.detail == {"lr": 0.05, "hidden": 8}
     with pytest.raises(TypeError, match=r"edgescope\.Run"):
         EdgescopeLogger(run="mine")  # type: ignore[arg-type]
+
+
+def test_a_fit_that_raises_is_marked_failed(sdk: Path) -> None:
+    class Boom(Tiny):
+        def training_step(self, batch: Any, i: int) -> Any:
+            if i == 2:
+                raise RuntimeError("boom")
+            return super().training_step(batch, i)
+
+    logger = EdgescopeLogger(name="boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer(logger, max_epochs=1).fit(Boom(), loader())
+    logger.finish()
+    records = read(trace_files(sdk)[0])
+    assert [s for s, _ in values(records, "train_loss")] == [0, 1]
+    assert [e.message for e in of(records, Event) if e.kind == "mark"] == ["lightning: failed"]
 
 
 def test_ranks_above_zero_record_nothing(sdk: Path, monkeypatch: pytest.MonkeyPatch) -> None:

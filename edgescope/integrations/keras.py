@@ -31,7 +31,9 @@ Two things to know about Keras' batch logs:
   there is one value every 32 steps; the steps stay those of the batches, so curves from runs
   with different settings line up. (The PyTorch backend requires ``steps_per_execution=1``.)
 
-``log_batches=False`` records only the epoch logs. ``run=`` records into a run you started with
+``log_batches=False`` records only the epoch logs. The callback has no notion of rank: under
+multi-worker training each process that runs it records its own run (give it to the chief
+only, for one run). ``run=`` records into a run you started with
 ``edgescope.init()``: the callback then neither starts nor finishes it, and its config goes to
 the run as a ``config`` event.
 """

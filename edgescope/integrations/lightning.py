@@ -24,7 +24,8 @@ What it records:
   (``lightning: failed`` when Lightning caught an exception). The run stays open, so that
   ``trainer.fit`` then ``trainer.test`` land in one run; it ends at ``logger.finish()``, or
   when the interpreter exits (the SDK does that, with the exception and exit code 1 when one
-  escaped).
+  escaped). What the logger records after its run finished (``finish()``, or an
+  ``edgescope.init()`` elsewhere in the process) goes into a new run, same name and config.
 
 Under DDP (and any multi-process strategy) only global rank zero records: ``log_*`` and
 ``finalize`` are ``rank_zero_only`` and ``experiment`` is Lightning's dummy on the other ranks,
@@ -151,8 +152,9 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
         """The hyperparameters: the run's config if it has not started, else a config event."""
         values = jsonable_config(params)
         with self._lock:
-            if self._run is None:
+            if self._run is None or (self._own and self._run.finished):
                 self._hparams = values
+                self._run = None
                 self._start()
                 return
             if self._hparams == values:
@@ -174,7 +176,10 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
             self._run.mark(f"lightning: {status}")
 
     def finish(self) -> None:
-        """Finish the run this logger started (a run given as ``run=`` is left to its owner)."""
+        """Finish the run this logger started (a run given as ``run=`` is left to its owner).
+
+        What the logger records after this goes into a new run, with the same name and config.
+        """
         if self._run is not None and self._own:
             self._run.finish()
 
@@ -194,11 +199,13 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
     # --- the run ---------------------------------------------------------------------------
 
     def _start(self) -> Run:
+        """The run, started now if there is none; a finished run of the logger's own is
+        followed by a new one (same name and config), a finished ``run=`` is not."""
         run = self._run
-        if run is not None:
+        if run is not None and not (self._own and run.finished):
             return run
         with self._lock:
-            if self._run is None:
+            if self._run is None or (self._own and self._run.finished):
                 config = {**self._config, **(self._hparams or {})}
                 self._run = edgescope.init(
                     name=self._name, config=config, tags=self._tags, **self._init_kwargs

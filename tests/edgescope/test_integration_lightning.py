@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -123,10 +124,18 @@ def test_a_fit_that_raises_is_marked_failed(sdk: Path) -> None:
     logger = EdgescopeLogger(name="boom")
     with pytest.raises(RuntimeError, match="boom"):
         trainer(logger, max_epochs=1).fit(Boom(), loader())
+    first = logger.version
     logger.finish()
-    records = read(trace_files(sdk)[0])
-    assert [s for s, _ in values(records, "train_loss")] == [0, 1]
-    assert [e.message for e in of(records, Event) if e.kind == "mark"] == ["lightning: failed"]
+    # after its run finished, the logger records into a new one (same name and config)
+    trainer(logger, max_steps=1).fit(Tiny(), loader())
+    assert logger.version not in (None, first)
+    logger.finish()
+    one, two = (read(p) for p in sorted(trace_files(sdk), key=os.path.getmtime))
+    assert [s for s, _ in values(one, "train_loss")] == [0, 1]
+    assert [e.message for e in of(one, Event) if e.kind == "mark"] == ["lightning: failed"]
+    assert of(two, RunStart)[0].run_id == logger.version
+    assert of(two, RunStart)[0].config == of(one, RunStart)[0].config == {"lr": 0.05, "hidden": 8}
+    assert [s for s, _ in values(two, "train_loss")] == [0]
 
 
 def test_ranks_above_zero_record_nothing(sdk: Path, monkeypatch: pytest.MonkeyPatch) -> None:

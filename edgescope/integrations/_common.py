@@ -68,11 +68,19 @@ class Numbers:
     def __init__(self, hook: str) -> None:
         self._hook = hook
         self._told: set[str] = set()
+        self._names: dict[tuple[str, str], str] = {}
+        """``prefix + key`` by ``(prefix, key)``: a batch hook builds each name once."""
 
     def __call__(self, logs: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         out: dict[str, float] = {}
+        names = self._names
         for key, value in logs.items():
-            name = f"{prefix}{key}"
+            name = key if not prefix else names.get((prefix, key))
+            if name is None:
+                name = names[prefix, key] = f"{prefix}{key}"
+            if type(value) is float:  # what the frameworks hand over nearly always
+                out[name] = value
+                continue
             try:
                 out[name] = as_float(name, value)
             except (TypeError, ValueError) as e:

@@ -24,7 +24,8 @@ What it records:
   (``lightning: failed`` when Lightning caught an exception). The run stays open, so that
   ``trainer.fit`` then ``trainer.test`` land in one run; it ends at ``logger.finish()``, or
   when the interpreter exits (the SDK does that, with the exception and exit code 1 when one
-  escaped). What the logger records after its run finished (``finish()``, or an
+  escaped); ``finish()`` records exit code 0 when the last Trainer call succeeded, 1 when it
+  failed. What the logger records after its run finished (``finish()``, or an
   ``edgescope.init()`` elsewhere in the process) goes into a new run, same name and config.
 
 Under DDP (and any multi-process strategy) only global rank zero records: ``log_*`` and
@@ -121,6 +122,8 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
         self._run: Run | None = run
         self._own = run is None
         self._hparams: dict[str, Any] | None = None
+        self._status: str | None = None
+        """The status of the last ``finalize`` of the current run."""
         self._numbers = Numbers("EdgescopeLogger")
         self._lock = threading.RLock()
         self._experiment = Experiment(self)
@@ -174,14 +177,18 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
         """Mark the end of a Trainer call on the run's timeline (the run stays open)."""
         if self._run is not None and not self._run.finished:
             self._run.mark(f"lightning: {status}")
+            self._status = status
 
     def finish(self) -> None:
         """Finish the run this logger started (a run given as ``run=`` is left to its owner).
 
-        What the logger records after this goes into a new run, with the same name and config.
+        Its exit code is 0 when the last Trainer call ended in success, 1 when it failed, and
+        None (not recorded) before any ended. What the logger records after this goes into a
+        new run, with the same name and config.
         """
-        if self._run is not None and self._own:
-            self._run.finish()
+        if self._run is not None and self._own and not self._run.finished:
+            self._run.finish({"success": 0, "failed": 1}.get(self._status or ""))
+            self._status = None
 
     # --- processes -------------------------------------------------------------------------
 

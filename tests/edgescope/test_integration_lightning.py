@@ -79,7 +79,7 @@ def test_fit_and_validate_go_into_one_run_with_the_hyperparameters(sdk: Path) ->
     assert [e.message for e in events if e.kind == "mark"] == ["lightning: success"] * 2
     assert not [e for e in events if e.kind == "config"]
     (end,) = of(records, RunEnd)
-    assert end.dropped == 0
+    assert end.dropped == 0 and end.exit_code == 0  # the last Trainer call succeeded
 
 
 def test_hyperparameters_after_the_start_become_a_config_event(sdk: Path) -> None:
@@ -133,6 +133,7 @@ def test_a_fit_that_raises_is_marked_failed(sdk: Path) -> None:
     one, two = (read(p) for p in sorted(trace_files(sdk), key=os.path.getmtime))
     assert [s for s, _ in values(one, "train_loss")] == [0, 1]
     assert [e.message for e in of(one, Event) if e.kind == "mark"] == ["lightning: failed"]
+    assert of(one, RunEnd)[0].exit_code == 1 and of(two, RunEnd)[0].exit_code == 0
     assert of(two, RunStart)[0].run_id == logger.version
     assert of(two, RunStart)[0].config == of(one, RunStart)[0].config == {"lr": 0.05, "hidden": 8}
     assert [s for s, _ in values(two, "train_loss")] == [0]

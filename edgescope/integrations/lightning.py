@@ -72,7 +72,7 @@ __all__ = ["EdgescopeLogger", "Experiment"]
 class Experiment:
     """What ``EdgescopeLogger.experiment`` is: the run, started when first used.
 
-    ``log``, ``mark`` and ``finish`` are the run's; ``run`` starts it and returns it.
+    ``log`` and ``mark`` are the run's; ``run`` starts it and returns it.
     """
 
     def __init__(self, logger: EdgescopeLogger) -> None:

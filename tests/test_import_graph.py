@@ -194,3 +194,31 @@ def test_the_tui_model_and_sources_import_no_ui() -> None:
         if n == "textual" or n.startswith("textual.") or any(n.startswith(u) for u in ui[1:])
     ]
     assert wrong == []
+
+
+FRAMEWORKS = ("lightning", "pytorch_lightning", "transformers", "accelerate", "keras")
+"""What the framework hooks (``edgescope.integrations``) import: optional extras, each."""
+
+
+def test_frameworks_are_imported_only_by_their_hooks_and_never_by_import_edgescope() -> None:
+    assert "edgescope.integrations.lightning" in MODULES
+    hooks = "edgescope.integrations"
+    wrong = [
+        (m, n)
+        for m, path in MODULES.items()
+        if not m.startswith(hooks + ".")
+        for n in _imported(m, path)
+        if _top(n) in FRAMEWORKS
+    ]
+    assert wrong == []
+    # nothing of the package that a training script imports reaches the hooks
+    sdk = [
+        (m, n)
+        for m, n in [*_imports_of("edgescope.sdk"), *_imports_of("edgescope.cli")]
+        if n == hooks or n.startswith(hooks + ".")
+    ]
+    assert sdk == []
+    assert not [n for n in _imported("edgescope", MODULES["edgescope"]) if n.startswith(hooks)]
+    # the hooks build on the SDK: not on the CLI, the collector or the UI
+    up = [(m, n) for m, n in _imports_of(hooks) if n.startswith("edgescope.cli")]
+    assert up == []

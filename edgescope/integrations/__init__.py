@@ -1,0 +1,15 @@
+"""Framework hooks: edgescope inside the training loops people already have.
+
+Each module is an optional extra and imports its framework; ``import edgescope`` imports none of
+them (``tests/test_import_graph.py`` checks it):
+
+- :mod:`edgescope.integrations.lightning`: ``EdgescopeLogger``, a PyTorch Lightning logger
+  (``pip install 'edgescope[lightning]'``);
+- :mod:`edgescope.integrations.transformers`: ``EdgescopeCallback``, a Hugging Face ``Trainer``
+  callback (``pip install 'edgescope[transformers]'``);
+- :mod:`edgescope.integrations.keras`: ``EdgescopeCallback``, a Keras 3 callback
+  (``pip install 'edgescope[keras]'``).
+
+Importing one of them where its framework is absent raises an ``ImportError`` that names the
+extra to install. ``docs/integrations.md`` has an example of each.
+"""

@@ -143,12 +143,12 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
         return self._run.run_id if self._run is not None else None
 
     @property
-    @rank_zero_experiment
+    @rank_zero_experiment  # type: ignore[untyped-decorator, unused-ignore]
     def experiment(self) -> Experiment:
         """The run behind this logger (see :class:`Experiment`); a dummy on ranks above zero."""
         return self._experiment
 
-    @rank_zero_only
+    @rank_zero_only  # type: ignore[untyped-decorator, unused-ignore]
     def log_hyperparams(
         self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any
     ) -> None:
@@ -165,14 +165,14 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
             self._hparams = values
         record_config(self._run, values, "hyperparameters given after the run started")
 
-    @rank_zero_only
+    @rank_zero_only  # type: ignore[untyped-decorator, unused-ignore]
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Record the numbers among ``metrics`` at ``step`` (the next step when None)."""
         values = self._numbers(metrics)
         if values:
             self._start().log(values, step)
 
-    @rank_zero_only
+    @rank_zero_only  # type: ignore[untyped-decorator, unused-ignore]
     def finalize(self, status: str) -> None:
         """Mark the end of a Trainer call on the run's timeline (the run stays open)."""
         if self._run is not None and not self._run.finished:

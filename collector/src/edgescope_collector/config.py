@@ -13,12 +13,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from edgescope_tracing.paths import ingest_socket
 from edgescope_tracing.protocol import DEFAULT_PORT, parse_target
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .mqtt import MqttSettings
 
 __all__ = [
     "Config",
@@ -54,6 +57,8 @@ class Config:
     mdns: bool = False
     profile: Profile = "python"
     log_level: str = "info"
+    mqtt: MqttSettings | None = None
+    """Where to publish for the fleet (``--mqtt``): :mod:`.mqtt`."""
 
     @property
     def loopback(self) -> bool:
@@ -168,6 +173,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LEVEL",
         help="debug, info, warning or error (default info)",
     )
+    from .mqtt_config import add_mqtt_arguments
+
+    add_mqtt_arguments(p)
 
 
 def _seconds(text: str, flag: str, low: float, high: float) -> float:
@@ -233,6 +241,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise ConfigError(f"--sample-every takes NAME=SECONDS, not {item!r}")
         rates[name.strip()] = _seconds(value, f"--sample-every {name.strip()}", 0.05, 3600)
     mdns = args.mdns if args.mdns is not None else not is_loopback(host)
+    from .mqtt_config import mqtt_settings
+
     return Config(
         host=host,
         port=port,
@@ -249,4 +259,5 @@ def config_from_args(args: argparse.Namespace) -> Config:
         mdns=mdns,
         profile=profile,
         log_level=level,
+        mqtt=mqtt_settings(args),
     )

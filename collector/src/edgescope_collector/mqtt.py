@@ -32,7 +32,6 @@ import logging
 import os
 import platform
 import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from edgescope_tracing.fleet import (
     BrokerUrl,
     Death,
     SummaryFold,
+    client_options,
     device_topic,
     encode_batch,
     encode_birth,
@@ -99,13 +99,6 @@ def load_password(path: Path) -> str:
     for w in token.warnings:
         log.warning("%s", w.replace("token", "password"))
     return token.value.decode()
-
-
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verify the broker's certificate (against ``ca_file``, else the system's CAs) and name."""
-    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 class StoreCursor:
@@ -321,10 +314,9 @@ class MqttPublisher:
         import aiomqtt
 
         s = self.settings
+        opts = client_options(s.url, ca_file=s.ca_file)  # the one way fleet clients connect
         return aiomqtt.Client(
-            s.url.host,
-            s.url.port,
-            username=s.url.user,
+            **opts,
             password=s.password,
             identifier=f"edgescope-{s.device}",
             will=will,
@@ -332,7 +324,6 @@ class MqttPublisher:
             keepalive=s.keepalive,
             timeout=max(10.0, 3.0 * s.keepalive),
             max_inflight_messages=s.window,
-            tls_context=tls_context(s.ca_file) if s.url.tls else None,
             logger=logging.getLogger("edgescope.collector.mqtt.paho"),
         )
 

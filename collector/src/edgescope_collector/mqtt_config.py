@@ -12,7 +12,7 @@ import importlib.util
 import socket
 from pathlib import Path
 
-from edgescope_tracing.fleet import parse_broker_url, valid_device
+from edgescope_tracing.fleet import client_options, parse_broker_url, valid_device
 
 from .errors import CollectorError, ConfigError
 from .mqtt import MqttSettings, load_password
@@ -81,6 +81,10 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings | None:
         raise ConfigError("--mqtt-ca is for TLS: use an mqtts:// URL")
     if ca is not None and not ca.is_file():
         raise ConfigError(f"--mqtt-ca {ca} is not a file")
+    try:
+        client_options(url, ca_file=ca)  # a CA file that is not one is said now, not later
+    except ValueError as e:
+        raise ConfigError(f"--mqtt-ca: {e}") from None
     password = None
     if args.mqtt_password_file:
         if url.user is None:

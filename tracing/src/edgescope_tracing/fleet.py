@@ -25,6 +25,7 @@ Decoding never trusts the bytes: any payload that is not what it claims raises
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,7 @@ __all__ = [
     "Death",
     "FleetPayloadError",
     "SummaryFold",
+    "client_options",
     "decode_batch",
     "decode_birth",
     "decode_death",
@@ -157,6 +159,42 @@ def parse_broker_url(text: str) -> BrokerUrl:
         tls=tls,
         user=unquote(u.username) if u.username else None,
     )
+
+
+def client_options(
+    url: BrokerUrl,
+    *,
+    password_file: str | os.PathLike[str] | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """The connection arguments of an ``aiomqtt.Client`` for ``url``, as every fleet client
+    (archiver, ``ls``, TUI) makes them: the password from a file (the token file's rule, at
+    least 16 bytes), TLS that checks the broker's certificate and name. ValueError with one
+    sentence for a file that cannot be used."""
+    import ssl
+
+    from .tokens import TokenError, read_token
+
+    opts: dict[str, Any] = {"hostname": url.host, "port": url.port}
+    if password_file is not None:
+        if url.user is None:
+            raise ValueError("a password file needs a user in the URL (mqtt://user@host)")
+        try:
+            opts["password"] = read_token(password_file).value.decode()
+        except TokenError as e:
+            raise ValueError(str(e).replace("token", "password")) from None
+    if url.user is not None:
+        opts["username"] = url.user
+    if ca_file is not None and not url.tls:
+        raise ValueError("a CA file is for TLS: use an mqtts:// URL")
+    if url.tls:
+        try:
+            ctx = ssl.create_default_context(cafile=os.fspath(ca_file) if ca_file else None)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"the CA file {ca_file} cannot be used: {e}") from None
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        opts["tls_context"] = ctx
+    return opts
 
 
 # --- payload helpers -------------------------------------------------------------------------

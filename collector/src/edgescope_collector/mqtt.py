@@ -52,6 +52,7 @@ from edgescope_tracing.fleet import (
     encode_batch,
     encode_birth,
     encode_death,
+    encode_runs,
     encode_summary,
 )
 
@@ -360,6 +361,8 @@ class MqttPublisher:
         s = self.settings
         data_topic = device_topic(s.device, "data")
         summary_topic = device_topic(s.device, "summary")
+        runs_topic = device_topic(s.device, "runs")
+        self.fold.runs_changed = True  # each session says the runs it knows at once
         inflight: deque[tuple[int, asyncio.Task[None]]] = deque()
         next_summary = 0.0
         loop = asyncio.get_running_loop()
@@ -375,6 +378,13 @@ class MqttPublisher:
                     payload = encode_batch(batch)
                     task = loop.create_task(client.publish(data_topic, payload, 1))
                     inflight.append((batch.next, task))
+                if self.fold.runs_changed:
+                    self.fold.runs_changed = False
+                    runs = encode_runs(s.device, self.bd_seq, list(self.fold.runs.values()))
+                    inflight.append(
+                        (self.acked if not inflight else inflight[-1][0],
+                         loop.create_task(client.publish(runs_topic, runs, 1, True)))
+                    )  # fmt: skip
                 while inflight and inflight[0][1].done():
                     nxt, task = inflight.popleft()
                     task.result()  # an MqttError ends the session: the rest is sent again

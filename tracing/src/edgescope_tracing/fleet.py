@@ -9,6 +9,8 @@ and sequence numbers on data::
     edgescope/v1/<device>/death     retained, QoS 1: the Last Will (or said on a clean stop)
     edgescope/v1/<device>/data      QoS 1: batches of the stream's records, with their seq
     edgescope/v1/<device>/summary   retained, QoS 0: the device at a glance, once a second
+    edgescope/v1/<device>/runs      retained, QoS 1: the runs open now (their run starts), on
+                                    each change: a subscriber that joins mid-run knows them
 
 Every payload is a msgpack map with ``v`` (:data:`PAYLOAD_VERSION`). A data batch covers the
 store's sequence numbers ``[first, next)``: its ``recs`` are the records of that range as trace
@@ -66,11 +68,13 @@ __all__ = [
     "decode_batch",
     "decode_birth",
     "decode_death",
+    "decode_runs",
     "decode_summary",
     "device_topic",
     "encode_batch",
     "encode_birth",
     "encode_death",
+    "encode_runs",
     "encode_summary",
     "is_online",
     "parse_broker_url",
@@ -79,7 +83,7 @@ __all__ = [
 ]
 
 TOPIC_ROOT = "edgescope/v1"
-LEAVES = ("birth", "death", "data", "summary")
+LEAVES = ("birth", "death", "data", "summary", "runs")
 PAYLOAD_VERSION = 1
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
@@ -376,6 +380,37 @@ def decode_batch(data: bytes) -> Batch:
     return Batch(bd_seq, first, nxt, tuple(records), gap)
 
 
+# --- the open runs ---------------------------------------------------------------------------
+
+
+def encode_runs(device: str, bd_seq: int, runs: list[RunStart]) -> bytes:
+    """The runs open on the device now, as trace run-start wire arrays with their ``seq``."""
+    return _pack({"v": PAYLOAD_VERSION, "device": device, "bd_seq": bd_seq,
+                  "runs": [Encoder._run_start(r, r.seq) for r in runs]})  # fmt: skip
+
+
+def decode_runs(data: bytes) -> tuple[str, list[RunStart]]:
+    obj = _unpack(data, "runs message")
+    device = _str_field(obj, "device", "runs message", 64)
+    if not valid_device(device):
+        raise FleetPayloadError("a runs message without a valid device name")
+    wires = obj.get("runs")
+    if type(wires) is not list or len(wires) > 10_000:
+        raise FleetPayloadError("a runs message without a list of runs")
+    dec = Decoder()
+    out: list[RunStart] = []
+    for w in wires:
+        if type(w) is not list or not w or w[0] != RunStart.KIND:
+            raise FleetPayloadError("a runs message holding something else than run starts")
+        try:
+            rec = dec.decode(w)
+        except DecodeError as e:
+            raise FleetPayloadError(f"a runs message with an undecodable run start: {e}") from None
+        assert isinstance(rec, RunStart)
+        out.append(rec)
+    return device, out
+
+
 # --- the summary -----------------------------------------------------------------------------
 
 SUMMARY_FIELDS = (
@@ -444,7 +479,10 @@ class SummaryFold:
     """The summary of a stream, record by record (the publisher folds what it publishes)."""
 
     def __init__(self) -> None:
-        self.runs: dict[int, str] = {}
+        self.runs: dict[int, RunStart] = {}
+        """The runs open now, by number."""
+        self.runs_changed = True
+        """Set when a run starts or ends (the publisher says the runs again, and clears it)."""
         self.current: int | None = None
         self.step: int | None = None
         self.loss: float | None = None
@@ -462,16 +500,21 @@ class SummaryFold:
     def feed(self, rec: Record) -> None:
         self.next_seq = max(self.next_seq, rec.seq + 1)
         if isinstance(rec, Keyframe):
-            self.runs = {r.run: r.name for r in rec.runs}
+            runs = {r.run: r for r in rec.runs}
+            if runs.keys() != self.runs.keys():
+                self.runs_changed = True
+            self.runs = runs
             if self.current not in self.runs:
                 self.current = max(self.runs) if self.runs else None
         elif isinstance(rec, RunStart):
-            self.runs[rec.run] = rec.name
+            self.runs[rec.run] = rec
+            self.runs_changed = True
             self.current = rec.run
             self.step = self.loss = self.step_time_s = None
             self.mem_peak = self.mem_limit = None
         elif isinstance(rec, RunEnd):
             self.runs.pop(rec.run, None)
+            self.runs_changed = True
             if self.current == rec.run:
                 self.current = max(self.runs) if self.runs else None
         elif isinstance(rec, Metrics) and rec.values and rec.run == self.current:
@@ -513,7 +556,7 @@ class SummaryFold:
         temps = [t for t in temps if math.isfinite(t)]
         return {
             "t_us": t_us,
-            "run": self.runs.get(self.current) if self.current is not None else None,
+            "run": self.runs[self.current].name if self.current in self.runs else None,
             "step": self.step,
             "loss": self.loss,
             "step_time_s": self.step_time_s,

@@ -279,6 +279,7 @@ class MqttPublisher:
             # A first start publishes this session's stream, not the whole ring before it.
             self.acked = self.store.next_seq if self.first_seq is None else self.first_seq
         self.store.listeners.append(self.on_flush)
+        _quiet_closed_socket_callbacks(asyncio.get_running_loop())
         pause = self.settings.retry_interval
         try:
             while not stop.is_set():
@@ -323,7 +324,7 @@ class MqttPublisher:
             will=will,
             clean_session=True,
             keepalive=s.keepalive,
-            timeout=max(10.0, 3.0 * s.keepalive),
+            timeout=max(5.0, 2.0 * s.keepalive),
             max_inflight_messages=s.window,
             logger=logging.getLogger("edgescope.collector.mqtt.paho"),
         )
@@ -358,6 +359,8 @@ class MqttPublisher:
     async def _publish_loop(
         self, client: aiomqtt.Client, cursor: StoreCursor, stop: asyncio.Event
     ) -> None:
+        import aiomqtt
+
         s = self.settings
         data_topic = device_topic(s.device, "data")
         summary_topic = device_topic(s.device, "summary")
@@ -402,7 +405,10 @@ class MqttPublisher:
                 self.wake.clear()
                 wake = loop.create_task(self.wake.wait())
                 stopper = loop.create_task(stop.wait())
-                waits: list[asyncio.Future[Any]] = [wake, stopper]
+                # aiomqtt sets this future when the connection drops; waiting on it ends the
+                # session at once rather than when a PUBACK times out.
+                gone: asyncio.Future[None] = client._disconnected
+                waits: list[asyncio.Future[Any]] = [wake, stopper, gone]
                 if inflight:
                     waits.append(inflight[0][1])
                 timeout = max(0.0, next_summary - loop.time())
@@ -411,12 +417,36 @@ class MqttPublisher:
                 await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 wake.cancel()
                 stopper.cancel()
+                if gone.done() or not client._client.is_connected():
+                    raise aiomqtt.MqttError("the connection to the broker was lost")
         finally:
             for _, task in inflight:
                 task.cancel()
             for _, task in inflight:
                 with contextlib.suppress(BaseException):
                     await task
+
+
+def _quiet_closed_socket_callbacks(loop: asyncio.AbstractEventLoop) -> None:
+    """aiomqtt registers paho's socket with the loop from callbacks that may run after the
+    socket closed (the broker went away): asyncio then reports an ``OSError`` (EBADF) from
+    ``add_writer``/``add_reader`` with a traceback. That is a dropped connection, which the
+    session already handles: say it at debug level, and leave every other error to the handler
+    that was there."""
+    previous = loop.get_exception_handler()
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        handle = repr(context.get("handle", ""))
+        if isinstance(exc, OSError) and ("add_writer" in handle or "add_reader" in handle):
+            log.debug("mqtt: a socket callback after the connection closed: %s", exc)
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def device_facts(

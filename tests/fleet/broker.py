@@ -8,6 +8,7 @@ device account may publish under its own ``edgescope/v1/<device>/`` only and rea
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -60,6 +61,8 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mosquitto.log"
         lines = [
+            # As root, Mosquitto drops to the user "mosquitto", who cannot read a temp dir.
+            *([f"user {pwd.getpwuid(os.getuid()).pw_name}"] if os.getuid() == 0 else []),
             "per_listener_settings false",
             f"listener {self.port} 127.0.0.1",
             "persistence true",
@@ -67,7 +70,7 @@ class Broker:
             "autosave_interval 1",
             f"max_queued_messages {max_queued}",
             "max_inflight_messages 64",
-            "message_size_limit 8388608",
+            "max_packet_size 8388608",
             f"log_dest file {self.log}",
             "log_type error",
             "log_type warning",
@@ -105,6 +108,8 @@ class Broker:
             except OSError:
                 if self.proc.poll() is not None:
                     err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    if self.proc.stderr is not None:
+                        self.proc.stderr.close()
                     raise AssertionError(f"mosquitto exited: {err} {self.logtext()}") from None
                 if time.monotonic() > deadline:
                     raise AssertionError(f"mosquitto did not listen: {self.logtext()}") from None

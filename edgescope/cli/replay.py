@@ -41,6 +41,9 @@ def add_parser(sub: Any) -> None:
                 ("--address", "HOST:PORT", "a collector on the network"),
             ):
                 p.add_argument(flag, metavar=meta, action="append", default=[], help=what)
+            p.add_argument("--mqtt", metavar="URL", help="the fleet on this MQTT broker")
+            p.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) for mqtts://")
+            p.add_argument("--mqtt-password-file", metavar="FILE", help="the broker password")
         p.set_defaults(func=run)
 
 
@@ -75,6 +78,21 @@ def _no_terminal() -> str | None:
     return None
 
 
+def _fleet_home(args: argparse.Namespace) -> Any:
+    """``tui --mqtt``: the fleet screen first (checked before the UI starts)."""
+    require("mqtt", "edgescope tui --mqtt")
+    from edgescope_tui.screens.fleet import FleetScreen
+    from edgescope_tui.sources.mqtt import MqttSettings
+
+    try:
+        settings = MqttSettings(
+            args.mqtt, password_file=args.mqtt_password_file, ca_file=args.mqtt_ca
+        )
+    except ValueError as e:
+        raise UsageError(f"--mqtt: {e}") from None
+    return lambda: FleetScreen(settings)
+
+
 def run(args: argparse.Namespace) -> int:
     require("tui", f"edgescope {getattr(args, 'command', 'replay')}")
     from edgescope_tui.app import EdgescopeApp
@@ -92,5 +110,7 @@ def run(args: argparse.Namespace) -> int:
         hint = " (for a summary without one: edgescope inspect FILE)" if args.files else ""
         raise UsageError(f"{args.command} needs a terminal, and its {missing} is not one{hint}")
     home = lambda: DevicesScreen.from_config(targets)  # noqa: E731
+    if getattr(args, "mqtt", None):
+        home = _fleet_home(args)
     EdgescopeApp(sources, compare=args.compare, home=home).run()
     return 0

@@ -32,7 +32,7 @@ from edgescope_tracing.fleet import (
 )
 
 from ..fleet import FleetModel
-from .base import FatalSourceError, Status
+from .base import Status
 
 __all__ = ["MqttDeviceSource", "MqttSettings", "snapshot", "watch_fleet"]
 
@@ -98,8 +98,11 @@ async def watch_fleet(
                     with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                         await getter
         except aiomqtt.MqttError as e:
-            if _refused(e):
-                raise FatalSourceError(f"the broker refused the login: {e}") from None
+            if _refused(e):  # retrying will not help: said, and the watch ends
+                model.last_error = f"the broker refused the login: {e}"
+                if on_change is not None:
+                    on_change(None)
+                return
             model.last_error = f"{settings.url}: {e}"
             if on_change is not None:
                 on_change(None)

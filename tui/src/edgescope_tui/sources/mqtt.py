@@ -51,6 +51,12 @@ class MqttSettings:
     def client(self, **extra: Any) -> Any:
         import aiomqtt
 
+        # paho's own lines (a reset connection) would be printed over the screen: the UI says
+        # the connection's state itself (model.last_error, Status).
+        paho = logging.getLogger("edgescope.tui.mqtt.paho")
+        paho.propagate = False
+        if not paho.handlers:
+            paho.addHandler(logging.NullHandler())
         return aiomqtt.Client(
             **self.options,
             identifier=f"edgescope-view-{secrets.token_hex(4)}",

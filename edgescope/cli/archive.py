@@ -1,13 +1,15 @@
 """``edgescope archive --mqtt URL -o DIR``: the whole fleet from a broker, one trace per device
 and day.
 
-Subscribes to every device's data (``edgescope/v1/+/data``, QoS 1, a persistent session: the
-broker keeps what comes while the archiver is away) and writes ``DIR/<device>/<device>-<UTC
-day>.est``, normal traces that ``inspect``, ``replay`` and ``export`` read. Records keep their
-order; a batch whose range does not start where the last one ended is a gap, written into the
-trace as a ``gap`` event (``detail``: ``from_seq``, ``to_seq``, ``dropped``, ``from_us``,
-``to_us``, ``reason``: whether the device's ring no longer held them, or the broker did not
-deliver them). A batch already archived (sent again after broker trouble) is skipped.
+Subscribes to every device's data (``edgescope/v1/+/data``, QoS 1, a persistent session:
+the broker keeps what comes while the archiver is away) and open runs (``+/runs``: a device it
+first hears of mid-run has its run start written before its records), and writes
+``DIR/<device>/<device>-<UTC day>.est``, normal traces that ``inspect``, ``replay`` and
+``export`` read. Records keep their order; a batch whose range does not start where the last
+one ended is a gap, written into the trace as a ``gap`` event (``detail``: ``from_seq``,
+``to_seq``, ``dropped``, ``from_us``, ``to_us``, ``reason``: whether the device's ring no
+longer held them, or the broker did not deliver them). A batch already archived (sent again
+after broker trouble) is skipped.
 
 Nothing acknowledged is lost: messages are acknowledged to the broker (PUBACK, by hand) only
 after their records are in the file and the device's checkpoint (``.<device>.cursor``: the
@@ -39,6 +41,7 @@ from edgescope_tracing.fleet import (
     Batch,
     FleetPayloadError,
     decode_batch,
+    decode_runs,
     parse_topic,
 )
 
@@ -144,10 +147,12 @@ class DeviceArchive:
 
         dec = Decoder()
         out: dict[int, RunStart] = {}
-        with contextlib.suppress(Exception):  # a damaged checkpoint: no runs to restate
+        try:
             for w in cur["writer"]["runs"]:
                 r = dec._run_start(w)
                 out[r.run] = r
+        except (KeyError, TypeError, ValueError, IndexError, TraceError) as e:
+            log.warning("archive: the runs in %s cannot be read (%s): not restated", cur, e)
         return out
 
     def _new_file(self, day: str, runs: dict[int, RunStart]) -> None:
@@ -184,13 +189,31 @@ class DeviceArchive:
             return
         if expected is not None and batch.first > expected:
             self._gap(expected, batch)
+        open_runs = w._stream.encoder.runs
         for rec in batch.records:
             if expected is not None and rec.seq < expected:
                 continue
+            if isinstance(rec, RunStart) and _same_run(open_runs.get(rec.run), rec):
+                continue  # already written from the device's runs message
             w.append(rec)
             self.records += 1
         self.next_seq = batch.next
         self.dirty = True
+
+    def runs(self, runs: list[RunStart], now: float) -> None:
+        """The device's open runs (its retained ``runs``): any this archive does not have open
+        yet (it joined mid-run, or a new day) is written, so that its records have their run."""
+        day = _day(now)
+        if self.writer is None:
+            self.open(day)
+        elif day != self.day:
+            self.roll(day)
+        assert self.writer is not None
+        open_runs = self.writer._stream.encoder.runs
+        for r in runs:
+            if not _same_run(open_runs.get(r.run), r):
+                self.writer.append(r)
+                self.dirty = True
 
     def _gap(self, expected: int, batch: Batch) -> None:
         assert self.writer is not None
@@ -246,6 +269,10 @@ class DeviceArchive:
             self.writer.close(index=False)
 
 
+def _same_run(a: RunStart | None, b: RunStart) -> bool:
+    return a is not None and a.run_id == b.run_id
+
+
 class Archiver:
     """Many devices' archives, fed by decoded messages; acknowledgements wait for checkpoints."""
 
@@ -266,14 +293,21 @@ class Archiver:
         """One message from the broker (never raises for what a message holds)."""
         self.messages += 1
         where = parse_topic(topic)
-        if where is None or where[1] != "data":
+        if where is None or where[1] not in ("data", "runs") or not payload:
             return
+        t = time.time() if now is None else now
         try:
+            if where[1] == "runs":
+                device, runs = decode_runs(payload)
+                if device != where[0]:
+                    raise FleetPayloadError(f"names device {device!r} on {where[0]!r}'s topic")
+                self.device(where[0]).runs(runs, t)
+                return
             batch = decode_batch(payload)
         except FleetPayloadError as e:
             self._malformed(topic, str(e))
             return
-        self.device(where[0]).take(batch, time.time() if now is None else now)
+        self.device(where[0]).take(batch, t)
 
     def _malformed(self, topic: str, why: str) -> None:
         self.malformed += 1
@@ -328,6 +362,7 @@ async def archive(
             try:
                 async with client:
                     await client.subscribe(f"{TOPIC_ROOT}/+/data", qos=1)
+                    await client.subscribe(f"{TOPIC_ROOT}/+/runs", qos=1)
                     log.info("archive: subscribed to %s on %s", TOPIC_ROOT, broker)
                     said, pause = None, retry
                     await _consume(client, arch, stop)

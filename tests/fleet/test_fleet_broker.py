@@ -159,7 +159,9 @@ def test_nothing_lost_across_a_broker_restart_and_an_archiver_kill(
     dev = collector(tmp_path, broker.url, "dev1").start("mqtt: publishing")
     sock = tmp_path / "dev1.sock"
     produce(sock, 20, "aa01")
-    wait_for(lambda: (cursor(out, "dev1") or {}).get("next", 0) > 20, "the first records archived")
+    wait_for(
+        lambda: ((cursor(out, "dev1") or {}).get("next") or 0) > 20, "the first records archived"
+    )
     broker.restart()  # the broker goes away and comes back (its persistent sessions kept)
     produce(sock, 20, "aa02")
     wait_for(lambda: "connected to" in dev.text(), "the collector back on the broker", dev.text)

@@ -202,21 +202,24 @@ class MqttDeviceSource:
     async def _messages(self, client: Any) -> AsyncIterator[Record | Status]:
         messages = aiter(client.messages)
         closer = asyncio.ensure_future(self._closed.wait())
+        getter: asyncio.Future[Any] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(anext(messages))
                 await asyncio.wait([getter, closer], return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
-                    getter.cancel()
-                    with contextlib.suppress(BaseException):
-                        await getter
                     return
                 msg = getter.result()
+                getter = None
                 payload = msg.payload if isinstance(msg.payload, bytes | bytearray) else b""
                 for item in self._decode(str(msg.topic), bytes(payload)):
                     yield item
         finally:
             closer.cancel()
+            if getter is not None:  # closed, or the consumer went: the read is not left behind
+                getter.cancel()
+                with contextlib.suppress(BaseException):
+                    await getter
 
     def _decode(self, topic: str, payload: bytes) -> list[Record | Status]:
         where = parse_topic(topic)

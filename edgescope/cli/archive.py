@@ -189,6 +189,8 @@ class DeviceArchive:
             return
         if expected is not None and batch.first > expected:
             self._gap(expected, batch)
+        elif expected is None and batch.gap is not None:
+            self._gap(batch.gap[0], batch)  # the first we hear of it: its own ring's gap
         open_runs = w._stream.encoder.runs
         for rec in batch.records:
             if expected is not None and rec.seq < expected:
@@ -218,7 +220,8 @@ class DeviceArchive:
     def _gap(self, expected: int, batch: Batch) -> None:
         assert self.writer is not None
         last = batch.first - 1
-        said = batch.gap is not None and batch.gap[0] <= expected
+        # The device says which of them its ring no longer held; the rest the broker lost.
+        said = batch.gap is not None and batch.gap[0] <= expected <= batch.gap[1]
         reason = (
             "the device's ring no longer held them"
             if said
@@ -434,6 +437,12 @@ async def _consume(client: aiomqtt.Client, arch: Archiver, stop: asyncio.Event) 
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edgescope_tracing.fleet import parse_broker_url
+
+    try:
+        parse_broker_url(args.mqtt)
+    except ValueError as e:
+        raise UsageError(f"--mqtt: {e}") from None
     root = Path(args.output)
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -53,10 +53,11 @@ class Broker:
         users: dict[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
         max_queued: int = 100_000,
+        port: int | None = None,
     ) -> None:
         self.dir = tmp / f"broker-{time.monotonic_ns()}"
         self.dir.mkdir(parents=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.users = users
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mosquitto.log"

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgescope_tracing import Keyframe, Record, StreamDecoder
+from edgescope_tracing import Keyframe, Record, RunStart, StreamDecoder
 from edgescope_tracing._frames import HEADER_SIZE
 from edgescope_tracing.fleet import (
     Batch,
@@ -119,15 +119,16 @@ class StoreCursor:
         """Read from ``seq`` on (a gap first where the ring no longer holds it)."""
         seg, pos, gap = self.store.locate(seq)
         self.start = seq
+        self._pending = []
         self._gap = gap
         if gap is not None:
             self.start = gap[1] + 1
         self._open(seg, pos)
 
     def _open(self, seg: Segment, pos: int) -> None:
+        """Read ``seg`` from ``pos`` (records read but not yet batched stay pending)."""
         self._seg, self._pos = seg, pos
         self._dec = StreamDecoder(header=False, name=seg.path.name, offset=pos)
-        self._pending = []
 
     def _skip_to(self, first: int, why: str) -> None:
         if first > self.start:
@@ -356,6 +357,19 @@ class MqttPublisher:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(device_topic(s.device, "death"), clean, 1, True, timeout=5)
 
+    def _say_runs(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        inflight: deque[tuple[int, asyncio.Task[None]]],
+        runs_open: list[RunStart],
+    ) -> None:
+        """The open runs, retained, in order with the batches (its ack moves nothing on)."""
+        self.fold.runs_changed = False
+        runs = encode_runs(self.settings.device, self.bd_seq, runs_open)
+        task = asyncio.get_running_loop().create_task(client.publish(topic, runs, 1, True))
+        inflight.append((_inflight_mark(inflight, self.acked), task))
+
     async def _publish_loop(
         self, client: aiomqtt.Client, cursor: StoreCursor, stop: asyncio.Event
     ) -> None:
@@ -365,7 +379,7 @@ class MqttPublisher:
         data_topic = device_topic(s.device, "data")
         summary_topic = device_topic(s.device, "summary")
         runs_topic = device_topic(s.device, "runs")
-        self.fold.runs_changed = True  # each session says the runs it knows at once
+        first = True  # each session says the runs it knows with its first batch
         inflight: deque[tuple[int, asyncio.Task[None]]] = deque()
         next_summary = 0.0
         loop = asyncio.get_running_loop()
@@ -376,18 +390,25 @@ class MqttPublisher:
                     batch = cursor.next_batch(self.bd_seq)
                     if batch is None:
                         break
+                    # The runs open where the batch starts (from the session before, or the
+                    # store's keyframe) are said before it, so that they come first; runs that
+                    # start or end inside it are said after it.
+                    before = dict(self.fold.runs)
+                    lead: dict[int, RunStart] | None = None
                     for rec in batch.records:
+                        if lead is None and not isinstance(rec, Keyframe):
+                            lead = dict(self.fold.runs)
                         self.fold.feed(rec)
+                    lead = lead if lead is not None else dict(self.fold.runs)
+                    if first or lead.keys() != before.keys():
+                        first = False
+                        self._say_runs(client, runs_topic, inflight, list(lead.values()))
+                        self.fold.runs_changed = self.fold.runs.keys() != lead.keys()
                     payload = encode_batch(batch)
                     task = loop.create_task(client.publish(data_topic, payload, 1))
                     inflight.append((batch.next, task))
                 if self.fold.runs_changed:
-                    self.fold.runs_changed = False
-                    runs = encode_runs(s.device, self.bd_seq, list(self.fold.runs.values()))
-                    inflight.append(
-                        (self.acked if not inflight else inflight[-1][0],
-                         loop.create_task(client.publish(runs_topic, runs, 1, True)))
-                    )  # fmt: skip
+                    self._say_runs(client, runs_topic, inflight, list(self.fold.runs.values()))
                 while inflight and inflight[0][1].done():
                     nxt, task = inflight.popleft()
                     task.result()  # an MqttError ends the session: the rest is sent again
@@ -425,6 +446,10 @@ class MqttPublisher:
             for _, task in inflight:
                 with contextlib.suppress(BaseException):
                     await task
+
+
+def _inflight_mark(inflight: deque[tuple[int, asyncio.Task[None]]], acked: int) -> int:
+    return inflight[-1][0] if inflight else acked
 
 
 def _quiet_closed_socket_callbacks(loop: asyncio.AbstractEventLoop) -> None:

@@ -143,17 +143,11 @@ class DeviceArchive:
 
     @staticmethod
     def _runs_of(cur: dict[str, Any]) -> dict[int, RunStart]:
-        from edgescope_tracing._codec import Decoder
-
-        dec = Decoder()
-        out: dict[int, RunStart] = {}
         try:
-            for w in cur["writer"]["runs"]:
-                r = dec._run_start(w)
-                out[r.run] = r
-        except (KeyError, TypeError, ValueError, IndexError, TraceError) as e:
-            log.warning("archive: the runs in %s cannot be read (%s): not restated", cur, e)
-        return out
+            return {r.run: r for r in TraceWriter.checkpoint_runs(cur["writer"])}
+        except (KeyError, TypeError, TraceError) as e:
+            log.warning("archive: the runs of the last checkpoint cannot be read (%s)", e)
+            return {}
 
     def _new_file(self, day: str, runs: dict[int, RunStart]) -> None:
         base = f"{self.device}-{day}"
@@ -171,7 +165,7 @@ class DeviceArchive:
     def roll(self, day: str) -> None:
         """A new UTC day: the old file is closed (with its index), the new one restates runs."""
         assert self.writer is not None
-        runs = dict(self.writer._stream.encoder.runs)
+        runs = self.writer.runs
         self.writer.close()
         self._new_file(day, runs)
 
@@ -191,7 +185,7 @@ class DeviceArchive:
             self._gap(expected, batch)
         elif expected is None and batch.gap is not None:
             self._gap(batch.gap[0], batch)  # the first we hear of it: its own ring's gap
-        open_runs = w._stream.encoder.runs
+        open_runs = w.runs
         for rec in batch.records:
             if expected is not None and rec.seq < expected:
                 continue
@@ -211,7 +205,7 @@ class DeviceArchive:
         elif day != self.day:
             self.roll(day)
         assert self.writer is not None
-        open_runs = self.writer._stream.encoder.runs
+        open_runs = self.writer.runs
         for r in runs:
             if not _same_run(open_runs.get(r.run), r):
                 self.writer.append(r)

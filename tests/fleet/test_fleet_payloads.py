@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import msgpack
@@ -203,3 +205,20 @@ def test_archiver_writes_gaps_skips_repeats_and_resumes(tmp_path: Path) -> None:
     assert gap.detail["from_seq"] == 14 and gap.detail["to_seq"] == 15
     assert "broker did not deliver" in gap.detail["reason"]
     assert arch.malformed == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "says", "code"),
+    [
+        (["-m", "edgescope_collector", "--mqtt", "http://h"], "not a broker URL", 2),
+        (["-m", "edgescope_collector", "--mqtt", "mqtt://u:pw@h"], "password in the URL", 2),
+        (["-m", "edgescope_collector", "--mqtt", "mqtt://h", "--device", "a/b"], "device name", 2),
+        (["-m", "edgescope_collector", "--mqtt-ca", "ca.pem"], "needs --mqtt", 2),
+        (["-m", "edgescope", "archive", "--mqtt", "mqtt://h:0x", "-o", "."], "broker URL", 2),
+        (["-m", "edgescope", "ls", "--mqtt", "mqtt://127.0.0.1:1"], "cannot read the fleet", 1),
+    ],
+)
+def test_bad_fleet_arguments_are_one_line(argv: list[str], says: str, code: int) -> None:
+    r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60)
+    assert r.returncode == code, r.stderr
+    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

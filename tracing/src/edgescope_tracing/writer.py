@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from ._frames import HEADER_SIZE, MAX_PAYLOAD, IndexEntry, StreamEncoder
 from .errors import TraceError
-from .records import Record
+from .records import Record, RunStart
 
 __all__ = ["TraceWriter", "FsyncPolicy"]
 
@@ -59,6 +59,22 @@ class TraceWriter:
     @property
     def next_seq(self) -> int:
         return self._stream.encoder.next_seq
+
+    @property
+    def runs(self) -> dict[int, RunStart]:
+        """The runs open in the file now (started and not ended), by number: a copy."""
+        return dict(self._stream.encoder.runs)
+
+    @staticmethod
+    def checkpoint_runs(checkpoint: dict[str, Any]) -> list[RunStart]:
+        """The runs open at a :meth:`checkpoint`; TraceError if it does not hold them."""
+        from ._codec import Decoder
+
+        dec = Decoder()
+        try:
+            return [dec._run_start(w) for w in checkpoint["runs"]]
+        except (KeyError, TypeError, ValueError, IndexError, TraceError) as e:
+            raise TraceError(f"the checkpoint's runs cannot be read: {e}") from None
 
     def append(self, rec: Record) -> int:
         """Add a record; returns its sequence number. May write a frame."""

@@ -279,18 +279,30 @@ class MqttPublisher:
         if self.acked < 0:
             # A first start publishes this session's stream, not the whole ring before it.
             self.acked = self.store.next_seq if self.first_seq is None else self.first_seq
+        elif self.acked > self.store.next_seq:
+            # The state is from a ring that is not this one (its segments were removed).
+            log.warning(
+                "mqtt: %s says seq %d was published, but the store ends at %d: publishing "
+                "all it holds",
+                self.state_path,
+                self.acked,
+                self.store.next_seq,
+            )
+            self.acked = self.store.first_seq
         self.store.listeners.append(self.on_flush)
         _quiet_closed_socket_callbacks(asyncio.get_running_loop())
         pause = self.settings.retry_interval
         try:
             while not stop.is_set():
+                sessions = self.sessions
                 try:
                     await self._session(stop)
-                    pause = self.settings.retry_interval
                 except aiomqtt.MqttError as e:
                     self._trouble(str(e))
                 except OSError as e:
                     self._trouble(e.strerror or str(e))
+                if self.sessions != sessions:  # it was connected: the pauses start again
+                    pause = self.settings.retry_interval
                 self.connected = False
                 self.save_state()
                 if stop.is_set():

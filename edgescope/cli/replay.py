@@ -103,14 +103,14 @@ def run(args: argparse.Namespace) -> int:
         targets = cli_targets(getattr(args, "ssh", []), getattr(args, "address", []))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    home = lambda: DevicesScreen.from_config(targets)  # noqa: E731
+    if getattr(args, "mqtt", None):
+        home = _fleet_home(args)  # a bad URL or file is said before the terminal is asked for
     missing = _no_terminal()
     if missing is not None:
         for src in sources:
             asyncio.run(src.close())
         hint = " (for a summary without one: edgescope inspect FILE)" if args.files else ""
         raise UsageError(f"{args.command} needs a terminal, and its {missing} is not one{hint}")
-    home = lambda: DevicesScreen.from_config(targets)  # noqa: E731
-    if getattr(args, "mqtt", None):
-        home = _fleet_home(args)
     EdgescopeApp(sources, compare=args.compare, home=home).run()
     return 0

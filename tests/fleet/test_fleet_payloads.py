@@ -216,6 +216,7 @@ def test_archiver_writes_gaps_skips_repeats_and_resumes(tmp_path: Path) -> None:
         (["-m", "edgescope_collector", "--mqtt-ca", "ca.pem"], "needs --mqtt", 2),
         (["-m", "edgescope", "archive", "--mqtt", "mqtt://h:0x", "-o", "."], "broker URL", 2),
         (["-m", "edgescope", "ls", "--mqtt", "mqtt://127.0.0.1:1"], "cannot read the fleet", 1),
+        (["-m", "edgescope", "tui", "--mqtt", "mqtt://h", "--mqtt-ca", "x"], "for TLS", 2),
     ],
 )
 def test_bad_fleet_arguments_are_one_line(argv: list[str], says: str, code: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,67 @@ async def test_a_gap_only_where_the_ring_dropped_records(tmp_path: Path) -> None
     assert isinstance(rest[0], RunStart) and rest[0].run_id == "r1"
     same = [dataclasses.replace(r, seq=0) for r in rest[1:]]
     assert same == [dataclasses.replace(r, seq=0) for r in stored if r.seq >= kept]
+
+
+@pytest.mark.asyncio
+async def test_a_collector_restarted_while_the_broker_was_away_publishes_what_it_had_not(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"mqtt://127.0.0.1:{port}"
+    broker = Broker(tmp_path, port=port).start()
+    out = tmp_path / "archive"
+    astop = asyncio.Event()
+    atask = asyncio.ensure_future(archive(url, out, astop, retry=0.05))
+    settings = MqttSettings(parse_broker_url(url), "dev", retry_interval=0.05)
+    now = time.time_ns() // 1000
+
+    async def session(batches: int, then: Callable[[], None] | None = None) -> int:
+        store = SegmentStore(tmp_path / "dev", max_disk=8 << 20)
+        store.open()
+        pub = MqttPublisher(settings, store, tmp_path / "dev", first_seq=store.next_seq)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(pub.run(stop))
+        for b in range(batches):
+            steps = (b,)
+            store.append(Metrics(0, "loss", steps, (now + b,), (0.5,)))
+            store.flush()
+            await asyncio.sleep(0.01)
+        if then is not None:
+            then()
+            await asyncio.sleep(0.3)
+            for b in range(batches):  # these the broker never sees in this session
+                store.append(Metrics(0, "loss", (100 + b,), (now + b,), (0.25,)))
+                store.flush()
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        end = store.next_seq
+        store.close()
+        return end
+
+    try:
+        await asyncio.sleep(1.0)  # the archiver's session exists
+        await session(10, then=broker.stop)  # the collector stops while the broker is away
+        broker.start()
+        end = await session(5)  # restarted: what it had not published goes first
+        deadline = time.monotonic() + 30
+        import msgpack
+
+        cur = out / "dev" / ".dev.cursor"
+        while not (cur.exists() and msgpack.unpackb(cur.read_bytes())["next"] == end):
+            assert time.monotonic() < deadline, "the archive did not catch up"
+            await asyncio.sleep(0.05)
+        astop.set()
+        await asyncio.wait_for(atask, 10)
+    finally:
+        broker.stop()
+    stored = []
+    for seg in sorted((tmp_path / "dev").glob("seg-*.est")):
+        stored += [r for r in TraceReader(seg) if not isinstance(r, Keyframe)]
+    (f,) = sorted((out / "dev").glob("*.est"))
+    got = [r for r in TraceReader(f) if not isinstance(r, Keyframe)]
+    assert [dataclasses.replace(r, seq=0) for r in got] == [
+        dataclasses.replace(r, seq=0) for r in stored
+    ]
+    assert len([r for r in got if isinstance(r, Metrics)]) == 25

@@ -238,6 +238,7 @@ class MqttPublisher:
         self.fold = SummaryFold()
         self.wake = asyncio.Event()
         self._saved: tuple[int, int] | None = None
+        self._state_error = False
         self._last_error: str | None = None
 
     # --- state kept across restarts ------------------------------------------------------
@@ -262,8 +263,11 @@ class MqttPublisher:
             tmp.write_text(json.dumps({"bd_seq": self.bd_seq, "acked": self.acked}))
             os.replace(tmp, self.state_path)
             self._saved = now
+            self._state_error = False
         except OSError as e:
-            log.warning("mqtt: cannot keep the publishing state in %s: %s", self.state_path, e)
+            if not self._state_error:  # said once until it works again (a full disk)
+                log.warning("mqtt: cannot keep the publishing state in %s: %s", self.state_path, e)
+            self._state_error = True
 
     # --- running -------------------------------------------------------------------------
 

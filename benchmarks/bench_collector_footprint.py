@@ -20,6 +20,8 @@ power sampler, thermal zones, cpufreq, hwmon), so that the power and thermal sam
 on a machine without them; procfs stays this machine's (the run's process is real).
 
 ``-o`` also writes the figures as a pyperf suite (``python -m pyperf show footprint.json``).
+``--mqtt`` also publishes everything to a loopback Mosquitto that the benchmark starts (the
+fleet, ``docs/fleet.md``), and measures the collector with its publisher on.
 Glances comes from ``pip install glances``; without it the collector is measured alone.
 """
 
@@ -139,12 +141,21 @@ def main() -> int:
     ap.add_argument("-o", "--output", help="also write a pyperf suite (JSON) here")
     ap.add_argument("--no-glances", action="store_true", help="measure the collector alone")
     ap.add_argument("--sysfs", metavar="PATH", help="the collector's sysfs root (default /sys)")
+    ap.add_argument("--mqtt", action="store_true", help="the collector publishes to a broker")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="edgescope-footprint-"))
     env = {**os.environ, "EDGESCOPE_SOCKET": str(tmp / "ingest.sock"), "PYTHONUNBUFFERED": "1"}
     procs: list[subprocess.Popen[bytes]] = []
     watched: list[Watched] = []
+    broker = None
+    mqtt: list[str] = []
+    if args.mqtt:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fleet"))
+        from broker import Broker
+
+        broker = Broker(tmp).start()
+        mqtt = ["--mqtt", broker.url, "--device", "bench"]
     try:
         log = tmp / "collector.log"
         with open(log, "wb") as err:
@@ -163,13 +174,14 @@ def main() -> int:
                     "1",
                     "--no-mdns",
                     *(("--sysfs", str(Path(args.sysfs).resolve())) if args.sysfs else ()),
+                    *mqtt,
                 ],
                 stderr=err,
                 env=env,
             )
         procs.append(collector)
         wait_for(log, "listening on", collector, 30)
-        watched.append(Watched("edgescope collector", collector))
+        watched.append(Watched("edgescope collector" + (" --mqtt" if mqtt else ""), collector))
 
         glances_bin = shutil.which("glances") or str(Path(sys.executable).parent / "glances")
         glances_version = ""
@@ -213,6 +225,8 @@ def main() -> int:
     finally:
         for p in reversed(procs):
             stop(p)
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     mib = 1024 * 1024
@@ -243,11 +257,9 @@ def main() -> int:
     if len(rows) > 1:
         ok = ok and rows[0][1] < rows[1][1] and rows[0][2] < rows[1][2]
     print("Target met." if ok else "Target NOT met.")
-    sysfs = f" --sysfs {args.sysfs}" if args.sysfs else ""
-    print(
-        "Rerun: .venv/bin/python benchmarks/bench_collector_footprint.py "
-        f"--duration {wall:.0f}{sysfs}"
-    )
+    flags = f"--duration {wall:.0f}" + (f" --sysfs {args.sysfs}" if args.sysfs else "")
+    flags += " --mqtt" if mqtt else ""
+    print(f"Rerun: .venv/bin/python benchmarks/bench_collector_footprint.py {flags}")
     if args.output:
         _write_pyperf(args.output, rows)
         print(f"pyperf suite: {args.output} (python -m pyperf show {args.output})")

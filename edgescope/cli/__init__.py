@@ -36,6 +36,7 @@ COMMANDS: list[str] = [
     "replay",
     "record",
     "doctor",
+    "archive",
 ]
 
 NEEDS: dict[str, str] = {
@@ -46,6 +47,7 @@ NEEDS: dict[str, str] = {
     "ls": "tui",
     "replay": "tui",
     "tui": "tui",
+    "archive": "mqtt",
 }
 """The part (a key of :data:`edgescope.cli._extras.PARTS`) each command needs; other commands need
 only the trace format, which every install has."""

@@ -39,6 +39,11 @@ PARTS: dict[str, Part] = {
         "edgescope_tui",
         "pip install ./tracing ./tui '.[tui]' (from a clone of edgescope)",
     ),
+    "mqtt": Part(
+        "the MQTT client (aiomqtt)",
+        "aiomqtt",
+        "pip install aiomqtt paho-mqtt (or '.[mqtt]' from a clone of edgescope)",
+    ),
     "demo": Part("NumPy", "numpy", "pip install numpy (or '.[demo]' from a clone of edgescope)"),
     "torch": Part("PyTorch", "torch", "pip install torch"),
     "parquet": Part(

@@ -74,6 +74,9 @@ def add_parser(sub: Any) -> None:
         action="append",
         help="browse mDNS only on the interface with this address (repeatable)",
     )
+    from edgescope.cli.ls_mqtt import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -124,6 +127,10 @@ def _run(args: argparse.Namespace) -> int:
     from edgescope_tui.discovery import TargetError, read_token_file
 
     timeout = _seconds(args.timeout)
+    if args.mqtt:
+        from edgescope.cli.ls_mqtt import run_mqtt
+
+        return run_mqtt(args, timeout)
     targets = _targets(args)
     token = None
     if args.token_file:

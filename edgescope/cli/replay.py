@@ -46,6 +46,9 @@ def add_parser(sub: Any) -> None:
                 metavar="FILE",
                 help="token for collectors that want one (a device's own token_file wins)",
             )
+            p.add_argument("--mqtt", metavar="URL", help="the fleet on this MQTT broker")
+            p.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) for mqtts://")
+            p.add_argument("--mqtt-password-file", metavar="FILE", help="the broker password")
         p.set_defaults(func=run)
 
 
@@ -80,6 +83,21 @@ def _no_terminal() -> str | None:
     return None
 
 
+def _fleet_home(args: argparse.Namespace) -> Any:
+    """``tui --mqtt``: the fleet screen first (checked before the UI starts)."""
+    require("mqtt", "edgescope tui --mqtt")
+    from edgescope_tui.screens.fleet import FleetScreen
+    from edgescope_tui.sources.mqtt import MqttSettings
+
+    try:
+        settings = MqttSettings(
+            args.mqtt, password_file=args.mqtt_password_file, ca_file=args.mqtt_ca
+        )
+    except ValueError as e:
+        raise UsageError(f"--mqtt: {e}") from None
+    return lambda: FleetScreen(settings)
+
+
 def run(args: argparse.Namespace) -> int:
     require("tui", f"edgescope {getattr(args, 'command', 'replay')}")
     from edgescope_tui.app import EdgescopeApp
@@ -93,12 +111,14 @@ def run(args: argparse.Namespace) -> int:
         token = read_token_file(token_file, "--token-file").encode() if token_file else None
     except ValueError as e:
         raise UsageError(str(e)) from None
+    home = lambda: DevicesScreen.from_config(targets, token=token)  # noqa: E731
+    if getattr(args, "mqtt", None):
+        home = _fleet_home(args)  # a bad URL or file is said before the terminal is asked for
     missing = _no_terminal()
     if missing is not None:
         for src in sources:
             asyncio.run(src.close())
         hint = " (for a summary without one: edgescope inspect FILE)" if args.files else ""
         raise UsageError(f"{args.command} needs a terminal, and its {missing} is not one{hint}")
-    home = lambda: DevicesScreen.from_config(targets, token=token)  # noqa: E731
     EdgescopeApp(sources, compare=args.compare, home=home).run()
     return 0

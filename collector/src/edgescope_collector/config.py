@@ -13,12 +13,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from edgescope_tracing.paths import ingest_socket
 from edgescope_tracing.protocol import DEFAULT_PORT, parse_target
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .mqtt import MqttSettings
 
 __all__ = [
     "Config",
@@ -59,6 +62,8 @@ class Config:
     log_level: str = "info"
     prometheus: tuple[str, int] | None = None
     """Where ``/metrics`` is served (``--prometheus HOST:PORT``), or None."""
+    mqtt: MqttSettings | None = None
+    """Where to publish for the fleet (``--mqtt``): :mod:`.mqtt`."""
 
     @property
     def loopback(self) -> bool:
@@ -180,6 +185,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LEVEL",
         help="debug, info, warning or error (default info)",
     )
+    from .mqtt_config import add_mqtt_arguments
+
+    add_mqtt_arguments(p)
 
 
 def _seconds(text: str, flag: str, low: float, high: float) -> float:
@@ -258,6 +266,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
             raise ConfigError(f"--sample-every takes NAME=SECONDS, not {item!r}")
         rates[name.strip()] = _seconds(value, f"--sample-every {name.strip()}", 0.05, 3600)
     mdns = args.mdns if args.mdns is not None else not is_loopback(host)
+    from .mqtt_config import mqtt_settings
+
     return Config(
         host=host,
         port=port,
@@ -275,4 +285,5 @@ def config_from_args(args: argparse.Namespace) -> Config:
         profile=profile,
         log_level=level,
         prometheus=prometheus,
+        mqtt=mqtt_settings(args),
     )

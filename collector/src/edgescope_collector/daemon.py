@@ -46,6 +46,7 @@ from .store import SegmentStore, StoreError
 
 if TYPE_CHECKING:
     from .mdns import Advertiser
+    from .mqtt import MqttPublisher
     from .prometheus import PrometheusExporter
 
 __all__ = ["Collector", "CollectorError", "run"]
@@ -127,6 +128,10 @@ class Collector:
             self.store, Authenticator(self.token), cfg.host, cfg.port, hostname=self.hostname
         )
         self.monitor = SelfMonitor()
+        self.mqtt: MqttPublisher | None = None
+        self._mqtt_task: asyncio.Task[None] | None = None
+        self._mqtt_stop = asyncio.Event()
+        self._session_seq = 0
         from .samplers import Roots
 
         self.pipeline = Pipeline(
@@ -166,6 +171,7 @@ class Collector:
             await asyncio.to_thread(self.store.open)
         except StoreError as e:
             raise CollectorError(str(e)) from None
+        self._session_seq = self.store.next_seq
         self._end_orphans()
         self.pipeline.first_run = self.store.next_run
         try:
@@ -194,6 +200,8 @@ class Collector:
                     self.exporter.host,
                     self.exporter.port,
                 )
+            if cfg.mqtt is not None:
+                self._start_mqtt()
             if ready is not None:
                 ready(self)
             tasks = self.pipeline.start()
@@ -239,6 +247,7 @@ class Collector:
                 )
             )
             self.store.flush()
+        await self._stop_mqtt()
         await self.server.close()
         if self.exporter is not None:
             await asyncio.to_thread(self.exporter.close)
@@ -250,6 +259,35 @@ class Collector:
         self.pipeline.close_samplers()
         self.store.close()
         log.info("stopped")
+
+    def _start_mqtt(self) -> None:
+        """The fleet publisher (``--mqtt``), beside the pipeline: :mod:`.mqtt`."""
+        from .mqtt import MqttPublisher, device_facts
+
+        cfg = self.cfg
+        assert cfg.mqtt is not None
+        samplers = [s.name for s in self.pipeline.samplers]
+        self.mqtt = MqttPublisher(
+            cfg.mqtt,
+            self.store,
+            cfg.data_dir,
+            facts=lambda: device_facts(self.hostname, cfg.procfs, cfg.sysfs, samplers),
+            first_seq=self._session_seq,
+        )
+        self._mqtt_task = asyncio.create_task(self.mqtt.run(self._mqtt_stop), name="mqtt")
+
+    async def _stop_mqtt(self) -> None:
+        """Publish what is left (a few seconds at most) and say the death."""
+        task = self._mqtt_task
+        if task is None:
+            return
+        self._mqtt_stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            log.warning("mqtt: the broker did not take the last records within 10 s")
+        except Exception as e:  # the publisher's bug must not stop the store from closing
+            log.error("mqtt: the publisher failed: %s: %s", type(e).__name__, e)
 
     async def _advertise(self) -> None:
         from .mdns import Advertiser, board_model

@@ -114,7 +114,7 @@ async def test_fleet_screen_sorts_filters_opens_and_compares(tmp_path: Path) -> 
             await until(pilot, named, "the run, from the retained runs message")
             await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, FleetScreen), "back to the fleet")
-            await pilot.press("space", "down", "space", "m")
+            await pilot.press("space", "down", "space", "c")
             await until(pilot, lambda: isinstance(app.screen, CompareScreen), "compare")
             labels = sorted(f.label.split()[0] for f in app.screen.feeds)  # type: ignore[attr-defined]
             assert labels == ["pi-a", "pi-b"]

@@ -5,7 +5,7 @@ Rows come from :class:`~edgescope_tui.fleet.FleetModel`, kept up to date by
 subscription for the whole fleet). ``o`` cycles the column to sort by, ``O`` reverses it, ``/``
 filters (a substring of any cell). Enter opens the device's live dashboard fed from the broker
 (:class:`~edgescope_tui.sources.mqtt.MqttDeviceSource`, the same dashboard as over TCP or
-SSH); space marks devices, and ``m`` opens the marked ones side by side on the compare screen,
+SSH); space marks devices, and ``c`` opens the marked ones side by side on the compare screen,
 live. The title line says how fresh the view is: the age of the newest summary shown.
 """
 
@@ -35,12 +35,12 @@ __all__ = ["FleetScreen"]
 
 
 class FleetScreen(Screen[None]):
-    """The fleet on a broker; Enter opens a device, space marks, m compares the marked."""
+    """The fleet on a broker; Enter opens a device, space marks, c compares the marked."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open"),
         Binding("space", "mark", "Mark"),
-        Binding("m", "compare_marked", "Compare marked"),
+        Binding("c", "compare_marked", "Compare"),
         Binding("o", "sort", "Sort"),
         Binding("O", "reverse", "Reverse", show=False),
         Binding("slash", "filter", "Filter"),
@@ -121,7 +121,7 @@ class FleetScreen(Screen[None]):
         if self.filter:
             parts.append(f"filter: {self.filter!r}")
         if self.marked:
-            parts.append(f"{len(self.marked)} marked (m compares)")
+            parts.append(f"{len(self.marked)} marked (c compares)")
         if self.model.last_error:
             parts.append(f"[yellow]{self.model.last_error}[/yellow]")
         return " · ".join(parts)
@@ -189,7 +189,7 @@ class FleetScreen(Screen[None]):
 
         names = sorted(self.marked) or ([n] if (n := self.selected()) else [])
         if not names:
-            self.notify("mark devices with space, then m compares them")
+            self.notify("mark devices with space, then c compares them")
             return
         self.app.push_screen(CompareScreen([self._feed(n) for n in names]))
 

@@ -36,6 +36,7 @@ COMMANDS: list[str] = [
     "replay",
     "record",
     "doctor",
+    "rounds",
 ]
 
 NEEDS: dict[str, str] = {

@@ -98,6 +98,8 @@ STALL_TIMEOUT = 10.0
 """Seconds a collector may take nothing while bytes wait before the SDK falls back to a file."""
 FINISH_TIMEOUT = 15.0
 _time_ns = time.time_ns
+_RUN_ID = re.compile(r"[0-9a-f]{8,64}")
+"""A run id a caller may give ``init`` (its own are 32 digits)."""
 _NO_KEY: Any = object()
 """``Run._k1`` before any one-value call: equal to no key a user's dict can hold."""
 
@@ -546,6 +548,7 @@ def init(
     flush_interval: float | None = None,
     buffer_size: int = DEFAULT_BUFFER_SIZE,
     dir: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
 ) -> Run:
     """Start a run and make it the active one (finishing any run already active).
 
@@ -558,6 +561,9 @@ def init(
     ``flush_interval`` (seconds, default 0.5 or ``EDGESCOPE_FLUSH_INTERVAL``) bounds what a
     SIGKILL can lose; ``buffer_size`` bounds the calls waiting to be shipped; ``dir`` overrides
     ``EDGESCOPE_DIR`` for the run's own file.
+    ``run_id`` (lower-case hex, 8 to 64 digits) joins a run that other processes record too:
+    each process that inits with the same id adds to one run (a Flower client whose every
+    message runs in a fresh process); readers merge the parts by id. Default: a new id.
     """
     global _active
     if name is None:
@@ -581,6 +587,10 @@ def init(
     if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 16:
         raise ValueError(f"edgescope.init: buffer_size must be an int >= 16, got {buffer_size!r}")
     run_dir = Path(dir if dir is not None else os.environ.get("EDGESCOPE_DIR") or "edgescope-runs")
+    if run_id is not None and (not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id)):
+        raise ValueError(
+            f"edgescope.init: run_id must be 8 to 64 lower-case hex digits, got {run_id!r}"
+        )
     with _lock:
         if _active is not None:
             _active.finish()
@@ -593,6 +603,7 @@ def init(
             buffer_size=buffer_size,
             run_dir=run_dir.absolute(),
             shown_dir=run_dir,
+            run_id=run_id,
         )
         _install_hooks()
         _active = run
@@ -609,8 +620,9 @@ def _open_run(
     buffer_size: int,
     run_dir: Path,
     shown_dir: Path,
+    run_id: str | None = None,
 ) -> Run:
-    run_id = uuid.uuid4().hex
+    run_id = run_id or uuid.uuid4().hex
     start = RunStart(
         0,
         run_id,

@@ -18,9 +18,12 @@ from .signals import (
     pi_throttled_flags,
 )
 
-__all__ = ["MiB", "Signal", "coinciding_signals", "mib"]
+__all__ = ["NO_SIGNAL", "MiB", "Signal", "coinciding_signals", "explain", "mib"]
 
 MiB = 1 << 20
+
+NO_SIGNAL = "no throttle, frequency, temperature or memory signal coincides"
+"""What a slowdown with no coinciding signal is said with."""
 
 
 def mib(n: float) -> str:
@@ -208,6 +211,14 @@ def coinciding_signals(
                 )
             )
     return out
+
+
+def explain(head: str, signals: Sequence[Signal]) -> str:
+    """A slowdown and its cause in one sentence: ``HEAD while S1, S2`` (the two most telling
+    signals), or ``HEAD; no throttle, ... signal coincides``."""
+    if signals:
+        return f"{head} while " + ", ".join(s.text for s in signals[:2])
+    return f"{head}; {NO_SIGNAL}"
 
 
 def _natural(name: str) -> tuple[str, int]:

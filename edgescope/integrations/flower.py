@@ -22,9 +22,10 @@ The reply gets a ``ConfigRecord`` named ``edgescope`` with the message's start a
 client's clock (Unix seconds): the server helper uses it to split each reply's latency and to
 bound the client's clock offset. ``EdgescopeMod(device_metrics=True)`` also adds the device's
 own figures for that message to the reply's one ``MetricRecord`` (FedAvg takes exactly one), so
-the server sees them too: ``edgescope-wall-s``, ``edgescope-cpu-s``, ``edgescope-rss-peak-mib``
-and, where the collector's thermal sampler is installed, ``edgescope-temp-max-c`` and
-``edgescope-throttle-rise``.
+the server sees them too: ``edgescope-wall-s``, ``edgescope-cpu-s`` (the process's CPU time in
+the message) and ``edgescope-rss-peak-mib`` (its peak RSS). Temperature and throttle figures are
+not added: reading them is the collector's (the SDK never imports it), and the node's collector
+records them in the same trace, where ``edgescope rounds`` reads them for the cause.
 
 Server side, in the ``ServerApp``::
 
@@ -127,59 +128,20 @@ def _node_config_int(ctx: Context, key: str) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-class _Thermal:
-    """Hottest zone and the sum of the throttle counters, through the collector's sampler
-    (absent where the collector is not installed: then the figures are not added)."""
-
-    def __init__(self, sysfs: str) -> None:
-        self.sampler: Any = None
-        try:
-            from pathlib import Path
-
-            from edgescope_collector.samplers import Roots
-            from edgescope_collector.samplers.thermal import ThermalSampler
-        except ImportError:
-            return
-        self.sampler = ThermalSampler(Roots(sysfs=Path(sysfs)))
-
-    def read(self) -> tuple[float | None, int | None]:
-        if self.sampler is None:
-            return None, None
-        from edgescope_tracing import ThermalSample
-
-        hot: float | None = None
-        counters: int | None = None
-        for rec in self.sampler.sample(_now_us()):
-            if isinstance(rec, ThermalSample):
-                temps = [z.temp_c for z in rec.zones]
-                hot = max(temps) if temps else None
-                counts = [v for k, v in rec.throttle.items() if k.endswith("_count")]
-                counters = sum(counts) if counts else None
-        return hot, counters
-
-
 class EdgescopeMod:
     """A Flower client Mod (``(Message, Context, call_next) -> Message``) that records every
     message into the node's edgescope run; see the module's docstring.
 
-    ``device_metrics`` adds the device's figures for the message to the reply's MetricRecord;
-    ``sysfs`` is where those thermal figures are read (a recorded tree in tests).
+    ``device_metrics`` adds the device's figures for the message to the reply's MetricRecord.
     """
 
-    def __init__(self, *, device_metrics: bool = False, sysfs: str = "/sys") -> None:
+    def __init__(self, *, device_metrics: bool = False) -> None:
         self.device_metrics = device_metrics
-        self.sysfs = sysfs
-        self._thermal: _Thermal | None = None
 
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         start_us = _now_us()
         cpu0 = time.process_time()
         run = self._node_run(ctxt)
-        thermal0: tuple[float | None, int | None] = (None, None)
-        if self.device_metrics:
-            if self._thermal is None:
-                self._thermal = _Thermal(self.sysfs)
-            thermal0 = self._thermal.read()
         reply = call_next(msg, ctxt)
         end_us = _now_us()
         wall = (end_us - start_us) / 1e6
@@ -189,7 +151,7 @@ class EdgescopeMod:
         error = reply.error.reason if reply.has_error() else None
         device: dict[str, float] = {}
         if self.device_metrics and not reply.has_error():
-            device = self._device_figures(wall, time.process_time() - cpu0, thermal0)
+            device = _device_figures(wall, time.process_time() - cpu0)
         num = metrics.get("num-examples")
         detail: dict[str, Any] = {
             "flower_run": ctxt.run_id,
@@ -259,25 +221,6 @@ class EdgescopeMod:
             run_id=rid,
         )
 
-    def _device_figures(
-        self, wall: float, cpu: float, thermal0: tuple[float | None, int | None]
-    ) -> dict[str, float]:
-        # ru_maxrss: KiB on Linux; the process is fresh for each message under the deployment
-        # engine, so its peak is this message's
-        rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        out = {
-            f"{DEVICE_PREFIX}wall-s": wall,
-            f"{DEVICE_PREFIX}cpu-s": cpu,
-            f"{DEVICE_PREFIX}rss-peak-mib": rss_peak / (1 << 20),
-        }
-        if self._thermal is not None and self._thermal.sampler is not None:
-            hot, counters = self._thermal.read()
-            if hot is not None:
-                out[f"{DEVICE_PREFIX}temp-max-c"] = max(hot, thermal0[0] or hot)
-            if counters is not None and thermal0[1] is not None:
-                out[f"{DEVICE_PREFIX}throttle-rise"] = float(counters - thermal0[1])
-        return out
-
     @staticmethod
     def _annotate(
         reply: Message, start_us: int, end_us: int, run_id: str, device: dict[str, float]
@@ -292,6 +235,17 @@ class EdgescopeMod:
                 records[0].update(device)
             elif not records:
                 content["metrics"] = MetricRecord(dict(device.items()))
+
+
+def _device_figures(wall: float, cpu: float) -> dict[str, float]:
+    # ru_maxrss: KiB on Linux; the process is fresh for each message under the deployment
+    # engine, so its peak is this message's
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        f"{DEVICE_PREFIX}wall-s": wall,
+        f"{DEVICE_PREFIX}cpu-s": cpu,
+        f"{DEVICE_PREFIX}rss-peak-mib": rss_peak / (1 << 20),
+    }
 
 
 edgescope_mod = EdgescopeMod()

@@ -497,10 +497,15 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "run"
 
 
-def _new_path(run_dir: Path, name: str, run_id: str) -> Path:
+def _new_path(run_dir: Path, name: str, run_id: str, taken: bool = False) -> Path:
+    """``NAME-YYYYmmdd-HHMMSS-ID.est``; where that is taken (processes that join one run id in
+    the same second), with ``-PID`` after the id."""
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return run_dir / f"{_safe_name(name)}-{stamp}-{run_id[:8]}.est"
+    path = run_dir / f"{_safe_name(name)}-{stamp}-{run_id[:8]}.est"
+    if taken or os.path.lexists(path):
+        path = path.with_name(f"{path.stem}-{os.getpid()}.est")
+    return path
 
 
 def _default_name() -> str:
@@ -657,7 +662,11 @@ def _open_run(
     if sink is None:
         try:
             path = _new_path(run_dir, name, run_id)
-            sink = FileSink(path, flush_interval, name)
+            try:
+                sink = FileSink(path, flush_interval, name)
+            except FileExistsError:  # another process of the run took it just now
+                path = _new_path(run_dir, name, run_id, taken=True)
+                sink = FileSink(path, flush_interval, name)
         except OSError as e:
             where = str(e.filename or run_dir)
             sink = NullSink(where, str(e.strerror or e))

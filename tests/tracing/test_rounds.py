@@ -10,13 +10,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from edgescope_tracing import CpuFreq, Event, RunStart, ThermalSample, ThermalZone, TraceWriter
+from edgescope_tracing import RunStart, TraceWriter
 from edgescope_tracing.rounds import (
-    FLOWER_MESSAGE,
-    FLOWER_ROUND,
     ClockOffset,
     Reply,
     ServerPhase,
@@ -27,109 +24,12 @@ from edgescope_tracing.rounds import (
     offset_text,
     report_lines,
 )
-
-T0 = 1_767_000_000_000_000
-S = 1_000_000
-RUN = 42
-NODES = {0: 101, 1: 202, 2: 303}
-"""partition -> node id"""
-
-
-def _msg(node: int, part: int, rnd: int, kind: str, start: float, dur: float) -> Event:
-    s = T0 + round(start * S)
-    return Event(
-        FLOWER_MESSAGE,
-        f"round {rnd} {kind}",
-        run=0,
-        t_us=s,
-        detail={
-            "flower_run": RUN,
-            "node": node,
-            "partition": part,
-            "num_partitions": 3,
-            "round": rnd,
-            "type": kind,
-            "start_us": s,
-            "end_us": s + round(dur * S),
-            "num_examples": 100,
-            "metrics": {"train-loss" if kind == "train" else "eval-acc": 0.5},
-            "arrays_in": 10,
-            "arrays_out": 10,
-        },
-    )
-
-
-def _thermal(t: float, temp: float, count: int) -> ThermalSample:
-    return ThermalSample(
-        zones=(ThermalZone("TCPU", temp),),
-        freqs=(CpuFreq(0, 2_000_000, None, 4_000_000),),
-        throttle={"cpu0.core_throttle_count": count},
-        t_us=T0 + round(t * S),
-    )
-
-
-def _client_trace(path: Path, part: int, durations: dict[int, float], hot: bool = False) -> None:
-    """A node's trace: three rounds starting at 10 s, 20 s, 30 s; ``hot`` throttles in round 2."""
-    node = NODES[part]
-    with TraceWriter(path) as w:
-        w.append(RunStart(0, f"{node:032x}", f"flower-node{node}-run{RUN}", "edge", 1, t_us=T0))
-        for t in range(0, 40):
-            heated = hot and 20 <= t <= 22
-            w.append(_thermal(t, 90.0 if heated else 50.0, 5 if t >= 21 and hot else 1))
-            for rnd, dur in durations.items():
-                if t == rnd * 10:
-                    w.append(_msg(node, part, rnd, "train", t + 0.5, dur))
-                    w.append(_msg(node, part, rnd, "evaluate", t + 5, 0.1))
-
-
-def _phase(rnd: int, kind: str, replies: list[dict[str, Any]], **kw: Any) -> Event:
-    sent = T0 + rnd * 10 * S
-    detail = {
-        "flower_run": RUN,
-        "round": rnd,
-        "type": kind,
-        "sent_us": sent,
-        "done_us": max([r["arrived_us"] for r in replies] or [sent]) + 1000,
-        "nodes": list(NODES.values()),
-        "replies": replies,
-        "timed_out": [],
-        "metrics": {"train-loss": 0.4},
-        "timeout_s": 30.0,
-        **kw,
-    }
-    return Event(FLOWER_ROUND, "round", run=0, t_us=sent, detail=detail)
-
-
-def _reply(node: int, rnd: int, arrive: float, start: float, end: float) -> dict[str, Any]:
-    base = T0 + rnd * 10 * S
-    return {
-        "node": node,
-        "arrived_us": base + round(arrive * S),
-        "latency_s": arrive,
-        "client_start_us": base + round(start * S),
-        "client_end_us": base + round(end * S),
-    }
+from roundsgen import NODES, T0, S, client_trace, phase, reply, write_flower_traces
 
 
 @pytest.fixture
 def traces(tmp_path: Path) -> list[Path]:
-    _client_trace(tmp_path / "p0.est", 0, {1: 1.0, 2: 1.0, 3: 1.0})
-    _client_trace(tmp_path / "p1.est", 1, {1: 1.1, 2: 1.0, 3: 0.9})
-    _client_trace(tmp_path / "p2.est", 2, {1: 1.0, 2: 3.0}, hot=True)  # round 3: timed out
-    with TraceWriter(tmp_path / "server.est") as w:
-        w.append(RunStart(0, "f" * 32, f"flower-server-run{RUN}", "srv", 1, t_us=T0))
-        for rnd in (1, 2, 3):
-            replies = [
-                _reply(NODES[0], rnd, 2.0, 0.5, 1.5),
-                _reply(NODES[1], rnd, 2.1, 0.5, 1.5),
-            ]
-            timed_out = []
-            if rnd < 3:
-                replies.append(_reply(NODES[2], rnd, 2.2 if rnd == 1 else 4.0, 0.5, 3.5))
-            else:
-                timed_out = [NODES[2]]
-            w.append(_phase(rnd, "train", replies, timed_out=timed_out))
-    return [tmp_path / f for f in ("p0.est", "p1.est", "p2.est", "server.est")]
+    return write_flower_traces(tmp_path)
 
 
 def test_the_straggler_its_cause_and_the_timed_out_client(traces: list[Path]) -> None:
@@ -160,9 +60,9 @@ def test_the_straggler_its_cause_and_the_timed_out_client(traces: list[Path]) ->
 
 
 def test_a_straggler_with_no_coinciding_signal(tmp_path: Path) -> None:
-    _client_trace(tmp_path / "p0.est", 0, {1: 1.0})
-    _client_trace(tmp_path / "p1.est", 1, {1: 1.0})
-    _client_trace(tmp_path / "p2.est", 2, {1: 2.7})  # slow, but nothing throttles
+    client_trace(tmp_path / "p0.est", 0, {1: 1.0})
+    client_trace(tmp_path / "p1.est", 1, {1: 1.0})
+    client_trace(tmp_path / "p2.est", 2, {1: 2.7})  # slow, but nothing throttles
     (report,) = analyze_paths([tmp_path])
     (row,) = report.rounds
     assert row.straggler == NODES[2]
@@ -177,12 +77,12 @@ def test_a_straggler_with_no_coinciding_signal(tmp_path: Path) -> None:
 
 
 def test_a_failed_reply_and_a_client_that_was_not_sent_to(tmp_path: Path) -> None:
-    _client_trace(tmp_path / "p0.est", 0, {1: 1.0, 2: 1.0})
-    _client_trace(tmp_path / "p1.est", 1, {1: 1.0})
+    client_trace(tmp_path / "p0.est", 0, {1: 1.0, 2: 1.0})
+    client_trace(tmp_path / "p1.est", 1, {1: 1.0})
     with TraceWriter(tmp_path / "server.est") as w:
         failed = {"node": NODES[1], "arrived_us": T0 + 22 * S, "error": "ClientApp raised"}
-        w.append(_phase(1, "train", [_reply(NODES[0], 1, 2.0, 0.5, 1.5), failed]))
-        w.append(_phase(2, "train", [_reply(NODES[0], 2, 2.0, 0.5, 1.5)], nodes=[NODES[0]]))
+        w.append(phase(1, "train", [reply(NODES[0], 1, 2.0, 0.5, 1.5), failed]))
+        w.append(phase(2, "train", [reply(NODES[0], 2, 2.0, 0.5, 1.5)], nodes=[NODES[0]]))
     (report,) = analyze_paths([tmp_path])
     r1, r2 = report.rounds
     assert (r1.cells[NODES[1]].status, r1.cells[NODES[1]].reason) == ("failed", "ClientApp raised")

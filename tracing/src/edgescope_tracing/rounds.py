@@ -70,6 +70,7 @@ __all__ = [
     "message_kind",
     "offset_text",
     "report_lines",
+    "round_notes",
     "trace_files",
 ]
 
@@ -674,28 +675,30 @@ def report_lines(report: RoundsReport) -> list[str]:
         lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     lines.append("")
     for row in report.rounds:
-        parts = []
-        if row.critical:
-            parts.append(row.critical)
-        if row.cause:
-            parts.append(f"straggler {row.cause}")
-        elif row.ratio is not None and row.slowest is not None:
-            parts.append(
-                f"no straggler: slowest {report.clients[row.slowest].label} at "
-                f"{row.ratio:.1f}x the median"
-            )
-        for n, cell in row.cells.items():
-            if cell.status in ("failed", "timed out"):
-                why = f": {cell.reason}" if cell.reason else ""
-                parts.append(f"{report.clients[n].label} {cell.status}{why}")
-        if row.train_metrics:
-            parts.append(
-                "aggregated: "
-                + ", ".join(
-                    f"{k} {v:.4g}"
-                    for k, v in sorted(row.train_metrics.items())
-                    if not k.startswith("edgescope-")
-                )
-            )
-        lines.append(f"round {row.round}: " + "; ".join(parts))
+        lines.append(f"round {row.round}: " + "; ".join(round_notes(report, row)))
     return lines
+
+
+def round_notes(report: RoundsReport, row: RoundRow) -> list[str]:
+    """What is said about a round under the table: its critical path, its straggler and
+    cause (or that it has none), the clients that failed or timed out, the aggregated
+    metrics."""
+    parts = []
+    if row.critical:
+        parts.append(row.critical)
+    if row.cause:
+        parts.append(f"straggler {row.cause}")
+    elif row.ratio is not None and row.slowest is not None:
+        parts.append(
+            f"no straggler: slowest {report.clients[row.slowest].label} at "
+            f"{row.ratio:.1f}x the median"
+        )
+    for n, cell in row.cells.items():
+        if cell.status in ("failed", "timed out"):
+            why = f": {cell.reason}" if cell.reason else ""
+            parts.append(f"{report.clients[n].label} {cell.status}{why}")
+    metrics = {**row.train_metrics, **row.evaluate_metrics}
+    shown = sorted((k, v) for k, v in metrics.items() if not k.startswith("edgescope-"))
+    if shown:
+        parts.append("aggregated: " + ", ".join(f"{k} {v:.4g}" for k, v in shown))
+    return parts

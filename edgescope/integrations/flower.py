@@ -74,6 +74,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 import edgescope
 from edgescope.sdk import _run
+from edgescope.sdk._ship import notify
 
 __all__ = [
     "EdgescopeMod",
@@ -179,20 +180,27 @@ class EdgescopeMod:
         text = f"{where} {kind} on node {ctxt.node_id}: {wall:.3f} s"
         if error is not None:
             text += f", failed: {error[:200]}"
-        run._push(
-            Event(
-                FLOWER_MESSAGE,
-                text,
-                run=0,
-                severity=2 if error else 0,
-                detail=detail,
-                t_us=start_us,
+        if run.finished:
+            # the ClientApp started an edgescope run of its own (init finishes the active one)
+            notify(
+                f"{where} {kind} on node {ctxt.node_id} not recorded: the ClientApp's own "
+                "edgescope.init() finished the node's run; record into it instead"
             )
-        )
-        values = {f"{kind}_s": wall}
-        for k, v in detail["metrics"].items():
-            values[f"{kind}_{k}"] = v
-        run.log(values, step=rnd if rnd is not None else max(run._step, 0))
+        else:
+            run._push(
+                Event(
+                    FLOWER_MESSAGE,
+                    text,
+                    run=0,
+                    severity=2 if error else 0,
+                    detail=detail,
+                    t_us=start_us,
+                )
+            )
+            values = {f"{kind}_s": wall}
+            for k, v in detail["metrics"].items():
+                values[f"{kind}_{k}"] = v
+            run.log(values, step=rnd if rnd is not None else max(run._step, 0))
         if reply.has_content():
             self._annotate(reply, start_us, end_us, run.run_id, device)
         return reply

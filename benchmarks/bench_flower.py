@@ -13,6 +13,12 @@ pyperf benchmarks:
   collector's ingest socket, recording, and finishing the run at exit. The difference is the
   Mod's cost per message under ``flower-supernode``.
 
+Then, outside pyperf, the same comparisons *interleaved* (no Mod, Mod, no Mod, ... so that a
+machine whose load changes, as a shared CI box's does, weighs on both alike), with the medians
+and their difference: the Mod alone around a ClientApp function that only replies (3,000 of
+each: the Mod's own cost, which the training's noise hides otherwise), 300 in-process messages
+of the example, and 12 fresh processes.
+
 The rest of a round (the SuperNode's 3-second poll, starting ``flwr-clientapp``, transport) is
 the same with and without the Mod; ``tests/edgescope/test_flower.py`` runs the whole deployment.
 
@@ -108,6 +114,67 @@ def one_message(mode: str) -> None:
     assert not reply.has_error(), reply.error
 
 
+def _paired(sock: str, base: str) -> None:
+    import statistics
+
+    apps = {m: _setup(m) for m in ("none", "mod")}
+    for app, msg, ctx in apps.values():
+        app(msg, ctx)  # the Mod's run opens on its first message
+    times: dict[str, list[float]] = {"none": [], "mod": []}
+    for _ in range(300):
+        for mode, (app, msg, ctx) in apps.items():
+            t0 = time.perf_counter()
+            app(msg, ctx)
+            times[mode].append(time.perf_counter() - t0)
+    # the Mod alone: around a ClientApp function that does nothing but reply
+    from flwr.app import Message, MetricRecord, RecordDict
+
+    from edgescope.integrations.flower import EdgescopeMod
+
+    _, msg, ctx = apps["none"]
+
+    def noop(m: Any, c: Any) -> Any:
+        metrics = MetricRecord({"num-examples": 10, "loss": 0.1})
+        return Message(RecordDict({"arrays": m.content["arrays"], "metrics": metrics}), reply_to=m)
+
+    plain, dev = EdgescopeMod(), EdgescopeMod(device_metrics=True)
+    bare: dict[str, list[float]] = {"none": [], "mod": [], "device": []}
+    calls = {
+        "none": lambda: noop(msg, ctx),
+        "mod": lambda: plain(msg, ctx, noop),
+        "device": lambda: dev(msg, ctx, noop),
+    }
+    for _ in range(3000):
+        for mode, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            bare[mode].append(time.perf_counter() - t0)
+    env = {**os.environ, "EDGESCOPE_SOCKET": sock, "EDGESCOPE_DIR": base, "XDG_RUNTIME_DIR": base}
+    procs: dict[str, list[float]] = {"none": [], "mod": []}
+    for _ in range(12):
+        for mode in procs:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--one-message", mode], env=env,
+                           check=True, stderr=subprocess.DEVNULL)  # fmt: skip
+            procs[mode].append(time.perf_counter() - t0)
+    print()
+    print("interleaved (medians):")
+    for what, got, unit, scale in (
+        ("the Mod around a no-op", bare, "us", 1e6),
+        ("in-process message", times, "ms", 1e3),
+        ("fresh process, one message", procs, "ms", 1e3),
+    ):
+        a, b = statistics.median(got["none"]), statistics.median(got["mod"])
+        print(
+            f"  {what:28} no Mod {a * scale:9.3f} {unit}   Mod {b * scale:9.3f} {unit}   "
+            f"Mod costs {(b - a) * scale:+.3f} {unit} ({len(got['none'])} of each)"
+        )
+        if "device" in got:
+            d = statistics.median(got["device"])
+            print(f"  {'':28} with device figures {d * scale:9.3f} {unit}   "
+                  f"costs {(d - a) * scale:+.3f} {unit}")  # fmt: skip
+
+
 def _collector() -> tuple[str, str]:
     """A real collector for the fresh-process benchmarks: its ingest socket and a dir."""
     base = _tmpdir("bench-flower-collector-")
@@ -159,6 +226,17 @@ def main() -> None:
                 anchor = base_proc if n.startswith("fresh") else base_msg
                 extra = r.median() - anchor
                 print(f"{n:34} {r.median() * 1e3:9.3f} ms {extra * 1e3:+9.3f} ms")
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            saved = os.dup(2)
+            os.dup2(devnull, 2)
+            try:
+                os.environ.update(EDGESCOPE_DIR=base, XDG_RUNTIME_DIR=base)
+                os.environ.pop("EDGESCOPE_SOCKET", None)
+                _paired(sock, base)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                os.close(devnull)
             print()
             print("rerun:")
             print(RERUN)

@@ -143,7 +143,35 @@ class EdgescopeMod:
         start_us = _now_us()
         cpu0 = time.process_time()
         run = self._node_run(ctxt)
-        reply = call_next(msg, ctxt)
+        try:
+            reply = call_next(msg, ctxt)
+        except Exception as e:
+            # the ClientApp raised: Flower turns it into an error reply; the node's run says so
+            rnd = _round_of(msg)
+            kind = message_kind(msg.metadata.message_type)
+            if not run.finished:
+                run._push(
+                    Event(
+                        FLOWER_MESSAGE,
+                        f"round {rnd} {kind} on node {ctxt.node_id} raised "
+                        f"{type(e).__name__}: {str(e)[:200]}",
+                        run=0,
+                        severity=2,
+                        detail={
+                            "flower_run": ctxt.run_id,
+                            "node": ctxt.node_id,
+                            "partition": _node_config_int(ctxt, "partition-id"),
+                            "round": rnd,
+                            "type": kind,
+                            "action": msg.metadata.message_type,
+                            "start_us": start_us,
+                            "end_us": _now_us(),
+                            "error": f"{type(e).__name__}: {str(e)[:1000]}",
+                        },
+                        t_us=start_us,
+                    )
+                )
+            raise
         end_us = _now_us()
         wall = (end_us - start_us) / 1e6
         kind = message_kind(msg.metadata.message_type)

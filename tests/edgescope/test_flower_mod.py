@@ -57,6 +57,10 @@ def _fail(msg: Message, ctx: Context) -> Message:
     return Message(Error(code=0, reason="out of memory"), reply_to=msg)
 
 
+def _raise(msg: Message, ctx: Context) -> Message:
+    return Message(RecordDict({"x": MetricRecord({"v": 1 / 0})}), reply_to=msg)
+
+
 def _records(sdk: Path) -> list[object]:
     out: list[object] = []
     for f in sorted((sdk / "runs").glob("*.est")):
@@ -79,6 +83,8 @@ def test_the_mod_records_each_message_into_the_nodes_run(sdk: Path) -> None:
     assert times["run-id"] == node_run_id(99, 7)
     failed = mod(_message("evaluate", 2), ctx, _fail)
     assert failed.has_error()
+    with pytest.raises(ZeroDivisionError):
+        mod(_message("train", 3), ctx, _raise)
     edgescope.finish()
 
     recs = _records(sdk)
@@ -91,7 +97,9 @@ def test_the_mod_records_each_message_into_the_nodes_run(sdk: Path) -> None:
         "partition_id": 1,
         "num_partitions": 3,
     }
-    train, evaluate = [r for r in recs if isinstance(r, Event) and r.kind == FLOWER_MESSAGE]
+    train, evaluate, raised = [r for r in recs if isinstance(r, Event) and r.kind == FLOWER_MESSAGE]
+    assert raised.severity == 2 and raised.detail["round"] == 3
+    assert raised.detail["error"] == "ZeroDivisionError: division by zero"
     d = train.detail
     assert (d["round"], d["type"], d["node"], d["partition"]) == (2, "train", 7, 1)
     assert d["num_examples"] == 40 and d["metrics"] == {"train-loss": 0.25}

@@ -37,6 +37,7 @@ COMMANDS: list[str] = [
     "record",
     "doctor",
     "archive",
+    "rounds",
 ]
 
 NEEDS: dict[str, str] = {

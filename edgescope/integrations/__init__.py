@@ -8,7 +8,9 @@ them (``tests/test_import_graph.py`` checks it):
 - :mod:`edgescope.integrations.transformers`: ``EdgescopeCallback``, a Hugging Face ``Trainer``
   callback (``pip install 'edgescope[transformers]'``);
 - :mod:`edgescope.integrations.keras`: ``EdgescopeCallback``, a Keras 3 callback
-  (``pip install 'edgescope[keras]'``).
+  (``pip install 'edgescope[keras]'``);
+- :mod:`edgescope.integrations.flower`: ``EdgescopeMod``, a Flower client Mod, and
+  ``RecordedStrategy``, a server-side strategy wrapper (``pip install 'edgescope[flower]'``).
 
 Importing one of them where its framework is absent raises an ``ImportError`` that names the
 extra to install. ``docs/integrations.md`` has an example of each.

@@ -98,6 +98,8 @@ STALL_TIMEOUT = 10.0
 """Seconds a collector may take nothing while bytes wait before the SDK falls back to a file."""
 FINISH_TIMEOUT = 15.0
 _time_ns = time.time_ns
+_RUN_ID = re.compile(r"[0-9a-f]{8,64}")
+"""A run id a caller may give ``init`` (its own are 32 digits)."""
 _NO_KEY: Any = object()
 """``Run._k1`` before any one-value call: equal to no key a user's dict can hold."""
 
@@ -495,10 +497,15 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:60] or "run"
 
 
-def _new_path(run_dir: Path, name: str, run_id: str) -> Path:
+def _new_path(run_dir: Path, name: str, run_id: str, taken: bool = False) -> Path:
+    """``NAME-YYYYmmdd-HHMMSS-ID.est``; where that is taken (processes that join one run id in
+    the same second), with ``-PID`` after the id."""
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return run_dir / f"{_safe_name(name)}-{stamp}-{run_id[:8]}.est"
+    path = run_dir / f"{_safe_name(name)}-{stamp}-{run_id[:8]}.est"
+    if taken or os.path.lexists(path):
+        path = path.with_name(f"{path.stem}-{os.getpid()}.est")
+    return path
 
 
 def _default_name() -> str:
@@ -546,6 +553,7 @@ def init(
     flush_interval: float | None = None,
     buffer_size: int = DEFAULT_BUFFER_SIZE,
     dir: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
 ) -> Run:
     """Start a run and make it the active one (finishing any run already active).
 
@@ -558,6 +566,9 @@ def init(
     ``flush_interval`` (seconds, default 0.5 or ``EDGESCOPE_FLUSH_INTERVAL``) bounds what a
     SIGKILL can lose; ``buffer_size`` bounds the calls waiting to be shipped; ``dir`` overrides
     ``EDGESCOPE_DIR`` for the run's own file.
+    ``run_id`` (lower-case hex, 8 to 64 digits) joins a run that other processes record too:
+    each process that inits with the same id adds to one run (a Flower client whose every
+    message runs in a fresh process); readers merge the parts by id. Default: a new id.
     """
     global _active
     if name is None:
@@ -581,6 +592,10 @@ def init(
     if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 16:
         raise ValueError(f"edgescope.init: buffer_size must be an int >= 16, got {buffer_size!r}")
     run_dir = Path(dir if dir is not None else os.environ.get("EDGESCOPE_DIR") or "edgescope-runs")
+    if run_id is not None and (not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id)):
+        raise ValueError(
+            f"edgescope.init: run_id must be 8 to 64 lower-case hex digits, got {run_id!r}"
+        )
     with _lock:
         if _active is not None:
             _active.finish()
@@ -593,6 +608,7 @@ def init(
             buffer_size=buffer_size,
             run_dir=run_dir.absolute(),
             shown_dir=run_dir,
+            run_id=run_id,
         )
         _install_hooks()
         _active = run
@@ -609,8 +625,9 @@ def _open_run(
     buffer_size: int,
     run_dir: Path,
     shown_dir: Path,
+    run_id: str | None = None,
 ) -> Run:
-    run_id = uuid.uuid4().hex
+    run_id = run_id or uuid.uuid4().hex
     start = RunStart(
         0,
         run_id,
@@ -645,7 +662,11 @@ def _open_run(
     if sink is None:
         try:
             path = _new_path(run_dir, name, run_id)
-            sink = FileSink(path, flush_interval, name)
+            try:
+                sink = FileSink(path, flush_interval, name)
+            except FileExistsError:  # another process of the run took it just now
+                path = _new_path(run_dir, name, run_id, taken=True)
+                sink = FileSink(path, flush_interval, name)
         except OSError as e:
             where = str(e.filename or run_dir)
             sink = NullSink(where, str(e.strerror or e))

@@ -29,10 +29,12 @@ from .signals import (
 from .thresholds import CGROUP_NEAR_LIMIT, TRIP_KINDS, trip_reached
 
 __all__ = [
+    "NO_SIGNAL",
     "MiB",
     "Signal",
     "coinciding_signals",
     "cpu_quota_text",
+    "explain",
     "memory_limit_file",
     "mib",
     "oom_kill_cause",
@@ -40,6 +42,9 @@ __all__ = [
 ]
 
 MiB = 1 << 20
+
+NO_SIGNAL = "no throttle, frequency, temperature or memory signal coincides"
+"""What a slowdown with no coinciding signal is said with."""
 
 QUOTA_SHARE = 0.2
 """A slowdown is put down to the CPU quota when the run's cgroup was throttled in at least this
@@ -365,6 +370,14 @@ def _power_cap(power: list[PowerSample], thermal: list[ThermalSample]) -> BoardP
         if cap is not None:
             return cap
     return None
+
+
+def explain(head: str, signals: Sequence[Signal]) -> str:
+    """A slowdown and its cause in one sentence: ``HEAD while S1, S2`` (the two most telling
+    signals), or ``HEAD; no throttle, ... signal coincides``."""
+    if signals:
+        return f"{head} while " + ", ".join(s.text for s in signals[:2])
+    return f"{head}; {NO_SIGNAL}"
 
 
 def _natural(name: str) -> tuple[str, int]:

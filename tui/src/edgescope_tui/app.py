@@ -48,6 +48,7 @@ class EdgescopeApp(App[None]):
         Binding("question_mark,f1", "help", "Help"),
         Binding("q", "quit", "Quit"),
         Binding("c", "compare", "Compare"),
+        Binding("f", "rounds", "Rounds", show=False),
         Binding("s", "sources", "Sources"),
         Binding("d", "switch_feed(1)", "Next device"),
         Binding("D", "switch_feed(-1)", "Previous device", show=False),
@@ -216,6 +217,15 @@ class EdgescopeApp(App[None]):
             self.notify("no source open to compare")
             return
         self.push_screen(CompareScreen(self.feeds))
+
+    def action_rounds(self) -> None:
+        """``f``: the federated rounds in the open trace files (screens/rounds.py)."""
+        from .screens.rounds import RoundsScreen
+        from .sources.file import FileSource
+
+        if not isinstance(self.screen, RoundsScreen):
+            files = lambda: [f.source.path for f in self.feeds if isinstance(f.source, FileSource)]  # noqa: E731
+            self.push_screen(RoundsScreen(files))
 
     def action_sources(self) -> None:
         if not isinstance(self.screen, SourcesScreen):

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgescope_tracing.causes import coinciding_signals
+from edgescope_tracing.causes import coinciding_signals, explain
 from edgescope_tracing.records import (
     Event,
     GpuSample,
@@ -250,10 +250,7 @@ class StepTimeRegression:
             signals = coinciding_signals(context, p.since_us, p.t_us + self.grace_us, p.run)
             ratio = p.now / p.base
             head = f"step time {ratio:.1f}x median ({p.now * 1e3:.3g} ms vs {p.base * 1e3:.3g} ms)"
-            if signals:
-                message = f"{head} while " + ", ".join(s.text for s in signals[:2])
-            else:
-                message = f"{head}; no throttle, frequency, temperature or memory signal coincides"
+            message = explain(head, signals)
             out.append(
                 anomaly(
                     "step_time_regression",

@@ -1,0 +1,1 @@
+"""A small Flower app recorded by edgescope: logistic regression on scikit-learn's digits."""

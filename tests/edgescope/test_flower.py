@@ -1,0 +1,354 @@
+"""Federated learning with Flower, for real: a SuperLink and three SuperNodes on loopback (free
+ports, ``--insecure``, no dependency installation), each SuperNode with its own edgescope
+collector, run the example app (``examples/flower``) for three rounds under the deployment engine
+(``flwr run``). The node of partition 2 overheats from round 2 on: its collector reads a recorded
+sysfs tree (x86-laptop) whose CPU temperature and throttle counters rise while it trains, and its
+training slows (``flower_heated.py``). One run is shared by the checks.
+
+Checked: the clients' traces (one run per node across the per-message processes, three rounds
+of train and evaluate with their durations, examples and metrics), the server's (the replies,
+the aggregated metrics), that ``edgescope rounds`` names partition 2 as the straggler of rounds 2
+and 3 with the throttling its collector saw, that the server waited for it, and that the client
+and server traces line up in time within the clock offsets the replies bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr", reason="flwr is not installed (pip install flwr==1.42.0)")
+pytest.importorskip("sklearn", reason="scikit-learn is not installed (the example's data)")
+
+from edgescope_tracing import RunStart, TraceReader
+from edgescope_tracing.rounds import (
+    FLOWER_MESSAGE,
+    RoundsReport,
+    analyze_paths,
+    trace_files,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "flower"
+TREE = ROOT / "tests" / "collector" / "trees" / "x86-laptop" / "sys"
+BIN = Path(sys.executable).parent
+NODES = 3
+HOT = 2
+"""The partition whose node overheats."""
+
+# ~60 s on two idle cores (each message starts a flwr-clientapp process, and a SuperNode polls
+# every 3 s); the limits leave room for a loaded machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(540)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited {proc.returncode}: {log.read_text()[-1500:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}: {log.read_text()[-1500:]}")
+
+
+@dataclass
+class Deployment:
+    base: Path
+    node_dirs: list[Path]
+    """Each SuperNode's collector data directory, by partition."""
+    server_dir: Path
+    sysfs: Path
+    run_log: str
+
+
+def _env(base: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGESCOPE_", "FLWR_"))}
+    xdg = base / "xdg"
+    xdg.mkdir(exist_ok=True)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        FLWR_HOME=str(base / "flwr"),
+        XDG_RUNTIME_DIR=str(xdg),  # no default ingest socket in reach
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    base = tmp_path_factory.mktemp("flower")
+    app = base / "app"
+    shutil.copytree(EXAMPLE, app, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+    shutil.copy(Path(__file__).with_name("flower_heated.py"), app / "digits_fl" / "heated.py")
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace("digits_fl.client_app:app", "digits_fl.heated:app")
+    )
+    sysfs = base / "sysfs"
+    shutil.copytree(TREE, sysfs, symlinks=True)
+    link = _free_port()
+    (base / "flwr").mkdir()
+    (base / "flwr" / "config.toml").write_text(
+        '[superlink]\ndefault = "local-deployment"\n\n'
+        f'[superlink.local-deployment]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    collectors: list[subprocess.Popen[bytes]] = []
+    node_dirs = []
+    try:
+        for i in range(NODES):
+            d = base / f"node{i}"
+            d.mkdir()
+            port = _free_port()
+            argv = [
+                sys.executable, "-m", "edgescope_collector",
+                "--listen", f"127.0.0.1:{port}",
+                "--data-dir", str(d / "data"),
+                "--ingest", str(d / "ingest.sock"),
+                "--interval", "0.5",
+                "--no-mdns",
+            ]  # fmt: skip
+            if i == HOT:  # several thermal samples in its slowed training (1.5 s)
+                argv += ["--sysfs", str(sysfs), "--sample-every", "thermal=0.2"]
+            log = d / "collector.log"
+            with log.open("wb") as out:
+                p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=_env(base))
+            collectors.append(p)
+            node_dirs.append(d)
+            _wait_port(port, p, log)
+        server_dir = base / "server"
+        log = base / "superlink.log"
+        with log.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "flower-superlink"),
+                        "--insecure",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(link),
+                        "--disable-runtime-dependency-installation",
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=base,
+                    env=_env(base, EDGESCOPE_DIR=str(server_dir)),
+                )
+            )
+        _wait_port(link, procs[0], log)
+        for i, d in enumerate(node_dirs):
+            config = f"partition-id={i} num-partitions={NODES}"
+            if i == HOT:
+                config += f' heat-tree="{sysfs}"'
+            log = d / "supernode.log"
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            str(BIN / "flower-supernode"),
+                            "--insecure",
+                            "--superlink",
+                            f"127.0.0.1:{link}",
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(_free_port()),
+                            "--node-config",
+                            config,
+                        ],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        cwd=d,
+                        env=_env(
+                            base,
+                            EDGESCOPE_SOCKET=str(d / "ingest.sock"),
+                            EDGESCOPE_DIR=str(d / "runs"),
+                        ),
+                    )
+                )
+        run = subprocess.run(
+            [
+                str(BIN / "flwr"),
+                "run",
+                str(app),
+                "local-deployment",
+                "--stream",
+                "--run-config",
+                f"min-nodes={NODES} num-server-rounds=3 local-epochs=5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=420,
+            env=_env(base),
+            cwd=base,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    finally:
+        _stop(procs)
+        _stop(collectors)  # after the SuperNodes: every message's run is in before it closes
+    yield Deployment(base, [d / "data" for d in node_dirs], server_dir, sysfs, run.stdout)
+
+
+@pytest.fixture(scope="module")
+def report(deployment: Deployment) -> RoundsReport:
+    reports = analyze_paths([*deployment.node_dirs, deployment.server_dir])
+    assert len(reports) == 1
+    return reports[0]
+
+
+def _by_partition(report: RoundsReport) -> dict[int, int]:
+    return {c.partition: n for n, c in report.clients.items() if c.partition is not None}
+
+
+def test_each_node_has_one_run_across_its_message_processes(deployment: Deployment) -> None:
+    for i, d in enumerate(deployment.node_dirs):
+        starts: dict[str, set[int]] = {}
+        messages = 0
+        for f in trace_files(d):
+            with TraceReader(f) as r:
+                for rec in r:
+                    if isinstance(rec, RunStart) and rec.name.startswith("flower-node"):
+                        starts.setdefault(rec.run_id, set()).add(rec.pid)
+                        assert rec.config["flower"]["partition_id"] == i
+                    elif getattr(rec, "kind", None) == FLOWER_MESSAGE:
+                        messages += 1
+        # one run id; every message ran in a process of its own (6: 3 rounds, train + evaluate)
+        assert len(starts) == 1, starts
+        assert len(next(iter(starts.values()))) == 6
+        assert messages == 6
+    # nothing fell back to a file: every process found its node's collector
+    assert not any((d.parent / "runs").exists() for d in deployment.node_dirs)
+
+
+def test_rounds_durations_and_metrics(report: RoundsReport, deployment: Deployment) -> None:
+    assert report.server
+    assert [r.round for r in report.rounds] == [1, 2, 3]
+    parts = _by_partition(report)
+    assert sorted(parts) == [0, 1, 2]
+    for row in report.rounds:
+        assert set(row.cells) == set(parts.values())
+        for p, node in parts.items():
+            cell = row.cells[node]
+            assert cell.status == "ok"
+            assert cell.train is not None and cell.evaluate is not None
+            assert 0 < cell.train.duration_s < 60 and 0 < cell.evaluate.duration_s < 60
+            # the partition's share of the 1,797 digits, four fifths for training
+            mine = len(range(p, 1797, NODES))
+            assert cell.train.num_examples == mine * 4 // 5
+            assert cell.evaluate.num_examples == mine - mine * 4 // 5
+            assert 0 < cell.train.metrics["train-loss"] < 3
+            assert 0 <= cell.evaluate.metrics["eval-acc"] <= 1
+            # the model out and back: 650 float32 and the records' own bytes
+            assert cell.train.arrays_in == cell.train.arrays_out > (64 * 10 + 10) * 4
+            # the Mod's device figures, in the event and in the reply's one MetricRecord
+            assert cell.train.device["edgescope-wall-s"] > 0
+            assert cell.train.device["edgescope-cpu-s"] > 0
+            assert cell.latency_s is not None and cell.latency_s >= cell.train.duration_s
+        # the server's aggregated metrics, device figures included
+        assert 0 < row.train_metrics["train-loss"] < 3
+        assert row.train_metrics["edgescope-wall-s"] > 0
+        assert row.train_metrics["edgescope-rss-peak-mib"] > 10
+        assert 0 <= row.evaluate_metrics["eval-acc"] <= 1
+    # training helps: the aggregated loss falls round by round
+    losses = [r.train_metrics["train-loss"] for r in report.rounds]
+    assert losses == sorted(losses, reverse=True)
+
+
+def test_the_overheating_node_is_the_straggler_with_its_cause(report: RoundsReport) -> None:
+    hot = _by_partition(report)[HOT]
+    first, *later = report.rounds
+    # before it heats up nothing throttles (a loaded test machine may still make a round-1
+    # straggler of anyone, for a while: then not for throttling)
+    assert first.straggler != hot or first.cause is None or "throttled" not in first.cause
+    for row in later:
+        assert row.straggler == hot, row.cause
+        assert row.cause is not None
+        assert row.cause.startswith(f"node {hot} (partition {HOT}): ")
+        assert "x the round's median" in row.cause
+        assert re.search(r" while cpu\d+ and \d+ more throttled at 96\.0 °C", row.cause), row.cause
+        assert any(s.kind == "throttle_counter" for s in row.signals)
+        # the server waited for it
+        assert row.waited_for == hot
+        assert row.critical is not None and f"partition {HOT}" in row.critical
+
+
+def test_client_and_server_traces_line_up_within_the_clock_offsets(
+    report: RoundsReport, deployment: Deployment
+) -> None:
+    phases = {}
+    for f in trace_files(deployment.server_dir):
+        with TraceReader(f) as r:
+            for rec in r:
+                if getattr(rec, "kind", None) == "flower.round":
+                    phases[(rec.detail["round"], rec.detail["type"])] = rec.detail
+    assert len(phases) == 6
+    for node, off in report.offsets.items():
+        # one machine, one clock: the true offset (0) lies in the bound the replies give
+        assert off.offset_s is not None and off.bound_s is not None and off.consistent
+        assert abs(off.offset_s) <= off.bound_s + 1e-6, off
+        assert off.exchanges == 6
+        for row in report.rounds:
+            cell = row.cells[node]
+            for kind, msg in (("train", cell.train), ("evaluate", cell.evaluate)):
+                assert msg is not None
+                ph = phases[(row.round, kind)]
+                reply = next(r for r in ph["replies"] if r["node"] == node)
+                # the client's window, put on the server's clock, lies in the server's wait
+                start = msg.start_us - off.offset_s * 1e6
+                end = msg.end_us - off.offset_s * 1e6
+                slack = off.bound_s * 1e6
+                assert ph["sent_us"] - slack <= start <= end <= reply["arrived_us"] + slack
+
+
+def test_the_rounds_command(deployment: Deployment) -> None:
+    paths = [str(p) for p in (*deployment.node_dirs, deployment.server_dir)]
+    cmd = [sys.executable, "-m", "edgescope", "rounds"]
+    out = subprocess.run([*cmd, *paths], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "3 rounds, 3 clients" in text
+    assert re.search(r"^round 2: waited [\d.]+ s for node \d+ \(partition 2\)", text, re.M)
+    assert re.search(r"straggler node \d+ \(partition 2\): [\d.]+x the round's median", text)
+    assert "throttled at 96.0 °C" in text
+    js = subprocess.run([*cmd, "--json", *paths], capture_output=True, text=True, timeout=60)
+    assert js.returncode == 0, js.stderr
+    (run,) = json.loads(js.stdout)["runs"]
+    assert [r["round"] for r in run["rounds"]] == [1, 2, 3]
+    hot = next(c["node"] for c in run["clients"] if c["partition"] == HOT)
+    assert [r["straggler"] for r in run["rounds"]][1:] == [hot, hot]

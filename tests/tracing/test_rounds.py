@@ -1,0 +1,156 @@
+"""The rounds analysis (``edgescope_tracing.rounds``) on traces written here: the events the
+Flower integration writes (client messages, server phases) and a device's thermal samples,
+through real trace files and the ``edgescope rounds`` command. The real Flower run is
+``tests/edgescope/test_flower.py``; these cover what it cannot make happen on purpose: a client
+that timed out or failed, a trace without the server's, clocks that disagree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from edgescope_tracing import RunStart, TraceWriter
+from edgescope_tracing.rounds import (
+    ClockOffset,
+    Reply,
+    ServerPhase,
+    analyze_paths,
+    cell_text,
+    clock_offsets,
+    message_kind,
+    offset_text,
+    report_lines,
+)
+from roundsgen import NODES, T0, S, client_trace, phase, reply, write_flower_traces
+
+
+@pytest.fixture
+def traces(tmp_path: Path) -> list[Path]:
+    return write_flower_traces(tmp_path)
+
+
+def test_the_straggler_its_cause_and_the_timed_out_client(traces: list[Path]) -> None:
+    (report,) = analyze_paths(traces)
+    assert report.server
+    assert [c.partition for c in report.clients.values()] == [0, 1, 2]
+    r1, r2, r3 = report.rounds
+    assert r1.straggler is None and r1.ratio == pytest.approx(1.1)
+    assert r2.straggler == NODES[2]
+    assert r2.ratio == pytest.approx(3.0)
+    assert r2.cause == (
+        "node 303 (partition 2): 3.0x the round's median (3.00 s vs 1.00 s) while cpu0 "
+        "throttled at 90.0 °C"
+    )
+    assert r2.waited_for == NODES[2]
+    assert r2.critical is not None
+    assert r2.critical.startswith("waited 4.00 s for node 303 (partition 2) (train 3.00 s")
+    # round 3: partition 2 never replied; the server waited out its timeout for it
+    cell = r3.cells[NODES[2]]
+    assert (cell.status, cell.reason) == ("timed out", "no reply within 30 s")
+    assert cell_text(cell) == "timed out"
+    assert r3.waited_for == NODES[2]
+    assert r3.critical is not None and "the timeout" in r3.critical
+    assert cell_text(r3.cells[NODES[0]]) == "1.00 / 0.10"
+    lines = "\n".join(report_lines(report))
+    assert "node 303 (partition 2) timed out: no reply within 30 s" in lines
+    assert "3.00 / 0.10 *" in lines
+
+
+def test_a_straggler_with_no_coinciding_signal(tmp_path: Path) -> None:
+    client_trace(tmp_path / "p0.est", 0, {1: 1.0})
+    client_trace(tmp_path / "p1.est", 1, {1: 1.0})
+    client_trace(tmp_path / "p2.est", 2, {1: 2.7})  # slow, but nothing throttles
+    (report,) = analyze_paths([tmp_path])
+    (row,) = report.rounds
+    assert row.straggler == NODES[2]
+    assert row.cause == (
+        "node 303 (partition 2): 2.7x the round's median (2.70 s vs 1.00 s); "
+        "no throttle, frequency, temperature or memory signal coincides"
+    )
+    # no server trace: who finished last, on the clients' clocks
+    assert not report.server
+    assert row.waited_s is None
+    assert row.critical == "last to finish: node 303 (partition 2) (no server trace)"
+
+
+def test_a_failed_reply_and_a_client_that_was_not_sent_to(tmp_path: Path) -> None:
+    client_trace(tmp_path / "p0.est", 0, {1: 1.0, 2: 1.0})
+    client_trace(tmp_path / "p1.est", 1, {1: 1.0})
+    with TraceWriter(tmp_path / "server.est") as w:
+        failed = {"node": NODES[1], "arrived_us": T0 + 22 * S, "error": "ClientApp raised"}
+        w.append(phase(1, "train", [reply(NODES[0], 1, 2.0, 0.5, 1.5), failed]))
+        w.append(phase(2, "train", [reply(NODES[0], 2, 2.0, 0.5, 1.5)], nodes=[NODES[0]]))
+    (report,) = analyze_paths([tmp_path])
+    r1, r2 = report.rounds
+    assert (r1.cells[NODES[1]].status, r1.cells[NODES[1]].reason) == ("failed", "ClientApp raised")
+    assert r2.cells[NODES[1]].status == "not selected"
+    assert r1.straggler is None  # one client timed: nobody to be slower than
+
+
+def test_clock_offsets_bound_each_node_by_its_replies() -> None:
+    def phase(sent: int, replies: list[Reply]) -> ServerPhase:
+        return ServerPhase(1, 1, "train", sent, sent, (), tuple(replies), (), {})
+
+    # the client's clock runs 5 s ahead; each exchange bounds it from both sides
+    ph = [
+        phase(0, [Reply(7, 3 * S, 3.0, None, 6 * S, 7 * S)]),  # [7-3, 6-0] = [4, 6]
+        phase(10 * S, [Reply(7, 12 * S, 2.0, None, 15 * S + S // 2, 16 * S)]),  # [4, 5.5]
+        phase(0, [Reply(8, S, 1.0, "boom")]),  # an error reply carries no times
+    ]
+    offs = clock_offsets(ph)
+    assert offs[7] == ClockOffset(7, 4.75, 0.75, 2)
+    assert offs[8] == ClockOffset(8, None, None, 0)
+    assert offset_text(offs[7]) == "clock +4.750 s ± 0.750 s against the server"
+    assert offset_text(offs[8]).startswith("clock offset unknown")
+    # replies that cannot all be true (the clock stepped): the narrowest one, and said so
+    stepped = clock_offsets(
+        [
+            phase(0, [Reply(7, 3 * S, 3.0, None, 6 * S, 7 * S)]),  # [4, 6]
+            phase(0, [Reply(7, 2 * S, 2.0, None, 0, S // 2)]),  # [-1.5, 0]
+        ]
+    )[7]
+    assert (stepped.offset_s, stepped.bound_s, stepped.consistent) == (-0.75, 0.75, False)
+
+
+def test_message_kinds() -> None:
+    assert [message_kind(t) for t in ("train", "evaluate.fed", "query", "other")] == [
+        "train",
+        "evaluate",
+        "query",
+        "other",
+    ]
+
+
+def _rounds(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgescope", "rounds", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_command_json_and_bad_input(traces: list[Path], tmp_path: Path) -> None:
+    out = _rounds("--json", *map(str, traces))
+    assert out.returncode == 0, out.stderr
+    (run,) = json.loads(out.stdout)["runs"]
+    assert [r["straggler"] for r in run["rounds"]] == [None, NODES[2], None]
+    assert run["rounds"][2]["clients"][2]["status"] == "timed out"
+    assert run["rounds"][1]["signals"][0]["kind"] == "throttle_counter"
+    for args, says in (
+        ([str(tmp_path / "nope.est")], "no such file or directory"),
+        ([str(tmp_path / "empty")], "a directory with no trace files"),
+        ([str(traces[0].with_name("junk.est"))], "not an edgescope trace"),
+        ([str(tmp_path / "plain.est")], "no Flower rounds in these traces"),
+    ):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        traces[0].with_name("junk.est").write_bytes(b"not a trace at all")
+        with TraceWriter(tmp_path / "plain.est") as w:
+            w.append(RunStart(0, "a" * 32, "plain", "h", 1, t_us=T0))
+        bad = _rounds(*args)
+        assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
+        assert says in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr

@@ -33,6 +33,10 @@ SECONDS = 2.5
 LONGER = {"many-short-functions": 3, "busy-python": 2, "long-c-call": 2}
 """Workloads that run this many times longer: twenty functions of a few per cent each need
 more samples before their shares mean anything."""
+WEIGHTS: dict[str, Counter[str]] = {
+    "many-short-functions": Counter({f"f{i}": 10 + 4 * i for i in range(20)}),
+}
+"""Workloads whose split follows from their code: f{i} runs 10 + 4 i iterations of one loop."""
 HZ = 200
 """Samples a second, both samplers."""
 MIN_SAMPLES = 200
@@ -300,13 +304,13 @@ def close(
 @pytest.mark.parametrize("name", list(WORKLOADS))
 def test_self_time_shares_agree(name: str, tmp_path: Path) -> None:
     ours, truth, spy = run_workload(name, tmp_path)
-    if not truth and sum(spy.values()) < MIN_SAMPLES:
+    if not truth and name not in WEIGHTS and sum(spy.values()) < MIN_SAMPLES:
         # py-spy pauses the process for each sample and falls behind (on a deep stack, on a
         # loaded machine): once more, so that its shares are worth comparing with. Where the
         # workload knows its split, py-spy is only printed beside it, so its count matters not.
         ours, truth, spy = run_workload(name, tmp_path)
     assert sum(ours.values()) >= MIN_SAMPLES, f"too few samples to compare: {ours}"
-    if not truth:
+    if not truth and name not in WEIGHTS:
         assert sum(spy.values()) >= MIN_SAMPLES, f"py-spy took too few samples: {spy}"
     report = f"edgescope {dict(ours)}, py-spy {dict(spy)}, truth {truth}"
     problems = []
@@ -314,6 +318,15 @@ def test_self_time_shares_agree(name: str, tmp_path: Path) -> None:
         n_ours = float(sum(v for k, v in ours.items() if k in truth))
         problems += close(
             shares(ours, set(truth)), shares(truth), "the known split", (n_ours, None)
+        )
+    elif name in WEIGHTS:
+        # The split is known from the work each function does (its loop's iterations); py-spy
+        # is printed beside it, not compared: it has been seen to miss a function almost
+        # entirely (0.8 % where the work says 4.8 %) on a loaded machine.
+        weights = WEIGHTS[name]
+        n_ours = float(sum(v for k, v in ours.items() if k in weights))
+        problems += close(
+            shares(ours, set(weights)), shares(weights), "the work's split", (n_ours, None)
         )
     else:
         # Among the short functions themselves: the loop that calls them is not compared.

@@ -17,7 +17,7 @@ from edgescope.sdk._run import Run
 from edgescope.sdk._ship import notify
 from edgescope.sdk._values import as_float, jsonable_config
 
-__all__ = ["CONFIG_EVENT", "Numbers", "missing", "record_config"]
+__all__ = ["CONFIG_EVENT", "Numbers", "given_run", "missing", "record_config"]
 
 CONFIG_EVENT = "config"
 """The event kind that carries hyperparameters given after the run's start was recorded."""
@@ -42,6 +42,14 @@ def missing(
         f"edgescope.integrations.{hook} needs {library}, which is not installed here: "
         f"pip install 'edgescope[{extra}]'"
     )
+
+
+def given_run(hook: str, run: object) -> Run | None:
+    """A hook's ``run=`` argument: None, or an :class:`edgescope.Run` to record into (TypeError
+    otherwise, naming the hook)."""
+    if run is not None and not isinstance(run, Run):
+        raise TypeError(f"{hook}: run must be an edgescope.Run, got {run!r}")
+    return run
 
 
 def record_config(run: Run, config: Mapping[str, Any], why: str) -> None:

@@ -62,7 +62,7 @@ except ImportError as _e:
     raise missing("lightning", "PyTorch Lightning", "lightning", _e, "lightning") from _e
 
 import edgescope
-from edgescope.integrations._common import Numbers, record_config
+from edgescope.integrations._common import Numbers, given_run, record_config
 from edgescope.sdk._run import Run
 from edgescope.sdk._values import jsonable_config
 
@@ -113,8 +113,7 @@ class EdgescopeLogger(Logger):  # type: ignore[misc,unused-ignore]
         **init_kwargs: Any,
     ) -> None:
         super().__init__()
-        if run is not None and not isinstance(run, Run):
-            raise TypeError(f"EdgescopeLogger: run must be an edgescope.Run, got {run!r}")
+        run = given_run("EdgescopeLogger", run)
         self._name = name
         self._config = jsonable_config(config)
         self._tags = ["lightning", *(tags or [])]

@@ -44,7 +44,7 @@ except ImportError as _e:
     ) from _e
 
 import edgescope
-from edgescope.integrations._common import Numbers, record_config
+from edgescope.integrations._common import Numbers, given_run, record_config
 from edgescope.sdk._run import Run
 from edgescope.sdk._values import jsonable_config
 
@@ -68,8 +68,7 @@ class EdgescopeCallback(TrainerCallback):  # type: ignore[misc,unused-ignore]
         run: Run | None = None,
         **init_kwargs: Any,
     ) -> None:
-        if run is not None and not isinstance(run, Run):
-            raise TypeError(f"EdgescopeCallback: run must be an edgescope.Run, got {run!r}")
+        run = given_run("EdgescopeCallback", run)
         self._name = name
         self._config = jsonable_config(config)
         self._tags = ["transformers", *(tags or [])]

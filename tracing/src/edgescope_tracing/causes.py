@@ -26,7 +26,13 @@ from .signals import (
     gpu_throttled,
     pi_throttled_flags,
 )
-from .thresholds import CGROUP_NEAR_LIMIT, TRIP_KINDS, trip_reached
+from .thresholds import (
+    CGROUP_NEAR_LIMIT,
+    CLOCK_LOW_SHARE,
+    TRIP_KINDS,
+    scaling_capped,
+    trip_reached,
+)
 
 __all__ = [
     "NO_SIGNAL",
@@ -273,8 +279,8 @@ def coinciding_signals(
             if not now or not top:
                 continue
             was = base_freq.get(f.cpu) or top
-            capped = f.scaling_max_khz is not None and f.scaling_max_khz < 0.9 * top
-            if now < 0.85 * top and (now < 0.85 * was or capped):
+            low = CLOCK_LOW_SHARE
+            if now < low * top and (now < low * was or scaling_capped(f)):
                 drops.append((now / top, f.cpu, now, top, was))
         if drops:
             _, cpu, now, top, was = min(drops)

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .records import CpuFreq, GpuSample, PowerReading, PowerSample, ThermalSample
+from .thresholds import CLOCK_LOW_SHARE, scaling_capped
 
 __all__ = [
     "BOARD",
@@ -88,8 +89,7 @@ def _capped_cpu(f: CpuFreq) -> tuple[float, int, int] | None:
     top = f.max_khz
     if not now or not top:
         return None
-    lowered = f.scaling_max_khz is not None and f.scaling_max_khz < 0.9 * top
-    if now < 0.85 * top or lowered:
+    if now < CLOCK_LOW_SHARE * top or scaling_capped(f):
         return now / top, now, top
     return None
 

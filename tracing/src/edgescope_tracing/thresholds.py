@@ -7,10 +7,15 @@ fine, 1 warning, 2 at the limit (the event severities).
 
 from __future__ import annotations
 
+from .records import CpuFreq
+
 __all__ = [
     "TRIP_KINDS",
     "CGROUP_NEAR_LIMIT",
     "OOM_LIKELY_SHARE",
+    "CLOCK_LOW_SHARE",
+    "SCALING_CAP_SHARE",
+    "scaling_capped",
     "trip_reached",
     "temperature_level",
     "memory_level",
@@ -27,6 +32,24 @@ CGROUP_NEAR_LIMIT = 0.95
 OOM_LIKELY_SHARE = 0.9
 """A run killed by SIGKILL with its cgroup at this share of its limit or more was most likely
 killed by the OOM killer."""
+
+
+CLOCK_LOW_SHARE = 0.85
+"""A CPU runs well below its maximum frequency under this share of it: the ``frequency`` cause,
+and a clock a power limit holds down."""
+
+SCALING_CAP_SHARE = 0.9
+"""A cpufreq ``scaling_max`` under this share of the maximum frequency is a cap (a governor, a
+thermal or power daemon), not the hardware's top."""
+
+
+def scaling_capped(f: CpuFreq) -> bool:
+    """Whether the CPU's ``scaling_max`` is set below :data:`SCALING_CAP_SHARE` of its maximum."""
+    return (
+        f.scaling_max_khz is not None
+        and f.max_khz is not None
+        and f.scaling_max_khz < SCALING_CAP_SHARE * f.max_khz
+    )
 
 
 def trip_reached(temp_c: float, trip_c: float, hysteresis_c: float = 0.0) -> bool:

@@ -314,7 +314,7 @@ class OomKill:
             survived = end.exit_code is not None and end.exit_code not in SIGKILL_CODES
             return oom_kill_cause(k.cgroup_limit, k.cgroup_version, survived=survived)
         live = st.live or st.last
-        if end.exit_code in SIGKILL_CODES and _share(live) >= 0.9:
+        if end.exit_code in SIGKILL_CODES and _share(live) >= OOM_LIKELY_SHARE:
             return oom_kill_cause(live.cgroup_limit, live.cgroup_version, likely=True)
         return None
 

@@ -11,7 +11,9 @@ The rules (``docs/architecture.md``):
   the format; the SDK and the CLI reach the collector and the UI only from the CLI's commands
   and the demo;
 - the TUI's model (``state``, ``series``, ``feed``, ``views``) and its sources and discovery
-  never import Textual, the App, screens or widgets.
+  never import Textual, the App, screens or widgets;
+- no part imports another part's private modules or names (``edgescope_tracing._frames``):
+  each part offers the others its public surface.
 """
 
 from __future__ import annotations
@@ -147,6 +149,52 @@ def _imports_of(prefix: str) -> Iterator[tuple[str, str]]:
 
 def _top(name: str) -> str:
     return name.split(".")[0]
+
+
+def _private_cross_imports(path: Path, top: str) -> Iterator[str]:
+    """``X._name`` imports in ``path`` (a module of package ``top``) from another part: a
+    private module (``edgescope_tracing._frames``) or a private name of a public one."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            head, *rest = name.split(".")
+            if head in PACKAGES and head != top and any(_private(p) for p in rest):
+                yield name
+
+
+def _private(part: str) -> bool:
+    return part.startswith("_") and not part.startswith("__")
+
+
+def test_the_private_check_sees_modules_and_names(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text(
+        "from edgescope_tracing._frames import HEADER_SIZE\n"
+        "from edgescope_tracing.reader import _CONTEXT\n"
+        "import edgescope_tracing._codec\n"
+        "from edgescope_tracing.framing import HEADER_SIZE\n"
+        "from ._own import x\n"
+        "from edgescope_collector._own import y\n"
+    )
+    assert list(_private_cross_imports(src, "edgescope_collector")) == [
+        "edgescope_tracing._frames.HEADER_SIZE",
+        "edgescope_tracing.reader._CONTEXT",
+        "edgescope_tracing._codec",
+    ]
+
+
+def test_no_part_imports_another_parts_private_names() -> None:
+    """What a part offers the others is its public surface: the collector's store reads the
+    format through ``edgescope_tracing.framing``, not ``_frames`` and ``_codec``."""
+    wrong = [(m, n) for m, path in MODULES.items() for n in _private_cross_imports(path, _top(m))]
+    assert wrong == [], "imports of another part's private modules or names:\n" + "\n".join(
+        f"  {m}: {n}" for m, n in wrong
+    )
 
 
 def test_the_parts_depend_one_way() -> None:

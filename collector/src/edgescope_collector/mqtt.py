@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgescope_tracing import Keyframe, Record, RunStart, StreamDecoder
-from edgescope_tracing._frames import HEADER_SIZE
 from edgescope_tracing.fleet import (
     Batch,
     Birth,
@@ -55,9 +54,10 @@ from edgescope_tracing.fleet import (
     encode_runs,
     encode_summary,
 )
+from edgescope_tracing.framing import HEADER_SIZE, frame_span
 
 from .errors import CollectorError
-from .store import Segment, SegmentStore, frame_span
+from .store import Segment, SegmentStore
 
 if TYPE_CHECKING:
     import aiomqtt

@@ -46,7 +46,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from edgescope_tracing._frames import FRAME_HEAD_SIZE, HEADER_SIZE, header_bytes
+from edgescope_tracing.framing import FRAME_HEAD_SIZE, HEADER_SIZE, frame_span, header_bytes
 from edgescope_tracing.protocol import (
     MAX_CONTROL,
     PROTOCOL_VERSION,
@@ -58,7 +58,7 @@ from edgescope_tracing.protocol import (
 
 from .auth import Authenticator
 from .peercred import loopback_peer_uid
-from .store import Segment, SegmentStore, frame_span
+from .store import Segment, SegmentStore
 
 __all__ = ["ServerLimits", "StreamServer"]
 

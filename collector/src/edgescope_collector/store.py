@@ -1,9 +1,9 @@
 """The segment store: the collector's stream, cut into trace files, in a bounded ring on disk.
 
-One sequence space. The collector has one record encoder (:class:`edgescope_tracing._codec`'s
-state: sequence counter, interned tables, active runs) for its whole life; each segment file
-gets its own :class:`~edgescope_tracing.StreamEncoder` that *shares* that encoder. So a segment
-is a complete trace on its own (header, a keyframe first that restates the active runs, an
+One sequence space. The collector has one record encoder (:class:`edgescope_tracing.framing.
+Encoder`: sequence counter, interned tables, active runs) for its whole life; each segment
+file gets its own :class:`~edgescope_tracing.StreamEncoder` that *shares* that encoder. So a
+segment is a complete trace on its own (header, a keyframe first that restates the active runs, an
 index at close), and the sequence numbers go on from one segment to the next. A segment's
 file name holds its first sequence number (``seg-00000000000000001234.est``); on a restart the
 store reads the newest segment's last sequence number and goes on from there, so the numbers
@@ -53,29 +53,26 @@ import os
 import re
 import stat
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgescope_tracing import Event, IndexEntry, Record, RunStart, StreamDecoder, StreamEncoder
-from edgescope_tracing._codec import Encoder
-from edgescope_tracing._frames import (
-    FRAME_HEAD,
-    FRAME_HEAD_SIZE,
+from edgescope_tracing import MAX_PAYLOAD, Event, IndexEntry, Record, RunStart, StreamEncoder
+from edgescope_tracing.errors import TraceError
+from edgescope_tracing.framing import (
     HEADER_SIZE,
-    MAX_PAYLOAD,
-    SYNC,
+    Encoder,
     header_bytes,
     parse_header,
+    read_trailer,
+    scan,
+    trailer_bytes,
 )
-from edgescope_tracing.errors import TraceError
-from edgescope_tracing.reader import keyframe_entry, read_trailer
 
 from .errors import StoreError
 
-__all__ = ["Segment", "SegmentStore", "StoreError", "segment_name", "frame_span"]
+__all__ = ["Segment", "SegmentStore", "StoreError", "segment_name"]
 
 log = logging.getLogger("edgescope.collector.store")
 
@@ -590,11 +587,7 @@ class SegmentStore:
         """Close the open segment where its stored frames end (the rest never reached it)."""
         fd, self._fd = self._fd, -1
         seg.index = [e for e in seg.index if e.offset < seg.data_end]
-        tail = StreamEncoder(header=False)
-        tail.offset = seg.data_end
-        tail.index = seg.index
-        tail.encoder.next_seq = seg.next_seq
-        closing = tail.index_bytes()
+        closing = trailer_bytes(seg.data_end, seg.index, seg.next_seq)
         try:
             _pwrite_all(fd, closing, seg.data_end)
             seg.size = seg.data_end + len(closing)
@@ -808,7 +801,7 @@ class SegmentStore:
             if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the lstat
                 raise _Unusable("it is not a regular file")
             parse_header(os.pread(fd, HEADER_SIZE, 0), str(path))
-            closed = _read_closed(fd, path)
+            closed = read_trailer(fd, os.fstat(fd).st_size)
             if closed is not None:
                 data_end, next_seq, index = closed
                 if next_seq > MAX_SEQ:
@@ -822,21 +815,12 @@ class SegmentStore:
             os.close(fd)
 
     def _repair(self, fd: int, path: Path, first_seq: int) -> Segment:
-        data = _read_all(fd)
-        data_end = _last_good_frame_end(data)
-        index = _scan_index(data, data_end)
-        next_seq = first_seq
-        start = index[-1].offset if index else HEADER_SIZE
-        dec = StreamDecoder(header=False, name=str(path), offset=start)
-        for rec in dec.feed(data[start:data_end]) + dec.close():
-            next_seq = max(next_seq, rec.seq + 1)
+        found = scan(_read_all(fd), str(path))
+        data_end, index = found.data_end, found.index
+        next_seq = first_seq if found.next_seq is None else max(first_seq, found.next_seq)
         if next_seq > MAX_SEQ:
             raise _Unusable(f"its records go past sequence number {MAX_SEQ}")
-        tail = StreamEncoder(header=False)
-        tail.offset = data_end
-        tail.index = index
-        tail.encoder.next_seq = next_seq
-        closing = tail.index_bytes()
+        closing = trailer_bytes(data_end, index, next_seq)
         try:
             os.ftruncate(fd, data_end)
             _pwrite_all(fd, closing, data_end)
@@ -855,33 +839,6 @@ class SegmentStore:
         return Segment(path, first_seq, next_seq, data_end, data_end + len(closing), index, True)
 
 
-def frame_span(data: bytes | memoryview, start: int = 0) -> tuple[int, int]:
-    """``(good_end, skip_to)`` over whole frames in ``data`` from ``start``.
-
-    Walks complete, checksum-valid frames; stops at the first incomplete one (``skip_to`` ==
-    ``good_end``) or at damage, where ``skip_to`` is the next sync mark (or the end of data)
-    after it, so that the bytes in between can be passed over.
-    """
-    pos = start
-    n = len(data)
-    while pos + FRAME_HEAD_SIZE <= n:
-        sync, length, crc = FRAME_HEAD.unpack_from(data, pos)
-        if sync != SYNC or length > MAX_PAYLOAD:
-            return pos, _next_sync(data, pos + 1)
-        end = pos + FRAME_HEAD_SIZE + length
-        if end > n:
-            return pos, pos
-        if zlib.crc32(data[pos + FRAME_HEAD_SIZE : end]) != crc:
-            return pos, _next_sync(data, pos + 1)
-        pos = end
-    return pos, pos
-
-
-def _next_sync(data: bytes | memoryview, pos: int) -> int:
-    i = bytes(data[pos:]).find(SYNC)
-    return len(data) if i < 0 else pos + i
-
-
 def _last_keyframe(seg: Segment, since: int | None) -> int:
     best = HEADER_SIZE
     for e in seg.index:
@@ -889,11 +846,6 @@ def _last_keyframe(seg: Segment, since: int | None) -> int:
             break
         best = e.offset
     return best
-
-
-def _read_closed(fd: int, path: Path) -> tuple[int, int, list[IndexEntry]] | None:
-    """``(data_end, next_seq, index)`` of a cleanly closed segment, else None."""
-    return read_trailer(fd, os.fstat(fd).st_size)
 
 
 def _read_all(fd: int) -> bytes:
@@ -907,38 +859,6 @@ def _read_all(fd: int) -> bytes:
         parts.append(chunk)
         pos += len(chunk)
     return b"".join(parts)
-
-
-def _last_good_frame_end(data: bytes) -> int:
-    """The end of the last complete, valid frame (damage in between is passed over)."""
-    pos = good = HEADER_SIZE
-    while True:
-        end, skip = frame_span(data, pos)
-        if end > pos:
-            good = end
-        if skip <= end:
-            return good
-        pos = skip
-
-
-def _scan_index(data: bytes, data_end: int) -> list[IndexEntry]:
-    """The keyframes among the good frames before ``data_end`` (damage passed over)."""
-    out: list[IndexEntry] = []
-    view = memoryview(data)[:data_end]
-    pos = HEADER_SIZE
-    while pos < data_end:
-        end, skip = frame_span(view, pos)
-        while pos < end:
-            length = FRAME_HEAD.unpack_from(data, pos)[1]
-            body = data[pos + FRAME_HEAD_SIZE : pos + FRAME_HEAD_SIZE + length]
-            entry = keyframe_entry(body, pos)
-            if entry is not None:
-                out.append(entry)
-            pos += FRAME_HEAD_SIZE + length
-        if skip <= end:
-            break
-        pos = skip
-    return out
 
 
 def _file_kind(mode: int) -> str:

@@ -23,6 +23,15 @@ on a machine without them; procfs stays this machine's (the run's process is rea
 ``--mqtt`` also publishes everything to a loopback Mosquitto that the benchmark starts (the
 fleet, ``docs/fleet.md``), and measures the collector with its publisher on.
 Glances comes from ``pip install glances``; without it the collector is measured alone.
+
+``--psutil`` measures the collector with its process sampler on psutil where psutil has the API
+(issue 12's question: should the samplers use it?): the process tree
+(``Process.children(recursive=True)``), CPU times, parent, state, threads and name
+(``Process.oneshot()``), one ``psutil.Process`` kept per pid as a psutil sampler would;
+``/proc/PID/status`` is still read for VmRSS and VmHWM (psutil has no peak RSS) and the cgroup
+files by hand (psutil has no API for them). The patch lives here, not in the collector: the
+collector does not use psutil, and this is the figure that says why. Run it once without and
+once with, beside Glances both times (the anchor that shows how loaded the machine was).
 """
 
 from __future__ import annotations
@@ -61,6 +70,57 @@ except KeyboardInterrupt:
 finally:
     edgescope.finish()
 """
+
+
+PSUTIL_COLLECTOR = r"""
+import sys
+from pathlib import Path
+
+import psutil
+from edgescope_collector.samplers import process as P
+
+STATES = {
+    psutil.STATUS_RUNNING: "R", psutil.STATUS_SLEEPING: "S", psutil.STATUS_DISK_SLEEP: "D",
+    psutil.STATUS_STOPPED: "T", psutil.STATUS_TRACING_STOP: "t", psutil.STATUS_ZOMBIE: "Z",
+    psutil.STATUS_DEAD: "X", psutil.STATUS_IDLE: "I",
+}
+BOOT = psutil.boot_time()
+known = {}
+
+def handle(pid):
+    p = known.get(pid)
+    if p is None:
+        p = known[pid] = psutil.Process(pid)
+    return p
+
+def read_proc_stat(path):
+    pid = int(Path(path).parent.name)
+    try:
+        p = handle(pid)
+        with p.oneshot():
+            t = p.cpu_times()
+            return P.ProcStat(
+                p.ppid(), round((t.user + t.system) * P._CLK_TCK), p.num_threads(),
+                round((p.create_time() - BOOT) * P._CLK_TCK), STATES.get(p.status(), "S"),
+                p.name(),
+            )
+    except (psutil.Error, ValueError):
+        known.pop(pid, None)
+        return None
+
+def descendants(self, pid):
+    try:
+        return [c.pid for c in handle(pid).children(recursive=True)]
+    except psutil.Error:
+        known.pop(pid, None)
+        return []
+
+P.read_proc_stat = read_proc_stat
+P.ProcessSampler.descendants = descendants
+from edgescope_collector.__main__ import main
+sys.exit(main())
+"""
+"""``python -m edgescope_collector`` with the process sampler on psutil (``--psutil``)."""
 
 
 @dataclass
@@ -142,6 +202,9 @@ def main() -> int:
     ap.add_argument("--no-glances", action="store_true", help="measure the collector alone")
     ap.add_argument("--sysfs", metavar="PATH", help="the collector's sysfs root (default /sys)")
     ap.add_argument("--mqtt", action="store_true", help="the collector publishes to a broker")
+    ap.add_argument(
+        "--psutil", action="store_true", help="the process sampler on psutil (see above)"
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="edgescope-footprint-"))
@@ -162,8 +225,7 @@ def main() -> int:
             collector = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "edgescope_collector",
+                    *(("-c", PSUTIL_COLLECTOR) if args.psutil else ("-m", "edgescope_collector")),
                     "--listen",
                     f"127.0.0.1:{free_port()}",
                     "--data-dir",
@@ -181,7 +243,9 @@ def main() -> int:
             )
         procs.append(collector)
         wait_for(log, "listening on", collector, 30)
-        watched.append(Watched("edgescope collector" + (" --mqtt" if mqtt else ""), collector))
+        label = "edgescope collector" + (" --mqtt" if mqtt else "")
+        label += " on psutil" if args.psutil else ""
+        watched.append(Watched(label, collector))
 
         glances_bin = shutil.which("glances") or str(Path(sys.executable).parent / "glances")
         glances_version = ""
@@ -221,7 +285,7 @@ def main() -> int:
             w.cpu_end = w.cpu_seconds()
             w.hwm = w.status("VmHWM")
         stop(producer, signal.SIGINT)
-        records, power = _count_records(tmp / "data")
+        records, power, processes = _count_records(tmp / "data")
     finally:
         for p in reversed(procs):
             stop(p)
@@ -251,7 +315,8 @@ def main() -> int:
     print()
     print(
         f"The collector stored {records} metric values of the run and {power} power records "
-        "(0: no energy source under its sysfs) in that time."
+        f"(0: no energy source under its sysfs) and {processes} process samples of the run in "
+        "that time."
     )
     ok = rows[0][1] <= 1.0 and rows[0][2] <= 40.0
     if len(rows) > 1:
@@ -259,6 +324,7 @@ def main() -> int:
     print("Target met." if ok else "Target NOT met.")
     flags = f"--duration {wall:.0f}" + (f" --sysfs {args.sysfs}" if args.sysfs else "")
     flags += " --mqtt" if mqtt else ""
+    flags += " --psutil" if args.psutil else ""
     print(f"Rerun: .venv/bin/python benchmarks/bench_collector_footprint.py {flags}")
     if args.output:
         _write_pyperf(args.output, rows)
@@ -266,18 +332,20 @@ def main() -> int:
     return 0
 
 
-def _count_records(data: Path) -> tuple[int, int]:
-    """Metric values of the run, and power records, in the collector's store."""
-    from edgescope_tracing import Metrics, PowerSample, TraceReader
+def _count_records(data: Path) -> tuple[int, int, int]:
+    """Metric values of the run, power records, and process samples of the run in the
+    collector's store."""
+    from edgescope_tracing import Metrics, PowerSample, ProcessSample, TraceReader
 
-    total = power = 0
+    total = power = processes = 0
     for p in sorted(data.glob("seg-*.est")):
         with TraceReader(p) as r:
             for x in r:
                 if isinstance(x, Metrics) and x.run >= 0:
                     total += len(x.values)
                 power += isinstance(x, PowerSample)
-    return total, power
+                processes += isinstance(x, ProcessSample) and x.run >= 0 and x.rss is not None
+    return total, power, processes
 
 
 def _write_pyperf(path: str, rows: list[tuple[str, float, float, float]]) -> None:

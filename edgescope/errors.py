@@ -10,6 +10,8 @@ once, in :func:`edgescope.cli.main`.
 
 from __future__ import annotations
 
+from edgescope_tracing.extras import NOT_INSTALLED
+
 __all__ = ["EdgescopeError", "NotInstalled", "UsageError"]
 
 
@@ -35,4 +37,4 @@ class NotInstalled(EdgescopeError):
 
     Raised by :func:`edgescope.cli._extras.require`, which words the message, once for all."""
 
-    exit_code = 3
+    exit_code = NOT_INSTALLED

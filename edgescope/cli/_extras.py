@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
+from edgescope_tracing.extras import not_installed
+
 from edgescope.errors import NotInstalled
 
 __all__ = ["PARTS", "Part", "installed", "require"]
@@ -66,4 +68,4 @@ def require(part: str, what: str) -> None:
     ``"edgescope ls"``, ``"ssh:// targets"``)."""
     if not installed(part):
         p = PARTS[part]
-        raise NotInstalled(f"{what} needs {p.name}, which is not installed here: {p.install}")
+        raise NotInstalled(not_installed(what, p.name, p.install))

@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
     except ConfigError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(str(e), e.exit_code) from None
     configure_logging(cfg.log_level)
     try:
         return run(cfg)

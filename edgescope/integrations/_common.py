@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgescope_tracing import Event
+from edgescope_tracing.extras import not_installed
 
 from edgescope.sdk._run import Run
 from edgescope.sdk._ship import notify
@@ -39,8 +40,9 @@ def missing(
             f"imported here ({cause}){'; ' + hint if hint else ''}"
         )
     return ImportError(
-        f"edgescope.integrations.{hook} needs {library}, which is not installed here: "
-        f"pip install 'edgescope[{extra}]'"
+        not_installed(
+            f"edgescope.integrations.{hook}", library, f"pip install 'edgescope[{extra}]'"
+        )
     )
 
 

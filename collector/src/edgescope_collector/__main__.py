@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ConfigError as e:
         print(f"edgescope collector: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     from .daemon import CollectorError, configure_logging, run
 
     configure_logging(cfg.log_level)

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from edgescope_tracing import Event, ProcessSample, Record, RunEnd
+from edgescope_tracing.extras import NOT_INSTALLED, not_installed
 
 from .auth import Authenticator, TokenError, load_token
 from .config import Config
@@ -334,17 +335,21 @@ class Collector:
         )
 
 
+PROMETHEUS_EXTRA = (
+    "pip install prometheus-client (or './collector[prometheus]' from a clone of edgescope)"
+)
+
+
 def _exporter(where: tuple[str, int], token: bytes | None) -> PrometheusExporter:
-    """The Prometheus exporter, or CollectorError (exit 3) where prometheus_client is absent."""
+    """The Prometheus exporter, or CollectorError (``NOT_INSTALLED``) where prometheus_client is
+    absent."""
     try:
         from .prometheus import PrometheusExporter
     except ImportError as e:
         if e.name is None or not e.name.startswith("prometheus_client"):
             raise
         raise CollectorError(
-            "--prometheus needs prometheus_client, which is not installed here: "
-            "pip install './collector[prometheus]' (from a clone of edgescope)",
-            3,
+            not_installed("--prometheus", "prometheus_client", PROMETHEUS_EXTRA), NOT_INSTALLED
         ) from None
     return PrometheusExporter(where[0], where[1], token)
 

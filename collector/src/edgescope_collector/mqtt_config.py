@@ -12,6 +12,7 @@ import importlib.util
 import socket
 from pathlib import Path
 
+from edgescope_tracing.extras import NOT_INSTALLED, not_installed
 from edgescope_tracing.fleet import client_options, parse_broker_url, valid_device
 
 from .errors import CollectorError, ConfigError
@@ -19,7 +20,7 @@ from .mqtt import MqttSettings, load_password
 
 __all__ = ["add_mqtt_arguments", "mqtt_settings"]
 
-MQTT_EXTRA = "pip install 'edgescope-collector[mqtt]' (aiomqtt and paho-mqtt)"
+MQTT_EXTRA = "pip install aiomqtt paho-mqtt (or './collector[mqtt]' from a clone of edgescope)"
 
 
 def add_mqtt_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,8 +65,14 @@ def mqtt_settings(args: argparse.Namespace) -> MqttSettings | None:
             if getattr(args, flag, None):
                 raise ConfigError(f"--{flag.replace('_', '-')} needs --mqtt URL")
         return None
-    if importlib.util.find_spec("aiomqtt") is None:
-        raise ConfigError(f"--mqtt needs the MQTT client: {MQTT_EXTRA}", 3)
+    try:
+        client = importlib.util.find_spec("aiomqtt")
+    except (ImportError, ValueError):  # a broken install: as good as none
+        client = None
+    if client is None:
+        raise ConfigError(
+            not_installed("--mqtt", "the MQTT client (aiomqtt)", MQTT_EXTRA), NOT_INSTALLED
+        )
     try:
         url = parse_broker_url(str(args.mqtt))
     except ValueError as e:

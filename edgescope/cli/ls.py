@@ -91,6 +91,7 @@ def _seconds(text: str) -> float:
 
 
 def _targets(args: argparse.Namespace) -> list[tuple[Target, Origin]]:
+    from edgescope_tracing.protocol import parse_port
     from edgescope_tui.discovery import (
         DEFAULT_COLLECTOR_PORT,
         TargetError,
@@ -102,10 +103,10 @@ def _targets(args: argparse.Namespace) -> list[tuple[Target, Origin]]:
 
     port = DEFAULT_COLLECTOR_PORT
     if args.collector_port is not None:
-        text = str(args.collector_port)
-        if not text.isdigit() or not 0 < int(text) < 65536:
-            raise UsageError(f"--collector-port must be a number from 1 to 65535, not {text!r}")
-        port = int(text)
+        try:
+            port = parse_port(str(args.collector_port))
+        except ValueError as e:
+            raise UsageError(f"--collector-port: {e}") from None
     out: list[tuple[Target, Origin]] = []
     try:
         for text in args.ssh:

@@ -194,7 +194,7 @@ def test_retention_drops_old_segments_and_tail_says_the_gap(tmp_path: Path) -> N
         (["--listen", "0.0.0.0:7313"], "refusing to listen on 0.0.0.0 without --token-file"),
         (["--max-disk", "lots"], "--max-disk: 'lots' is not a size"),
         (["--interval", "0"], "--interval must be between"),
-        (["--listen", "example:99999"], "port must be a number from 1 to 65535"),
+        (["--listen", "example:99999"], "port '99999' is not a number from 1 to 65535"),
         (["--profile", "dtrace"], "--profile must be python, perf or bpftrace"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--sample-every", "nvml"], "--sample-every takes NAME=SECONDS"),

@@ -310,7 +310,10 @@ def test_the_token_is_required_as_a_bearer_token(scraped: tuple[Collector, int])
     [
         (["--prometheus", "0.0.0.0:9464"], "refusing to serve --prometheus on 0.0.0.0 without"),
         (["--prometheus", "somehost:9464"], "--prometheus: 'somehost' is not an IP address"),
-        (["--prometheus", "127.0.0.1:99999"], "--prometheus: '127.0.0.1:99999': port must be"),
+        (
+            ["--prometheus", "127.0.0.1:99999"],
+            "--prometheus: '127.0.0.1:99999': port '99999' is not a number",
+        ),
     ],
 )
 def test_bad_prometheus_addresses_are_one_line_errors(
@@ -376,7 +379,7 @@ def test_without_prometheus_client_the_command_names_the_extra(tmp_path: Path) -
         env=ENV,
     )
     assert p.returncode == 3, p.stderr
-    assert "pip install './collector[prometheus]'" in p.stderr
+    assert "pip install prometheus-client (or './collector[prometheus]'" in p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 

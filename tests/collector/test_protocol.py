@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import threading
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from edgescope_tracing.protocol import (
     control_frame,
     parse_control,
     parse_head,
+    parse_port,
     parse_target,
 )
 from test_server_support import RUN, ThreadedServer, metric
@@ -46,15 +48,25 @@ def test_parse_target(text: str, want: tuple[str, int]) -> None:
     [
         ("", "empty"),
         (":7313", "has no host"),
-        ("pi:0", "port must be"),
-        ("pi:http", "port must be"),
+        ("pi:0", "port '0' is not a number from 1 to 65535"),
+        ("pi:http", "port 'http' is not a number from 1 to 65535"),
         ("[::1", "missing ']'"),
         ("[::1]x", "expected ':PORT'"),
     ],
 )
 def test_parse_target_refuses(text: str, says: str) -> None:
-    with pytest.raises(ValueError, match=says):
+    with pytest.raises(ValueError, match=re.escape(says)):
         parse_target(text)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http", "", " 80", "-1", 0, 70000, True, None])
+def test_parse_port_refuses(port: object) -> None:
+    with pytest.raises(ValueError, match=r"^port .* is not a number from 1 to 65535$"):
+        parse_port(port)  # type: ignore[arg-type]
+
+
+def test_parse_port_takes_text_and_numbers() -> None:
+    assert parse_port("1") == 1 and parse_port("65535") == 65535 and parse_port(7313) == 7313
 
 
 def test_control_frames_round_trip_and_are_checked() -> None:

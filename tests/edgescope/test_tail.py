@@ -136,8 +136,8 @@ def test_errors_are_one_sentence(served: Served, capsys: pytest.CaptureFixture[s
     assert err.startswith(f"edgescope: cannot connect to 127.0.0.1:{free}: connection refused")
     assert len(err.splitlines()) == 1
     for argv, text in (
-        (["tail", "127.0.0.1:0"], "port must be a number from 1 to 65535"),
-        (["tail", "host:port"], "port must be a number"),
+        (["tail", "127.0.0.1:0"], "port '0' is not a number from 1 to 65535"),
+        (["tail", "host:port"], "port 'port' is not a number from 1 to 65535"),
         (["tail", "127.0.0.1", "--count", "0"], "--count must be at least 1"),
         (["tail", "127.0.0.1", "--since", "x"], "--since must be a whole number"),
         (["tail", "127.0.0.1", "--since", str(1 << 64)], "--since must be at most"),

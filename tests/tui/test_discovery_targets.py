@@ -106,7 +106,10 @@ ssh = "root@box"
         ('[[device]]\nssh = "a"\naddress = "b:1"\n', "device 1: give exactly one"),
         ('[[device]]\nssh = "a"\nport = 3\n', "unknown key 'port'"),
         ('[[device]]\nssh = "a:x"\n', "port 'x' is not a number"),
-        ('[[device]]\nssh = "a"\ncollector_port = 0\n', "collector_port must be"),
+        (
+            '[[device]]\nssh = "a"\ncollector_port = 0\n',
+            "collector_port: port '0' is not a number from 1 to 65535",
+        ),
         ('[[device]]\naddress = "a"\n', "give the collector's address as HOST:PORT"),
         ('[[device]]\naddress = "a:1"\ntoken_file = "/nonexistent/t"\n', "does not exist"),
         ("ssh_config_hosts = 1\n", "must be true or false"),

@@ -146,6 +146,7 @@ def test_ls_table_and_an_unknown_host_key(
         (["--timeout", "soon"], "--timeout must be a number of seconds, not 'soon'"),
         (["--timeout", "0"], "--timeout must be more than 0"),
         (["--ssh", "pi@host:99999"], "port '99999' is not a number from 1 to 65535"),
+        (["--collector-port", "0"], "--collector-port: port '0' is not a number from 1 to 65535"),
         (["--address", "host"], "give the collector's address as HOST:PORT"),
         (["--no-mdns"], "nothing to list: mDNS is off"),
         (["--devices", "/nonexistent/devices.toml"], "does not exist"),

@@ -62,6 +62,7 @@ __all__ = [
     "auth_response",
     "control_frame",
     "parse_control",
+    "parse_port",
     "parse_target",
     "split_host_port",
 ]
@@ -195,6 +196,16 @@ def split_host_port(text: str) -> tuple[str, str | None]:
     return text, None
 
 
+def parse_port(port: str | int) -> int:
+    """A TCP port number from its text (or an int from a file or an advert); ValueError (``port
+    '0' is not a number from 1 to 65535``) otherwise. The one check of a port: targets, the
+    devices file, mDNS adverts and ``ls --collector-port`` all go through it."""
+    text = str(port) if type(port) is int else port
+    if not isinstance(text, str) or not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
 def parse_target(target: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """``HOST[:PORT]`` (``[v6addr]:PORT`` for IPv6) to ``(host, port)``; ValueError if malformed."""
     t = target.strip()
@@ -208,9 +219,10 @@ def parse_target(target: str, default_port: int = DEFAULT_PORT) -> tuple[str, in
         raise ValueError(f"{target!r} has no host")
     if not port_s:
         return host, default_port
-    if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ValueError(f"{target!r}: port must be a number from 1 to 65535")
-    return host, int(port_s)
+    try:
+        return host, parse_port(port_s)
+    except ValueError as e:
+        raise ValueError(f"{target!r}: {e}") from None
 
 
 def _hello_checked(msg: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from edgescope_tracing.protocol import MDNS_SERVICE_TYPE, PROTOCOL_VERSION
+from edgescope_tracing.protocol import MDNS_SERVICE_TYPE, PROTOCOL_VERSION, parse_port
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -80,9 +80,10 @@ def device_from_info(name: str, info: AsyncServiceInfo) -> Device:
         auth_required=auth,
         protocol=proto,
     )
-    port = info.port
-    if port is None or not 0 < port < 65536:
-        return facts.with_state("error", f"malformed advert: port {port} is not usable")
+    try:
+        port = parse_port(info.port if info.port is not None else "")
+    except ValueError:
+        return facts.with_state("error", f"malformed advert: port {info.port} is not usable")
     addresses = info.parsed_addresses(IPVersion.V4Only) or info.parsed_addresses()
     if not addresses:
         return facts.with_state("error", "advert has no address to connect to")

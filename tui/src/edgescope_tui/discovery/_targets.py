@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgescope_tracing.protocol import DEFAULT_PORT, split_host_port
+from edgescope_tracing.protocol import DEFAULT_PORT, parse_port, split_host_port
 from edgescope_tracing.tokens import TokenError, read_token
 
 __all__ = [
@@ -105,9 +105,10 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9_.%:-]+$")
 
 
 def _port(text: str, what: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise TargetError(f"{what}: port {text!r} is not a number from 1 to 65535")
-    return int(text)
+    try:
+        return parse_port(text)
+    except ValueError as e:
+        raise TargetError(f"{what}: {e}") from None
 
 
 def _split_host_port(text: str, what: str) -> tuple[str, str | None]:
@@ -263,8 +264,10 @@ def _device_entry(entry: Any, i: int, path: Path) -> Target:
         if not isinstance(ssh, str):
             raise TargetError(f'{what}: ssh must be a string like "pi@raspberrypi.local"')
         cport = entry.get("collector_port", DEFAULT_COLLECTOR_PORT)
-        if isinstance(cport, bool) or not isinstance(cport, int) or not 0 < cport < 65536:
-            raise TargetError(f"{what}: collector_port must be a number from 1 to 65535")
+        try:
+            cport = parse_port(cport)
+        except ValueError as e:
+            raise TargetError(f"{what}: collector_port: {e}") from None
         try:
             t = parse_ssh_target(ssh, collector_port=cport, name=name)
         except TargetError as e:

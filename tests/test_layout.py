@@ -86,6 +86,57 @@ def test_sdk_collector_and_cli_import_without_the_ui_stack() -> None:
     assert any(m.startswith("edgescope_collector.") for m in imported)
 
 
+MODEL = ("state", "series", "feed", "views", "chartspec", "processes", "runinfo", "alerts", "save")
+"""The TUI's model (``docs/architecture.md``): what the screens draw from, free of Textual."""
+
+MODEL_PROBE = textwrap.dedent(
+    """
+    import json, sys
+
+    class Refuse:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "textual":
+                raise ImportError(f"{{name}} is blocked: the TUI's model must not import Textual")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    import importlib
+    mods = [importlib.import_module("edgescope_tui." + m) for m in {model!r}]
+    from edgescope_tracing import TraceReader
+    from edgescope_tui.processes import process_rows
+    from edgescope_tui.state import fold_all
+    from edgescope_tui.views import metric_spec
+
+    with TraceReader({trace!r}) as r:
+        state = fold_all(r)
+    run = min(state.runs)
+    key = state.metric_keys(run)[0]
+    spec = metric_spec(state, run, key, None)
+    rows = process_rows(state, run, None)
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] == "textual")
+    print(json.dumps({{"runs": len(state.runs), "key": key, "title": str(spec.title),
+                      "rows": len(rows), "textual": loaded}}))
+    """
+)
+
+
+def test_the_tui_model_folds_a_trace_without_textual() -> None:
+    """The model is UI-free at run time too: with Textual unimportable, the fold, the chart
+    specs and the process table are computed from the example trace."""
+    trace = ROOT / "examples" / "h200-mlp-training.est"
+    proc = subprocess.run(
+        [sys.executable, "-c", MODEL_PROBE.format(model=MODEL, trace=str(trace))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["textual"] == []
+    assert result["runs"] >= 1 and result["key"] and result["rows"] >= 1
+
+
 def test_the_trace_format_needs_only_msgpack() -> None:
     """Importing edgescope_tracing loads nothing outside the standard library but msgpack."""
     code = (

@@ -15,3 +15,5 @@ them (``tests/test_import_graph.py`` checks it):
 Importing one of them where its framework is absent raises an ``ImportError`` that names the
 extra to install. ``docs/integrations.md`` has an example of each.
 """
+
+__all__: list[str] = []  # nothing here: each hook is its own module, imported by name

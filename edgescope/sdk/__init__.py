@@ -5,3 +5,5 @@ collector, ``_values`` what a logged value may be, ``_device`` the facts of the 
 ``_profiler`` (with ``_autoprofile``) the in-process stack sampler. The public names are
 re-exported by :mod:`edgescope`; nothing here imports the collector or the UI.
 """
+
+__all__: list[str] = []  # the public names are edgescope's (edgescope.__all__)

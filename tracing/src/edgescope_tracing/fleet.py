@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit
 import msgpack
 
 from ._codec import Decoder, Encoder
-from .errors import DecodeError
+from .errors import DecodeError, TraceError
 from .records import (
     Event,
     GpuSample,
@@ -94,7 +94,7 @@ MAX_BATCH_RECORDS = 100_000
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class FleetPayloadError(ValueError):
+class FleetPayloadError(TraceError, ValueError):
     """A payload on a fleet topic that is not what it claims; the message says why."""
 
 

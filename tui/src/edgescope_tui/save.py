@@ -39,6 +39,7 @@ from edgescope_tracing import (
 from edgescope_tracing.export import rows, write_csv, write_jsonl
 from edgescope_tracing.text import escape
 
+from .errors import TuiError
 from .sources.live import Opener, TcpOpener
 
 __all__ = [
@@ -57,7 +58,7 @@ FORMATS: tuple[Format, ...] = ("est", "csv", "jsonl")
 """What a run can be saved as: an edgescope trace, CSV, JSON lines."""
 
 
-class SaveError(TraceError):
+class SaveError(TuiError, TraceError):
     """The run could not be saved (one sentence: which path, and why)."""
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import asyncssh
 
 from .discovery import SshTarget
+from .errors import TuiError
 
 __all__ = [
     "INSTALL_COMMAND",
@@ -52,7 +53,7 @@ __all__ = [
 INSTALL_COMMAND = "pip install 'edgescope[collector]'"
 
 
-class SshError(Exception):
+class SshError(TuiError):
     """An SSH-side failure, with a one-sentence message that names the target."""
 
 

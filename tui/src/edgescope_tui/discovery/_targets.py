@@ -18,6 +18,8 @@ from typing import Any
 from edgescope_tracing.protocol import DEFAULT_PORT, parse_port, split_host_port
 from edgescope_tracing.tokens import TokenError, read_token
 
+from ..errors import TuiError
+
 __all__ = [
     "DEFAULT_COLLECTOR_PORT",
     "DevicesFile",
@@ -37,7 +39,7 @@ DEFAULT_COLLECTOR_PORT = DEFAULT_PORT
 """The collector's default stream port (loopback); an SSH target forwards to it on the device."""
 
 
-class TargetError(ValueError):
+class TargetError(TuiError, ValueError):
     """A target, devices file or SSH config entry that cannot be used; the message says why."""
 
 

@@ -8,12 +8,14 @@ from typing import Literal, Protocol, runtime_checkable
 
 from edgescope_tracing import Record
 
+from ..errors import TuiError
+
 RING_LOST = "the collector's ring no longer holds the start"
 """How the reason of a live source's gap ends where a run started before the oldest record the
 collector still holds (``history from step N: ...``)."""
 
 
-class FatalSourceError(Exception):
+class FatalSourceError(TuiError):
     """Raised by a live source's opener for a failure that retrying won't fix (one sentence)."""
 
 

@@ -8,7 +8,9 @@ imported at all (a meta-path finder refuses them), and imports everything else.
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -135,6 +137,114 @@ def test_the_tui_model_folds_a_trace_without_textual() -> None:
     result = json.loads(proc.stdout.splitlines()[-1])
     assert result["textual"] == []
     assert result["runs"] >= 1 and result["key"] and result["rows"] >= 1
+
+
+def _ascent(node: ast.AST) -> int | None:
+    """How many folders ``node`` climbs from ``__file__`` (``Path(__file__).parent`` is 1,
+    ``.parents[2]`` is 3, ``os.path.dirname(__file__)`` is 1); None if it is no such chain."""
+    if isinstance(node, ast.Name) and node.id == "__file__":
+        return 0
+    if isinstance(node, ast.Call):
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "Path" and len(node.args) == 1:
+            return _ascent(node.args[0])
+        if isinstance(f, ast.Attribute) and f.attr in ("resolve", "absolute") and not node.args:
+            return _ascent(f.value)
+        if isinstance(f, ast.Attribute) and f.attr in ("abspath", "realpath") and node.args:
+            return _ascent(node.args[0])
+        if isinstance(f, ast.Attribute) and f.attr == "dirname" and node.args:
+            up = _ascent(node.args[0])
+            return None if up is None else up + 1
+    if isinstance(node, ast.Attribute) and node.attr == "parent":
+        up = _ascent(node.value)
+        return None if up is None else up + 1
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "parents"
+        and isinstance(node.slice, ast.Constant)
+        and isinstance(node.slice.value, int)
+    ):
+        up = _ascent(node.value.value)
+        return None if up is None else up + node.slice.value + 1
+    return None
+
+
+OUTSIDE = re.compile(r"(?<![.\w])\.\./|shared/fixtures|/work/")
+"""Text in code that names a place beside or above a checkout (``../``, not ``.../``)."""
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                out.add(id(body[0].value))
+    return out
+
+
+def _escapes(path: Path) -> list[str]:
+    """Where the Python file at ``path`` reaches above the repository or names a place
+    outside it."""
+    depth = len(path.relative_to(ROOT).parts) - 1
+    tree = ast.parse(path.read_text(), str(path))
+    docs = _docstrings(tree)
+    found = []
+    for node in ast.walk(tree):
+        up = _ascent(node)
+        # climbing ``up`` from the file leaves its folder at ``up - 1``: above the root past depth
+        if up is not None and up - 1 > depth:
+            found.append(f"line {getattr(node, 'lineno', '?')}: {up} folders up from __file__")
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docs
+            and OUTSIDE.search(node.value)
+        ):
+            found.append(f"line {node.lineno}: {node.value[:60]!r}")
+    return sorted(found)
+
+
+def _tracked(suffix: str) -> list[Path]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    return [ROOT / p for p in out.split("\0") if p.endswith(suffix)]
+
+
+def test_the_outside_check_sees_a_climb_and_a_name(tmp_path: Path) -> None:
+    probe = ROOT / "tests" / "_probe_outside.py"
+    probe.write_text(
+        "from pathlib import Path\n"
+        "ok = Path(__file__).resolve().parent.parent / 'examples'\n"
+        "up = Path(__file__).resolve().parents[2] / 'shared'\n"
+        "x = '../shared/fixtures/a.xml'\n"
+    )
+    try:
+        found = _escapes(probe)
+    finally:
+        probe.unlink()
+    assert [f.split(":")[0] for f in found] == ["line 3", "line 4"]
+
+
+def test_no_file_of_the_project_reads_outside_the_repository() -> None:
+    """A fresh clone stands on its own: no code climbs above the checkout from ``__file__`` or
+    names ``../`` or the shared fixtures (real data the tests use is in ``tests/fixtures/``);
+    the CI script and the configuration name nothing outside either."""
+    files = _tracked(".py")
+    assert len(files) > 100
+    here = Path(__file__).resolve()  # this test names what it looks for
+    wrong = {str(p.relative_to(ROOT)): e for p in files if p != here and (e := _escapes(p))}
+    assert wrong == {}, wrong
+    for p in [ROOT / ".ci" / "run", *_tracked(".toml"), *_tracked(".cfg"), *_tracked(".ini")]:
+        text = p.read_text()
+        lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+        named = [ln for ln in lines if "shared/" in ln or "/work/" in ln]
+        climbs = [ln for ln in lines if OUTSIDE.search(ln) or '/.."' in ln]
+        if p.name == "run":  # ``cd "$(dirname "$0")/.."``: the CI script's folder is .ci/
+            climbs = [ln for ln in climbs if ln.strip() != 'cd "$(dirname "$0")/.."']
+        assert named == [] and climbs == [], (p, named, climbs)
 
 
 def test_the_trace_format_needs_only_msgpack() -> None:

@@ -1,4 +1,4 @@
-"""Detectors on sequences built from the real H200 run (shared/fixtures), with faults added."""
+"""Detectors on sequences built from the real H200 run (tests/fixtures), with faults added."""
 
 from __future__ import annotations
 

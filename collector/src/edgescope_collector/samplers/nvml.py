@@ -19,7 +19,7 @@ bits that mean the clock is held down against the workload's wish (power or ther
 opposed to idle or a clock setting. Both live in :mod:`edgescope_tracing.signals`, shared with
 the UI, and are re-exported here.
 
-A full sample costs about 2 ms per GPU on an H200 (see ``shared/fixtures``); the collector
+A full sample costs about 2 ms per GPU on an H200 (see ``tests/fixtures``); the collector
 calls it off the event loop. :meth:`NvmlSampler.open` answers, instead of a sampler, one
 sentence saying why NVML cannot be used: the package is not installed, there is no driver, or
 there is no GPU.

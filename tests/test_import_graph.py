@@ -275,3 +275,25 @@ def test_frameworks_are_imported_only_by_their_hooks_and_never_by_import_edgesco
     # the hooks build on the SDK: not on the CLI, the collector or the UI
     up = [(m, n) for m, n in _imports_of(hooks) if n.startswith("edgescope.cli")]
     assert up == []
+
+
+def _code_strings(path: Path) -> Iterator[str]:
+    """The string constants of a module's code (docstrings left out)."""
+    tree = ast.parse(path.read_text(), str(path))
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docs.add(id(body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            yield node.value
+
+
+def test_the_mdns_service_type_is_written_once() -> None:
+    """The advert and the browser take ``edgescope_tracing.protocol.MDNS_SERVICE_TYPE``."""
+    holders = sorted(
+        m for m, path in MODULES.items() if any("_tcp.local" in s for s in _code_strings(path))
+    )
+    assert holders == ["edgescope_tracing.protocol"]

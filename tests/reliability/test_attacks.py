@@ -1,0 +1,116 @@
+"""Issue #11 as an attacker tries it: each numbered item with the real command, one test each.
+
+The deeper tests of each item live beside the code (``tests/collector/``, ``tests/edgescope/``,
+``tests/tracing/``); these repeat the attack itself, end to end, so that the reliability suite
+shows every item fixed in one place. Real processes, sockets, FIFOs, tmpfs and users; nothing
+here waits on a sleep for its verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgescope_tracing import Metrics, RunEnd, RunStart, StreamEncoder
+from edgescope_tracing.protocol import control_frame
+from test_daemon import ENV, Collector
+
+EVIL = "\x1b]0;pwned\x07\x1b[2J\rfake\u202e\x9b31m"
+"""OSC (sets the terminal's title), CSI clear screen, CR, right-to-left override, C1 CSI."""
+RAW = ("\x1b", "\x07", "\r", "\u202e", "\x9b")
+
+
+def _cli(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgescope", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=ENV,
+    )
+
+
+def _one_line_error(p: subprocess.CompletedProcess[str], says: str) -> None:
+    assert p.returncode == 2, p.stderr
+    assert says in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+
+
+@contextlib.contextmanager
+def _hostile_collector(message: str) -> Iterator[int]:
+    """A TCP peer on loopback that answers every handshake with an error of its choosing."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port: int = srv.getsockname()[1]
+    done = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not done.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):  # it speaks first, as a collector does
+                conn.sendall(control_frame({"t": "error", "code": "auth", "message": message}))
+                conn.settimeout(5)
+                conn.recv(4096)  # until the client has read it and gone
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield port
+    finally:
+        done.set()
+        t.join(5)
+        srv.close()
+
+
+# --- item 11: every human-facing output escapes what others wrote ---------------------------
+
+
+def test_ls_escapes_what_a_hostile_collector_says() -> None:
+    """``edgescope ls`` printed a device's error (a collector's own words) raw."""
+    with _hostile_collector(f"denied {EVIL}") as port:
+        p = _cli("ls", "--no-mdns", "--address", f"127.0.0.1:{port}", "--timeout", "5")
+    assert p.returncode == 0, p.stderr
+    assert "denied \\x1b]0;pwned" in p.stdout, p.stdout
+    for c in RAW:
+        assert c not in p.stdout and c not in p.stderr, c
+
+
+def test_a_run_name_cannot_forge_lines_in_the_collectors_log(tmp_path: Path) -> None:
+    """A run name (or any value the collector did not choose) is one escaped log line."""
+    c = Collector(tmp_path).start()
+    try:
+        enc = StreamEncoder()
+        now = time.time_ns() // 1000
+        name = "mlp\nedgescope collector: stopped" + EVIL
+        enc.add(RunStart(0, "cafe", name, "testhost", os.getpid(), t_us=now))
+        enc.add(Metrics(0, "loss", (0,), (now,), (1.0,), t_us=now))
+        enc.add(RunEnd(0, exit_code=0, t_us=now + 1))
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(c.ingest))
+            s.sendall(enc.take())
+        deadline = time.monotonic() + 20
+        while "run 0 ended" not in c.stderr():
+            assert time.monotonic() < deadline, c.stderr()
+            time.sleep(0.05)
+    finally:
+        assert c.stop() == 0
+    log = c.stderr()
+    assert "run 0 started: mlp\\x0aedgescope collector: stopped\\x1b]0;pwned" in log, log
+    assert [line for line in log.splitlines() if "stopped" in line and "run 0" not in line] == [
+        "edgescope collector: stopped"
+    ], log  # the collector's own last line, and no forged one
+    for ch in RAW:
+        assert ch not in log, ch

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from edgescope_tracing import Metrics, RunEnd, RunStart, StreamEncoder
 from edgescope_tracing.protocol import control_frame
 from test_daemon import ENV, Collector
@@ -114,3 +116,29 @@ def test_a_run_name_cannot_forge_lines_in_the_collectors_log(tmp_path: Path) -> 
     ], log  # the collector's own last line, and no forged one
     for ch in RAW:
         assert ch not in log, ch
+
+
+# --- item 12: a FIFO wherever a path comes from a user ----------------------------------------
+
+
+def test_settings_files_that_are_fifos_are_refused_not_waited_on(tmp_path: Path) -> None:
+    """The devices file, an SSH config, a devices file to edit, an MQTT CA file: each used to
+    block in ``open`` (or in OpenSSL) for a writer that never came."""
+    from edgescope_tracing.fleet import client_options, parse_broker_url
+    from edgescope_tui.discovery import SshTarget, TargetError, load_devices_file
+    from edgescope_tui.discovery._devfile import save_device
+    from edgescope_tui.discovery._targets import ssh_config_hosts
+
+    fifo = tmp_path / "devices.toml"
+    os.mkfifo(fifo)
+    _one_line_error(
+        _cli("ls", "--no-mdns", "--devices", str(fifo)), "is a FIFO (named pipe), not a regular"
+    )
+    for read in (load_devices_file, ssh_config_hosts):
+        with pytest.raises(TargetError, match="FIFO"):
+            read(fifo)
+    with pytest.raises(TargetError, match="FIFO"):
+        save_device(fifo, SshTarget(host="pi5"))
+    with pytest.raises(ValueError, match="FIFO"):
+        client_options(parse_broker_url("mqtts://127.0.0.1:8883"), ca_file=fifo)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

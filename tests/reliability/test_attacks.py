@@ -142,3 +142,35 @@ def test_settings_files_that_are_fifos_are_refused_not_waited_on(tmp_path: Path)
     with pytest.raises(ValueError, match="FIFO"):
         client_options(parse_broker_url("mqtts://127.0.0.1:8883"), ca_file=fifo)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+# --- post-mortem: how a run ended, said the same everywhere --------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_run_killed_by_a_signal_is_named_as_one_in_inspect_and_the_tui(
+    tmp_path: Path,
+) -> None:
+    """``record`` of a command that SIGTERMs itself: exit 143 reads as SIGTERM in inspect, and
+    the TUI's header said "finished (exit 143)"."""
+    from edgescope_tui.app import EdgescopeApp
+    from edgescope_tui.screens.dashboard import DashboardScreen
+    from edgescope_tui.sources import FileSource
+
+    out = tmp_path / "killed.est"
+    code = "import os, sys; print('bye', file=sys.stderr); os.kill(os.getpid(), 15)"
+    p = _cli("record", "-o", str(out), "--", sys.executable, "-c", code, timeout=60)
+    assert p.returncode == 143, p.stderr
+    p = _cli("inspect", str(out))
+    assert "failed: exit code 143 (killed by SIGTERM) after" in p.stdout, p.stdout
+    app = EdgescopeApp([FileSource(out)])
+    async with app.run_test(size=(160, 36)) as pilot:
+        for _ in range(500):
+            if all(f.complete for f in app.feeds) and isinstance(app.screen, DashboardScreen):
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+        assert isinstance(app.screen, DashboardScreen)
+        header = str(app.screen.query_one("#run-header").render())
+    assert "failed (exit code 143 (killed by SIGTERM))" in header, header
+    assert "finished" not in header

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgescope_tracing import Record
-from edgescope_tracing.summary import event_traceback
+from edgescope_tracing.summary import end_state, event_traceback, exit_words
 from edgescope_tracing.text import escape as escape_text
 from rich.markup import escape
 from rich.text import Text
@@ -258,8 +258,14 @@ class DashboardScreen(Screen[None]):
             if place is not None:
                 parts.append(f"in {escape(place)}")
             if info.end_us is not None:
-                code = "" if info.exit_code is None else f" (exit {info.exit_code})"
-                parts.append(f"finished{code}")
+                # The words inspect and tail use: a signal named, a non-zero exit "failed".
+                state = end_state(info.exit_code, cause=info.cause)
+                if info.exit_code == 0:
+                    parts.append("finished (exit 0)")
+                elif info.exit_code is None and state != "ended":
+                    parts.append(state)  # the cause that follows says why
+                else:
+                    parts.append(f"{state} ({exit_words(info.exit_code)})")
                 if info.cause is not None:
                     parts.append(f"[#ff5f5f]{escape(info.cause)}[/]")
             if info.dropped:

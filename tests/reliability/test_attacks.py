@@ -8,6 +8,7 @@ here waits on a sleep for its verdict.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -20,9 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edgescope_tracing import Metrics, RunEnd, RunStart, StreamEncoder
+from edgescope_tracing import Metrics, RunEnd, RunStart, StreamEncoder, TraceReader
 from edgescope_tracing.protocol import control_frame
-from test_daemon import ENV, Collector
+from test_daemon import ENV, Collector, produce
 
 EVIL = "\x1b]0;pwned\x07\x1b[2J\rfake\u202e\x9b31m"
 """OSC (sets the terminal's title), CSI clear screen, CR, right-to-left override, C1 CSI."""
@@ -174,3 +175,77 @@ async def test_a_run_killed_by_a_signal_is_named_as_one_in_inspect_and_the_tui(
         header = str(app.screen.query_one("#run-header").render())
     assert "failed (exit code 143 (killed by SIGTERM))" in header, header
     assert "finished" not in header
+
+
+# --- items 4, 12, 13: what an attacker plants in the data directory --------------------------
+
+
+def test_a_planted_data_directory_neither_hangs_nor_overwrites_nor_refuses(tmp_path: Path) -> None:
+    """Before the collector starts: a segment name that is a symlink to a file outside, a FIFO,
+    an unreadable (crashed) segment, and one numbered past 2**64. The collector starts, takes
+    every record, touches nothing outside, keeps every odd file aside, and stops on SIGTERM."""
+    from edgescope_collector.store import segment_name
+
+    c = Collector(tmp_path)
+    c.data.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious, not a trace")
+    (c.data / segment_name(0)).symlink_to(victim)
+    os.mkfifo(c.data / segment_name(1))
+    (c.data / segment_name(2)).write_bytes(b"\x89EDGSCP\n\x07\x00\x00\x00 crashed, unreadable")
+    huge = f"seg-{2**64 + 5:020d}.est"
+    (c.data / huge).write_bytes(b"past the sequence space")
+    c.start()
+    try:
+        produce(c.ingest, 3)  # a run of 150 values, ended
+        deadline = time.monotonic() + 20
+        while "run 0 ended" not in c.stderr():
+            assert time.monotonic() < deadline, c.stderr()
+            time.sleep(0.05)
+    finally:
+        assert c.stop() == 0  # SIGTERM heard: the FIFO did not block the start
+    log = c.stderr()
+    assert "Traceback" not in log and not c.ingest.exists()
+    assert victim.read_bytes() == b"precious, not a trace"
+    for name in (segment_name(0), segment_name(1), segment_name(2), huge):
+        aside = c.data / (name + ".damaged")
+        assert os.path.lexists(aside), (name, log)
+        assert aside.name in log
+    assert (c.data / (segment_name(0) + ".damaged")).is_symlink()
+    assert (c.data / (segment_name(2) + ".damaged")).read_bytes().endswith(b"unreadable")
+    stored = [r for seg in sorted(c.data.glob("seg-*.est")) for r in TraceReader(seg)]
+    values = sum(len(r.steps) for r in stored if isinstance(r, Metrics))
+    assert values == 150 and any(isinstance(r, RunEnd) for r in stored)
+
+
+# --- item 2's last clause: the collector stops cleanly, whatever a producer was doing ---------
+
+
+@pytest.mark.asyncio
+async def test_a_stop_while_a_producer_is_closing_logs_no_traceback(tmp_path: Path) -> None:
+    """SIGTERM just after a producer finished: the ingest handler was cancelled inside its last
+    ``wait_closed`` and asyncio logged "Exception in callback ... CancelledError" with a
+    traceback (Python 3.11). The stop must be as quiet as any other."""
+    from edgescope_collector.ingest import IngestServer
+
+    loop = asyncio.get_running_loop()
+    trouble: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: trouble.append(context))
+    got: list[object] = []
+    srv = IngestServer(tmp_path / "run" / "ingest.sock", got.append)
+    await srv.start()
+    enc = StreamEncoder()
+    now = time.time_ns() // 1000
+    enc.add(RunStart(0, "cafe", "mlp", "testhost", os.getpid(), t_us=now))
+    enc.add(RunEnd(0, exit_code=0, t_us=now + 1))
+    _, writer = await asyncio.open_unix_connection(str(tmp_path / "run" / "ingest.sock"))
+    writer.write(enc.take())
+    await writer.drain()
+    writer.close()
+    while not got or srv.connections:  # the handler ran its end, up to its last wait
+        await asyncio.sleep(0)
+    await srv.close()  # cancels the handler there
+    for _ in range(5):
+        await asyncio.sleep(0)  # done callbacks run
+    loop.set_exception_handler(None)
+    assert trouble == []

@@ -331,7 +331,9 @@ class StreamServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
+            # A cancel here (the stop's grace is over) ends the handler as one above does: a
+            # task that ended cancelled makes asyncio (3.11) log a traceback for it.
+            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
     def _admit(self, source: str, writer: asyncio.StreamWriter) -> _Handshake:

@@ -249,3 +249,80 @@ async def test_a_stop_while_a_producer_is_closing_logs_no_traceback(tmp_path: Pa
         await asyncio.sleep(0)  # done callbacks run
     loop.set_exception_handler(None)
     assert trouble == []
+
+
+# --- items 7, 8: who gets a slot, and who may read ------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_handshake_flood_locks_no_real_client_out_of_a_real_collector(
+    tmp_path: Path,
+) -> None:
+    """The issue's attack on the real process: a peer holding 70 silent connections (reopened
+    as soon as they are cut); every real ``edgescope tail`` still reads the stream."""
+    from test_server_slots import Flood
+
+    c = Collector(tmp_path).start()
+    try:
+        flood = Flood(c.port, ["127.0.0.2"], 70)
+        try:
+            while flood.opened < 70:
+                await asyncio.sleep(0.01)
+            for _ in range(2):  # one after another, each a new connection to admit
+                tail = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "edgescope", "tail", f"127.0.0.1:{c.port}",
+                    "--since", "0", "--count", "1", "--json",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV,
+                )  # fmt: skip
+                out, err = await asyncio.wait_for(tail.communicate(), 30)
+                assert tail.returncode == 0, err.decode()
+                assert out.decode().count("\n") == 1
+        finally:
+            await flood.stop()
+    finally:
+        assert c.stop() == 0
+    assert flood.cut > 0
+    assert "more connections were refused or closed in the handshake" in c.stderr()
+
+
+@pytest.mark.asyncio
+async def test_lookups_of_a_peers_user_share_one_read_of_the_socket_table() -> None:
+    """What the flood broke: one read of /proc/net/tcp per connection, queued without bound."""
+    from edgescope_collector.peercred import PeerUids
+
+    uids = PeerUids()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)  # connected in the backlog: in the table, never accepted
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+    try:
+        got = await asyncio.gather(
+            *(uids.uid(("127.0.0.1", port), c.getsockname()[:2]) for c in clients)
+        )
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+    assert got == [os.geteuid()] * 40
+    assert uids.reads == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a client as another user needs root")
+def test_another_local_user_cannot_read_a_real_collector_without_its_token(
+    tmp_path: Path,
+) -> None:
+    """uid 65534 used to read root's runs over loopback; the collector's own user still can."""
+    from test_server_slots import _tail_as
+
+    c = Collector(tmp_path).start()
+    try:
+        produce(c.ingest, 1)
+        argv = ["tail", f"127.0.0.1:{c.port}", "--since", "0", "--count", "1"]
+        other = _tail_as(65534, argv)
+        mine = _tail_as(os.geteuid(), argv)
+    finally:
+        assert c.stop() == 0
+    assert other[0] == 1 and "serves only its own user (uid 0)" in other[1], other
+    assert "not uid 65534" in other[1]
+    assert mine[0] == 0 and len(mine[1].splitlines()) == 1, mine

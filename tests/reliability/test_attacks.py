@@ -326,3 +326,139 @@ def test_another_local_user_cannot_read_a_real_collector_without_its_token(
     assert other[0] == 1 and "serves only its own user (uid 0)" in other[1], other
     assert "not uid 65534" in other[1]
     assert mine[0] == 0 and len(mine[1].splitlines()) == 1, mine
+
+
+# --- item 9: a fast run through the real collector raises no flood ---------------------------
+
+
+def test_twenty_thousand_steps_a_second_through_a_real_collector_raise_no_flood(
+    tmp_path: Path,
+) -> None:
+    """The issue saw 651-865 step-time events in 3-5 s at 15-20k steps/s: the real collector's
+    detectors, fed 3 s of such steps on its ingest socket, raise none."""
+    import dataclasses
+
+    from edgescope_tracing import Event
+    from test_detectors import fast_steps
+
+    batches = [dataclasses.replace(m, run=0) for m in fast_steps(3.0, 20_000)]
+    # A second run that really slows down (4 ms steps for 2 s): the detector is there, and says so.
+    slowed = [dataclasses.replace(m, run=1) for m in fast_steps(5.0, 5_000, slow=(2.0, 4.0, 0.004))]
+    enc = StreamEncoder()
+    for run, ms in ((0, batches), (1, slowed)):
+        t0 = ms[0].times_us[0]
+        enc.add(RunStart(run, f"f00d{run}", "fast", "testhost", os.getpid(), t_us=t0))
+        for m in ms:
+            enc.add(m)
+        enc.add(RunEnd(run, exit_code=0, t_us=ms[-1].times_us[-1]))
+    c = Collector(tmp_path).start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(c.ingest))
+            s.sendall(enc.take())
+        deadline = time.monotonic() + 30
+        while "run 1 ended" not in c.stderr():
+            assert time.monotonic() < deadline, c.stderr()
+            time.sleep(0.05)
+    finally:
+        assert c.stop() == 0
+    stored = [r for seg in sorted(c.data.glob("seg-*.est")) for r in TraceReader(seg)]
+    assert sum(len(r.steps) for r in stored if isinstance(r, Metrics) and r.run == 0) == sum(
+        len(m.steps) for m in batches
+    )
+    events = [
+        r
+        for r in stored
+        if isinstance(r, Event) and r.detail.get("detector") == "step_time_regression"
+    ]
+    assert [e for e in events if e.run == 0] == [], [e.message for e in events[:3]]
+    assert [e.severity for e in events if e.run == 1] == [1, 0], [e.message for e in events]
+
+
+# --- item 10: where a long damaged span is ---------------------------------------------------
+
+
+def test_inspect_places_a_damaged_span_longer_than_a_mebibyte(tmp_path: Path) -> None:
+    """3,000,000 bytes of garbage between two frames: inspect said "at byte 3050169,
+    -498919 bytes" for such a span; it must say where it starts and how long it is."""
+    from edgescope_tracing import TraceWriter
+
+    path = tmp_path / "t.est"
+    ends = []
+    with TraceWriter(path) as w:
+        w.append(RunStart(0, "ab" * 16, "toy", "pi5", 4242, t_us=1_790_000_000_000_000))
+        for i in range(0, 2000, 100):
+            steps = tuple(range(i, i + 100))
+            w.append(Metrics(0, "loss", steps, tuple(1_790_000_000_000_000 + s for s in steps),
+                             (0.5,) * 100))  # fmt: skip
+            w.flush()
+            ends.append(path.stat().st_size)
+    data = path.read_bytes()
+    cut = ends[9]
+    path.write_bytes(data[:cut] + b"\x5c" * 3_000_000 + data[cut:])
+    p = _cli("inspect", str(path))
+    assert p.returncode == 0, p.stderr
+    assert f"at byte {cut}, 3000000 bytes: bytes between frames" in p.stdout, p.stdout
+    p = _cli("inspect", str(path), "--json")
+    import json
+
+    summary = json.loads(p.stdout)
+    assert summary["damage"][0]["offset"] == cut and summary["damage"][0]["length"] == 3_000_000
+    assert summary["metrics"]["loss"]["count"] == 2000  # every frame around it was read
+
+
+# --- item 13: the smaller ones, each with the real command -----------------------------------
+
+
+def test_the_smaller_attacks_are_each_one_sentence(tmp_path: Path) -> None:
+    from edgescope_tracing import TraceWriter
+
+    # tail --since past 64 bits: an OverflowError traceback before
+    _one_line_error(_cli("tail", "127.0.0.1:1", "--since", str(2**64)), "--since must be at most")
+    # replay without a terminal: started the TUI and hung, or died with exit 0
+    trace = tmp_path / "t.est"
+    with TraceWriter(trace) as w:
+        w.append(RunStart(0, "ab" * 16, "toy", "pi5", 4242, t_us=1_790_000_000_000_000))
+    _one_line_error(_cli("replay", str(trace)), "replay needs a terminal")
+    # UserKnownHostsFile none: silently no host-key check before
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host testbox\n    HostName 127.0.0.1\n    Port 1\n    UserKnownHostsFile none\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "edgescope", "tail", "ssh://testbox", "--count", "1"],
+        capture_output=True, text=True, timeout=30, env={**ENV, "HOME": str(home)},
+    )  # fmt: skip
+    assert p.returncode == 1 and "REFUSED: the SSH config sets UserKnownHostsFile none" in p.stderr
+    # EDGESCOPE_FLUSH_INTERVAL=abc: init() raised inside the training script
+    script = "import edgescope\nedgescope.init(name='t')\nedgescope.log({'loss': 1.0}, step=0)\n"
+    p = subprocess.run(
+        [sys.executable, "-c", script + "edgescope.finish()\nprint('trained')"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**ENV, "EDGESCOPE_FLUSH_INTERVAL": "abc", "EDGESCOPE_DIR": str(tmp_path / "runs")},
+    )  # fmt: skip
+    assert p.returncode == 0 and p.stdout == "trained\n", p.stderr
+    assert "EDGESCOPE_FLUSH_INTERVAL='abc' is not a number from 0.01 to 60; using 0.5" in p.stderr
+    assert len(list((tmp_path / "runs").glob("*.est"))) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the token file to another user needs root")
+def test_a_symlinked_token_file_is_checked_where_it_points(tmp_path: Path) -> None:
+    """The link's own owner and mode (a link is always 0777) said nothing about the secret."""
+    target = tmp_path / "secret"
+    target.write_bytes(b"0123456789abcdef-secret\n")
+    link = tmp_path / "token"
+    link.symlink_to(target)
+    for mode, owner, says in (
+        (0o620, 0, "can be changed by other users"),
+        (0o600, 65534, "belongs to uid 65534, not to this user (uid 0)"),
+    ):
+        target.chmod(mode)
+        os.chown(target, owner, owner)
+        c = Collector(tmp_path, "--token-file", str(link))
+        with open(c.log, "wb") as err:
+            p = subprocess.run(c.args, stderr=err, timeout=30, env=ENV)
+        assert p.returncode != 0
+        assert says in c.stderr() and f"a link to {target}" in c.stderr(), c.stderr()
+        assert "Traceback" not in c.stderr()

@@ -92,7 +92,8 @@ def test_ls_escapes_what_a_hostile_collector_says() -> None:
 
 
 def test_a_run_name_cannot_forge_lines_in_the_collectors_log(tmp_path: Path) -> None:
-    """A run name (or any value the collector did not choose) is one escaped log line."""
+    """A run name, a client's version field (any value the collector did not choose): each is
+    one escaped log line, never a line of its own."""
     c = Collector(tmp_path).start()
     try:
         enc = StreamEncoder()
@@ -104,8 +105,13 @@ def test_a_run_name_cannot_forge_lines_in_the_collectors_log(tmp_path: Path) -> 
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(c.ingest))
             s.sendall(enc.take())
+        # An unauthenticated client's version field, with a line of its own in it.
+        with socket.create_connection(("127.0.0.1", c.port), timeout=10) as s:
+            assert s.recv(4096)  # the hello
+            s.sendall(control_frame({"t": "start", "v": "1\nFORGED"}))
+            assert b"not supported" in s.recv(4096)
         deadline = time.monotonic() + 20
-        while "run 0 ended" not in c.stderr():
+        while "run 0 ended" not in c.stderr() or "not supported" not in c.stderr():
             assert time.monotonic() < deadline, c.stderr()
             time.sleep(0.05)
     finally:
@@ -115,6 +121,7 @@ def test_a_run_name_cannot_forge_lines_in_the_collectors_log(tmp_path: Path) -> 
     assert [line for line in log.splitlines() if "stopped" in line and "run 0" not in line] == [
         "edgescope collector: stopped"
     ], log  # the collector's own last line, and no forged one
+    assert "FORGED" in log and not [line for line in log.splitlines() if "FORGED" in line[:8]]
     for ch in RAW:
         assert ch not in log, ch
 

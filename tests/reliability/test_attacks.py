@@ -469,3 +469,52 @@ def test_a_symlinked_token_file_is_checked_where_it_points(tmp_path: Path) -> No
         assert p.returncode != 0
         assert says in c.stderr() and f"a link to {target}" in c.stderr(), c.stderr()
         assert "Traceback" not in c.stderr()
+
+
+def _train(tmp_path: Path, body: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A training script that records its own run into ``tmp_path/runs``; its one trace."""
+    runs = tmp_path / "runs"
+    p = subprocess.run(
+        [sys.executable, "-c", "import os, edgescope\nrun = edgescope.init(name='job')\n" + body],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**ENV, "EDGESCOPE_DIR": str(runs), "EDGESCOPE_SOCKET": str(tmp_path / "none")},
+    )  # fmt: skip
+    (trace,) = runs.glob("*.est")
+    return p, trace
+
+
+def test_a_crash_and_a_kill_read_plainly_after_the_fact(tmp_path: Path) -> None:
+    """Post-mortem: an exception's stored traceback is shown by inspect, --json and export; a
+    run killed by SIGKILL reads "lost ... at HH:MM:SS, last step N", not "finished"."""
+    import json
+
+    crash = tmp_path / "crash"
+    crash.mkdir()
+    p, trace = _train(
+        crash,
+        "def step(i):\n    raise RuntimeError('CUDA out of memory' + chr(27) + '[2J')\n"
+        "for i in range(5):\n    edgescope.log({'loss': 1.0}, step=i)\nstep(5)\n",
+    )
+    assert p.returncode == 1 and "RuntimeError: CUDA out of memory" in p.stderr
+    text = _cli("inspect", str(trace)).stdout
+    assert "  crash   run job: RuntimeError: CUDA out of memory\\x1b[2J" in text, text
+    assert '    |   File "<string>", line 4, in step' in text and "\x1b" not in text
+    (crashed,) = json.loads(_cli("inspect", str(trace), "--json").stdout)["crashes"]
+    assert crashed["traceback"].startswith("Traceback (most recent call last):")
+    assert "line 4, in step" in crashed["traceback"]
+    rows = [json.loads(x) for x in _cli("export", str(trace), "--format", "jsonl", "--events")
+            .stdout.splitlines()]  # fmt: skip
+    assert any("Traceback (most recent call last):" in r["text"] for r in rows)
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    p, trace = _train(
+        killed,
+        "import signal\nfor i in range(30):\n    edgescope.log({'loss': 1.0}, step=i)\n"
+        "run._sync()\nos.kill(os.getpid(), signal.SIGKILL)\n",
+    )
+    assert p.returncode == -9
+    text = _cli("inspect", str(trace)).stdout
+    line = next(ln for ln in text.splitlines() if ln.startswith("  run     job"))
+    assert "lost: the process died without finishing (SIGKILL or power loss) at " in line
+    assert line.endswith(" UTC, last step 29") and "finished" not in text

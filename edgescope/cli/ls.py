@@ -234,11 +234,9 @@ def device_json(d: Device) -> dict[str, Any]:
 
 
 def _cells(d: Device) -> list[str]:
-    from edgescope_tracing.text import escape
     from edgescope_tui.discovery import device_row
 
-    # A name from an mDNS advert, an error from a collector: the network's words, escaped.
-    cells = [escape(c) for c in device_row(d)]
+    cells = list(device_row(d))  # escaped there
     if cells[6] == "ok":
         cells[6] = "-"  # on a terminal without colour, nothing to flag reads better as a dash
     return cells

@@ -667,3 +667,42 @@ def test_a_collector_killed_mid_run_loses_nothing_and_takes_the_run_back(tmp_pat
         isinstance(r, Event) and "lost contact" in r.message and r.run == ends[0].run
         for r in stored
     )
+
+
+@pytest.mark.asyncio
+async def test_the_tui_draws_no_control_character_from_a_trace_or_a_device(tmp_path: Path) -> None:
+    """Rich strips BEL and CR but passes ESC: a run name, host, cause or metric key with a CSI
+    or OSC reached the terminal from the dashboard's header and charts, and a device's name or
+    error from the devices screen."""
+    from edgescope_tracing import Event, TraceWriter
+    from edgescope_tui.app import EdgescopeApp
+    from edgescope_tui.discovery import Device, device_row
+    from edgescope_tui.screens.dashboard import DashboardScreen
+    from edgescope_tui.screens.devices import detail_line
+    from edgescope_tui.sources import FileSource
+
+    evil = "\x1b[31mX\x1b]0;t\x1b\\"
+    p = tmp_path / "esc.est"
+    with TraceWriter(p, fsync="never") as w:
+        w.append(RunStart(0, "aa", "name" + evil, "host" + evil, 1, t_us=1_000_000))
+        w.append(Metrics(0, "loss" + evil, (0, 1), (1_000_000, 2_000_000), (1.0, 0.5)))
+        w.append(Event("mark", "msg" + evil, run=0, t_us=2_100_000))
+        w.append(RunEnd(0, 0, t_us=2_600_000, cause="cause" + evil))
+    app = EdgescopeApp([FileSource(p)])
+    async with app.run_test(size=(160, 40)) as pilot:
+        for _ in range(500):
+            if isinstance(app.screen, DashboardScreen) and app.screen.feed.complete:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+        for key in ("1", "2"):  # the header is on every tab; the charts on these
+            await pilot.press(key)
+            await pilot.pause()
+            assert "\x1b" not in app.export_screenshot(), key
+        header = str(app.screen.query_one("#run-header").render())
+    assert "name\\x1b[31mX" in header
+    for state in ("online", "error", "found"):
+        d = Device("k", "pi" + evil, "mdns", None, hostname="h" + evil, runs=("r" + evil,))
+        d = d.with_state(state, "refused " + evil, "run " + evil) if state != "online" else d
+        shown = [str(c) for c in device_row(d)] + [detail_line(d).plain]
+        assert not any(ch in cell for cell in shown for ch in RAW), (state, shown)

@@ -253,10 +253,13 @@ class DashboardScreen(Screen[None]):
         info = s.runs.get(run)
         parts = []
         if info is not None:
-            parts.append(f"[b]{escape(info.name)}[/b] on {escape(info.host)}")
+            # Names from the trace: no control character reaches the terminal (#11 item 11).
+            parts.append(
+                f"[b]{escape(escape_text(info.name))}[/b] on {escape(escape_text(info.host))}"
+            )
             place = views.run_place(s, run)
             if place is not None:
-                parts.append(f"in {escape(place)}")
+                parts.append(f"in {escape(escape_text(place))}")
             if info.end_us is not None:
                 # The words inspect and tail use: a signal named, a non-zero exit "failed".
                 state = end_state(info.exit_code, cause=info.cause)
@@ -267,13 +270,13 @@ class DashboardScreen(Screen[None]):
                 else:
                     parts.append(f"{state} ({exit_words(info.exit_code)})")
                 if info.cause is not None:
-                    parts.append(f"[#ff5f5f]{escape(info.cause)}[/]")
+                    parts.append(f"[#ff5f5f]{escape(escape_text(info.cause))}[/]")
             if info.dropped:
                 parts.append(f"[#ffd75f]{info.dropped} records dropped by the producer[/]")
         else:
             parts.append("[b]no run yet[/b]")
         if info is None or self.feed.label not in (info.host, f"{info.host}.local"):
-            parts.append(escape(self.feed.label))  # where it comes from, unless just the host
+            parts.append(escape(escape_text(self.feed.label)))  # where from, unless the host
         if len(s.runs) > 1:
             parts.append(f"run {list(s.runs).index(run) + 1}/{len(s.runs)} (r: next)")
         st = s.stream.status

@@ -671,10 +671,10 @@ def test_a_collector_killed_mid_run_loses_nothing_and_takes_the_run_back(tmp_pat
 
 @pytest.mark.asyncio
 async def test_the_tui_draws_no_control_character_from_a_trace_or_a_device(tmp_path: Path) -> None:
-    """Rich strips BEL and CR but passes ESC: a run name, host, cause or metric key with a CSI
-    or OSC reached the terminal from the dashboard's header and charts, and a device's name or
-    error from the devices screen."""
-    from edgescope_tracing import Event, TraceWriter
+    """Rich strips BEL and CR but passes ESC: a run name, host, cause, metric key, function or
+    process name with a CSI or OSC reached the terminal from the dashboard's header, charts,
+    stacks and process table, and a device's name or error from the devices screen."""
+    from edgescope_tracing import Event, ProcessSample, StackFrame, StackSamples, TraceWriter
     from edgescope_tui.app import EdgescopeApp
     from edgescope_tui.discovery import Device, device_row
     from edgescope_tui.screens.dashboard import DashboardScreen
@@ -686,6 +686,11 @@ async def test_the_tui_draws_no_control_character_from_a_trace_or_a_device(tmp_p
     with TraceWriter(p, fsync="never") as w:
         w.append(RunStart(0, "aa", "name" + evil, "host" + evil, 1, t_us=1_000_000))
         w.append(Metrics(0, "loss" + evil, (0, 1), (1_000_000, 2_000_000), (1.0, 0.5)))
+        for k, t in enumerate((1_000_000, 1_500_000)):  # a process named by anyone who runs one
+            w.append(ProcessSample(0, 1, rss=1 << 28, t_us=t, state="R", command="cmd" + evil))
+            w.append(ProcessSample(0, 2, rss=1 << 27, t_us=t, ppid=1, command=f"c{k}{evil}"))
+        frame = StackFrame("fn" + evil, "file.py", 3)
+        w.append(StackSamples(0, "python", 10_000, (((frame,), 5),), t_us=1_500_000))
         w.append(Event("mark", "msg" + evil, run=0, t_us=2_100_000))
         w.append(RunEnd(0, 0, t_us=2_600_000, cause="cause" + evil))
     app = EdgescopeApp([FileSource(p)])
@@ -695,7 +700,7 @@ async def test_the_tui_draws_no_control_character_from_a_trace_or_a_device(tmp_p
                 break
             await pilot.pause(0.02)
         await pilot.pause()
-        for key in ("1", "2"):  # the header is on every tab; the charts on these
+        for key in ("1", "2", "4", "6"):  # the header is on every tab; charts, stacks, processes
             await pilot.press(key)
             await pilot.pause()
             assert "\x1b" not in app.export_screenshot(), key

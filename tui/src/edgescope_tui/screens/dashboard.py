@@ -389,7 +389,7 @@ class DashboardScreen(Screen[None]):
         table = self.query_one("#top-functions", DataTable)
         pct = 100 / total if total else 0
         rows = [
-            (name, f"{self_n * pct:.1f}%", f"{total_n * pct:.1f}%")
+            (escape_text(name), f"{self_n * pct:.1f}%", f"{total_n * pct:.1f}%")
             for name, self_n, total_n in top_functions(wins, s, limit=30)
         ]
         if rows != self._top_rows:

@@ -237,16 +237,18 @@ def device_json(d: Device) -> dict[str, Any]:
 def _cells(d: Device) -> list[str]:
     from edgescope_tui.discovery import device_row
 
-    cells = list(device_row(d))
+    cells = list(device_row(d))  # escaped there
     if cells[6] == "ok":
         cells[6] = "-"  # on a terminal without colour, nothing to flag reads better as a dash
     return cells
 
 
 def print_table(devices: list[Device], out: IO[str]) -> None:
-    """Aligned columns; a device's error (and what to do) on the lines under it."""
+    """Aligned columns; a device's error (and what to do) on the lines under it, every one
+    escaped (a name or an error can come from anyone on the network)."""
     if not devices:
         return
+    from edgescope_tracing.text import escape
     from edgescope_tui.discovery import DEVICE_COLUMNS
 
     head = [c.upper() for c in DEVICE_COLUMNS]
@@ -260,8 +262,10 @@ def print_table(devices: list[Device], out: IO[str]) -> None:
     for d, r in zip(devices, rows, strict=True):
         out.write(line(r) + "\n")
         if d.error:
-            out.write(f"    {d.error}\n")
+            out.write(f"    {escape(d.error)}\n")
         if d.hint and d.hint not in d.error:
-            out.write(f"    run: {d.hint}\n")
+            out.write(f"    run: {escape(d.hint)}\n")
         if d.duplicate_of:
-            out.write(f"    the same address as {d.duplicate_of}: both are listed and checked\n")
+            out.write(
+                f"    the same address as {escape(d.duplicate_of)}: both are listed and checked\n"
+            )

@@ -58,7 +58,7 @@ async def test_the_header_says_where_the_run_ran_and_why_it_ended(tmp_path: Path
         screen = app.screen
         assert isinstance(screen, DashboardScreen)
         header = str(screen.query_one("#run-header").render())
-        assert "train on jetson · in Docker container 4f2a1b3c9d0e · finished" in header
+        assert "train on jetson · in Docker container 4f2a1b3c9d0e · failed · " in header
         assert CAUSE in header
 
 

@@ -373,7 +373,8 @@ def run(cfg: Config, ready: Callable[[Collector], None] | None = None) -> int:
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="edgescope collector: %(message)s",
-    )
+    from .logtext import OneLineFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("edgescope collector: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])

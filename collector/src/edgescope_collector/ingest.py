@@ -293,8 +293,10 @@ class IngestServer:
             if not self._conns:
                 self._idle.set()
             writer.close()
-            with contextlib.suppress(Exception):
-                # The peer may already be gone; closing is all that is left to do.
+            # The peer may already be gone; closing is all that is left to do. A stop that
+            # cancels this wait ends the handler here, as a cancel in the loop above does: a
+            # task that ended cancelled makes asyncio (3.11) log a traceback for it.
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
             if task is not None:
                 self._tasks.discard(task)

@@ -9,15 +9,22 @@ address is our end.
 The table is the one of this process's network namespace (``/proc/self/net``), where a loopback
 peer must be. Addresses are printed as the kernel holds them (32-bit words in the machine's
 byte order), so they are decoded with native byte order.
+
+Reading the table costs in proportion to the sockets on the machine, and a flood of connections
+asks for it once each: :class:`PeerUids` answers every connection waiting at one moment with one
+read (off the event loop), so the work is bounded by time, not by how many connect. Asked once a
+connection, a flood of 70 cycling connections queued thousands of reads behind which real
+clients timed out, and the collector's stop waited for all of them (issue #11 item 7).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import struct
 from pathlib import Path
 
-__all__ = ["Address", "address", "loopback_peer_uid", "parse_socket_table"]
+__all__ = ["Address", "PeerUids", "address", "loopback_peer_uid", "parse_socket_table"]
 
 Address = tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
 """An IP address (IPv4-mapped IPv6 taken as IPv4) and a port."""
@@ -60,18 +67,66 @@ def parse_socket_table(text: str) -> list[tuple[Address, Address, int]]:
     return out
 
 
-def loopback_peer_uid(
-    ours: tuple[str, int], peer: tuple[str, int], net: Path = Path("/proc/self/net")
-) -> int | None:
-    """The uid of the local socket at ``peer`` connected to ``ours``; None if none is listed
-    (a remote peer, a client already gone, or no such table on this system)."""
-    want_local, want_remote = address(*peer), address(*ours)
+_NET = Path("/proc/self/net")
+
+
+def _uids(wanted: set[tuple[Address, Address]], net: Path) -> dict[tuple[Address, Address], int]:
+    """The uid of each ``(local, remote)`` socket of ``wanted`` that the tables list."""
+    found: dict[tuple[Address, Address], int] = {}
     for name in _TABLES:
         try:
             text = (net / name).read_text(encoding="ascii", errors="replace")
         except OSError:
             continue
         for local, remote, uid in parse_socket_table(text):
-            if local == want_local and remote == want_remote:
-                return uid
-    return None
+            if (local, remote) in wanted:
+                found.setdefault((local, remote), uid)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def loopback_peer_uid(ours: tuple[str, int], peer: tuple[str, int], net: Path = _NET) -> int | None:
+    """The uid of the local socket at ``peer`` connected to ``ours``; None if none is listed
+    (a remote peer, a client already gone, or no such table on this system)."""
+    key = (address(*peer), address(*ours))
+    return _uids({key}, net).get(key)
+
+
+class PeerUids:
+    """:func:`loopback_peer_uid` for an asyncio server: the lookups waiting at one moment share
+    one read of the tables, in a thread; at most one read is under way at a time."""
+
+    def __init__(self, net: Path = _NET) -> None:
+        self.net = net
+        self.reads = 0
+        """Reads of the tables so far (each answered every lookup waiting when it began)."""
+        self._waiting: dict[tuple[Address, Address], list[asyncio.Future[int | None]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def uid(self, ours: tuple[str, int], peer: tuple[str, int]) -> int | None:
+        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault((address(*peer), address(*ours)), []).append(fut)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read())
+        return await fut
+
+    async def _read(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            # A connection cut while it waited (a flood's) needs no answer: none is read for it.
+            wanted = {k for k, futs in batch.items() if any(not f.done() for f in futs)}
+            found: dict[tuple[Address, Address], int] = {}
+            if wanted:
+                self.reads += 1
+                try:
+                    found = await asyncio.to_thread(_uids, wanted, self.net)
+                except asyncio.CancelledError:
+                    for futs in (*batch.values(), *self._waiting.values()):
+                        for f in futs:
+                            f.cancel()
+                    raise
+            for key, futs in batch.items():
+                for f in futs:
+                    if not f.done():
+                        f.set_result(found.get(key))

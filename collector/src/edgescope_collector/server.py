@@ -57,7 +57,7 @@ from edgescope_tracing.protocol import (
 )
 
 from .auth import Authenticator
-from .peercred import loopback_peer_uid
+from .peercred import PeerUids
 from .store import Segment, SegmentStore
 
 __all__ = ["ServerLimits", "StreamServer"]
@@ -206,6 +206,7 @@ class StreamServer:
         self.refused = 0
         self.uid = os.geteuid()
         """Loopback clients of this user (and root) need no token when none is configured."""
+        self._uids = PeerUids()
 
     @property
     def port(self) -> int:
@@ -331,7 +332,9 @@ class StreamServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
+            # A cancel here (the stop's grace is over) ends the handler as one above does: a
+            # task that ended cancelled makes asyncio (3.11) log a traceback for it.
+            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
     def _admit(self, source: str, writer: asyncio.StreamWriter) -> _Handshake:
@@ -369,16 +372,15 @@ class StreamServer:
             else:
                 del self._per_source[shake.source]
 
-    @staticmethod
-    def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    async def _peer_uid(self, writer: asyncio.StreamWriter) -> int | None:
         ours, theirs = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
         if isinstance(ours, tuple) and isinstance(theirs, tuple):
-            return loopback_peer_uid((ours[0], ours[1]), (theirs[0], theirs[1]))
+            return await self._uids.uid((ours[0], ours[1]), (theirs[0], theirs[1]))
         return None
 
     async def _local_user_check(self, writer: asyncio.StreamWriter) -> None:
         """Without a token, only this user (or root) may read: refuse any other local user."""
-        uid = await asyncio.to_thread(self._peer_uid, writer)
+        uid = await self._peer_uid(writer)
         if uid is not None and uid in (self.uid, 0):
             return
         self.refused += 1

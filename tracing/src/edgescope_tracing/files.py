@@ -4,6 +4,9 @@ Every command that opens a path from a user (or a directory listing) goes throug
 
 - :func:`check_input`: before a trace is opened. A FIFO would block ``open`` until some writer
   came (a hang); a device or a socket is no trace. Each is refused in one sentence.
+- :func:`read_regular`: a small file of settings (the devices file, an SSH config): opened
+  without waiting (a FIFO would hang ``open``), read only when it is a regular file; anything
+  else is :class:`NotRegularFileError`, an ``OSError`` that callers already word.
 - :func:`open_output`: writing a file of results (``export -o``). A new name or a regular file
   is written through a temporary file beside it and renamed over it at the end, so a failed
   write leaves it as it was; the temporary is created with ``O_EXCL|O_NOFOLLOW``, synced before
@@ -35,12 +38,14 @@ from .errors import NotATraceError, TraceError
 from .text import escape
 
 __all__ = [
+    "NotRegularFileError",
     "OutputError",
     "check_input",
     "file_kind",
     "make_way",
     "open_binary_output",
     "open_output",
+    "read_regular",
 ]
 
 
@@ -76,6 +81,29 @@ def check_input(path: str | os.PathLike[str]) -> None:
             f"{_show(path)} is not a regular file (a pipe or a device); save the trace to a "
             "file to read it here"
         )
+
+
+class NotRegularFileError(OSError):
+    """A path to read settings from that is a FIFO, a device, a socket or a directory."""
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file at ``path`` (symbolic links are followed), opened with
+    ``O_NONBLOCK`` so that a FIFO is refused at once instead of waited on. Raises
+    :class:`NotRegularFileError` for anything but a regular file, and OSError as ``open`` does.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{_show(path)} is {file_kind(mode)}, not a regular file")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _show(path: object) -> str:

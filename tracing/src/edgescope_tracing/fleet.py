@@ -176,7 +176,9 @@ def client_options(
     least 16 bytes), TLS that checks the broker's certificate and name. ValueError with one
     sentence for a file that cannot be used."""
     import ssl
+    import stat
 
+    from .files import file_kind
     from .tokens import TokenError, read_token
 
     opts: dict[str, Any] = {"hostname": url.host, "port": url.port}
@@ -193,6 +195,11 @@ def client_options(
         raise ValueError("a CA file is for TLS: use an mqtts:// URL")
     if url.tls:
         try:
+            if ca_file is not None:
+                # OpenSSL opens the path itself: a FIFO there would hang it. Check first.
+                mode = os.stat(ca_file).st_mode
+                if not stat.S_ISREG(mode):
+                    raise OSError(f"it is {file_kind(mode)}, not a regular file")
             ctx = ssl.create_default_context(cafile=os.fspath(ca_file) if ca_file else None)
         except (OSError, ssl.SSLError) as e:
             raise ValueError(f"the CA file {ca_file} cannot be used: {e}") from None

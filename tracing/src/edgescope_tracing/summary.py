@@ -51,6 +51,7 @@ __all__ = [
     "TraceSummary",
     "summarize",
     "summarize_file",
+    "end_state",
     "exit_words",
     "event_traceback",
     "iso_time",
@@ -154,6 +155,25 @@ def exit_words(code: int | None) -> str:
     if 128 < code < 128 + 65:
         return f"exit code {code} (killed by {_signal_name(code - 128)})"
     return f"exit code {code}"
+
+
+def end_state(
+    exit_code: int | None, *, cause: str | None = None, lost_contact: str | None = None
+) -> str:
+    """How an ended run ended, in one word or two: ``finished`` (exit 0), ``failed`` (another
+    code, a signal, or a ``cause`` such as the OOM killer), ``lost contact`` (the collector
+    ended it when its producer vanished), ``ended`` (no exit code recorded).
+
+    >>> end_state(0), end_state(137), end_state(None), end_state(None, lost_contact="gone")
+    ('finished', 'failed', 'ended', 'lost contact')
+    """
+    if cause is not None:
+        return "failed"
+    if lost_contact is not None:
+        return "lost contact"
+    if exit_code is None:
+        return "ended"
+    return "finished" if exit_code == 0 else "failed"
 
 
 def _signal_name(n: int) -> str:
@@ -431,13 +451,7 @@ class RunSummary:
         ``lost contact`` (the collector ended it: its producer vanished), ``lost`` (no end)."""
         if self.end is None:
             return "lost"
-        if self.cause is not None:
-            return "failed"
-        if self.lost_contact is not None:
-            return "lost contact"
-        if self.exit_code is None:
-            return "ended"
-        return "finished" if self.exit_code == 0 else "failed"
+        return end_state(self.exit_code, cause=self.cause, lost_contact=self.lost_contact)
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from edgescope_tracing.containers import container_of
 from edgescope_tracing.signals import CLOCK_EVENT_REASONS, step_time_unit
+from edgescope_tracing.text import escape as escape_text
 from edgescope_tracing.thresholds import memory_level, temperature_level
 
 from .chartspec import PALETTE, Band, ChartSpec, Line, fmt_bytes, fmt_number, fmt_offset
@@ -112,9 +113,10 @@ def metric_spec(s: RunState, run: int, key: str, end: int | None) -> ChartSpec:
     last_step = series.x[n - 1] if n else None
     step = f"step {last_step:.0f}" if last_step is not None else ""
     fmt, scale = metric_format(key)
+    shown = escape_text(key)  # a key from the trace: no control character to the terminal
     return ChartSpec(
-        key,
-        (Line(key, series, PALETTE[0], end=n, scale=scale),),
+        shown,
+        (Line(shown, series, PALETTE[0], end=n, scale=scale),),
         log=log,
         fmt=fmt,
         subtitle=" ".join(x for x in (step, sub) if x),

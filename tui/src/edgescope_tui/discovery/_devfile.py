@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgescope_tracing import TraceError
-from edgescope_tracing.files import open_output
+from edgescope_tracing.files import open_output, read_regular
 
 from ._targets import (
     DEFAULT_COLLECTOR_PORT,
@@ -124,7 +124,7 @@ def save_device(path: str | os.PathLike[str], new: Target, old: Target | None = 
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_regular(p).decode("utf-8")
     except FileNotFoundError:
         text = ""
     except (OSError, UnicodeDecodeError) as e:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from edgescope_tracing.text import escape
+
 from ._targets import Target
 
 __all__ = ["DEVICE_COLUMNS", "Device", "DeviceState", "Origin", "device_row"]
@@ -61,14 +63,15 @@ _VIA: dict[str, str] = {"address": "tcp"}
 
 
 def device_row(d: Device) -> tuple[str, ...]:
-    """One device as the cells of :data:`DEVICE_COLUMNS`, plain text: ``edgescope ls`` prints
-    them, the devices screen styles them. Memory in GiB (binary units everywhere)."""
+    """One device as the cells of :data:`DEVICE_COLUMNS`, plain text with every control
+    character escaped: ``edgescope ls`` prints them, the devices screen styles them. Memory in
+    GiB (binary units everywhere)."""
     online = d.state == "online"
     mem = ""
     if d.mem_total:
         used = f"{d.mem_used / 2**30:.1f}" if d.mem_used is not None else "?"
         mem = f"{used}/{d.mem_total / 2**30:.1f} GiB"
-    return (
+    cells = (
         d.label,
         _VIA.get(d.origin, d.origin),
         d.state,
@@ -77,3 +80,5 @@ def device_row(d: Device) -> tuple[str, ...]:
         mem,
         ", ".join(d.throttled) if d.throttled else ("ok" if online else ""),
     )
+    # A name from an mDNS advert, flags from a collector: anyone's words, escaped here once.
+    return tuple(escape(c) for c in cells)

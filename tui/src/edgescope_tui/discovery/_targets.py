@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgescope_tracing.files import read_regular
 from edgescope_tracing.protocol import DEFAULT_PORT, parse_port, split_host_port
 from edgescope_tracing.tokens import TokenError, read_token
 
@@ -219,7 +220,7 @@ def load_devices_file(path: str | os.PathLike[str] | None = None) -> DevicesFile
     explicit = path is not None
     p = Path(path) if path is not None else default_devices_file()
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_regular(p).decode("utf-8"))
     except FileNotFoundError:
         if explicit:
             raise TargetError(f"devices file {str(p)!r} does not exist") from None
@@ -295,7 +296,7 @@ def ssh_config_hosts(path: str | os.PathLike[str] | None = None) -> list[SshTarg
     """
     p = Path(path) if path is not None else Path.home() / ".ssh" / "config"
     try:
-        text = p.read_text(encoding="utf-8", errors="replace")
+        text = read_regular(p).decode("utf-8", errors="replace")
     except FileNotFoundError:
         return []
     except OSError as e:

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar
 
+from edgescope_tracing.text import escape as escape_text
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -53,7 +54,8 @@ def compare_lines(feeds: Sequence[Feed], key: str, *, by_time: bool = False) -> 
             label = f"{feed.label}:{name}" if len(feeds) > 1 else name
             start = info.start_us if info is not None and info.start_us else series.t[0]
             color = PALETTE[len(lines) % len(PALETTE)]
-            lines.append(Line(label, series, color, offset=start if by_time else 0.0))
+            shown = escape_text(label)  # names from traces: no control character drawn
+            lines.append(Line(shown, series, color, offset=start if by_time else 0.0))
     return tuple(lines)
 
 
@@ -130,7 +132,7 @@ class CompareScreen(Screen[None]):
         log = _auto_log(lines) if self.log_scale is None else self.log_scale
         keys = compare_keys(self.feeds)
         title.update(
-            f"[b]compare {escape(key)}[/b] across {len(lines)} run(s) · metric "
+            f"[b]compare {escape(escape_text(key))}[/b] across {len(lines)} run(s) · metric "
             f"{keys.index(key) + 1}/{len(keys)} (m/M) · {'log' if log else 'linear'} scale (o)"
             f" · by {'time since start' if self.by_time else 'step'} (t)"
         )

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgescope_tracing import Record
-from edgescope_tracing.summary import event_traceback
+from edgescope_tracing.summary import end_state, event_traceback, exit_words
 from edgescope_tracing.text import escape as escape_text
 from rich.markup import escape
 from rich.text import Text
@@ -253,21 +253,30 @@ class DashboardScreen(Screen[None]):
         info = s.runs.get(run)
         parts = []
         if info is not None:
-            parts.append(f"[b]{escape(info.name)}[/b] on {escape(info.host)}")
+            # Names from the trace: no control character reaches the terminal (#11 item 11).
+            parts.append(
+                f"[b]{escape(escape_text(info.name))}[/b] on {escape(escape_text(info.host))}"
+            )
             place = views.run_place(s, run)
             if place is not None:
-                parts.append(f"in {escape(place)}")
+                parts.append(f"in {escape(escape_text(place))}")
             if info.end_us is not None:
-                code = "" if info.exit_code is None else f" (exit {info.exit_code})"
-                parts.append(f"finished{code}")
+                # The words inspect and tail use: a signal named, a non-zero exit "failed".
+                state = end_state(info.exit_code, cause=info.cause)
+                if info.exit_code == 0:
+                    parts.append("finished (exit 0)")
+                elif info.exit_code is None and state != "ended":
+                    parts.append(state)  # the cause that follows says why
+                else:
+                    parts.append(f"{state} ({exit_words(info.exit_code)})")
                 if info.cause is not None:
-                    parts.append(f"[#ff5f5f]{escape(info.cause)}[/]")
+                    parts.append(f"[#ff5f5f]{escape(escape_text(info.cause))}[/]")
             if info.dropped:
                 parts.append(f"[#ffd75f]{info.dropped} records dropped by the producer[/]")
         else:
             parts.append("[b]no run yet[/b]")
         if info is None or self.feed.label not in (info.host, f"{info.host}.local"):
-            parts.append(escape(self.feed.label))  # where it comes from, unless just the host
+            parts.append(escape(escape_text(self.feed.label)))  # where from, unless the host
         if len(s.runs) > 1:
             parts.append(f"run {list(s.runs).index(run) + 1}/{len(s.runs)} (r: next)")
         st = s.stream.status
@@ -380,7 +389,7 @@ class DashboardScreen(Screen[None]):
         table = self.query_one("#top-functions", DataTable)
         pct = 100 / total if total else 0
         rows = [
-            (name, f"{self_n * pct:.1f}%", f"{total_n * pct:.1f}%")
+            (escape_text(name), f"{self_n * pct:.1f}%", f"{total_n * pct:.1f}%")
             for name, self_n, total_n in top_functions(wins, s, limit=30)
         ]
         if rows != self._top_rows:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from edgescope_tracing.text import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -97,18 +98,20 @@ def detail_line(d: Device) -> Text:
 
 
 def _state_line(d: Device) -> Text:
+    # Names, runs, errors: from an mDNS advert or a collector, so escaped (issue #11 item 11).
+    label = escape(d.label)
     if d.state == "online":
         runs = ", ".join(d.runs) if d.runs else "no run active"
         where = f"{d.hostname}" + (f" ({d.board})" if d.board else "")
-        return Text.assemble((f"{d.label}: ", "bold"), f"online on {where}; {runs}")
+        return Text.assemble((f"{label}: ", "bold"), escape(f"online on {where}; {runs}"))
     if d.state in ("found", "checking"):
-        return Text(f"{d.label}: {d.hint or 'checking...'}", style="yellow")
-    error = d.error.replace(" (--token-file)", "")  # here, e is the way: said below
+        return Text(f"{label}: {escape(d.hint or 'checking...')}", style="yellow")
+    error = escape(d.error.replace(" (--token-file)", ""))  # here, e is the way: said below
     text = Text(error or d.state, style="red" if d.state != "no-collector" else "yellow")
     if d.can_start_collector:
         text.append("  press x to start it", style="bold")
     elif d.hint and d.hint not in d.error:
-        text.append(f"  ({d.hint})")
+        text.append(f"  ({escape(d.hint)})")
     elif "token" in d.error:
         text.append("  press e to give its token file", style="bold")
     return text

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from edgescope_tracing.text import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -57,7 +58,9 @@ class SourcesScreen(Screen[None]):
             state = s.stream.status.state if s.stream.status else "connecting"
             name = run.name if run else "-"
             # Text, not str: a DataTable reads str cells as markup.
-            table.add_row(Text(feed.label), Text(name), state, f"{s.stream.records:,}")
+            table.add_row(
+                Text(escape(feed.label)), Text(escape(name)), state, f"{s.stream.records:,}"
+            )
         if not feeds:
             table.add_row("no source open", "", "", "")
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from edgescope_tracing.text import escape
 from rich.style import Style
 from rich.text import Text
 from textual.reactive import reactive
@@ -32,7 +33,7 @@ def draw_icicle(root: StackNode, width: int, height: int) -> Text:
         for i, (node, x, w) in enumerate(level):
             if w <= 0:
                 continue
-            label = f"{node.name} {100 * node.count / root.count:.0f}%"
+            label = f"{escape(node.name)} {100 * node.count / root.count:.0f}%"
             text = label[:w].ljust(w) if w > 2 else "▏" * w
             color = COLORS[(depth + i) % len(COLORS)]
             for k, ch in enumerate(text):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from edgescope_tracing.text import escape
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -107,7 +108,9 @@ class ProcessTable(DataTable[Text]):
                 _cell(r.gpu_mem, "bytes"),
                 _cell(None if r.threads is None else float(r.threads), "int"),
                 Text(r.state, style=dim),
-                Text(r.prefix + r.command, style=dim),  # Text: a command is not markup
+                Text(
+                    r.prefix + escape(r.command), style=dim
+                ),  # Text: not markup; escaped: any name
             ]
             if not gpu:
                 del cells[4]

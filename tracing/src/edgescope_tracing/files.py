@@ -83,8 +83,9 @@ def check_input(path: str | os.PathLike[str]) -> None:
         )
 
 
-class NotRegularFileError(OSError):
-    """A path to read settings from that is a FIFO, a device, a socket or a directory."""
+class NotRegularFileError(TraceError, OSError):
+    """A path to read settings from that is a FIFO, a device, a socket or a directory: an
+    ``OSError`` too, so that callers which word a failed open word this one the same way."""
 
 
 def read_regular(path: str | os.PathLike[str]) -> bytes:

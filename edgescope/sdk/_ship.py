@@ -58,7 +58,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -110,6 +110,10 @@ RETRY_INTERVAL = 1.0
 """Seconds between attempts to write to a file that failed."""
 _MANY_KEYS = 8
 """One-value calls under more distinct names than this in one batch take the per-item path."""
+MIN_STRETCH = 128
+"""Values between two cuts of a column at pauses (:func:`pauses`): a record header's worth."""
+_NARROW = 127
+"""The largest time delta (microseconds) stored in one byte."""
 
 Item = tuple[int, int, dict[str, float]] | tuple[int, int, str, float] | Event | StackSamples
 _call = operator.call
@@ -236,13 +240,53 @@ class Columns:
             self.values += len(metrics)
 
     def take(self) -> list[Metrics]:
-        """The columns as records (one per name), and empty again."""
-        out = [
-            Metrics(0, k, tuple(s), tuple(t), tuple(v), t[0]) for k, (s, t, v) in self.cols.items()
-        ]
+        """The columns as records (one or more per name, see :func:`pauses`), and empty again."""
+        out = []
+        for k, (s, t, v) in self.cols.items():
+            cuts = pauses(t)
+            if not cuts:
+                out.append(Metrics(0, k, tuple(s), tuple(t), tuple(v), t[0]))
+                continue
+            lo = 0
+            for hi in [*cuts, len(t)]:
+                out.append(Metrics(0, k, tuple(s[lo:hi]), tuple(t[lo:hi]), tuple(v[lo:hi]), t[lo]))
+                lo = hi
         self.cols = {}
         self.values = 0
         return out
+
+
+def pauses(times_us: list[int]) -> list[int]:
+    """Where to cut a metric's column so that its time deltas fit one byte between the cuts.
+
+    The trace format stores a batch's times as deltas of one width, the widest the batch needs
+    (:func:`edgescope_tracing._codec.encode_ints`). A loop that logs as fast as it goes calls
+    ``log()`` a microsecond or less apart, but it stops for milliseconds now and then (the
+    shipper's turn at the GIL, the caller encoding a full buffer, the kernel's scheduler): one
+    such pause made the batch's 2,048 deltas two or four bytes wide instead of one (5.3 to 5.8
+    bytes a value instead of 5). A new record at the pause costs its header (~40 bytes) instead.
+
+    A cut is made at a delta that does not fit a byte where the stretch of one-byte deltas
+    before it or after it holds at least ``MIN_STRETCH`` values; a column whose deltas are all
+    wide (a slow loop), or whose pauses come closer together, is not cut there.
+    """
+    n = len(times_us)
+    if n <= MIN_STRETCH:
+        return []
+    wide = list(
+        compress(
+            range(1, n),
+            map(_NARROW.__lt__, map(abs, map(operator.sub, islice(times_us, 1, None), times_us))),
+        )
+    )
+    cuts: list[int] = []
+    before = 0
+    for j, p in enumerate(wide):
+        after = wide[j + 1] if j + 1 < len(wide) else n
+        if after - p >= MIN_STRETCH or p - before >= MIN_STRETCH:
+            cuts.append(p)
+        before = p
+    return cuts
 
 
 def split_events(items: list[Any]) -> list[tuple[list[Any], Any]]:

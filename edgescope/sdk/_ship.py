@@ -748,8 +748,11 @@ class Shipper:
         self._cols = Columns()
         self.lock = threading.Lock()
         """Held while items move from the buffer to the sink (by the thread or a caller)."""
-        self.owner: int | None = None
-        """The thread that holds ``lock`` now (a signal handler must not wait for itself)."""
+        self.shipping: set[int] = set()
+        """Threads in :meth:`caller_runs`, from before they take ``lock`` until after they let
+        go of it: a signal handler that interrupted one of them must not wait for the lock (it
+        would wait for itself). Not the lock's holder alone: a signal that lands between the
+        lock's acquisition and a note of its holder would find no note."""
         self._sink_dropped = 0
         """Drops of sinks given up on (the current sink counts its own)."""
         self.lost = 0
@@ -826,12 +829,13 @@ class Shipper:
 
     def caller_runs(self) -> None:
         """The buffer is full: the calling thread ships it (blocking only on the sink)."""
-        with self.lock:
-            self.owner = threading.get_ident()
-            try:
+        me = threading.get_ident()
+        self.shipping.add(me)
+        try:
+            with self.lock:
                 self.ship(flush=True)
-            finally:
-                self.owner = None
+        finally:
+            self.shipping.discard(me)
 
     # --- the thread ---------------------------------------------------------------------
 
@@ -846,12 +850,8 @@ class Shipper:
                 while self._waiters:
                     waiting.append(self._waiters.popleft())
                 with self.lock:
-                    self.owner = threading.get_ident()
-                    try:
-                        self._maybe_reattach()
-                        self.ship(flush=bool(waiting))
-                    finally:
-                        self.owner = None
+                    self._maybe_reattach()
+                    self.ship(flush=bool(waiting))
                 for w in waiting:
                     w.set()
         except Exception as e:  # a bug here must not take the training run down with it

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from edgescope_tracing import Event, RunEnd, RunStart
+from edgescope_tracing import Event, RunEnd, RunStart, StackSamples
 from sdkutil import (
     count_values,
     ingest_in_thread,
@@ -177,3 +177,58 @@ def test_bytes_per_value_of_a_loss_curve_written_by_the_sdk(sdk: Path) -> None:
     per_value = os.path.getsize(run.path) / n
     print(f"{per_value:.2f} bytes per value")
     assert per_value <= 8.0, f"{per_value:.2f} bytes per value"
+
+
+def test_every_stack_window_is_kept_while_the_loop_logs_flat_out(sdk: Path) -> None:
+    run = edgescope.init(
+        name="prof", profile=True, profile_hz=500, flush_interval=0.05, buffer_size=1024
+    )
+    sampler = run._profiler
+    assert sampler is not None
+    for i in range(OVER):
+        edgescope.log({"loss": float(i)}, step=i)
+    edgescope.finish(0)
+    recs = read(run.path)  # type: ignore[arg-type]
+    stacks = of(recs, StackSamples)
+    assert len(stacks) >= 2
+    # every sample the sampler counted (its CPU charged, in periods) is in a window in the trace
+    counted = round(sampler.cpu_charged * sampler.hz)
+    assert sum(n for s in stacks for _, n in s.samples) == counted > 0
+    assert values(recs, "loss") == [(i, float(i)) for i in range(OVER)]
+    assert of(recs, RunEnd)[0].dropped == 0
+
+
+def test_a_window_pushed_inside_the_threads_own_caller_runs_does_not_wait_for_itself(
+    tmp_path: Path,
+) -> None:
+    # A SIGPROF handler runs in the main thread, maybe while that thread ships a full buffer
+    # itself (caller-runs, the shipper's lock held): the window it pushes must not wait for the
+    # lock. The same state, made here without a signal: the lock held by this thread, the
+    # buffer full; then a window and a mark() (a user's signal handler) are pushed.
+    r = run_script(
+        tmp_path,
+        """
+        import threading, edgescope
+        from edgescope_tracing import StackFrame, StackSamples
+        run = edgescope.init(name="self", buffer_size=16)
+        sh = run._shipper
+        with sh.lock:
+            sh.shipping.add(threading.get_ident())
+            for i in range(16):
+                edgescope.log({"loss": float(i)}, step=i)
+            assert len(run._buf) == 16
+            f = StackFrame("f", "x.py", 1)
+            run._push_stacks(StackSamples(0, "python", 10_000, (((f,), 3),), 1))
+            edgescope.mark("from a handler")
+            sh.shipping.clear()
+        edgescope.finish(0)
+        print(run.path)
+        """,
+        sdk_env(tmp_path),
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    recs = read(Path(r.stdout.strip()))
+    assert values(recs, "loss") == [(i, float(i)) for i in range(16)]
+    assert [s.samples[0][1] for s in of(recs, StackSamples)] == [3]
+    assert [e.message for e in of(recs, Event) if e.kind == "mark"] == ["from a handler"]

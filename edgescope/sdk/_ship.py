@@ -484,7 +484,7 @@ class FileSink:
         if not self._warned:
             self._warned = True
             notify(
-                f"{self.full}; run {self.run_name!r} keeps up to {MAX_HELD_BYTES >> 20} MiB in "
+                f"{self.full}; run {self.run_name!r} keeps up to {MAX_HELD_BYTES / 2**20:g} MiB in "
                 f"memory and retries every {RETRY_INTERVAL:g} s; beyond that, values are "
                 "dropped and counted (RunEnd.dropped, and a gap event in the trace)"
             )

@@ -77,3 +77,20 @@ def test_ten_keys_logged_together_are_cut_at_the_same_pauses() -> None:
         by_key.setdefault(r.key, []).append(r.steps[0])
     assert by_key == {f"m{j}": [0, 3000] for j in range(10)}
     assert _encoded(recs)[1] / (10 * len(times)) <= 5.05
+
+
+def test_the_windowed_look_finds_every_wide_delta_of_forward_going_times() -> None:
+    import random
+
+    from edgescope.sdk._ship import _wide_deltas
+
+    rnd = random.Random(3)
+    for wide_share in (0.0, 0.001, 0.02, 0.3, 1.0):
+        for n in (2, 31, 33, 64, 1000, 5000):
+            t, times = 1_700_000_000_000_000, []
+            for _ in range(n):
+                jump = rnd.random() < wide_share
+                t += rnd.choice((128, 129, 300, 40_000)) if jump else rnd.choice((0, 1, 2, 127))
+                times.append(t)
+            every = [i for i in range(1, n) if times[i] - times[i - 1] > 127]
+            assert _wide_deltas(times) == every, (wide_share, n)

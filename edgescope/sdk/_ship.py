@@ -249,9 +249,10 @@ class Columns:
             if not cuts:
                 out.append(Metrics(0, k, tuple(s), tuple(t), tuple(v), t[0]))
                 continue
+            ss, ts, vs = tuple(s), tuple(t), tuple(v)  # a tuple's slices are tuples: one copy
             lo = 0
             for hi in [*cuts, len(t)]:
-                out.append(Metrics(0, k, tuple(s[lo:hi]), tuple(t[lo:hi]), tuple(v[lo:hi]), t[lo]))
+                out.append(Metrics(0, k, ss[lo:hi], ts[lo:hi], vs[lo:hi], ts[lo]))
                 lo = hi
         self.cols = {}
         self.values = 0

@@ -206,7 +206,7 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
     for r in s.runs:
         state = run_state(r, closed=s.indexed)
         if r.dropped:
-            state += f", {r.dropped} records dropped"
+            state += f", {r.dropped:,} items dropped"  # metric values, events, stack windows
         elif r.end is not None and r.exit_code is not None:
             state += ", nothing dropped"  # the SDK's own count, in its RunEnd
         line(
@@ -409,6 +409,8 @@ def _events(s: TraceSummary, out: TextIO, line: Callable[[str, str], None]) -> N
         more = ""
         if g.count > 1:
             more = f"  [x{g.count}: {g.count - 1} more like it, until {_span(e.t_us, g.last_t)}]"
+        elif e.kind == "gap" and isinstance(e.detail, dict) and type(e.detail.get("to_us")) is int:
+            more = f"  [until {_span(e.t_us, e.detail['to_us'])}]"  # what a producer dropped
         out.write(f"    {_when(e.t_us)}  {escape(e.kind):<8} {sev:<7} {escape(e.message)}{more}\n")
     if s.ungrouped:
         out.write(f"    ... {s.ungrouped} events of further kinds (see --json)\n")

@@ -20,8 +20,8 @@ time_ns, {name: value})`` (a copy of the dict) to a bounded deque and returns. I
 for transport trouble.
 
 Nothing logged is lost while the sink can take it. Policy: **caller-runs**. When ``log()`` (or
-``mark()``, or the stack sampler) finds the deque full, because the loop logs faster than the
-shipper thread can follow under the GIL, the calling thread drains the deque itself: it encodes
+``mark()``) finds the deque full, because the loop logs faster than the shipper thread can
+follow under the GIL, the calling thread drains the deque itself: it encodes
 the batch and hands it to the sink, then appends its own item and returns (see
 :mod:`edgescope.sdk._ship`). At ordinary rates the deque never fills and ``log()`` costs an
 append; under overload each ``buffer_size``-th call pays for the batch, and no value is lost.
@@ -33,7 +33,9 @@ only where the sink cannot take them at all: a full disk past the bytes held in 
 (``MAX_HELD_BYTES``), or no collector and no writable file.
 
 Memory cap: the deque holds at most ``buffer_size`` calls (default 32,768) plus one per thread
-logging at the same moment, the shipper's columns at most ``BATCH_VALUES`` values between
+logging at the same moment and the stack sampler's windows since the last drain (one a flush
+interval; a window never waits: its SIGPROF handler may have interrupted the very thread that
+is draining), the shipper's columns at most ``BATCH_VALUES`` values between
 flushes plus one buffer, a socket sink at most ``MAX_BACKLOG_ITEMS`` (65,536) items that the
 collector has not confirmed before the callers wait, a file sink ``MAX_HELD_BYTES`` (8 MiB)
 while its disk is full. Measured with 1,000,000 values logged as fast as they go: the peak RSS
@@ -253,14 +255,20 @@ class Run:
             return
         if self._state != "running":
             raise RuntimeError(f"edgescope: run {self.name!r} has finished")
-        if not force and len(self._buf) >= self._cap:
+        if (
+            not force
+            and len(self._buf) >= self._cap
+            and threading.get_ident() not in self._shipper.shipping  # a signal handler's mark()
+        ):
             self._caller_runs()
         self._buf.append(rec)
 
     def _push_stacks(self, rec: Any) -> None:
-        # From the sampler's thread; at finish the last window is pushed after the cap closed.
-        if self._state == "running" and len(self._buf) >= self._cap:
-            self._caller_runs()
+        # From the sampler: its own thread, or a SIGPROF handler in the main thread, which may
+        # have interrupted that thread's own caller-runs (the shipper's lock held, the deque
+        # not yet drained), where waiting for the lock would wait for itself forever. So a
+        # window never waits: it goes in, over the cap if need be (a window or two per flush
+        # interval, which the next drain takes).
         self._buf.append(rec)
 
     def mark(self, text: str) -> None:
@@ -745,10 +753,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         run is not None
         and run._state == "running"
         and run._pid == os.getpid()
-        and run._shipper.owner == threading.get_ident()
+        and threading.get_ident() in run._shipper.shipping
     ):
-        # This thread was interrupted while it shipped the buffer (caller-runs) and holds the
-        # shipper's lock: finishing now would wait for itself. It finishes when it lets go.
+        # This thread was interrupted while it shipped the buffer (caller-runs), maybe holding
+        # the shipper's lock: finishing now would wait for itself. It finishes when it is done.
         run._shipper.deferred_signal = signum
         return
     if run is not None and run._state == "finishing":

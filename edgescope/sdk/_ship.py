@@ -58,7 +58,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import compress, repeat
+from itertools import compress, islice, repeat
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -110,6 +110,12 @@ RETRY_INTERVAL = 1.0
 """Seconds between attempts to write to a file that failed."""
 _MANY_KEYS = 8
 """One-value calls under more distinct names than this in one batch take the per-item path."""
+MIN_STRETCH = 128
+"""Values between two cuts of a column at pauses (:func:`pauses`): a record header's worth."""
+_NARROW = 127
+"""The largest time delta (microseconds) stored in one byte."""
+_WINDOW = 32
+"""Deltas per window in which :func:`_wide_deltas` first compares only the ends."""
 
 Item = tuple[int, int, dict[str, float]] | tuple[int, int, str, float] | Event | StackSamples
 _call = operator.call
@@ -236,13 +242,71 @@ class Columns:
             self.values += len(metrics)
 
     def take(self) -> list[Metrics]:
-        """The columns as records (one per name), and empty again."""
-        out = [
-            Metrics(0, k, tuple(s), tuple(t), tuple(v), t[0]) for k, (s, t, v) in self.cols.items()
-        ]
+        """The columns as records (one or more per name, see :func:`pauses`), and empty again."""
+        out = []
+        for k, (s, t, v) in self.cols.items():
+            cuts = pauses(t)
+            if not cuts:
+                out.append(Metrics(0, k, tuple(s), tuple(t), tuple(v), t[0]))
+                continue
+            ss, ts, vs = tuple(s), tuple(t), tuple(v)  # a tuple's slices are tuples: one copy
+            lo = 0
+            for hi in [*cuts, len(t)]:
+                out.append(Metrics(0, k, ss[lo:hi], ts[lo:hi], vs[lo:hi], ts[lo]))
+                lo = hi
         self.cols = {}
         self.values = 0
         return out
+
+
+def pauses(times_us: list[int]) -> list[int]:
+    """Where to cut a metric's column so that its time deltas fit one byte between the cuts.
+
+    The trace format stores a batch's times as deltas of one width, the widest the batch needs
+    (:func:`edgescope_tracing._codec.encode_ints`). A loop that logs as fast as it goes calls
+    ``log()`` a microsecond or less apart, but it stops for milliseconds now and then (the
+    shipper's turn at the GIL, the caller encoding a full buffer, the kernel's scheduler): one
+    such pause made the batch's 2,048 deltas two or four bytes wide instead of one (5.3 to 5.8
+    bytes a value instead of 5). A new record at the pause costs its header (~40 bytes) instead.
+
+    A cut is made at a delta that does not fit a byte where the stretch of one-byte deltas
+    before it or after it holds at least ``MIN_STRETCH`` values; a column whose deltas are all
+    wide (a slow loop), or whose pauses come closer together, is not cut there.
+    """
+    n = len(times_us)
+    if n <= MIN_STRETCH:
+        return []
+    wide = _wide_deltas(times_us)
+    cuts: list[int] = []
+    before = 0
+    for j, p in enumerate(wide):
+        after = wide[j + 1] if j + 1 < len(wide) else n
+        if after - p >= MIN_STRETCH or p - before >= MIN_STRETCH:
+            cuts.append(p)
+        before = p
+    return cuts
+
+
+def _wide_deltas(t: list[int]) -> list[int]:
+    """The positions ``i`` where ``t[i] - t[i - 1]`` does not fit one byte.
+
+    Looked for only in windows of ``_WINDOW`` deltas whose span does not fit a byte: in a
+    window that spans less, no delta can be wider (times do not go back, but for a clock that
+    is set back: then a batch is only wider than it need be). A fast loop's column is read
+    at a few ns a value instead of the ~50 that a look at every delta costs.
+    """
+    n = len(t)
+    heads = t[::_WINDOW]
+    spans = list(map(operator.sub, islice(heads, 1, None), heads))
+    spans.append(t[-1] - heads[-1])
+    out: list[int] = []
+    for k in compress(range(len(spans)), map(operator.gt, spans, repeat(_NARROW))):
+        lo = k * _WINDOW
+        hi = min(lo + _WINDOW + 1, n)
+        seg = t[lo:hi]
+        deltas = map(abs, map(operator.sub, islice(seg, 1, None), seg))
+        out.extend(compress(range(lo + 1, hi), map(operator.gt, deltas, repeat(_NARROW))))
+    return out
 
 
 def split_events(items: list[Any]) -> list[tuple[list[Any], Any]]:
@@ -440,7 +504,7 @@ class FileSink:
         if not self._warned:
             self._warned = True
             notify(
-                f"{self.full}; run {self.run_name!r} keeps up to {MAX_HELD_BYTES >> 20} MiB in "
+                f"{self.full}; run {self.run_name!r} keeps up to {MAX_HELD_BYTES / 2**20:g} MiB in "
                 f"memory and retries every {RETRY_INTERVAL:g} s; beyond that, values are "
                 "dropped and counted (RunEnd.dropped, and a gap event in the trace)"
             )
@@ -704,8 +768,11 @@ class Shipper:
         self._cols = Columns()
         self.lock = threading.Lock()
         """Held while items move from the buffer to the sink (by the thread or a caller)."""
-        self.owner: int | None = None
-        """The thread that holds ``lock`` now (a signal handler must not wait for itself)."""
+        self.shipping: set[int] = set()
+        """Threads in :meth:`caller_runs`, from before they take ``lock`` until after they let
+        go of it: a signal handler that interrupted one of them must not wait for the lock (it
+        would wait for itself). Not the lock's holder alone: a signal that lands between the
+        lock's acquisition and a note of its holder would find no note."""
         self._sink_dropped = 0
         """Drops of sinks given up on (the current sink counts its own)."""
         self.lost = 0
@@ -782,12 +849,13 @@ class Shipper:
 
     def caller_runs(self) -> None:
         """The buffer is full: the calling thread ships it (blocking only on the sink)."""
-        with self.lock:
-            self.owner = threading.get_ident()
-            try:
+        me = threading.get_ident()
+        self.shipping.add(me)
+        try:
+            with self.lock:
                 self.ship(flush=True)
-            finally:
-                self.owner = None
+        finally:
+            self.shipping.discard(me)
 
     # --- the thread ---------------------------------------------------------------------
 
@@ -802,12 +870,8 @@ class Shipper:
                 while self._waiters:
                     waiting.append(self._waiters.popleft())
                 with self.lock:
-                    self.owner = threading.get_ident()
-                    try:
-                        self._maybe_reattach()
-                        self.ship(flush=bool(waiting))
-                    finally:
-                        self.owner = None
+                    self._maybe_reattach()
+                    self.ship(flush=bool(waiting))
                 for w in waiting:
                     w.set()
         except Exception as e:  # a bug here must not take the training run down with it

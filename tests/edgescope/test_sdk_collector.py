@@ -240,3 +240,37 @@ def test_collector_gone_and_no_writable_directory_drops_and_counts(
     assert run.path is None
     assert run.dropped >= 100, "what could go nowhere is counted"
     assert len(values(got, "x")) + run.dropped >= n + 101
+
+
+def test_a_hung_collector_and_no_writable_file_drop_every_value_said_once_and_counted(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # The issue's own case: hung past the stall timeout, and the fallback file cannot be
+    # written either. The collector confirmed nothing, so every value is dropped: all counted.
+    sock = sdk / "hung.sock"
+    monkeypatch.setenv("EDGESCOPE_SOCKET", str(sock))
+    monkeypatch.setenv("EDGESCOPE_STALL_TIMEOUT", "1")
+    blocker = sdk / "not-a-dir"
+    blocker.write_text("")
+    hung = HungCollector(sock)
+    try:
+        run = edgescope.init(name="nowhere", flush_interval=0.05, dir=blocker / "runs")
+        n = 0
+        while run._shipper.sink.can_fall_back:  # flat out until the stall is given up on
+            edgescope.log({"loss": float(n), "lr": 0.1}, step=n)
+            n += 1
+        for _ in range(1000):
+            edgescope.log({"loss": float(n), "lr": 0.1}, step=n)
+            n += 1
+        edgescope.mark("after")
+        edgescope.finish(0)
+    finally:
+        hung.close()
+    err = capfd.readouterr().err
+    said = [line for line in err.splitlines() if "dropped" in line]
+    assert said == [
+        f"edgescope: the collector at {sock} took nothing for 1 s, and [Errno 20] Not a "
+        f"directory: '{blocker / 'runs'}'; the rest of run 'nowhere' is dropped (counted)"
+    ], err
+    # every value, the mark, and the event that would have said why the rest is elsewhere
+    assert run.path is None and run.dropped == 2 * n + 2

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 from edgescope_tracing import Event, RunEnd
+from edgescope_tui.state import fold_all
 from sdkutil import of, read, run_script, sdk_env, trace_files, values, wait_until
 
 import edgescope
+from edgescope.cli import main
+from edgescope.cli.inspect import _when
 from edgescope.sdk import _ship as _sdk_ship
 
 
@@ -126,6 +129,18 @@ def test_past_the_memory_bound_values_are_dropped_counted_and_the_gap_is_in_the_
     assert gap.detail["dropped"] == end.dropped  # type: ignore[index]
     assert t0 <= gap.detail["from_us"] <= gap.detail["to_us"] <= t1  # type: ignore[index, operator]
     assert "No space left on device" in gap.message
+    assert "64 KiB" not in err and "keeps up to 0.0625 MiB in memory" in err
+    # inspect says how many and shows the gap from when to when
+    from_us, to_us = gap.detail["from_us"], gap.detail["to_us"]  # type: ignore[index]
+    assert main(["inspect", str(run.path)]) == 0
+    out = capfd.readouterr().out
+    assert f"(exit code 0), {end.dropped:,} items dropped" in out
+    (line,) = [ln for ln in out.splitlines() if "  gap      error  " in ln]
+    assert line.startswith(f"    {_when(from_us)}  gap      error   {end.dropped} items dropped")
+    assert line.endswith(f"No space left on device  [until {_when(to_us)[11:]}]")
+    # and the TUI's fold of the same trace draws it as a gap over that time range
+    (drawn,) = fold_all(recs).stream.gaps.view()
+    assert (drawn.t_us, drawn.end_us) == (from_us, to_us) and drawn.reason == gap.message
 
 
 def test_a_disk_that_stays_full_never_hangs_the_end_of_the_run(

@@ -228,7 +228,7 @@ def test_human_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert lines[1] == "  time    2023-11-14 22:13:20.000 UTC .. 22:13:22.000 UTC (2.0 s)"
     assert (
         "  run     resnet (a1a1a1a1a1a1) on pi5, pid 100: failed: exit code 1 after 2.0 s "
-        "(last step 49), 3 records dropped" in lines
+        "(last step 49), 3 items dropped" in lines
     )
     # not closed, and on another host: it may still be running there
     assert (

@@ -85,7 +85,8 @@ class RunStart:
 
 @dataclass(frozen=True, slots=True)
 class RunEnd:
-    """A run ended. ``dropped`` counts records the producer had to drop (never silent)."""
+    """A run ended. ``dropped`` counts items the producer had to drop (never silent): metric
+    values (one per key of a call), events, stack-sample windows."""
 
     KIND: ClassVar[Kind] = Kind.RUN_END
     run: int

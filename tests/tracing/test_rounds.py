@@ -6,17 +6,20 @@ that timed out or failed, a trace without the server's, clocks that disagree."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from edgescope_tracing import RunStart, TraceWriter
+from edgescope_tracing import Record, RunStart, TraceReader, TraceWriter
 from edgescope_tracing.rounds import (
     ClockOffset,
     Reply,
+    RoundsFold,
     ServerPhase,
+    analyze,
     analyze_paths,
     cell_text,
     clock_offsets,
@@ -154,3 +157,46 @@ def test_the_command_json_and_bad_input(traces: list[Path], tmp_path: Path) -> N
         assert bad.returncode == 2, (args, bad.stdout, bad.stderr)
         assert says in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+def _records(path: Path) -> list[Record]:
+    with TraceReader(path) as r:
+        return list(r)
+
+
+def test_the_live_fold_gives_what_the_files_give(traces: list[Path]) -> None:
+    # the records of the four streams interleaved, as live sources deliver them
+    streams = {str(p): _records(p) for p in traces}
+    fold = RoundsFold()
+    longest = max(len(v) for v in streams.values())
+    for i in range(longest):
+        for name, recs in streams.items():
+            if i < len(recs):
+                fold.add(name, recs[i])
+    assert fold.version > 0
+    live = [r.to_json() for r in analyze(*fold.snapshot())]
+    assert live == [r.to_json() for r in analyze_paths(traces)]
+    assert live[0]["rounds"][1]["straggler"] == NODES[2]
+    assert "throttled at 90.0 °C" in live[0]["rounds"][1]["cause"]
+
+
+def test_the_live_fold_keeps_samples_near_messages_and_lets_the_rest_go(tmp_path: Path) -> None:
+    path = tmp_path / "p2.est"
+    client_trace(path, 2, {1: 1.0, 2: 3.0}, hot=True)
+    recs = _records(path)
+    fold = RoundsFold(horizon_us=5 * S)
+    for rec in recs:
+        fold.add("p2", rec)
+    _, _, samples = fold.snapshot()
+    kept = [s.t_us for s in samples["p2"]]
+    # the horizon (5 s) held the samples before each message came: those within it are kept
+    # (round 1's train starts at 10.5 s, round 2's at 20.5 s; each event comes at its start
+    # here, so the samples of its window that follow are kept as they arrive)
+    assert kept == sorted(kept)
+    assert all(T0 + 5 * S <= t <= T0 + 26 * S for t in kept), kept
+    assert T0 + 21 * S in kept and T0 + 39 * S not in kept
+    before = fold.version
+    fold.add("p2", dataclasses.replace(recs[-1], t_us=T0 + 22_500_000, seq=10_000))
+    assert fold.version == before + 1  # a late sample inside a window counts as news
+    fold.add("p2", dataclasses.replace(recs[-1], t_us=T0 + 90 * S, seq=10_001))
+    assert fold.version == before + 1  # one outside every window does not

@@ -32,27 +32,22 @@ from __future__ import annotations
 import bisect
 import os
 import statistics
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .causes import Signal, coinciding_signals, explain
+from .causes import CAUSE_SAMPLES, Signal, coinciding_signals, explain
 from .reader import TraceReader
-from .records import (
-    Event,
-    GpuSample,
-    ProcessSample,
-    Record,
-    RunStart,
-    SystemSample,
-    ThermalSample,
-)
+from .records import Event, Keyframe, Record, RunStart
 
 __all__ = [
     "CLIENT_RECORD",
     "FLOWER_MESSAGE",
     "FLOWER_ROUND",
+    "LIVE_HORIZON_US",
+    "LOOKBACK_US",
     "STRAGGLER_MIN_S",
     "STRAGGLER_RATIO",
     "Cell",
@@ -61,6 +56,8 @@ __all__ = [
     "ClockOffset",
     "Reply",
     "RoundRow",
+    "RoundsFold",
+    "RoundsInput",
     "RoundsReport",
     "ServerPhase",
     "analyze",
@@ -69,6 +66,7 @@ __all__ = [
     "clock_offsets",
     "message_kind",
     "offset_text",
+    "read_traces",
     "report_lines",
     "round_notes",
     "trace_files",
@@ -88,7 +86,12 @@ what a round costs in transport and process start-up)."""
 LOOKBACK_US = 60_000_000
 """Device samples kept from before a window: the baseline the signals are compared with."""
 
-_SAMPLES = (ThermalSample, SystemSample, GpuSample, ProcessSample)
+LIVE_HORIZON_US = 30 * 60_000_000
+"""Device samples a :class:`RoundsFold` holds back for messages it has not seen yet (a message's
+event comes when the message ends): the cause of a message up to this long, less
+:data:`LOOKBACK_US`, is searched in all of its samples."""
+
+_SAMPLES = CAUSE_SAMPLES
 _KINDS = ("train", "evaluate", "query")
 
 
@@ -415,10 +418,16 @@ def _records(files: Sequence[Path]) -> Iterator[Record]:
             yield from reader
 
 
-def analyze_paths(paths: Iterable[str | os.PathLike[str]]) -> list[RoundsReport]:
-    """Read the traces (files or directories, see :func:`trace_files`) and analyze the Flower
-    runs in them. Raises ``OSError`` or a :class:`~edgescope_tracing.TraceError` for a path
-    that cannot be read as a trace."""
+RoundsInput = tuple[list[ClientMessage], list[ServerPhase], dict[str, list[Record]]]
+"""What :func:`analyze` reads: the client messages, the server phases, and each stream's device
+samples near the messages, in time order."""
+
+
+def read_traces(paths: Iterable[str | os.PathLike[str]]) -> RoundsInput:
+    """The rounds' input in the traces (files or directories, see :func:`trace_files`), read in
+    two passes: the messages first, then only the device samples near a message's window.
+    Raises ``OSError`` or a :class:`~edgescope_tracing.TraceError` for a path that cannot be
+    read as a trace."""
     streams: dict[str, _Stream] = {}
     for p in paths:
         for f in trace_files(p):
@@ -435,7 +444,7 @@ def analyze_paths(paths: Iterable[str | os.PathLike[str]]) -> list[RoundsReport]
                     m = _client_message(rec, name, starts.get(rec.run))
                     if m is not None:
                         messages.append(m)
-                        st.windows.append((m.start_us - LOOKBACK_US, m.end_us))
+                        st.windows.append(_window(m))
                 elif rec.kind == FLOWER_ROUND:
                     ph = _server_phase(rec)
                     if ph is not None:
@@ -444,21 +453,122 @@ def analyze_paths(paths: Iterable[str | os.PathLike[str]]) -> list[RoundsReport]
     for st in streams.values():
         if not st.windows:
             continue
-        st.windows.sort()
-        starts_ = [w[0] for w in st.windows]
-        ends = [w[1] for w in st.windows]
-        # a sample is kept when some window [a, b] holds it: the last window starting at or
-        # before it must end at or after it (windows may overlap: the running max of the ends)
-        reach = list(ends)
-        for i in range(1, len(reach)):
-            reach[i] = max(reach[i], reach[i - 1])
+        cover = _Cover(st.windows)
         for rec in _records(st.files):
-            if isinstance(rec, _SAMPLES):
-                i = bisect.bisect_right(starts_, rec.t_us) - 1
-                if i >= 0 and reach[i] >= rec.t_us:
-                    st.samples.append(rec)
-    samples = {name: st.samples for name, st in streams.items()}
-    return analyze(messages, phases, samples)
+            if isinstance(rec, _SAMPLES) and cover.holds(rec.t_us):
+                st.samples.append(rec)
+    return messages, phases, {name: st.samples for name, st in streams.items()}
+
+
+def analyze_paths(paths: Iterable[str | os.PathLike[str]]) -> list[RoundsReport]:
+    """Read the traces (:func:`read_traces`) and analyze the Flower runs in them."""
+    return analyze(*read_traces(paths))
+
+
+def _window(m: ClientMessage) -> tuple[int, int]:
+    """The samples a message's cause is searched in: its own, and the baseline before it."""
+    return m.start_us - LOOKBACK_US, m.end_us
+
+
+class _Cover:
+    """Whether a time lies in one of a set of windows (which may overlap)."""
+
+    def __init__(self, windows: Iterable[tuple[int, int]]) -> None:
+        ws = sorted(windows)
+        self.starts = [w[0] for w in ws]
+        # the last window starting at or before t must reach t: the running max of the ends
+        self.reach = []
+        top = -(1 << 62)
+        for _, end in ws:
+            top = max(top, end)
+            self.reach.append(top)
+
+    def holds(self, t_us: int) -> bool:
+        i = bisect.bisect_right(self.starts, t_us) - 1
+        return i >= 0 and self.reach[i] >= t_us
+
+
+@dataclass(slots=True)
+class _LiveStream:
+    starts: dict[int, RunStart] = field(default_factory=dict)
+    recent: deque[Record] = field(default_factory=deque)
+    """Samples of the last :data:`LIVE_HORIZON_US`, for messages still to come."""
+    kept: dict[int, Record] = field(default_factory=dict)
+    """Samples near a message already seen, by sequence number."""
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    cover: _Cover | None = None
+
+
+class RoundsFold:
+    """The rounds' input folded from records as they arrive, stream by stream: what the TUI's
+    Rounds view reads from a live collector or a device on the fleet's broker, where the
+    records pass once and are not read again.
+
+    A stream is one device's records (a collector's, or one device's through the broker),
+    named by the caller. The client messages and server phases are kept; a device's samples
+    are held for :data:`LIVE_HORIZON_US` and kept for good where a message's window (with its
+    :data:`LOOKBACK_US` before) holds them, so memory grows with the rounds, not with the
+    time the stream runs. :meth:`snapshot` is the input of :func:`analyze`; ``version`` goes
+    up whenever the outcome can change (a message, a phase, a sample inside a message's window
+    that arrived after the message).
+    """
+
+    def __init__(self, *, horizon_us: int = LIVE_HORIZON_US) -> None:
+        self.horizon_us = horizon_us
+        self.messages: list[ClientMessage] = []
+        self.phases: list[ServerPhase] = []
+        self.version = 0
+        self._streams: dict[str, _LiveStream] = {}
+
+    def add(self, stream: str, rec: Record) -> None:
+        """Fold one record of ``stream``."""
+        if isinstance(rec, _SAMPLES):
+            st = self._streams.get(stream)
+            if st is None:
+                st = self._streams[stream] = _LiveStream()
+            recent = st.recent
+            recent.append(rec)
+            horizon = rec.t_us - self.horizon_us
+            while recent[0].t_us < horizon:
+                recent.popleft()
+            if st.cover is not None and st.cover.holds(rec.t_us):
+                st.kept[rec.seq] = rec
+                self.version += 1
+            return
+        if isinstance(rec, RunStart):
+            self._streams.setdefault(stream, _LiveStream()).starts[rec.run] = rec
+        elif isinstance(rec, Keyframe):  # restates the runs: a stream joined mid-run
+            starts = self._streams.setdefault(stream, _LiveStream()).starts
+            for r in rec.runs:
+                starts.setdefault(r.run, r)
+        elif isinstance(rec, Event):
+            if rec.kind == FLOWER_MESSAGE:
+                st = self._streams.setdefault(stream, _LiveStream())
+                m = _client_message(rec, stream, st.starts.get(rec.run))
+                if m is None:
+                    return
+                self.messages.append(m)
+                lo, hi = _window(m)
+                st.windows.append((lo, hi))
+                st.cover = _Cover(st.windows)
+                for s in st.recent:
+                    if lo <= s.t_us <= hi:
+                        st.kept[s.seq] = s
+                self.version += 1
+            elif rec.kind == FLOWER_ROUND:
+                ph = _server_phase(rec)
+                if ph is not None:
+                    self.phases.append(ph)
+                    self.version += 1
+
+    def snapshot(self) -> RoundsInput:
+        """What was folded so far, copied (another thread may analyze it while more comes)."""
+        samples = {
+            name: sorted(st.kept.values(), key=lambda r: r.t_us)
+            for name, st in self._streams.items()
+            if st.kept
+        }
+        return list(self.messages), list(self.phases), samples
 
 
 # --- analysis -----------------------------------------------------------------------------

@@ -13,7 +13,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgescope_tracing import Record, RunStart, TraceReader, TraceWriter
+from edgescope_tracing import (
+    CpuFreq,
+    PowerReading,
+    PowerSample,
+    Record,
+    RunStart,
+    ThermalSample,
+    ThermalZone,
+    TraceReader,
+    TraceWriter,
+)
 from edgescope_tracing.rounds import (
     ClockOffset,
     Reply,
@@ -27,7 +37,16 @@ from edgescope_tracing.rounds import (
     offset_text,
     report_lines,
 )
-from roundsgen import NODES, T0, S, client_trace, phase, reply, write_flower_traces
+from roundsgen import (
+    NODES,
+    T0,
+    S,
+    client_trace,
+    message_event,
+    phase,
+    reply,
+    write_flower_traces,
+)
 
 
 @pytest.fixture
@@ -200,3 +219,30 @@ def test_the_live_fold_keeps_samples_near_messages_and_lets_the_rest_go(tmp_path
     assert fold.version == before + 1  # a late sample inside a window counts as news
     fold.add("p2", dataclasses.replace(recs[-1], t_us=T0 + 90 * S, seq=10_001))
     assert fold.version == before + 1  # one outside every window does not
+
+
+def test_a_straggler_held_by_its_power_limit_is_said_so(tmp_path: Path) -> None:
+    # partition 2's board sits at its RAPL limit with its clocks down while it trains round 1:
+    # the cause is the power cap (its power samples are read, not only its thermal ones)
+    traces = [tmp_path / f"p{p}.est" for p in range(3)]
+    for p in (0, 1):
+        client_trace(traces[p], p, {1: 1.0})
+    node = NODES[2]
+    with TraceWriter(traces[2]) as w:
+        w.append(RunStart(0, f"{node:032x}", f"flower-node{node}-run42", "edge", 1, t_us=T0))
+        for t in range(0, 14):
+            capped = 10 <= t <= 13
+            mhz = 1_200_000 if capped else 4_500_000
+            freqs = tuple(CpuFreq(c, mhz, None, 4_700_000) for c in range(4))
+            w.append(ThermalSample(zones=(ThermalZone("TCPU", 60.0),), freqs=freqs,
+                                   t_us=T0 + t * S))  # fmt: skip
+            watts = 14_900_000 if capped else 6_000_000
+            reading = PowerReading("rapl", "package-0", power_uw=watts, limit_uw=15_000_000)
+            w.append(PowerSample((reading,), t_us=T0 + t * S))
+            if t == 10:
+                w.append(message_event(node, 2, 1, "train", T0 + 10_500_000, T0 + 13_500_000))
+    (report,) = analyze_paths(traces)
+    (row,) = report.rounds
+    assert row.straggler == node
+    assert row.cause is not None
+    assert "while power-capped: package-0 at 14.9 W of its 15 W limit (RAPL)" in row.cause

@@ -36,6 +36,7 @@ from edgescope_tracing.rounds import (
     message_kind,
     offset_text,
     report_lines,
+    round_notes,
 )
 from roundsgen import (
     NODES,
@@ -44,6 +45,7 @@ from roundsgen import (
     client_trace,
     message_event,
     phase,
+    phase_event,
     reply,
     write_flower_traces,
 )
@@ -246,3 +248,34 @@ def test_a_straggler_held_by_its_power_limit_is_said_so(tmp_path: Path) -> None:
     assert row.straggler == node
     assert row.cause is not None
     assert "while power-capped: package-0 at 14.9 W of its 15 W limit (RAPL)" in row.cause
+
+
+def test_a_client_whose_evaluation_failed_or_timed_out_still_trained(tmp_path: Path) -> None:
+    # round 1: partition 1 trained (3x the median), then its evaluation failed; round 2:
+    # partition 2's evaluation did not come back before the timeout
+    client_trace(tmp_path / "p0.est", 0, {1: 1.0, 2: 1.0})
+    client_trace(tmp_path / "p1.est", 1, {1: 3.0, 2: 1.0})
+    client_trace(tmp_path / "p2.est", 2, {1: 1.0, 2: 1.0})
+    with TraceWriter(tmp_path / "server.est") as w:
+        for rnd in (1, 2):
+            train = [reply(NODES[p], rnd, 3.5, 0.5, 1.5) for p in range(3)]
+            w.append(phase(rnd, "train", train))
+        failed = {"node": NODES[1], "arrived_us": T0 + 16 * S, "error": "RuntimeError: disk"}
+        ok = [reply(NODES[p], 1, 5.2, 5.0, 5.1) for p in (0, 2)]
+        w.append(phase_event(1, "evaluate", T0 + 15 * S, [*ok, failed]))
+        ok = [reply(NODES[p], 2, 5.2, 5.0, 5.1) for p in (0, 1)]
+        w.append(phase_event(2, "evaluate", T0 + 25 * S, ok, timed_out=[NODES[2]]))
+    (report,) = analyze_paths([tmp_path])
+    r1, r2 = report.rounds
+    c = r1.cells[NODES[1]]
+    assert (c.status, c.phase, c.reason) == ("failed", "evaluate", "RuntimeError: disk")
+    assert cell_text(c) == "3.00 / failed"
+    assert r1.straggler == NODES[1]  # its training still counts in the round
+    c = r2.cells[NODES[2]]
+    assert (c.status, c.phase, c.reason) == ("timed out", "evaluate", "no reply within 30 s")
+    assert cell_text(c) == "1.00 / timed out"
+    assert cell_text(r2.cells[NODES[0]]) == "1.00 / 0.10"
+    notes = "; ".join(round_notes(report, r1))
+    assert "node 202 (partition 1) failed in evaluate: RuntimeError: disk" in notes
+    notes = "; ".join(round_notes(report, r2))
+    assert "node 303 (partition 2) timed out in evaluate: no reply within 30 s" in notes

@@ -221,6 +221,9 @@ class Cell:
     """``ok``; ``failed`` (replied with an error), ``timed out`` (no reply before the
     server's timeout), ``not selected`` (the server did not send to it this round), ``no
     record`` (sent to, but neither its trace nor the server's has a reply)."""
+    phase: str = "train"
+    """The phase the status is about: ``evaluate`` where the client trained but its
+    evaluation failed or timed out (its train time still counts in the round)."""
     reason: str | None = None
     latency_s: float | None = None
     """Train reply's latency as the server saw it."""
@@ -237,6 +240,7 @@ class Cell:
         return {
             "node": self.node,
             "status": self.status,
+            "phase": self.phase,
             "reason": self.reason,
             "train_s": self.train_s,
             "evaluate_s": self.evaluate_s,
@@ -678,13 +682,15 @@ def _row(
             and (train_ph is None or node in train_ph.nodes)
         ):
             cell.status = "no record"
+        if cell.status == "ok":
+            _evaluate_status(cell, eval_ph)
         row.cells[node] = cell
     if train_ph is not None:
         row.train_metrics = dict(train_ph.metrics)
     if eval_ph is not None:
         row.evaluate_metrics = dict(eval_ph.metrics)
 
-    timed = {n: c.train for n, c in row.cells.items() if c.status == "ok" and c.train}
+    timed = {n: c.train for n, c in row.cells.items() if _trained(c) and c.train}
     if timed:
         durations = {n: m.duration_s for n, m in timed.items()}
         med = statistics.median(durations.values())
@@ -732,6 +738,25 @@ def _row(
     return row
 
 
+def _evaluate_status(cell: Cell, eval_ph: ServerPhase | None) -> None:
+    """A client that trained but whose evaluation failed or timed out: said so."""
+    reply = None
+    if eval_ph is not None:
+        reply = next((r for r in eval_ph.replies if r.node == cell.node), None)
+    if reply is not None and reply.error is not None:
+        cell.status, cell.phase, cell.reason = "failed", "evaluate", reply.error
+    elif eval_ph is not None and reply is None and cell.node in eval_ph.timed_out:
+        t = eval_ph.timeout_s
+        cell.status, cell.phase = "timed out", "evaluate"
+        cell.reason = f"no reply within {t:g} s" if t is not None else None
+    elif cell.evaluate is not None and cell.evaluate.error is not None:
+        cell.status, cell.phase, cell.reason = "failed", "evaluate", cell.evaluate.error
+
+
+def _trained(cell: Cell) -> bool:
+    return cell.status == "ok" or cell.phase == "evaluate"
+
+
 def _train_s(row: RoundRow, node: int) -> float:
     c = row.cells.get(node)
     return c.train_s or 0.0 if c is not None else 0.0
@@ -742,10 +767,13 @@ def _train_s(row: RoundRow, node: int) -> float:
 
 def cell_text(cell: Cell) -> str:
     """A cell as the table shows it: ``0.41 / 0.05`` (train / evaluate seconds), or how the
-    client dropped out (``timed out``, ``failed``, ``not selected``, ``no record``)."""
-    if cell.status != "ok":
+    client dropped out (``timed out``, ``failed``, ``not selected``, ``no record``; ``0.41 /
+    failed`` where it trained and its evaluation failed)."""
+    if cell.status != "ok" and cell.phase != "evaluate":
         return cell.status
     t = f"{cell.train_s:.2f}" if cell.train_s is not None else "-"
+    if cell.status != "ok":
+        return f"{t} / {cell.status}"  # trained, then the evaluation failed or timed out
     e = f"{cell.evaluate_s:.2f}" if cell.evaluate_s is not None else "-"
     return f"{t} / {e}"
 
@@ -806,7 +834,8 @@ def round_notes(report: RoundsReport, row: RoundRow) -> list[str]:
     for n, cell in row.cells.items():
         if cell.status in ("failed", "timed out"):
             why = f": {cell.reason}" if cell.reason else ""
-            parts.append(f"{report.clients[n].label} {cell.status}{why}")
+            where = " in evaluate" if cell.phase == "evaluate" else ""
+            parts.append(f"{report.clients[n].label} {cell.status}{where}{why}")
     metrics = {**row.train_metrics, **row.evaluate_metrics}
     shown = sorted((k, v) for k, v in metrics.items() if not k.startswith("edgescope-"))
     if shown:

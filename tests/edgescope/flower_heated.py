@@ -8,6 +8,8 @@ training takes as long as it would on a CPU slowed to a fraction of its clock (i
 difference, and at least until the node's collector, ``heat-collector=HOST:PORT``, has sampled
 the heat twice: a loaded machine may sample late, and the cause is what its collector saw); when
 it is done the temperature falls back. The counters stay risen, as the kernel's do.
+
+The node whose ``--node-config`` has ``fail-evaluate-round=N`` fails its evaluation in round N.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from flwr.clientapp import ClientApp
 from edgescope.integrations.flower import EdgescopeMod
 
 app = ClientApp(mods=[EdgescopeMod(device_metrics=True)])
-app.evaluate()(evaluate)
 
 HOT_ZONES = ("thermal_zone4", "thermal_zone5")  # TCPU and x86_pkg_temp in the x86-laptop tree
 SLOWED_S = 1.5
@@ -48,6 +49,15 @@ def _heat(tree: Path, hot: bool) -> None:
     if hot:
         for counter in tree.glob("devices/system/cpu/cpu*/thermal_throttle/*_throttle_count"):
             _write(counter, f"{int(counter.read_text()) + 1}\n")
+
+
+@app.evaluate()
+def failing_evaluate(msg: Message, context: Context) -> Message:
+    """The example's evaluation, except in the round ``fail-evaluate-round`` of the node's
+    ``--node-config``, where it raises (Flower replies with an error)."""
+    if context.node_config.get("fail-evaluate-round") == msg.content["config"]["server-round"]:
+        raise RuntimeError("the evaluation data is unreadable")
+    return evaluate(msg, context)
 
 
 @app.train()

@@ -27,9 +27,10 @@ import pytest
 from edgescope_tracing import Record, RunStart, StreamEncoder
 from edgescope_tui.app import EdgescopeApp
 from edgescope_tui.discovery import TcpTarget
+from edgescope_tui.discovery.probe import ProbeSettings
 from edgescope_tui.feed import Feed
+from edgescope_tui.screens.devices import DevicesScreen
 from edgescope_tui.screens.rounds import RoundsScreen
-from edgescope_tui.sources.live import Backoff, live_source
 from sshd.collector import Collector
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
@@ -195,18 +196,22 @@ def devices(tmp_path: Path) -> Iterator[Devices]:
 
 
 async def test_rounds_arrive_live_from_the_collectors(devices: Devices) -> None:
-    fast = Backoff(first=0.05, limit=0.5)
-    sources = [
-        live_source(TcpTarget("127.0.0.1", c.port), backoff=fast, from_start=True)
-        for c in (devices.a, devices.b)
-    ]
-    app = EdgescopeApp(sources)
+    # as `edgescope tui --address A --address B`: the devices screen, then f
+    targets = [(TcpTarget("127.0.0.1", c.port), "address") for c in (devices.a, devices.b)]
+    probe = ProbeSettings(timeout=3, listen=1)
+    app = EdgescopeApp(home=lambda: DevicesScreen(targets, mdns=False, probe=probe, recheck=0))
     async with app.run_test(size=(140, 36)) as pilot:
+        home = app.screen
+        assert isinstance(home, DevicesScreen)
+        online = lambda: [d.state for d in home.discovery.devices.values()] == ["online"] * 2  # noqa: E731
+        await until(pilot, online, "both collectors found")
         await pilot.press("f")
         screen = app.screen
         assert isinstance(screen, RoundsScreen)
         await until(pilot, lambda: "yet (2 live" in screen.message_text, "the view, waiting")
-        await _play_rounds(pilot, devices, screen, lambda: app.feeds[1])
+        b = f":{devices.b.port}"
+        feed_b = lambda: next(f for f in app.feeds if f.label.endswith(b))  # noqa: E731
+        await _play_rounds(pilot, devices, screen, feed_b)
 
 
 @pytest.mark.skipif(broker_missing() is not None, reason=str(broker_missing()))

@@ -79,8 +79,11 @@ class RoundsScreen(Screen[None]):
         """The open trace files and what was read from them."""
         self._seen: tuple[int, ...] | None = None
         """The live feeds' fold versions at the last analysis: nothing new, nothing to redo."""
-        self._asked = 0
-        self._shown = 0
+        self._busy = False
+        """An analysis is running: the next waits for it (a file is never read twice at once)."""
+        self._again = False
+        self._file_error = ""
+        """Why the open trace files could not be read (until ``R``)."""
 
     def compose(self) -> ComposeResult:
         yield Static(self.message_text, id="rounds-head")
@@ -95,10 +98,14 @@ class RoundsScreen(Screen[None]):
         """Read the trace files again, and the live rounds as they stand."""
         self._files = None
         self._seen = None
+        self._file_error = ""
         self.refresh_view()
 
     def refresh_view(self) -> None:
         """Analyze again where something came in (the App calls it when a feed grows)."""
+        if self._busy:
+            self._again = True
+            return
         feeds = list(self._feeds())
         paths = [f.source.path for f in feeds if isinstance(f.source, FileSource)]
         folds = [f.rounds for f in feeds if f.rounds is not None]
@@ -113,30 +120,30 @@ class RoundsScreen(Screen[None]):
             )
             return
         live: list[RoundsInput] = [r.snapshot() for r in folds]  # here: the loop feeds them
-        self._asked += 1
-        self._analyze(self._asked, paths, files, live)
+        self._busy = True
+        self._analyze(paths, files, live)
 
     @work(thread=True, exclusive=True, group="rounds")
     def _analyze(
         self,
-        asked: int,
         paths: list[Path],
         files: tuple[list[Path], RoundsInput] | None,
         live: list[RoundsInput],
     ) -> None:
+        error = ""
         try:
             if files is None:
                 files = (paths, read_traces(paths))
         except (OSError, TraceError) as e:
-            self.app.call_from_thread(self._show_message, f"cannot read the traces: {e}")
-            return
+            error = f"cannot read the trace files: {e}"
+            files = (paths, ([], [], {}))
         messages, phases, samples = files[1][0][:], files[1][1][:], dict(files[1][2])
         for m, p, s in live:
             messages += m
             phases += p
             samples.update(s)
         reports = analyze(messages, phases, samples)
-        self.app.call_from_thread(self._show, asked, files, reports, len(live))
+        self.app.call_from_thread(self._show, files, reports, len(live), error)
 
     def _show_message(self, text: str) -> None:
         self.message_text = text
@@ -144,27 +151,31 @@ class RoundsScreen(Screen[None]):
 
     def _show(
         self,
-        asked: int,
         files: tuple[list[Path], RoundsInput],
         reports: list[RoundsReport],
         live: int,
+        error: str,
     ) -> None:
-        if asked < self._shown:
-            return  # an older analysis that finished after a newer one
-        self._shown = asked
+        self._busy = False
+        if error:
+            self._file_error = error
         self._files = files
         self.live_sources = live
         self.reports = reports
         if not reports:
             self._show_message(
-                "no Flower rounds in these sources"
+                (f"{self._file_error}\n" if self._file_error else "")
+                + "no Flower rounds in these sources"
                 + (f" yet ({live} live: they show as rounds arrive)" if live else "")
                 + " (the client Mod and RecordedStrategy of edgescope.integrations.flower "
                 "record them)"
             )
-            return
-        self.index = min(self.index, len(reports) - 1)
-        self._draw()
+        else:
+            self.index = min(self.index, len(reports) - 1)
+            self._draw()
+        if self._again:  # something came in meanwhile
+            self._again = False
+            self.refresh_view()
 
     def watch_index(self) -> None:
         if self.reports:
@@ -188,6 +199,8 @@ class RoundsScreen(Screen[None]):
             + ("" if report.server else "  [i]no server trace[/i]")
             + (f"  [i]live from {self.live_sources} sources[/i]" if self.live_sources else "")
         ]
+        if self._file_error:
+            head.append(f"[yellow]{escape(self._file_error)}[/yellow]")
         for c in clients:
             hosts = ", ".join(sorted(c.hosts)) or "host unknown"
             head.append(

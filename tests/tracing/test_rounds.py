@@ -80,6 +80,9 @@ def test_the_straggler_its_cause_and_the_timed_out_client(traces: list[Path]) ->
     assert cell_text(r3.cells[NODES[0]]) == "1.00 / 0.10"
     lines = "\n".join(report_lines(report))
     assert "node 303 (partition 2) timed out: no reply within 30 s" in lines
+    # each node's clock against the server's, and how a time goes from one to the other
+    assert "node 101 (partition 0) on edge: clock " in lines and " against the server" in lines
+    assert "bounded by each reply's send and arrival; a node's time t is t - clock" in lines
     assert "3.00 / 0.10 *" in lines
 
 

@@ -43,6 +43,7 @@ from .reader import TraceReader
 from .records import Event, Keyframe, Record, RunStart
 
 __all__ = [
+    "ALIGNMENT",
     "CLIENT_RECORD",
     "FLOWER_MESSAGE",
     "FLOWER_ROUND",
@@ -86,6 +87,11 @@ what a round costs in transport and process start-up)."""
 LOOKBACK_US = 60_000_000
 """Device samples kept from before a window: the baseline the signals are compared with."""
 
+ALIGNMENT = (
+    "clock: the node's (and its collector's) minus the server's, bounded by each reply's send "
+    "and arrival; a node's time t is t - clock on the server's"
+)
+"""How the offsets are found and used, as ``rounds`` says it under them."""
 LIVE_HORIZON_US = 30 * 60_000_000
 """Device samples a :class:`RoundsFold` holds back for messages it has not seen yet (a message's
 event comes when the message ends): the cause of a message up to this long, less
@@ -796,6 +802,8 @@ def report_lines(report: RoundsReport) -> list[str]:
     for c in clients:
         hosts = ", ".join(sorted(c.hosts)) or "host unknown"
         lines.append(f"  {c.label} on {hosts}: {offset_text(report.offsets.get(c.node))}")
+    if any(o.offset_s is not None for o in report.offsets.values()):
+        lines.append(f"  ({ALIGNMENT})")
     head = ["round", *(c.short for c in clients), "waited"]
     table = [head]
     for row in report.rounds:

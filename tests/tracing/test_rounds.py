@@ -140,6 +140,10 @@ def test_clock_offsets_bound_each_node_by_its_replies() -> None:
         ]
     )[7]
     assert (stepped.offset_s, stepped.bound_s, stepped.consistent) == (-0.75, 0.75, False)
+    # a reply whose client took longer than the server's round trip: never a negative bound
+    fast = clock_offsets([phase(0, [Reply(7, 2 * S, 2.0, None, S // 2, 3 * S + S // 2)])])[7]
+    assert (fast.offset_s, fast.bound_s, fast.consistent) == (1.0, 0.5, False)  # [1.5, 0.5]
+    assert offset_text(fast).startswith("clock +1.000 s ± 0.500 s against the server (replies")
 
 
 def test_message_kinds() -> None:

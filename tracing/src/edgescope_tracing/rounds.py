@@ -605,8 +605,10 @@ def clock_offsets(phases: Iterable[ServerPhase]) -> dict[int, ClockOffset]:
         hi = min(b for _, b in ivs)
         consistent = lo <= hi
         if not consistent:
-            lo, hi = min(ivs, key=lambda iv: iv[1] - iv[0])
-        out[node] = ClockOffset(node, (lo + hi) / 2, (hi - lo) / 2, len(ivs), consistent)
+            # the narrowest reply; one that is itself inverted (the client's own time longer
+            # than the server's round trip: a clock that ran fast or stepped) gives its span
+            lo, hi = min(ivs, key=lambda iv: abs(iv[1] - iv[0]))
+        out[node] = ClockOffset(node, (lo + hi) / 2, abs(hi - lo) / 2, len(ivs), consistent)
     return out
 
 

@@ -138,7 +138,8 @@ def main() -> None:
               f"{len(times['Mod'])} rounds of each")  # fmt: skip
         print()
         print("rerun:")
-        print(RERUN)
+        print(RERUN if args.fast or len(sys.argv) == 1 else f"{RERUN.split(' --')[0]} "
+              + " ".join(sys.argv[1:]))  # fmt: skip
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -9,7 +9,18 @@ from typing import Any
 from edgescope_tracing import CpuFreq, Event, RunStart, ThermalSample, ThermalZone, TraceWriter
 from edgescope_tracing.rounds import FLOWER_MESSAGE, FLOWER_ROUND
 
-__all__ = ["NODES", "RUN", "S", "T0", "client_trace", "phase", "reply", "write_flower_traces"]
+__all__ = [
+    "NODES",
+    "RUN",
+    "S",
+    "T0",
+    "client_trace",
+    "message_event",
+    "phase",
+    "phase_event",
+    "reply",
+    "write_flower_traces",
+]
 
 T0 = 1_767_000_000_000_000
 S = 1_000_000
@@ -18,28 +29,35 @@ NODES = {0: 101, 1: 202, 2: 303}
 """partition -> node id"""
 
 
-def _msg(node: int, part: int, rnd: int, kind: str, start: float, dur: float) -> Event:
-    s = T0 + round(start * S)
+def message_event(
+    node: int, part: int, rnd: int, kind: str, start_us: int, end_us: int, flwr_run: int = RUN
+) -> Event:
+    """A ``flower.message`` event as the client Mod writes it (at the message's start)."""
     return Event(
         FLOWER_MESSAGE,
         f"round {rnd} {kind}",
         run=0,
-        t_us=s,
+        t_us=start_us,
         detail={
-            "flower_run": RUN,
+            "flower_run": flwr_run,
             "node": node,
             "partition": part,
             "num_partitions": 3,
             "round": rnd,
             "type": kind,
-            "start_us": s,
-            "end_us": s + round(dur * S),
+            "start_us": start_us,
+            "end_us": end_us,
             "num_examples": 100,
             "metrics": {"train-loss" if kind == "train" else "eval-acc": 0.5},
             "arrays_in": 10,
             "arrays_out": 10,
         },
     )
+
+
+def _msg(node: int, part: int, rnd: int, kind: str, start: float, dur: float) -> Event:
+    s = T0 + round(start * S)
+    return message_event(node, part, rnd, kind, s, s + round(dur * S))
 
 
 def _thermal(t: float, temp: float, count: int) -> ThermalSample:
@@ -65,14 +83,16 @@ def client_trace(path: Path, part: int, durations: dict[int, float], hot: bool =
                     w.append(_msg(node, part, rnd, "evaluate", t + 5, 0.1))
 
 
-def phase(rnd: int, kind: str, replies: list[dict[str, Any]], **kw: Any) -> Event:
-    sent = T0 + rnd * 10 * S
+def phase_event(
+    rnd: int, kind: str, sent_us: int, replies: list[dict[str, Any]], **kw: Any
+) -> Event:
+    """A ``flower.round`` event as the server helper writes it."""
     detail = {
         "flower_run": RUN,
         "round": rnd,
         "type": kind,
-        "sent_us": sent,
-        "done_us": max([r["arrived_us"] for r in replies] or [sent]) + 1000,
+        "sent_us": sent_us,
+        "done_us": max([r["arrived_us"] for r in replies] or [sent_us]) + 1000,
         "nodes": list(NODES.values()),
         "replies": replies,
         "timed_out": [],
@@ -80,7 +100,11 @@ def phase(rnd: int, kind: str, replies: list[dict[str, Any]], **kw: Any) -> Even
         "timeout_s": 30.0,
         **kw,
     }
-    return Event(FLOWER_ROUND, "round", run=0, t_us=sent, detail=detail)
+    return Event(FLOWER_ROUND, "round", run=0, t_us=sent_us, detail=detail)
+
+
+def phase(rnd: int, kind: str, replies: list[dict[str, Any]], **kw: Any) -> Event:
+    return phase_event(rnd, kind, T0 + rnd * 10 * S, replies, **kw)
 
 
 def reply(node: int, rnd: int, arrive: float, start: float, end: float) -> dict[str, Any]:

@@ -78,4 +78,4 @@ async def test_traces_without_rounds_say_so(tmp_path: Path) -> None:
             if "no Flower rounds" in screen.message_text:
                 break
             await pilot.pause(0.01)
-        assert "no Flower rounds in these traces" in screen.message_text
+        assert "no Flower rounds in these sources (the client Mod" in screen.message_text

@@ -35,6 +35,7 @@ from .thresholds import (
 )
 
 __all__ = [
+    "CAUSE_SAMPLES",
     "NO_SIGNAL",
     "MiB",
     "Signal",
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 MiB = 1 << 20
+
+CAUSE_SAMPLES = (ThermalSample, SystemSample, GpuSample, ProcessSample, PowerSample)
+"""The record kinds :func:`coinciding_signals` reads: what a reader keeps around a slow window."""
 
 NO_SIGNAL = "no throttle, frequency, temperature or memory signal coincides"
 """What a slowdown with no coinciding signal is said with."""

@@ -32,27 +32,23 @@ from __future__ import annotations
 import bisect
 import os
 import statistics
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .causes import Signal, coinciding_signals, explain
+from .causes import CAUSE_SAMPLES, Signal, coinciding_signals, explain
 from .reader import TraceReader
-from .records import (
-    Event,
-    GpuSample,
-    ProcessSample,
-    Record,
-    RunStart,
-    SystemSample,
-    ThermalSample,
-)
+from .records import Event, Keyframe, Record, RunStart
 
 __all__ = [
+    "ALIGNMENT",
     "CLIENT_RECORD",
     "FLOWER_MESSAGE",
     "FLOWER_ROUND",
+    "LIVE_HORIZON_US",
+    "LOOKBACK_US",
     "STRAGGLER_MIN_S",
     "STRAGGLER_RATIO",
     "Cell",
@@ -61,6 +57,8 @@ __all__ = [
     "ClockOffset",
     "Reply",
     "RoundRow",
+    "RoundsFold",
+    "RoundsInput",
     "RoundsReport",
     "ServerPhase",
     "analyze",
@@ -69,6 +67,7 @@ __all__ = [
     "clock_offsets",
     "message_kind",
     "offset_text",
+    "read_traces",
     "report_lines",
     "round_notes",
     "trace_files",
@@ -88,7 +87,17 @@ what a round costs in transport and process start-up)."""
 LOOKBACK_US = 60_000_000
 """Device samples kept from before a window: the baseline the signals are compared with."""
 
-_SAMPLES = (ThermalSample, SystemSample, GpuSample, ProcessSample)
+ALIGNMENT = (
+    "clock: the node's (and its collector's) minus the server's, bounded by each reply's send "
+    "and arrival; a node's time t is t - clock on the server's"
+)
+"""How the offsets are found and used, as ``rounds`` says it under them."""
+LIVE_HORIZON_US = 30 * 60_000_000
+"""Device samples a :class:`RoundsFold` holds back for messages it has not seen yet (a message's
+event comes when the message ends): the cause of a message up to this long, less
+:data:`LOOKBACK_US`, is searched in all of its samples."""
+
+_SAMPLES = CAUSE_SAMPLES
 _KINDS = ("train", "evaluate", "query")
 
 
@@ -218,6 +227,9 @@ class Cell:
     """``ok``; ``failed`` (replied with an error), ``timed out`` (no reply before the
     server's timeout), ``not selected`` (the server did not send to it this round), ``no
     record`` (sent to, but neither its trace nor the server's has a reply)."""
+    phase: str = "train"
+    """The phase the status is about: ``evaluate`` where the client trained but its
+    evaluation failed or timed out (its train time still counts in the round)."""
     reason: str | None = None
     latency_s: float | None = None
     """Train reply's latency as the server saw it."""
@@ -234,6 +246,7 @@ class Cell:
         return {
             "node": self.node,
             "status": self.status,
+            "phase": self.phase,
             "reason": self.reason,
             "train_s": self.train_s,
             "evaluate_s": self.evaluate_s,
@@ -415,10 +428,16 @@ def _records(files: Sequence[Path]) -> Iterator[Record]:
             yield from reader
 
 
-def analyze_paths(paths: Iterable[str | os.PathLike[str]]) -> list[RoundsReport]:
-    """Read the traces (files or directories, see :func:`trace_files`) and analyze the Flower
-    runs in them. Raises ``OSError`` or a :class:`~edgescope_tracing.TraceError` for a path
-    that cannot be read as a trace."""
+RoundsInput = tuple[list[ClientMessage], list[ServerPhase], dict[str, list[Record]]]
+"""What :func:`analyze` reads: the client messages, the server phases, and each stream's device
+samples near the messages, in time order."""
+
+
+def read_traces(paths: Iterable[str | os.PathLike[str]]) -> RoundsInput:
+    """The rounds' input in the traces (files or directories, see :func:`trace_files`), read in
+    two passes: the messages first, then only the device samples near a message's window.
+    Raises ``OSError`` or a :class:`~edgescope_tracing.TraceError` for a path that cannot be
+    read as a trace."""
     streams: dict[str, _Stream] = {}
     for p in paths:
         for f in trace_files(p):
@@ -435,7 +454,7 @@ def analyze_paths(paths: Iterable[str | os.PathLike[str]]) -> list[RoundsReport]
                     m = _client_message(rec, name, starts.get(rec.run))
                     if m is not None:
                         messages.append(m)
-                        st.windows.append((m.start_us - LOOKBACK_US, m.end_us))
+                        st.windows.append(_window(m))
                 elif rec.kind == FLOWER_ROUND:
                     ph = _server_phase(rec)
                     if ph is not None:
@@ -444,21 +463,122 @@ def analyze_paths(paths: Iterable[str | os.PathLike[str]]) -> list[RoundsReport]
     for st in streams.values():
         if not st.windows:
             continue
-        st.windows.sort()
-        starts_ = [w[0] for w in st.windows]
-        ends = [w[1] for w in st.windows]
-        # a sample is kept when some window [a, b] holds it: the last window starting at or
-        # before it must end at or after it (windows may overlap: the running max of the ends)
-        reach = list(ends)
-        for i in range(1, len(reach)):
-            reach[i] = max(reach[i], reach[i - 1])
+        cover = _Cover(st.windows)
         for rec in _records(st.files):
-            if isinstance(rec, _SAMPLES):
-                i = bisect.bisect_right(starts_, rec.t_us) - 1
-                if i >= 0 and reach[i] >= rec.t_us:
-                    st.samples.append(rec)
-    samples = {name: st.samples for name, st in streams.items()}
-    return analyze(messages, phases, samples)
+            if isinstance(rec, _SAMPLES) and cover.holds(rec.t_us):
+                st.samples.append(rec)
+    return messages, phases, {name: st.samples for name, st in streams.items()}
+
+
+def analyze_paths(paths: Iterable[str | os.PathLike[str]]) -> list[RoundsReport]:
+    """Read the traces (:func:`read_traces`) and analyze the Flower runs in them."""
+    return analyze(*read_traces(paths))
+
+
+def _window(m: ClientMessage) -> tuple[int, int]:
+    """The samples a message's cause is searched in: its own, and the baseline before it."""
+    return m.start_us - LOOKBACK_US, m.end_us
+
+
+class _Cover:
+    """Whether a time lies in one of a set of windows (which may overlap)."""
+
+    def __init__(self, windows: Iterable[tuple[int, int]]) -> None:
+        ws = sorted(windows)
+        self.starts = [w[0] for w in ws]
+        # the last window starting at or before t must reach t: the running max of the ends
+        self.reach = []
+        top = -(1 << 62)
+        for _, end in ws:
+            top = max(top, end)
+            self.reach.append(top)
+
+    def holds(self, t_us: int) -> bool:
+        i = bisect.bisect_right(self.starts, t_us) - 1
+        return i >= 0 and self.reach[i] >= t_us
+
+
+@dataclass(slots=True)
+class _LiveStream:
+    starts: dict[int, RunStart] = field(default_factory=dict)
+    recent: deque[Record] = field(default_factory=deque)
+    """Samples of the last :data:`LIVE_HORIZON_US`, for messages still to come."""
+    kept: dict[int, Record] = field(default_factory=dict)
+    """Samples near a message already seen, by sequence number."""
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    cover: _Cover | None = None
+
+
+class RoundsFold:
+    """The rounds' input folded from records as they arrive, stream by stream: what the TUI's
+    Rounds view reads from a live collector or a device on the fleet's broker, where the
+    records pass once and are not read again.
+
+    A stream is one device's records (a collector's, or one device's through the broker),
+    named by the caller. The client messages and server phases are kept; a device's samples
+    are held for :data:`LIVE_HORIZON_US` and kept for good where a message's window (with its
+    :data:`LOOKBACK_US` before) holds them, so memory grows with the rounds, not with the
+    time the stream runs. :meth:`snapshot` is the input of :func:`analyze`; ``version`` goes
+    up whenever the outcome can change (a message, a phase, a sample inside a message's window
+    that arrived after the message).
+    """
+
+    def __init__(self, *, horizon_us: int = LIVE_HORIZON_US) -> None:
+        self.horizon_us = horizon_us
+        self.messages: list[ClientMessage] = []
+        self.phases: list[ServerPhase] = []
+        self.version = 0
+        self._streams: dict[str, _LiveStream] = {}
+
+    def add(self, stream: str, rec: Record) -> None:
+        """Fold one record of ``stream``."""
+        if isinstance(rec, _SAMPLES):
+            st = self._streams.get(stream)
+            if st is None:
+                st = self._streams[stream] = _LiveStream()
+            recent = st.recent
+            recent.append(rec)
+            horizon = rec.t_us - self.horizon_us
+            while recent[0].t_us < horizon:
+                recent.popleft()
+            if st.cover is not None and st.cover.holds(rec.t_us):
+                st.kept[rec.seq] = rec
+                self.version += 1
+            return
+        if isinstance(rec, RunStart):
+            self._streams.setdefault(stream, _LiveStream()).starts[rec.run] = rec
+        elif isinstance(rec, Keyframe):  # restates the runs: a stream joined mid-run
+            starts = self._streams.setdefault(stream, _LiveStream()).starts
+            for r in rec.runs:
+                starts.setdefault(r.run, r)
+        elif isinstance(rec, Event):
+            if rec.kind == FLOWER_MESSAGE:
+                st = self._streams.setdefault(stream, _LiveStream())
+                m = _client_message(rec, stream, st.starts.get(rec.run))
+                if m is None:
+                    return
+                self.messages.append(m)
+                lo, hi = _window(m)
+                st.windows.append((lo, hi))
+                st.cover = _Cover(st.windows)
+                for s in st.recent:
+                    if lo <= s.t_us <= hi:
+                        st.kept[s.seq] = s
+                self.version += 1
+            elif rec.kind == FLOWER_ROUND:
+                ph = _server_phase(rec)
+                if ph is not None:
+                    self.phases.append(ph)
+                    self.version += 1
+
+    def snapshot(self) -> RoundsInput:
+        """What was folded so far, copied (another thread may analyze it while more comes)."""
+        samples = {
+            name: sorted(st.kept.values(), key=lambda r: r.t_us)
+            for name, st in self._streams.items()
+            if st.kept
+        }
+        return list(self.messages), list(self.phases), samples
 
 
 # --- analysis -----------------------------------------------------------------------------
@@ -485,8 +605,10 @@ def clock_offsets(phases: Iterable[ServerPhase]) -> dict[int, ClockOffset]:
         hi = min(b for _, b in ivs)
         consistent = lo <= hi
         if not consistent:
-            lo, hi = min(ivs, key=lambda iv: iv[1] - iv[0])
-        out[node] = ClockOffset(node, (lo + hi) / 2, (hi - lo) / 2, len(ivs), consistent)
+            # the narrowest reply; one that is itself inverted (the client's own time longer
+            # than the server's round trip: a clock that ran fast or stepped) gives its span
+            lo, hi = min(ivs, key=lambda iv: abs(iv[1] - iv[0]))
+        out[node] = ClockOffset(node, (lo + hi) / 2, abs(hi - lo) / 2, len(ivs), consistent)
     return out
 
 
@@ -568,13 +690,15 @@ def _row(
             and (train_ph is None or node in train_ph.nodes)
         ):
             cell.status = "no record"
+        if cell.status == "ok":
+            _evaluate_status(cell, eval_ph)
         row.cells[node] = cell
     if train_ph is not None:
         row.train_metrics = dict(train_ph.metrics)
     if eval_ph is not None:
         row.evaluate_metrics = dict(eval_ph.metrics)
 
-    timed = {n: c.train for n, c in row.cells.items() if c.status == "ok" and c.train}
+    timed = {n: c.train for n, c in row.cells.items() if _trained(c) and c.train}
     if timed:
         durations = {n: m.duration_s for n, m in timed.items()}
         med = statistics.median(durations.values())
@@ -622,6 +746,25 @@ def _row(
     return row
 
 
+def _evaluate_status(cell: Cell, eval_ph: ServerPhase | None) -> None:
+    """A client that trained but whose evaluation failed or timed out: said so."""
+    reply = None
+    if eval_ph is not None:
+        reply = next((r for r in eval_ph.replies if r.node == cell.node), None)
+    if reply is not None and reply.error is not None:
+        cell.status, cell.phase, cell.reason = "failed", "evaluate", reply.error
+    elif eval_ph is not None and reply is None and cell.node in eval_ph.timed_out:
+        t = eval_ph.timeout_s
+        cell.status, cell.phase = "timed out", "evaluate"
+        cell.reason = f"no reply within {t:g} s" if t is not None else None
+    elif cell.evaluate is not None and cell.evaluate.error is not None:
+        cell.status, cell.phase, cell.reason = "failed", "evaluate", cell.evaluate.error
+
+
+def _trained(cell: Cell) -> bool:
+    return cell.status == "ok" or cell.phase == "evaluate"
+
+
 def _train_s(row: RoundRow, node: int) -> float:
     c = row.cells.get(node)
     return c.train_s or 0.0 if c is not None else 0.0
@@ -632,10 +775,13 @@ def _train_s(row: RoundRow, node: int) -> float:
 
 def cell_text(cell: Cell) -> str:
     """A cell as the table shows it: ``0.41 / 0.05`` (train / evaluate seconds), or how the
-    client dropped out (``timed out``, ``failed``, ``not selected``, ``no record``)."""
-    if cell.status != "ok":
+    client dropped out (``timed out``, ``failed``, ``not selected``, ``no record``; ``0.41 /
+    failed`` where it trained and its evaluation failed)."""
+    if cell.status != "ok" and cell.phase != "evaluate":
         return cell.status
     t = f"{cell.train_s:.2f}" if cell.train_s is not None else "-"
+    if cell.status != "ok":
+        return f"{t} / {cell.status}"  # trained, then the evaluation failed or timed out
     e = f"{cell.evaluate_s:.2f}" if cell.evaluate_s is not None else "-"
     return f"{t} / {e}"
 
@@ -658,6 +804,8 @@ def report_lines(report: RoundsReport) -> list[str]:
     for c in clients:
         hosts = ", ".join(sorted(c.hosts)) or "host unknown"
         lines.append(f"  {c.label} on {hosts}: {offset_text(report.offsets.get(c.node))}")
+    if any(o.offset_s is not None for o in report.offsets.values()):
+        lines.append(f"  ({ALIGNMENT})")
     head = ["round", *(c.short for c in clients), "waited"]
     table = [head]
     for row in report.rounds:
@@ -696,7 +844,8 @@ def round_notes(report: RoundsReport, row: RoundRow) -> list[str]:
     for n, cell in row.cells.items():
         if cell.status in ("failed", "timed out"):
             why = f": {cell.reason}" if cell.reason else ""
-            parts.append(f"{report.clients[n].label} {cell.status}{why}")
+            where = " in evaluate" if cell.phase == "evaluate" else ""
+            parts.append(f"{report.clients[n].label} {cell.status}{where}{why}")
     metrics = {**row.train_metrics, **row.evaluate_metrics}
     shown = sorted((k, v) for k, v in metrics.items() if not k.startswith("edgescope-"))
     if shown:

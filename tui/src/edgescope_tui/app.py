@@ -31,6 +31,7 @@ from .feed import MAX_POINTS, Feed
 from .screens.compare import CompareScreen
 from .screens.dashboard import TABS, DashboardScreen
 from .screens.help import HelpScreen
+from .screens.rounds import RoundsScreen
 from .screens.sources import SourcesScreen
 from .sources.base import Source
 
@@ -158,6 +159,8 @@ class EdgescopeApp(App[None]):
             isinstance(screen, DashboardScreen) and screen.feed is message.feed
         ):
             screen.refresh_view()
+        elif isinstance(screen, RoundsScreen) and message.feed.rounds is not None:
+            screen.refresh_view()  # live rounds: the table grows as they arrive
 
     async def on_unmount(self) -> None:
         for feed in self.feeds:
@@ -219,13 +222,10 @@ class EdgescopeApp(App[None]):
         self.push_screen(CompareScreen(self.feeds))
 
     def action_rounds(self) -> None:
-        """``f``: the federated rounds in the open trace files (screens/rounds.py)."""
-        from .screens.rounds import RoundsScreen
-        from .sources.file import FileSource
-
+        """``f``: the federated rounds in the open sources, files and live (screens/rounds.py;
+        the fleet screen has its own ``f``, over every device on the broker)."""
         if not isinstance(self.screen, RoundsScreen):
-            files = lambda: [f.source.path for f in self.feeds if isinstance(f.source, FileSource)]  # noqa: E731
-            self.push_screen(RoundsScreen(files))
+            self.push_screen(RoundsScreen(lambda: list(self.feeds)))
 
     def action_sources(self) -> None:
         if not isinstance(self.screen, SourcesScreen):

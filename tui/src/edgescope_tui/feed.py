@@ -12,6 +12,10 @@ when it is reached, and the view says so). A file is loaded from its start up to
 ``max_points`` values; the part after that (or any part, while
 loading is still on the way) is reached by :meth:`Feed.load_window`, which folds from the
 keyframe before the time asked for, so a seek costs one keyframe interval of decoding.
+
+A live feed also folds its Flower rounds (``rounds``, an
+:class:`edgescope_tracing.rounds.RoundsFold`) as the records pass, since a live stream is not
+read twice: the Rounds view reads them from there; a file's are read from the file.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 
 from edgescope_tracing import Event, Keyframe, Metrics, Record, RunEnd, RunStart
+from edgescope_tracing.rounds import RoundsFold
 
 from .sources.base import SeekableSource, Source, Status
 from .state import RunState, StateBuilder
@@ -66,6 +71,8 @@ class Feed:
         """The source was read to its end (or stopped): ``state`` will not grow any more."""
         self.truncated = False
         """Loading stopped at ``max_points``; later parts are reached by seeking."""
+        self.rounds: RoundsFold | None = None if self.seekable else RoundsFold()
+        """A live source's Flower rounds, folded as its records pass (None for a file)."""
 
     @property
     def state(self) -> RunState:
@@ -147,6 +154,7 @@ class Feed:
         trailing: asyncio.TimerHandle | None = None
         n = 0
         draft = self._draft
+        rounds, label = self.rounds, source.label
 
         def flush() -> None:
             nonlocal trailing, last
@@ -157,6 +165,8 @@ class Feed:
         try:
             async for item in source.stream():
                 draft.apply(item)
+                if rounds is not None and not isinstance(item, Status):
+                    rounds.add(label, item)
                 n += 1
                 now = time.monotonic()
                 if now - last >= interval or n == FIRST_VIEW:

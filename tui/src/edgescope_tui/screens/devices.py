@@ -6,7 +6,8 @@ or recovers changes its own row only. The line under the table says what is wron
 selected device and what to do about it. Enter opens the device's live run dashboard through
 ``EdgescopeApp.open_source`` (several can be open at once: the ``open`` column says which, and
 ``d`` on a dashboard goes to the next); space marks devices and ``c`` compares the marked
-devices' runs live; ``x`` starts the collector over SSH where it is installed but not
+devices' runs live, and ``f`` shows their Flower rounds live (every device's where none is
+marked); ``x`` starts the collector over SSH where it is installed but not
 running; ``a`` adds an address or SSH target; ``e`` edits the selected device (its address,
 name, token file) and can save it to the devices file; ``r`` checks every device again.
 """
@@ -244,6 +245,7 @@ class DevicesScreen(Screen[None]):
         # said on the device's line where it applies ("press x to start it")
         Binding("x", "start_collector", "Start collector", show=False),
         Binding("r", "recheck", "Check again"),
+        Binding("f", "rounds", "Rounds", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -498,6 +500,19 @@ class DevicesScreen(Screen[None]):
 
         feeds = [self._open_feed(d) for d in usable]
         self.app.push_screen(CompareScreen(feeds))
+
+    def action_rounds(self) -> None:
+        """``f``: the Flower rounds of the marked devices (of every device with a collector
+        where none is marked), live (screens/rounds.py)."""
+        devices = [
+            d for k, d in self.discovery.devices.items() if not self.marked or k in self.marked
+        ]
+        usable = [d for d in devices if d.target is not None and d.state != "no-collector"]
+        for d in usable:
+            self._open_feed(d)
+        from .rounds import RoundsScreen
+
+        self.app.push_screen(RoundsScreen(lambda: list(self.edgescope.feeds)))
 
     def action_start_collector(self) -> None:
         device = self.selected()

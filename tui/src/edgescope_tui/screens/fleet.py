@@ -6,7 +6,8 @@ subscription for the whole fleet). ``o`` cycles the column to sort by, ``O`` rev
 filters (a substring of any cell). Enter opens the device's live dashboard fed from the broker
 (:class:`~edgescope_tui.sources.mqtt.MqttDeviceSource`, the same dashboard as over TCP or
 SSH); space marks devices, and ``c`` opens the marked ones side by side on the compare screen,
-live. The title line says how fresh the view is: the age of the newest summary shown.
+live; ``f`` opens the Rounds view (Flower rounds) over every device on the broker. The title
+line says how fresh the view is: the age of the newest summary shown.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class FleetScreen(Screen[None]):
         Binding("o", "sort", "Sort"),
         Binding("O", "reverse", "Reverse", show=False),
         Binding("slash", "filter", "Filter"),
+        Binding("f", "rounds", "Rounds", show=False),
     ]
 
     DEFAULT_CSS = """
@@ -167,6 +169,22 @@ class FleetScreen(Screen[None]):
         source = MqttDeviceSource(self.settings, name)
         feed = self.edgescope.feed_for(source.label)
         return feed if feed is not None else self.edgescope.open_source(source, show=False)
+
+    def device_feeds(self) -> list[Feed]:
+        """A feed for every device on the broker (opened where none reads yet): the Rounds
+        view over the fleet reads them all."""
+        return [self._feed(name) for name in sorted(self.model.devices)]
+
+    def action_rounds(self) -> None:
+        """``f``: the Flower rounds of the whole fleet, live (screens/rounds.py): every device
+        on the broker is read, those that appear later too."""
+        from .rounds import RoundsScreen
+
+        def feeds() -> list[Feed]:
+            self.device_feeds()
+            return list(self.edgescope.feeds)
+
+        self.app.push_screen(RoundsScreen(feeds))
 
     def action_open(self) -> None:
         name = self.selected()

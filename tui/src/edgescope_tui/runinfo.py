@@ -82,7 +82,7 @@ def run_overview(s: RunState, run: int) -> str:
         so_far = f" ({fmt_offset(newest - info.start_us)} so far)" if newest else ""
         ident.append(("ended", "not yet" + so_far))
     if info.dropped:
-        ident.append(("dropped", f"{info.dropped} records dropped by the producer"))
+        ident.append(("dropped", f"{info.dropped} items dropped by the producer"))
     out += _table(ident, "")
     out.append("")
     out.append("[b]summary[/b]")

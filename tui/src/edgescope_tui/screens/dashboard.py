@@ -272,7 +272,7 @@ class DashboardScreen(Screen[None]):
                 if info.cause is not None:
                     parts.append(f"[#ff5f5f]{escape(escape_text(info.cause))}[/]")
             if info.dropped:
-                parts.append(f"[#ffd75f]{info.dropped} records dropped by the producer[/]")
+                parts.append(f"[#ffd75f]{info.dropped} items dropped by the producer[/]")
         else:
             parts.append("[b]no run yet[/b]")
         if info is None or self.feed.label not in (info.host, f"{info.host}.local"):

@@ -185,6 +185,7 @@ class Run:
             flush_interval=flush_interval,
             fallback=self._fallback_path,
             reconnect=self._reconnect if isinstance(sink, SocketSink) else None,
+            attached=self._attached,
         )
         self._shipper.start()
         self._profiler: Sampler | None = None
@@ -209,9 +210,12 @@ class Run:
         sock, _why = _connect(path, timeout=0.2)
         if sock is None:
             return None
+        return SocketSink(sock, self._where, self._stall)
+
+    def _attached(self) -> None:
+        """The collector confirmed the re-attached run: it, not a file, holds the rest."""
         self.collector = self._where
         self.path = None
-        return SocketSink(sock, self._where, self._stall)
 
     def _fallback_path(self) -> Path:
         path = _new_path(self._dir, self.name, self.run_id)

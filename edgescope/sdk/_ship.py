@@ -39,7 +39,10 @@ written to a new file under ``EDGESCOPE_DIR``: the run's ``RunStart``, an event 
 (its ``replayed`` counts the items the collector had been sent but had not confirmed), those
 items, then the rest. So nothing is in neither place; only what the collector stored in its
 last moments without confirming it may be in both. That is the longest a call of ``log()``
-can wait: the stall timeout, once per run. When no file can be written either, the rest is
+can wait: the stall timeout, once per run. While the run is in the file, the shipper tries the
+collector again now and then; a new connection gets the run's start and takes over only once
+the collector confirms storing it, so a collector that still hangs costs the loop nothing (the
+tries back off to once a minute). When no file can be written either, the rest is
 dropped and counted. Each of these is said once on stderr.
 
 Drops are counted in items: one per metric value (a key of one ``log()`` call), one per event,
@@ -98,6 +101,9 @@ SOCKET_END_TIMEOUT = 12.0
 (less than the SDK's finish timeout, 15 s, so that the rest can still go to a file)."""
 RECONNECT_INTERVAL = 2.0
 """Seconds between attempts to re-attach a run that fell back to a file to its collector."""
+RECONNECT_MAX = 60.0
+"""The longest wait between attempts, after collectors that took the connection but did not
+confirm the run's start (a hung one): each such attempt doubles the wait."""
 FILE_END_TIMEOUT = 2.0
 """Seconds ``finish()`` retries a file that cannot be written (a full disk)."""
 SEND_CHUNK = 256 * 1024
@@ -755,12 +761,23 @@ class Shipper:
         flush_interval: float,
         fallback: Callable[[], Path] | None,
         reconnect: Callable[[], Sink | None] | None = None,
+        attached: Callable[[], None] = lambda: None,
     ) -> None:
         self.start_rec = start
         self._reconnect = reconnect
+        self._attached = attached
+        """Told when a re-attached collector has confirmed the run (the run's sink changed)."""
         """Connects to the collector again (None: not now); only after a fallback from one."""
         self._reconnect_at: float | None = None
         """When to try it next; None while the run is not in a fallback file."""
+        self._reconnect_wait = RECONNECT_INTERVAL
+        """The wait before the next try; doubles (to ``RECONNECT_MAX``) each time a collector
+        that took the connection did not confirm the run's start."""
+        self._candidate: SocketSink | None = None
+        """A new connection on probation: it has the run's ``RunStart`` and becomes the sink
+        only once the collector has confirmed storing it. Until then the run goes on into the
+        file, so a collector that accepts connections but never reads (hung) costs the loop
+        nothing: it is dropped after the stall timeout, and tried again later."""
         self.sink = sink
         self.buf = buf
         self.flush_interval = flush_interval
@@ -912,7 +929,7 @@ class Shipper:
             else:
                 notify(f"{reason}; writing the rest of run {name!r} to {path}")
                 if self._reconnect is not None:
-                    self._reconnect_at = time.monotonic() + RECONNECT_INTERVAL
+                    self._reconnect_at = time.monotonic() + self._reconnect_wait
         new.add(self.start_rec)
         new.add(
             Event(
@@ -932,18 +949,40 @@ class Shipper:
     def _maybe_reattach(self) -> None:
         """In a fallback file, and the collector may be back: the rest of the run goes there.
 
-        The file ends with an event that names the collector (and no ``RunEnd``: the run goes
-        on); the collector gets the run's ``RunStart`` again (same run id) and an event that
-        names the file holding the part in between.
+        A new connection first gets only the run's ``RunStart`` (same run id) and is on
+        probation until the collector confirms it has stored it; only then does it become the
+        sink. The file then ends with an event that names the collector (and no ``RunEnd``: the
+        run goes on); the collector gets an event that names the file holding the part in
+        between. A connection that does not confirm within the stall timeout is closed and the
+        next try waits twice as long (to ``RECONNECT_MAX``): the loop never waits on it.
         """
+        cand = self._candidate
+        if cand is not None:
+            cand.pump(time.monotonic(), flush=True)
+            if cand.broken is not None:
+                cand.abandon()
+                self._candidate = None
+                self._reconnect_wait = min(self._reconnect_wait * 2, RECONNECT_MAX)
+                self._reconnect_at = time.monotonic() + self._reconnect_wait
+            elif cand.idle:
+                self._candidate = None
+                self._attach(cand)
+            return
         at = self._reconnect_at
         if at is None or self._reconnect is None or time.monotonic() < at:
             return
-        self._reconnect_at = time.monotonic() + RECONNECT_INTERVAL
+        self._reconnect_at = time.monotonic() + self._reconnect_wait
         new = self._reconnect()
-        if new is None:
+        if not isinstance(new, SocketSink):
             return
+        new.add(self.start_rec)
+        new.pump(time.monotonic(), flush=True)
+        self._candidate = new
+
+    def _attach(self, new: SocketSink) -> None:
+        """The collector confirmed the run's start on ``new``: the rest of the run goes there."""
         self._reconnect_at = None
+        self._reconnect_wait = RECONNECT_INTERVAL
         old = self.sink
         self._drain()
         self._emit()
@@ -961,7 +1000,6 @@ class Shipper:
         )
         old.close(time.monotonic() + FILE_END_TIMEOUT)
         self._sink_dropped += old.dropped
-        new.add(self.start_rec)
         new.add(
             Event(
                 "log",
@@ -974,10 +1012,14 @@ class Shipper:
             )
         )
         self.sink = new
+        self._attached()
         notify(f"the collector at {new.where} is back; run {name!r} goes on there")
 
     def _final(self) -> None:
         try:
+            if self._candidate is not None:  # never confirmed: the file keeps the run
+                self._candidate.abandon()
+                self._candidate = None
             self._drain()
             self._emit()
             end_timeout = SOCKET_END_TIMEOUT if self.sink.can_fall_back else FILE_END_TIMEOUT

@@ -116,6 +116,41 @@ def test_a_collector_that_goes_away_mid_run_loses_nothing_logged_after(
     assert len(in_file) == len(set(in_file))
 
 
+def test_a_collector_that_stays_hung_is_tried_again_but_never_takes_the_run_back(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-attaching is on probation: a collector that accepts the new connection but never
+    confirms the run's start does not become the sink (which would make the loop wait the
+    stall timeout again at each try, and split the run over a file per try)."""
+    from edgescope.sdk import _ship
+
+    sock = sdk / "hung.sock"
+    monkeypatch.setenv("EDGESCOPE_SOCKET", str(sock))
+    monkeypatch.setenv("EDGESCOPE_STALL_TIMEOUT", "0.3")
+    monkeypatch.setattr(_ship, "RECONNECT_INTERVAL", 0.05)
+    hung = HungCollector(sock)
+    try:
+        run = edgescope.init(name="still-hung", flush_interval=0.05)
+        n = 0
+        while run.path is None:  # fill the socket until the stall sends the run to a file
+            edgescope.log({"loss": float(n)}, step=n)
+            n += 1
+        path = run.path
+        while len(hung.conns) < 4:  # the first connection and three tries after the fallback
+            edgescope.log({"loss": float(n)}, step=n)
+            n += 1
+            time.sleep(0.001)
+        edgescope.finish(0)
+    finally:
+        hung.close()
+    assert run.path == path and sorted(path.parent.glob("*.est")) == [path]
+    recs = read(path)
+    assert of(recs, RunEnd)[0].dropped == 0
+    assert values(recs, "loss") == [(i, float(i)) for i in range(n)]
+    notes = [e.message for e in of(recs, Event) if e.kind == "log"]
+    assert len(notes) == 1 and "took nothing for 0.3 s" in notes[0], notes
+
+
 def test_a_hung_collector_blocks_log_at_most_the_stall_timeout_then_a_file_takes_the_rest(
     sdk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

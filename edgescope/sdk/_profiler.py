@@ -161,7 +161,9 @@ BLOCKING = frozenset(
         "recv",
         "recv_into",
         "recvfrom",
+        "recvmsg",  # multiprocessing's file descriptors (a DataLoader's shared tensors)
         "accept",
+        "connect",
         "read",
         "readinto",
         "readline",
@@ -175,24 +177,73 @@ BLOCKING = frozenset(
 one of them is waiting, not running."""
 
 
+_LOADS = frozenset({"LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_NAME", "LOAD_GLOBAL"})
+_ENDS = frozenset(
+    {"JUMP_FORWARD", "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "JUMP", "JUMP_NO_INTERRUPT"}
+    | {"RETURN_VALUE", "RETURN_CONST", "RAISE_VARARGS", "RERAISE"}
+)
+"""Instructions after which the next one is reached only by a jump (or an exception)."""
+
+
+def _effect(opcode: int, arg: int | None, jump: bool) -> int:
+    """The change in stack depth of an instruction (taking its jump, or not)."""
+    if arg is None:
+        return dis.stack_effect(opcode)
+    return dis.stack_effect(opcode, arg, jump=jump)
+
+
 @functools.cache
 def _callees(code: CodeType) -> dict[int, str]:
-    """The name called by each CALL instruction of ``code``, by offset (3.11+ bytecode: a call
-    starts with LOAD_METHOD, or a LOAD_GLOBAL/PUSH_NULL that pushes NULL, and ends in CALL)."""
+    """The name of the callable of each call instruction of ``code``, by offset.
+
+    A name is the last one loaded into the stack slot the call takes its callable from
+    (``os.read(fd, n)``: ``read``; ``self._selector.poll(t)``: ``poll``), found by following
+    the stack's depth through the bytecode (``dis.stack_effect``, the depths at jump targets
+    and exception handlers). Both offsets of a 3.11 call map to it: ``PRECALL``, where a frame
+    stays while a specialized call to a builtin runs (the adaptive interpreter does it there
+    and skips the ``CALL``), and ``CALL``.
+    """
     out: dict[int, str] = {}
-    pending: list[str] = []
-    null_next = False
+    names: list[str] = []
+    """The name each stack slot's value was loaded under ("" for none), bottom first."""
+    depth_at: dict[int, int] = {}
+    for entry in getattr(dis.Bytecode(code), "exception_entries", ()):
+        depth_at.setdefault(entry.target, entry.depth + 1 + int(entry.lasti))
+    reached = True
+    precall = ""
     for ins in dis.get_instructions(code):
-        op = ins.opname
-        if op == "LOAD_METHOD" or (op == "LOAD_GLOBAL" and str(ins.argrepr).startswith("NULL")):
-            pending.append(str(ins.argval))
-        elif op == "PUSH_NULL":
-            null_next = True
-        elif null_next and op.startswith("LOAD_"):
-            pending.append(str(ins.argval))
-            null_next = False
-        elif op == "CALL":
-            out[ins.offset] = pending.pop() if pending else ""
+        op, arg = ins.opname, ins.arg
+        if ins.offset in depth_at or not reached:
+            depth = depth_at.get(ins.offset, 0)
+            names = (names + [""] * depth)[:depth]
+        if op == "CALL" and precall:
+            out[ins.offset] = precall  # 3.11: PRECALL took the arguments off already
+        elif op in ("PRECALL", "CALL"):
+            argc = arg or 0
+            callee = names[-(argc + 1)] if len(names) > argc else ""
+            if not callee and len(names) > argc + 1:
+                callee = names[-(argc + 2)]  # 3.13 puts the NULL after the callable
+            out[ins.offset] = callee
+        precall = out[ins.offset] if op == "PRECALL" else ""
+        effect = _effect(ins.opcode, arg, False)
+        jumps = ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs
+        if jumps and isinstance(ins.argval, int) and op != "SEND":
+            taken = len(names) + _effect(ins.opcode, arg, True)
+            depth_at.setdefault(ins.argval, max(0, taken))
+        name = str(ins.argval)
+        if op in ("LOAD_ATTR", "LOAD_METHOD") and names:
+            # the object's slot becomes its attribute (and, for a method, self or NULL too)
+            names[-1:] = [name] * (1 + effect)
+        elif op in _LOADS:
+            names += [name] * effect
+        else:
+            if effect < 0:
+                del names[len(names) + effect :]
+            elif op == "PUSH_NULL" or effect > 0:
+                names += [""] * effect
+            if op in ("CALL", "CALL_FUNCTION_EX") and names:
+                names[-1] = ""  # a call's result was loaded under no name
+        reached = op not in _ENDS
     return out
 
 

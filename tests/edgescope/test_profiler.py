@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -11,6 +13,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgescope_tracing import StackFrame, StackSamples, StreamEncoder
@@ -21,6 +24,8 @@ from edgescope.sdk._profiler import (
     CHUNK_BYTES,
     SignalSampler,
     ThreadSampler,
+    _blocked,
+    _callees,
     chunk_samples,
     start_sampler,
 )
@@ -270,3 +275,48 @@ def test_samples_are_split_so_no_record_outgrows_a_frame() -> None:
     for p in parts:
         enc.add(StackSamples(0, "python", 10_000, p))  # raises if a record is too large
     assert all(len(p) for p in parts) and CHUNK_BYTES < 64 * 1024
+
+
+def _reads(fd: int, n: int) -> None:
+    for _ in range(n):
+        os.read(fd, 1)
+
+
+def _shapes(self: Any, fd: int, sock: socket.socket) -> None:
+    self._selector.poll(0.1)  # a method of an attribute
+    read = os.read
+    read(fd, 1)  # a local (PUSH_NULL, then the name)
+    sock.recvmsg(1, socket.CMSG_SPACE(4))  # a call in the arguments of another
+    time.sleep(0)
+
+
+def test_the_callee_of_each_call_is_named() -> None:
+    names = set(_callees(_shapes.__code__).values())
+    assert {"poll", "read", "recvmsg", "CMSG_SPACE", "sleep"} <= names
+    assert not names & {"self", "_selector", "os", "sock", "socket", "time"}
+
+
+def test_a_thread_blocked_in_a_specialized_call_is_blocked() -> None:
+    # After a few hundred calls the adaptive interpreter runs os.read in PRECALL and skips
+    # CALL: the frame of a thread blocked in it stays at PRECALL's offset.
+    r, w = os.pipe()
+    reader = threading.Thread(target=_reads, args=(r, 300))
+    reader.start()
+    try:
+        for _ in range(299):
+            os.write(w, b"x")
+        deadline = time.monotonic() + 30
+        while True:
+            frame = sys._current_frames().get(reader.ident or 0)
+            done = frame is not None and frame.f_code is _reads.__code__
+            if done and os.fstat(r).st_size == 0 and _blocked(frame.f_code, frame.f_lasti):
+                break
+            del frame
+            assert time.monotonic() < deadline, "the reader was never seen blocked in os.read"
+            time.sleep(0.01)
+        del frame
+    finally:
+        os.write(w, b"x")
+        reader.join()
+        os.close(r)
+        os.close(w)

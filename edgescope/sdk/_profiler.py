@@ -155,6 +155,7 @@ def _stack_key(frame: FrameType) -> Key:
 BLOCKING = frozenset(
     {
         "acquire",  # locks: Condition/Event/queue waits, Thread.join end here
+        "__enter__",  # a lock's, in a with statement (a Python __enter__ would be a frame)
         "sleep",
         "select",
         "poll",
@@ -224,6 +225,8 @@ def _callees(code: CodeType) -> dict[int, str]:
             if not callee and len(names) > argc + 1:
                 callee = names[-(argc + 2)]  # 3.13 puts the NULL after the callable
             out[ins.offset] = callee
+        elif op == "BEFORE_WITH":
+            out[ins.offset] = "__enter__"  # called from here, by the instruction itself
         precall = out[ins.offset] if op == "PRECALL" else ""
         effect = _effect(ins.opcode, arg, False)
         jumps = ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs

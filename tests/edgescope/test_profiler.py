@@ -322,3 +322,71 @@ def test_a_thread_blocked_in_a_specialized_call_is_blocked() -> None:
         reader.join()
         os.close(r)
         os.close(w)
+
+
+TORCH_HWM = """
+import gc
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+torch.set_num_threads(1)
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+gen = torch.Generator().manual_seed(0)
+images = torch.randn(1024, 1, 28, 28, generator=gen)
+data = TensorDataset(images, torch.randint(0, 10, (1024,), generator=gen))
+loader = DataLoader(data, batch_size=64, shuffle=True, num_workers=2, persistent_workers=True)
+nn = torch.nn
+model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.Linear(64, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+def step(x, y):
+    act = torch.empty(16 << 20).fill_(1.0)  # 64 MiB of activations, every page touched
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x) + act[:10], y).backward()
+    opt.step()
+    return float(act[0])
+
+def epoch():
+    for x, y in loader:
+        step(x, y)
+
+epoch()  # warm: the workers, the allocator, the first step's 64 MiB
+gc.disable()  # no collector to hide a cycle that holds a frame (the issue's bug)
+bare = hwm()
+epoch()
+bare_growth = hwm() - bare
+import edgescope
+run = edgescope.init(name="torch-hwm", profile=True, profile_hz=500)
+before = hwm()
+epoch()
+profiled_growth = hwm() - before
+run.finish()
+gc.enable()
+print(run._profiler.samples_taken, bare_growth, profiled_growth)
+"""
+
+
+def test_profiling_a_torch_job_keeps_its_peak_memory(sdk: Path, tmp_path: Path) -> None:
+    # The issue's job: a DataLoader with workers and a step whose locals (here 64 MiB of
+    # activations) die when it returns. A sampler that kept a step's frame until its next
+    # sample would keep two steps' tensors alive at once: the peak would grow by 64 MiB.
+    pytest.importorskip("torch", reason="PyTorch is not installed (CI installs torch==2.13.0)")
+    script = tmp_path / "torch_hwm.py"
+    script.write_text(textwrap.dedent(TORCH_HWM))
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    taken, bare, profiled = map(int, out.stdout.split()[-3:])
+    assert taken >= 50, "sampled while the steps ran"
+    assert profiled < bare + (16 << 20), (
+        f"peak RSS grew by {profiled / 2**20:.1f} MiB profiled, {bare / 2**20:.1f} MiB bare"
+    )

@@ -260,9 +260,23 @@ def _resume(code: CodeType) -> int:
     return next((i.offset for i in dis.get_instructions(code) if i.opname == "RESUME"), -1)
 
 
+_BEFORE_WITH = dis.opmap.get("BEFORE_WITH", -1)
+
+
+@functools.cache
+def _may_block(code: CodeType) -> bool:
+    """Whether ``code`` names one of :data:`BLOCKING` at all (an attribute, a global or a
+    local): only then is it worth following its stack (a large function takes milliseconds,
+    once; most of torch's name none)."""
+    names = {*code.co_names, *code.co_varnames, *code.co_cellvars, *code.co_freevars}
+    return not BLOCKING.isdisjoint(names)
+
+
 def _blocked(code: CodeType, lasti: int) -> bool:
     """Whether a frame at ``lasti`` is inside a call to one of :data:`BLOCKING`."""
-    return _callees(code).get(lasti, "") in BLOCKING
+    if 0 <= lasti < len(code.co_code) and code.co_code[lasti] == _BEFORE_WITH:
+        return True  # a with statement's __enter__
+    return _may_block(code) and _callees(code).get(lasti, "") in BLOCKING
 
 
 class _Counts:

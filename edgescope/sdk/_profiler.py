@@ -59,7 +59,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from edgescope_tracing import StackFrame, StackSamples
 
@@ -86,7 +86,32 @@ was in a C call that held on to the GIL (Python code answers within microseconds
 MIN_WAIT = 0.0002
 """Seconds the sampler waits at least between samples, with the GIL released."""
 
-Key = tuple[tuple[CodeType, int], ...]
+Key = tuple[tuple[int, int], ...]
+"""A stack: the id of each frame's code (see :data:`_CODES`) and its line, root first. Ids,
+not code objects: hashing a code object hashes its constants, and a script's ``<module>`` (at
+the root of every main-thread stack) holds all the script's functions: ~180 µs a hash."""
+_CODES: dict[int, CodeType] = {}
+"""Every code object a stack or a cache has named, by id: kept alive here, so that an id
+names one code as long as it is used."""
+T = TypeVar("T")
+
+
+def _per_code(fn: Callable[[CodeType], T]) -> Callable[[CodeType], T]:
+    """Cache ``fn``'s answer for each code object, looked up by its id (see :data:`Key`)."""
+    cache: dict[int, T] = {}
+
+    @functools.wraps(fn)
+    def get(code: CodeType) -> T:
+        i = id(code)
+        if i in cache:
+            return cache[i]
+        _CODES.setdefault(i, code)
+        got = cache[i] = fn(code)
+        return got
+
+    return get
+
+
 Samples = tuple[tuple[tuple[StackFrame, ...], int], ...]
 
 
@@ -141,7 +166,8 @@ def _stack_key(frame: FrameType) -> Key:
 
     Only code objects and numbers are kept: nothing that holds a frame or its locals.
     """
-    stack: list[tuple[CodeType, int]] = []
+    stack: list[tuple[int, int]] = []
+    codes = _CODES
     f: FrameType | None = frame
     if frame.f_back is not None and frame.f_lasti <= _resume(frame.f_code):
         # Not yet past its first instruction: a signal (or a GIL request) that came in while
@@ -149,7 +175,11 @@ def _stack_key(frame: FrameType) -> Key:
         # was the caller's, as a sampler from outside (py-spy) sees it.
         f = frame.f_back
     while f is not None and len(stack) < MAX_DEPTH:
-        stack.append((f.f_code, f.f_lineno or 0))
+        code = f.f_code
+        i = id(code)
+        if i not in codes:
+            codes[i] = code
+        stack.append((i, f.f_lineno or 0))
         f = f.f_back
     del f
     stack.reverse()
@@ -197,7 +227,7 @@ def _effect(opcode: int, arg: int | None, jump: bool) -> int:
     return dis.stack_effect(opcode, arg, jump=jump)
 
 
-@functools.cache
+@_per_code
 def _callees(code: CodeType) -> dict[int, str]:
     """The name of the callable of each call instruction of ``code``, by offset.
 
@@ -254,7 +284,7 @@ def _callees(code: CodeType) -> dict[int, str]:
     return out
 
 
-@functools.cache
+@_per_code
 def _resume(code: CodeType) -> int:
     """The offset of ``code``'s RESUME, where a function checks for signals on entry."""
     return next((i.offset for i in dis.get_instructions(code) if i.opname == "RESUME"), -1)
@@ -263,7 +293,7 @@ def _resume(code: CodeType) -> int:
 _BEFORE_WITH = dis.opmap.get("BEFORE_WITH", -1)
 
 
-@functools.cache
+@_per_code
 def _may_block(code: CodeType) -> bool:
     """Whether ``code`` names one of :data:`BLOCKING` at all (an attribute, a global or a
     local): only then is it worth following its stack (a large function takes milliseconds,
@@ -304,7 +334,7 @@ class _Counts:
         self._exclude = exclude
         self._counts: Counter[Key] = Counter()
         self._window_start = time.time_ns() // 1000
-        self._frames: dict[tuple[CodeType, int], StackFrame] = {}
+        self._frames: dict[tuple[int, int], StackFrame] = {}
         self._cpu: dict[int, float] = {}
         """Each thread's CPU clock (by clock id, which names the kernel thread) at the last
         sample; a thread first seen since then started after it, at 0."""
@@ -392,10 +422,10 @@ class _Counts:
         self._cpu = cpu_now
         self.samples_taken += 1
 
-    def _frame(self, key: tuple[CodeType, int]) -> StackFrame:
+    def _frame(self, key: tuple[int, int]) -> StackFrame:
         fr = self._frames.get(key)
         if fr is None:
-            code, line = key
+            code, line = _CODES[key[0]], key[1]
             fr = self._frames[key] = StackFrame(code.co_qualname, code.co_filename, line)
         return fr
 

@@ -13,7 +13,7 @@ seconds the counts become :class:`StackSamples` records (backend ``python``, roo
 
 Known limit: CPU a thread uses in a burst shorter than a period next to a block (a
 DataLoader's main thread unpickling a batch between waits) goes to the stack it was last seen
-running in (10.9-14.2 % for a measured 7.5-9.8 % in tests/profiler, at load 5-9).
+running in (10.9-16.7 % for a measured 7.4-9.8 % in tests/profiler, at load 5-9).
 
 Known limit: samples are taken where Python checks for signals (loop ends, function starts,
 after calls), so the self time of a function whose own bytecode runs between calls to short

@@ -7,6 +7,8 @@ shows it on its ``stacks`` line.
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 import subprocess
 import sys
@@ -141,3 +143,55 @@ def test_record_perf_says_python_names_need_3_12(tmp_path: Path) -> None:
         assert "perf can name Python functions only from Python 3.12 on" in notes[0].message
     stacks_lines = [ln for ln in inspect(tmp_path).splitlines() if ln.startswith("  stacks")]
     assert f"  stacks  {notes[0].detail['stacks_note']}" in stacks_lines
+
+
+def _python_312() -> str | None:
+    """A Python 3.12 or later that runs here (on PATH, or one of pyenv's), or None."""
+    found = [shutil.which(f"python3.{minor}") for minor in range(12, 20)]
+    found += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3.1?")))
+    for p in found:
+        if p and subprocess.run([p, "-c", "pass"], capture_output=True).returncode == 0:
+            return p
+    return None
+
+
+def test_record_perf_names_python_functions_from_3_12(tmp_path: Path) -> None:
+    from edgescope_collector.stacks import backend_problem
+
+    problem = backend_problem("perf")
+    if problem is not None:
+        pytest.skip(f"perf cannot run here: {problem}")
+    python = _python_312()
+    if python is None:
+        pytest.skip("no Python 3.12 or later here (perf names Python functions from 3.12)")
+    out = tmp_path / "trace.est"
+    job = script(tmp_path, PLAIN, "plain.py")
+    argv = ["record", "-o", str(out), "--profile", "perf", "--", python, str(job)]
+    subprocess.run(
+        [PYTHON, "-m", "edgescope", *argv],
+        env=sdk_env(tmp_path),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    recs = read(out)
+    stacks = of(recs, StackSamples)  # type: ignore[arg-type]
+    total = sum(n for s in stacks for _, n in s.samples)
+    named = sum(
+        n
+        for s in stacks
+        for st, n in s.samples
+        if any(f.function.startswith("py::train_step:") for f in st)
+    )
+    # train_step is all the script does: nearly every sample is in it, named
+    assert total and named >= total / 2, (named, total)
+    notes = [e for e in of(recs, Event) if "stacks_note" in e.detail]  # type: ignore[arg-type]
+    assert [e.message for e in notes] == [
+        "--profile perf: perf stacks name Python functions (py::...): CMD's Python is "
+        + subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    ]

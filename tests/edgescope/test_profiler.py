@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -11,6 +13,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgescope_tracing import StackFrame, StackSamples, StreamEncoder
@@ -21,6 +24,8 @@ from edgescope.sdk._profiler import (
     CHUNK_BYTES,
     SignalSampler,
     ThreadSampler,
+    _blocked,
+    _callees,
     chunk_samples,
     start_sampler,
 )
@@ -270,3 +275,118 @@ def test_samples_are_split_so_no_record_outgrows_a_frame() -> None:
     for p in parts:
         enc.add(StackSamples(0, "python", 10_000, p))  # raises if a record is too large
     assert all(len(p) for p in parts) and CHUNK_BYTES < 64 * 1024
+
+
+def _reads(fd: int, n: int) -> None:
+    for _ in range(n):
+        os.read(fd, 1)
+
+
+def _shapes(self: Any, fd: int, sock: socket.socket) -> None:
+    self._selector.poll(0.1)  # a method of an attribute
+    read = os.read
+    read(fd, 1)  # a local (PUSH_NULL, then the name)
+    sock.recvmsg(1, socket.CMSG_SPACE(4))  # a call in the arguments of another
+    time.sleep(0)
+    with self.lock:  # a lock's __enter__, called by the with statement itself
+        pass
+
+
+def test_the_callee_of_each_call_is_named() -> None:
+    names = set(_callees(_shapes.__code__).values())
+    assert {"poll", "read", "recvmsg", "CMSG_SPACE", "sleep", "__enter__"} <= names
+    assert not names & {"self", "_selector", "os", "sock", "socket", "time"}
+
+
+def test_a_thread_blocked_in_a_specialized_call_is_blocked() -> None:
+    # After a few hundred calls the adaptive interpreter runs os.read in PRECALL and skips
+    # CALL: the frame of a thread blocked in it stays at PRECALL's offset.
+    r, w = os.pipe()
+    reader = threading.Thread(target=_reads, args=(r, 300))
+    reader.start()
+    try:
+        for _ in range(299):
+            os.write(w, b"x")
+        deadline = time.monotonic() + 30
+        while True:
+            frame = sys._current_frames().get(reader.ident or 0)
+            done = frame is not None and frame.f_code is _reads.__code__
+            if done and os.fstat(r).st_size == 0 and _blocked(frame.f_code, frame.f_lasti):
+                break
+            del frame
+            assert time.monotonic() < deadline, "the reader was never seen blocked in os.read"
+            time.sleep(0.01)
+        del frame
+    finally:
+        os.write(w, b"x")
+        reader.join()
+        os.close(r)
+        os.close(w)
+
+
+TORCH_HWM = """
+import gc
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+torch.set_num_threads(1)
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+gen = torch.Generator().manual_seed(0)
+images = torch.randn(1024, 1, 28, 28, generator=gen)
+data = TensorDataset(images, torch.randint(0, 10, (1024,), generator=gen))
+loader = DataLoader(data, batch_size=64, shuffle=True, num_workers=2, persistent_workers=True)
+nn = torch.nn
+model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.Linear(64, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+def step(x, y):
+    act = torch.empty(16 << 20).fill_(1.0)  # 64 MiB of activations, every page touched
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x) + act[:10], y).backward()
+    opt.step()
+    return float(act[0])
+
+def epoch():
+    for x, y in loader:
+        step(x, y)
+
+epoch()  # warm: the workers, the allocator, the first step's 64 MiB
+gc.disable()  # no collector to hide a cycle that holds a frame (the issue's bug)
+bare = hwm()
+epoch()
+bare_growth = hwm() - bare
+import edgescope
+run = edgescope.init(name="torch-hwm", profile=True, profile_hz=500)
+before = hwm()
+epoch()
+profiled_growth = hwm() - before
+run.finish()
+gc.enable()
+print(run._profiler.samples_taken, bare_growth, profiled_growth)
+"""
+
+
+def test_profiling_a_torch_job_keeps_its_peak_memory(sdk: Path, tmp_path: Path) -> None:
+    # The issue's job: a DataLoader with workers and a step whose locals (here 64 MiB of
+    # activations) die when it returns. A sampler that kept a step's frame until its next
+    # sample would keep two steps' tensors alive at once: the peak would grow by 64 MiB.
+    pytest.importorskip("torch", reason="PyTorch is not installed (CI installs torch==2.13.0)")
+    script = tmp_path / "torch_hwm.py"
+    script.write_text(textwrap.dedent(TORCH_HWM))
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    taken, bare, profiled = map(int, out.stdout.split()[-3:])
+    assert taken >= 50, "sampled while the steps ran"
+    assert profiled < bare + (16 << 20), (
+        f"peak RSS grew by {profiled / 2**20:.1f} MiB profiled, {bare / 2**20:.1f} MiB bare"
+    )

@@ -7,9 +7,11 @@ sample native stacks of a run's process with:
   text is parsed as it streams. ``cpu-clock`` is a software event, so it works in VMs and on
   boards without a PMU driver. Threads of the process are sampled, and children it forks
   after the start (perf's counters are inherited). Python functions appear in its stacks only
-  from Python 3.12 on, started with ``PYTHONPERFSUPPORT=1`` (:data:`PERF_PYTHON_ENV`); before,
-  a Python process shows the interpreter's own C functions, and :func:`python_names_note`
-  says which of the two a run got.
+  from Python 3.12 on, started with ``PYTHONPERFSUPPORT=1`` (:data:`PERF_PYTHON_ENV`), and
+  such a process is sampled with ``--call-graph dwarf`` instead of ``-g``
+  (:func:`python_perf_support`: the interpreter has no frame pointers, as pyenv's 3.12 here);
+  before, a Python process shows the interpreter's own C functions, and
+  :func:`python_names_note` says which of the two a run got.
 - ``bpftrace``: a ``profile:hz:HZ`` probe filtered on the pid that counts ``ustack`` in a map,
   printed and cleared every second as JSON; it ends when the process exits. Needs root (or
   CAP_BPF and CAP_PERFMON); it does not need BTF. Only the process's own threads are sampled.
@@ -27,6 +29,7 @@ if it can); it runs the tool once to be sure, so callers ask once at start-up.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import re
@@ -101,6 +104,33 @@ def python_names_note(frames: Iterable[StackFrame]) -> str | None:
         "was not started with PYTHONPERFSUPPORT=1 (or -X perf), or perf could not read "
         "/tmp/perf-PID.map"
     )
+
+
+def python_perf_support(pid: int) -> bool:
+    """Whether ``pid`` is a Python 3.12 or later started with its perf support on
+    (``PYTHONPERFSUPPORT=1`` in its environment, or ``-X perf``): it then writes each Python
+    function it runs into ``/tmp/perf-PID.map``, and perf finds those frames only by unwinding
+    with DWARF (``--call-graph dwarf``): a frame-pointer walk (``-g``) ends inside an
+    interpreter built without frame pointers, as most are (pyenv's, Debian's before 3.12)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+    m = _PYTHON_DSO.search(Path(exe).name)
+    if m is None:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                m = _PYTHON_DSO.search(" ".join(ln for ln in f if "libpython" in ln))
+        except OSError:
+            return False
+    if m is None or (int(m.group(1)), int(m.group(2))) < _PERF_NAMES_SINCE:
+        return False
+    on = b"PYTHONPERFSUPPORT=1" in environ or b"-Xperf" in argv
+    return on or any(a == b"-X" and b == b"perf" for a, b in itertools.pairwise(argv))
 
 
 class _Interner:
@@ -383,8 +413,12 @@ class PerfBackend(StackBackend):
         # otherwise samples wait in a half-MiB ring and perf script sees them a minute late,
         # or only at the end.
         # Not -q: it would silence the one line that says why perf record failed.
-        record_argv = [perf, "record", "--no-buffering", "-e", "cpu-clock"]
-        record_argv += ["-F", str(self.hz), "-g", "-p", str(self.pid), "-o", "-"]
+        record_argv = [perf, "record", "--no-buffering", "-e", "cpu-clock", "-F", str(self.hz)]
+        if python_perf_support(self.pid):
+            record_argv += ["--call-graph", "dwarf"]
+        else:
+            record_argv += ["-g"]
+        record_argv += ["-p", str(self.pid), "-o", "-"]
         record = subprocess.Popen(
             record_argv,
             stdout=subprocess.PIPE,

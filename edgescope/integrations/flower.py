@@ -23,8 +23,11 @@ client's clock (Unix seconds): the server helper uses it to split each reply's l
 bound the client's clock offset. ``EdgescopeMod(device_metrics=True)`` also adds the device's
 own figures for that message to the reply's one ``MetricRecord`` (FedAvg takes exactly one), so
 the server sees them too: ``edgescope-wall-s``, ``edgescope-cpu-s`` (the process's CPU time in
-the message) and ``edgescope-rss-peak-mib`` (its peak RSS), and the round's thermal figures from
-the device's own collector, which already samples them (the Mod reads no sysfs of its own): it
+the message) and ``edgescope-rss-peak-mib`` (its peak RSS). It also adds the round's thermal
+figures, into the ``edgescope`` ConfigRecord, not the MetricRecord: not every device has all of
+them, and FedAvg stops the ServerApp when the replies' MetricRecords differ in their keys;
+:class:`RecordedStrategy` records them per reply (``device``) in the server's trace. They come
+from the device's own collector, which already samples them (the Mod reads no sysfs of its own): it
 follows the collector's stream over the message (``EDGESCOPE_COLLECTOR``, ``HOST[:PORT]``,
 default the loopback address on the default port; a token file in
 ``EDGESCOPE_COLLECTOR_TOKEN_FILE`` where the collector asks for one; both inherited from the
@@ -113,7 +116,7 @@ _NAMESPACE = uuid.UUID("6c1f3c55-2f5e-4a8e-9d1b-6b0f6a1e5f18")
 """The namespace of the node runs' ids (uuid5): one id per Flower run and node."""
 
 DEVICE_PREFIX = "edgescope-"
-"""The prefix of the device figures the Mod adds to a reply's MetricRecord."""
+"""The prefix of the device figures the Mod adds to a reply (MetricRecord and ConfigRecord)."""
 
 DEVICE_FIGURES = "flower.device_figures"
 """The event kind that says the thermal figures are left out, and why."""
@@ -166,8 +169,9 @@ class EdgescopeMod:
     message into the node's edgescope run; see the module's docstring.
 
     ``device_metrics`` adds the device's figures for the message to the reply's MetricRecord,
-    the thermal ones from the device's collector; ``collector_timeout`` (seconds) bounds each
-    wait on that collector: the connection, and the closing sample after the message.
+    and the thermal ones from the device's collector to its ``edgescope`` ConfigRecord;
+    ``collector_timeout`` (seconds) bounds each wait on that collector: the connection, and the
+    closing sample after the message.
     """
 
     def __init__(self, *, device_metrics: bool = False, collector_timeout: float = 1.0) -> None:
@@ -223,12 +227,13 @@ class EdgescopeMod:
         metrics = _scalar_metrics(reply)
         error = reply.error.reason if reply.has_error() else None
         device: dict[str, float] = {}
+        thermal: dict[str, float] = {}
         if self.device_metrics and not reply.has_error():
             device = _device_figures(wall, time.process_time() - cpu0)
         if watch is not None:
             samples = watch.finish(end_us, self.collector_timeout)
             if not reply.has_error():
-                device.update(_thermal_figures(samples, start_us, end_us))
+                thermal = _thermal_figures(samples, start_us, end_us)
         if self.device_metrics and not run.finished:
             self._say_collector(run, ctxt, missing)
         num = metrics.get("num-examples")
@@ -252,8 +257,8 @@ class EdgescopeMod:
         }
         if error is not None:
             detail["error"] = error
-        if device:
-            detail["device"] = device
+        if device or thermal:
+            detail["device"] = {**device, **thermal}
         where = f"round {rnd}" if rnd is not None else "no round"
         text = f"{where} {kind} on node {ctxt.node_id}: {wall:.3f} s"
         if error is not None:
@@ -280,7 +285,7 @@ class EdgescopeMod:
                 values[f"{kind}_{k}"] = v
             run.log(values, step=rnd if rnd is not None else max(run._step, 0))
         if reply.has_content():
-            self._annotate(reply, start_us, end_us, run.run_id, device)
+            self._annotate(reply, start_us, end_us, run.run_id, device, thermal)
         return reply
 
     def _node_run(self, ctxt: Context) -> edgescope.Run:
@@ -334,11 +339,19 @@ class EdgescopeMod:
 
     @staticmethod
     def _annotate(
-        reply: Message, start_us: int, end_us: int, run_id: str, device: dict[str, float]
+        reply: Message,
+        start_us: int,
+        end_us: int,
+        run_id: str,
+        device: dict[str, float],
+        thermal: dict[str, float],
     ) -> None:
         content = reply.content
+        # the thermal figures ride in the ConfigRecord, which strategies do not aggregate: a
+        # device without a collector or without throttle counters has fewer of them, and FedAvg
+        # stops the ServerApp when the replies' MetricRecords differ in their keys
         content[CLIENT_RECORD] = ConfigRecord(
-            {"start": start_us / 1e6, "end": end_us / 1e6, "run-id": run_id}
+            {"start": start_us / 1e6, "end": end_us / 1e6, "run-id": run_id, **thermal}
         )
         if device:
             records = list(content.metric_records.values())
@@ -557,6 +570,13 @@ def _reply_facts(m: Message, node: int | None, sent_us: int, arrived_us: int) ->
             facts["client_end_us"] = round(end * 1e6)
         if isinstance(rid, str):
             facts["client_run_id"] = rid
+        device = {
+            k: float(v)
+            for k, v in rec.items()
+            if k.startswith(DEVICE_PREFIX) and isinstance(v, float)
+        }
+        if device:
+            facts["device"] = device
     return facts
 
 

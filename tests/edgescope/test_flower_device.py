@@ -22,7 +22,7 @@ flwr = pytest.importorskip("flwr", reason="flwr is not installed (pip install fl
 from edgescope_tracing import Event, ThermalSample, TraceReader  # noqa: E402
 from edgescope_tracing.paths import COLLECTOR_ENV  # noqa: E402
 from edgescope_tracing.protocol import Client  # noqa: E402
-from edgescope_tracing.rounds import FLOWER_MESSAGE  # noqa: E402
+from edgescope_tracing.rounds import CLIENT_RECORD, FLOWER_MESSAGE  # noqa: E402
 from flwr.app import (  # noqa: E402
     ArrayRecord,
     ConfigRecord,
@@ -35,7 +35,7 @@ from flwr.app import (  # noqa: E402
 from flwr.app.message.message import make_message  # noqa: E402
 
 import edgescope  # noqa: E402
-from edgescope.integrations.flower import DEVICE_FIGURES, EdgescopeMod  # noqa: E402
+from edgescope.integrations.flower import DEVICE_FIGURES, EdgescopeMod, _reply_facts  # noqa: E402
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS / "tui"))
@@ -156,12 +156,16 @@ def test_a_message_that_heats_the_device_says_so_in_the_reply(sdk: Path, device:
         device.sampled(time.time_ns() // 1000, HOT_MC / 1000)
         return _reply(msg)
 
-    (calm,) = mod(_message("train", 1), ctx, cool).content.metric_records.values()
-    (heated,) = mod(_message("train", 2), ctx, hot).content.metric_records.values()
+    replies = [mod(_message("train", 1), ctx, cool), mod(_message("train", 2), ctx, hot)]
     edgescope.finish()
 
-    assert calm["train-loss"] == heated["train-loss"] == 0.25
-    assert calm["edgescope-wall-s"] > 0
+    for reply in replies:
+        # the MetricRecord keeps the figures every device has (FedAvg needs the same keys in
+        # every reply); the thermal ones ride in the ConfigRecord strategies do not aggregate
+        (metrics,) = reply.content.metric_records.values()
+        assert metrics["train-loss"] == 0.25 and metrics["edgescope-wall-s"] > 0
+        assert not {*THERMAL, *THROTTLE} & set(metrics.keys())
+    calm, heated = (r.content.config_records[CLIENT_RECORD] for r in replies)
     assert (calm["edgescope-temp-max-c"], calm["edgescope-temp-delta-c"]) == (50.0, 0.0)
     assert (calm["edgescope-throttle-events"], calm["edgescope-throttled"]) == (0.0, 0.0)
     assert (heated["edgescope-temp-max-c"], heated["edgescope-temp-delta-c"]) == (96.0, 46.0)
@@ -169,6 +173,10 @@ def test_a_message_that_heats_the_device_says_so_in_the_reply(sdk: Path, device:
     # collector reads the package counter once, not once per CPU)
     assert heated["edgescope-throttle-events"] == 5
     assert heated["edgescope-throttled"] == 1.0
+    # the server helper records each reply's figures in the server's trace
+    facts = _reply_facts(replies[1], 7, 0, 1)
+    assert facts["device"]["edgescope-temp-max-c"] == 96.0
+    assert facts["device"]["edgescope-throttle-events"] == 5
     # the node's trace holds the same figures, and nothing said the collector was missing
     events = _events(sdk)
     msgs = [e for e in events if e.kind == FLOWER_MESSAGE]
@@ -197,6 +205,7 @@ def test_without_a_collector_the_figures_are_left_out_and_said_once(
         (metrics,) = reply.content.metric_records.values()
         assert metrics["edgescope-wall-s"] > 0 and metrics["edgescope-rss-peak-mib"] > 1
         assert not {*THERMAL, *THROTTLE} & set(metrics.keys())  # left out, not zero
+        assert not {*THERMAL, *THROTTLE} & set(reply.content.config_records[CLIENT_RECORD])
     events = _events(sdk)
     assert len([e for e in events if e.kind == FLOWER_MESSAGE]) == 3
     (said,) = [e for e in events if e.kind == DEVICE_FIGURES]

@@ -23,9 +23,31 @@ client's clock (Unix seconds): the server helper uses it to split each reply's l
 bound the client's clock offset. ``EdgescopeMod(device_metrics=True)`` also adds the device's
 own figures for that message to the reply's one ``MetricRecord`` (FedAvg takes exactly one), so
 the server sees them too: ``edgescope-wall-s``, ``edgescope-cpu-s`` (the process's CPU time in
-the message) and ``edgescope-rss-peak-mib`` (its peak RSS). Temperature and throttle figures are
-not added: reading them is the collector's (the SDK never imports it), and the node's collector
-records them in the same trace, where ``edgescope rounds`` reads them for the cause.
+the message) and ``edgescope-rss-peak-mib`` (its peak RSS). It also adds the round's thermal
+figures, into the ``edgescope`` ConfigRecord, not the MetricRecord: not every device has all of
+them, and FedAvg stops the ServerApp when the replies' MetricRecords differ in their keys;
+:class:`RecordedStrategy` records them per reply (``device``) in the server's trace. They come
+from the device's own collector, which already samples them (the Mod reads no sysfs of its own): it
+follows the collector's stream over the message (``EDGESCOPE_COLLECTOR``, ``HOST[:PORT]``,
+default the loopback address on the default port; a token file in
+``EDGESCOPE_COLLECTOR_TOKEN_FILE`` where the collector asks for one; both inherited from the
+SuperNode) and adds, from the ``ThermalSample`` records between the last one before the message
+and the first one after it:
+
+- ``edgescope-temp-max-c``: the hottest zone in the message (and the sample that closes it);
+- ``edgescope-temp-delta-c``: the hottest zone at its end minus at its start;
+- ``edgescope-throttle-events``: how much the throttle counters (``*_count``) rose, where the
+  device has them;
+- ``edgescope-throttled``: 1 if a throttle counter rose or the Pi firmware reported a current
+  throttling, under-voltage or frequency cap in the message, else 0, where the device reports
+  either.
+
+The collector is never waited on long: connecting and its handshake are bounded by
+``collector_timeout`` (1 s), and after the message the Mod waits at most that long for the
+sample that closes it, then uses what it has. Where no collector answers (none runs, it refused,
+it hung), the thermal figures are left out, not zero, and the node's trace says so in one
+``flower.device_figures`` event (once, until a collector answers again: the Mod keeps that in
+the Context's state, which the SuperNode carries from message to message).
 
 Server side, in the ``ServerApp``::
 
@@ -46,20 +68,27 @@ Flower is the ``edgescope[flower]`` extra; nothing else in edgescope imports thi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from edgescope_tracing import Event
+from edgescope_tracing import Event, ThermalSample, TraceError
+from edgescope_tracing.paths import COLLECTOR_ENV, collector_address, collector_token_file
+from edgescope_tracing.protocol import Client
 from edgescope_tracing.rounds import (
     CLIENT_RECORD,
     FLOWER_MESSAGE,
     FLOWER_ROUND,
     message_kind,
 )
+from edgescope_tracing.signals import pi_throttled_flags
+from edgescope_tracing.tokens import read_token
 from flwr.app import (
     ArrayRecord,
     ConfigRecord,
@@ -87,7 +116,13 @@ _NAMESPACE = uuid.UUID("6c1f3c55-2f5e-4a8e-9d1b-6b0f6a1e5f18")
 """The namespace of the node runs' ids (uuid5): one id per Flower run and node."""
 
 DEVICE_PREFIX = "edgescope-"
-"""The prefix of the device figures the Mod adds to a reply's MetricRecord."""
+"""The prefix of the device figures the Mod adds to a reply (MetricRecord and ConfigRecord)."""
+
+DEVICE_FIGURES = "flower.device_figures"
+"""The event kind that says the thermal figures are left out, and why."""
+
+_STATE = "edgescope-mod"
+"""The Mod's ConfigRecord in the Context's state (what it has already said)."""
 
 
 def node_run_id(flwr_run_id: int, node_id: int) -> str:
@@ -133,19 +168,32 @@ class EdgescopeMod:
     """A Flower client Mod (``(Message, Context, call_next) -> Message``) that records every
     message into the node's edgescope run; see the module's docstring.
 
-    ``device_metrics`` adds the device's figures for the message to the reply's MetricRecord.
+    ``device_metrics`` adds the device's figures for the message to the reply's MetricRecord,
+    and the thermal ones from the device's collector to its ``edgescope`` ConfigRecord;
+    ``collector_timeout`` (seconds) bounds each wait on that collector: the connection, and the
+    closing sample after the message.
     """
 
-    def __init__(self, *, device_metrics: bool = False) -> None:
+    def __init__(self, *, device_metrics: bool = False, collector_timeout: float = 1.0) -> None:
         self.device_metrics = device_metrics
+        self.collector_timeout = collector_timeout
 
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         start_us = _now_us()
         cpu0 = time.process_time()
         run = self._node_run(ctxt)
+        watch: _ThermalWatch | None = None
+        missing: str | None = None
+        if self.device_metrics:
+            try:
+                watch = _ThermalWatch.start(start_us, self.collector_timeout)
+            except (TraceError, ValueError) as e:
+                missing = str(e)
         try:
             reply = call_next(msg, ctxt)
         except Exception as e:
+            if watch is not None:
+                watch.stop()
             # the ClientApp raised: Flower turns it into an error reply; the node's run says so
             rnd = _round_of(msg)
             kind = message_kind(msg.metadata.message_type)
@@ -179,8 +227,15 @@ class EdgescopeMod:
         metrics = _scalar_metrics(reply)
         error = reply.error.reason if reply.has_error() else None
         device: dict[str, float] = {}
+        thermal: dict[str, float] = {}
         if self.device_metrics and not reply.has_error():
             device = _device_figures(wall, time.process_time() - cpu0)
+        if watch is not None:
+            samples = watch.finish(end_us, self.collector_timeout)
+            if not reply.has_error():
+                thermal = _thermal_figures(samples, start_us, end_us)
+        if self.device_metrics and not run.finished:
+            self._say_collector(run, ctxt, missing)
         num = metrics.get("num-examples")
         detail: dict[str, Any] = {
             "flower_run": ctxt.run_id,
@@ -202,8 +257,8 @@ class EdgescopeMod:
         }
         if error is not None:
             detail["error"] = error
-        if device:
-            detail["device"] = device
+        if device or thermal:
+            detail["device"] = {**device, **thermal}
         where = f"round {rnd}" if rnd is not None else "no round"
         text = f"{where} {kind} on node {ctxt.node_id}: {wall:.3f} s"
         if error is not None:
@@ -230,7 +285,7 @@ class EdgescopeMod:
                 values[f"{kind}_{k}"] = v
             run.log(values, step=rnd if rnd is not None else max(run._step, 0))
         if reply.has_content():
-            self._annotate(reply, start_us, end_us, run.run_id, device)
+            self._annotate(reply, start_us, end_us, run.run_id, device, thermal)
         return reply
 
     def _node_run(self, ctxt: Context) -> edgescope.Run:
@@ -258,12 +313,45 @@ class EdgescopeMod:
         )
 
     @staticmethod
+    def _say_collector(run: edgescope.Run, ctxt: Context, missing: str | None) -> None:
+        """One event when the collector stops answering (none since it last did)."""
+        said = ctxt.state.config_records.get(_STATE)
+        was = said is not None and said.get("collector-missing") is True
+        if missing is None:
+            if was:
+                ctxt.state[_STATE] = ConfigRecord({"collector-missing": False})
+            return
+        if was:
+            return
+        host_port = os.environ.get(COLLECTOR_ENV) or "the loopback default"
+        run._push(
+            Event(
+                DEVICE_FIGURES,
+                f"node {ctxt.node_id}: no temperature or throttle figures in its replies: "
+                f"{missing}",
+                run=0,
+                severity=1,
+                detail={"node": ctxt.node_id, "collector": host_port, "reason": missing},
+                t_us=_now_us(),
+            )
+        )
+        ctxt.state[_STATE] = ConfigRecord({"collector-missing": True})
+
+    @staticmethod
     def _annotate(
-        reply: Message, start_us: int, end_us: int, run_id: str, device: dict[str, float]
+        reply: Message,
+        start_us: int,
+        end_us: int,
+        run_id: str,
+        device: dict[str, float],
+        thermal: dict[str, float],
     ) -> None:
         content = reply.content
+        # the thermal figures ride in the ConfigRecord, which strategies do not aggregate: a
+        # device without a collector or without throttle counters has fewer of them, and FedAvg
+        # stops the ServerApp when the replies' MetricRecords differ in their keys
         content[CLIENT_RECORD] = ConfigRecord(
-            {"start": start_us / 1e6, "end": end_us / 1e6, "run-id": run_id}
+            {"start": start_us / 1e6, "end": end_us / 1e6, "run-id": run_id, **thermal}
         )
         if device:
             records = list(content.metric_records.values())
@@ -282,6 +370,105 @@ def _device_figures(wall: float, cpu: float) -> dict[str, float]:
         f"{DEVICE_PREFIX}cpu-s": cpu,
         f"{DEVICE_PREFIX}rss-peak-mib": rss_peak / (1 << 20),
     }
+
+
+class _ThermalWatch:
+    """The device's collector's thermal samples over one message, read by a thread from the
+    collector's stream (joined live at its latest keyframe, so the sample before the message
+    is there too)."""
+
+    def __init__(self, client: Client, start_us: int) -> None:
+        self.client = client
+        self.start_us = start_us
+        self.before: ThermalSample | None = None
+        self.samples: list[ThermalSample] = []
+        self.done = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._read, name="edgescope-thermal", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def start(cls, start_us: int, timeout: float) -> _ThermalWatch:
+        """Connected to the collector; TraceError (a sentence) or ValueError where not."""
+        host, port = collector_address()
+        path = collector_token_file()
+        token = read_token(path).value if path is not None else None
+        client = Client.connect(host, port, token=token, timeout=timeout, idle_timeout=None)
+        return cls(client, start_us)
+
+    def _read(self) -> None:
+        try:
+            for item in self.client:
+                if isinstance(item, ThermalSample):
+                    with self.cond:
+                        if item.t_us < self.start_us:
+                            self.before = item
+                        else:
+                            self.samples.append(item)
+                        self.cond.notify_all()
+        except (TraceError, OSError):
+            pass  # the stream ended or was shut: what was read is what there is
+        finally:
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+    def finish(self, end_us: int, wait: float) -> list[ThermalSample]:
+        """The samples from the last before the message to the first after ``end_us``, waiting
+        at most ``wait`` seconds for that one."""
+        deadline = time.monotonic() + wait
+        with self.cond:
+            while not self.done and not any(s.t_us >= end_us for s in self.samples):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            got = ([self.before] if self.before is not None else []) + self.samples
+        self.stop()
+        return got
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # already closed by the collector
+            self.client.sock.shutdown(socket.SHUT_RDWR)
+        self.thread.join(1.0)
+        self.client.close()
+
+
+def _hottest(th: ThermalSample) -> float | None:
+    return max((z.temp_c for z in th.zones), default=None)
+
+
+def _thermal_figures(samples: list[ThermalSample], start_us: int, end_us: int) -> dict[str, float]:
+    """The message's temperature and throttle figures from the collector's samples (the last
+    before ``start_us``, then in time order); only those the samples carry."""
+    window: list[ThermalSample] = []
+    for s in samples:
+        window.append(s)
+        if s.t_us >= end_us:
+            break  # the sample that closes the message
+    inside = [s for s in window if s.t_us >= start_us]
+    out: dict[str, float] = {}
+    if not inside:
+        return out
+    temps = [t for t in map(_hottest, inside) if t is not None]
+    if temps:
+        out[f"{DEVICE_PREFIX}temp-max-c"] = max(temps)
+    first, last = _hottest(window[0]), _hottest(window[-1])
+    if len(window) >= 2 and first is not None and last is not None:
+        out[f"{DEVICE_PREFIX}temp-delta-c"] = last - first
+    counters = [k for k in window[-1].throttle if k.endswith("_count")]
+    rose = 0
+    if len(window) >= 2 and counters:
+        base = window[0].throttle
+        rose = sum(
+            max(0, window[-1].throttle[k] - base.get(k, window[-1].throttle[k])) for k in counters
+        )
+        out[f"{DEVICE_PREFIX}throttle-events"] = float(rose)
+    pi = [s.throttle["pi.throttled"] for s in inside if "pi.throttled" in s.throttle]
+    now = any(not f.endswith("_occurred") for v in pi for f in pi_throttled_flags(v))
+    if pi or f"{DEVICE_PREFIX}throttle-events" in out:
+        out[f"{DEVICE_PREFIX}throttled"] = 1.0 if rose or now else 0.0
+    return out
 
 
 edgescope_mod = EdgescopeMod()
@@ -383,6 +570,13 @@ def _reply_facts(m: Message, node: int | None, sent_us: int, arrived_us: int) ->
             facts["client_end_us"] = round(end * 1e6)
         if isinstance(rid, str):
             facts["client_run_id"] = rid
+        device = {
+            k: float(v)
+            for k, v in rec.items()
+            if k.startswith(DEVICE_PREFIX) and isinstance(v, float)
+        }
+        if device:
+            facts["device"] = device
     return facts
 
 

@@ -162,7 +162,10 @@ class Deployment:
                     "--node-config", config,
                 ]  # fmt: skip
                 env = self.env(
-                    EDGESCOPE_SOCKET=str(d / "ingest.sock"), EDGESCOPE_DIR=str(d / "runs")
+                    EDGESCOPE_SOCKET=str(d / "ingest.sock"),
+                    EDGESCOPE_DIR=str(d / "runs"),
+                    # the Mod's thermal figures come from the node's own collector
+                    EDGESCOPE_COLLECTOR=f"127.0.0.1:{self.collector_ports[i]}",
                 )
                 self.flower.append(self._spawn(argv, d / "supernode.log", d, env))
         except BaseException:

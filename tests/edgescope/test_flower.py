@@ -148,6 +148,9 @@ def test_rounds_durations_and_metrics(report: RoundsReport, deployment: Ran) -> 
             # the Mod's device figures, in the event and in the reply's one MetricRecord
             assert cell.train.device["edgescope-wall-s"] > 0
             assert cell.train.device["edgescope-cpu-s"] > 0
+            if p == HOT and row.round >= 2:
+                # the heat its own collector sampled in the message, in the reply too
+                assert cell.train.device["edgescope-temp-max-c"] >= 90, cell.train.device
             assert cell.latency_s is not None and cell.latency_s >= cell.train.duration_s
         # the server's aggregated metrics, device figures included
         assert 0 < row.train_metrics["train-loss"] < 3

@@ -43,8 +43,13 @@ and the first one after it:
   either.
 
 The collector is never waited on long: connecting and its handshake are bounded by
-``collector_timeout`` (1 s), and after the message the Mod waits at most that long for the
-sample that closes it, then uses what it has. Where no collector answers (none runs, it refused,
+``collector_timeout`` (1 s), and after the message the Mod waits at most ``closing_wait``
+(0.05 s) for a sample that closes it, then uses what it has: the sample before the message and
+those in it. Waiting for the collector's next sample instead would add up to its thermal
+interval (1 s by default) to every message, and a round is two messages: measured with
+``benchmarks/bench_flower_run.py``, that was +2.5 s a round. A message shorter than the
+collector's interval may then have no sample of its own, and its figures read the one before.
+Where no collector answers (none runs, it refused,
 it hung), the thermal figures are left out, not zero, and the node's trace says so in one
 ``flower.device_figures`` event (once, until a collector answers again: the Mod keeps that in
 the Context's state, which the SuperNode carries from message to message).
@@ -170,13 +175,20 @@ class EdgescopeMod:
 
     ``device_metrics`` adds the device's figures for the message to the reply's MetricRecord,
     and the thermal ones from the device's collector to its ``edgescope`` ConfigRecord;
-    ``collector_timeout`` (seconds) bounds each wait on that collector: the connection, and the
-    closing sample after the message.
+    ``collector_timeout`` (seconds) bounds the connection to that collector and its handshake;
+    ``closing_wait`` (seconds) the wait after the message for a sample that closes it.
     """
 
-    def __init__(self, *, device_metrics: bool = False, collector_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        device_metrics: bool = False,
+        collector_timeout: float = 1.0,
+        closing_wait: float = 0.05,
+    ) -> None:
         self.device_metrics = device_metrics
         self.collector_timeout = collector_timeout
+        self.closing_wait = closing_wait
 
     def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         start_us = _now_us()
@@ -231,7 +243,7 @@ class EdgescopeMod:
         if self.device_metrics and not reply.has_error():
             device = _device_figures(wall, time.process_time() - cpu0)
         if watch is not None:
-            samples = watch.finish(end_us, self.collector_timeout)
+            samples = watch.finish(end_us, self.closing_wait)
             if not reply.has_error():
                 thermal = _thermal_figures(samples, start_us, end_us)
         if self.device_metrics and not run.finished:

@@ -10,13 +10,11 @@ it were not installed).
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from edgescope_tracing.extras import NOT_INSTALLED, not_installed
+from withoutparts import COLLECTOR_MAIN, EDGESCOPE_MAIN, run_without
 
 from edgescope.errors import NotInstalled
 
@@ -29,36 +27,9 @@ SOURCES = [
     ROOT / "tools",
 ]
 
-RUN = textwrap.dedent(
-    """
-    import sys
-
-    BLOCKED = {blocked!r}
-
-    class NotHere:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-            return None
-
-    sys.meta_path.insert(0, NotHere())
-    {entry}
-    """
-)
-COLLECTOR_MAIN = "from edgescope_collector.__main__ import main; sys.exit(main({argv!r}))"
-EDGESCOPE_MAIN = "from edgescope.cli import main; sys.exit(main({argv!r}))"
-
 
 def _run(blocked: tuple[str, ...], entry: str, argv: list[str], cwd: Path) -> tuple[int, str]:
-    code = RUN.format(blocked=blocked, entry=entry.format(argv=argv))
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run_without(blocked, entry, argv, cwd)
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, proc.stderr

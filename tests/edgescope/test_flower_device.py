@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 flwr = pytest.importorskip("flwr", reason="flwr is not installed (pip install flwr==1.42.0)")
@@ -23,16 +22,15 @@ from edgescope_tracing import Event, ThermalSample, TraceReader  # noqa: E402
 from edgescope_tracing.paths import COLLECTOR_ENV  # noqa: E402
 from edgescope_tracing.protocol import Client  # noqa: E402
 from edgescope_tracing.rounds import CLIENT_RECORD, FLOWER_MESSAGE  # noqa: E402
+from flowermsg import context as _context  # noqa: E402
+from flowermsg import message as _message  # noqa: E402
 from flwr.app import (  # noqa: E402
     ArrayRecord,
-    ConfigRecord,
     Context,
     Message,
-    Metadata,
     MetricRecord,
     RecordDict,
 )
-from flwr.app.message.message import make_message  # noqa: E402
 
 import edgescope  # noqa: E402
 from edgescope.integrations.flower import DEVICE_FIGURES, EdgescopeMod, _reply_facts  # noqa: E402
@@ -52,27 +50,6 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")  # whole or not at all, as sysfs reads are
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _message(kind: str, rnd: int) -> Message:
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord([np.zeros((4, 2), np.float32)]),
-            "config": ConfigRecord({"server-round": rnd}),
-        }
-    )
-    meta = Metadata(99, f"m-{kind}-{rnd}", 0, 7, "", str(rnd), time.time(), 600.0, kind)
-    return make_message(meta, content)
-
-
-def _context() -> Context:
-    return Context(
-        run_id=99,
-        node_id=7,
-        node_config={"partition-id": 1, "num-partitions": 3},
-        state=RecordDict(),
-        run_config={},
-    )
 
 
 def _reply(msg: Message) -> Message:

@@ -3,48 +3,27 @@ through ``EdgescopeMod`` (the deployment itself is ``test_flower.py``)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 flwr = pytest.importorskip("flwr", reason="flwr is not installed (pip install flwr==1.42.0)")
 
 from edgescope_tracing import Event, Metrics, RunStart, TraceReader  # noqa: E402
 from edgescope_tracing.rounds import CLIENT_RECORD, FLOWER_MESSAGE  # noqa: E402
+from flowermsg import context as _context  # noqa: E402
+from flowermsg import message as _message  # noqa: E402
 from flwr.app import (  # noqa: E402
     ArrayRecord,
-    ConfigRecord,
     Context,
     Error,
     Message,
-    Metadata,
     MetricRecord,
     RecordDict,
 )
-from flwr.app.message.message import make_message  # noqa: E402
 
 import edgescope  # noqa: E402
 from edgescope.integrations.flower import EdgescopeMod, node_run_id  # noqa: E402
-
-
-def _message(kind: str, rnd: int) -> Message:
-    arrays = ArrayRecord([np.zeros((4, 2), np.float32)])
-    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": rnd})})
-    # as the SuperNode hands it to the ClientApp: with the SuperLink's metadata
-    meta = Metadata(99, f"m-{kind}-{rnd}", 0, 7, "", str(rnd), time.time(), 600.0, kind)
-    return make_message(meta, content)
-
-
-def _context() -> Context:
-    return Context(
-        run_id=99,
-        node_id=7,
-        node_config={"partition-id": 1, "num-partitions": 3},
-        state=RecordDict(),
-        run_config={},
-    )
 
 
 def _train(msg: Message, ctx: Context) -> Message:

@@ -7,11 +7,10 @@ meta-path finder refuses it, as if it were not installed), through the real ``ma
 from __future__ import annotations
 
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from withoutparts import EDGESCOPE_MAIN, run_without
 
 from edgescope.cli import NEEDS, build_parser
 from edgescope.cli._extras import PARTS
@@ -21,34 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEVICE_LACKS = ("edgescope_tui", "textual", "asyncssh", "cryptography")
 LAPTOP_LACKS = ("edgescope_collector",)
 
-RUN = textwrap.dedent(
-    """
-    import sys
-
-    BLOCKED = {blocked!r}
-
-    class NotHere:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-            return None
-
-    sys.meta_path.insert(0, NotHere())
-    from edgescope.cli import main
-    sys.exit(main({argv!r}))
-    """
-)
-
 
 def _run(blocked: tuple[str, ...], argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", RUN.format(blocked=blocked, argv=argv)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_without(blocked, EDGESCOPE_MAIN, argv, cwd)
 
 
 def _assert_refused(proc: subprocess.CompletedProcess[str], part: str) -> None:

@@ -1,0 +1,42 @@
+"""Run Python code in a fresh interpreter in which some top-level packages cannot be imported,
+as on an install that lacks them (a device without the UI, a laptop without the collector)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+_PRELUDE = textwrap.dedent(
+    """
+    import sys
+
+    BLOCKED = {blocked!r}
+
+    class NotHere:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NotHere())
+    """
+)
+EDGESCOPE_MAIN = "from edgescope.cli import main; sys.exit(main({argv!r}))"
+COLLECTOR_MAIN = "from edgescope_collector.__main__ import main; sys.exit(main({argv!r}))"
+
+
+def run_without(
+    blocked: tuple[str, ...], entry: str, argv: list[str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``entry`` (one of the ``*_MAIN`` lines) with ``argv``, the ``blocked`` packages absent."""
+    code = _PRELUDE.format(blocked=blocked) + entry.format(argv=argv) + "\n"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )

@@ -363,7 +363,10 @@ bare_growth = hwm() - bare
 import edgescope
 run = edgescope.init(name="torch-hwm", profile=True, profile_hz=500)
 before = hwm()
-epoch()
+epochs = 0
+while run._profiler.samples_taken < 100 and epochs < 20:  # enough samples inside the steps
+    epoch()
+    epochs += 1
 profiled_growth = hwm() - before
 run.finish()
 gc.enable()

@@ -207,8 +207,10 @@ def print_human(path: str, s: TraceSummary, out: TextIO) -> None:
         state = run_state(r, closed=s.indexed)
         if r.dropped:
             state += f", {r.dropped:,} items dropped"  # metric values, events, stack windows
-        elif r.end is not None and r.exit_code is not None:
-            state += ", nothing dropped"  # the SDK's own count, in its RunEnd
+        elif r.end is not None and r.lost_contact is None:
+            # The SDK's own count, in its RunEnd (also where it recorded no exit code: a script
+            # that never called finish()); not the collector's stand-in end for a vanished run.
+            state += ", nothing dropped"
         line(
             "run",
             f"{escape(r.name)} ({escape(r.id[:12])}) on {escape(r.host)}, pid {r.pid}: {state}",

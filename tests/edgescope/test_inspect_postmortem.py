@@ -70,6 +70,8 @@ def _crashed(path: Path) -> None:
         w.append(RunEnd(3, -9, t_us=T0 + 10_000))
         w.append(RunStart(4, "a4" * 16, "ok", "pi5", 14, t_us=T0))
         w.append(RunEnd(4, 0, t_us=T0 + 10_000))
+        w.append(RunStart(5, "b5" * 16, "unfinished", "pi5", 15, t_us=T0))
+        w.append(RunEnd(5, None, 0, t_us=T0 + 10_000))  # the SDK's end with no exit code
 
 
 def test_how_each_run_ended_in_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,6 +92,7 @@ def test_how_each_run_ended_in_words(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert any("  run     ok " in ln and "finished after 0.0 s (exit code 0)" in ln for ln in lines)
     assert any("  run     ok " in ln and ln.endswith(", nothing dropped") for ln in lines)
     assert ", nothing dropped" not in next(ln for ln in lines if "killed (d1" in ln)
+    assert any("  run     unfinished " in ln and ln.endswith(", nothing dropped") for ln in lines)
     assert "finished" not in next(ln for ln in lines if "killed (d1" in ln)
     # the stored traceback, in text and JSON
     i = lines.index(
@@ -106,6 +109,7 @@ def test_how_each_run_ended_in_words(tmp_path: Path, capsys: pytest.CaptureFixtu
         "termed": ("failed", "exit code 143 (killed by SIGTERM)"),
         "negative": ("failed", "killed by SIGKILL"),
         "ok": ("finished", "exit code 0"),
+        "unfinished": ("ended", "exit code not recorded"),
     }
     killed = next(r for r in js["runs"] if r["name"] == "killed")
     assert (killed["last_step"], killed["last_record"]) == (41, "2023-11-14T22:13:23.000041+00:00")
@@ -143,6 +147,7 @@ def test_a_run_the_collector_closed_reads_lost_contact(
         w.append(RunEnd(5, None, 0, t))
     text, js = _inspect(path, capsys)
     assert f"pid 77: lost contact: {why}; last record at 22:13:25 UTC, last step 9" in text
+    assert "nothing dropped" not in text  # the collector's stand-in end counts nothing
     (run,) = js["runs"]
     assert (run["state"], run["lost_contact"]) == ("lost contact", why)
 

@@ -249,7 +249,7 @@ def test_the_tui_model_and_sources_import_no_ui() -> None:
     assert wrong == []
 
 
-FRAMEWORKS = ("lightning", "pytorch_lightning", "transformers", "accelerate", "keras")
+FRAMEWORKS = ("lightning", "pytorch_lightning", "transformers", "accelerate", "keras", "flwr")
 """What the framework hooks (``edgescope.integrations``) import: optional extras, each."""
 
 

@@ -94,17 +94,25 @@ from edgescope_tracing.rounds import (
 )
 from edgescope_tracing.signals import pi_throttled_flags
 from edgescope_tracing.tokens import read_token
-from flwr.app import (
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Message,
-    MetricRecord,
-    RecordDict,
-)
-from flwr.clientapp.typing import ClientAppCallable
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result, Strategy
+
+try:
+    from flwr.app import (
+        ArrayRecord,
+        ConfigRecord,
+        Context,
+        Message,
+        MetricRecord,
+        RecordDict,
+    )
+    from flwr.clientapp.typing import ClientAppCallable
+    from flwr.serverapp import Grid
+    from flwr.serverapp.strategy import Result, Strategy
+except ImportError as _e:
+    from edgescope.integrations._common import missing
+
+    raise missing(
+        "flower", "Flower", "flower", _e, "flwr", "edgescope's Mod is written for flwr 1.42"
+    ) from _e
 
 import edgescope
 from edgescope.sdk import _run

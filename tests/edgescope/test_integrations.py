@@ -18,6 +18,7 @@ HOOKS = {
     "lightning": ("lightning", "PyTorch Lightning"),
     "transformers": ("transformers", "Hugging Face Transformers"),
     "keras": ("keras", "Keras 3"),
+    "flower": ("flwr", "Flower"),
 }
 """Each hook module under ``edgescope.integrations`` (named as the extra that installs its
 library): the library's top-level module, and what the message calls it."""

@@ -152,18 +152,30 @@ def _framework(choice: str) -> tuple[str, str]:
 
 
 def _open_output(path: Path, default: bool) -> Any:
+    """The trace's writer, created new at ``path`` as ``record -o`` creates it: a symbolic link,
+    a FIFO or a device there is refused (``O_TRUNC`` would write through a link to its target,
+    and opening a FIFO waits for a reader), an old regular file is replaced."""
     from edgescope_tracing import TraceWriter
+    from edgescope_tracing.files import OutputError, make_way
 
     if path.is_dir():
         raise EdgescopeError(f"{path} is a directory; give a file name with -o", 2)
     if default:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return TraceWriter(path, flush_interval=0.5)
+        make_way(path)
+    except OutputError as e:
+        raise EdgescopeError(str(e), 2) from None
+    try:
+        return TraceWriter(path, flush_interval=0.5, exclusive=True)
+    except FileExistsError:  # something was put there since make_way looked
+        raise EdgescopeError(f"{path}: something else just created it", 2) from None
     except FileNotFoundError:
         raise EdgescopeError(f"{path}: the directory {path.parent} does not exist", 2) from None
     except PermissionError:
         raise EdgescopeError(f"{path}: permission denied", 2) from None
+    except OSError as e:
+        raise EdgescopeError(f"{path}: {(e.strerror or str(e)).lower()}", 2) from None
 
 
 # --- the processes -----------------------------------------------------------------------------

@@ -164,6 +164,30 @@ def test_bad_arguments_are_one_sentence(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_output_that_is_a_link_a_fifo_or_a_device_is_refused(tmp_path: Path) -> None:
+    # -o as record -o takes it: O_TRUNC through a link overwrote its target, and a FIFO's open
+    # waited for a reader that never came; each is one sentence now, exit 2, nothing touched
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me\n" * 1000)
+    link = tmp_path / "link.est"
+    link.symlink_to(victim)
+    fifo = tmp_path / "fifo.est"
+    os.mkfifo(fifo)
+    for out, says in [
+        (link, "is a symbolic link"),
+        (fifo, "is a FIFO"),
+        (Path("/dev/null"), "is a character device"),
+    ]:
+        argv = ["demo", "--headless", "--framework", "numpy", "--duration", "1", "-o", str(out)]
+        proc = _edgescope(*argv, cwd=tmp_path, timeout=30)
+        assert proc.returncode == 2, (out, proc.stderr)
+        assert says in proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert victim.read_bytes() == b"keep me\n" * 1000
+    assert link.is_symlink() and fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.est", "link.est", "victim"]
+
+
 def test_framework_torch_without_torch_is_one_sentence(tmp_path: Path) -> None:
     # torch made unimportable in the process, as in an environment without it
     code = (

@@ -3,14 +3,20 @@ through ``EdgescopeMod`` (the deployment itself is ``test_flower.py``)."""
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pytest
 
 flwr = pytest.importorskip("flwr", reason="flwr is not installed (pip install flwr==1.42.0)")
 
 from edgescope_tracing import Event, Metrics, RunStart, TraceReader  # noqa: E402
-from edgescope_tracing.rounds import CLIENT_RECORD, FLOWER_MESSAGE  # noqa: E402
+from edgescope_tracing.rounds import CLIENT_RECORD, FLOWER_MESSAGE, FLOWER_ROUND  # noqa: E402
 from flowermsg import context as _context  # noqa: E402
 from flowermsg import message as _message  # noqa: E402
 from flwr.app import (  # noqa: E402
@@ -21,9 +27,16 @@ from flwr.app import (  # noqa: E402
     MetricRecord,
     RecordDict,
 )
+from flwr.serverapp import Grid  # noqa: E402
+from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
 import edgescope  # noqa: E402
-from edgescope.integrations.flower import EdgescopeMod, node_run_id  # noqa: E402
+from edgescope.cli import main  # noqa: E402
+from edgescope.integrations.flower import (  # noqa: E402
+    EdgescopeMod,
+    RecordedStrategy,
+    node_run_id,
+)
 
 
 def _train(msg: Message, ctx: Context) -> Message:
@@ -101,3 +114,92 @@ def test_processes_that_init_with_one_run_id_join_one_run(sdk: Path) -> None:
     for bad in ("XYZ", "ab", "AB" * 16, 5):
         with pytest.raises(ValueError, match="run_id must be 8 to 64 lower-case hex digits"):
             edgescope.init(name="bad", run_id=bad)  # type: ignore[arg-type]
+
+
+class _SilentNodeGrid(Grid):
+    """A grid of nodes 1, 2 and 3 whose node 3 never replies (a client that timed out)."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, Message] = {}
+
+    def set_run(self, run: Any) -> None:
+        raise AssertionError("not called by Strategy.start")
+
+    @property
+    def run(self) -> Any:
+        return SimpleNamespace(run_id=5)
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> list[int]:
+        return [1, 2, 3]
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = mid = uuid.uuid4().hex  # as the SuperLink does
+            self.sent[mid] = m
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        out = []
+        for mid in list(message_ids):
+            m = self.sent[mid]
+            if m.metadata.dst_node_id == 3:
+                continue
+            metrics = MetricRecord({"loss": 0.5, "num-examples": 10})
+            content = RecordDict({"metrics": metrics})
+            if m.metadata.message_type == "train":
+                content["arrays"] = m.content["arrays"]
+            out.append(Message(content, reply_to=m))
+            del self.sent[mid]
+        return out
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        raise AssertionError("RecordedStrategy times the replies itself")
+
+
+def test_the_server_records_a_node_that_timed_out(
+    sdk: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A real FedAvg under RecordedStrategy, one round with a 0.3 s timeout: nodes 1 and 2 reply,
+    # node 3 never does; the round's event names it as timed out, and the round goes on.
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 5)  # what a ServerApp's process has set
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    strategy = RecordedStrategy(FedAvg(fraction_evaluate=1.0), poll_interval=0.01)
+    arrays = ArrayRecord([np.zeros((4, 2), np.float32)])
+    t0 = time.monotonic()
+    result = strategy.start(_SilentNodeGrid(), arrays, num_rounds=1, timeout=0.3)
+    assert time.monotonic() - t0 < 10
+    assert result.train_metrics_clientapp[1]["loss"] == pytest.approx(0.5)
+    rounds = [e for e in _records(sdk) if isinstance(e, Event) and e.kind == FLOWER_ROUND]
+    assert [(e.detail["round"], e.detail["type"]) for e in rounds] == [
+        (1, "train"),
+        (1, "evaluate"),
+    ]
+    for e in rounds:
+        assert e.severity == 1
+        assert sorted(e.detail["nodes"]) == [1, 2, 3] and e.detail["timed_out"] == [3]
+        assert sorted(r["node"] for r in e.detail["replies"]) == [1, 2]
+        assert e.detail["timeout_s"] == 0.3
+        assert e.message.startswith(f"round 1 {e.detail['type']}: 2 of 3 replied in ")
+        assert e.message.endswith(", 1 timed out")
+    # and `edgescope rounds` says so from that server trace alone
+    assert main(["rounds", *map(str, sorted((sdk / "runs").glob("*.est")))]) == 0
+    out = capsys.readouterr().out
+    assert "node 3 timed out: no reply within 0.3 s" in out
+    assert "the timeout, for node 3" in out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from edgescope_tracing.extras import not_installed
+from edgescope_tracing.extras import COLLECTOR_INSTALL, TUI_INSTALL, not_installed
 
 from edgescope.errors import NotInstalled
 
@@ -34,12 +34,12 @@ PARTS: dict[str, Part] = {
     "collector": Part(
         "the collector (edgescope-collector)",
         "edgescope_collector",
-        "pip install ./tracing ./collector '.[collector]' (from a clone of edgescope)",
+        COLLECTOR_INSTALL,
     ),
     "tui": Part(
         "the terminal UI (edgescope-tui)",
         "edgescope_tui",
-        "pip install ./tracing ./tui '.[tui]' (from a clone of edgescope)",
+        TUI_INSTALL,
     ),
     "mqtt": Part(
         "the MQTT client (aiomqtt)",

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from edgescope_tracing.extras import COLLECTOR_INSTALL
 from edgescope_tui.app import EdgescopeApp
 from edgescope_tui.discovery import SERVICE_TYPE, Device, SshTarget, TcpTarget
 from edgescope_tui.discovery.probe import ProbeSettings
@@ -306,8 +307,8 @@ SNAPSHOT_DEVICES = [
         SshTarget("10.0.0.9", "root"),
         state="no-collector",
         error="ssh://root@10.0.0.9: no collector on port 7313, and edgescope is not installed "
-        "there; install it on the device with: pip install 'edgescope[collector]'",
-        hint="pip install 'edgescope[collector]'",
+        f"there; install it on the device with: {COLLECTOR_INSTALL}",
+        hint=COLLECTOR_INSTALL,
     ),
     Device(
         "tcp:10.0.0.5:7313",

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from edgescope_tracing.extras import COLLECTOR_INSTALL
 from sshd import Sshd, free_port
 from sshd.collector import Collector
 from sshd.fixtures import ssh_home_fixture, sshd_fixture  # noqa: F401 (fixtures)
@@ -108,7 +109,7 @@ def test_ls_json_lists_each_device_with_its_state(
     no_collector = by_name[f"ssh://root@127.0.0.1:{sshd.port}"]
     assert no_collector["state"] == "no-collector"
     assert "edgescope is not installed there" in no_collector["error"]
-    assert no_collector["hint"] == "pip install 'edgescope[collector]'"
+    assert no_collector["hint"] == COLLECTOR_INSTALL
     refused = by_name[f"127.0.0.1:{nothing}"]
     assert refused["state"] == "unreachable"
     assert "connection refused" in refused["error"]

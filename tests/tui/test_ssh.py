@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from edgescope_tracing.extras import COLLECTOR_INSTALL
 from edgescope_tui.discovery import Device, SshTarget
 from edgescope_tui.discovery.probe import Prober, ProbeSettings
 from edgescope_tui.ssh import (
@@ -218,7 +219,7 @@ def test_tail_through_ssh_without_a_collector(
     assert main(["tail", f"ssh://root@testbox/{port}", "--count", "1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("edgescope: ssh://root@testbox: no collector on port")
-    assert "pip install 'edgescope[collector]'" in err
+    assert COLLECTOR_INSTALL in err
     assert err.count("\n") == 1
 
 

@@ -10,10 +10,17 @@ imports that one: the ``edgescope`` command (``edgescope.cli._extras``), the fra
 
 from __future__ import annotations
 
-__all__ = ["NOT_INSTALLED", "not_installed"]
+__all__ = ["COLLECTOR_INSTALL", "NOT_INSTALLED", "TUI_INSTALL", "not_installed"]
 
 NOT_INSTALLED = 3
 """The exit code of a command (or option) whose part is not installed, everywhere."""
+
+COLLECTOR_INSTALL = "pip install ./tracing ./collector '.[collector]' (from a clone of edgescope)"
+"""What installs the device side (the SDK and the collector): said by the ``edgescope`` command
+and by the UI when a device it reaches over SSH has no collector."""
+
+TUI_INSTALL = "pip install ./tracing ./tui '.[tui]' (from a clone of edgescope)"
+"""What installs the laptop side (the terminal UI)."""
 
 
 def not_installed(what: str, part: str, install: str) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from edgescope_tracing.extras import COLLECTOR_INSTALL
 
 from .discovery import SshTarget
 from .errors import TuiError
@@ -50,7 +51,8 @@ __all__ = [
     "open_tunnel",
 ]
 
-INSTALL_COMMAND = "pip install 'edgescope[collector]'"
+INSTALL_COMMAND = COLLECTOR_INSTALL
+"""What the device needs where edgescope is missing there (edgescope is not on PyPI)."""
 
 
 class SshError(TuiError):

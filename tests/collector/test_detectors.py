@@ -655,7 +655,8 @@ def test_every_detector_has_the_one_protocol_and_names_its_events(h200: H200) ->
     from edgescope_collector.detectors import Detector
 
     d = Detectors()
-    families = [d.nonfinite, d.spike, d.step_time, d.memory, d.oom]
+    families = [d.nonfinite, d.spike, d.step_time, d.memory, d.oom, d.power_cap, d.memory_high]
+    assert sorted(map(id, families)) == sorted(map(id, d._all)), "every detector the runner feeds"
     names = {f.name for f in families}
     assert names == {
         "nonfinite_loss",
@@ -663,6 +664,8 @@ def test_every_detector_has_the_one_protocol_and_names_its_events(h200: H200) ->
         "step_time_regression",
         "memory_growth",
         "oom_kill",
+        "power_cap",
+        "memory_high",
     }
     for f in families:
         det: Detector = f  # mypy checks each against the protocol
@@ -676,6 +679,8 @@ def test_every_detector_has_the_one_protocol_and_names_its_events(h200: H200) ->
         "StepTimeRegression",
         "MemoryGrowth",
         "OomKill",
+        "PowerCap",
+        "MemoryHigh",
         "Signal",
         "coinciding_signals",
         "median",

@@ -53,6 +53,10 @@ def _raise(msg: Message, ctx: Context) -> Message:
     return Message(RecordDict({"x": MetricRecord({"v": 1 / 0})}), reply_to=msg)
 
 
+def _query(msg: Message, ctx: Context) -> Message:
+    return Message(RecordDict({"metrics": MetricRecord({"classes": 10})}), reply_to=msg)
+
+
 def _records(sdk: Path) -> list[object]:
     out: list[object] = []
     for f in sorted((sdk / "runs").glob("*.est")):
@@ -77,6 +81,8 @@ def test_the_mod_records_each_message_into_the_nodes_run(sdk: Path) -> None:
     assert failed.has_error()
     with pytest.raises(ZeroDivisionError):
         mod(_message("train", 3), ctx, _raise)
+    answer = mod(_message("query", 3), ctx, _query)
+    assert answer.content.metric_records["metrics"]["classes"] == 10
     edgescope.finish()
 
     recs = _records(sdk)
@@ -89,7 +95,10 @@ def test_the_mod_records_each_message_into_the_nodes_run(sdk: Path) -> None:
         "partition_id": 1,
         "num_partitions": 3,
     }
-    train, evaluate, raised = [r for r in recs if isinstance(r, Event) and r.kind == FLOWER_MESSAGE]
+    messages = [r for r in recs if isinstance(r, Event) and r.kind == FLOWER_MESSAGE]
+    train, evaluate, raised, query = messages
+    assert (query.detail["type"], query.detail["round"], query.severity) == ("query", 3, 0)
+    assert query.detail["metrics"] == {"classes": 10}
     assert raised.severity == 2 and raised.detail["round"] == 3
     assert raised.detail["error"] == "ZeroDivisionError: division by zero"
     d = train.detail

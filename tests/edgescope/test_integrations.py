@@ -52,7 +52,7 @@ def test_import_edgescope_loads_no_hook_and_no_framework() -> None:
     code = (
         "import sys, json, edgescope\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'lightning', 'transformers', 'keras', 'accelerate') "
+        "('torch', 'lightning', 'transformers', 'keras', 'accelerate', 'flwr') "
         "or m.startswith('edgescope.integrations'))))"
     )
     proc = _python(code)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 from edgescope_tracing import Event, RunStart, TraceError, TraceWriter
+from edgescope_tracing.files import NotRegularFileError, read_regular
 from edgescope_tracing.fleet import (
     TOPIC_ROOT,
     Batch,
@@ -110,8 +111,11 @@ class DeviceArchive:
 
     def _load_cursor(self) -> dict[str, Any] | None:
         try:
-            data = self.cursor_path.read_bytes()
+            data = read_regular(self.cursor_path)  # a FIFO there would hang read_bytes()
         except FileNotFoundError:
+            return None
+        except NotRegularFileError as e:
+            log.warning("archive: %s; %s starts a new file", e, self.device)
             return None
         try:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
@@ -153,7 +157,7 @@ class DeviceArchive:
         base = f"{self.device}-{day}"
         path = self.dir / f"{base}.est"
         n = 0
-        while path.exists():  # never overwrite a file: another part of the same day
+        while os.path.lexists(path):  # never overwrite a file (nor a link): another part of the day
             n += 1
             path = self.dir / f"{base}.{n}.est"
         self.writer = TraceWriter(path, exclusive=True, flush_interval=3600)
@@ -254,7 +258,7 @@ class DeviceArchive:
             "writer": self.writer.checkpoint(),
         }
         tmp = self.cursor_path.with_name(self.cursor_path.name + ".tmp")
-        tmp.write_bytes(msgpack.packb(cur, use_bin_type=True))
+        _write_new(tmp, msgpack.packb(cur, use_bin_type=True))
         os.replace(tmp, self.cursor_path)
         self.dirty = False
 
@@ -264,6 +268,22 @@ class DeviceArchive:
             # Not closed with an index: the next start goes on in this file (a reader rebuilds
             # the index by a scan; a new day closes the old file properly).
             self.writer.close(index=False)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """``data`` into a file created new at ``path`` (``O_EXCL|O_NOFOLLOW``: never through a
+    symbolic link or into a FIFO put there). One a killed archiver left is removed first.
+
+    Not :func:`edgescope_tracing.files.open_binary_output`: that one fsyncs, and a cursor is
+    written four times a second per device, beside a trace that is not synced either."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        path.unlink()  # removes the name (a link, a FIFO), never what a link points at
+        fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _same_run(a: RunStart | None, b: RunStart) -> bool:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import msgpack
@@ -205,6 +207,56 @@ def test_archiver_writes_gaps_skips_repeats_and_resumes(tmp_path: Path) -> None:
     assert gap.detail["from_seq"] == 14 and gap.detail["to_seq"] == 15
     assert "broker did not deliver" in gap.detail["reason"]
     assert arch.malformed == 1
+
+
+def test_archiver_resume_never_writes_through_a_link_nor_waits_on_a_fifo(tmp_path: Path) -> None:
+    # Each was so before: resume's cut went through a link in the trace's place (a victim cut
+    # to the checkpoint's length), the cursor's temporary was written through a link put there,
+    # and a FIFO in the cursor's place hung the archiver in read_bytes().
+    recs = records()
+    now = T / 1e6
+    d = tmp_path / "d"
+    arch = Archiver(tmp_path)
+    arch.handle("edgescope/v1/d/data", encode_batch(Batch(1, 10, 14, tuple(recs[:3]))), now)
+    arch.checkpoint()
+    arch.close()
+    (trace,) = d.glob("*.est")
+    cut, written = tmp_path / "cut", tmp_path / "written"
+    for victim in (cut, written):
+        victim.write_bytes(b"v" * 100_000)
+    trace.unlink()
+    trace.symlink_to(cut)
+    (d / ".d.cursor.tmp").symlink_to(written)
+    arch = Archiver(tmp_path)
+    arch.handle("edgescope/v1/d/data", encode_batch(Batch(1, 14, 16, tuple(recs[3:5]))), now)
+    arch.checkpoint()
+    arch.close()
+    assert cut.read_bytes() == written.read_bytes() == b"v" * 100_000
+    assert trace.is_symlink() and not (d / ".d.cursor").is_symlink()
+    part = d / trace.name.replace(".est", ".1.est")  # a new file, with the open run restated
+    assert [type(r).__name__ for r in TraceReader(part) if type(r).__name__ != "Keyframe"] == [
+        "RunStart", "ThermalSample", "GpuSample",
+    ]  # fmt: skip
+
+    cursor = d / ".d.cursor"
+    cursor.unlink()
+    os.mkfifo(cursor)
+
+    def restart() -> None:
+        a = Archiver(tmp_path)
+        a.handle("edgescope/v1/d/data", encode_batch(Batch(1, 16, 18, tuple(recs[5:7]))), now)
+        a.checkpoint()
+        a.close()
+
+    t = threading.Thread(target=restart, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # hung opening the FIFO: let it go, then fail
+        os.close(os.open(cursor, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail("the archiver hung on a FIFO in the cursor's place")
+    assert cursor.is_file()  # the checkpoint put a cursor in the FIFO's place
+    assert (d / trace.name.replace(".est", ".2.est")).is_file()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -71,3 +72,58 @@ def test_misuse_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         TraceWriter(path, exclusive=True)
     assert on_disk(path) == ["kept"]  # the exclusive open did not truncate it
+
+
+def _checkpointed(path: Path) -> dict[str, object]:
+    """A trace at ``path`` left open-ended as the archiver leaves it, and its checkpoint."""
+    w = TraceWriter(path)
+    w.append(Event("log", "before"))
+    w.flush()
+    cp = w.checkpoint()
+    w.close(index=False)
+    return cp
+
+
+def test_resume_goes_on_where_the_checkpoint_left(tmp_path: Path) -> None:
+    path = tmp_path / "t.est"
+    cp = _checkpointed(path)
+    with TraceWriter.resume(path, cp) as w:
+        w.append(Event("log", "after"))
+    assert on_disk(path) == ["before", "after"]
+
+
+def _attempt(path: Path, cp: dict[str, object], got: list[BaseException | TraceWriter]) -> None:
+    try:
+        got.append(TraceWriter.resume(path, cp))
+    except BaseException as e:
+        got.append(e)
+
+
+def test_resume_refuses_a_link_a_fifo_and_a_directory(tmp_path: Path) -> None:
+    # resume cuts the file to the checkpoint: through a link that cut a 100,000-byte victim to
+    # the checkpoint's 121 bytes, and a FIFO's open waited for a reader that never came
+    from edgescope_tracing.files import NotRegularFileError
+
+    cp = _checkpointed(tmp_path / "t.est")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"v" * 100_000)
+    link = tmp_path / "link.est"
+    link.symlink_to(victim)
+    fifo = tmp_path / "fifo.est"
+    os.mkfifo(fifo)
+    for path, says in [
+        (link, "a symbolic link"),
+        (fifo, "a FIFO"),
+        (tmp_path, "a directory"),
+    ]:
+        got: list[BaseException | TraceWriter] = []
+        t = threading.Thread(target=_attempt, args=(path, cp, got), daemon=True)
+        t.start()
+        t.join(10)
+        if t.is_alive():  # hung in open(): let it go, then fail
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            t.join(10)
+            pytest.fail(f"resume({path.name}) hung")
+        assert isinstance(got[0], NotRegularFileError), (path, got)
+        assert says in str(got[0]) and "not a regular file" in str(got[0])
+    assert victim.read_bytes() == b"v" * 100_000

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 from ._frames import HEADER_SIZE, MAX_PAYLOAD, IndexEntry, StreamEncoder
 from .errors import TraceError
+from .files import NotRegularFileError, file_kind
 from .records import Record, RunStart
 
 __all__ = ["TraceWriter", "FsyncPolicy"]
@@ -164,7 +167,9 @@ class TraceWriter:
         killed writer wrote since, or an index a clean close appended) are cut, and the stream
         goes on with a keyframe that restates the runs still open, with sequence numbers and
         interned ids above those already in the file. TraceError if the checkpoint does not
-        fit the file."""
+        fit the file; :class:`NotRegularFileError` if ``path`` is a symbolic link, a FIFO or
+        anything but a regular file (the cut would go through a link to its target, and a
+        FIFO's open would wait for a reader)."""
         from ._codec import Decoder
 
         try:
@@ -184,7 +189,7 @@ class TraceWriter:
         self.flush_interval = flush_interval
         self.flush_bytes = min(flush_bytes, MAX_PAYLOAD)
         self.fsync = fsync
-        fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = _open_regular(self.path)
         try:
             size = os.fstat(fd).st_size
             if offset < HEADER_SIZE or size < offset:
@@ -217,3 +222,30 @@ class TraceWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _open_regular(path: Path) -> int:
+    """``path`` opened to write in place, only if it is a regular file: not through a symbolic
+    link, and without waiting on a FIFO."""
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        # O_NOFOLLOW's ELOOP, a FIFO nobody reads (ENXIO), a directory (EISDIR): said as such
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            raise e from None
+        if stat.S_ISREG(mode):
+            raise
+        raise NotRegularFileError(
+            f"cannot resume {path}: it is {file_kind(mode)}, not a regular file"
+        ) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFileError(
+            f"cannot resume {path}: it is {file_kind(mode)}, not a regular file"
+        )
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd

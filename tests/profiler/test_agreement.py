@@ -2,14 +2,16 @@
 
 Each workload is a child Python that profiles itself with the SDK's default driver
 (:class:`edgescope.sdk._profiler.SignalSampler`, 200 Hz) while ``py-spy record -r 200`` samples it
-from outside, for ~2 s of its CPU time. Self time is the leaf function of each sample. Where the
-workload knows its own split (it times each part with its thread's CPU clock), edgescope's
-shares must be within 5 points of it; elsewhere, within 5 points of py-spy's (py-spy leaves
-idle threads out, as a CPU profile does). Where the split is known, py-spy's own error is of
-the same size as ours (its samples pause the process, and it reads stacks of threads that are
-between two states), so there the truth is the reference and py-spy's shares are in the
-message for comparison. py-spy's samples taken while our handler ran (frames
-of ``_profiler.py``) are our overhead, which edgescope does not record: they are left out.
+from outside, for ~2 s of its CPU time. Self time is the leaf function of each sample. Every
+workload knows its own split: it times each part with its thread's CPU clock, or the split
+follows from its code (:data:`WEIGHTS`). edgescope's shares must be within 5 points of that
+split (or 4 standard errors of a share, where the samples are too few for 5 points to be
+more than chance). py-spy's shares are printed beside it, not asserted: where the split is
+known its own error is of the same size as ours (its samples pause the process, and it reads
+stacks of threads that are between two states), and it has been seen to miss a function
+almost entirely on a loaded machine; the issue's "within 5 points of py-spy elsewhere" has no
+"elsewhere" left here. py-spy's samples taken while our handler ran (frames of
+``_profiler.py``) are our overhead, which edgescope does not record: they are left out.
 """
 
 from __future__ import annotations
@@ -361,14 +363,8 @@ def close(
 @pytest.mark.parametrize("name", list(WORKLOADS))
 def test_self_time_shares_agree(name: str, tmp_path: Path) -> None:
     ours, truth, spy = run_workload(name, tmp_path)
-    if not truth and name not in WEIGHTS and sum(spy.values()) < MIN_SAMPLES:
-        # py-spy pauses the process for each sample and falls behind (on a deep stack, on a
-        # loaded machine): once more, so that its shares are worth comparing with. Where the
-        # workload knows its split, py-spy is only printed beside it, so its count matters not.
-        ours, truth, spy = run_workload(name, tmp_path)
+    assert truth or name in WEIGHTS, f"{name} knows no split to compare with"
     assert sum(ours.values()) >= MIN_SAMPLES, f"too few samples to compare: {ours}"
-    if not truth and name not in WEIGHTS:
-        assert sum(spy.values()) >= MIN_SAMPLES, f"py-spy took too few samples: {spy}"
     report = f"edgescope {dict(ours)}, py-spy {dict(spy)}, truth {truth}"
     print(f"{name}: {report}")  # the figures, with -s
     problems = []
@@ -382,26 +378,19 @@ def test_self_time_shares_agree(name: str, tmp_path: Path) -> None:
             "the known split",
             (n_ours, None),
         )
-    elif name in WEIGHTS:
+    else:
         # The split is known from the work each function does (its loop's iterations); py-spy
         # is printed beside it, not compared: it has been seen to miss a function almost
-        # entirely (0.8 % where the work says 4.8 %) on a loaded machine.
+        # entirely (0.8 % where the work says 4.8 %) on a loaded machine. Among the short
+        # functions themselves: the loop that calls them is not compared. Its own bytecode
+        # between calls is seen by edgescope at the callee's first check for signals, so
+        # edgescope gives the loop less self time than py-spy (~7 % against ~21 %), and its
+        # callees that much more: a known limit of sampling inside.
         weights = WEIGHTS[name]
         n_ours = float(sum(v for k, v in ours.items() if k in weights))
         problems += close(
             shares(ours, set(weights)), shares(weights), "the work's split", (n_ours, None)
         )
-    else:
-        # Among the short functions themselves: the loop that calls them is not compared.
-        # Its own bytecode between calls is seen by edgescope at the callee's first check for
-        # signals, so edgescope gives the loop less self time than py-spy (~7 % against
-        # ~21 % here), and its callees that much more: a known limit of sampling inside.
-        among = {k for k in spy if k.startswith("f")}
-        counts = (
-            float(sum(v for k, v in ours.items() if k in among)),
-            float(sum(v for k, v in spy.items() if k in among)),
-        )
-        problems += close(shares(ours, among), shares(spy, among), "py-spy", counts)
     assert not problems, f"{'; '.join(problems)} ({report})"
     # Threads that wait use a little CPU to start, wake and end: nothing more is charged. And
     # what py-spy costs them: it stops every thread for each sample, and a waiting thread's

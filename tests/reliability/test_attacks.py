@@ -711,3 +711,46 @@ async def test_the_tui_draws_no_control_character_from_a_trace_or_a_device(tmp_p
         d = d.with_state(state, "refused " + evil, "run " + evil) if state != "online" else d
         shown = [str(c) for c in device_row(d)] + [detail_line(d).plain]
         assert not any(ch in cell for cell in shown for ch in RAW), (state, shown)
+
+
+@pytest.mark.asyncio
+async def test_the_compare_screen_and_the_sources_list_draw_no_control_character(
+    tmp_path: Path,
+) -> None:
+    """A run name (the compare screen's legend) and a source's label (a file's name: the
+    sources list, and the legend of several sources) with a CSI or OSC are drawn escaped."""
+    from edgescope_tracing import TraceWriter
+    from edgescope_tui.app import EdgescopeApp
+    from edgescope_tui.screens.compare import CompareScreen
+    from edgescope_tui.screens.sources import SourcesScreen
+    from edgescope_tui.sources import FileSource
+    from textual.widgets import DataTable
+
+    evil = "\x1b[31mX\x1b]0;t\x1b\\"
+    paths = [tmp_path / f"src{k}{evil}.est" for k in (1, 2)]
+    for k, p in enumerate(paths):
+        with TraceWriter(p, fsync="never") as w:
+            w.append(RunStart(0, "aa", f"name{k}{evil}", "host", 1, t_us=1_000_000))
+            w.append(Metrics(0, "loss", (0, 1), (1_000_000, 2_000_000), (1.0, 0.5 + k)))
+            w.append(RunEnd(0, 0, t_us=2_600_000))
+    app = EdgescopeApp([FileSource(p) for p in paths])  # several sources: the compare screen
+    async with app.run_test(size=(160, 40)) as pilot:
+        for _ in range(500):
+            if len(app.feeds) == 2 and all(f.complete for f in app.feeds):
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+        assert isinstance(app.screen, CompareScreen)
+        app.screen.refresh_view()
+        await pilot.pause()
+        assert "\x1b" not in app.export_screenshot(), "compare"
+        shown = evil.replace("\x1b", "\\x1b")
+        legend = str(app.screen.query_one("#compare-legend").render())
+        assert f"src1{shown}.est:name0{shown}" in legend, legend  # drawn, escaped
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, SourcesScreen)
+        assert "\x1b" not in app.export_screenshot(), "sources"
+        table = app.screen.query_one("#sources-table", DataTable)
+        cells = [str(c) for r in range(table.row_count) for c in table.get_row_at(r)]
+        assert f"src1{shown}.est" in cells and f"name0{shown}" in cells, cells

@@ -6,7 +6,8 @@ traces of events (short log lines, as a chatty run makes them) of ``--mb`` and o
 it, runs ``edgescope inspect`` and ``inspect --json`` on each in a subprocess, and prints each
 one's peak RSS (the kernel's ``ru_maxrss`` for that child) side by side: the anchor is the
 small file, measured in the same run, and the claim is that the large file costs about the
-same. A memory figure, not a timing: pyperf is not needed for it.
+same. A memory figure, not a timing: pyperf is not needed for it. The trace and the measure
+are ``tests/reliability/eventtrace.py``'s, which ``test_cli_hostile.py`` holds to 1.5x.
 
 Rerun::
 
@@ -17,50 +18,14 @@ Rerun::
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from edgescope_tracing import Event, RunStart, TraceWriter
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
-
-def write_events(path: Path, megabytes: float) -> int:
-    """A trace of one run and log events until the file holds ``megabytes``; returns how many."""
-    target = int(megabytes * 1e6)
-    t0 = time.time_ns() // 1000
-    n = 0
-    with TraceWriter(path, flush_interval=1e9) as w:
-        w.append(RunStart(0, "be" * 16, "bench", "host", 1, t_us=t0))
-        while True:
-            for _ in range(5000):
-                w.append(
-                    Event(
-                        "log",
-                        f"step {n}: data loader waited {n % 97} ms for batch {n * 7 % 1009}",
-                        run=0,
-                        t_us=t0 + n,
-                    )
-                )
-                n += 1
-            w.flush()
-            if path.stat().st_size >= target:
-                return n
-
-
-def peak_rss_mib(argv: list[str]) -> float:
-    """Run a command; its peak RSS in MiB (ru_maxrss is in KiB on Linux)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err}")
-    return usage.ru_maxrss / 1024
+from eventtrace import peak_rss_mib, write_events  # noqa: E402  (shared with the test)
 
 
 def main() -> None:

@@ -315,3 +315,25 @@ def test_export_onto_a_full_disk_keeps_the_old_file(tmp_path: Path) -> None:
         assert p.returncode == 1
         assert p.stderr.startswith("edgescope: writing to stdout failed: ")
         assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+# --- item 13: inspect's memory does not grow with the trace -------------------------------
+
+
+def test_inspect_memory_does_not_grow_with_the_trace(tmp_path: Path) -> None:
+    """Issue #11 measured 257 MiB peak RSS (549 MiB ``--json``) for 20 MB of events: the
+    summary held every event. 10x the file must cost well under 1.5x the memory now (the
+    interpreter and its imports, some 35 MiB, are most of either); the figures are the
+    benchmark's (``benchmarks/bench_inspect_memory.py``), measured the same way."""
+    from eventtrace import peak_rss_mib, write_events
+
+    peaks: dict[str, list[float]] = {"text": [], "json": []}
+    for mb in (2.0, 20.0):
+        path = tmp_path / f"events-{mb:g}MB.est"
+        write_events(path, mb)
+        base = [sys.executable, "-m", "edgescope", "inspect", str(path)]
+        peaks["text"].append(peak_rss_mib(base))
+        peaks["json"].append(peak_rss_mib([*base, "--json"]))
+        path.unlink()
+    for how, (small, large) in peaks.items():
+        assert large < 1.5 * small, f"inspect ({how}): {small:.1f} MiB for 2 MB, {large:.1f} for 20"

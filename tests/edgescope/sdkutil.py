@@ -231,3 +231,51 @@ def wait_until(cond: object, timeout: float = 20.0) -> None:
     while not cond():  # type: ignore[operator]
         assert time.monotonic() < end, "condition not met in time"
         time.sleep(0.01)
+
+
+def log_from_threads(n: int, threads: int) -> dict[str, list[tuple[int, float]]]:
+    """``threads`` threads of the active run log at once: each ``n`` one-key calls (``t{t}``) and
+    every other step a ten-key call (``b{t}`` and ``w{t}.0`` .. ``w{t}.8``). Returns what each key
+    must hold, (step, value) in order."""
+    import edgescope
+
+    def work(t: int) -> None:
+        wide = [f"w{t}.{j}" for j in range(9)]
+        for i in range(n):
+            edgescope.log({f"t{t}": float(i)}, step=i)
+            if i % 2 == 0:
+                edgescope.log({f"b{t}": float(i), **dict.fromkeys(wide, 1.0)}, step=i)
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    want: dict[str, list[tuple[int, float]]] = {}
+    for t in range(threads):
+        want[f"t{t}"] = [(i, float(i)) for i in range(n)]
+        want[f"b{t}"] = [(i, float(i)) for i in range(0, n, 2)]
+        for j in range(9):
+            want[f"w{t}.{j}"] = [(i, 1.0) for i in range(0, n, 2)]
+    return want
+
+
+def forking_job(n: int) -> str:
+    """A script whose live run (``forks``, one value logged) forks: parent and child each log
+    ``n`` values under their own name and finish; it prints the child's exit status and the
+    parent run's file (``None`` where it went to a collector)."""
+    return f"""
+        import os, edgescope
+        run = edgescope.init(name="forks", buffer_size=1024)
+        edgescope.log({{"before": 1.0}}, step=0)  # the run is live when it forks
+        pid = os.fork()
+        who = "child" if pid == 0 else "parent"
+        for i in range({n}):
+            edgescope.log({{who: float(i)}}, step=i)
+        if pid == 0:
+            edgescope.finish(0)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        edgescope.finish(0)
+        print(status, run.path)
+        """

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from edgescope_tracing import Event, Metrics, ProcessSample, RunEnd, RunStart, TraceReader
+from plantedfiles import planted
 
 DURATION = 8.0
 LEAK_MB = 48.0
@@ -167,12 +168,7 @@ def test_bad_arguments_are_one_sentence(tmp_path: Path) -> None:
 def test_output_that_is_a_link_a_fifo_or_a_device_is_refused(tmp_path: Path) -> None:
     # -o as record -o takes it: O_TRUNC through a link overwrote its target, and a FIFO's open
     # waited for a reader that never came; each is one sentence now, exit 2, nothing touched
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"keep me\n" * 1000)
-    link = tmp_path / "link.est"
-    link.symlink_to(victim)
-    fifo = tmp_path / "fifo.est"
-    os.mkfifo(fifo)
+    victim, link, fifo = planted(tmp_path, b"keep me\n" * 1000)
     for out, says in [
         (link, "is a symbolic link"),
         (fifo, "is a FIFO"),

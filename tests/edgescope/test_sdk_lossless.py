@@ -8,14 +8,15 @@ Into a real collector's store (1,000,000 values from one run, 20 runs at once): 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from edgescope_tracing import Event, RunEnd, RunStart, StackSamples
 from sdkutil import (
     count_values,
+    forking_job,
     ingest_in_thread,
+    log_from_threads,
     of,
     read,
     run_script,
@@ -83,50 +84,22 @@ def test_mixed_calls_names_and_marks_are_all_kept_in_order(sdk: Path) -> None:
 
 def test_several_threads_logging_at_once_lose_nothing(sdk: Path) -> None:
     run = edgescope.init(name="threads", buffer_size=4096)
-    n, threads = 30_000, 4
-
-    def work(t: int) -> None:
-        wide = [f"w{t}.{j}" for j in range(9)]  # with b{t}: ten-key calls
-        for i in range(n):
-            edgescope.log({f"t{t}": float(i)}, step=i)
-            if i % 2 == 0:
-                edgescope.log({f"b{t}": float(i), **dict.fromkeys(wide, 1.0)}, step=i)
-
-    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    want = log_from_threads(30_000, 4)
     edgescope.finish()
     recs = read(run.path)  # type: ignore[arg-type]
-    for t in range(threads):
-        assert values(recs, f"t{t}") == [(i, float(i)) for i in range(n)]
-        assert values(recs, f"b{t}") == [(i, float(i)) for i in range(0, n, 2)]
-        assert values(recs, f"w{t}.8") == [(i, 1.0) for i in range(0, n, 2)]
-    assert count_values(recs) == threads * (n + n // 2 * 10)
+    for key, expected in want.items():
+        assert values(recs, key) == expected, key
+    assert count_values(recs) == sum(map(len, want.values()))
     assert of(recs, RunEnd)[0].dropped == 0
 
 
 def test_a_forked_child_and_its_parent_keep_every_value(tmp_path: Path) -> None:
     r = run_script(
         tmp_path,
-        f"""
-        import os, edgescope
-        edgescope.init(name="forks")
-        pid = os.fork()
-        who = "child" if pid == 0 else "parent"
-        for i in range({OVER}):
-            edgescope.log({{who: float(i)}}, step=i)
-        if pid == 0:
-            edgescope.finish(0)
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        edgescope.finish(0)
-        print(status)
-        """,
+        forking_job(OVER),
         sdk_env(tmp_path),
     )
-    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+    assert r.returncode == 0 and r.stdout.split()[0] == "0", r.stderr
     by_name = {}
     for f in trace_files(tmp_path):
         recs = read(f)

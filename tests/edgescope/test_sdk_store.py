@@ -8,12 +8,11 @@ read back, and every run's values are counted (and compared) there, run by run.
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from edgescope_tracing import Metrics, Record, RunEnd, RunStart, TraceReader
-from sdkutil import run_script, sdk_env, trace_files
+from sdkutil import forking_job, log_from_threads, run_script, sdk_env, trace_files
 
 import edgescope
 
@@ -116,34 +115,17 @@ def test_twenty_runs_logging_at_once_are_all_in_the_store_counted_per_run(
 
 def test_several_threads_of_one_run_are_all_in_the_store(collector: Collector) -> None:
     run = edgescope.init(name="threads", buffer_size=4096)
-    n, threads = 30_000, 4
-
-    def work(t: int) -> None:
-        wide = [f"w{t}.{j}" for j in range(9)]  # with b{t}: ten-key calls
-        for i in range(n):
-            edgescope.log({f"t{t}": float(i)}, step=i)
-            if i % 2 == 0:
-                edgescope.log({f"b{t}": float(i), **dict.fromkeys(wide, 1.0)}, step=i)
-
-    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
+    want = log_from_threads(30_000, 4)
     edgescope.finish(0)
     assert collector.stop() == 0, collector.stderr()
     assert run.collector == str(collector.ingest) and run.path is None, "never fell back"
+    stored = _store(collector)["threads"]
     by_key: dict[str, list[tuple[int, float]]] = {}
-    for m in _store(collector)["threads"]:
+    for m in stored:
         if isinstance(m, Metrics):
             by_key.setdefault(m.key, []).extend(zip(m.steps, m.values, strict=True))
-    for t in range(threads):
-        assert by_key[f"t{t}"] == [(i, float(i)) for i in range(n)]
-        assert by_key[f"b{t}"] == [(i, float(i)) for i in range(0, n, 2)]
-        for j in range(9):
-            assert by_key[f"w{t}.{j}"] == [(i, 1.0) for i in range(0, n, 2)]
-    assert sum(map(len, by_key.values())) == threads * (n + n // 2 * 10)
-    (end,) = _ends(_store(collector)["threads"])
+    assert by_key == want
+    (end,) = _ends(stored)
     assert end.dropped == 0 and end.exit_code == 0
 
 
@@ -153,21 +135,7 @@ def test_a_child_forked_from_a_live_run_and_its_parent_are_all_in_the_store(
     n = 100_000
     r = run_script(
         sdk,
-        f"""
-        import os, edgescope
-        run = edgescope.init(name="forks", buffer_size=1024)
-        edgescope.log({{"before": 1.0}}, step=0)  # the run is live when it forks
-        pid = os.fork()
-        who = "child" if pid == 0 else "parent"
-        for i in range({n}):
-            edgescope.log({{who: float(i)}}, step=i)
-        if pid == 0:
-            edgescope.finish(0)
-            os._exit(0)
-        _, status = os.waitpid(pid, 0)
-        edgescope.finish(0)
-        print(status, run.path)
-        """,
+        forking_job(n),
         sdk_env(sdk, EDGESCOPE_SOCKET=str(collector.ingest), EDGESCOPE_STALL_TIMEOUT="60"),
         timeout=150,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from edgescope_tracing import Event, StreamDecoder, TraceReader, TraceWriter
 from edgescope_tracing._frames import HEADER_SIZE
+from plantedfiles import planted
 
 
 def on_disk(path: Path) -> list[str]:
@@ -105,12 +106,7 @@ def test_resume_refuses_a_link_a_fifo_and_a_directory(tmp_path: Path) -> None:
     from edgescope_tracing.files import NotRegularFileError
 
     cp = _checkpointed(tmp_path / "t.est")
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"v" * 100_000)
-    link = tmp_path / "link.est"
-    link.symlink_to(victim)
-    fifo = tmp_path / "fifo.est"
-    os.mkfifo(fifo)
+    victim, link, fifo = planted(tmp_path, b"v" * 100_000)
     for path, says in [
         (link, "a symbolic link"),
         (fifo, "a FIFO"),

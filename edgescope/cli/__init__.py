@@ -28,6 +28,7 @@ __all__ = ["NEEDS", "main"]
 
 COMMANDS: list[str] = [
     # one line per command module of this package, e.g. "record" (edgescope/cli/record.py)
+    "inspect",
     "export",
     "demo",
     "collector",
@@ -54,24 +55,6 @@ NEEDS: dict[str, str] = {
 only the trace format, which every install has."""
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    from edgescope.cli.inspect import inspect_file, print_human, print_json
-
-    try:
-        summary = inspect_file(args.file)
-    except FileNotFoundError:
-        raise EdgescopeError(f"{args.file}: no such file", 2) from None
-    except PermissionError:
-        raise EdgescopeError(f"{args.file}: permission denied", 2) from None
-    except OSError as e:
-        raise EdgescopeError(f"{args.file}: {e.strerror or e}", 2) from None
-    if args.json:
-        print_json(summary, sys.stdout)
-    else:
-        print_human(args.file, summary, sys.stdout)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgescope",
@@ -80,13 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("inspect", help="summarize a trace file")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.set_defaults(func=_cmd_inspect)
-
-    # Further subcommands: each module in COMMANDS has ``add_parser(sub)``, which adds its parser
-    # and sets ``func``; the module imports its heavy dependencies inside ``func`` only.
+    # Each module in COMMANDS has ``add_parser(sub)``, which adds its parser and sets ``func``;
+    # the module imports its heavy dependencies inside ``func`` only.
     import importlib
 
     for name in COMMANDS:

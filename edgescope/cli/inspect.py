@@ -13,10 +13,12 @@ sampled stacks, and events with like ones folded into one line with a count.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import socket
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -40,6 +42,29 @@ EVENT_LINES = 20
 """Lines of events (groups of like events) the human summary shows."""
 TRACEBACK_LINES = 40
 """Lines of a stored traceback shown (the last ones: the exception is at the end)."""
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("inspect", help="summarize a trace file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = inspect_file(args.file)
+    except FileNotFoundError:
+        raise EdgescopeError(f"{args.file}: no such file", 2) from None
+    except PermissionError:
+        raise EdgescopeError(f"{args.file}: permission denied", 2) from None
+    except OSError as e:
+        raise EdgescopeError(f"{args.file}: {e.strerror or e}", 2) from None
+    if args.json:
+        print_json(summary, sys.stdout)
+    else:
+        print_human(args.file, summary, sys.stdout)
+    return 0
 
 
 def inspect_file(path: str) -> TraceSummary:

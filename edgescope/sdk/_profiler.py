@@ -38,7 +38,10 @@ Two drivers, chosen by :func:`start_sampler`:
   charges each thread the CPU time its clock advanced since the previous sample. To look, it
   must take the GIL: from a thread running Python that takes the switch interval (5 ms), and a
   C call that holds the GIL makes it wait to the end, so the time before the call may be
-  charged to it too; a cruder split than the signal's, said here rather than hidden.
+  charged to it too; a cruder split than the signal's, said here rather than hidden (the
+  12 ms ``sorted()`` of tests/profiler came out 53.7 % against its clock's 43.6 %). The other
+  workloads there (busy Python, idle threads, a producer, deep recursion, many short functions)
+  it gets within 5 points of their known splits, as the signal does.
 
 Left out: the SDK's own threads (``exclude``) and the sampler itself; a thread that starts and
 ends between two samples (its CPU time is not seen). The sampler holds no frame between

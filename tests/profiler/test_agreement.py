@@ -56,7 +56,7 @@ MIN_SAMPLES = 200
 HARNESS = """
 import json, sys, threading, time
 from collections import Counter
-from edgescope.sdk._profiler import SignalSampler
+from edgescope.sdk._profiler import SignalSampler, ThreadSampler
 
 truth = Counter()  # seconds of CPU per function, where the workload knows them
 waited = [0.0]  # seconds of CPU the waiting threads' own clocks counted
@@ -75,7 +75,8 @@ SECONDS = float(sys.argv[2])
 
 RUN = """
 records = []
-sampler = SignalSampler(records.append, hz=float(sys.argv[3]), window=1000)
+driver = {"signal": SignalSampler, "thread": ThreadSampler}[sys.argv[4]]
+sampler = driver(records.append, hz=float(sys.argv[3]), window=1000)
 sampler.start()
 work()
 sampler.stop()
@@ -315,17 +316,23 @@ def shares(counts: dict[str, float], among: set[str] | None = None) -> dict[str,
     return {k: 100.0 * v / total for k, v in keep.items()} if total else {}
 
 
-def run_workload(name: str, tmp: Path) -> tuple[dict[str, float], dict[str, float], Counter[str]]:
-    spy = py_spy()
+def run_workload(
+    name: str, tmp: Path, driver: str = "signal"
+) -> tuple[dict[str, float], dict[str, float], Counter[str]]:
+    """edgescope's samples (``driver``: the SDK's SIGPROF sampler, or its thread fallback), the
+    workload's own split, and py-spy's samples of the same run (with the SIGPROF sampler only:
+    the thread driver is checked against the known split alone)."""
+    spy = py_spy() if driver == "signal" else None
     if name.startswith("torch") and importlib.util.find_spec("torch") is None:
         pytest.skip("PyTorch is not installed (pip install torch==2.13.0; CI installs it)")
     script = tmp / f"{name}.py"
     script.write_text(HARNESS + textwrap.dedent(WORKLOADS[name]) + RUN)
     out, raw = tmp / "ours.json", tmp / "spy.txt"
     seconds = SECONDS * LONGER.get(name, 1)
-    child = [sys.executable, str(script), str(out), str(seconds), str(HZ)]
+    child = [sys.executable, str(script), str(out), str(seconds), str(HZ), driver]
+    spying = [spy, "record", "-r", str(HZ), "-f", "raw", "-o", str(raw), "--"] if spy else []
     proc = subprocess.run(
-        [spy, "record", "-r", str(HZ), "-f", "raw", "-o", str(raw), "--", *child],
+        [*spying, *child],
         capture_output=True,
         text=True,
         timeout=120,
@@ -363,6 +370,29 @@ def close(
 @pytest.mark.parametrize("name", list(WORKLOADS))
 def test_self_time_shares_agree(name: str, tmp_path: Path) -> None:
     ours, truth, spy = run_workload(name, tmp_path)
+    check_shares(name, ours, truth, spy, tmp_path)
+
+
+THREAD_UNCHECKED = {"long-c-call", "torch-dataloader"}
+"""Workloads the thread driver is not held to. It samples from its own thread, which waits for
+the GIL while a C call holds it, and so charges a long C call the CPU of the interval before it
+too: the 12 ms ``sorted()`` came out 53.7 % against its clock's 43.6 % (the SIGPROF driver
+splits that interval, see :class:`edgescope.sdk._profiler.SignalSampler`; docs/profiling.md).
+The torch DataLoader is the SIGPROF driver's case, and slow."""
+
+
+@pytest.mark.parametrize("name", [n for n in WORKLOADS if n not in THREAD_UNCHECKED])
+def test_the_thread_driver_agrees_with_the_known_split(name: str, tmp_path: Path) -> None:
+    # the fallback where SIGPROF cannot be used: init() outside the main thread, or another
+    # SIGPROF handler installed
+    ours, truth, _ = run_workload(name, tmp_path, driver="thread")
+    check_shares(name, ours, truth, Counter(), tmp_path)
+
+
+def check_shares(
+    name: str, ours: dict[str, float], truth: dict[str, float], spy: Counter[str], tmp_path: Path
+) -> None:
+    """edgescope's shares against the workload's known split, and no CPU for waiting threads."""
     assert truth or name in WEIGHTS, f"{name} knows no split to compare with"
     assert sum(ours.values()) >= MIN_SAMPLES, f"too few samples to compare: {ours}"
     report = f"edgescope {dict(ours)}, py-spy {dict(spy)}, truth {truth}"

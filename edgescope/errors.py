@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from edgescope_tracing.extras import NOT_INSTALLED
 
-__all__ = ["EdgescopeError", "NotInstalled", "UsageError"]
+__all__ = ["EdgescopeError", "NotInstalled", "UsageError", "file_error"]
 
 
 class EdgescopeError(Exception):
@@ -38,3 +38,15 @@ class NotInstalled(EdgescopeError):
     Raised by :func:`edgescope.cli._extras.require`, which words the message, once for all."""
 
     exit_code = NOT_INSTALLED
+
+
+def file_error(name: str, e: OSError) -> UsageError:
+    """The one sentence for a file a command cannot open or create, ``NAME: WHY`` (exit 2):
+    ``no such file``, ``permission denied``, else the system's words."""
+    if isinstance(e, FileNotFoundError):
+        why = "no such file"
+    elif isinstance(e, PermissionError):
+        why = "permission denied"
+    else:
+        why = (e.strerror or str(e)).lower()
+    return UsageError(f"{name}: {why}")

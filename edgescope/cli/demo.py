@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any
 
 from edgescope.cli._extras import installed, require
-from edgescope.errors import EdgescopeError
+from edgescope.errors import EdgescopeError, file_error
 
 __all__ = ["add_parser"]
 
@@ -172,10 +172,8 @@ def _open_output(path: Path, default: bool) -> Any:
         raise EdgescopeError(f"{path}: something else just created it", 2) from None
     except FileNotFoundError:
         raise EdgescopeError(f"{path}: the directory {path.parent} does not exist", 2) from None
-    except PermissionError:
-        raise EdgescopeError(f"{path}: permission denied", 2) from None
     except OSError as e:
-        raise EdgescopeError(f"{path}: {(e.strerror or str(e)).lower()}", 2) from None
+        raise file_error(str(path), e) from None
 
 
 # --- the processes -----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from edgescope_tracing.export import (
     write_jsonl,
 )
 
-from edgescope.errors import EdgescopeError
+from edgescope.errors import EdgescopeError, file_error
 
 __all__ = ["COLUMNS", "Row", "add_parser", "rows", "write_csv", "write_jsonl"]
 
@@ -48,10 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         check_input(src)
         reader = TraceReader(src)
-    except FileNotFoundError:
-        raise EdgescopeError(f"{shown}: no such file", 2) from None
-    except PermissionError:
-        raise EdgescopeError(f"{shown}: permission denied", 2) from None
+    except (FileNotFoundError, PermissionError) as e:
+        raise file_error(shown, e) from None
     if args.format == "parquet":
         return _run_parquet(args, src, reader)
     writer = write_csv if args.format == "csv" else write_jsonl

@@ -35,7 +35,7 @@ from edgescope_tracing.summary import (
 )
 from edgescope_tracing.text import escape, escape_block
 
-from edgescope.errors import EdgescopeError
+from edgescope.errors import EdgescopeError, file_error
 
 SEVERITY = {0: "info", 1: "warning", 2: "error"}
 EVENT_LINES = 20
@@ -54,12 +54,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         summary = inspect_file(args.file)
-    except FileNotFoundError:
-        raise EdgescopeError(f"{args.file}: no such file", 2) from None
-    except PermissionError:
-        raise EdgescopeError(f"{args.file}: permission denied", 2) from None
     except OSError as e:
-        raise EdgescopeError(f"{args.file}: {e.strerror or e}", 2) from None
+        raise file_error(args.file, e) from None
     if args.json:
         print_json(summary, sys.stdout)
     else:

@@ -187,8 +187,12 @@ def _docstrings(tree: ast.AST) -> set[int]:
 def _escapes(path: Path) -> list[str]:
     """Where the Python file at ``path`` reaches above the repository or names a place
     outside it."""
-    depth = len(path.relative_to(ROOT).parts) - 1
-    tree = ast.parse(path.read_text(), str(path))
+    return _escapes_in(path.read_text(), str(path), len(path.relative_to(ROOT).parts) - 1)
+
+
+def _escapes_in(source: str, name: str, depth: int) -> list[str]:
+    """:func:`_escapes` of ``source``, a file ``depth`` folders below the repository's root."""
+    tree = ast.parse(source, name)
     docs = _docstrings(tree)
     found = []
     for node in ast.walk(tree):
@@ -213,18 +217,16 @@ def _tracked(suffix: str) -> list[Path]:
     return [ROOT / p for p in out.split("\0") if p.endswith(suffix)]
 
 
-def test_the_outside_check_sees_a_climb_and_a_name(tmp_path: Path) -> None:
-    probe = ROOT / "tests" / "_probe_outside.py"
-    probe.write_text(
+def test_the_outside_check_sees_a_climb_and_a_name() -> None:
+    # a module as tests/probe.py would be (one folder below the root), checked in memory: the
+    # test writes nothing into the checkout
+    probe = (
         "from pathlib import Path\n"
         "ok = Path(__file__).resolve().parent.parent / 'examples'\n"
-        "up = Path(__file__).resolve().parents[2] / 'shared'\n"
-        "x = '../shared/fixtures/a.xml'\n"
+        "up = Path(__file__).resolve().parents[2] / 'beside'\n"
+        "x = '../beside/a.xml'\n"
     )
-    try:
-        found = _escapes(probe)
-    finally:
-        probe.unlink()
+    found = _escapes_in(probe, "tests/probe.py", 1)
     assert [f.split(":")[0] for f in found] == ["line 3", "line 4"]
 
 

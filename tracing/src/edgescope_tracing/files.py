@@ -45,6 +45,7 @@ __all__ = [
     "make_way",
     "open_binary_output",
     "open_output",
+    "open_regular",
     "read_regular",
 ]
 
@@ -88,17 +89,40 @@ class NotRegularFileError(TraceError, OSError):
     ``OSError`` too, so that callers which word a failed open word this one the same way."""
 
 
-def read_regular(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of the regular file at ``path`` (symbolic links are followed), opened with
-    ``O_NONBLOCK`` so that a FIFO is refused at once instead of waited on. Raises
-    :class:`NotRegularFileError` for anything but a regular file, and OSError as ``open`` does.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+def open_regular(path: str | os.PathLike[str], flags: int, *, follow: bool = True) -> int:
+    """A descriptor of the regular file at ``path``, opened with ``flags`` (``os.O_RDONLY``,
+    ``os.O_WRONLY``), never waiting: ``O_NONBLOCK`` while it opens, so that a FIFO is refused at
+    once instead of waited on, and cleared after. ``follow=False`` refuses a symbolic link too
+    (``O_NOFOLLOW``). Raises :class:`NotRegularFileError` for anything but a regular file, and
+    OSError as ``open`` does."""
+    extra = os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFileError(f"{_show(path)} is {file_kind(mode)}, not a regular file")
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        fd = os.open(path, flags | extra)
+    except OSError as e:
+        # O_NOFOLLOW's ELOOP, a FIFO nobody reads opened to write (ENXIO), a directory opened
+        # to write (EISDIR): said as what is there
+        try:
+            mode = (os.stat if follow else os.lstat)(path).st_mode
+        except OSError:
+            raise e from None
+        if stat.S_ISREG(mode):
+            raise
+        raise NotRegularFileError(
+            f"{_show(path)} is {file_kind(mode)}, not a regular file"
+        ) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFileError(f"{_show(path)} is {file_kind(mode)}, not a regular file")
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file at ``path`` (symbolic links are followed), opened by
+    :func:`open_regular`: :class:`NotRegularFileError` for anything but a regular file."""
+    fd = open_regular(path, os.O_RDONLY)
+    try:
         chunks = []
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import stat
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 from ._frames import HEADER_SIZE, MAX_PAYLOAD, IndexEntry, StreamEncoder
 from .errors import TraceError
-from .files import NotRegularFileError, file_kind
+from .files import open_regular
 from .records import Record, RunStart
 
 __all__ = ["TraceWriter", "FsyncPolicy"]
@@ -189,7 +187,7 @@ class TraceWriter:
         self.flush_interval = flush_interval
         self.flush_bytes = min(flush_bytes, MAX_PAYLOAD)
         self.fsync = fsync
-        fd = _open_regular(self.path)
+        fd = open_regular(self.path, os.O_WRONLY, follow=False)  # a cut is never through a link
         try:
             size = os.fstat(fd).st_size
             if offset < HEADER_SIZE or size < offset:
@@ -222,30 +220,3 @@ class TraceWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _open_regular(path: Path) -> int:
-    """``path`` opened to write in place, only if it is a regular file: not through a symbolic
-    link, and without waiting on a FIFO."""
-    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags)
-    except OSError as e:
-        # O_NOFOLLOW's ELOOP, a FIFO nobody reads (ENXIO), a directory (EISDIR): said as such
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            raise e from None
-        if stat.S_ISREG(mode):
-            raise
-        raise NotRegularFileError(
-            f"cannot resume {path}: it is {file_kind(mode)}, not a regular file"
-        ) from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise NotRegularFileError(
-            f"cannot resume {path}: it is {file_kind(mode)}, not a regular file"
-        )
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    return fd

@@ -17,6 +17,8 @@ import textwrap
 import tomllib
 from pathlib import Path
 
+from withoutparts import blocking
+
 ROOT = Path(__file__).resolve().parent.parent
 UI_STACK = ("textual", "asyncssh", "cryptography")
 
@@ -24,15 +26,6 @@ PROBE = textwrap.dedent(
     """
     import importlib, json, pkgutil, sys
 
-    BLOCKED = {blocked!r}
-
-    class Refuse:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{{name}} is blocked: the UI stack must not be imported here")
-            return None
-
-    sys.meta_path.insert(0, Refuse())
     failed = {{}}
     imported = []
 
@@ -70,7 +63,7 @@ PROBE = textwrap.dedent(
 
 def test_sdk_collector_and_cli_import_without_the_ui_stack() -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(blocked=UI_STACK)],
+        [sys.executable, "-c", blocking(UI_STACK) + PROBE.format()],
         capture_output=True,
         text=True,
         timeout=120,
@@ -94,14 +87,6 @@ MODEL = ("state", "series", "feed", "views", "chartspec", "processes", "runinfo"
 MODEL_PROBE = textwrap.dedent(
     """
     import json, sys
-
-    class Refuse:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "textual":
-                raise ImportError(f"{{name}} is blocked: the TUI's model must not import Textual")
-            return None
-
-    sys.meta_path.insert(0, Refuse())
     import importlib
     mods = [importlib.import_module("edgescope_tui." + m) for m in {model!r}]
     from edgescope_tracing import TraceReader
@@ -127,7 +112,11 @@ def test_the_tui_model_folds_a_trace_without_textual() -> None:
     specs and the process table are computed from the example trace."""
     trace = ROOT / "examples" / "h200-mlp-training.est"
     proc = subprocess.run(
-        [sys.executable, "-c", MODEL_PROBE.format(model=MODEL, trace=str(trace))],
+        [
+            sys.executable,
+            "-c",
+            blocking(("textual",)) + MODEL_PROBE.format(model=MODEL, trace=str(trace)),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -27,16 +27,27 @@ EDGESCOPE_MAIN = "from edgescope.cli import main; sys.exit(main({argv!r}))"
 COLLECTOR_MAIN = "from edgescope_collector.__main__ import main; sys.exit(main({argv!r}))"
 
 
+def blocking(blocked: tuple[str, ...]) -> str:
+    """Code that, run first in an interpreter, makes the ``blocked`` top-level packages
+    unimportable (``ModuleNotFoundError``); ``BLOCKED`` names them to the code after it."""
+    return _PRELUDE.format(blocked=blocked)
+
+
 def run_without(
-    blocked: tuple[str, ...], entry: str, argv: list[str], cwd: Path
+    blocked: tuple[str, ...],
+    entry: str,
+    argv: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``entry`` (one of the ``*_MAIN`` lines) with ``argv``, the ``blocked`` packages absent."""
-    code = _PRELUDE.format(blocked=blocked) + entry.format(argv=argv) + "\n"
+    code = blocking(blocked) + entry.format(argv=argv) + "\n"
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
     )

@@ -32,6 +32,7 @@ from prometheus_client.core import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_daemon import ENV, Collector, free_port
+from withoutparts import EDGESCOPE_MAIN, run_without
 
 TREES = Path(__file__).parent / "trees"
 TOKEN = "prometheus-test-token-0123456789abcdef"
@@ -343,41 +344,21 @@ def test_the_port_in_use_is_said(tmp_path: Path) -> None:
         assert c.proc is not None and c.proc.wait(timeout=15) == 1
 
 
-BLOCKED_RUN = """
-import sys
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "prometheus_client":
-            raise ImportError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, Refuse())
-from edgescope.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_without_prometheus_client_the_command_names_the_extra(tmp_path: Path) -> None:
     port = free_port()
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            BLOCKED_RUN,
-            "collector",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--ingest",
-            str(tmp_path / "i.sock"),
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-            "--no-mdns",
-            "--prometheus",
-            f"127.0.0.1:{port}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=ENV,
-    )
+    argv = [
+        "collector",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--ingest",
+        str(tmp_path / "i.sock"),
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--no-mdns",
+        "--prometheus",
+        f"127.0.0.1:{port}",
+    ]
+    p = run_without(("prometheus_client",), EDGESCOPE_MAIN, argv, env=ENV)
     assert p.returncode == 3, p.stderr
     assert "pip install prometheus-client (or './collector[prometheus]'" in p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

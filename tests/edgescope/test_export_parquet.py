@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from withoutparts import EDGESCOPE_MAIN, run_without
 
 pytest.importorskip("pyarrow", reason="pyarrow is not installed")
 
@@ -126,18 +126,7 @@ def test_the_real_trace_in_one_file_is_the_csv_export_with_types(tmp_path: Path)
 
 
 def _run(*argv: str, block: str | None = None) -> subprocess.CompletedProcess[str]:
-    pre = (
-        "import sys\n"
-        "class Refuse:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        f"        if name.split('.')[0] == {block!r}:\n"
-        "            raise ImportError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, Refuse())\n"
-    )
-    code = pre + "from edgescope.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    return subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60
-    )
+    return run_without((block,) if block else (), EDGESCOPE_MAIN, list(argv))
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+from withoutparts import blocking
 
 HOOKS = {
     "lightning": ("lightning", "PyTorch Lightning"),
@@ -22,20 +23,6 @@ HOOKS = {
 }
 """Each hook module under ``edgescope.integrations`` (named as the extra that installs its
 library): the library's top-level module, and what the message calls it."""
-
-BLOCK = textwrap.dedent(
-    """
-    import sys
-
-    class Refuse:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {blocked!r}:
-                raise ModuleNotFoundError(f"No module named {{name!r}}")
-            return None
-
-    sys.meta_path.insert(0, Refuse())
-    """
-)
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -62,7 +49,7 @@ def test_import_edgescope_loads_no_hook_and_no_framework() -> None:
 
 @pytest.mark.parametrize("extra", sorted(HOOKS))
 def test_a_hook_without_its_framework_names_the_extra(extra: str) -> None:
-    code = BLOCK.format(blocked=(HOOKS[extra][0],)) + textwrap.dedent(
+    code = blocking((HOOKS[extra][0],)) + textwrap.dedent(
         f"""
         import edgescope.integrations
         try:

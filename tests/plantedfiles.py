@@ -5,7 +5,11 @@ other."""
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 
 def planted(tmp: Path, victim_bytes: bytes) -> tuple[Path, Path, Path]:
@@ -18,3 +22,16 @@ def planted(tmp: Path, victim_bytes: bytes) -> tuple[Path, Path, Path]:
     fifo = tmp / "fifo.est"
     os.mkfifo(fifo)
     return victim, link, fifo
+
+
+def finishes(fn: Callable[[], object], fifo: Path, what: str, timeout: float = 10.0) -> None:
+    """Run ``fn`` in a thread; where it is still waiting after ``timeout`` seconds (on the FIFO,
+    for a reader or a writer), the FIFO is opened read-write, which frees either, and the test
+    fails naming ``what`` hung."""
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+        t.join(timeout)
+        pytest.fail(f"{what} hung on a FIFO")

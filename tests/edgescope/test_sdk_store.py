@@ -36,11 +36,12 @@ def _store(c: Collector) -> dict[str, list[Record]]:
     return runs
 
 
-def _values(recs: list[Record]) -> list[tuple[int, float]]:
-    out: list[tuple[int, float]] = []
+def _by_key(recs: list[Record]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) of each metric key in ``recs``, in store order."""
+    out: dict[str, list[tuple[int, float]]] = {}
     for m in recs:
         if isinstance(m, Metrics):
-            out.extend(zip(m.steps, m.values, strict=True))
+            out.setdefault(m.key, []).extend(zip(m.steps, m.values, strict=True))
     return out
 
 
@@ -67,7 +68,7 @@ def test_a_million_one_key_values_from_one_run_are_all_in_the_store(collector: C
     assert collector.stop() == 0, collector.stderr()
     assert run.collector == str(collector.ingest) and run.path is None, "never fell back"
     stored = _store(collector)["million"]
-    assert _values(stored) == [(i, i * 0.5) for i in range(n)]
+    assert _by_key(stored) == {"loss": [(i, i * 0.5) for i in range(n)]}
     (end,) = _ends(stored)
     assert end.dropped == 0 and end.exit_code == 0
 
@@ -101,11 +102,7 @@ def test_twenty_runs_logging_at_once_are_all_in_the_store_counted_per_run(
     assert sorted(stored) == sorted(f"run{k}" for k in range(runs))
     for k in range(runs):
         recs = stored[f"run{k}"]
-        by_key: dict[str, list[tuple[int, float]]] = {}
-        for m in recs:
-            if isinstance(m, Metrics):
-                by_key.setdefault(m.key, []).extend(zip(m.steps, m.values, strict=True))
-        assert by_key == {
+        assert _by_key(recs) == {
             "loss": [(i, float(i)) for i in range(n)],
             "k": [(i, float(k)) for i in range(n)],
         }, f"run{k}"
@@ -120,11 +117,7 @@ def test_several_threads_of_one_run_are_all_in_the_store(collector: Collector) -
     assert collector.stop() == 0, collector.stderr()
     assert run.collector == str(collector.ingest) and run.path is None, "never fell back"
     stored = _store(collector)["threads"]
-    by_key: dict[str, list[tuple[int, float]]] = {}
-    for m in stored:
-        if isinstance(m, Metrics):
-            by_key.setdefault(m.key, []).extend(zip(m.steps, m.values, strict=True))
-    assert by_key == want
+    assert _by_key(stored) == want
     (end,) = _ends(stored)
     assert end.dropped == 0 and end.exit_code == 0
 
@@ -145,12 +138,8 @@ def test_a_child_forked_from_a_live_run_and_its_parent_are_all_in_the_store(
     stored = _store(collector)
     child = next(v for k, v in stored.items() if k.startswith("forks.fork"))
     parent = stored["forks"]
-    assert _values([m for m in parent if getattr(m, "key", "") == "parent"]) == [
-        (i, float(i)) for i in range(n)
-    ]
-    assert _values([m for m in child if getattr(m, "key", "") == "child"]) == [
-        (i, float(i)) for i in range(n)
-    ]
+    assert _by_key(parent)["parent"] == [(i, float(i)) for i in range(n)]
+    assert _by_key(child)["child"] == [(i, float(i)) for i in range(n)]
     for recs in (parent, child):
         (end,) = _ends(recs)
         assert end.dropped == 0 and end.exit_code == 0

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import pytest
 from edgescope_tracing import Event, StreamDecoder, TraceReader, TraceWriter
 from edgescope_tracing._frames import HEADER_SIZE
-from plantedfiles import planted
+from plantedfiles import finishes, planted
 
 
 def on_disk(path: Path) -> list[str]:
@@ -93,13 +92,6 @@ def test_resume_goes_on_where_the_checkpoint_left(tmp_path: Path) -> None:
     assert on_disk(path) == ["before", "after"]
 
 
-def _attempt(path: Path, cp: dict[str, object], got: list[BaseException | TraceWriter]) -> None:
-    try:
-        got.append(TraceWriter.resume(path, cp))
-    except BaseException as e:
-        got.append(e)
-
-
 def test_resume_refuses_a_link_a_fifo_and_a_directory(tmp_path: Path) -> None:
     # resume cuts the file to the checkpoint: through a link that cut a 100,000-byte victim to
     # the checkpoint's 121 bytes, and a FIFO's open waited for a reader that never came
@@ -113,13 +105,14 @@ def test_resume_refuses_a_link_a_fifo_and_a_directory(tmp_path: Path) -> None:
         (tmp_path, "a directory"),
     ]:
         got: list[BaseException | TraceWriter] = []
-        t = threading.Thread(target=_attempt, args=(path, cp, got), daemon=True)
-        t.start()
-        t.join(10)
-        if t.is_alive():  # hung in open(): let it go, then fail
-            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
-            t.join(10)
-            pytest.fail(f"resume({path.name}) hung")
+
+        def attempt(path: Path = path, got: list[BaseException | TraceWriter] = got) -> None:
+            try:
+                got.append(TraceWriter.resume(path, cp))
+            except BaseException as e:
+                got.append(e)
+
+        finishes(attempt, fifo, f"resume({path.name})")
         assert isinstance(got[0], NotRegularFileError), (path, got)
         assert says in str(got[0]) and "not a regular file" in str(got[0])
     assert victim.read_bytes() == b"v" * 100_000

@@ -348,19 +348,17 @@ def run_workload(
     return got["ours"], got["truth"], seen
 
 
-def close(
-    a: dict[str, float], b: dict[str, float], label: str, n: tuple[float, float | None]
-) -> list[str]:
-    """Functions whose shares in ``a`` and ``b`` differ by more than :data:`TOLERANCE` points,
-    or by more than four standard errors of a sampled share when that is wider. ``n``: how
-    many samples each side took (None for the known split, which is not sampled). A share of
+def close(a: dict[str, float], b: dict[str, float], label: str, n: float) -> list[str]:
+    """Functions whose sampled shares ``a`` and known shares ``b`` differ by more than
+    :data:`TOLERANCE` points, or by more than four standard errors of a sampled share when that
+    is wider. ``n``: how many samples ``a`` took (the known split is not sampled). A share of
     a few hundred samples moves by chance by a few points (one of 66 % in 500 samples: 2.1 points
     a standard error), so a fixed 5 points would fail now and then however right the sampler."""
     bad = []
     for k in sorted(set(a) | set(b)):
         x, y = a.get(k, 0.0), b.get(k, 0.0)
         p = (x + y) / 200.0
-        variance = p * (1 - p) * sum(1 / m for m in n if m)
+        variance = p * (1 - p) / n if n else 0.0
         tol = max(TOLERANCE, 400.0 * math.sqrt(variance))
         if max(x, y) >= 2.0 and abs(x - y) > tol:
             bad.append(f"{k}: edgescope {x:.1f} % vs {label} {y:.1f} % (within {tol:.1f})")
@@ -406,7 +404,7 @@ def check_shares(
             shares(ours, set(truth)),
             shares(truth),
             "the known split",
-            (n_ours, None),
+            n_ours,
         )
     else:
         # The split is known from the work each function does (its loop's iterations); py-spy
@@ -418,9 +416,7 @@ def check_shares(
         # callees that much more: a known limit of sampling inside.
         weights = WEIGHTS[name]
         n_ours = float(sum(v for k, v in ours.items() if k in weights))
-        problems += close(
-            shares(ours, set(weights)), shares(weights), "the work's split", (n_ours, None)
-        )
+        problems += close(shares(ours, set(weights)), shares(weights), "the work's split", n_ours)
     assert not problems, f"{'; '.join(problems)} ({report})"
     # Threads that wait use a little CPU to start, wake and end: nothing more is charged. And
     # what py-spy costs them: it stops every thread for each sample, and a waiting thread's

@@ -28,6 +28,7 @@ from flwr.app import (  # noqa: E402
     RecordDict,
 )
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
+from sdkutil import trace_files  # noqa: E402
 
 import edgescope  # noqa: E402
 from edgescope.cli import main  # noqa: E402
@@ -58,7 +59,7 @@ def _query(msg: Message, ctx: Context) -> Message:
 
 def _records(sdk: Path) -> list[object]:
     out: list[object] = []
-    for f in sorted((sdk / "runs").glob("*.est")):
+    for f in trace_files(sdk):
         with TraceReader(f) as r:
             out.extend(r)
     return out
@@ -118,7 +119,7 @@ def test_processes_that_init_with_one_run_id_join_one_run(sdk: Path) -> None:
             run.log({"x": 1.0})
     ids = {r.run_id for r in _records(sdk) if isinstance(r, RunStart)}
     assert ids == {rid}
-    assert len(list((sdk / "runs").glob("*.est"))) == 2
+    assert len(trace_files(sdk)) == 2
     for bad in ("XYZ", "ab", "AB" * 16, 5):
         with pytest.raises(ValueError, match="run_id must be 8 to 64 lower-case hex digits"):
             edgescope.init(name="bad", run_id=bad)  # type: ignore[arg-type]
@@ -190,7 +191,7 @@ def test_the_server_records_a_node_that_timed_out(
         assert e.message.startswith(f"round 1 {e.detail['type']}: 2 of 3 replied in ")
         assert e.message.endswith(", 1 timed out")
     # and `edgescope rounds` says so from that server trace alone
-    assert main(["rounds", *map(str, sorted((sdk / "runs").glob("*.est")))]) == 0
+    assert main(["rounds", *map(str, trace_files(sdk))]) == 0
     out = capsys.readouterr().out
     assert "node 3 timed out: no reply within 0.3 s" in out
     assert "the timeout, for node 3" in out
